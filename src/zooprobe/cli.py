@@ -1,0 +1,217 @@
+"""The ``zooprobe`` command line: a thin layer over the Python API.
+
+Every subcommand takes ``--config FILE.yaml`` and ``--print_config`` (jsonargparse); options are the
+fields of the same typed dataclasses the Python API uses.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace, set_parsing_settings
+
+from . import __version__
+from .errors import ZooprobeError
+from .zoo.space import ZooConfig
+
+set_parsing_settings(docstring_parse_attribute_docstrings=True)  # dataclass field docs become --help text
+
+
+def _parser(description: str) -> ArgumentParser:
+    p = ArgumentParser(description=description)
+    p.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below.")
+    return p
+
+
+def build_parser() -> ArgumentParser:
+    root = ArgumentParser(
+        prog="zooprobe",
+        description="Read a neural network's weights and tell what it is. Subcommands: zoo, demo.",
+    )
+    root.add_argument("--version", action="version", version=f"zooprobe {__version__}")
+    top = root.add_subcommands(dest="command")
+
+    zoo = ArgumentParser(description="Subject-model zoos: build, merge, import, summarize, benchmark.")
+    demo = _parser("Build (once, cached) and summarize the built-in default zoo.")
+    demo.add_argument("--preset", type=str, default="small", help="Built-in zoo preset to use.")
+    top.add_subcommand("zoo", zoo, help="Subject-model zoos.")
+    top.add_subcommand("demo", demo, help="Run the main job on the built-in default.")
+
+    zs = zoo.add_subcommands(dest="action")
+    build = _parser(
+        "Generate a zoo offline. Options left unset take the preset's value (tiny: tests; small: the "
+        "default zoo; bench: >= 2000 models). Interrupted builds resume; --shard i/n builds a disjoint part."
+    )
+    build.add_class_arguments(ZooConfig, nested_key=None)
+    build.add_argument("--output", type=Path, required=True, help="Zoo folder to create (or resume).")
+    build.add_argument("--shard", type=str | None, default=None, help="Build only shard i of n, e.g. 0/4.")
+    build.add_argument(
+        "--batched", type=bool, default=True, help="Population-batched training (False: one at a time)."
+    )
+    build.add_argument(
+        "--overwrite", type=bool, default=False, help="Delete what OUTPUT holds and start over."
+    )
+    build.add_argument("--progress", type=bool, default=True, help="Show a progress bar.")
+    zs.add_subcommand("build", build, help="Generate a zoo (resumable, shardable).")
+
+    merge = _parser("Merge shard folders built with the same configuration into one zoo.")
+    merge.add_argument("--output", type=Path, required=True, help="Zoo folder to write.")
+    merge.add_argument("shards", type=list[Path], help="Shard folders (their --output).")
+    zs.add_subcommand("merge", merge, help="Merge shard folders into one zoo.")
+
+    summary = _parser("Print counts per field and accuracy quantiles of a zoo.")
+    summary.add_argument("source", type=str, help="Zoo folder, Hub dataset repo id, or 'default'.")
+    summary.add_argument(
+        "--revision", type=str | None, default=None, help="Hub revision (branch, tag, commit)."
+    )
+    zs.add_subcommand("summary", summary, help="Summarize a zoo.")
+
+    bench = _parser("Train the same sampled runs batched and one at a time; print models/s and the ratio.")
+    bench.add_class_arguments(ZooConfig, nested_key=None, skip={"n_models"})
+    bench.set_defaults(preset="bench")
+    bench.add_argument("--n_models", type=int, default=256, help="Runs to train on each path.")
+    zs.add_subcommand("bench", bench, help="Benchmark population-batched training.")
+
+    imp = _parser("Import a folder of checkpoints (safetensors or .pt) described by a CSV or JSONL file.")
+    imp.add_argument("folder", type=Path, help="Folder with the checkpoint files.")
+    imp.add_argument("--metadata", type=Path, required=True, help="CSV or JSONL, one row per checkpoint.")
+    imp.add_argument("--output", type=Path, required=True, help="Zoo folder to write.")
+    imp.add_argument("--file_column", type=str, default="file", help="Column naming the checkpoint file.")
+    imp.add_argument(
+        "--id_column", type=str | None, default=None, help="Column with the run id (default: file stem)."
+    )
+    imp.add_argument(
+        "--split_column", type=str, default="split", help="Column with train/validation/test, if any."
+    )
+    imp.add_argument(
+        "--skip_invalid", type=bool, default=False, help="Skip bad rows (and report them) instead of failing."
+    )
+    imp.add_argument(
+        "--seed", type=int, default=0, help="Seed of the split assignment when there is no split column."
+    )
+    imp.add_argument("--overwrite", type=bool, default=False, help="Replace an existing OUTPUT folder.")
+    zs.add_subcommand("import-folder", imp, help="Import checkpoint files + a metadata table.")
+
+    mz = _parser("Import a zoo in the Model Zoos layout (params.json, result.json, checkpoint_*/).")
+    mz.add_argument("root", type=Path, help="Folder with one directory per model.")
+    mz.add_argument("--output", type=Path, required=True, help="Zoo folder to write.")
+    mz.add_argument("--epochs", type=str, default="last", help="'last' (final checkpoint) or 'all'.")
+    mz.add_argument(
+        "--skip_invalid",
+        type=bool,
+        default=False,
+        help="Skip bad models (and report them) instead of failing.",
+    )
+    mz.add_argument("--seed", type=int, default=0, help="Seed of the split assignment.")
+    mz.add_argument("--overwrite", type=bool, default=False, help="Replace an existing OUTPUT folder.")
+    zs.add_subcommand("import-modelzoos", mz, help="Import the Model Zoos layout.")
+    return root
+
+
+def _zoo_config(ns: Namespace) -> ZooConfig:
+    import dataclasses
+
+    return ZooConfig(**{f.name: ns.get(f.name) for f in dataclasses.fields(ZooConfig) if f.name in ns})
+
+
+def _run(cfg: Namespace) -> int:
+    from rich.console import Console
+
+    console = Console()
+    if cfg.command == "demo":
+        from .demo import run_demo
+
+        run_demo(cfg.demo.preset, console=console)
+        return 0
+    action = cfg.zoo.action
+    ns = cfg.zoo[action]
+    if action == "build":
+        from .zoo.build import build_zoo
+        from .zoo.store import Zoo
+        from .zoo.summary import print_summary
+
+        report = build_zoo(
+            _zoo_config(ns),
+            ns.output,
+            shard=ns.shard,
+            batched=ns.batched,
+            overwrite=ns.overwrite,
+            progress=ns.progress,
+        )
+        console.print(report.summary())
+        if report.finalized:
+            print_summary(Zoo.open(ns.output), console)
+        return 0
+    if action == "merge":
+        from .zoo.build import merge_zoo
+        from .zoo.store import Zoo
+        from .zoo.summary import print_summary
+
+        report = merge_zoo(ns.output, ns.shards)
+        console.print(report.summary())
+        print_summary(Zoo.open(ns.output), console)
+        return 0
+    if action == "summary":
+        from .zoo.store import load_zoo
+        from .zoo.summary import print_summary
+
+        print_summary(load_zoo(ns.source, revision=ns.revision), console)
+        return 0
+    if action == "bench":
+        from .zoo.bench import bench_zoo
+
+        result = bench_zoo(_zoo_config(ns), n_models=ns.n_models)
+        for line in result.lines():
+            console.print(line)
+        return 0
+    if action == "import-folder":
+        from .zoo.importers import import_checkpoint_folder
+
+        report = import_checkpoint_folder(
+            ns.folder,
+            ns.metadata,
+            ns.output,
+            file_column=ns.file_column,
+            id_column=ns.id_column,
+            split_column=ns.split_column,
+            skip_invalid=ns.skip_invalid,
+            seed=ns.seed,
+            overwrite=ns.overwrite,
+        )
+        console.print(report.summary())
+        return 0
+    if action == "import-modelzoos":
+        from .zoo.importers import import_model_zoos
+
+        report = import_model_zoos(
+            ns.root,
+            ns.output,
+            epochs=ns.epochs,
+            skip_invalid=ns.skip_invalid,
+            seed=ns.seed,
+            overwrite=ns.overwrite,
+        )
+        console.print(report.summary())
+        return 0
+    raise AssertionError(f"unhandled command {cfg}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    cfg = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return _run(cfg)
+    except ZooprobeError as e:
+        print(f"zooprobe: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "zooprobe: interrupted; finished work is saved, run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

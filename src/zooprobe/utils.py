@@ -1,0 +1,73 @@
+"""Small shared helpers: atomic writes, cache locations, environment facts."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+
+def cache_dir() -> Path:
+    """Root of zooprobe's cache (default zoo, default encoder, generated data).
+
+    `ZOOPROBE_CACHE` overrides it; otherwise `$XDG_CACHE_HOME/zooprobe` or `~/.cache/zooprobe`.
+    """
+    env = os.environ.get("ZOOPROBE_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "zooprobe"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; on success it is renamed onto `path`, on error removed.
+
+    Readers never see a half-written file: the rename is atomic on POSIX file systems.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that determine a generated artifact, recorded in manifests."""
+    out = {"python": platform.python_version()}
+    for name in ("zooprobe", "torch", "numpy", "scikit-learn", "mnist1d", "safetensors", "pyarrow"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out

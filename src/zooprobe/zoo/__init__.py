@@ -1,0 +1,1 @@
+"""Subject-model zoos: sampling, population-batched training, storage, loading and importing."""

@@ -1,0 +1,334 @@
+"""``zooprobe zoo build``: generate a zoo, resumably and shardably.
+
+Work is done per cohort (see `space.py`). Each finished cohort is written atomically to
+``OUTPUT/.parts/cohort-NNNNNN.parquet``; an interrupted build skips finished cohorts when run again.
+``--shard i/n`` builds the cohorts ``k`` with ``k % n == i`` only, so any scheduler can run shards on many
+machines (into one shared folder, or separate folders merged with ``zooprobe zoo merge``). When every
+cohort is present the parts are merged into the final dataset folder (`store.write_zoo`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import yaml
+
+from ..errors import ConfigError, ZooFormatError
+from ..utils import atomic_path, atomic_write_text, cache_dir
+from .data import load_task
+from .schema import FORMAT_VERSION, SPLITS
+from .space import ModelSpec, ZooConfig, sample_cohort
+from .store import (
+    MANIFEST,
+    base_manifest,
+    count_params,
+    dataset_card,
+    encode_weights,
+    rows_to_table,
+    write_zoo,
+)
+from .train import Checkpoint, CohortResult, train_cohort, train_single
+
+PARTS = ".parts"
+CONFIG_FILE = "zoo_config.yaml"
+
+
+@dataclass
+class BuildReport:
+    root: Path
+    cohorts_total: int
+    cohorts_built: int = 0
+    cohorts_skipped: int = 0
+    models: int = 0
+    checkpoints: int = 0
+    diverged: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    finalized: bool = False
+
+    def summary(self) -> str:
+        parts = [
+            f"{self.cohorts_built} cohort(s) trained, {self.cohorts_skipped} already done "
+            f"(of {self.cohorts_total}) in {self.seconds:.1f}s",
+        ]
+        if self.diverged:
+            parts.append(f"{len(self.diverged)} run(s) diverged (non-finite weights) and were left out")
+        parts.append(f"zoo written to {self.root}" if self.finalized else f"parts in {self.root / PARTS}")
+        return "; ".join(parts)
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``."""
+    if text in (None, ""):
+        return None
+    try:
+        i, n = (int(x) for x in str(text).split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ConfigError(f"--shard {text}: need 0 <= i < n")
+    return i, n
+
+
+def checkpoint_rows(result: CohortResult) -> list[dict]:
+    return [_row(c) for c in result.checkpoints]
+
+
+def _row(c: Checkpoint) -> dict:
+    m = c.metrics
+    row = c.spec.metadata()
+    row.update(m)
+    row.update(
+        checkpoint_epoch=c.epoch,
+        is_final=c.is_final,
+        generalization_gap=m["train_accuracy"] - m["test_accuracy"],
+        num_params=count_params(c.state_dict),
+        train_time_s=c.train_time_s,
+        weights=encode_weights(c.state_dict, where=f"model {c.spec.model_id} epoch {c.epoch}"),
+        split=c.spec.split,
+    )
+    return row
+
+
+def _part_schema() -> pa.Schema:
+    schema = rows_to_table([]).schema
+    return schema.append(pa.field("split", pa.string()))
+
+
+def _part_path(parts: Path, cohort: int) -> Path:
+    return parts / f"cohort-{cohort:06d}.parquet"
+
+
+def _read_part(path: Path) -> pa.Table | None:
+    """A finished part, or None if missing or damaged (then it is rebuilt)."""
+    if not path.exists():
+        return None
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowInvalid, OSError):
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _write_part(path: Path, result: CohortResult) -> None:
+    rows = checkpoint_rows(result)
+    schema = _part_schema().with_metadata({"diverged": json.dumps([s.model_id for s in result.diverged])})
+    table = pa.Table.from_pylist(rows, schema=schema) if rows else schema.empty_table()
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def _check_config(root: Path, cfg: ZooConfig) -> None:
+    """Refuse to mix cohorts of different configurations in one folder."""
+    path = root / CONFIG_FILE
+    if path.exists():
+        saved = yaml.safe_load(path.read_text())
+        if saved != cfg.to_dict():
+            diff = sorted(k for k in set(saved) | set(cfg.to_dict()) if saved.get(k) != cfg.to_dict().get(k))
+            raise ConfigError(
+                f"{root} holds a zoo built with a different configuration (differs in: {', '.join(diff)}); "
+                "use another --output folder or pass --overwrite true"
+            )
+    else:
+        atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def _train(specs: list[ModelSpec], cfg: ZooConfig, batched: bool) -> CohortResult:
+    data = load_task(specs[0].arch.task)
+    if batched:
+        return train_cohort(specs, data, cfg.max_train_samples)  # type: ignore[arg-type]
+    results = [train_single(s, data, cfg.max_train_samples) for s in specs]  # type: ignore[arg-type]
+    return CohortResult(
+        [c for r in results for c in r.checkpoints],
+        [s for r in results for s in r.diverged],
+        sum(r.seconds for r in results),
+    )
+
+
+def build_zoo(
+    config: ZooConfig,
+    output: str | Path,
+    shard: str | None = None,
+    batched: bool = True,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> BuildReport:
+    """Generate (or resume) the zoo of ``config`` into ``output``; finalize when every cohort is done."""
+    cfg = config.resolved()
+    root = Path(output)
+    sh = parse_shard(shard)
+    if overwrite and root.exists():
+        for name in (PARTS, "data", MANIFEST, CONFIG_FILE, "README.md"):
+            p = root / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
+    _check_config(root, cfg)
+    report = BuildReport(root=root, cohorts_total=cfg.n_cohorts)
+    if (root / MANIFEST).exists():
+        report.finalized = True
+        report.cohorts_skipped = cfg.n_cohorts
+        return report
+    parts = root / PARTS
+    parts.mkdir(exist_ok=True)
+    mine = [k for k in range(cfg.n_cohorts) if sh is None or k % sh[1] == sh[0]]
+    todo = [k for k in mine if _read_part(_part_path(parts, k)) is None]
+    report.cohorts_skipped = len(mine) - len(todo)
+    n_models = {k: min(cfg.cohort_size, cfg.n_models - k * cfg.cohort_size) for k in mine}  # type: ignore[operator]
+    start = time.perf_counter()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    with _progress(progress, total=sum(n_models.values())) as bar:
+        bar.advance(sum(n_models[k] for k in mine if k not in todo))
+        for k in todo:
+            specs = sample_cohort(cfg, k)
+            a = specs[0].arch
+            bar.describe(f"cohort {k}: {a.task} {a.family} depth {a.depth} width {a.width}")
+            result = _train(specs, cfg, batched)
+            _write_part(_part_path(parts, k), result)
+            report.cohorts_built += 1
+            report.diverged += [s.model_id for s in result.diverged]
+            bar.advance(len(specs))
+    report.seconds = time.perf_counter() - start
+    if all(_part_path(parts, k).exists() for k in range(cfg.n_cohorts)):
+        finalize(root, cfg, [parts])
+        report.finalized = True
+    return report
+
+
+def finalize(root: Path, cfg: ZooConfig, part_dirs: list[Path]) -> None:
+    """Merge every cohort part into the final dataset folder, then drop ``root/.parts``."""
+    tables, diverged = [], []
+    for k in range(cfg.n_cohorts):
+        found = [d / _part_path(d, k).name for d in part_dirs if (d / _part_path(d, k).name).exists()]
+        if not found:
+            raise ZooFormatError(
+                f"cohort {k} is missing from {', '.join(map(str, part_dirs))}; build it first"
+            )
+        t = _read_part(found[0])
+        if t is None:
+            raise ZooFormatError(f"{found[0]} is damaged; delete it and build again")
+        diverged += json.loads((t.schema.metadata or {}).get(b"diverged", b"[]"))
+        tables.append(t.replace_schema_metadata(None))
+    full = pa.concat_tables(tables).sort_by([("model_id", "ascending"), ("checkpoint_epoch", "ascending")])
+    by_split = {}
+    split_col = full.column("split")
+    for s in SPLITS:
+        sel = full.filter(pa.compute.equal(split_col, s)).drop_columns(["split"])
+        by_split[s] = sel
+    cfg_yaml = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    n_runs = len(set(full.column("model_id").to_pylist()))
+    description = (
+        f"A zoo of {n_runs} small neural networks (MLPs and CNNs) generated offline by zooprobe "
+        f"(preset `{cfg.preset}`, seed {cfg.seed}) on {', '.join(cfg.tasks)} "  # type: ignore[arg-type]
+        "with randomly sampled architectures and training hyperparameters. Each row is one checkpoint "
+        f"with its metadata and its exact weights. {len(diverged)} sampled run(s) diverged "
+        "(non-finite weights) and are not included."
+    )
+    card = dataset_card(
+        f"zooprobe zoo ({cfg.preset}, seed {cfg.seed})", description, by_split, config_yaml=cfg_yaml
+    )
+    manifest = base_manifest(
+        "generated",
+        generator_config=cfg.to_dict(),
+        tasks={t: load_task(t).describe() for t in cfg.tasks},  # type: ignore[union-attr]
+        counts={s: by_split[s].num_rows for s in SPLITS} | {"runs": n_runs, "diverged": len(diverged)},
+        diverged=diverged,
+        format=FORMAT_VERSION,
+    )
+    write_zoo(root, by_split, manifest, card)
+    local_parts = root / PARTS
+    if local_parts in part_dirs and local_parts.exists():
+        shutil.rmtree(local_parts)
+
+
+def merge_zoo(output: str | Path, inputs: list[str | Path]) -> BuildReport:
+    """Merge shard folders built with the same configuration into one zoo at ``output``."""
+    if not inputs:
+        raise ConfigError("give at least one shard folder to merge")
+    configs = []
+    for d in map(Path, inputs):
+        path = d / CONFIG_FILE
+        if not path.exists():
+            raise ZooFormatError(f"{d} is not a zoo build folder (no {CONFIG_FILE})")
+        configs.append(yaml.safe_load(path.read_text()))
+    if any(c != configs[0] for c in configs[1:]):
+        raise ConfigError("the shard folders were built with different configurations; they cannot be merged")
+    cfg = ZooConfig.from_dict(configs[0]).resolved()
+    root = Path(output)
+    root.mkdir(parents=True, exist_ok=True)
+    _check_config(root, cfg)
+    part_dirs = [Path(d) / PARTS for d in inputs]
+    finalize(root, cfg, part_dirs)
+    return BuildReport(root=root, cohorts_total=cfg.n_cohorts, cohorts_skipped=cfg.n_cohorts, finalized=True)
+
+
+def builtin_zoo(preset: str = "small", progress: bool = True) -> Path:
+    """Folder of a built-in zoo, generated once into the cache (resuming if interrupted)."""
+    cfg = ZooConfig(preset=preset).resolved()  # type: ignore[arg-type]
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+    root = cache_dir() / "zoos" / f"{preset}-v{FORMAT_VERSION}-{digest}"
+    if not (root / MANIFEST).exists():
+        build_zoo(cfg, root, progress=progress)
+    return root
+
+
+class _progress:
+    """A rich progress bar (models, models/s, ETA) on stderr, or nothing when disabled."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled, self.total = enabled, total
+
+    def __enter__(self) -> _progress:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._p = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]} models/s"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
+            self._p.__enter__()
+            self._task = self._p.add_task("building zoo", total=self.total, rate="-")
+            self._start = time.perf_counter()
+            self._done0: float | None = None
+        return self
+
+    def advance(self, n: int) -> None:
+        if not self.enabled:
+            return
+        if self._done0 is None:
+            self._done0 = float(n)
+            self._p.update(self._task, advance=n)
+            return
+        self._p.update(self._task, advance=n)
+        done = self._p.tasks[0].completed - self._done0
+        rate = done / max(time.perf_counter() - self._start, 1e-9)
+        self._p.update(self._task, rate=f"{rate:.1f}")
+
+    def describe(self, text: str) -> None:
+        if self.enabled:
+            self._p.update(self._task, description=text)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self._p.__exit__(*exc)  # type: ignore[arg-type]

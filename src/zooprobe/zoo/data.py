@@ -1,0 +1,133 @@
+"""The data subject models are trained on: offline, deterministic, with fixed and recorded splits.
+
+Two tasks ship with zooprobe, neither needs a download:
+
+- ``digits``: scikit-learn's 8x8 handwritten digits (1,797 images, bundled inside scikit-learn).
+- ``mnist1d``: MNIST-1D signals of length 40, generated procedurally by ``mnist1d.data.make_dataset``
+  (never ``get_dataset``, which downloads). Generation takes a few seconds, so the arrays are cached.
+
+Each task is split 60/20/20 into train/validation/test, stratified by class, with a fixed seed. The split
+sizes and a fingerprint of the split indices are recorded in every zoo's manifest.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..utils import atomic_path, cache_dir
+
+TASKS = ("digits", "mnist1d")
+SPLIT_SEED = 20261125
+MNIST1D_SAMPLES = 4000
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """Standardized tensors of one task, split by sample. ``x_*`` are float32 with a channel axis."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    n_classes: int
+    fingerprint: str
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample, channel first: (1, 8, 8) for digits, (1, 40) for mnist1d."""
+        return tuple(self.x_train.shape[1:])
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "n_classes": self.n_classes,
+            "n_train": len(self.y_train),
+            "n_validation": len(self.y_val),
+            "n_test": len(self.y_test),
+            "split_seed": SPLIT_SEED,
+            "fingerprint": self.fingerprint,
+        }
+
+
+def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """Generate (or read from cache) MNIST-1D with the package's default arguments, offline."""
+    path = cache_dir() / "data" / f"mnist1d-{MNIST1D_SAMPLES}-seed42.npz"
+    if path.exists():
+        try:
+            with np.load(path) as f:
+                return f["x"], f["y"]
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)  # corrupt cache: regenerate below
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples = MNIST1D_SAMPLES
+    state = np.random.get_state()  # make_dataset reseeds numpy's global RNG; do not leak that
+    try:
+        d = make_dataset(args)
+    finally:
+        np.random.set_state(state)
+    x = np.concatenate([d["x"], d["x_test"]]).astype(np.float32)
+    y = np.concatenate([d["y"], d["y_test"]]).astype(np.int64)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, x=x, y=y)
+    return x, y
+
+
+def _stratified_split(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[], [], []]
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_tr, n_va = round(0.6 * len(idx)), round(0.2 * len(idx))
+        parts[0].append(idx[:n_tr])
+        parts[1].append(idx[n_tr : n_tr + n_va])
+        parts[2].append(idx[n_tr + n_va :])
+    return tuple(np.sort(np.concatenate(p)) for p in parts)  # type: ignore[return-value]
+
+
+@functools.lru_cache(maxsize=4)
+def load_task(name: str) -> TaskData:
+    """Load one task's standardized, split tensors. Cached per process; identical on every machine."""
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        x = (bunch.data.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
+        y = bunch.target.astype(np.int64)
+    elif name == "mnist1d":
+        x, y = _mnist1d_arrays()
+        x = x.reshape(-1, 1, x.shape[-1])
+    else:
+        raise ConfigError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    tr, va, te = _stratified_split(y, SPLIT_SEED)
+    mean, std = float(x[tr].mean()), float(x[tr].std())
+    x = (x - mean) / std
+    digest = hashlib.sha256()
+    for part in (tr, va, te):
+        digest.update(part.astype(np.int64).tobytes())
+
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+    return TaskData(
+        name=name,
+        x_train=t(x[tr]),
+        y_train=t(y[tr]),
+        x_val=t(x[va]),
+        y_val=t(y[va]),
+        x_test=t(x[te]),
+        y_test=t(y[te]),
+        n_classes=int(y.max()) + 1,
+        fingerprint=digest.hexdigest()[:16],
+    )

@@ -1,0 +1,374 @@
+"""Population-batched training: many same-architecture models trained as one set of stacked tensors.
+
+Training one tiny model at a time is dominated by per-operation overhead, not arithmetic. Here a cohort
+of ``M`` models with identical parameter shapes is held as one flat parameter matrix ``[M, D]``; every
+layer runs once for all models (batched matmul, grouped convolution, BatchNorm over ``M * C`` channels),
+and each model keeps its own data order, initialisation, dropout rate, residual flag, activation,
+optimizer, learning rate and weight decay. Models never interact: the loss is the sum of per-model mean
+losses, so each model's gradient is exactly its own.
+
+The function computed for model ``m`` equals `SubjectModel` with model ``m``'s weights, and the optimizer
+updates equal ``torch.optim``'s (SGD with momentum, Adam, AdamW, RMSprop with default betas/alpha/eps).
+Both facts are tested against the plain PyTorch implementation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .models import CNN_HIDDEN, LEAKY_SLOPE, activation_fn
+from .space import ArchSpec, ModelSpec
+
+BN_MOMENTUM = 0.1
+EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class _Slot:
+    name: str
+    shape: tuple[int, ...]
+    offset: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def _act_backward(name: str, g: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if name == "relu":
+        return g * (y > 0)
+    if name == "leaky_relu":
+        return g * torch.where(x > 0, 1.0, LEAKY_SLOPE)
+    if name == "tanh":
+        return g * (1 - y * y)
+    if name == "sigmoid":
+        return g * y * (1 - y)
+    if name == "gelu":
+        return torch.ops.aten.gelu_backward(g, x)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+class _SegmentedActivation(torch.autograd.Function):
+    """Apply a different activation to each contiguous block of models (dimension 0), in one buffer.
+
+    Plain autograd over ``cat([act(x[s:e]) ...])`` back-propagates each slice into a full-size zero
+    tensor; this writes every block's result and gradient straight into its slice instead.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, segments: tuple[tuple[str, int, int], ...]) -> torch.Tensor:
+        out = torch.empty(x.shape, dtype=x.dtype)
+        for name, s, e in segments:
+            out[s:e] = activation_fn(name)(x[s:e])
+        ctx.segments = segments
+        ctx.save_for_backward(x, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        x, y = ctx.saved_tensors
+        gi = torch.empty(g.shape, dtype=g.dtype)
+        for name, s, e in ctx.segments:
+            gi[s:e] = _act_backward(name, g[s:e], x[s:e], y[s:e])
+        return gi, None
+
+
+def _runs(keys: list[str]) -> list[tuple[str, int, int]]:
+    """Contiguous runs ``(key, start, end)`` of equal keys."""
+    runs: list[tuple[str, int, int]] = []
+    for i, k in enumerate(keys):
+        if runs and runs[-1][0] == k:
+            runs[-1] = (k, runs[-1][1], i + 1)
+        else:
+            runs.append((k, i, i + 1))
+    return runs
+
+
+class Population:
+    """Stacked parameters and buffers of ``M`` models of one architecture.
+
+    Activations are laid out model-major, channels last: ``[M, B, features]`` for dense layers and
+    ``[M, B, *spatial, C]`` for convolutions, so every layer is a batched matmul (convolutions via im2col)
+    and per-model choices broadcast over dimension 0. ``specs`` must be grouped by optimizer (see
+    `order_for_population`) so that each optimizer updates a contiguous block of rows in place.
+    """
+
+    def __init__(self, arch: ArchSpec, specs: list[ModelSpec], state_dicts: list[dict[str, torch.Tensor]]):
+        if not specs or len(specs) != len(state_dicts):
+            raise ValueError("need one state dict per spec and at least one model")
+        self.arch = arch
+        self.specs = specs
+        self.m = len(specs)
+        first = state_dicts[0]
+        self.keys = list(first)  # state dict order of SubjectModel
+        self.slots: dict[str, _Slot] = {}
+        self.buffers: dict[str, torch.Tensor] = {}
+        offset = 0
+        for k in self.keys:
+            if k.endswith(("running_mean", "running_var")):
+                self.buffers[k] = torch.stack([sd[k] for sd in state_dicts]).contiguous()
+            elif not k.endswith("num_batches_tracked"):
+                self.slots[k] = _Slot(k, tuple(first[k].shape), offset)
+                offset += self.slots[k].numel
+        flat = torch.empty(self.m, offset)
+        for k, slot in self.slots.items():
+            flat[:, slot.offset : slot.offset + slot.numel] = torch.stack(
+                [sd[k].reshape(-1) for sd in state_dicts]
+            )
+        self.flat = flat.requires_grad_(True)
+        self._views: dict[str, torch.Tensor] | None = None
+        self.steps = 0  # BatchNorm's num_batches_tracked, identical for all models of a cohort
+        self._per_model_settings()
+
+    def _per_model_settings(self) -> None:
+        specs = self.specs
+        self.dropout = torch.tensor([s.dropout for s in specs], dtype=torch.float32)
+        self.residual = torch.tensor([float(s.has_residual) for s in specs])
+        self.act_segments = tuple(_runs([s.activation for s in specs]))
+        if len({a for a, _, _ in self.act_segments}) != len(self.act_segments):
+            raise ValueError("specs must be grouped by activation (see order_for_population)")
+
+    # ------------------------------------------------------------------ parameters
+    def param(self, name: str) -> torch.Tensor:
+        """Model-stacked view ``[M, *shape]`` of parameter ``name`` (autograd flows into ``flat``).
+
+        Views come from one ``split`` of ``flat`` per forward pass: its backward concatenates the
+        gradients in a single pass, where per-parameter slicing would zero-fill ``[M, D]`` per parameter.
+        """
+        if self._views is None:
+            parts = self.flat.split([s.numel for s in self.slots.values()], dim=1)
+            self._views = {
+                k: t.unflatten(1, s.shape) for (k, s), t in zip(self.slots.items(), parts, strict=True)
+            }
+        return self._views[name]
+
+    def state_dict(self, i: int) -> dict[str, torch.Tensor]:
+        """Model ``i``'s state dict, keys and order as in `SubjectModel.state_dict()`."""
+        out: dict[str, torch.Tensor] = {}
+        flat = self.flat.detach()
+        for k in self.keys:
+            if k in self.slots:
+                s = self.slots[k]
+                out[k] = flat[i, s.offset : s.offset + s.numel].reshape(s.shape).clone()
+            elif k in self.buffers:
+                out[k] = self.buffers[k][i].clone()
+            else:
+                out[k] = torch.tensor(self.steps, dtype=torch.long)
+        return out
+
+    def select(self, rows: list[int]) -> Population:
+        """A detached population of a subset of models (for evaluation)."""
+        sub = object.__new__(Population)
+        sub.__dict__.update(self.__dict__)
+        idx = torch.tensor(rows)
+        sub.specs = [self.specs[i] for i in rows]
+        sub.m = len(rows)
+        sub.flat = self.flat.detach()[idx]
+        sub._views = None
+        sub.buffers = {k: v[idx].clone() for k, v in self.buffers.items()}
+        sub._per_model_settings()
+        return sub
+
+    # ------------------------------------------------------------------ layers
+    def _act(self, x: torch.Tensor) -> torch.Tensor:
+        """Each model's own activation; ``x`` is model-major."""
+        if len(self.act_segments) == 1:
+            return activation_fn(self.act_segments[0][0])(x)
+        return _SegmentedActivation.apply(x, self.act_segments)
+
+    def _bn(self, x: torch.Tensor, prefix: str, train: bool) -> torch.Tensor:
+        """BatchNorm of ``x`` ``[M, B, ..., C]``: one channel per (model, feature), as ``M * C`` channels."""
+        m, c = x.shape[0], x.shape[-1]
+        x2 = x.movedim(0, -2).reshape(-1, m * c)  # [B*S, M*C]
+        y = F.batch_norm(
+            x2,
+            self.buffers[f"{prefix}.running_mean"].view(-1),
+            self.buffers[f"{prefix}.running_var"].view(-1),
+            self.param(f"{prefix}.weight").reshape(-1),
+            self.param(f"{prefix}.bias").reshape(-1),
+            training=train,
+            momentum=BN_MOMENTUM,
+            eps=EPS,
+        )
+        moved = x.movedim(0, -2).shape
+        return y.view(moved).movedim(-2, 0)
+
+    def _dense(self, x: torch.Tensor, prefix: str, train: bool, gen: torch.Generator | None) -> torch.Tensor:
+        """x: ``[M, B, d_in]`` -> ``[M, B, d_out]``; Linear -> [BN] -> [LN] -> act -> [dropout]."""
+        w, bias = self.param(f"{prefix}.linear.weight"), self.param(f"{prefix}.linear.bias")
+        x = torch.baddbmm(bias.unsqueeze(1), x, w.transpose(1, 2))
+        if self.arch.has_batch_norm:
+            x = self._bn(x, f"{prefix}.bn", train)
+        if self.arch.has_layer_norm:
+            x = F.layer_norm(x, (x.shape[-1],), eps=EPS)
+            x = torch.addcmul(
+                self.param(f"{prefix}.ln.bias").unsqueeze(1),
+                x,
+                self.param(f"{prefix}.ln.weight").unsqueeze(1),
+            )
+        x = self._act(x)
+        if train and bool((self.dropout > 0).any()):
+            p = self.dropout.view(-1, 1, 1)
+            keep = torch.rand(x.shape, generator=gen) >= p
+            x = x * keep / (1.0 - p)
+        return x
+
+    def _conv(self, x: torch.Tensor, prefix: str, train: bool) -> torch.Tensor:
+        """x: ``[M, *S, B, C_in]`` -> ``[M, *S, B, C_out]``: kernel-3 'same' convolution as batched matmuls.
+
+        With spatial axes outside the batch axis, a shifted window of the padded input is a plain view
+        ``[M, S*B, C]``, so the convolution is a sum of shifted matmuls without an im2col copy (2-D
+        inputs gather the three column shifts once, then shift rows).
+        """
+        w = self.param(f"{prefix}.conv.weight")  # [M, out, in, *k]
+        m, c_out = w.shape[:2]
+        y = self.param(f"{prefix}.conv.bias").unsqueeze(1)  # [M, 1, out]
+        if x.dim() == 4:  # [M, L, B, C]
+            length = x.shape[1]
+            xp = F.pad(x, (0, 0, 0, 0, 1, 1))
+            wk = w.permute(
+                3, 0, 2, 1
+            ).contiguous()  # [k, M, in, out]: dense operands keep bmm on its fast path
+            for k in range(3):
+                y = torch.baddbmm(y, xp[:, k : k + length].reshape(m, -1, xp.shape[-1]), wk[k])
+        else:  # [M, H, W, B, C]
+            h, wd = x.shape[1:3]
+            xp = F.pad(x, (0, 0, 0, 0, 1, 1, 1, 1))
+            cols = torch.cat([xp[:, :, j : j + wd] for j in range(3)], dim=-1)  # [M, H+2, W, B, 3C]
+            wk = w.permute(3, 0, 4, 2, 1).reshape(3, m, -1, c_out)  # [kh, M, (kw, in), out], a dense copy
+            for i in range(3):
+                y = torch.baddbmm(y, cols[:, i : i + h].reshape(m, -1, cols.shape[-1]), wk[i])
+        y = y.view(*x.shape[:-1], c_out)
+        if self.arch.has_batch_norm:
+            y = self._bn(y, f"{prefix}.bn", train)
+        return self._act(y)
+
+    def forward(
+        self, x: torch.Tensor, train: bool = False, gen: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Logits ``[M, B, classes]`` of ``x``: ``[M, B, *input]`` (a batch per model) or ``[B, *input]``."""
+        m = self.m
+        self._views = None  # fresh views: flat may have been updated in place since the last pass
+        if x.dim() == len(self.arch.input_shape) + 1:
+            x = x.unsqueeze(0).expand(m, *x.shape)
+        r = self.residual
+        if self.arch.family == "mlp":
+            h = x.flatten(2)
+            for i in range(self.arch.depth):
+                out = self._dense(h, f"layers.{i}", train, gen)
+                h = torch.addcmul(out, r.view(m, 1, 1), h) if i > 0 else out
+        else:
+            b = x.shape[1]
+            h = x.permute(0, *range(3, x.dim()), 1, 2).contiguous()  # [M, B, C, *S] -> [M, *S, B, C]
+            for i in range(self.arch.depth):
+                out = self._conv(h, f"blocks.{i}", train)
+                h = torch.addcmul(out, r.view((m,) + (1,) * (h.dim() - 1)), h) if i > 0 else out
+            c = h.shape[-1]
+            if h.dim() == 5:  # [M,H,W,B,C] -> 2x2 block means -> [M,B,C,2,2]
+                hh, ww = h.shape[1:3]
+                h = h.reshape(m, 2, hh // 2, 2, ww // 2, b, c).mean((2, 4)).permute(0, 3, 4, 1, 2)
+            else:  # [M,L,B,C] -> 4 segment means -> [M,B,C,4]
+                h = h.reshape(m, 4, h.shape[1] // 4, b, c).mean(2).permute(0, 2, 3, 1)
+            # per-model flatten order (channel-major) as in SubjectModel
+            h = self._dense(h.reshape(m, b, -1), "hidden", train, gen)
+            assert h.shape[-1] == CNN_HIDDEN
+        w, bias = self.param("head.weight"), self.param("head.bias")
+        return torch.baddbmm(bias.unsqueeze(1), h, w.transpose(1, 2))
+
+
+class PopulationOptimizer:
+    """Per-model SGD(momentum)/Adam/AdamW/RMSprop over a population's flat ``[M, D]`` parameters.
+
+    The four update rules are one rule with per-model coefficients, so a step is a dozen whole-matrix
+    operations whatever the mix of optimizers::
+
+        g  = grad + l2 * p                     (L2 weight decay: SGD, Adam, RMSprop)
+        p *= 1 - lr * decoupled                (decoupled weight decay: AdamW)
+        m  = a * m + b * g                     (SGD: a=momentum, b=1; Adam: a=beta1, b=1-beta1; RMSprop: m=g)
+        v  = c * v + d * g^2                   (Adam: beta2, 1-beta2; RMSprop: alpha, 1-alpha; SGD: unused)
+        p -= lr_t * m / (e_t * sqrt(v) + eps)  (SGD: e=0, eps=1; Adam: bias corrections in lr_t, e_t)
+
+    This reproduces ``torch.optim`` with default hyperparameters (Adam betas (0.9, 0.999), eps 1e-8;
+    RMSprop alpha 0.99, eps 1e-8, no momentum; SGD dampening 0, no Nesterov) up to float rounding.
+    """
+
+    BETA1, BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
+    RMS_ALPHA, RMS_EPS = 0.99, 1e-8
+
+    def __init__(self, pop: Population) -> None:
+        self.pop = pop
+        self.t = 0
+        self.frozen: list[int] = []
+        kinds = [s.optimizer for s in pop.specs]
+        unknown = set(kinds) - {"sgd", "adam", "adamw", "rmsprop"}
+        if unknown:
+            raise ValueError(f"unknown optimizer(s) {sorted(unknown)}")
+
+        def col(values: list[float]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32).unsqueeze(1)
+
+        specs = pop.specs
+        self.is_adam = col([k in ("adam", "adamw") for k in kinds])
+        self.lr = col([s.learning_rate for s in specs])
+        self.l2 = col([0.0 if s.optimizer == "adamw" else s.weight_decay for s in specs])
+        self.decoupled = col([s.weight_decay if s.optimizer == "adamw" else 0.0 for s in specs])
+        self.a = col([{"sgd": s.momentum, "rmsprop": 0.0}.get(s.optimizer, self.BETA1) for s in specs])
+        self.b = col([{"sgd": 1.0, "rmsprop": 1.0}.get(s.optimizer, 1 - self.BETA1) for s in specs])
+        self.c = col([{"sgd": 0.0, "rmsprop": self.RMS_ALPHA}.get(s.optimizer, self.BETA2) for s in specs])
+        self.d = col(
+            [{"sgd": 0.0, "rmsprop": 1 - self.RMS_ALPHA}.get(s.optimizer, 1 - self.BETA2) for s in specs]
+        )
+        self.eps = col([{"sgd": 1.0, "rmsprop": self.RMS_EPS}.get(s.optimizer, self.ADAM_EPS) for s in specs])
+        self.uses_v = col([k != "sgd" for k in kinds])
+        self.exp_avg = torch.zeros(pop.flat.shape)
+        self.exp_avg_sq = torch.zeros(pop.flat.shape)
+        self.any_decoupled = bool((self.decoupled > 0).any())
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One update of every model, in place on the population's flat parameters."""
+        p, grad = self.pop.flat, self.pop.flat.grad
+        if grad is None:
+            return
+        self.t += 1
+        if self.frozen:
+            grad[self.frozen] = 0.0
+        # Adam's bias corrections depend on the step only; other optimizers use 1.
+        bc1 = 1 - self.BETA1**self.t
+        bc2 = 1 - self.BETA2**self.t
+        lr_t = self.lr * torch.where(self.is_adam > 0, 1.0 / bc1, 1.0)
+        e_t = self.uses_v * torch.where(self.is_adam > 0, 1.0 / math.sqrt(bc2), 1.0)
+        g = torch.addcmul(grad, self.l2, p)
+        if self.any_decoupled:
+            p.mul_(1 - self.lr * self.decoupled)
+        m, v = self.exp_avg, self.exp_avg_sq
+        m.mul_(self.a).addcmul_(g, self.b)
+        v.mul_(self.c).addcmul_(g * g, self.d)
+        denom = v.sqrt().mul_(e_t).add_(self.eps)
+        p.addcdiv_(m * lr_t, denom, value=-1.0)
+
+    def freeze(self, rows: list[int]) -> None:
+        """Stop updating models ``rows`` (models that diverged): zero their weights, state and updates.
+
+        Their rows stay in the stack (removing them would reshape every tensor) but can no longer
+        produce non-finite values that slow down or disturb the arithmetic of the others.
+        """
+        self.frozen = sorted(set(self.frozen) | set(rows))
+        with torch.no_grad():
+            self.pop.flat[rows] = 0.0
+            for k, buf in self.pop.buffers.items():
+                buf[rows] = 1.0 if k.endswith("running_var") else 0.0
+            self.exp_avg[rows] = 0.0
+            self.exp_avg_sq[rows] = 0.0
+        self.lr[rows] = 0.0
+        self.l2[rows] = 0.0
+        self.decoupled[rows] = 0.0
+
+
+def order_for_population(specs: list[ModelSpec]) -> list[ModelSpec]:
+    """Order a cohort by activation so that each activation applies to a contiguous block of models."""
+    return sorted(specs, key=lambda s: (s.activation, s.index))

@@ -1,0 +1,32 @@
+"""Shared fixtures: an isolated zooprobe cache and one tiny zoo built once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep tests away from the user's cache (mnist1d arrays, built-in zoos)."""
+    if "ZOOPROBE_TEST_CACHE" in os.environ:
+        os.environ["ZOOPROBE_CACHE"] = os.environ["ZOOPROBE_TEST_CACHE"]
+    else:
+        os.environ["ZOOPROBE_CACHE"] = str(tmp_path_factory.mktemp("zooprobe-cache"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny generated zoo (16 runs); built once, read-only for tests."""
+    from zooprobe import ZooConfig, build_zoo
+
+    root = tmp_path_factory.mktemp("zoos") / "tiny"
+    report = build_zoo(ZooConfig(preset="tiny"), root, progress=False)
+    assert report.finalized
+    return root

@@ -1,0 +1,213 @@
+"""Generating, storing and loading zoos, as a user would: real builds, real files."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+
+import zooprobe.zoo.build as build_mod
+from zooprobe import ConfigError, InvalidInputError, ZooConfig, ZooFormatError, build_zoo, load_zoo, merge_zoo
+from zooprobe.zoo.data import load_task
+from zooprobe.zoo.schema import FIELDS
+from zooprobe.zoo.space import ACTIVATIONS, INITS, OPTIMIZERS, sample_cohort
+from zooprobe.zoo.store import decode_weights, encode_weights
+
+TINY = ZooConfig(preset="tiny", n_models=8)
+
+
+def _rows(root: Path) -> dict[str, tuple[dict, bytes]]:
+    """model_id -> (metadata without timing, weights bytes) of every row of a zoo folder."""
+    out = {}
+    for f in sorted((root / "data").glob("*.parquet")):
+        for r in pq.read_table(f).to_pylist():
+            w = r.pop("weights")
+            r.pop("train_time_s")
+            out[r["model_id"]] = (r, w)
+    return out
+
+
+def test_tiny_zoo_is_a_complete_loadable_dataset(tiny_zoo: Path) -> None:
+    zoo = load_zoo(tiny_zoo)
+    meta = zoo.metadata()
+    assert len(zoo) == 16 and set(meta["split"]) <= {"train", "validation", "test"}
+    assert meta["model_id"].is_unique
+    assert meta["has_conv_layers"].dtype == bool and meta["test_accuracy"].dtype == np.float32
+    np.testing.assert_allclose(
+        meta["generalization_gap"], meta["train_accuracy"] - meta["test_accuracy"], atol=1e-6
+    )
+    # manifest: generator config and library versions
+    manifest = json.loads((tiny_zoo / "zooprobe_manifest.json").read_text())
+    assert manifest["generator_config"]["preset"] == "tiny" and "torch" in manifest["library_versions"]
+    assert manifest["tasks"]["digits"]["n_train"] > 0 and manifest["tasks"]["digits"]["fingerprint"]
+    # dataset card: YAML header with configs, every field documented in the body
+    card = (tiny_zoo / "README.md").read_text()
+    header = yaml.safe_load(card.split("---")[1])
+    assert header["configs"][0]["data_files"][0]["path"].startswith("data/")
+    for f in FIELDS:
+        assert f"`{f.name}`" in card
+
+
+def test_stored_weights_reproduce_stored_accuracy(tiny_zoo: Path) -> None:
+    zoo = load_zoo(tiny_zoo)
+    for i in (0, 5, len(zoo) - 1):
+        model = zoo.model(i)
+        row = zoo.metadata().iloc[i]
+        data = load_task(row["dataset"])
+        with torch.no_grad():
+            acc = (model(data.x_test).argmax(-1) == data.y_test).float().mean().item()
+        assert acc == pytest.approx(float(row["test_accuracy"]), abs=1e-6)
+        assert sum(v.numel() for v in model.parameters()) == row["num_params"]
+
+
+def test_selection_by_metadata(tiny_zoo: Path) -> None:
+    zoo = load_zoo(tiny_zoo)
+    sub = zoo.filter(dataset="digits", has_conv_layers=False)
+    meta = sub.metadata()
+    assert len(sub) > 0 and set(meta["dataset"]) == {"digits"} and not meta["has_conv_layers"].any()
+    train = zoo.split("train")
+    assert set(train.metadata()["split"]) == {"train"}
+    picked = zoo.select([3, 1])
+    assert list(picked.metadata()["model_id"]) == [
+        zoo.metadata()["model_id"][3],
+        zoo.metadata()["model_id"][1],
+    ]
+    assert picked.state_dict(0).keys() == zoo.state_dict(3).keys()
+    with pytest.raises(KeyError, match="unknown field"):
+        zoo.filter(colour="red")
+
+
+def test_folder_loads_with_hugging_face_datasets(tiny_zoo: Path, tmp_path: Path) -> None:
+    import datasets
+    from safetensors.torch import load
+
+    ds = datasets.load_dataset(str(tiny_zoo), cache_dir=str(tmp_path / "hf"))
+    zoo = load_zoo(tiny_zoo)
+    assert {k: len(v) for k, v in ds.items()} == zoo.metadata()["split"].value_counts().to_dict()
+    row = ds["train"][0]
+    sd = load(row["weights"])
+    ref = zoo.filter(model_id=row["model_id"]).state_dict(0)
+    assert all(torch.equal(sd[k], ref[k]) for k in ref)
+
+
+def test_build_is_deterministic(tmp_path: Path) -> None:
+    build_zoo(TINY, tmp_path / "a", progress=False)
+    build_zoo(TINY, tmp_path / "b", progress=False)
+    assert _rows(tmp_path / "a") == _rows(tmp_path / "b")
+
+
+def test_interrupted_build_resumes_without_retraining(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real = build_mod._train
+
+    def flaky(specs, cfg, batched):
+        calls.append(specs[0].cohort)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(specs, cfg, batched)
+
+    monkeypatch.setattr(build_mod, "_train", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        build_zoo(TINY, tmp_path / "z", progress=False)
+    assert not (tmp_path / "z" / "zooprobe_manifest.json").exists()
+    assert [p.name for p in (tmp_path / "z" / ".parts").iterdir()] == [
+        "cohort-000000.parquet"
+    ]  # no temp files
+    report = build_zoo(TINY, tmp_path / "z", progress=False)
+    assert report.finalized and report.cohorts_skipped == 1 and report.cohorts_built == 1
+    assert calls == [0, 1, 1]
+    monkeypatch.setattr(build_mod, "_train", real)
+    build_zoo(TINY, tmp_path / "ref", progress=False)
+    assert _rows(tmp_path / "z") == _rows(tmp_path / "ref")
+
+
+def test_shards_merge_into_the_same_zoo(tmp_path: Path) -> None:
+    cfg = dataclasses.replace(TINY, n_models=12)
+    r0 = build_zoo(cfg, tmp_path / "s0", shard="0/2", progress=False)
+    r1 = build_zoo(cfg, tmp_path / "s1", shard="1/2", progress=False)
+    assert not r0.finalized and not r1.finalized and r0.cohorts_built == 2 and r1.cohorts_built == 1
+    merge_zoo(tmp_path / "merged", [tmp_path / "s0", tmp_path / "s1"])
+    build_zoo(cfg, tmp_path / "full", progress=False)
+    assert _rows(tmp_path / "merged") == _rows(tmp_path / "full")
+
+
+def test_refuses_mixing_configurations(tmp_path: Path) -> None:
+    build_zoo(TINY, tmp_path / "z", shard="0/2", progress=False)
+    with pytest.raises(ConfigError, match=r"different configuration.*n_models"):
+        build_zoo(dataclasses.replace(TINY, n_models=12), tmp_path / "z", progress=False)
+    with pytest.raises(ConfigError, match="shard"):
+        build_zoo(TINY, tmp_path / "y", shard="3/2", progress=False)
+
+
+def test_config_validation_names_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"optimizers.*lbfgs"):
+        ZooConfig(preset="tiny", optimizers=["lbfgs"]).resolved()
+    with pytest.raises(ConfigError, match="split_fractions"):
+        ZooConfig(preset="tiny", split_fractions=(0.5, 0.1, 0.1)).resolved()
+    with pytest.raises(ConfigError, match="unknown preset"):
+        ZooConfig(preset="huge").resolved()  # type: ignore[arg-type]
+
+
+def test_bench_preset_is_diverse_and_flags_are_independent() -> None:
+    """Sampling only (no training): every discrete value is well represented, no flag fixes another."""
+    cfg = ZooConfig(preset="bench").resolved()
+    specs = [s for k in range(cfg.n_cohorts) for s in sample_cohort(cfg, k)]
+    assert len(specs) >= 2000
+    for field, values in (("optimizer", OPTIMIZERS), ("activation", ACTIVATIONS), ("init", INITS)):
+        counts = {v: sum(getattr(s, field) == v for s in specs) for v in values}
+        assert min(counts.values()) >= len(specs) / len(values) / 2, counts
+    flags = {
+        "conv": [s.arch.has_conv_layers for s in specs],
+        "bn": [s.arch.has_batch_norm for s in specs],
+        "ln": [s.arch.has_layer_norm for s in specs],
+        "dropout": [s.has_dropout for s in specs],
+        "residual": [s.has_residual for s in specs],
+    }
+    names = list(flags)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            combos = {(x, y) for x, y in zip(flags[a], flags[b], strict=True)}
+            assert len(combos) == 4, (a, b, combos)
+    lrs = np.log10([s.learning_rate for s in specs])
+    assert lrs.max() - lrs.min() > 3
+
+
+def test_weights_codec_is_exact_and_refuses_non_finite() -> None:
+    sd = {"z.weight": torch.randn(3, 2), "a.bias": torch.randn(3).half(), "n": torch.tensor(7)}
+    back = decode_weights(encode_weights(sd))
+    assert list(back) == list(sd) and all(
+        torch.equal(back[k], sd[k]) and back[k].dtype == sd[k].dtype for k in sd
+    )
+    sd["z.weight"][0, 0] = float("nan")
+    with pytest.raises(InvalidInputError, match=r"z\.weight.*non-finite"):
+        encode_weights(sd, where="model 7")
+    with pytest.raises(InvalidInputError, match="not a valid safetensors"):
+        decode_weights(b"garbage!")
+
+
+def test_damaged_zoo_folders_get_clear_errors(tiny_zoo: Path, tmp_path: Path) -> None:
+    import shutil
+
+    z = tmp_path / "z"
+    shutil.copytree(tiny_zoo, z)
+    with pytest.raises(ZooFormatError, match="no data"):
+        load_zoo(tmp_path / "z" / "data")  # a folder without data/ inside
+    manifest = json.loads((z / "zooprobe_manifest.json").read_text())
+    (z / "zooprobe_manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
+    with pytest.raises(ZooFormatError, match="format version 99"):
+        load_zoo(z)
+    (z / "zooprobe_manifest.json").write_text(json.dumps(manifest))
+    victim = sorted((z / "data").glob("train-*.parquet"))[0]
+    victim.write_bytes(victim.read_bytes()[:100])
+    with pytest.raises(ZooFormatError, match=victim.name):
+        load_zoo(z)
+    with pytest.raises(Exception, match="no such folder"):
+        load_zoo("./does/not/exist")
