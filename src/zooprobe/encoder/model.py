@@ -1,0 +1,398 @@
+"""Transformer weight-space encoder over SANE-style weight tokens.
+
+Architecture (small on purpose: the field notes measure a d=64, 2-layer encoder on 2 CPU cores):
+
+- token embedding: a linear map of ``[token values * mask, mask]`` (2 * token_size inputs), so the model can
+  tell a padded zero from a real zero weight;
+- three learned position embeddings, summed: global token index, layer index, token index within the layer
+  (SANE's 3-D positions);
+- pre-norm transformer blocks written by hand around `torch.nn.functional.scaled_dot_product_attention`,
+  with the padding mask passed as ``attn_mask`` so padded sequence positions never influence real tokens
+  (padding a sequence further leaves real outputs and the pooled vector unchanged);
+- an optional learned summary ("cls") token, a final LayerNorm, a per-token latent projection and a pooled
+  latent (mean over real tokens and/or the cls state);
+- a small reconstruction decoder (`decode`) for masked-reconstruction pretraining.
+
+Position ranges: the *global* index wraps around (``index % max_global_pos``). Long models are encoded in
+windows whose raw global indices can exceed any fixed table, and a wrapped index still carries local order
+within a window; raising there would make large networks unencodable. The *layer* and *in-layer* indices
+are structural, so an out-of-range value raises a `ValueError` naming the config field to enlarge instead
+of silently aliasing two layers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zooprobe.errors import ConfigError
+from zooprobe.tokens import TokenizedModel, collate, iter_windows
+from zooprobe.tokens._config import check_field_types, dataclass_from_dict
+
+
+class EncoderConfigError(ConfigError):
+    """An `EncoderConfig` field is missing, unknown, mistyped or out of range; the message names it."""
+
+
+Pooling = Literal["mean", "cls", "mean+cls"]
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Hyperparameters of `WeightEncoder`; saved with a trained encoder and validated strictly on load.
+
+    Attributes:
+        token_size: values per weight token; must equal the tokenizer's `TokenizerConfig.token_size`.
+        d_model, n_layers, n_heads, d_ff: transformer width, depth, heads and MLP hidden size.
+        latent_dim: size of the per-token latents and of the pooled model embedding.
+        dropout: dropout on attention weights and residual branches (0 disables it).
+        max_global_pos: size of the global-index table; larger indices wrap around (see module docs).
+        max_layers, max_in_layer_pos: sizes of the layer-index and in-layer-index tables; larger indices
+            raise.
+        pooling: model embedding from the ``"mean"`` of real token states, a learned ``"cls"`` token, or
+            both concatenated (``"mean+cls"``).
+        decoder_layers: transformer blocks in the reconstruction decoder (0: a per-token MLP).
+    """
+
+    token_size: int = 32
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    d_ff: int = 128
+    latent_dim: int = 32
+    dropout: float = 0.0
+    max_global_pos: int = 4096
+    max_layers: int = 64
+    max_in_layer_pos: int = 2048
+    pooling: Pooling = "mean"
+    decoder_layers: int = 1
+
+    def __post_init__(self) -> None:
+        check_field_types(self, EncoderConfigError)
+        positive = [name for name in self.to_dict() if name not in ("dropout", "pooling", "decoder_layers")]
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise EncoderConfigError(f"EncoderConfig.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.decoder_layers < 0:
+            raise EncoderConfigError(f"EncoderConfig.decoder_layers: must be >= 0, got {self.decoder_layers}")
+        if self.d_model % self.n_heads:
+            raise EncoderConfigError(
+                f"EncoderConfig.n_heads: d_model ({self.d_model}) must be divisible by "
+                f"n_heads ({self.n_heads})"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise EncoderConfigError(f"EncoderConfig.dropout: must be in [0, 1), got {self.dropout}")
+
+    @property
+    def uses_cls(self) -> bool:
+        return self.pooling in ("cls", "mean+cls")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "token_size": self.token_size,
+            "d_model": self.d_model,
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "d_ff": self.d_ff,
+            "latent_dim": self.latent_dim,
+            "dropout": self.dropout,
+            "max_global_pos": self.max_global_pos,
+            "max_layers": self.max_layers,
+            "max_in_layer_pos": self.max_in_layer_pos,
+            "pooling": self.pooling,
+            "decoder_layers": self.decoder_layers,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> EncoderConfig:
+        """Strict inverse of `to_dict`: unknown, missing or mistyped fields raise `EncoderConfigError`."""
+        return dataclass_from_dict(cls, data, EncoderConfigError)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> EncoderConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise EncoderConfigError(f"EncoderConfig: invalid JSON ({exc})") from exc
+        return cls.from_dict(data)
+
+
+@dataclass
+class EncoderOutput:
+    """Outputs of `WeightEncoder.forward`; padded positions are zero in the per-token tensors."""
+
+    token_states: torch.Tensor  # [B, L, d_model]
+    pooled: torch.Tensor  # [B, latent_dim]
+    latent_tokens: torch.Tensor  # [B, L, latent_dim]
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm self-attention + GELU MLP block; attention masked by a boolean key mask."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.norm1 = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.ff1 = nn.Linear(d_model, d_ff)
+        self.ff2 = nn.Linear(d_ff, d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        """`x` [B, L, D]; `key_mask` [B, 1, 1, L] bool, True where a key may be attended to."""
+        b, length, d = x.shape
+        qkv = self.qkv(self.norm1(x)).view(b, length, 3, self.n_heads, d // self.n_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        attn = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=key_mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        x = x + self.drop(self.proj(attn.transpose(1, 2).reshape(b, length, d)))
+        return x + self.drop(self.ff2(self.drop(F.gelu(self.ff1(self.norm2(x))))))
+
+
+class _PositionEmbedding(nn.Module):
+    """Sum of the three learned position embeddings, with the range policy of the module docs."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.global_index = nn.Embedding(config.max_global_pos, config.d_model)
+        self.layer_index = nn.Embedding(config.max_layers, config.d_model)
+        self.in_layer_index = nn.Embedding(config.max_in_layer_pos, config.d_model)
+        for table in (self.global_index, self.layer_index, self.in_layer_index):
+            nn.init.normal_(table.weight, std=0.02)
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        _check_positions(positions, self.config)
+        return (
+            self.global_index(positions[..., 0] % self.config.max_global_pos)
+            + self.layer_index(positions[..., 1])
+            + self.in_layer_index(positions[..., 2])
+        )
+
+
+def _check_positions(positions: torch.Tensor, config: EncoderConfig) -> None:
+    if positions.numel() == 0:
+        return
+    low = positions.reshape(-1, 3).amin(dim=0).tolist()
+    high = positions.reshape(-1, 3).amax(dim=0).tolist()
+    names = ("global index", "layer index", "in-layer index")
+    for i, name in enumerate(names):
+        if low[i] < 0:
+            raise ValueError(f"positions[..., {i}] ({name}) has a negative value {low[i]}")
+    if high[1] >= config.max_layers:
+        raise ValueError(
+            f"positions[..., 1] (layer index) reaches {high[1]} but EncoderConfig.max_layers is "
+            f"{config.max_layers}: the network has more layers than the encoder's table; use an encoder "
+            "with a larger max_layers"
+        )
+    if high[2] >= config.max_in_layer_pos:
+        raise ValueError(
+            f"positions[..., 2] (in-layer index) reaches {high[2]} but EncoderConfig.max_in_layer_pos is "
+            f"{config.max_in_layer_pos}: a layer has more tokens than the encoder's table; use an encoder "
+            "with a larger max_in_layer_pos (or a larger token size)"
+        )
+
+
+def _key_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B, L] -> [B, 1, 1, L]; a sequence with no real token may attend to position 0.
+
+    Without that, its attention rows would be fully masked and SDPA returns NaN, which would then leak into
+    gradients of the shared weights; its outputs are zeroed afterwards anyway.
+    """
+    mask = attention_mask.clone()
+    if mask.shape[1]:
+        mask[:, 0] |= ~mask.any(dim=1)
+    return mask[:, None, None, :]
+
+
+class WeightEncoder(nn.Module):
+    """Encodes batches of weight tokens into per-token states, per-token latents and a pooled embedding."""
+
+    def __init__(self, config: EncoderConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config if config is not None else EncoderConfig()
+        self.token_embed = nn.Linear(2 * cfg.token_size, cfg.d_model)
+        self.positions = _PositionEmbedding(cfg)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, cfg.d_model) * 0.02) if cfg.uses_cls else None
+        self.blocks = nn.ModuleList(
+            TransformerBlock(cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout) for _ in range(cfg.n_layers)
+        )
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.to_latent = nn.Linear(cfg.d_model, cfg.latent_dim)
+        pool_in = 2 * cfg.d_model if cfg.pooling == "mean+cls" else cfg.d_model
+        self.pool_proj = nn.Linear(pool_in, cfg.latent_dim)
+        # reconstruction decoder: latents (+ its own position embeddings) -> token values
+        self.dec_in = nn.Linear(cfg.latent_dim, cfg.d_model)
+        self.dec_positions = _PositionEmbedding(cfg)
+        self.dec_blocks = nn.ModuleList(
+            TransformerBlock(cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout)
+            for _ in range(cfg.decoder_layers)
+        )
+        self.dec_norm = nn.LayerNorm(cfg.d_model)
+        self.dec_out = nn.Linear(cfg.d_model, cfg.token_size)
+
+    def _check_inputs(
+        self, tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor
+    ) -> None:
+        size = self.config.token_size
+        if tokens.ndim != 3 or tokens.shape[-1] != size:
+            raise ValueError(
+                f"tokens must be [B, L, {size}] (EncoderConfig.token_size), got {tuple(tokens.shape)}"
+            )
+        b, length = tokens.shape[:2]
+        if mask.shape != tokens.shape:
+            raise ValueError(
+                f"mask must have the shape of tokens {tuple(tokens.shape)}, got {tuple(mask.shape)}"
+            )
+        if positions.shape != (b, length, 3):
+            raise ValueError(f"positions must be [{b}, {length}, 3], got {tuple(positions.shape)}")
+        if attention_mask.shape != (b, length) or attention_mask.dtype != torch.bool:
+            raise ValueError(
+                f"attention_mask must be bool [{b}, {length}], got {attention_mask.dtype} "
+                f"{tuple(attention_mask.shape)}"
+            )
+        if length == 0 and not self.config.uses_cls:
+            raise ValueError("empty sequences: the batch has no tokens to encode")
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        attention_mask: torch.Tensor,
+    ) -> EncoderOutput:
+        """Encode a padded batch (as produced by `zooprobe.tokens.collate`)."""
+        self._check_inputs(tokens, mask, positions, attention_mask)
+        cfg = self.config
+        maskf = mask.to(tokens.dtype)
+        x = self.token_embed(torch.cat([tokens * maskf, maskf], dim=-1)) + self.positions(positions)
+        keys = attention_mask
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], 1, cfg.d_model), x], dim=1)
+            keys = torch.cat([attention_mask.new_ones(x.shape[0], 1), attention_mask], dim=1)
+        key_mask = _key_mask(keys)
+        for block in self.blocks:
+            x = block(x, key_mask)
+        x = self.norm(x)
+        real = attention_mask.unsqueeze(-1).to(x.dtype)
+        cls_state: torch.Tensor | None = None
+        if self.cls_token is not None:
+            cls_state, x = x[:, 0], x[:, 1:]
+        token_states = x * real
+        latent_tokens = self.to_latent(token_states) * real
+        mean = token_states.sum(dim=1) / real.sum(dim=1).clamp_min(1.0)
+        parts = [] if cfg.pooling == "cls" else [mean]
+        if cls_state is not None:
+            parts.append(cls_state)
+        pooled_in = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+        return EncoderOutput(
+            token_states=token_states, pooled=self.pool_proj(pooled_in), latent_tokens=latent_tokens
+        )
+
+    def decode(
+        self, latent_tokens: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Reconstruct token values [B, L, token_size] from per-token latents (zero at padded positions)."""
+        cfg = self.config
+        if latent_tokens.ndim != 3 or latent_tokens.shape[-1] != cfg.latent_dim:
+            raise ValueError(
+                f"latent_tokens must be [B, L, {cfg.latent_dim}] (EncoderConfig.latent_dim), "
+                f"got {tuple(latent_tokens.shape)}"
+            )
+        b, length = latent_tokens.shape[:2]
+        if positions.shape != (b, length, 3) or attention_mask.shape != (b, length):
+            raise ValueError(
+                f"positions [{b}, {length}, 3] and attention_mask [{b}, {length}] expected, got "
+                f"{tuple(positions.shape)} and {tuple(attention_mask.shape)}"
+            )
+        x = self.dec_in(latent_tokens) + self.dec_positions(positions)
+        key_mask = _key_mask(attention_mask)
+        for block in self.dec_blocks:
+            x = block(x, key_mask)
+        return self.dec_out(self.dec_norm(x)) * attention_mask.unsqueeze(-1).to(x.dtype)
+
+    @torch.no_grad()
+    def encode_windows(self, tokenized: TokenizedModel, window: int, batch_windows: int = 8) -> torch.Tensor:
+        """Pooled embedding [latent_dim] of a possibly very long model, encoded window by window.
+
+        Windows of `window` tokens (no overlap) are encoded `batch_windows` at a time in eval mode without
+        gradients, so memory is bounded by the window size, not the model size; the window embeddings are
+        averaged weighted by their real-token counts. When one window covers the whole model the result is
+        exactly the pooled output of a plain forward. The module's train/eval mode is restored afterwards.
+        """
+        if tokenized.num_tokens == 0:
+            raise ValueError("encode_windows: the tokenized model has no tokens")
+        if batch_windows < 1:
+            raise ValueError(f"encode_windows: batch_windows must be >= 1, got {batch_windows}")
+        _check_positions(tokenized.positions, self.config)  # fail on the whole model, not window k of n
+        device = next(self.parameters()).device
+        windows = list(iter_windows(tokenized, window))
+        was_training = self.training
+        self.eval()
+        try:
+            pooled: list[torch.Tensor] = []
+            counts: list[torch.Tensor] = []
+            for start in range(0, len(windows), batch_windows):
+                batch = collate(windows[start : start + batch_windows])
+                out = self(
+                    batch["tokens"].to(device),
+                    batch["mask"].to(device),
+                    batch["positions"].to(device),
+                    batch["attention_mask"].to(device),
+                )
+                pooled.append(out.pooled)
+                counts.append(batch["attention_mask"].sum(dim=1).to(device))
+        finally:
+            self.train(was_training)
+        all_pooled = torch.cat(pooled)
+        weights = torch.cat(counts).to(torch.float64)
+        weights = (weights / weights.sum()).to(all_pooled.dtype)
+        return (all_pooled * weights[:, None]).sum(dim=0)
+
+    def flops_per_forward(self, seq_len: int, batch: int = 1) -> int:
+        """Analytic FLOPs (2 per multiply-add) of one `forward` on `batch` sequences of `seq_len` tokens.
+
+        Counts the matmuls: token embedding, QKV/output projections, attention scores and weighted values,
+        MLPs, latent and pooling projections. Norms, softmax, GELU and embedding lookups are ignored (they
+        are a few percent); the decoder is not part of `forward`. Used to report achieved GFLOP/s against
+        the ~130 GFLOP/s matmul ceiling measured on the target CPUs.
+        """
+        cfg = self.config
+        d, n_tok = cfg.d_model, seq_len
+        n_all = seq_len + (1 if cfg.uses_cls else 0)
+        flops = 2 * n_tok * (2 * cfg.token_size) * d  # token embedding
+        per_block = (
+            2 * n_all * d * 3 * d  # qkv
+            + 2 * n_all * n_all * d  # q @ k^T over all heads
+            + 2 * n_all * n_all * d  # attn @ v
+            + 2 * n_all * d * d  # output projection
+            + 2 * 2 * n_all * d * cfg.d_ff  # MLP
+        )
+        flops += cfg.n_layers * per_block
+        flops += 2 * n_tok * d * cfg.latent_dim  # per-token latents
+        flops += 2 * self.pool_proj.in_features * cfg.latent_dim  # pooled projection
+        return int(batch * flops)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+__all__ = [
+    "EncoderConfig",
+    "EncoderConfigError",
+    "EncoderOutput",
+    "TransformerBlock",
+    "WeightEncoder",
+]
