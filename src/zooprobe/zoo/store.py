@@ -35,6 +35,7 @@ from ..utils import atomic_path, atomic_write_json, atomic_write_text, library_v
 from .schema import FIELD_BY_NAME, FIELDS, FORMAT_VERSION, SPLITS, WEIGHTS, arrow_schema, hf_dtype
 
 MANIFEST = "zooprobe_manifest.json"
+WRITING = ".zooprobe-writing"
 ROW_GROUP = 64
 ROWS_PER_FILE = 4096
 
@@ -53,7 +54,7 @@ def encode_weights(state_dict: dict[str, torch.Tensor], where: str = "state dict
             raise InvalidInputError(f"{where}: entry {k!r} is a {type(v).__name__}, not a tensor")
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise InvalidInputError(f"{where}: tensor {k!r} has non-finite values (NaN or inf)")
-        clean[k] = v.detach().cpu().contiguous()
+        clean[k] = v.detach().cpu().contiguous().clone()  # clone: tied/shared tensors must not alias
     return st_save(clean, metadata={"order": json.dumps(list(clean))})
 
 
@@ -64,9 +65,15 @@ def decode_weights(data: bytes, where: str = "weights") -> dict[str, torch.Tenso
     except Exception as e:  # safetensors raises its own error types
         raise InvalidInputError(f"{where}: not a valid safetensors payload ({e})") from e
     header_len = int.from_bytes(data[:8], "little")
-    meta = json.loads(data[8 : 8 + header_len]).get("__metadata__") or {}
-    order = json.loads(meta["order"]) if "order" in meta else list(tensors)
-    return {k: tensors[k] for k in order if k in tensors}
+    header = json.loads(data[8 : 8 + header_len])
+    file_order = [k for k in header if k != "__metadata__"]
+    try:
+        order = json.loads((header.get("__metadata__") or {}).get("order", "null"))
+    except json.JSONDecodeError:
+        order = None
+    if not isinstance(order, list) or sorted(order) != sorted(file_order):
+        order = file_order  # not written by zooprobe: keep the file's own order
+    return {k: tensors[k] for k in order}
 
 
 def count_params(state_dict: dict[str, torch.Tensor]) -> int:
@@ -79,8 +86,14 @@ def count_params(state_dict: dict[str, torch.Tensor]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- writing
+RESERVED = ("split", "_file", "_row")
+
+
 def rows_to_table(rows: list[dict[str, Any]], extra: dict[str, pa.DataType] | None = None) -> pa.Table:
     """Build a table with the zoo schema from row dicts (missing known fields become nulls)."""
+    clash = sorted(set(extra or {}) & set(RESERVED))
+    if clash:
+        raise InvalidInputError(f"column name(s) {clash} are reserved by zooprobe; rename them")
     schema = arrow_schema(extra)
     columns = {f.name: [r.get(f.name) for r in rows] for f in schema}
     return pa.Table.from_pydict(columns, schema=schema)
@@ -92,14 +105,20 @@ def write_zoo(
     manifest: dict[str, Any],
     card: str,
 ) -> None:
-    """Write a zoo folder. Files appear atomically; the manifest is written last (it marks completion)."""
+    """Write a zoo folder. New data is written beside the old and swapped in; the manifest comes last.
+
+    While writing, a ``.zooprobe-writing`` marker exists: `Zoo.open` refuses such a folder, so a crash
+    never leaves something that loads as a complete zoo.
+    """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    (root / MANIFEST).unlink(missing_ok=True)
-    data = root / "data"
-    if data.exists():
-        shutil.rmtree(data)
-    data.mkdir()
+    marker = root / WRITING
+    marker.touch()
+    staging = root / ".data-staging"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    data = staging
     for split in SPLITS:
         table = tables.get(split)
         if table is None or table.num_rows == 0:
@@ -109,8 +128,13 @@ def write_zoo(
             part = table.slice(i * ROWS_PER_FILE, ROWS_PER_FILE)
             with atomic_path(data / f"{split}-{i:05d}-of-{n_files:05d}.parquet") as tmp:
                 pq.write_table(part, tmp, row_group_size=ROW_GROUP, compression="zstd")
+    (root / MANIFEST).unlink(missing_ok=True)
+    if (root / "data").exists():
+        shutil.rmtree(root / "data")
+    staging.rename(root / "data")
     atomic_write_text(root / "README.md", card)
     atomic_write_json(root / MANIFEST, {"format_version": FORMAT_VERSION, **manifest})
+    marker.unlink()
 
 
 def base_manifest(kind: str, **extra: Any) -> dict[str, Any]:
@@ -128,6 +152,8 @@ def dataset_card(
     """A README.md dataset card whose YAML header `datasets` and the Hub understand."""
     import yaml
 
+    if not tables:
+        raise InvalidInputError("a dataset card needs at least one split with rows")
     schema = next(t.schema for t in tables.values())
     splits = [s for s in SPLITS if s in tables and tables[s].num_rows > 0]
     n_rows = sum(tables[s].num_rows for s in splits)
@@ -227,6 +253,10 @@ class Zoo:
     @classmethod
     def open(cls, root: Path) -> Zoo:
         root = Path(root)
+        if (root / WRITING).exists():
+            raise ZooFormatError(
+                f"{root}: a write into this folder was interrupted; run the command that wrote it again"
+            )
         manifest_path = root / MANIFEST
         manifest: dict[str, Any] = {}
         if manifest_path.exists():
