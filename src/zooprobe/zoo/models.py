@@ -7,8 +7,9 @@ parameters; a test checks both agree.
 Parameter names (the state dict keys stored in a zoo):
 
 - MLP: ``layers.{i}.linear``, ``layers.{i}.bn`` (BatchNorm1d), ``layers.{i}.ln`` (LayerNorm), ``head``.
-- CNN: ``blocks.{i}.conv`` (Conv1d/Conv2d, kernel 3, padding 1), ``blocks.{i}.bn``, then average pooling to
-  a fixed size, ``hidden.linear``, ``hidden.bn``, ``hidden.ln``, ``head``.
+- CNN: ``blocks.{i}.conv`` (Conv1d/Conv2d, kernel 3, padding 1), ``blocks.{i}.bn``, with 2x average pooling
+  after block 0, then average pooling to a fixed size (2x2 or 4), ``hidden.linear``, ``hidden.bn``,
+  ``hidden.ln``, ``head``.
 
 Residual connections add a block's input to its output for every block whose input and output shapes
 match (blocks 1..depth-1). Dropout follows the activation of hidden linear layers.
@@ -122,6 +123,8 @@ class SubjectModel(nn.Module):
             return self.head(x)
         for i, block in enumerate(self.blocks):
             x = x + block(x) if (self.residual and i > 0) else block(x)
+            if i == 0:  # halve the resolution once: later blocks cost a quarter (2-D) or half (1-D)
+                x = F.avg_pool2d(x, 2) if x.dim() == 4 else F.avg_pool1d(x, 2)
         # to a fixed size: 2x2 for 8x8 images, 4 for length-40 signals
         x = F.adaptive_avg_pool2d(x, 2) if x.dim() == 4 else F.adaptive_avg_pool1d(x, 4)
         return self.head(self.hidden(x.flatten(1)))

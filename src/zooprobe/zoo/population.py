@@ -38,18 +38,36 @@ class _Slot:
         return math.prod(self.shape)
 
 
-def _act_backward(name: str, g: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _act_forward(name: str, x: torch.Tensor, out: torch.Tensor) -> None:
+    """``out = act(x)`` written in place (``out`` is a slice of a larger buffer)."""
     if name == "relu":
-        return g * (y > 0)
-    if name == "leaky_relu":
-        return g * torch.where(x > 0, 1.0, LEAKY_SLOPE)
-    if name == "tanh":
-        return g * (1 - y * y)
-    if name == "sigmoid":
-        return g * y * (1 - y)
-    if name == "gelu":
-        return torch.ops.aten.gelu_backward(g, x)
-    raise ValueError(f"unknown activation {name!r}")
+        torch.clamp_min(x, 0.0, out=out)
+    elif name == "leaky_relu":
+        torch._C._nn.leaky_relu(x, LEAKY_SLOPE, out=out)
+    elif name == "tanh":
+        torch.tanh(x, out=out)
+    elif name == "sigmoid":
+        torch.sigmoid(x, out=out)
+    elif name == "gelu":
+        torch._C._nn.gelu(x, out=out)
+    else:
+        raise ValueError(f"unknown activation {name!r}")
+
+
+def _act_backward(name: str, g: torch.Tensor, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> None:
+    """``out = g * act'(x)`` written in place, using the saved output ``y`` where that is cheaper."""
+    if name == "relu":
+        torch.mul(g, y > 0, out=out)
+    elif name == "leaky_relu":
+        torch.mul(g, torch.where(x > 0, 1.0, LEAKY_SLOPE), out=out)
+    elif name == "tanh":
+        torch.mul(g, torch.addcmul(torch.ones((), dtype=y.dtype), y, y, value=-1.0), out=out)
+    elif name == "sigmoid":
+        torch.mul(g, y * (1 - y), out=out)
+    elif name == "gelu":
+        out.copy_(torch.ops.aten.gelu_backward(g, x))
+    else:
+        raise ValueError(f"unknown activation {name!r}")
 
 
 class _SegmentedActivation(torch.autograd.Function):
@@ -60,21 +78,29 @@ class _SegmentedActivation(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, segments: tuple[tuple[str, int, int], ...]) -> torch.Tensor:
+    def forward(
+        ctx, x: torch.Tensor, segments: tuple[tuple[str, int, int], ...], dim: int, unit: int
+    ) -> torch.Tensor:
+        x = x.contiguous()
         out = torch.empty(x.shape, dtype=x.dtype)
         for name, s, e in segments:
-            out[s:e] = activation_fn(name)(x[s:e])
-        ctx.segments = segments
+            _act_forward(
+                name, x.narrow(dim, s * unit, (e - s) * unit), out.narrow(dim, s * unit, (e - s) * unit)
+            )
+        ctx.segments, ctx.dim, ctx.unit = segments, dim, unit
         ctx.save_for_backward(x, out)
         return out
 
     @staticmethod
-    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         x, y = ctx.saved_tensors
+        g = g.contiguous()
         gi = torch.empty(g.shape, dtype=g.dtype)
+        d, u = ctx.dim, ctx.unit
         for name, s, e in ctx.segments:
-            gi[s:e] = _act_backward(name, g[s:e], x[s:e], y[s:e])
-        return gi, None
+            a, n = s * u, (e - s) * u
+            _act_backward(name, g.narrow(d, a, n), x.narrow(d, a, n), y.narrow(d, a, n), gi.narrow(d, a, n))
+        return gi, None, None, None
 
 
 def _runs(keys: list[str]) -> list[tuple[str, int, int]]:
@@ -129,6 +155,7 @@ class Population:
         self.dropout = torch.tensor([s.dropout for s in specs], dtype=torch.float32)
         self.residual = torch.tensor([float(s.has_residual) for s in specs])
         self.act_segments = tuple(_runs([s.activation for s in specs]))
+        self.dropout_runs = [(a, b) for k, a, b in _runs([str(s.dropout > 0) for s in specs]) if k == "True"]
         if len({a for a, _, _ in self.act_segments}) != len(self.act_segments):
             raise ValueError("specs must be grouped by activation (see order_for_population)")
 
@@ -174,18 +201,16 @@ class Population:
         return sub
 
     # ------------------------------------------------------------------ layers
-    def _act(self, x: torch.Tensor) -> torch.Tensor:
-        """Each model's own activation; ``x`` is model-major."""
+    def _act(self, x: torch.Tensor, dim: int = 0, unit: int = 1) -> torch.Tensor:
+        """Each model's own activation; model ``m`` owns ``x.narrow(dim, m * unit, unit)``."""
         if len(self.act_segments) == 1:
             return activation_fn(self.act_segments[0][0])(x)
-        return _SegmentedActivation.apply(x, self.act_segments)
+        return _SegmentedActivation.apply(x, self.act_segments, dim, unit)
 
     def _bn(self, x: torch.Tensor, prefix: str, train: bool) -> torch.Tensor:
-        """BatchNorm of ``x`` ``[M, B, ..., C]``: one channel per (model, feature), as ``M * C`` channels."""
-        m, c = x.shape[0], x.shape[-1]
-        x2 = x.movedim(0, -2).reshape(-1, m * c)  # [B*S, M*C]
-        y = F.batch_norm(
-            x2,
+        """BatchNorm of ``x`` laid out ``[N, M*C, ...]``: one channel per (model, feature)."""
+        return F.batch_norm(
+            x,
             self.buffers[f"{prefix}.running_mean"].view(-1),
             self.buffers[f"{prefix}.running_var"].view(-1),
             self.param(f"{prefix}.weight").reshape(-1),
@@ -194,15 +219,18 @@ class Population:
             momentum=BN_MOMENTUM,
             eps=EPS,
         )
-        moved = x.movedim(0, -2).shape
-        return y.view(moved).movedim(-2, 0)
 
     def _dense(self, x: torch.Tensor, prefix: str, train: bool, gen: torch.Generator | None) -> torch.Tensor:
         """x: ``[M, B, d_in]`` -> ``[M, B, d_out]``; Linear -> [BN] -> [LN] -> act -> [dropout]."""
         w, bias = self.param(f"{prefix}.linear.weight"), self.param(f"{prefix}.linear.bias")
         x = torch.baddbmm(bias.unsqueeze(1), x, w.transpose(1, 2))
-        if self.arch.has_batch_norm:
-            x = self._bn(x, f"{prefix}.bn", train)
+        if self.arch.has_batch_norm:  # [M, B, H] -> [B, M*H] -> back
+            m, b, h = x.shape
+            x = (
+                self._bn(x.transpose(0, 1).reshape(b, m * h), f"{prefix}.bn", train)
+                .view(b, m, h)
+                .transpose(0, 1)
+            )
         if self.arch.has_layer_norm:
             x = F.layer_norm(x, (x.shape[-1],), eps=EPS)
             x = torch.addcmul(
@@ -211,41 +239,30 @@ class Population:
                 self.param(f"{prefix}.ln.weight").unsqueeze(1),
             )
         x = self._act(x)
-        if train and bool((self.dropout > 0).any()):
-            p = self.dropout.view(-1, 1, 1)
-            keep = torch.rand(x.shape, generator=gen) >= p
-            x = x * keep / (1.0 - p)
+        if train and self.dropout_runs:
+            # one scale tensor (0 or 1/(1-p)) drawn only for models that use dropout
+            scale = torch.ones(x.shape)
+            for s, e in self.dropout_runs:
+                p = self.dropout[s:e].view(-1, 1, 1)
+                scale[s:e] = (torch.rand((e - s, *x.shape[1:]), generator=gen) >= p) / (1.0 - p)
+            x = x * scale
         return x
 
     def _conv(self, x: torch.Tensor, prefix: str, train: bool) -> torch.Tensor:
-        """x: ``[M, *S, B, C_in]`` -> ``[M, *S, B, C_out]``: kernel-3 'same' convolution as batched matmuls.
-
-        With spatial axes outside the batch axis, a shifted window of the padded input is a plain view
-        ``[M, S*B, C]``, so the convolution is a sum of shifted matmuls without an im2col copy (2-D
-        inputs gather the three column shifts once, then shift rows).
-        """
+        """``[B, M*C_in, *S]`` -> ``[B, M*C_out, *S]``: kernel-3 same-size convolution, a group per model."""
         w = self.param(f"{prefix}.conv.weight")  # [M, out, in, *k]
         m, c_out = w.shape[:2]
-        y = self.param(f"{prefix}.conv.bias").unsqueeze(1)  # [M, 1, out]
-        if x.dim() == 4:  # [M, L, B, C]
-            length = x.shape[1]
-            xp = F.pad(x, (0, 0, 0, 0, 1, 1))
-            wk = w.permute(
-                3, 0, 2, 1
-            ).contiguous()  # [k, M, in, out]: dense operands keep bmm on its fast path
-            for k in range(3):
-                y = torch.baddbmm(y, xp[:, k : k + length].reshape(m, -1, xp.shape[-1]), wk[k])
-        else:  # [M, H, W, B, C]
-            h, wd = x.shape[1:3]
-            xp = F.pad(x, (0, 0, 0, 0, 1, 1, 1, 1))
-            cols = torch.cat([xp[:, :, j : j + wd] for j in range(3)], dim=-1)  # [M, H+2, W, B, 3C]
-            wk = w.permute(3, 0, 4, 2, 1).reshape(3, m, -1, c_out)  # [kh, M, (kw, in), out], a dense copy
-            for i in range(3):
-                y = torch.baddbmm(y, cols[:, i : i + h].reshape(m, -1, cols.shape[-1]), wk[i])
-        y = y.view(*x.shape[:-1], c_out)
+        conv = F.conv2d if x.dim() == 4 else F.conv1d
+        y = conv(
+            x,
+            w.reshape(m * c_out, *w.shape[2:]),
+            self.param(f"{prefix}.conv.bias").reshape(-1),
+            padding=1,
+            groups=m,
+        )
         if self.arch.has_batch_norm:
             y = self._bn(y, f"{prefix}.bn", train)
-        return self._act(y)
+        return self._act(y, 1, c_out)
 
     def forward(
         self, x: torch.Tensor, train: bool = False, gen: torch.Generator | None = None
@@ -253,28 +270,33 @@ class Population:
         """Logits ``[M, B, classes]`` of ``x``: ``[M, B, *input]`` (a batch per model) or ``[B, *input]``."""
         m = self.m
         self._views = None  # fresh views: flat may have been updated in place since the last pass
-        if x.dim() == len(self.arch.input_shape) + 1:
-            x = x.unsqueeze(0).expand(m, *x.shape)
         r = self.residual
+        shared = x.dim() == len(self.arch.input_shape) + 1
         if self.arch.family == "mlp":
-            h = x.flatten(2)
+            h = x.flatten(1).unsqueeze(0).expand(m, -1, -1) if shared else x.flatten(2)
             for i in range(self.arch.depth):
                 out = self._dense(h, f"layers.{i}", train, gen)
                 h = torch.addcmul(out, r.view(m, 1, 1), h) if i > 0 else out
         else:
-            b = x.shape[1]
-            h = x.permute(0, *range(3, x.dim()), 1, 2).contiguous()  # [M, B, C, *S] -> [M, *S, B, C]
+            # convolutions run channel-first with models stacked along channels: [B, M*C, *S]
+            if shared:
+                b = x.shape[0]
+                h = x.unsqueeze(1).expand(b, m, *x.shape[1:]).reshape(b, m * x.shape[1], *x.shape[2:])
+            else:
+                b = x.shape[1]
+                h = x.transpose(0, 1).reshape(b, m * x.shape[2], *x.shape[3:])
+            if h.dim() == 4:
+                h = h.contiguous(memory_format=torch.channels_last)  # faster grouped 2-D convolution on CPU
+            c = self.arch.width
+            r_channels = r.repeat_interleave(c).view((1, m * c) + (1,) * (h.dim() - 2))
             for i in range(self.arch.depth):
                 out = self._conv(h, f"blocks.{i}", train)
-                h = torch.addcmul(out, r.view((m,) + (1,) * (h.dim() - 1)), h) if i > 0 else out
-            c = h.shape[-1]
-            if h.dim() == 5:  # [M,H,W,B,C] -> 2x2 block means -> [M,B,C,2,2]
-                hh, ww = h.shape[1:3]
-                h = h.reshape(m, 2, hh // 2, 2, ww // 2, b, c).mean((2, 4)).permute(0, 3, 4, 1, 2)
-            else:  # [M,L,B,C] -> 4 segment means -> [M,B,C,4]
-                h = h.reshape(m, 4, h.shape[1] // 4, b, c).mean(2).permute(0, 2, 3, 1)
+                h = torch.addcmul(out, r_channels, h) if i > 0 else out
+                if i == 0:  # as SubjectModel: halve the resolution once (1-D: a cheap reshape-mean)
+                    h = F.avg_pool2d(h, 2) if h.dim() == 4 else h.unflatten(-1, (-1, 2)).mean(-1)
+            h = F.adaptive_avg_pool2d(h, 2) if h.dim() == 4 else h.unflatten(-1, (4, -1)).mean(-1)
             # per-model flatten order (channel-major) as in SubjectModel
-            h = self._dense(h.reshape(m, b, -1), "hidden", train, gen)
+            h = self._dense(h.reshape(b, m, -1).transpose(0, 1), "hidden", train, gen)
             assert h.shape[-1] == CNN_HIDDEN
         w, bias = self.param("head.weight"), self.param("head.bias")
         return torch.baddbmm(bias.unsqueeze(1), h, w.transpose(1, 2))
@@ -370,5 +392,5 @@ class PopulationOptimizer:
 
 
 def order_for_population(specs: list[ModelSpec]) -> list[ModelSpec]:
-    """Order a cohort by activation so that each activation applies to a contiguous block of models."""
-    return sorted(specs, key=lambda s: (s.activation, s.index))
+    """Order a cohort by activation (contiguous blocks), then dropout use (fewer random draws)."""
+    return sorted(specs, key=lambda s: (s.activation, s.dropout > 0, s.index))

@@ -42,8 +42,9 @@ class ZooConfig:
     """
 
     preset: Literal["tiny", "small", "bench"] = "small"
+    """Base values for every field left unset: tiny (tests), small (the default zoo), bench (>= 2000 runs)."""
     n_models: int | None = None
-    """Number of training runs (models). Rounded up to whole cohorts."""
+    """Number of training runs (models); the last cohort may be smaller."""
     cohort_size: int | None = None
     """Models sharing one architecture, trained together as a population."""
     tasks: list[str] | None = None
@@ -188,7 +189,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "small": {
         **_COMMON,
-        "n_models": 384,
+        "n_models": 256,
         "cohort_size": 32,
         "min_epochs": 1,
         "max_epochs": 6,
