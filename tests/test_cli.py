@@ -42,3 +42,27 @@ def test_user_errors_exit_2_with_a_message(tmp_path: Path) -> None:
     assert r.returncode == 2 and "no such folder" in r.stderr and "Traceback" not in r.stderr
     r = _run("zoo", "build", "--preset", "tiny", "--optimizers", "[lbfgs]", "--output", str(tmp_path / "x"))
     assert r.returncode == 2 and "lbfgs" in r.stderr
+
+
+def test_import_folder_skips_bad_rows_and_says_why(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    for i in range(3):
+        save_file({"fc.weight": torch.randn(2, 3), "fc.bias": torch.randn(2)}, ckpts / f"m{i}.safetensors")
+    (ckpts / "m3.safetensors").write_bytes(b"not a checkpoint")
+    (tmp_path / "meta.csv").write_text(
+        "file,test_accuracy,optimizer\nm0.safetensors,0.5,adam\nm1.safetensors,0.7,sgd\n"
+        "m2.safetensors,0.9,adam\nm3.safetensors,0.1,sgd\n"
+    )
+    args = ["zoo", "import-folder", str(ckpts), "--metadata", str(tmp_path / "meta.csv")]
+    r = _run(*args, "--output", str(tmp_path / "zoo"))
+    assert r.returncode == 2 and "m3.safetensors" in r.stderr
+    assert not (tmp_path / "zoo").exists()  # nothing half-written
+    r = _run(*args, "--output", str(tmp_path / "zoo"), "--skip_invalid", "true")
+    assert r.returncode == 0, r.stderr
+    assert "Imported 3 checkpoint(s)" in r.stdout and "Skipped 1" in r.stdout and "m3.safetensors" in r.stdout
+    r = _run("zoo", "summary", str(tmp_path / "zoo"))
+    assert r.returncode == 0 and "3 trained models" in r.stdout

@@ -211,3 +211,15 @@ def test_damaged_zoo_folders_get_clear_errors(tiny_zoo: Path, tmp_path: Path) ->
         load_zoo(z)
     with pytest.raises(Exception, match="no such folder"):
         load_zoo("./does/not/exist")
+
+
+def test_intermediate_checkpoints_stay_with_their_run(tmp_path: Path) -> None:
+    cfg = dataclasses.replace(TINY, min_epochs=2, max_epochs=2, checkpoint_epochs=[1])
+    build_zoo(cfg, tmp_path / "z", progress=False)
+    meta = load_zoo(tmp_path / "z").metadata()
+    assert len(meta) == 2 * cfg.n_models
+    assert sorted(meta["checkpoint_epoch"].unique()) == [1, 2]
+    assert (meta.groupby("model_id")["split"].nunique() == 1).all()
+    assert (meta.groupby("model_id")["is_final"].sum() == 1).all()
+    final = load_zoo(tmp_path / "z").final().metadata()
+    assert len(final) == cfg.n_models and (final["checkpoint_epoch"] == 2).all()
