@@ -108,11 +108,11 @@ def test_interrupted_build_resumes_without_retraining(
     calls: list[int] = []
     real = build_mod._train
 
-    def flaky(specs, cfg, batched):
+    def flaky(specs, cfg, batched, on_epoch=None):
         calls.append(specs[0].cohort)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(specs, cfg, batched)
+        return real(specs, cfg, batched, on_epoch)
 
     monkeypatch.setattr(build_mod, "_train", flaky)
     with pytest.raises(KeyboardInterrupt):

@@ -8,6 +8,7 @@ path trains each cohort as one population, the reference path trains each run al
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from dataclasses import dataclass
 
@@ -50,24 +51,31 @@ class BenchResult:
         ]
 
 
+def _say(enabled: bool, text: str) -> None:
+    """Progress on stderr without a refresh thread (a background thread slows small torch ops)."""
+    if enabled:
+        print(text, file=sys.stderr, flush=True)
+
+
 def bench_zoo(config: ZooConfig | None = None, n_models: int = 256, progress: bool = True) -> BenchResult:
     """Train ``n_models`` runs of ``config`` (default: the bench preset) both ways and time them."""
     cfg = dataclasses.replace(config or ZooConfig(preset="bench"), n_models=n_models).resolved()
     cohorts = [sample_cohort(cfg, k) for k in range(cfg.n_cohorts)]
     for specs in cohorts:  # data generation is not part of training time
         load_task(specs[0].arch.task)
-    from rich.progress import track
-
     start = time.perf_counter()
     batched: dict[str, float] = {}
-    for specs in track(cohorts, description="batched", disable=not progress):
+    for k, specs in enumerate(cohorts):
+        _say(progress, f"batched: cohort {k + 1}/{len(cohorts)}")
         res = train_cohort(specs, load_task(specs[0].arch.task), cfg.max_train_samples)  # type: ignore[arg-type]
         batched.update({c.spec.model_id: c.metrics["test_accuracy"] for c in res.checkpoints if c.is_final})
     batched_s = time.perf_counter() - start
     start = time.perf_counter()
     sequential: dict[str, float] = {}
     runs = [s for specs in cohorts for s in specs]
-    for spec in track(runs, description="one at a time", disable=not progress):
+    for i, spec in enumerate(runs):
+        if i % 16 == 0:
+            _say(progress, f"one at a time: run {i + 1}/{len(runs)}")
         res = train_single(spec, load_task(spec.arch.task), cfg.max_train_samples)  # type: ignore[arg-type]
         sequential.update(
             {c.spec.model_id: c.metrics["test_accuracy"] for c in res.checkpoints if c.is_final}
