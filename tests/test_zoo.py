@@ -223,3 +223,13 @@ def test_intermediate_checkpoints_stay_with_their_run(tmp_path: Path) -> None:
     assert (meta.groupby("model_id")["is_final"].sum() == 1).all()
     final = load_zoo(tmp_path / "z").final().metadata()
     assert len(final) == cfg.n_models and (final["checkpoint_epoch"] == 2).all()
+
+
+def test_bench_trains_the_same_runs_both_ways() -> None:
+    from zooprobe.zoo.bench import bench_zoo
+
+    result = bench_zoo(ZooConfig(preset="tiny"), n_models=4, progress=False)
+    assert set(result.batched_acc) == set(result.sequential_acc) and len(result.batched_acc) == 4
+    diffs = [abs(result.batched_acc[k] - result.sequential_acc[k]) for k in result.batched_acc]
+    assert float(np.median(diffs)) < 0.02  # same init, data order and updates: same models up to rounding
+    assert result.ratio > 0 and any("speed-up" in line for line in result.lines())

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import stats
 
 from .data import load_task
-from .space import ZooConfig, sample_cohort
+from .space import ModelSpec, ZooConfig, sample_cohort
 from .train import train_cohort, train_single
 
 
@@ -27,6 +27,8 @@ class BenchResult:
     sequential_s: float
     batched_acc: dict[str, float]
     sequential_acc: dict[str, float]
+    by_group: dict[str, tuple[int, float, float]] = dataclasses.field(default_factory=dict)
+    """task/family -> (runs, batched seconds, one-at-a-time seconds)."""
 
     @property
     def ratio(self) -> float:
@@ -48,6 +50,9 @@ class BenchResult:
             f"(q10 {np.quantile(b, 0.1):.3f}, q90 {np.quantile(b, 0.9):.3f})",
             f"per-run |difference|: median {np.median(diff):.4f}, 90th pct {np.quantile(diff, 0.9):.4f}; "
             f"two-sample KS p = {ks.pvalue:.2f}; runs compared {len(ids)}",
+        ] + [
+            f"  {group:<12} runs {n:4d}: batched {b:6.1f} s, one at a time {s:6.1f} s, speed-up {s / b:5.1f}x"
+            for group, (n, b, s) in sorted(self.by_group.items())
         ]
 
 
@@ -63,12 +68,20 @@ def bench_zoo(config: ZooConfig | None = None, n_models: int = 256, progress: bo
     cohorts = [sample_cohort(cfg, k) for k in range(cfg.n_cohorts)]
     for specs in cohorts:  # data generation is not part of training time
         load_task(specs[0].arch.task)
+    groups: dict[str, list[float]] = {}
+
+    def group(spec: ModelSpec) -> list[float]:
+        return groups.setdefault(f"{spec.arch.task}/{spec.arch.family}", [0, 0.0, 0.0])
+
     start = time.perf_counter()
     batched: dict[str, float] = {}
     for k, specs in enumerate(cohorts):
         _say(progress, f"batched: cohort {k + 1}/{len(cohorts)}")
         res = train_cohort(specs, load_task(specs[0].arch.task), cfg.max_train_samples)  # type: ignore[arg-type]
         batched.update({c.spec.model_id: c.metrics["test_accuracy"] for c in res.checkpoints if c.is_final})
+        g = group(specs[0])
+        g[0] += len(specs)
+        g[1] += res.seconds
     batched_s = time.perf_counter() - start
     start = time.perf_counter()
     sequential: dict[str, float] = {}
@@ -80,5 +93,7 @@ def bench_zoo(config: ZooConfig | None = None, n_models: int = 256, progress: bo
         sequential.update(
             {c.spec.model_id: c.metrics["test_accuracy"] for c in res.checkpoints if c.is_final}
         )
+        group(spec)[2] += res.seconds
     sequential_s = time.perf_counter() - start
-    return BenchResult(len(runs), batched_s, sequential_s, batched, sequential)
+    by_group = {k: (int(v[0]), v[1], v[2]) for k, v in groups.items()}
+    return BenchResult(len(runs), batched_s, sequential_s, batched, sequential, by_group)
