@@ -11,6 +11,7 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+local"
 
+from .encoder import PretrainConfig, load_encoder, pretrain_encoder
 from .errors import ConfigError, InvalidInputError, ZooFormatError, ZooprobeError
 from .zoo.build import build_zoo, builtin_zoo, merge_zoo
 from .zoo.space import ZooConfig
@@ -19,6 +20,7 @@ from .zoo.store import Zoo, load_zoo
 __all__ = [
     "ConfigError",
     "InvalidInputError",
+    "PretrainConfig",
     "Zoo",
     "ZooConfig",
     "ZooFormatError",
@@ -26,6 +28,8 @@ __all__ = [
     "__version__",
     "build_zoo",
     "builtin_zoo",
+    "load_encoder",
     "load_zoo",
     "merge_zoo",
+    "pretrain_encoder",
 ]

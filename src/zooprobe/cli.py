@@ -12,6 +12,7 @@ from pathlib import Path
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace, set_parsing_settings
 
 from . import __version__
+from .encoder.cli import add_encoder_commands, run_encoder_command
 from .errors import ZooprobeError
 from .zoo.space import ZooConfig
 
@@ -27,7 +28,7 @@ def _parser(description: str) -> ArgumentParser:
 def build_parser() -> ArgumentParser:
     root = ArgumentParser(
         prog="zooprobe",
-        description="Read a neural network's weights and tell what it is. Subcommands: zoo, demo.",
+        description="Read a neural network's weights and tell what it is. Subcommands: zoo, encoder, demo.",
     )
     root.add_argument("--version", action="version", version=f"zooprobe {__version__}")
     top = root.add_subcommands(dest="command")
@@ -37,6 +38,7 @@ def build_parser() -> ArgumentParser:
     demo.add_argument("--preset", type=str, default="small", help="Built-in zoo preset to use.")
     top.add_subcommand("zoo", zoo, help="Subject-model zoos.")
     top.add_subcommand("demo", demo, help="Run the main job on the built-in default.")
+    add_encoder_commands(top)  # before the zoo's own subcommands: jsonargparse adds levels in order
 
     zs = zoo.add_subcommands(dest="action")
     build = _parser(
@@ -119,6 +121,8 @@ def _run(cfg: Namespace) -> int:
     from rich.console import Console
 
     console = Console()
+    if cfg.command == "encoder":
+        return run_encoder_command(cfg.encoder, console)
     if cfg.command == "demo":
         from .demo import run_demo
 

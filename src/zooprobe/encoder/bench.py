@@ -1,0 +1,335 @@
+"""``zooprobe encoder bench``: how fast the encoder reads weights, and how much its embeddings know.
+
+Measured in one run, on one machine (numbers are only comparable within a run):
+
+1. **Encoding throughput** on every final checkpoint of the zoo: models/s and real tokens/s of
+   `LoadedEncoder.encode` (tokenization included), and the achieved GFLOP/s of the encoder forward
+   (`WeightEncoder.flops_per_forward` of the padded batches actually run, over the forward time) next to the
+   GFLOP/s of a plain fp32 ``n x n`` matmul (n = 1024) timed in the same process: the ceiling.
+2. **Held-out R² for test accuracy** of a ridge probe (``StandardScaler`` + ``RidgeCV``, alphas
+   10^-3..10^3) fit on the zoo's train split and scored on its test split, on
+   (a) the frozen pooled encoder embedding and (b) the weight-statistics baseline (`weight_statistics`).
+3. **A ResNet-18-shaped state dict** (~11.7M parameters, random tensors with torchvision's names and
+   shapes, built locally): wall time of tokenize + encode and the peak extra resident memory during it
+   (Linux: the process's peak RSS is reset through ``/proc/self/clear_refs`` and read back from
+   ``VmHWM``; elsewhere the lifetime ``ru_maxrss`` is reported and marked as such).
+
+Weight-statistics feature set (74 values per model; mixed architectures are aligned by tensor *role*,
+not by name). A *weight layer* is a floating tensor of >= 2 dims whose name ends in ``weight`` (linear,
+conv), together with its bias (same module, name ending in ``bias``) when present; *norm* tensors are the
+1-D ``weight``/``bias`` of the remaining modules (BatchNorm/LayerNorm affine parameters); running
+statistics and integer buffers are ignored. ``s(x)`` = [mean, std, min, 25%, median, 75%, max] of the
+values of x (7 numbers, zeros when x is empty).
+
+- first weight layer: s(weight), s(bias)                                       14
+- last weight layer: s(weight), s(bias)                                        14
+- middle weight layers (all but first and last): mean over layers of s(weight), s(bias)   14
+- all weight-layer weights pooled: s; all biases pooled: s                     14
+- all norm weights pooled: s; all norm biases pooled: s                        14
+- structure: log(1 + parameters of weight layers), number of weight layers, fraction of those parameters
+  in convolutions (>= 3-dim weights), has norm layers (0/1)                     4
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+STAT_NAMES = ("mean", "std", "q0", "q25", "q50", "q75", "q100")
+N_STAT_FEATURES = 74
+
+
+# ------------------------------------------------------------------------------------------ features
+def _stats(values: list[torch.Tensor]) -> np.ndarray:
+    if not values:
+        return np.zeros(7)
+    x = torch.cat([v.detach().reshape(-1).to(torch.float64).cpu() for v in values]).numpy()
+    if x.size == 0:
+        return np.zeros(7)
+    q = np.quantile(x, [0.0, 0.25, 0.5, 0.75, 1.0])
+    return np.concatenate([[x.mean(), x.std()], q])
+
+
+def _split_tensors(
+    state_dict: Mapping[str, torch.Tensor],
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor | None]], list[torch.Tensor], list[torch.Tensor]]:
+    layers: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+    used: set[str] = set()
+    for name, t in state_dict.items():
+        if t.is_floating_point() and t.ndim >= 2 and name.endswith("weight"):
+            bias_name = name[: -len("weight")] + "bias"
+            bias = state_dict.get(bias_name)
+            if bias is not None and (not bias.is_floating_point() or bias.ndim != 1):
+                bias = None
+            layers.append((t, bias))
+            used.update({name, bias_name} if bias is not None else {name})
+    norm_w: list[torch.Tensor] = []
+    norm_b: list[torch.Tensor] = []
+    for name, t in state_dict.items():
+        if name in used or not t.is_floating_point() or t.ndim != 1:
+            continue
+        if name.endswith("weight"):
+            norm_w.append(t)
+        elif name.endswith("bias"):
+            norm_b.append(t)
+    return layers, norm_w, norm_b
+
+
+def weight_statistics(state_dict: Mapping[str, torch.Tensor]) -> np.ndarray:
+    """The 74 weight-statistics features of one state dict (exact set in the module docs)."""
+    layers, norm_w, norm_b = _split_tensors(state_dict)
+
+    def layer_stats(layer: tuple[torch.Tensor, torch.Tensor | None] | None) -> np.ndarray:
+        if layer is None:
+            return np.zeros(14)
+        w, b = layer
+        return np.concatenate([_stats([w]), _stats([b] if b is not None else [])])
+
+    first = layer_stats(layers[0] if layers else None)
+    last = layer_stats(layers[-1] if len(layers) > 1 else None)
+    middle_layers = layers[1:-1]
+    middle = np.mean([layer_stats(x) for x in middle_layers], axis=0) if middle_layers else np.zeros(14)
+    pooled = np.concatenate([_stats([w for w, _ in layers]), _stats([b for _, b in layers if b is not None])])
+    norms = np.concatenate([_stats(norm_w), _stats(norm_b)])
+    n_params = sum(w.numel() + (b.numel() if b is not None else 0) for w, b in layers)
+    n_conv = sum(w.numel() + (b.numel() if b is not None else 0) for w, b in layers if w.ndim >= 3)
+    structure = np.array(
+        [math.log1p(n_params), len(layers), n_conv / max(n_params, 1), float(bool(norm_w or norm_b))]
+    )
+    out = np.concatenate([first, last, middle, pooled, norms, structure])
+    assert out.shape == (N_STAT_FEATURES,)
+    return out
+
+
+def ridge_r2(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> float:
+    """Held-out R² of StandardScaler + RidgeCV (alphas 1e-3..1e3) fit on train, scored on test."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.metrics import r2_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if len(y_test) < 2 or len(y_train) < 2:
+        return float("nan")
+    probe = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
+    probe.fit(x_train, y_train)
+    return float(r2_score(y_test, probe.predict(x_test)))
+
+
+# ------------------------------------------------------------------------------------------ resnet
+def resnet18_state_dict(seed: int = 0, num_classes: int = 1000) -> dict[str, torch.Tensor]:
+    """A state dict with torchvision ResNet-18's names and shapes (~11.7M parameters), random values."""
+    g = torch.Generator().manual_seed(seed)
+    sd: dict[str, torch.Tensor] = {}
+
+    def conv(name: str, c_out: int, c_in: int, k: int) -> None:
+        sd[f"{name}.weight"] = torch.randn(c_out, c_in, k, k, generator=g) * math.sqrt(2.0 / (c_in * k * k))
+
+    def bn(name: str, c: int) -> None:
+        sd[f"{name}.weight"] = 1.0 + 0.1 * torch.randn(c, generator=g)
+        sd[f"{name}.bias"] = 0.1 * torch.randn(c, generator=g)
+        sd[f"{name}.running_mean"] = 0.1 * torch.randn(c, generator=g)
+        sd[f"{name}.running_var"] = 1.0 + 0.1 * torch.rand(c, generator=g)
+        sd[f"{name}.num_batches_tracked"] = torch.tensor(1000, dtype=torch.int64)
+
+    conv("conv1", 64, 3, 7)
+    bn("bn1", 64)
+    c_in = 64
+    for stage, c in enumerate((64, 128, 256, 512), start=1):
+        for block in range(2):
+            prefix = f"layer{stage}.{block}"
+            conv(f"{prefix}.conv1", c, c_in if block == 0 else c, 3)
+            bn(f"{prefix}.bn1", c)
+            conv(f"{prefix}.conv2", c, c, 3)
+            bn(f"{prefix}.bn2", c)
+            if block == 0 and stage > 1:
+                conv(f"{prefix}.downsample.0", c, c_in, 1)
+                bn(f"{prefix}.downsample.1", c)
+        c_in = c
+    sd["fc.weight"] = torch.randn(num_classes, 512, generator=g) * math.sqrt(1.0 / 512)
+    sd["fc.bias"] = torch.zeros(num_classes)
+    return sd
+
+
+def _rss_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+# ------------------------------------------------------------------------------------------ bench
+def matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
+    """GFLOP/s of a plain fp32 n x n matmul on this process's threads (best of `repeats`)."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g)
+    b = torch.randn(n, n, generator=g)
+    for _ in range(2):
+        a @ b
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def bench_encoder(
+    zoo_source: str | Path = "builtin:bench",
+    encoder_source: str | Path = "default",
+    batch_size: int = 64,
+    resnet: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the benchmark (see the module docs) and return its numbers; `format_report` prints them."""
+    from zooprobe.encoder.io import load_encoder
+    from zooprobe.encoder.pretrain import zoo_fingerprint
+    from zooprobe.errors import InvalidInputError
+    from zooprobe.zoo.store import load_zoo
+
+    zoo = load_zoo(zoo_source)
+    encoder = load_encoder(encoder_source, progress=progress)
+    final = zoo.final()
+    meta = final.metadata().reset_index(drop=True)
+    state_dicts = [final.state_dict(i) for i in range(len(final))]
+    result: dict[str, Any] = {
+        "zoo": str(zoo_source),
+        "encoder": str(encoder_source),
+        "encoder_source_folder": str(encoder.source) if encoder.source else None,
+        "encoder_parameters": encoder.encoder.num_parameters(),
+        "encoder_config": encoder.config.to_dict(),
+        "window": encoder.preprocessing.window,
+        "torch_threads": torch.get_num_threads(),
+        "n_models": len(state_dicts),
+    }
+    # 1. throughput
+    stats: dict[str, float] = {}
+    start = time.perf_counter()
+    embeddings = encoder.encode(state_dicts, batch_size=batch_size, stats=stats).numpy()
+    seconds = time.perf_counter() - start
+    result.update(
+        {
+            "encode_seconds": seconds,
+            "models_per_s": len(state_dicts) / seconds,
+            "tokens_per_s": stats["n_tokens"] / seconds,
+            "n_tokens": int(stats["n_tokens"]),
+            "n_windows": int(stats["n_windows"]),
+            "padding_fraction": 1 - stats["n_tokens"] / max(stats["n_padded_tokens"], 1),
+            "tokenize_seconds": stats["tokenize_s"],
+            "forward_seconds": stats["forward_s"],
+            "encoder_gflops": stats["flops"] / max(stats["forward_s"], 1e-9) / 1e9,
+            "matmul_gflops": matmul_gflops(1024),
+        }
+    )
+    # 2. probes
+    y = meta["test_accuracy"].to_numpy(dtype=float)
+    train = (meta["split"] == "train").to_numpy()
+    test = (meta["split"] == "test").to_numpy()
+    features = np.stack([weight_statistics(sd) for sd in state_dicts])
+    overlap = 0
+    if encoder.provenance.get("zoo_fingerprint") == zoo_fingerprint(zoo):
+        overlap = len(set(meta.loc[test, "model_id"]) & set(encoder.model_ids))
+    result.update(
+        {
+            "n_train": int(train.sum()),
+            "n_test": int(test.sum()),
+            "r2_encoder": ridge_r2(embeddings[train], y[train], embeddings[test], y[test]),
+            "r2_weight_stats": ridge_r2(features[train], y[train], features[test], y[test]),
+            "r2_encoder_plus_stats": ridge_r2(
+                np.hstack([embeddings, features])[train],
+                y[train],
+                np.hstack([embeddings, features])[test],
+                y[test],
+            ),
+            "test_models_seen_in_pretraining": overlap,
+        }
+    )
+    # 3. ResNet-18
+    if resnet:
+        sd = resnet18_state_dict()
+        result["resnet18_parameters"] = sum(v.numel() for v in sd.values() if v.is_floating_point())
+        exact = _reset_peak_rss()
+        base = _rss_kib("VmRSS") if exact else None
+        rn_stats: dict[str, float] = {}
+        start = time.perf_counter()
+        try:
+            encoder.encode([sd], batch_size=batch_size, stats=rn_stats)
+        except InvalidInputError as e:  # e.g. an encoder with fewer layer positions than ResNet-18 has
+            result["resnet18_error"] = str(e)
+            return result
+        result["resnet18_seconds"] = time.perf_counter() - start
+        result["resnet18_tokenize_seconds"] = rn_stats["tokenize_s"]
+        result["resnet18_forward_seconds"] = rn_stats["forward_s"]
+        result["resnet18_tokens"] = int(rn_stats["n_tokens"])
+        result["resnet18_windows"] = int(rn_stats["n_windows"])
+        peak = _rss_kib("VmHWM") if exact else None
+        if exact and peak is not None and base is not None:
+            result["resnet18_peak_extra_mib"] = (peak - base) / 1024
+            result["resnet18_memory_method"] = "peak RSS above the level before encoding (VmHWM after reset)"
+        else:
+            result["resnet18_peak_extra_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            result["resnet18_memory_method"] = "lifetime peak RSS of the process (ru_maxrss)"
+    return result
+
+
+def format_report(result: Mapping[str, Any]) -> list[str]:
+    """Printable lines of a `bench_encoder` result."""
+    r = result
+    lines = [
+        f"zoo {r['zoo']}: {r['n_models']} final checkpoints ({r['n_train']} train / {r['n_test']} test); "
+        f"encoder {r['encoder']} ({r['encoder_parameters']:,} parameters, window {r['window']}, "
+        f"{r['torch_threads']} torch threads)",
+        f"encoding    : {r['models_per_s']:9.1f} models/s  {r['tokens_per_s']:12,.0f} tokens/s  "
+        f"({r['encode_seconds']:.2f} s: tokenize {r['tokenize_seconds']:.2f} s, forward "
+        f"{r['forward_seconds']:.2f} s; {r['n_windows']} windows, "
+        f"padding {100 * r['padding_fraction']:.1f}%)",
+        f"GFLOP/s     : encoder forward {r['encoder_gflops']:.1f}  vs  fp32 matmul n=1024 "
+        f"{r['matmul_gflops']:.1f}  ({100 * r['encoder_gflops'] / r['matmul_gflops']:.0f}% of the ceiling)",
+        f"ridge R² (test accuracy, held-out test split): encoder embedding {r['r2_encoder']:.3f}  |  "
+        f"weight statistics {r['r2_weight_stats']:.3f}  |  both {r['r2_encoder_plus_stats']:.3f}",
+    ]
+    if r.get("test_models_seen_in_pretraining"):
+        lines.append(
+            f"WARNING: {r['test_models_seen_in_pretraining']} test models were in the encoder's "
+            "pretraining set"
+        )
+    if "resnet18_error" in r:
+        lines.append(f"ResNet-18   : not encodable with this encoder: {r['resnet18_error']}")
+    if "resnet18_seconds" in r:
+        lines.append(
+            f"ResNet-18   : {r['resnet18_parameters']:,} parameters -> {r['resnet18_tokens']:,} tokens, "
+            f"{r['resnet18_windows']} windows; tokenize + encode {r['resnet18_seconds']:.2f} s (tokenize "
+            f"{r['resnet18_tokenize_seconds']:.2f} s); "
+            f"peak extra memory {r['resnet18_peak_extra_mib']:.0f} MiB "
+            f"({r['resnet18_memory_method']})"
+        )
+    return lines
+
+
+__all__ = [
+    "N_STAT_FEATURES",
+    "bench_encoder",
+    "format_report",
+    "matmul_gflops",
+    "resnet18_state_dict",
+    "ridge_r2",
+    "weight_statistics",
+]

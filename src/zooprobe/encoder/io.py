@@ -1,0 +1,602 @@
+"""Saving and loading pretrained weight-space encoders: a Hugging Face model-repo folder.
+
+Folder layout (what `save_encoder` writes and `load_encoder` reads)::
+
+    config.json        format_version, library_name "zooprobe", the EncoderConfig, the tokenizer (config and
+                       zoo-level normalization statistics), the preprocessing (window, position policy) and
+                       the pretraining provenance (zoo source, zoo fingerprint, the exact model ids used)
+    model.safetensors  the encoder's weights (safetensors only: nothing is ever unpickled)
+    README.md          model card (YAML header with library_name: zooprobe)
+
+Why the preprocessing is stored and checked strictly: the field notes warn that encoding with a token size or
+normalization that differs from pretraining silently degrades results. `LoadedEncoder.encode` therefore
+tokenizes exactly as pretraining did (`prepare_tokens`), from what config.json says, and a config.json
+with a missing, unknown or mistyped field is an error naming it, never a silent default.
+
+The exact preprocessing, shared with `zooprobe.encoder.pretrain`:
+
+1. ``tokenizer.tokenize(state_dict, normalize=True)`` with the zoo-level statistics of config.json;
+2. the in-layer position index wraps modulo ``EncoderConfig.max_in_layer_pos`` (like the global index
+   does inside the model), so one huge layer (a ResNet's 512x512x3x3 convolution is 73,728 tokens at token
+   size 32) stays encodable; a network with more layers than ``max_layers`` is an error;
+3. sequences are cut into non-overlapping windows of ``preprocessing.window`` tokens (pretraining crops
+   random windows of the same length), and the global position index of each window counts from the
+   window's start (the layer and in-layer indices keep saying where in the network it is); the model
+   embedding is the mean of the window embeddings weighted by their real-token counts (a model that fits
+   one window gets exactly its plain forward's pooled output).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from zooprobe.encoder.model import EncoderConfig, EncoderConfigError, WeightEncoder
+from zooprobe.errors import ConfigError, InvalidInputError, ZooFormatError
+from zooprobe.tokens import TokenizedModel, TokenWindow, WeightTokenizer, collate, iter_windows
+from zooprobe.tokens._config import check_field_types, dataclass_from_dict
+from zooprobe.utils import atomic_path, atomic_write_json, atomic_write_text, library_versions
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "README.md"
+LIBRARY_NAME = "zooprobe"
+REQUIRED_FIELDS = ("format_version", "library_name", "encoder", "tokenizer", "preprocessing", "provenance")
+
+#: The built-in default encoder: the ``small`` pretraining preset on the ``small`` built-in zoo. Tests
+#: monkeypatch these two names to keep the default-encoder path fast.
+DEFAULT_PRESET = "small"
+DEFAULT_ZOO = "builtin:small"
+
+_ENCODE_CHUNK = 512  # models tokenized at a time by `encode` (bounds memory on large inputs)
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class EncoderFormatError(ZooFormatError):
+    """A folder does not hold a loadable zooprobe encoder (missing file or field, unknown format version)."""
+
+
+class EncoderWeightsError(EncoderFormatError):
+    """model.safetensors does not match the architecture in config.json; the message names the tensors."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How state dicts become encoder inputs; saved with the encoder and reused exactly by `encode`.
+
+    Attributes:
+        window: tokens per window (pretraining crops windows of this length; encoding cuts sequences into
+            non-overlapping windows of it).
+        normalize: tokens are standardized with the zoo-level statistics of the tokenizer (always True for
+            pretrained encoders).
+        in_layer_positions: ``"wrap"``: in-layer indices wrap modulo ``EncoderConfig.max_in_layer_pos``.
+        global_positions: ``"window"``: the global index counts from the start of each window (and of
+            each pretraining crop), so it never exceeds the window length.
+    """
+
+    window: int = 256
+    normalize: bool = True
+    in_layer_positions: Literal["wrap"] = "wrap"
+    global_positions: Literal["window"] = "window"
+
+    def __post_init__(self) -> None:
+        check_field_types(self, EncoderConfigError)
+        if self.window < 1:
+            raise EncoderConfigError(f"Preprocessing.window: must be >= 1, got {self.window}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "window": self.window,
+            "normalize": self.normalize,
+            "in_layer_positions": self.in_layer_positions,
+            "global_positions": self.global_positions,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> Preprocessing:
+        return dataclass_from_dict(cls, data, EncoderConfigError)
+
+
+# ------------------------------------------------------------------------------------------ preprocessing
+def prepare_tokens(
+    tokenizer: WeightTokenizer,
+    state_dict: Mapping[str, torch.Tensor],
+    config: EncoderConfig,
+    preprocessing: Preprocessing | None = None,
+) -> TokenizedModel:
+    """Tokenize one state dict exactly as pretraining does (see the module docs, steps 1-2)."""
+    pre = preprocessing or Preprocessing()
+    tm = tokenizer.tokenize(state_dict, normalize=pre.normalize)
+    if tm.num_layers > config.max_layers:
+        raise InvalidInputError(
+            f"the network has {tm.num_layers} tokenized layers but this encoder's EncoderConfig.max_layers "
+            f"is {config.max_layers}; use an encoder pretrained with a larger max_layers"
+        )
+    positions = tm.positions.clone()
+    positions[:, 2] %= config.max_in_layer_pos
+    return TokenizedModel(tm.tokens, tm.mask, positions, tm.layout, tm.passthrough, tm.skipped)
+
+
+def model_window(window: TokenWindow) -> TokenWindow:
+    """`window` with its global position index counted from the window's start (step 3 of the module docs)."""
+    positions = window.positions.clone()
+    positions[:, 0] -= window.start
+    return TokenWindow(window.tokens, window.mask, positions, window.start, window.stop)
+
+
+def _check_token_sizes(encoder_config: EncoderConfig, tokenizer: WeightTokenizer) -> None:
+    if encoder_config.token_size != tokenizer.config.token_size:
+        raise EncoderConfigError(
+            f"EncoderConfig.token_size ({encoder_config.token_size}) does not match the tokenizer's "
+            f"TokenizerConfig.token_size ({tokenizer.config.token_size})"
+        )
+
+
+# ------------------------------------------------------------------------------------------ loaded encoder
+@dataclass
+class LoadedEncoder:
+    """A pretrained encoder (eval mode) with the exact preprocessing it was pretrained with.
+
+    Attributes:
+        encoder: the `WeightEncoder`, in eval mode.
+        tokenizer: tokenizer with the zoo-level normalization statistics of pretraining.
+        preprocessing: window length and position policy (see the module docs).
+        provenance: what it was pretrained on (zoo source and fingerprint, ``model_ids``, config, ...).
+        source: the folder it was loaded from (None when built in memory).
+    """
+
+    encoder: WeightEncoder
+    tokenizer: WeightTokenizer
+    preprocessing: Preprocessing
+    provenance: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+
+    def __post_init__(self) -> None:
+        _check_token_sizes(self.encoder.config, self.tokenizer)
+        if self.preprocessing.normalize and self.tokenizer.stats is None:
+            raise ConfigError("LoadedEncoder: the tokenizer has no normalization statistics")
+        self.encoder.eval()
+
+    @property
+    def config(self) -> EncoderConfig:
+        return self.encoder.config
+
+    @property
+    def latent_dim(self) -> int:
+        return self.encoder.config.latent_dim
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.encoder.parameters()).device
+
+    @property
+    def model_ids(self) -> list[str]:
+        """Model ids the encoder was pretrained on (evaluate heads on models outside this list)."""
+        return list(self.provenance.get("model_ids", []))
+
+    def tokenize(self, state_dict: Mapping[str, torch.Tensor]) -> TokenizedModel:
+        """The encoder's input for one state dict (normalized, positions wrapped; not yet windowed)."""
+        return prepare_tokens(self.tokenizer, state_dict, self.encoder.config, self.preprocessing)
+
+    @torch.no_grad()
+    def encode(
+        self,
+        state_dicts: Iterable[Mapping[str, torch.Tensor]] | Any,
+        batch_size: int = 64,
+        stats: dict[str, float] | None = None,
+    ) -> torch.Tensor:
+        """Pooled embeddings ``[N, latent_dim]`` (float32, CPU) of state dicts (or of a `Zoo`'s rows).
+
+        Models are tokenized with the pretraining preprocessing, cut into windows, and the windows of up to
+        `_ENCODE_CHUNK` models are sorted by length and encoded `batch_size` windows at a time (bucketing
+        keeps padding small); no gradients, eval mode. If `stats` is a dict, it receives counts and times:
+        ``n_models, n_windows, n_tokens, n_padded_tokens, tokenize_s, forward_s, flops``.
+        """
+        import time
+
+        if batch_size < 1:
+            raise ConfigError(f"encode: batch_size must be >= 1, got {batch_size}")
+        from zooprobe.zoo.store import Zoo
+
+        source: Iterator[Mapping[str, torch.Tensor]] = (
+            state_dicts.state_dicts() if isinstance(state_dicts, Zoo) else iter(state_dicts)
+        )
+        acc = {"n_models": 0, "n_windows": 0, "n_tokens": 0, "n_padded_tokens": 0}
+        acc_f = {"tokenize_s": 0.0, "forward_s": 0.0, "flops": 0.0}
+        device = self.device
+        window = self.preprocessing.window
+        outputs: list[torch.Tensor] = []
+        was_training = self.encoder.training
+        self.encoder.eval()
+        try:
+            while chunk := list(islice(source, _ENCODE_CHUNK)):
+                start = time.perf_counter()
+                tms = []
+                for j, sd in enumerate(chunk):
+                    index = acc["n_models"] + j
+                    if not isinstance(sd, Mapping):
+                        raise InvalidInputError(
+                            f"encode: item {index} is a {type(sd).__name__}, not a state dict"
+                        )
+                    try:
+                        tm = self.tokenize(sd)
+                    except InvalidInputError as e:
+                        raise type(e)(f"encode: state dict {index}: {e}") from e
+                    if tm.num_tokens == 0:
+                        raise InvalidInputError(f"encode: state dict {index} has no weights to encode")
+                    tms.append(tm)
+                windows = [(j, model_window(w)) for j, tm in enumerate(tms) for w in iter_windows(tm, window)]
+                acc_f["tokenize_s"] += time.perf_counter() - start
+                start = time.perf_counter()
+                order = sorted(range(len(windows)), key=lambda k: windows[k][1].num_tokens)
+                pooled = torch.empty(len(windows), self.latent_dim, dtype=torch.float32)
+                counts = torch.empty(len(windows), dtype=torch.float64)
+                for s in range(0, len(order), batch_size):
+                    idx = order[s : s + batch_size]
+                    batch = collate([windows[k][1] for k in idx])
+                    out = self.encoder(
+                        batch["tokens"].to(device),
+                        batch["mask"].to(device),
+                        batch["positions"].to(device),
+                        batch["attention_mask"].to(device),
+                    )
+                    index_t = torch.tensor(idx)
+                    pooled[index_t] = out.pooled.float().cpu()
+                    counts[index_t] = batch["attention_mask"].sum(dim=1).to(torch.float64)
+                    b, length = batch["attention_mask"].shape
+                    acc["n_padded_tokens"] += b * length
+                    acc_f["flops"] += self.encoder.flops_per_forward(length, b)
+                owner = torch.tensor([j for j, _ in windows])
+                for j in range(len(tms)):
+                    rows = (owner == j).nonzero().flatten()
+                    if len(rows) == 1:
+                        outputs.append(pooled[rows[0]])
+                    else:
+                        w = counts[rows] / counts[rows].sum()
+                        outputs.append((pooled[rows].to(torch.float64) * w[:, None]).sum(0).float())
+                acc_f["forward_s"] += time.perf_counter() - start
+                acc["n_models"] += len(chunk)
+                acc["n_windows"] += len(windows)
+                acc["n_tokens"] += sum(tm.num_tokens for tm in tms)
+        finally:
+            self.encoder.train(was_training)
+        if stats is not None:
+            stats.update(acc)
+            stats.update(acc_f)
+        if not outputs:
+            return torch.empty(0, self.latent_dim)
+        return torch.stack(outputs)
+
+
+# ------------------------------------------------------------------------------------------ saving
+def _is_hub_id(text: str) -> bool:
+    return bool(_REPO_ID.match(text)) and not Path(text).expanduser().exists()
+
+
+def _yaml_list(values: list[str]) -> list[str]:
+    return [f"  - {json.dumps(v)}" for v in values]
+
+
+def model_card(config: Mapping[str, Any]) -> str:
+    """The README.md model card of an encoder folder, generated from its config.json content."""
+    enc = config["encoder"]
+    prov = config.get("provenance") or {}
+    pre = config["preprocessing"]
+    tok = config["tokenizer"]["config"]
+    zoo_source = str(prov.get("zoo_source", ""))
+    pcfg = prov.get("pretrain_config") or {}
+    header = [
+        "---",
+        "library_name: zooprobe",
+        "license: mit",
+        "pipeline_tag: feature-extraction",
+        "tags:",
+        *_yaml_list(["zooprobe", "weight-space-learning", "model-zoo", "hyper-representations"]),
+    ]
+    if zoo_source and _is_hub_id(zoo_source):
+        header += ["datasets:", *_yaml_list([zoo_source])]
+    header.append("---")
+    n_params = prov.get("encoder_parameters")
+    lines = [
+        *header,
+        "",
+        "# zooprobe weight-space encoder",
+        "",
+        "A transformer that reads the **weights** of a trained neural network and returns a fixed-size "
+        f"embedding ({enc['latent_dim']} values) describing it. Prediction heads (accuracy, training "
+        "hyperparameters, architecture flags) are trained on these embeddings. It was pretrained "
+        "self-supervised (SANE-style masked reconstruction of weight tokens plus a contrastive loss between "
+        "two augmented views of the same network), with no property labels.",
+        "",
+        f"- architecture: {enc['n_layers']} pre-norm transformer block(s), width {enc['d_model']}, "
+        f"{enc['n_heads']} heads, MLP {enc['d_ff']}, pooling `{enc['pooling']}`"
+        + (f", {n_params:,} parameters" if isinstance(n_params, int) else ""),
+        f"- input: weight tokens of {tok['token_size']} values (one row of a layer per token chunk), with "
+        "learned (global, layer, in-layer) position embeddings",
+        f"- sequences longer than {pre['window']} tokens are encoded in windows of {pre['window']} tokens "
+        "whose embeddings are averaged, weighted by their token counts",
+        "",
+        "## How to load",
+        "",
+        "```python",
+        "from zooprobe.encoder.io import load_encoder",
+        "",
+        'enc = load_encoder("path/to/this/folder")   # or the Hub repo id it was uploaded to',
+        f"embeddings = enc.encode([model.state_dict() for model in models])   # [N, {enc['latent_dim']}]",
+        "```",
+        "",
+        "`encode` applies the exact pretraining preprocessing stored in `config.json` (token size, zoo-level "
+        "normalization statistics, window length); weights load strictly from `model.safetensors`.",
+        "",
+        "## Training data",
+        "",
+    ]
+    if prov:
+        n_ids = len(prov.get("model_ids", []))
+        lines += [
+            f"- zoo: `{zoo_source}` (fingerprint `{str(prov.get('zoo_fingerprint', ''))[:16]}`)",
+            f"- {n_ids} models: the final checkpoints of the zoo's `train` split; their ids are listed in "
+            "`config.json` (`provenance.model_ids`). Evaluate heads on models outside that list.",
+            f"- checkpoint selection: {prov.get('selection', 'lowest validation loss')} "
+            f"({len(prov.get('validation_model_ids', []))} validation models, never trained on)",
+        ]
+        if prov.get("best_epoch") is not None:
+            lines.append(
+                f"- selected epoch {prov['best_epoch']} of {prov.get('epochs_trained')}, "
+                f"loss {prov.get('best_loss', float('nan')):.4f}"
+            )
+    else:
+        lines.append("- no pretraining provenance was recorded for this encoder.")
+    if pcfg:
+        lines += [
+            "",
+            "## Training procedure",
+            "",
+            f"- loss: (1 - {pcfg.get('gamma')}) x masked reconstruction MSE (mask ratio "
+            f"{pcfg.get('mask_ratio')}) + {pcfg.get('gamma')} x NT-Xent (temperature "
+            f"{pcfg.get('temperature')}) on pooled embeddings of two views",
+            f"- views: function-preserving neuron permutations ({'on' if pcfg.get('permute') else 'off'}), "
+            "multiplicative noise "
+            f"(sigma {pcfg.get('noise_sigma')}), token erasing ({pcfg.get('erase_ratio')}), random "
+            f"{pre['window']}-token crops",
+            f"- optimizer: AdamW, lr {pcfg.get('lr')}, weight decay {pcfg.get('weight_decay')}, "
+            f"{pcfg.get('epochs')} epochs, batch size {pcfg.get('batch_size')}, linear warmup "
+            f"({pcfg.get('warmup_fraction')}) then cosine decay, gradient clipping {pcfg.get('grad_clip')}",
+            f"- preset `{pcfg.get('preset')}`, seed {pcfg.get('seed')}",
+        ]
+    lines += [
+        "",
+        "## Limitations",
+        "",
+        "- The encoder only knows the architectures of its pretraining zoo; embeddings of very different "
+        "networks (other layer types, far larger layers) are out of distribution even when they encode "
+        "without error.",
+        "- Normalization statistics come from the pretraining zoo: a tensor with an unseen name is "
+        "standardized with the statistics of its kind (or global ones).",
+        "- Long networks are read in independent windows; relations between distant layers are only seen "
+        "through the averaged window embeddings.",
+        "- Weight statistics are a strong baseline for predicting accuracy from weights (field literature); "
+        "compare against them before trusting a head trained on this encoder.",
+        "",
+        "## License",
+        "",
+        "MIT.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def save_encoder(
+    encoder: WeightEncoder,
+    tokenizer: WeightTokenizer,
+    provenance: Mapping[str, Any],
+    folder: str | Path,
+    *,
+    preprocessing: Preprocessing | None = None,
+) -> Path:
+    """Write `encoder` + `tokenizer` (+ provenance) as a Hugging Face model-repo folder; returns it.
+
+    Every file is written atomically (temporary file, then rename); weights first, config.json and the
+    model card after, so a folder whose config.json exists always has weights.
+    """
+    from safetensors.torch import save_file
+
+    pre = preprocessing or Preprocessing()
+    _check_token_sizes(encoder.config, tokenizer)
+    if pre.normalize and tokenizer.stats is None:
+        raise ConfigError("save_encoder: the tokenizer has no normalization statistics (fit them first)")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in encoder.state_dict().items()}
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "library": LIBRARY_NAME})
+    prov = dict(provenance)
+    prov.setdefault("encoder_parameters", encoder.num_parameters())
+    config = {
+        "format_version": FORMAT_VERSION,
+        "library_name": LIBRARY_NAME,
+        "model_type": "zooprobe-weight-encoder",
+        "encoder": encoder.config.to_dict(),
+        "tokenizer": tokenizer.to_dict(),
+        "preprocessing": pre.to_dict(),
+        "provenance": prov,
+        "library_versions": library_versions(),
+    }
+    atomic_write_json(folder / CONFIG_FILE, config)
+    atomic_write_text(folder / CARD_FILE, model_card(config))
+    return folder
+
+
+# ------------------------------------------------------------------------------------------ loading
+def _read_config(folder: Path) -> dict[str, Any]:
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise EncoderFormatError(f"{folder}: no {CONFIG_FILE}, so this folder is not a zooprobe encoder")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EncoderFormatError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise EncoderFormatError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    if "format_version" in data and data["format_version"] != FORMAT_VERSION:
+        raise EncoderFormatError(
+            f"{path}: format_version {data['format_version']!r} is not supported (this zooprobe reads "
+            f"version {FORMAT_VERSION}); upgrade zooprobe or re-save the encoder"
+        )
+    missing = [name for name in REQUIRED_FIELDS if name not in data]
+    if missing:
+        raise EncoderFormatError(f"{path}: missing field(s) {missing}")
+    if data["library_name"] != LIBRARY_NAME:
+        raise EncoderFormatError(
+            f"{path}: library_name is {data['library_name']!r}, not {LIBRARY_NAME!r}: not a zooprobe encoder"
+        )
+    if not isinstance(data["provenance"], dict):
+        raise EncoderFormatError(f"{path}: provenance must be an object, got {data['provenance']!r}")
+    return data
+
+
+def _load_weights(folder: Path, encoder: WeightEncoder) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = folder / WEIGHTS_FILE
+    if not path.is_file():
+        raise EncoderFormatError(f"{folder}: no {WEIGHTS_FILE} (the encoder's weights)")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise EncoderWeightsError(f"{path}: not a readable safetensors file ({e})") from e
+    expected = encoder.state_dict()
+    missing = [k for k in expected if k not in tensors]
+    unexpected = [k for k in tensors if k not in expected]
+    mismatched = [
+        f"{k}: file {tuple(tensors[k].shape)} {tensors[k].dtype}, expected {tuple(v.shape)} {v.dtype}"
+        for k, v in expected.items()
+        if k in tensors and (tensors[k].shape != v.shape or tensors[k].dtype != v.dtype)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing tensor(s) {missing[:10]}" + (" ..." if len(missing) > 10 else ""))
+    if unexpected:
+        problems.append(f"unexpected tensor(s) {unexpected[:10]}" + (" ..." if len(unexpected) > 10 else ""))
+    if mismatched:
+        problems.append("mismatched tensor(s) " + "; ".join(mismatched[:10]))
+    if problems:
+        raise EncoderWeightsError(
+            f"{path} does not match the architecture in {CONFIG_FILE}: " + "; ".join(problems)
+        )
+    nonfinite = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if nonfinite:
+        raise EncoderWeightsError(f"{path}: non-finite values in {nonfinite[:10]}")
+    encoder.load_state_dict(tensors, strict=True)
+
+
+def load_encoder_folder(folder: str | Path, device: str = "cpu") -> LoadedEncoder:
+    """Load an encoder from a local folder written by `save_encoder` (strict; see `load_encoder`)."""
+    folder = Path(folder)
+    data = _read_config(folder)
+    config = EncoderConfig.from_dict(data["encoder"])
+    tokenizer = WeightTokenizer.from_dict(data["tokenizer"])
+    preprocessing = Preprocessing.from_dict(data["preprocessing"])
+    _check_token_sizes(config, tokenizer)
+    if preprocessing.normalize and tokenizer.stats is None:
+        raise EncoderFormatError(
+            f"{folder / CONFIG_FILE}: tokenizer.normalization is null but preprocessing.normalize is true"
+        )
+    encoder = WeightEncoder(config)
+    _load_weights(folder, encoder)
+    encoder.to(_device(device)).eval()
+    return LoadedEncoder(encoder, tokenizer, preprocessing, dict(data["provenance"]), folder)
+
+
+def _device(device: str) -> torch.device:
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ConfigError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available")
+    return torch.device(device)
+
+
+def default_encoder_path(progress: bool = True) -> Path:
+    """Folder of the built-in default encoder, pretrained once into the cache and reused afterwards.
+
+    The ``small`` pretraining preset on the ``small`` built-in zoo (`DEFAULT_PRESET`, `DEFAULT_ZOO`). An
+    interrupted pretraining resumes on the next call; the finished folder appears under its final name
+    only once complete (it is renamed into place), so a later call never sees a half-trained encoder.
+    """
+    import hashlib
+    import shutil
+
+    from zooprobe.encoder.pretrain import PretrainConfig, pretrain_encoder
+    from zooprobe.utils import cache_dir
+
+    cfg = PretrainConfig(preset=DEFAULT_PRESET).resolved()  # type: ignore[arg-type]
+    key = json.dumps(
+        {"config": cfg.to_dict(), "zoo": DEFAULT_ZOO, "format_version": FORMAT_VERSION}, sort_keys=True
+    )
+    name = f"{DEFAULT_PRESET}-v{FORMAT_VERSION}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+    root = cache_dir() / "encoders"
+    final = root / name
+    if (final / CONFIG_FILE).is_file() and (final / WEIGHTS_FILE).is_file():
+        return final
+    work = root / f".building-{name}"
+    pretrain_encoder(cfg, DEFAULT_ZOO, work, resume=True, progress=progress)
+    try:
+        work.rename(final)
+    except OSError:  # another process finished first: use its folder
+        if not (final / CONFIG_FILE).is_file():
+            raise
+        shutil.rmtree(work, ignore_errors=True)
+    return final
+
+
+def load_encoder(
+    source: str | Path = "default",
+    revision: str | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> LoadedEncoder:
+    """Load a pretrained encoder: a local folder, a Hub model repo id, or ``"default"``.
+
+    ``"default"`` pretrains the ``small`` preset on the ``small`` built-in zoo once into
+    ``cache_dir()/encoders/`` (about 65 s on two cores once the zoo is built) and reuses it afterwards.
+    Loading is strict: config.json must name every field with a supported format version, and
+    model.safetensors must hold exactly the tensors the configured architecture has (errors:
+    `EncoderFormatError`, `EncoderWeightsError`, `EncoderConfigError`, `TokenizerError`). Nothing is
+    unpickled.
+    """
+    from zooprobe.hub import resolve_source
+
+    if str(source) == "default":
+        folder = default_encoder_path(progress=progress)
+    else:
+        folder = resolve_source(source, repo_type="model", revision=revision, kind="encoder")
+    return load_encoder_folder(folder, device=device)
+
+
+__all__ = [
+    "CONFIG_FILE",
+    "DEFAULT_PRESET",
+    "DEFAULT_ZOO",
+    "FORMAT_VERSION",
+    "WEIGHTS_FILE",
+    "EncoderFormatError",
+    "EncoderWeightsError",
+    "LoadedEncoder",
+    "Preprocessing",
+    "default_encoder_path",
+    "load_encoder",
+    "load_encoder_folder",
+    "model_card",
+    "model_window",
+    "prepare_tokens",
+    "save_encoder",
+]

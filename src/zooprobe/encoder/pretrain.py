@@ -1,0 +1,867 @@
+"""Self-supervised pretraining of the weight-space encoder on a zoo (SANE recipe, field notes).
+
+What it trains on: the final checkpoints of the zoo's **train** split only. The tokenizer's zoo-level
+normalization is fit on exactly those models; the validation split's final checkpoints give the
+validation loss that picks the best checkpoint (they are never trained on); the test split is not read.
+The model ids used are recorded in the saved provenance so head training can refuse an overlapping
+evaluation split.
+
+Loss per batch of B models, two augmented views each (one forward over the 2B sequences)::
+
+    (1 - gamma) * MSE(reconstruction, clean view)   on masked tokens' real entries
+    + gamma * NT-Xent(projection(pooled view 1), projection(pooled view 2))   temperature 0.1
+
+A view is: a function-preserving neuron permutation (`augment.permute_neurons`, zooprobe subject models
+only; other state dicts are used unpermuted), tokenized and normalized (`io.prepare_tokens`), a random
+crop of at most ``window`` tokens (independent per view), multiplicative noise and token erasing on the
+input (`augment.noise_tokens`, `augment.erase_tokens`), and a random ``mask_ratio`` of tokens whose
+values are hidden from the encoder (their mask bits are cleared, but they stay in the attention mask so
+they receive a latent and are reconstructed). The reconstruction target is the clean permuted view.
+``reconstruction="per_model"`` divides each view's masked MSE by the mean square of its own values
+(a zoo with a few models at 10x the usual weight scale otherwise has its loss dominated by them); the
+default ``"mse"`` is the plain MSE over all masked real entries of the batch. On the small zoo neither
+variant changed the ridge-probe R² beyond noise (0.52 vs 0.56 on 75 held-out models), because masked
+weight values are nearly unpredictable from their context (relative reconstruction error ~0.99): most of
+the representation's signal comes from the contrastive term.
+
+Long sequences are **cropped** during pretraining (a random window of ``window`` tokens per view and
+epoch) and **windowed** when encoding (`io.LoadedEncoder.encode`: non-overlapping windows, embeddings
+averaged by token count); the crop length equals the window length, so both see sequences of the same
+size.
+
+Batches are **bucketed by length**: each epoch the models are shuffled, cut into spans of
+``8 * batch_size``, sorted by (cropped) length inside a span, cut into batches, and the batches shuffled
+(the field notes measured that padding everything to the longest model wasted most of the compute). The
+number of batches per epoch is always ``ceil(N / batch_size)``, so the schedule is known up front.
+
+Optimization: AdamW (no weight decay on biases and norm parameters), linear warmup over
+``warmup_fraction`` of the steps then cosine decay to ``min_lr_ratio * lr``, gradient-norm clipping,
+bf16 autocast on CUDA when ``mixed_precision`` (never on CPU).
+
+Output folder::
+
+    OUTPUT/config.json, model.safetensors, README.md   best encoder (lowest validation loss)
+    OUTPUT/last/...                                    encoder after the last finished epoch
+    OUTPUT/training_state.safetensors                  everything needed to resume (see below)
+    OUTPUT/tb/                                         TensorBoard events (tensorboardX): losses, lr
+
+``load_encoder(OUTPUT)`` loads the best encoder.
+
+Resume: after every epoch the training state (encoder and projection head weights, AdamW state, LR
+schedule, the data generator's and torch's RNG states, epoch, step, best loss, per-epoch history, config,
+zoo fingerprint) is written atomically, as safetensors with a JSON header (never pickled). Running the
+same call again continues after the last finished epoch and ends bit-identical to an uninterrupted run;
+a different configuration or zoo is refused. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zooprobe.encoder.augment import erase_tokens, noise_tokens, permutation_plan, permute_neurons
+from zooprobe.encoder.io import (
+    CARD_FILE,
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    Preprocessing,
+    prepare_tokens,
+    save_encoder,
+)
+from zooprobe.encoder.model import EncoderConfig, WeightEncoder
+from zooprobe.errors import ConfigError, InvalidInputError, ZooprobeError
+from zooprobe.tokens import TokenizerConfig, WeightTokenizer
+from zooprobe.utils import atomic_path, library_versions
+
+STATE_FILE = "training_state.safetensors"
+STATE_FORMAT_VERSION = 1
+LAST_DIR = "last"
+TB_DIR = "tb"
+_BUCKET_SPAN = 8  # batches per length-sorting span
+
+Pooling = Literal["mean", "cls", "mean+cls"]
+_ENCODER_FIELDS = (
+    "token_size",
+    "d_model",
+    "n_layers",
+    "n_heads",
+    "d_ff",
+    "latent_dim",
+    "dropout",
+    "max_global_pos",
+    "max_layers",
+    "max_in_layer_pos",
+    "pooling",
+    "decoder_layers",
+)
+
+
+@dataclass
+class PretrainConfig:
+    """Configuration of `pretrain_encoder`. Fields left as ``None`` take the preset's value.
+
+    Presets (times on two CPU cores): ``tiny`` (tests: about a second on the tiny zoo), ``small`` (the
+    default encoder: 18 epochs, about 65 s on the small built-in zoo), ``bench`` (a larger encoder, 16
+    epochs on the bench zoo: about 41 s per epoch, about 11 minutes).
+    """
+
+    preset: Literal["tiny", "small", "bench"] = "small"
+    encoder: EncoderConfig | None = None
+    """A complete encoder configuration; when given it replaces the encoder fields below."""
+    token_size: int | None = None
+    """Values per weight token (the tokenizer's and the encoder's token size)."""
+    d_model: int | None = None
+    """Transformer width."""
+    n_layers: int | None = None
+    """Transformer blocks of the encoder."""
+    n_heads: int | None = None
+    d_ff: int | None = None
+    """Hidden size of the transformer MLPs."""
+    latent_dim: int | None = None
+    """Size of the pooled model embedding (and of per-token latents)."""
+    dropout: float | None = None
+    pooling: Pooling | None = None
+    """Model embedding: mean of token states, a learned cls token, or both."""
+    decoder_layers: int | None = None
+    """Transformer blocks of the reconstruction decoder (0: per-token MLP)."""
+    max_global_pos: int | None = None
+    max_layers: int | None = None
+    """Most layers a network may have (size of the layer-position table)."""
+    max_in_layer_pos: int | None = None
+    """Size of the in-layer position table; larger indices wrap around."""
+    window: int | None = None
+    """Tokens per training crop and per encoding window."""
+    epochs: int | None = None
+    batch_size: int | None = None
+    """Models per batch (each contributes two views)."""
+    lr: float | None = None
+    """Peak learning rate (AdamW)."""
+    warmup_fraction: float | None = None
+    """Fraction of all steps spent in linear warmup before the cosine decay."""
+    min_lr_ratio: float | None = None
+    """Final learning rate as a fraction of lr."""
+    weight_decay: float | None = None
+    grad_clip: float | None = None
+    """Maximum gradient norm (0 disables clipping)."""
+    gamma: float | None = None
+    """Weight of the contrastive loss (1 - gamma weighs the reconstruction loss)."""
+    temperature: float | None = None
+    """NT-Xent temperature."""
+    mask_ratio: float | None = None
+    """Fraction of tokens hidden from the encoder and reconstructed."""
+    noise_sigma: float | None = None
+    """Multiplicative noise on token values."""
+    erase_ratio: float | None = None
+    """Fraction of tokens whose values are erased (set to zero) in each view."""
+    permute: bool | None = None
+    """Function-preserving neuron permutations of zooprobe subject models in each view."""
+    reconstruction: Literal["mse", "per_model"] | None = None
+    """Reconstruction loss: MSE over all masked real entries of the batch ("mse"), or each model's masked
+    MSE divided by the mean square of its own values, averaged over models ("per_model")."""
+    seed: int = 0
+    device: Literal["cpu", "cuda"] = "cpu"
+    mixed_precision: bool = True
+    """bf16 autocast on CUDA (ignored on CPU)."""
+
+    def resolved(self) -> PretrainConfig:
+        """A copy with every ``None`` replaced by the preset's value (and `encoder` unpacked), validated."""
+        if self.preset not in PRESETS:
+            raise ConfigError(
+                f"unknown pretraining preset {self.preset!r}; choose one of {', '.join(PRESETS)}"
+            )
+        base = PRESETS[self.preset]
+        values = {
+            f.name: getattr(self, f.name) if getattr(self, f.name) is not None else base.get(f.name)
+            for f in dataclasses.fields(self)
+        }
+        if self.encoder is not None:
+            if not isinstance(self.encoder, EncoderConfig):
+                raise ConfigError(f"PretrainConfig.encoder must be an EncoderConfig, got {self.encoder!r}")
+            values.update(self.encoder.to_dict())
+        values["encoder"] = None
+        cfg = PretrainConfig(**values)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ConfigError(f"PretrainConfig: {msg}")
+
+        for f in dataclasses.fields(self):
+            if f.name != "encoder":
+                need(getattr(self, f.name) is not None, f"field {f.name!r} is not set")
+        self.encoder_config()  # validates the encoder fields (EncoderConfigError names the field)
+        v: Any = self
+        need(v.window >= 1, f"window must be >= 1, got {v.window}")
+        need(v.epochs >= 1, f"epochs must be >= 1, got {v.epochs}")
+        need(v.batch_size >= 1, f"batch_size must be >= 1, got {v.batch_size}")
+        need(v.lr > 0 and math.isfinite(v.lr), f"lr must be > 0, got {v.lr}")
+        need(0 <= v.warmup_fraction < 1, f"warmup_fraction must be in [0, 1), got {v.warmup_fraction}")
+        need(0 <= v.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {v.min_lr_ratio}")
+        need(v.weight_decay >= 0, f"weight_decay must be >= 0, got {v.weight_decay}")
+        need(v.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables it), got {v.grad_clip}")
+        need(0 <= v.gamma <= 1, f"gamma must be in [0, 1], got {v.gamma}")
+        need(v.temperature > 0, f"temperature must be > 0, got {v.temperature}")
+        need(0 < v.mask_ratio < 1, f"mask_ratio must be in (0, 1), got {v.mask_ratio}")
+        need(v.noise_sigma >= 0, f"noise_sigma must be >= 0, got {v.noise_sigma}")
+        need(0 <= v.erase_ratio < 1, f"erase_ratio must be in [0, 1), got {v.erase_ratio}")
+        need(v.device in ("cpu", "cuda"), f"device must be 'cpu' or 'cuda', got {v.device!r}")
+        need(
+            v.reconstruction in ("mse", "per_model"),
+            f"reconstruction must be 'mse' or 'per_model', got {v.reconstruction!r}",
+        )
+        if v.window > v.max_global_pos:
+            raise ConfigError(
+                f"PretrainConfig: window ({v.window}) exceeds max_global_pos ({v.max_global_pos}); global "
+                "positions would wrap inside one window"
+            )
+
+    def encoder_config(self) -> EncoderConfig:
+        return EncoderConfig(**{name: getattr(self, name) for name in _ENCODER_FIELDS})
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if isinstance(d["encoder"], EncoderConfig):
+            d["encoder"] = d["encoder"].to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PretrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown pretraining config field(s): {', '.join(unknown)}")
+        values = dict(data)
+        if isinstance(values.get("encoder"), Mapping):
+            values["encoder"] = EncoderConfig.from_dict(values["encoder"])
+        return cls(**values)
+
+
+_COMMON: dict[str, Any] = {
+    "dropout": 0.0,
+    "pooling": "mean",
+    "warmup_fraction": 0.1,
+    "min_lr_ratio": 0.05,
+    "weight_decay": 0.01,
+    "grad_clip": 1.0,
+    "gamma": 0.05,
+    "temperature": 0.1,
+    "mask_ratio": 0.2,
+    "noise_sigma": 0.1,
+    "erase_ratio": 0.05,
+    "permute": True,
+    "reconstruction": "mse",
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        **_COMMON,
+        "token_size": 16,
+        "d_model": 32,
+        "n_layers": 1,
+        "n_heads": 2,
+        "d_ff": 64,
+        "latent_dim": 16,
+        "decoder_layers": 0,
+        "max_global_pos": 256,
+        "max_layers": 64,
+        "max_in_layer_pos": 256,
+        "window": 128,
+        "epochs": 2,
+        "batch_size": 8,
+        "lr": 3e-3,
+    },
+    "small": {
+        **_COMMON,
+        "token_size": 32,
+        "d_model": 64,
+        "n_layers": 2,
+        "n_heads": 4,
+        "d_ff": 128,
+        "latent_dim": 32,
+        "decoder_layers": 1,
+        "max_global_pos": 256,
+        "max_layers": 64,
+        "max_in_layer_pos": 512,
+        "window": 256,
+        "epochs": 18,
+        "batch_size": 32,
+        "lr": 1e-3,
+    },
+    "bench": {
+        **_COMMON,
+        "token_size": 32,
+        "d_model": 96,
+        "n_layers": 3,
+        "n_heads": 4,
+        "d_ff": 192,
+        "latent_dim": 64,
+        "decoder_layers": 1,
+        "max_global_pos": 256,
+        "max_layers": 64,
+        "max_in_layer_pos": 512,
+        "window": 256,
+        "epochs": 16,
+        "batch_size": 32,
+        "lr": 1e-3,
+    },
+}
+
+
+# ------------------------------------------------------------------------------------------ data
+@dataclass
+class _Item:
+    model_id: str
+    state_dict: dict[str, torch.Tensor]
+    num_tokens: int
+    plan: Any  # augment.PermutationPlan | None
+
+
+def zoo_fingerprint(zoo: Any) -> str:
+    """sha256 of the zoo's manifest and its data files' names and sizes (identifies the zoo's content)."""
+    files = [[Path(f).name, Path(f).stat().st_size] for f in zoo.files]
+    payload = json.dumps({"manifest": zoo.manifest, "files": files}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _load_items(zoo: Any, tokenizer: WeightTokenizer, cfg: EncoderConfig, what: str) -> list[_Item]:
+    meta = zoo.metadata()
+    items = []
+    for i in range(len(zoo)):
+        sd = {k: v.float() if v.dtype == torch.float64 else v for k, v in zoo.state_dict(i).items()}
+        try:
+            n = prepare_tokens(tokenizer, sd, cfg).num_tokens
+        except InvalidInputError as e:
+            raise type(e)(f"{what} model {meta['model_id'].iloc[i]!r}: {e}") from e
+        if n == 0:
+            raise InvalidInputError(f"{what} model {meta['model_id'].iloc[i]!r} has no weights to tokenize")
+        items.append(_Item(str(meta["model_id"].iloc[i]), sd, n, permutation_plan(sd)))
+    return items
+
+
+def length_buckets(lengths: list[int], batch_size: int, generator: torch.Generator) -> list[list[int]]:
+    """Batches of indices bucketed by length (see the module docs); always ``ceil(N / batch_size)``."""
+    perm = torch.randperm(len(lengths), generator=generator).tolist()
+    span = batch_size * _BUCKET_SPAN
+    batches: list[list[int]] = []
+    for s in range(0, len(perm), span):
+        chunk = sorted(perm[s : s + span], key=lambda i: lengths[i])
+        batches += [chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size)]
+    order = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in order]
+
+
+class _Views:
+    """Builds the padded two-view batch of a list of items (see the module docs)."""
+
+    def __init__(self, cfg: PretrainConfig, tokenizer: WeightTokenizer, enc_cfg: EncoderConfig) -> None:
+        self.cfg, self.tokenizer, self.enc_cfg = cfg, tokenizer, enc_cfg
+
+    def _view(self, item: _Item, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+        cfg = self.cfg
+        sd = permute_neurons(item.state_dict, gen, plan=item.plan) if cfg.permute else item.state_dict
+        tm = prepare_tokens(self.tokenizer, sd, self.enc_cfg)
+        n, window = tm.num_tokens, int(cfg.window)  # type: ignore[arg-type]
+        start = int(torch.randint(0, n - window + 1, (1,), generator=gen)) if n > window else 0
+        stop = min(n, start + window)
+        target, mask, positions = tm.tokens[start:stop], tm.mask[start:stop], tm.positions[start:stop].clone()
+        positions[:, 0] -= start  # global index counted from the crop's start, as when encoding windows
+        inp = noise_tokens(target, mask, float(cfg.noise_sigma), gen)  # type: ignore[arg-type]
+        inp = erase_tokens(inp, mask, float(cfg.erase_ratio), gen)  # type: ignore[arg-type]
+        hidden = torch.rand(stop - start, generator=gen) < float(cfg.mask_ratio)  # type: ignore[arg-type]
+        if not bool(hidden.any()):
+            hidden[int(torch.randint(0, stop - start, (1,), generator=gen))] = True
+        return inp, mask & ~hidden[:, None], target, mask, positions, hidden
+
+    def batch(self, items: list[_Item], gen: torch.Generator) -> dict[str, torch.Tensor]:
+        views = [self._view(item, gen) for item in items] + [self._view(item, gen) for item in items]
+        longest = max(v[0].shape[0] for v in views)
+        b, size = len(views), self.enc_cfg.token_size
+        out = {
+            "inputs": torch.zeros(b, longest, size),
+            "input_mask": torch.zeros(b, longest, size, dtype=torch.bool),
+            "target": torch.zeros(b, longest, size),
+            "real": torch.zeros(b, longest, size, dtype=torch.bool),
+            "positions": torch.zeros(b, longest, 3, dtype=torch.int64),
+            "hidden": torch.zeros(b, longest, dtype=torch.bool),
+        }
+        for i, view in enumerate(views):
+            n = view[0].shape[0]
+            for key, value in zip(out, view, strict=True):
+                out[key][i, :n] = value
+        out["attention_mask"] = out["real"].any(dim=-1)
+        return out
+
+
+# ------------------------------------------------------------------------------------------ model + loss
+class PretrainModel(nn.Module):
+    """The encoder plus a projection head for the contrastive loss (the head is not exported)."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.encoder = WeightEncoder(config)
+        d = config.latent_dim
+        self.projection = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent (SimCLR) loss: each view's positive is the other view of the same model."""
+    n = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    sim = (z @ z.T) / temperature
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(sim, targets)
+
+
+def _losses(
+    model: PretrainModel, batch: dict[str, torch.Tensor], cfg: PretrainConfig, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    b = {k: v.to(device) for k, v in batch.items()}
+    autocast = device.type == "cuda" and bool(cfg.mixed_precision)
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
+        out = model.encoder(b["inputs"], b["input_mask"], b["positions"], b["attention_mask"])
+        recon = model.encoder.decode(out.latent_tokens, b["positions"], b["attention_mask"])
+        z = model.projection(out.pooled)
+    sel = (b["real"] & b["hidden"].unsqueeze(-1)).float()
+    sq = ((recon.float() - b["target"]) ** 2) * sel
+    if cfg.reconstruction == "per_model":
+        # each view's masked MSE relative to the mean square of its own real target values: a few models
+        # with weights far larger than the zoo's (normalized mean square 20 vs a median of 0.5) would
+        # otherwise dominate the loss; the encoder's inputs keep their scale.
+        real = b["real"].float()
+        scale = (b["target"] ** 2 * real).sum(dim=(1, 2)) / real.sum(dim=(1, 2)).clamp_min(1.0)
+        per_view = sq.sum(dim=(1, 2)) / sel.sum(dim=(1, 2)).clamp_min(1.0)
+        mse = (per_view / scale.clamp_min(1e-3)).mean()
+    else:
+        mse = sq.sum() / sel.sum().clamp_min(1.0)
+    n = z.shape[0] // 2
+    contrastive = nt_xent(z[:n], z[n:], float(cfg.temperature))  # type: ignore[arg-type]
+    gamma = float(cfg.gamma)  # type: ignore[arg-type]
+    return (1 - gamma) * mse + gamma * contrastive, mse.detach(), contrastive.detach()
+
+
+def _lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+# ------------------------------------------------------------------------------------------ state
+def _optimizer(model: nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.ndim >= 2 and "norm" not in name else no_decay).append(p)
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": float(cfg.weight_decay)},  # type: ignore[arg-type]
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=float(cfg.lr),  # type: ignore[arg-type]
+    )
+
+
+def _save_state(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+            str(tmp),
+            metadata={"zooprobe.training_state": json.dumps(meta)},
+        )
+
+
+def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {})["zooprobe.training_state"])
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    except Exception as e:
+        raise InvalidInputError(
+            f"{path}: unreadable training state ({e}); delete it or pass resume=False to start over"
+        ) from e
+    if meta.get("format_version") != STATE_FORMAT_VERSION:
+        raise InvalidInputError(f"{path}: training state format {meta.get('format_version')!r} not supported")
+    return tensors, meta
+
+
+def _pack_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, state in sd["state"].items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{pid}.{key}"] = value
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unpack_optimizer(
+    opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = value
+    for pid, values in meta["scalars"].items():
+        state.setdefault(int(pid), {}).update(values)
+    groups = [dict(g) for g in meta["param_groups"]]
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _config_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def _clear_output(output: Path) -> None:
+    import shutil
+
+    for name in (STATE_FILE, CONFIG_FILE, WEIGHTS_FILE, CARD_FILE):
+        (output / name).unlink(missing_ok=True)
+    for name in (LAST_DIR, TB_DIR):
+        if (output / name).is_dir():
+            shutil.rmtree(output / name)
+
+
+# ------------------------------------------------------------------------------------------ progress
+class _Progress:
+    def __init__(self, enabled: bool, total: int, done: int) -> None:
+        self.enabled = enabled
+        if enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._p = Progress(
+                TextColumn("[bold]pretrain[/bold] {task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
+            self._p.__enter__()
+            self._task = self._p.add_task("", total=total, completed=done, loss="-")
+
+    def update(self, description: str, loss: float | None = None) -> None:
+        if self.enabled:
+            fields = {} if loss is None else {"loss": f"{loss:.4f}"}
+            self._p.update(
+                self._task, advance=1 if loss is not None else 0, description=description, **fields
+            )
+
+    def close(self) -> None:
+        if self.enabled:
+            self._p.__exit__(None, None, None)
+
+
+# ------------------------------------------------------------------------------------------ training
+EpochCallback = Callable[[int, dict[str, Any]], None]
+
+
+def _validation_batches(
+    items: list[_Item], views: _Views, cfg: PretrainConfig
+) -> list[tuple[int, dict[str, torch.Tensor]]]:
+    """Fixed validation batches (augmentations drawn from a generator seeded from the config).
+
+    Built once per run: the validation loss of every epoch is measured on exactly the same views.
+    """
+    gen = torch.Generator().manual_seed(int(cfg.seed) + 1_000_003)
+    bs = int(cfg.batch_size)  # type: ignore[arg-type]
+    order = sorted(range(len(items)), key=lambda i: items[i].num_tokens)
+    batches = []
+    for s in range(0, len(order), bs):
+        chosen = [items[i] for i in order[s : s + bs]]
+        batches.append((len(chosen), views.batch(chosen, gen)))
+    return batches
+
+
+def _evaluate(
+    model: PretrainModel,
+    batches: list[tuple[int, dict[str, torch.Tensor]]],
+    cfg: PretrainConfig,
+    device: torch.device,
+) -> dict[str, float]:
+    """Mean loss over the fixed validation batches, in eval mode without gradients."""
+    totals = {"loss": 0.0, "reconstruction": 0.0, "contrastive": 0.0}
+    count = sum(n for n, _ in batches)
+    model.eval()
+    with torch.no_grad():
+        for n, batch in batches:
+            loss, mse, con = _losses(model, batch, cfg, device)
+            for key, value in zip(totals, (loss, mse, con), strict=True):
+                totals[key] += float(value) * n
+    model.train()
+    return {k: v / count for k, v in totals.items()}
+
+
+def pretrain_encoder(
+    config: PretrainConfig | None,
+    zoo_source: str | Path,
+    output: str | Path,
+    resume: bool = True,
+    progress: bool = True,
+    on_epoch_end: EpochCallback | None = None,
+) -> Path:
+    """Pretrain an encoder on the train split of `zoo_source`; returns `output` (load it with `load_encoder`).
+
+    `zoo_source` is anything `zooprobe.load_zoo` takes (folder, Hub dataset id, ``default``,
+    ``builtin:PRESET``). With ``resume=True`` (default) a run found in `output` continues after its last
+    finished epoch (a finished run returns at once); its configuration and zoo must match. With
+    ``resume=False`` the files a previous run wrote into `output` are deleted first. `on_epoch_end(epoch,
+    record)` is called after each epoch's checkpoint is written (1-based epoch).
+    """
+    from zooprobe.zoo.store import load_zoo
+
+    cfg = (config or PretrainConfig()).resolved()
+    enc_cfg = cfg.encoder_config()
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("PretrainConfig.device is 'cuda' but CUDA is not available")
+    output = Path(output)
+    zoo = load_zoo(zoo_source)
+    fingerprint = zoo_fingerprint(zoo)
+    state_path = output / STATE_FILE
+    saved: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
+    if state_path.exists():
+        if resume:
+            saved = _read_state(state_path)
+            meta = saved[1]
+            diff = _config_diff(meta["config"], cfg.to_dict())
+            if diff:
+                raise ConfigError(
+                    f"{output} holds a pretraining run with a different configuration ({'; '.join(diff)}); "
+                    "use another output folder or resume=False to start over"
+                )
+            if meta["zoo_fingerprint"] != fingerprint:
+                raise ConfigError(
+                    f"{output} holds a pretraining run on a different zoo ({meta['zoo_source']!r}, "
+                    f"fingerprint {meta['zoo_fingerprint'][:12]}); use another output folder or resume=False"
+                )
+            if meta["finished"]:
+                return output
+        else:
+            _clear_output(output)
+
+    train_zoo = zoo.split("train").final()
+    if len(train_zoo) == 0:
+        raise InvalidInputError(f"zoo {zoo_source!s}: the train split is empty; nothing to pretrain on")
+    val_zoo = zoo.split("validation").final()
+    tokenizer = WeightTokenizer(TokenizerConfig(token_size=enc_cfg.token_size))
+    if saved is not None:
+        tokenizer = WeightTokenizer.from_dict(saved[1]["tokenizer"])
+    else:
+        tokenizer.fit_normalization(
+            {k: v.float() if v.dtype == torch.float64 else v for k, v in sd.items()}
+            for sd in train_zoo.state_dicts()
+        )
+    train_items = _load_items(train_zoo, tokenizer, enc_cfg, "train")
+    val_items = _load_items(val_zoo, tokenizer, enc_cfg, "validation")
+    views = _Views(cfg, tokenizer, enc_cfg)
+    val_batches = _validation_batches(val_items, views, cfg) if val_items else []
+    preprocessing = Preprocessing(window=int(cfg.window))  # type: ignore[arg-type]
+    bs = int(cfg.batch_size)  # type: ignore[arg-type]
+    steps_per_epoch = math.ceil(len(train_items) / bs)
+    total_steps = steps_per_epoch * int(cfg.epochs)  # type: ignore[arg-type]
+    warmup = round(float(cfg.warmup_fraction) * total_steps)  # type: ignore[arg-type]
+    lengths = [min(it.num_tokens, int(cfg.window)) for it in train_items]  # type: ignore[arg-type]
+    provenance_base = {
+        "zoo_source": str(zoo_source),
+        "zoo_fingerprint": fingerprint,
+        "zoo_split": "train",
+        "checkpoints": "final",
+        "model_ids": [it.model_id for it in train_items],
+        "n_models": len(train_items),
+        "validation_model_ids": [it.model_id for it in val_items],
+        "selection": "lowest validation loss" if val_items else "lowest training loss (no validation split)",
+        "pretrain_config": cfg.to_dict(),
+        "library_versions": library_versions(),
+    }
+
+    # The caller's RNG states are restored afterwards; inside, every random draw is seeded or resumed.
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
+        gen = torch.Generator()
+        torch.manual_seed(int(cfg.seed))
+        model = PretrainModel(enc_cfg)  # initialized from the seed
+        model.to(device)
+        opt = _optimizer(model, cfg)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt,
+            lambda step: _lr_factor(step, total_steps, warmup, float(cfg.min_lr_ratio)),  # type: ignore[arg-type]
+        )
+        epoch, step, best, best_epoch, history = 0, 0, math.inf, None, []
+        if saved is not None:
+            tensors, meta = saved
+            model.load_state_dict(
+                {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")},
+                strict=True,
+            )
+            model.to(device)
+            _unpack_optimizer(opt, tensors, meta["optimizer"])
+            sched.load_state_dict(meta["scheduler"])
+            gen.set_state(tensors["rng.generator"])
+            torch.set_rng_state(tensors["rng.torch"])
+            if device.type == "cuda" and "rng.cuda" in tensors:
+                torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+            epoch, step = int(meta["epoch"]), int(meta["step"])
+            best = math.inf if meta["best_loss"] is None else float(meta["best_loss"])
+            best_epoch, history = meta["best_epoch"], list(meta["history"])
+        else:
+            gen.manual_seed(int(cfg.seed))
+            output.mkdir(parents=True, exist_ok=True)
+
+        from tensorboardX import SummaryWriter
+
+        writer = SummaryWriter(str(output / TB_DIR), purge_step=step if saved is not None else None)
+        bar = _Progress(progress, total_steps, step)
+        try:
+            while epoch < int(cfg.epochs):  # type: ignore[arg-type]
+                start = time.perf_counter()
+                model.train()
+                sums = {"loss": 0.0, "reconstruction": 0.0, "contrastive": 0.0}
+                label = f"epoch {epoch + 1}/{cfg.epochs}"
+                bar.update(label)
+                for batch_idx in length_buckets(lengths, bs, gen):
+                    batch = views.batch([train_items[i] for i in batch_idx], gen)
+                    loss, mse, con = _losses(model, batch, cfg, device)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if float(cfg.grad_clip) > 0:  # type: ignore[arg-type]
+                        nn.utils.clip_grad_norm_(model.parameters(), float(cfg.grad_clip))  # type: ignore[arg-type]
+                    opt.step()
+                    lr = opt.param_groups[0]["lr"]
+                    sched.step()
+                    step += 1
+                    values = (float(loss.detach()), float(mse), float(con))
+                    if not math.isfinite(values[0]):
+                        raise ZooprobeError(
+                            f"pretraining loss became non-finite at step {step} (epoch {epoch + 1}); "
+                            "lower lr or grad_clip"
+                        )
+                    for key, value in zip(sums, values, strict=True):
+                        sums[key] += value * len(batch_idx)
+                        writer.add_scalar(f"train/{key}", value, step)
+                    writer.add_scalar("lr", lr, step)
+                    bar.update(label, values[0])
+                epoch += 1
+                record: dict[str, Any] = {"epoch": epoch, "step": step}
+                record.update({f"train_{k}": v / len(train_items) for k, v in sums.items()})
+                if val_items:
+                    record.update(
+                        {f"val_{k}": v for k, v in _evaluate(model, val_batches, cfg, device).items()}
+                    )
+                    score = record["val_loss"]
+                else:
+                    score = record["train_loss"]
+                record["seconds"] = time.perf_counter() - start
+                history.append(record)
+                for key, value in record.items():
+                    if key.startswith(("train_", "val_")):
+                        writer.add_scalar(f"epoch/{key}", value, step)
+                writer.flush()
+                finished = epoch >= int(cfg.epochs)  # type: ignore[arg-type]
+                provenance = {
+                    **provenance_base,
+                    "epochs_trained": epoch,
+                    "history": history,
+                }
+                improved = score < best
+                if improved:
+                    best, best_epoch = score, epoch
+                save_encoder(
+                    model.encoder,
+                    tokenizer,
+                    {**provenance, "checkpoint": "last", "best_epoch": best_epoch, "best_loss": best},
+                    output / LAST_DIR,
+                    preprocessing=preprocessing,
+                )
+                if improved:
+                    save_encoder(
+                        model.encoder,
+                        tokenizer,
+                        {**provenance, "checkpoint": "best", "best_epoch": epoch, "best_loss": score},
+                        output,
+                        preprocessing=preprocessing,
+                    )
+                opt_tensors, opt_meta = _pack_optimizer(opt)
+                tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+                tensors.update(opt_tensors)
+                tensors["rng.generator"] = gen.get_state()
+                tensors["rng.torch"] = torch.get_rng_state()
+                if device.type == "cuda":
+                    tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
+                _save_state(
+                    state_path,
+                    tensors,
+                    {
+                        "format_version": STATE_FORMAT_VERSION,
+                        "config": cfg.to_dict(),
+                        "zoo_source": str(zoo_source),
+                        "zoo_fingerprint": fingerprint,
+                        "tokenizer": tokenizer.to_dict(),
+                        "epoch": epoch,
+                        "step": step,
+                        "best_loss": None if math.isinf(best) else best,
+                        "best_epoch": best_epoch,
+                        "history": history,
+                        "optimizer": opt_meta,
+                        "scheduler": sched.state_dict(),
+                        "finished": finished,
+                    },
+                )
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, record)
+        finally:
+            bar.close()
+            writer.close()
+    return output
+
+
+def training_history(output: str | Path) -> list[dict[str, Any]]:
+    """Per-epoch records (losses, lr step, seconds) of the pretraining run in `output`."""
+    path = Path(output) / STATE_FILE
+    if not path.exists():
+        raise InvalidInputError(f"{output}: no {STATE_FILE}; not a pretraining output folder")
+    return list(_read_state(path)[1]["history"])
+
+
+__all__ = [
+    "PRESETS",
+    "PretrainConfig",
+    "PretrainModel",
+    "length_buckets",
+    "nt_xent",
+    "pretrain_encoder",
+    "training_history",
+    "zoo_fingerprint",
+]

@@ -1,0 +1,297 @@
+"""Tests for saving/loading encoders, encoding, provenance, the default encoder, the bench and the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from zooprobe import load_zoo
+from zooprobe.encoder import EncoderConfig, EncoderConfigError, WeightEncoder
+from zooprobe.encoder import io as encoder_io
+from zooprobe.encoder.bench import N_STAT_FEATURES, bench_encoder, format_report, weight_statistics
+from zooprobe.encoder.io import (
+    EncoderFormatError,
+    EncoderWeightsError,
+    LoadedEncoder,
+    Preprocessing,
+    load_encoder,
+    model_window,
+    save_encoder,
+)
+from zooprobe.encoder.pretrain import PretrainConfig, pretrain_encoder
+from zooprobe.errors import ZooprobeError
+from zooprobe.tokens import TokenizerConfig, WeightTokenizer, collate, iter_windows
+
+
+@pytest.fixture(scope="module")
+def pretrained(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("encoder") / "tiny"
+    return pretrain_encoder(PretrainConfig(preset="tiny"), tiny_zoo, out, progress=False)
+
+
+def _copy(folder: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "copy"
+    shutil.copytree(folder, dst, ignore=shutil.ignore_patterns("tb", "last", "*.safetensors.tmp"))
+    return dst
+
+
+def _state_dicts(zoo_root: Path) -> list[dict[str, torch.Tensor]]:
+    zoo = load_zoo(zoo_root).final()
+    return [zoo.state_dict(i) for i in range(len(zoo))]
+
+
+# ---------------------------------------------------------------------------------------------- round trip
+def test_load_encode_and_save_round_trip(pretrained: Path, tiny_zoo: Path, tmp_path: Path) -> None:
+    enc = load_encoder(pretrained)
+    assert not enc.encoder.training
+    sds = _state_dicts(tiny_zoo)
+    emb = enc.encode(sds, batch_size=3)
+    assert emb.shape == (len(sds), enc.latent_dim) and emb.dtype == torch.float32
+    assert torch.isfinite(emb).all()
+    assert torch.equal(emb, enc.encode(sds, batch_size=3))  # deterministic
+    assert torch.allclose(emb, enc.encode(sds, batch_size=16), atol=1e-5)  # batching barely matters
+    assert torch.equal(enc.encode(load_zoo(tiny_zoo).final(), batch_size=3), emb)  # a Zoo works too
+
+    again = save_encoder(
+        enc.encoder, enc.tokenizer, enc.provenance, tmp_path / "again", preprocessing=enc.preprocessing
+    )
+    reloaded = load_encoder(again)
+    assert torch.equal(reloaded.encode(sds, batch_size=3), emb)
+    assert reloaded.provenance["model_ids"] == enc.provenance["model_ids"]
+    assert reloaded.tokenizer.to_dict() == enc.tokenizer.to_dict()
+
+
+def test_in_memory_encoder_round_trip_is_exact(tiny_zoo: Path, tmp_path: Path) -> None:
+    sds = _state_dicts(tiny_zoo)
+    tok = WeightTokenizer(TokenizerConfig(token_size=8))
+    tok.fit_normalization(sds[:8])
+    torch.manual_seed(0)
+    config = EncoderConfig(
+        token_size=8, d_model=16, n_layers=1, n_heads=2, d_ff=32, latent_dim=8, max_global_pos=64
+    )
+    mem = LoadedEncoder(WeightEncoder(config), tok, Preprocessing(window=48), {"note": "in memory"})
+    folder = save_encoder(
+        mem.encoder, mem.tokenizer, mem.provenance, tmp_path / "enc", preprocessing=mem.preprocessing
+    )
+    loaded = load_encoder(folder)
+    assert loaded.preprocessing == mem.preprocessing
+    assert torch.equal(loaded.encode(sds, batch_size=4), mem.encode(sds, batch_size=4))
+
+
+def test_windowed_encoding(pretrained: Path, tiny_zoo: Path) -> None:
+    enc = load_encoder(pretrained)
+    sds = _state_dicts(tiny_zoo)
+    window = enc.preprocessing.window
+    short = min(sds, key=lambda sd: enc.tokenize(sd).num_tokens)
+    long = max(sds, key=lambda sd: enc.tokenize(sd).num_tokens)
+    tm = enc.tokenize(long)
+    assert tm.num_tokens > window  # the tiny zoo's CNNs need several windows
+    with torch.no_grad():
+        batch = collate([enc.tokenize(short)])
+        plain = enc.encoder(
+            batch["tokens"], batch["mask"], batch["positions"], batch["attention_mask"]
+        ).pooled
+        assert torch.equal(enc.encode([short])[0], plain[0])
+        pooled, counts = [], []
+        for w in iter_windows(tm, window):
+            w = model_window(w)
+            assert int(w.positions[:, 0].min()) == 0  # global index counted from the window's start
+            batch = collate([w])
+            out = enc.encoder(batch["tokens"], batch["mask"], batch["positions"], batch["attention_mask"])
+            pooled.append(out.pooled[0])
+            counts.append(float(batch["attention_mask"].sum()))
+        expected = sum(p * c for p, c in zip(pooled, counts, strict=True)) / sum(counts)
+    stats: dict = {}
+    got = enc.encode([long], stats=stats)[0]
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert stats["n_windows"] == -(-tm.num_tokens // window) and stats["n_tokens"] == tm.num_tokens
+
+
+def test_unknown_layer_names_and_huge_layers_encode(pretrained: Path) -> None:
+    enc = load_encoder(pretrained)
+    big = {
+        "features.0.weight": torch.randn(64, 3, 5, 5),  # 64 x 75 -> in-layer indices beyond the table wrap
+        "features.0.bias": torch.randn(64),
+        "classifier.weight": torch.randn(10, 64 * 4),
+        "classifier.bias": torch.randn(10),
+    }
+    emb = enc.encode([big])
+    assert emb.shape == (1, enc.latent_dim) and torch.isfinite(emb).all()
+    with pytest.raises(ZooprobeError, match="state dict 1"):
+        enc.encode([big, {"x.weight": torch.full((3, 3), float("nan"))}])
+
+
+# ---------------------------------------------------------------------------------------------- provenance
+def test_provenance_lists_exactly_the_train_split(pretrained: Path, tiny_zoo: Path) -> None:
+    enc = load_encoder(pretrained)
+    meta = load_zoo(tiny_zoo).final().metadata()
+    train_ids = meta.loc[meta["split"] == "train", "model_id"].tolist()
+    prov = enc.provenance
+    assert prov["model_ids"] == train_ids
+    assert enc.model_ids == train_ids
+    assert set(prov["validation_model_ids"]) == set(meta.loc[meta["split"] == "validation", "model_id"])
+    assert not set(prov["model_ids"]) & set(meta.loc[meta["split"] == "test", "model_id"])
+    assert prov["zoo_source"] == str(tiny_zoo)
+    assert len(prov["zoo_fingerprint"]) == 64
+    assert prov["pretrain_config"]["preset"] == "tiny"
+    assert prov["best_epoch"] in (1, 2)
+
+
+def test_model_card(pretrained: Path) -> None:
+    text = (pretrained / "README.md").read_text()
+    header = yaml.safe_load(text.split("---")[1])
+    assert header["library_name"] == "zooprobe"
+    assert "weight-space-learning" in header["tags"]
+    assert "datasets" not in header  # a local zoo is not a Hub dataset
+    for needle in ("## How to load", "## Training data", "## Limitations", "load_encoder("):
+        assert needle in text
+    config = json.loads((pretrained / "config.json").read_text())
+    config["provenance"]["zoo_source"] = "someone/some-zoo"
+    header = yaml.safe_load(encoder_io.model_card(config).split("---")[1])
+    assert header["datasets"] == ["someone/some-zoo"]
+
+
+# ---------------------------------------------------------------------------------------------- strict load
+def _edit_config(folder: Path, edit) -> None:
+    path = folder / "config.json"
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def test_strict_load_errors(pretrained: Path, tmp_path: Path) -> None:
+    folder = _copy(pretrained, tmp_path)
+    weights = load_file(str(folder / "model.safetensors"))
+
+    def fresh() -> Path:
+        shutil.rmtree(folder)
+        return _copy(pretrained, tmp_path)
+
+    _edit_config(folder, lambda d: d.update(format_version=99))
+    with pytest.raises(EncoderFormatError, match="format_version 99"):
+        load_encoder(folder)
+
+    folder = fresh()
+    _edit_config(folder, lambda d: d.pop("tokenizer"))
+    with pytest.raises(EncoderFormatError, match=r"missing field\(s\) \['tokenizer'\]"):
+        load_encoder(folder)
+
+    folder = fresh()
+    _edit_config(folder, lambda d: d["encoder"].pop("d_ff"))
+    with pytest.raises(EncoderConfigError, match="d_ff"):
+        load_encoder(folder)
+
+    folder = fresh()
+    _edit_config(folder, lambda d: d["encoder"].update(d_model=48))  # tampered: weights no longer fit
+    with pytest.raises(EncoderWeightsError, match=r"mismatched tensor\(s\) token_embed.weight"):
+        load_encoder(folder)
+
+    folder = fresh()
+    _edit_config(folder, lambda d: d["preprocessing"].update(windw=3))
+    with pytest.raises(EncoderConfigError, match="windw"):
+        load_encoder(folder)
+
+    folder = fresh()
+    missing = {k: v for k, v in weights.items() if k != "norm.weight"}
+    save_file(missing, str(folder / "model.safetensors"))
+    with pytest.raises(EncoderWeightsError, match=r"missing tensor\(s\) \['norm.weight'\]"):
+        load_encoder(folder)
+
+    save_file({**weights, "extra.weight": torch.zeros(2)}, str(folder / "model.safetensors"))
+    with pytest.raises(EncoderWeightsError, match=r"unexpected tensor\(s\) \['extra.weight'\]"):
+        load_encoder(folder)
+
+    (folder / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(EncoderWeightsError, match="not a readable safetensors"):
+        load_encoder(folder)
+
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(EncoderFormatError, match=r"no model\.safetensors"):
+        load_encoder(folder)
+
+    with pytest.raises(EncoderFormatError, match=r"no config\.json"):
+        load_encoder(tmp_path)
+    with pytest.raises(ZooprobeError, match="no such folder"):
+        load_encoder(tmp_path / "does-not-exist")
+
+
+# ---------------------------------------------------------------------------------------------- default
+def test_default_encoder_is_pretrained_once_and_cached(
+    tiny_zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import zooprobe.encoder.pretrain as pretrain_mod
+
+    monkeypatch.setenv("ZOOPROBE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(encoder_io, "DEFAULT_ZOO", str(tiny_zoo))
+    monkeypatch.setattr(encoder_io, "DEFAULT_PRESET", "tiny")
+    calls = []
+    real = pretrain_mod.pretrain_encoder
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pretrain_mod, "pretrain_encoder", counting)
+    first = load_encoder("default", progress=False)
+    assert len(calls) == 1
+    assert first.source is not None and first.source.parent == tmp_path / "cache" / "encoders"
+    assert not list(first.source.parent.glob(".building-*"))
+    start = time.perf_counter()
+    second = load_encoder("default", progress=False)
+    assert time.perf_counter() - start < 5 and len(calls) == 1
+    assert second.source == first.source
+    sds = _state_dicts(tiny_zoo)[:3]
+    assert torch.equal(first.encode(sds), second.encode(sds))
+
+
+# ---------------------------------------------------------------------------------------------- bench + CLI
+def test_weight_statistics_features() -> None:
+    from torch import nn
+
+    mlp = nn.Sequential(nn.Linear(5, 7), nn.LayerNorm(7), nn.Linear(7, 3)).state_dict()
+    cnn = nn.Sequential(
+        nn.Conv2d(1, 4, 3, bias=False), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2)
+    ).state_dict()
+    for sd in (mlp, cnn):
+        f = weight_statistics(sd)
+        assert f.shape == (N_STAT_FEATURES,) and np.isfinite(f).all()
+    assert weight_statistics(cnn)[-1] == 1.0 and weight_statistics(cnn)[-2] > 0  # norm flag, conv fraction
+
+
+def test_bench_and_cli(pretrained: Path, tiny_zoo: Path, tmp_path: Path) -> None:
+    result = bench_encoder(tiny_zoo, pretrained, resnet=False, progress=False)
+    assert result["models_per_s"] > 0 and result["matmul_gflops"] > 0 and result["encoder_gflops"] > 0
+    assert result["n_train"] > 0 and result["n_test"] > 0
+    assert "r2_encoder" in result and "r2_weight_stats" in result
+    assert any("ridge R²" in line for line in format_report(result))
+
+    from jsonargparse import ArgumentParser
+    from rich.console import Console
+
+    import zooprobe.cli  # noqa: F401  (parsing settings)
+    from zooprobe.encoder.cli import add_encoder_commands, run_encoder_command
+
+    root = ArgumentParser(prog="zooprobe")
+    add_encoder_commands(root.add_subcommands(dest="command"))
+    console = Console(file=open(tmp_path / "out.txt", "w"), width=200)  # noqa: SIM115
+    out = tmp_path / "cli-encoder"
+    args = ["encoder", "pretrain", "--preset", "tiny", "--epochs", "1", "--zoo", str(tiny_zoo)]
+    cfg = root.parse_args([*args, "--output", str(out), "--progress", "false"])
+    assert run_encoder_command(cfg.encoder, console) == 0
+    assert load_encoder(out).provenance["pretrain_config"]["epochs"] == 1
+    cfg = root.parse_args(
+        ["encoder", "bench", "--zoo", str(tiny_zoo), "--encoder", str(out), "--resnet", "false",
+         "--json", str(tmp_path / "b.json"), "--progress", "false"]
+    )  # fmt: skip
+    assert run_encoder_command(cfg.encoder, console) == 0
+    console.file.close()
+    assert json.loads((tmp_path / "b.json").read_text())["n_models"] == result["n_models"]
+    assert "encoder written to" in (tmp_path / "out.txt").read_text()
