@@ -200,6 +200,16 @@ class Population:
         sub._per_model_settings()
         return sub
 
+    def keep(self, rows: list[int]) -> None:
+        """Continue training with models ``rows`` only (finished or diverged models leave the stack)."""
+        idx = torch.tensor(rows, dtype=torch.long)
+        self.specs = [self.specs[i] for i in rows]
+        self.m = len(rows)
+        self.flat = self.flat.detach()[idx].requires_grad_(True)
+        self.buffers = {k: v[idx].contiguous() for k, v in self.buffers.items()}
+        self._views = None
+        self._per_model_settings()
+
     # ------------------------------------------------------------------ layers
     def _act(self, x: torch.Tensor, dim: int = 0, unit: int = 1) -> torch.Tensor:
         """Each model's own activation; model ``m`` owns ``x.narrow(dim, m * unit, unit)``."""
@@ -324,7 +334,6 @@ class PopulationOptimizer:
     def __init__(self, pop: Population) -> None:
         self.pop = pop
         self.t = 0
-        self.frozen: list[int] = []
         kinds = [s.optimizer for s in pop.specs]
         unknown = set(kinds) - {"sgd", "adam", "adamw", "rmsprop"}
         if unknown:
@@ -357,8 +366,6 @@ class PopulationOptimizer:
         if grad is None:
             return
         self.t += 1
-        if self.frozen:
-            grad[self.frozen] = 0.0
         # Adam's bias corrections depend on the step only; other optimizers use 1.
         bc1 = 1 - self.BETA1**self.t
         bc2 = 1 - self.BETA2**self.t
@@ -373,22 +380,14 @@ class PopulationOptimizer:
         denom = v.sqrt().mul_(e_t).add_(self.eps)
         p.addcdiv_(m * lr_t, denom, value=-1.0)
 
-    def freeze(self, rows: list[int]) -> None:
-        """Stop updating models ``rows`` (models that diverged): zero their weights, state and updates.
-
-        Their rows stay in the stack (removing them would reshape every tensor) but can no longer
-        produce non-finite values that slow down or disturb the arithmetic of the others.
-        """
-        self.frozen = sorted(set(self.frozen) | set(rows))
-        with torch.no_grad():
-            self.pop.flat[rows] = 0.0
-            for k, buf in self.pop.buffers.items():
-                buf[rows] = 1.0 if k.endswith("running_var") else 0.0
-            self.exp_avg[rows] = 0.0
-            self.exp_avg_sq[rows] = 0.0
-        self.lr[rows] = 0.0
-        self.l2[rows] = 0.0
-        self.decoupled[rows] = 0.0
+    def keep(self, rows: list[int]) -> None:
+        """Follow `Population.keep`: drop the per-model state of every model not in ``rows``."""
+        idx = torch.tensor(rows, dtype=torch.long)
+        for name in ("is_adam", "lr", "l2", "decoupled", "a", "b", "c", "d", "eps", "uses_v"):
+            setattr(self, name, getattr(self, name)[idx])
+        self.exp_avg = self.exp_avg[idx]
+        self.exp_avg_sq = self.exp_avg_sq[idx]
+        self.any_decoupled = bool((self.decoupled > 0).any())
 
 
 def order_for_population(specs: list[ModelSpec]) -> list[ModelSpec]:

@@ -112,49 +112,55 @@ def train_cohort(
     gens = [_data_generator(s) for s in specs]
     dropout_gen = torch.Generator().manual_seed(int(specs[0].seed) ^ 0xD0)
     max_epochs = max(s.epochs for s in specs)
-    diverged: set[int] = set()
+    active = list(range(m))  # positions in `specs` of the models still training
+    diverged: list[int] = []
     checkpoints: list[Checkpoint] = []
     for epoch in range(1, max_epochs + 1):
-        perms = torch.stack([torch.randperm(n, generator=g) for g in gens])
+        k = len(active)
+        perms = torch.stack([torch.randperm(n, generator=gens[i]) for i in active])
         for s in range(0, n, bs):
             idx = perms[:, s : s + bs]
             logits = pop.forward(x_train[idx], train=True, gen=dropout_gen)
             loss = F.cross_entropy(logits.flatten(0, 1), y_train[idx].flatten(), reduction="none")
             pop.flat.grad = None
-            loss.view(m, -1).mean(1).sum().backward()
+            loss.view(k, -1).mean(1).sum().backward()
             opt.step()
             pop.steps += 1
         with torch.no_grad():
             finite = torch.isfinite(pop.flat).all(1)
             for buf in pop.buffers.values():
                 finite &= torch.isfinite(buf).flatten(1).all(1)
-        new = [i for i in range(m) if not bool(finite[i]) and i not in diverged]
-        if new:
-            diverged.update(new)
-            opt.freeze(new)
+        diverged += [active[j] for j in range(k) if not bool(finite[j])]
         rows = [
-            i
-            for i, sp in enumerate(specs)
-            if i not in diverged and (sp.epochs == epoch or epoch in sp.checkpoint_epochs)
+            j
+            for j, i in enumerate(active)
+            if bool(finite[j]) and (specs[i].epochs == epoch or epoch in specs[i].checkpoint_epochs)
         ]
         if rows:
             sub = pop.select(rows)
             metrics = evaluate_population(sub, data, x_train, y_train)
-            elapsed = time.perf_counter() - start
-            for j, i in enumerate(rows):
-                sp = specs[i]
+            for r, j in enumerate(rows):
+                sp = specs[active[j]]
                 checkpoints.append(
                     Checkpoint(
                         spec=sp,
                         epoch=epoch,
                         is_final=sp.epochs == epoch,
-                        state_dict=sub.state_dict(j),
-                        metrics={k: float(v[j]) for k, v in metrics.items()},
-                        train_time_s=elapsed / m,
+                        state_dict=sub.state_dict(r),
+                        metrics={name: float(v[r]) for name, v in metrics.items()},
+                        train_time_s=0.0,
                     )
                 )
+        # Finished and diverged models leave the population: the rest train on, at lower cost.
+        still = [j for j, i in enumerate(active) if bool(finite[j]) and specs[i].epochs > epoch]
+        if len(still) < k and still:
+            pop.keep(still)
+            opt.keep(still)
+        active = [active[j] for j in still]
         if on_epoch is not None:
             on_epoch(epoch, max_epochs)
+        if not active:
+            break
     seconds = time.perf_counter() - start
     for c in checkpoints:  # amortised wall time: the cohort's time shared by its models
         c.train_time_s = seconds / m
