@@ -82,7 +82,7 @@ from zooprobe.encoder.io import (
 from zooprobe.encoder.model import EncoderConfig, WeightEncoder
 from zooprobe.errors import ConfigError, InvalidInputError, ZooprobeError
 from zooprobe.tokens import TokenizerConfig, WeightTokenizer
-from zooprobe.utils import atomic_path, library_versions
+from zooprobe.utils import atomic_path, library_versions, progress_bar
 
 STATE_FILE = "training_state.safetensors"
 STATE_FORMAT_VERSION = 1
@@ -550,26 +550,7 @@ class _Progress:
     def __init__(self, enabled: bool, total: int, done: int) -> None:
         self.enabled = enabled
         if enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._p = Progress(
-                TextColumn("[bold]pretrain[/bold] {task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-            )
+            self._p = progress_bar("[bold]pretrain[/bold] {task.description}", "loss {task.fields[loss]}")
             self._p.__enter__()
             self._task = self._p.add_task("", total=total, completed=done, loss="-")
 
@@ -579,6 +560,7 @@ class _Progress:
             self._p.update(
                 self._task, advance=1 if loss is not None else 0, description=description, **fields
             )
+            self._p.refresh()
 
     def close(self) -> None:
         if self.enabled:

@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from ..errors import ConfigError, ZooFormatError
-from ..utils import atomic_path, atomic_write_text, cache_dir
+from ..utils import atomic_path, atomic_write_text, cache_dir, progress_bar
 from .data import load_task
 from .schema import FORMAT_VERSION, SPLITS
 from .space import ModelSpec, ZooConfig, sample_cohort
@@ -293,29 +293,7 @@ class _progress:
 
     def __enter__(self) -> _progress:
         if self.enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._p = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]} models/s"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-                # No refresh thread: a thread waking 10x/s makes the training loop's many short torch
-                # calls fight for the GIL (measured 11x slower builds). Redraw on our own updates instead.
-                auto_refresh=False,
-            )
+            self._p = progress_bar("[bold]{task.description}", "{task.fields[rate]} models/s")
             self._p.__enter__()
             self._task = self._p.add_task("building zoo", total=self.total, rate="-")
             self._start = time.perf_counter()
