@@ -1,0 +1,539 @@
+"""Baseline predictors of one target, fit on fixed train / validation splits: gbm, linear, floor.
+
+`fit_baseline` is what a benchmark calls once per target, on *identical* train / validation / test splits
+given as numpy arrays (rows = models, split by model, never by checkpoint):
+
+- ``"gbm"``: LightGBM (``LGBMRegressor`` / ``LGBMClassifier``) fit on the train split, early-stopped on
+  the **validation** split (Unterthiner et al.'s released notebook early-stops on the test split; this
+  never does). Defaults suit a few hundred to a few thousand samples (`GBM_DEFAULTS`).
+- ``"linear"``: ``StandardScaler`` + ``RidgeCV`` (alphas 10^-3..10^3, chosen by RidgeCV's efficient
+  leave-one-out on the train split) for continuous targets; ``StandardScaler`` + ``LogisticRegression``
+  with C chosen on the validation split (highest accuracy, ties broken by lower log loss) for
+  classification.
+- ``"floor"``: the train mean (continuous) or the train class frequencies, predicting the majority class
+  (smallest label on ties).
+
+The validation split is used for early stopping and model selection only, and no model is refit on
+train + validation; the test split never enters `fit_baseline`: score it with ``.predict`` /
+``.predict_proba`` afterwards.
+
+Targets: continuous ``y`` is float with NaN = missing; categorical / binary ``y`` holds integer labels
+(>= 0) with -1 = missing (a float array may also use NaN; a bool array has no missing values). Rows with a
+missing target are dropped from fitting and from validation; validation rows whose label never occurs in
+training are dropped too (no model can predict them; LightGBM cannot encode them), and ``info`` reports the
+counts. A constant continuous training target or a single-class training target gives a constant
+predictor (``info["constant"] = True``) for every method: there is nothing to learn and LightGBM's
+classifier refuses one class.
+
+Hyperparameters-as-input reference
+----------------------------------
+The reference "how much do the training hyperparameters alone tell about test accuracy" (R² 0.92-0.935 in
+Unterthiner et al.) is ``fit_baseline("gbm", "continuous", ...)`` on a metadata matrix instead of weight
+statistics: `MetadataEncoder` (fit on the train split's metadata frame) turns zoo columns such as
+``optimizer``, ``activation``, ``init`` (strings -> one-hot over the train vocabulary), ``learning_rate``,
+``weight_decay`` (positive floats spread over decades -> log10), ``dropout``, ``batch_size``, ``epochs``
+(numbers as they are) and ``has_batch_norm`` (bools -> 0/1) into that matrix.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+Method = Literal["gbm", "linear", "floor"]
+Kind = Literal["continuous", "categorical", "binary"]
+METHODS: tuple[str, ...] = ("gbm", "linear", "floor")
+KINDS: tuple[str, ...] = ("continuous", "categorical", "binary")
+
+GBM_DEFAULTS: dict[str, Any] = {
+    "n_estimators": 2000,
+    "learning_rate": 0.05,
+    "num_leaves": 15,
+    "min_child_samples": 10,
+    "subsample": 0.8,
+    "subsample_freq": 1,
+    "colsample_bytree": 0.8,
+    "reg_lambda": 1.0,
+    "n_jobs": 2,
+    "deterministic": True,
+    "force_row_wise": True,
+    "verbose": -1,
+}
+"""LightGBM parameters of ``"gbm"`` (``random_state`` is the ``seed`` argument); ``gbm_params`` overrides."""
+EARLY_STOPPING_ROUNDS = 100
+"""Rounds without improvement of the validation loss (l2 / log loss) before LightGBM stops."""
+NO_VALIDATION_ROUNDS = 200
+"""Boosting rounds of ``"gbm"`` when no validation row is usable (no early stopping possible)."""
+RIDGE_ALPHAS = np.logspace(-3, 3, 13)
+LOGISTIC_CS = np.logspace(-3, 3, 7)
+
+
+# ---------------------------------------------------------------------------------------------- baseline
+class Baseline:
+    """A fitted baseline of one target: ``predict``, ``predict_proba`` (classification) and ``info``.
+
+    Attributes:
+        method, kind: as given to `fit_baseline`.
+        classes_: the labels seen in training, sorted (classification; ``None`` for continuous).
+        proba_classes_: the label of each ``predict_proba`` column: ``[0, 1]`` for binary targets,
+            ``0..n_classes-1`` for categorical targets fit with ``n_classes``, else ``classes_``.
+            Columns of labels never seen in training are 0.
+        info: fit details: ``n_train``, ``n_val`` (rows used), ``n_train_dropped``, ``n_val_dropped``,
+            ``fit_seconds``, ``constant`` (True when gbm / linear fell back to a constant predictor,
+            with ``reason``), ``val_score`` (R² or accuracy on the usable validation rows, NaN when
+            undefined) and per method ``best_iteration`` / ``max_rounds`` / ``early_stopping`` (gbm),
+            ``alpha`` or ``C`` (linear).
+    """
+
+    def __init__(
+        self,
+        method: str,
+        kind: str,
+        estimator: Any,
+        constant: np.ndarray | float | None,
+        classes: np.ndarray | None,
+        proba_classes: np.ndarray | None,
+        n_features: int,
+        info: dict[str, Any],
+    ) -> None:
+        self.method = method
+        self.kind = kind
+        self._estimator = estimator
+        self._constant = constant
+        self.classes_ = classes
+        self.proba_classes_ = proba_classes
+        self.n_features = n_features
+        self.info = info
+
+    def __repr__(self) -> str:
+        return f"Baseline(method={self.method!r}, kind={self.kind!r}, constant={self.info.get('constant')})"
+
+    def _check_x(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            raise ValueError(f"expected a [N, {self.n_features}] array, got shape {x.shape}")
+        return x
+
+    def _proba_seen(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities over ``classes_`` (the training labels)."""
+        if self._estimator is None:
+            return np.tile(np.asarray(self._constant, dtype=np.float64), (len(x), 1))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="X does not have valid feature names")
+            return np.asarray(self._estimator.predict_proba(x), dtype=np.float64)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Continuous: predicted values (float64). Classification: predicted labels (int64)."""
+        x = self._check_x(x)
+        if self.kind == "continuous":
+            if self._estimator is None:
+                return np.full(len(x), float(self._constant))  # type: ignore[arg-type]
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="X does not have valid feature names")
+                return np.asarray(self._estimator.predict(x), dtype=np.float64)
+        assert self.classes_ is not None
+        return self.classes_[np.argmax(self._proba_seen(x), axis=1)].astype(np.int64)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Classification: ``[N, len(proba_classes_)]`` probabilities (binary: ``[N, 2]``, P(0), P(1))."""
+        if self.kind == "continuous":
+            raise TypeError("predict_proba is only defined for categorical and binary targets")
+        x = self._check_x(x)
+        p = self._proba_seen(x)
+        assert self.classes_ is not None and self.proba_classes_ is not None
+        if np.array_equal(self.classes_, self.proba_classes_):
+            return p
+        out = np.zeros((len(x), len(self.proba_classes_)))
+        out[:, np.searchsorted(self.proba_classes_, self.classes_)] = p
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- targets
+def _continuous_target(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    return y, np.isfinite(y)
+
+
+def _label_target(y: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y).reshape(-1)
+    if y.dtype == bool:
+        return y.astype(np.int64), np.ones(len(y), dtype=bool)
+    if np.issubdtype(y.dtype, np.floating):
+        keep = np.isfinite(y) & (y != -1)
+        if np.any(y[keep] != np.round(y[keep])):
+            raise ValueError(f"{kind} labels must be integers (or -1 / NaN for missing)")
+        labels = np.where(keep, y, -1).astype(np.int64)
+    elif np.issubdtype(y.dtype, np.integer):
+        labels = y.astype(np.int64)
+        keep = labels != -1
+    else:
+        raise ValueError(f"{kind} labels must be integer codes, got dtype {y.dtype}")
+    if np.any(labels[keep] < 0):
+        raise ValueError(f"{kind} labels must be >= 0 (-1 = missing)")
+    if kind == "binary" and np.any(labels[keep] > 1):
+        raise ValueError("binary labels must be 0 or 1 (-1 = missing)")
+    return labels, keep
+
+
+def _check_xy(x: np.ndarray, y: np.ndarray, what: str) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"x_{what} must be 2-D [N, F], got shape {x.shape}")
+    if len(x) != len(np.asarray(y).reshape(-1)):
+        raise ValueError(f"x_{what} has {len(x)} rows but y_{what} has {len(np.asarray(y).reshape(-1))}")
+    return x
+
+
+def _r2(y: np.ndarray, pred: np.ndarray) -> float:
+    if len(y) < 2:
+        return float("nan")
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    if ss_tot == 0:
+        return float("nan")
+    return 1.0 - float(np.sum((y - pred) ** 2)) / ss_tot
+
+
+def _log_loss(y: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> float:
+    if len(y) == 0:
+        return float("nan")
+    idx = np.searchsorted(classes, y)
+    p = np.clip(proba[np.arange(len(y)), idx], 1e-15, 1.0)
+    return float(-np.mean(np.log(p)))
+
+
+# ---------------------------------------------------------------------------------------------- fitting
+def _gbm_params(seed: int, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    params = {**GBM_DEFAULTS, "random_state": seed}
+    params.update(overrides or {})
+    return params
+
+
+def _fit_gbm(
+    classification: bool,
+    x_tr: np.ndarray,
+    y_tr: np.ndarray,
+    x_va: np.ndarray,
+    y_va: np.ndarray,
+    seed: int,
+    gbm_params: Mapping[str, Any] | None,
+    info: dict[str, Any],
+) -> Any:
+    import lightgbm as lgb
+
+    params = _gbm_params(seed, gbm_params)
+    use_val = len(y_va) > 0
+    if not use_val:
+        params["n_estimators"] = min(int(params["n_estimators"]), NO_VALIDATION_ROUNDS)
+    model = lgb.LGBMClassifier(**params) if classification else lgb.LGBMRegressor(**params)
+    kwargs: dict[str, Any] = {}
+    if use_val:
+        kwargs["eval_X"], kwargs["eval_y"] = (x_va,), (y_va,)
+        kwargs["callbacks"] = [
+            lgb.early_stopping(EARLY_STOPPING_ROUNDS, first_metric_only=True, verbose=False)
+        ]
+    model.fit(x_tr, y_tr, **kwargs)
+    best = model.best_iteration_ if use_val and model.best_iteration_ else model.n_estimators
+    info.update(
+        {"best_iteration": int(best), "max_rounds": int(params["n_estimators"]), "early_stopping": use_val}
+    )
+    return model
+
+
+def _fit_linear_classifier(
+    x_tr: np.ndarray,
+    y_tr: np.ndarray,
+    x_va: np.ndarray,
+    y_va: np.ndarray,
+    classes: np.ndarray,
+    info: dict[str, Any],
+) -> Any:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def fit(c: float) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(x_tr, y_tr)
+
+    if len(y_va) == 0:
+        info.update({"C": 1.0, "C_selected_on": "default (no validation rows)"})
+        return fit(1.0)
+    best: tuple[float, float] | None = None
+    chosen = None
+    for c in LOGISTIC_CS:
+        model = fit(float(c))
+        proba = model.predict_proba(x_va)
+        acc = float(np.mean(classes[np.argmax(proba, axis=1)] == y_va))
+        key = (-acc, _log_loss(y_va, proba, classes))
+        if best is None or key < best:
+            best, chosen = key, (float(c), model)
+    assert chosen is not None
+    info.update({"C": chosen[0], "C_selected_on": "validation accuracy, then log loss"})
+    return chosen[1]
+
+
+def fit_baseline(
+    method: Method,
+    kind: Kind,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    seed: int = 0,
+    *,
+    n_classes: int | None = None,
+    gbm_params: Mapping[str, Any] | None = None,
+) -> Baseline:
+    """Fit one baseline of one target on the train split, selecting / early-stopping on the validation split.
+
+    Args:
+        method: ``"gbm"``, ``"linear"`` or ``"floor"`` (see the module docs).
+        kind: ``"continuous"`` (float ``y``, NaN = missing), ``"categorical"`` (integer labels >= 0,
+            -1 = missing) or ``"binary"`` (labels 0/1 or bool, -1 = missing).
+        x_train, x_val: ``[N, F]`` feature matrices (finite for ``"linear"``; LightGBM accepts NaN).
+        y_train, y_val: the targets of those rows.
+        seed: LightGBM's ``random_state`` (bagging and feature subsampling).
+        n_classes: categorical only: the number of labels of the target, so that ``predict_proba`` has
+            one column per label ``0..n_classes-1`` even for labels absent from training.
+        gbm_params: LightGBM parameters overriding `GBM_DEFAULTS`.
+
+    Returns:
+        The fitted `Baseline`.
+
+    Raises:
+        ValueError: an unknown method or kind, mismatched shapes, invalid labels, or no training row
+            with a target.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+    start = time.perf_counter()
+    x_train = _check_xy(x_train, y_train, "train")
+    x_val = _check_xy(x_val, y_val, "val")
+    if x_val.shape[1] != x_train.shape[1] and len(x_val):
+        raise ValueError(f"x_val has {x_val.shape[1]} features, x_train {x_train.shape[1]}")
+    classification = kind != "continuous"
+    if classification:
+        y_tr_all, keep_tr = _label_target(y_train, kind)
+        y_va_all, keep_va = _label_target(y_val, kind)
+    else:
+        y_tr_all, keep_tr = _continuous_target(y_train)
+        y_va_all, keep_va = _continuous_target(y_val)
+    x_tr, y_tr = x_train[keep_tr], y_tr_all[keep_tr]
+    if len(y_tr) == 0:
+        raise ValueError("no training row has a target (all missing)")
+
+    classes: np.ndarray | None = None
+    proba_classes: np.ndarray | None = None
+    if classification:
+        classes = np.unique(y_tr)
+        if kind == "binary":
+            proba_classes = np.array([0, 1], dtype=np.int64)
+        elif n_classes is not None:
+            if classes.max() >= n_classes:
+                raise ValueError(f"label {classes.max()} found with n_classes={n_classes}")
+            proba_classes = np.arange(n_classes, dtype=np.int64)
+        else:
+            proba_classes = classes
+        keep_va = keep_va & np.isin(y_va_all, classes)
+    x_va, y_va = x_val[keep_va], y_va_all[keep_va]
+    info: dict[str, Any] = {
+        "method": method,
+        "kind": kind,
+        "seed": seed,
+        "n_train": len(y_tr),
+        "n_val": len(y_va),
+        "n_train_dropped": int((~keep_tr).sum()),
+        "n_val_dropped": int((~keep_va).sum()),
+    }
+
+    estimator: Any = None
+    constant: np.ndarray | float | None = None
+    if classification:
+        assert classes is not None
+        counts = np.array([(y_tr == c).sum() for c in classes], dtype=np.float64)
+        is_constant = len(classes) == 1
+        if method == "floor" or is_constant:
+            constant = counts / counts.sum()
+        elif method == "gbm":
+            estimator = _fit_gbm(True, x_tr, y_tr, x_va, y_va, seed, gbm_params, info)
+        else:
+            estimator = _fit_linear_classifier(x_tr, y_tr, x_va, y_va, classes, info)
+    else:
+        is_constant = bool(np.ptp(y_tr) == 0)
+        if method == "floor" or is_constant:
+            constant = float(y_tr.mean())
+        elif method == "gbm":
+            estimator = _fit_gbm(False, x_tr, y_tr, x_va, y_va, seed, gbm_params, info)
+        else:
+            from sklearn.linear_model import RidgeCV
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
+
+            estimator = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS)).fit(x_tr, y_tr)
+            info["alpha"] = float(estimator[-1].alpha_)
+    info["constant"] = is_constant and method != "floor"
+    if info["constant"]:
+        info["reason"] = "single class in training" if classification else "constant training target"
+
+    baseline = Baseline(method, kind, estimator, constant, classes, proba_classes, x_train.shape[1], info)
+    if len(y_va) == 0:
+        info["val_score"] = float("nan")
+    elif classification:
+        info["val_score"] = float(np.mean(baseline.predict(x_va) == y_va))
+    else:
+        info["val_score"] = _r2(y_va, baseline.predict(x_va))
+    info["fit_seconds"] = time.perf_counter() - start
+    return baseline
+
+
+# ---------------------------------------------------------------------------------------------- metadata
+class MetadataEncoder:
+    """Zoo metadata columns -> a numeric matrix with a layout fixed at `fit` (on the train split).
+
+    Column types are decided from the frame given to `fit`:
+
+    - **bool** (bool dtype, or objects that are all bools): ``col`` (0/1) and ``col.missing``.
+    - **log** (a float column whose non-missing train values are all >= 0, with positive values spanning
+      at least a factor 10, e.g. ``learning_rate``, ``weight_decay``; or any column named in
+      ``log_columns``): ``col.log10``, ``col.nonpositive`` and ``col.missing``; a value <= 0 maps to one
+      decade below the smallest positive train value.
+    - **numeric** (other ints and floats): ``col`` as it is and ``col.missing``.
+    - **category** (anything else, compared as ``str``): one-hot ``col=value`` over the sorted train
+      vocabulary. A value not seen in training, or a missing value, is all zeros (no column is added at
+      transform time, so train and test matrices always align).
+
+    A missing numeric value takes the train median (0 when the train column is all missing) with the
+    ``.missing`` indicator set. The output never holds NaN.
+    """
+
+    def __init__(self, columns: Sequence[str], log_columns: Iterable[str] | None = None) -> None:
+        """``log_columns``: ``None`` decides log scaling automatically (above); a list forces exactly
+        those columns to log scale (``[]`` turns it off)."""
+        self.columns = list(columns)
+        self.log_columns = None if log_columns is None else set(log_columns)
+        self.specs_: list[dict[str, Any]] | None = None
+        self.feature_names_: list[str] = []
+
+    @staticmethod
+    def _is_bool(s: pd.Series) -> bool:
+        if pd.api.types.is_bool_dtype(s.dtype):
+            return True
+        if s.dtype == object:
+            values = s.dropna()
+            return len(values) > 0 and all(isinstance(v, bool | np.bool_) for v in values)
+        return False
+
+    def fit(self, df: pd.DataFrame) -> MetadataEncoder:
+        """Decide each column's type and vocabulary / fill values from ``df`` (the train split)."""
+        specs: list[dict[str, Any]] = []
+        names: list[str] = []
+        for col in self.columns:
+            if col not in df.columns:
+                raise KeyError(f"metadata column {col!r} not in the frame")
+            s = df[col]
+            if self._is_bool(s):
+                specs.append({"column": col, "type": "bool"})
+                names += [col, f"{col}.missing"]
+            elif pd.api.types.is_numeric_dtype(s.dtype):
+                v = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64)
+                v = v[np.isfinite(v)]
+                positive = v[v > 0]
+                if self.log_columns is None:
+                    use_log = (
+                        pd.api.types.is_float_dtype(s.dtype)
+                        and len(positive) > 0
+                        and bool(np.all(v >= 0))
+                        and positive.max() / positive.min() >= 10
+                    )
+                else:
+                    use_log = col in self.log_columns
+                if use_log:
+                    floor = math.log10(positive.min()) - 1 if len(positive) else 0.0
+                    logs = np.where(v > 0, np.log10(np.where(v > 0, v, 1.0)), floor)
+                    fill = float(np.median(logs)) if len(logs) else 0.0
+                    specs.append({"column": col, "type": "log", "floor": floor, "fill": fill})
+                    names += [f"{col}.log10", f"{col}.nonpositive", f"{col}.missing"]
+                else:
+                    fill = float(np.median(v)) if len(v) else 0.0
+                    specs.append({"column": col, "type": "numeric", "fill": fill})
+                    names += [col, f"{col}.missing"]
+            else:
+                vocab = sorted({str(x) for x in s.dropna()})
+                specs.append({"column": col, "type": "category", "vocabulary": vocab})
+                names += [f"{col}={v}" for v in vocab]
+        self.specs_ = specs
+        self.feature_names_ = names
+        return self
+
+    def transform(self, df: pd.DataFrame) -> np.ndarray:
+        """The ``[len(df), len(feature_names_)]`` float64 matrix of ``df`` (any split)."""
+        if self.specs_ is None:
+            raise RuntimeError("MetadataEncoder.transform called before fit")
+        blocks: list[np.ndarray] = []
+        for spec in self.specs_:
+            col = spec["column"]
+            if col not in df.columns:
+                raise KeyError(f"metadata column {col!r} not in the frame")
+            s = df[col]
+            missing = s.isna().to_numpy()
+            if spec["type"] == "bool":
+                v = np.array([0.0 if m else float(bool(x)) for x, m in zip(s, missing, strict=True)])
+                blocks.append(np.column_stack([v, missing.astype(np.float64)]))
+            elif spec["type"] in ("log", "numeric"):
+                v = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64)
+                missing = ~np.isfinite(v)
+                if spec["type"] == "log":
+                    nonpos = ~missing & (v <= 0)
+                    safe = np.where(~missing & (v > 0), v, 1.0)
+                    logs = np.where(nonpos, spec["floor"], np.log10(safe))
+                    logs = np.where(missing, spec["fill"], logs)
+                    blocks.append(np.column_stack([logs, nonpos, missing]).astype(np.float64))
+                else:
+                    v = np.where(missing, spec["fill"], v)
+                    blocks.append(np.column_stack([v, missing]).astype(np.float64))
+            else:
+                vocab = spec["vocabulary"]
+                index = {v: i for i, v in enumerate(vocab)}
+                onehot = np.zeros((len(df), len(vocab)))
+                for row, (x, m) in enumerate(zip(s, missing, strict=True)):
+                    j = None if m else index.get(str(x))
+                    if j is not None:
+                        onehot[row, j] = 1.0
+                blocks.append(onehot)
+        if not blocks:
+            return np.zeros((len(df), 0))
+        return np.hstack(blocks).astype(np.float64)
+
+    def fit_transform(self, df: pd.DataFrame) -> np.ndarray:
+        """`fit` then `transform` on the same frame."""
+        return self.fit(df).transform(df)
+
+
+def metadata_features(df: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """``MetadataEncoder(columns).fit_transform(df)``: the vocabulary comes from all rows of ``df``.
+
+    For train / test matrices, fit a `MetadataEncoder` on the train rows and transform every split.
+    """
+    return MetadataEncoder(columns).fit_transform(df)
+
+
+__all__ = [
+    "EARLY_STOPPING_ROUNDS",
+    "GBM_DEFAULTS",
+    "Baseline",
+    "Kind",
+    "MetadataEncoder",
+    "Method",
+    "fit_baseline",
+    "metadata_features",
+]
