@@ -30,3 +30,23 @@ def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     report = build_zoo(ZooConfig(preset="tiny"), root, progress=False)
     assert report.finalized
     return root
+
+
+@pytest.fixture(scope="session")
+def head_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 64-run tiny-preset zoo (38 train / 17 validation / 9 test models) for head-training tests."""
+    from zooprobe import ZooConfig, build_zoo
+
+    root = tmp_path_factory.mktemp("zoos") / "heads64"
+    report = build_zoo(ZooConfig(preset="tiny", n_models=64, seed=3), root, progress=False)
+    assert report.finalized
+    return root
+
+
+@pytest.fixture(scope="session")
+def head_encoder(head_zoo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny encoder pretrained on `head_zoo`'s train split (a few seconds)."""
+    from zooprobe.encoder.pretrain import PretrainConfig, pretrain_encoder
+
+    out = tmp_path_factory.mktemp("encoders") / "heads64"
+    return pretrain_encoder(PretrainConfig(preset="tiny"), head_zoo, out, progress=False)

@@ -14,6 +14,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace, set_parsin
 from . import __version__
 from .encoder.cli import add_encoder_commands, run_encoder_command
 from .errors import ZooprobeError
+from .training.cli import add_training_commands, run_training_command
 from .zoo.space import ZooConfig
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)  # dataclass field docs become --help text
@@ -28,17 +29,25 @@ def _parser(description: str) -> ArgumentParser:
 def build_parser() -> ArgumentParser:
     root = ArgumentParser(
         prog="zooprobe",
-        description="Read a neural network's weights and tell what it is. Subcommands: zoo, encoder, demo.",
+        description=(
+            "Read a neural network's weights and tell what it is. "
+            "Subcommands: zoo, encoder, train, evaluate, bench, demo."
+        ),
     )
     root.add_argument("--version", action="version", version=f"zooprobe {__version__}")
     top = root.add_subcommands(dest="command")
 
     zoo = ArgumentParser(description="Subject-model zoos: build, merge, import, summarize, benchmark.")
-    demo = _parser("Build (once, cached) and summarize the built-in default zoo.")
+    demo = _parser(
+        "The main job on the built-in default: the default zoo and encoder (built once, cached), the three "
+        "heads trained frozen plus one fine-tuning run, and a table of test metrics."
+    )
     demo.add_argument("--preset", type=str, default="small", help="Built-in zoo preset to use.")
+    demo.add_argument("--output", type=Path, default=Path("runs/demo"), help="Folder for the run folders.")
     top.add_subcommand("zoo", zoo, help="Subject-model zoos.")
     top.add_subcommand("demo", demo, help="Run the main job on the built-in default.")
     add_encoder_commands(top)  # before the zoo's own subcommands: jsonargparse adds levels in order
+    add_training_commands(top)
 
     zs = zoo.add_subcommands(dest="action")
     build = _parser(
@@ -123,10 +132,12 @@ def _run(cfg: Namespace) -> int:
     console = Console()
     if cfg.command == "encoder":
         return run_encoder_command(cfg.encoder, console)
+    if cfg.command in ("train", "evaluate", "bench"):
+        return run_training_command(cfg, console)
     if cfg.command == "demo":
         from .demo import run_demo
 
-        run_demo(cfg.demo.preset, console=console)
+        run_demo(cfg.demo.preset, cfg.demo.output, console=console)
         return 0
     action = cfg.zoo.action
     ns = cfg.zoo[action]

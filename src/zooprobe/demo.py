@@ -1,25 +1,112 @@
-"""``make demo`` / ``zooprobe demo``: the main job on the built-in default.
+"""``make demo`` / ``zooprobe demo``: the main job on the built-in default, offline.
 
-Until the head trainer lands this builds (once; later runs reuse the cache) and summarizes the default
-zoo: the same code path as ``zooprobe zoo build --preset small``.
+1. the default zoo (built once into the cache: ``zooprobe zoo build --preset small``);
+2. the default encoder (pretrained once on it into the cache: ``zooprobe encoder pretrain``);
+3. the three heads trained in frozen mode on cached representations, plus one fine-tuning run (accuracy);
+4. a table of test metrics. Run folders go to ``--output`` (default ``runs/demo``); every number is in
+   their ``metrics.json``.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
-from .zoo.build import builtin_zoo
-from .zoo.store import Zoo
-from .zoo.summary import print_summary
+from .training.config import OptimConfig, StopConfig, TrainConfig
+
+DEMO_RUNS = (
+    ("patterns", "frozen"),
+    ("accuracy", "frozen"),
+    ("hyperparameters", "frozen"),
+    ("accuracy", "finetune"),
+)
+#: (metric key, label) shown per task in the demo table.
+DEMO_METRICS = {
+    "patterns": [
+        ("macro_f1", "macro F1"),
+        ("macro_roc_auc", "macro ROC-AUC"),
+        ("subset_accuracy", "subset acc."),
+    ],
+    "accuracy": [("r2", "R²"), ("kendall_tau", "Kendall tau"), ("mae", "MAE")],
+    "hyperparameters": [
+        ("score", "score (mean R²/acc.)"),
+        ("learning_rate/r2", "log10 lr R²"),
+        ("optimizer/accuracy", "optimizer acc."),
+        ("activation/accuracy", "activation acc."),
+    ],
+}
 
 
-def run_demo(preset: str = "small", console: Console | None = None) -> Zoo:
+@dataclass
+class DemoResult:
+    runs: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def demo_config(task: str, mode: str, zoo: str, encoder: str) -> TrainConfig:
+    epochs = 200 if mode == "frozen" else 12
+    return TrainConfig(
+        task=task,  # type: ignore[arg-type]
+        mode=mode,  # type: ignore[arg-type]
+        zoo=zoo,
+        encoder=encoder,
+        optim=OptimConfig(epochs=epochs, batch_size=32, lr=1e-3 if mode == "frozen" else 5e-4),
+        stop=StopConfig(patience=20 if mode == "frozen" else 5),
+    )
+
+
+def run_demo(
+    preset: str = "small", output: str | Path = "runs/demo", console: Console | None = None
+) -> DemoResult:
+    from .encoder.io import load_encoder
+    from .training.trainer import train
+    from .zoo.build import builtin_zoo
+    from .zoo.store import Zoo
+
     console = console or Console()
+    result = DemoResult()
     start = time.perf_counter()
-    root = builtin_zoo(preset)
-    zoo = Zoo.open(root)
-    console.print(f"built-in zoo '{preset}' ready at {root} ({time.perf_counter() - start:.1f}s)")
-    print_summary(zoo, console)
-    return zoo
+    zoo_path = builtin_zoo(preset)
+    zoo = Zoo.open(zoo_path)
+    result.seconds["zoo"] = time.perf_counter() - start
+    console.print(f"zoo: built-in '{preset}' at {zoo_path}: {len(zoo)} models ({result.seconds['zoo']:.1f}s)")
+    start = time.perf_counter()
+    encoder = load_encoder("default")
+    result.seconds["encoder"] = time.perf_counter() - start
+    console.print(
+        f"encoder: default at {encoder.source} ({encoder.encoder.num_parameters():,} parameters, "
+        f"{result.seconds['encoder']:.1f}s)"
+    )
+    zoo_source = f"builtin:{preset}" if preset != "small" else "default"
+    for task, mode in DEMO_RUNS:
+        cfg = demo_config(task, mode, zoo_source, "default")
+        start = time.perf_counter()
+        run = train(cfg, Path(output) / f"{task}-{mode}", resume=False, encoder=encoder, zoo=zoo)
+        result.seconds[f"{task}/{mode}"] = time.perf_counter() - start
+        result.runs[f"{task}/{mode}"] = run
+    console.print(demo_table(result))
+    console.print(f"run folders (metrics.json, head/, tensorboard/): {Path(output).resolve()}")
+    return result
+
+
+def demo_table(result: DemoResult) -> Table:
+    table = Table(title="zooprobe demo: test metrics (best validation checkpoint)")
+    for col in ("task", "mode", "metric", "test", "epochs", "seconds"):
+        table.add_column(col, justify="right" if col in ("test", "epochs", "seconds") else "left")
+    for key, run in result.runs.items():
+        task, mode = key.split("/")
+        for i, (metric, label) in enumerate(DEMO_METRICS[task]):
+            value = run.test.get(metric, math.nan)
+            shown = "undefined" if math.isnan(value) else f"{value:.3f}"
+            extra = (str(run.epochs_run), f"{result.seconds[key]:.1f}") if i == 0 else ("", "")
+            table.add_row(task if i == 0 else "", mode if i == 0 else "", label, shown, *extra)
+    return table
+
+
+__all__ = ["DEMO_RUNS", "DemoResult", "demo_config", "run_demo"]

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -142,6 +142,15 @@ def _check_token_sizes(encoder_config: EncoderConfig, tokenizer: WeightTokenizer
 
 # ------------------------------------------------------------------------------------------ loaded encoder
 @dataclass
+class Embeddings:
+    """Output of `LoadedEncoder.embed`: pooled embeddings [N, latent_dim] and, on request, per-token latents
+    (one [n_tokens_i, latent_dim] tensor per model)."""
+
+    pooled: torch.Tensor
+    tokens: list[torch.Tensor] | None = None
+
+
+@dataclass
 class LoadedEncoder:
     """A pretrained encoder (eval mode) with the exact preprocessing it was pretrained with.
 
@@ -186,6 +195,71 @@ class LoadedEncoder:
         """The encoder's input for one state dict (normalized, positions wrapped; not yet windowed)."""
         return prepare_tokens(self.tokenizer, state_dict, self.encoder.config, self.preprocessing)
 
+    def embed(
+        self,
+        tokenized: Sequence[TokenizedModel],
+        batch_size: int = 64,
+        token_outputs: bool = False,
+        stats: dict[str, float] | None = None,
+    ) -> Embeddings:
+        """Embed already-tokenized models (from `tokenize`); differentiable, in the encoder's current mode.
+
+        This is the one forward path: `encode` calls it without gradients, and fine-tuning calls it with
+        gradients (and the encoder in train mode). Each model is cut into windows (module docs, step 3),
+        windows are sorted by length and run `batch_size` at a time, and a model's pooled embedding is the
+        mean of its window embeddings weighted by their real-token counts. With ``token_outputs`` the
+        per-token latents of every model are returned too (windows do not overlap, so each real token has
+        exactly one latent). `stats` (if a dict) accumulates ``n_windows, n_padded_tokens, flops``.
+        """
+        if batch_size < 1:
+            raise ConfigError(f"embed: batch_size must be >= 1, got {batch_size}")
+        device = self.device
+        windows = [
+            (j, model_window(w))
+            for j, tm in enumerate(tokenized)
+            for w in iter_windows(tm, self.preprocessing.window)
+        ]
+        if not windows:
+            return Embeddings(torch.empty(0, self.latent_dim, device=device), None)
+        order = sorted(range(len(windows)), key=lambda k: windows[k][1].num_tokens)
+        pooled_parts: list[torch.Tensor] = []
+        count_parts: list[torch.Tensor] = []
+        token_parts: dict[int, torch.Tensor] = {}
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            batch = collate([windows[k][1] for k in idx])
+            attention = batch["attention_mask"].to(device)
+            out = self.encoder(
+                batch["tokens"].to(device), batch["mask"].to(device), batch["positions"].to(device), attention
+            )
+            pooled_parts.append(out.pooled.float())
+            count_parts.append(attention.sum(dim=1).float())
+            if token_outputs:
+                for row, k in enumerate(idx):
+                    token_parts[k] = out.latent_tokens[row, : windows[k][1].num_tokens].float()
+            if stats is not None:
+                b, length = attention.shape
+                stats["n_windows"] = stats.get("n_windows", 0) + b
+                stats["n_padded_tokens"] = stats.get("n_padded_tokens", 0) + b * length
+                stats["flops"] = stats.get("flops", 0.0) + self.encoder.flops_per_forward(length, b)
+        position = torch.empty(len(windows), dtype=torch.long)
+        position[torch.tensor(order)] = torch.arange(len(windows))
+        pooled = torch.cat(pooled_parts)[position.to(device)]  # back to window order
+        counts = torch.cat(count_parts)[position.to(device)]
+        owner = torch.tensor([j for j, _ in windows], device=device)
+        n_models = len(tokenized)
+        totals = torch.zeros(n_models, device=device).index_add_(0, owner, counts)
+        weights = counts / totals[owner]
+        embedded = torch.zeros(n_models, self.latent_dim, device=device, dtype=pooled.dtype)
+        embedded = embedded.index_add(0, owner, pooled * weights[:, None])
+        tokens_out = None
+        if token_outputs:
+            tokens_out = [
+                torch.cat([token_parts[k] for k in range(len(windows)) if windows[k][0] == j])
+                for j in range(n_models)
+            ]
+        return Embeddings(embedded, tokens_out)
+
     @torch.no_grad()
     def encode(
         self,
@@ -195,10 +269,10 @@ class LoadedEncoder:
     ) -> torch.Tensor:
         """Pooled embeddings ``[N, latent_dim]`` (float32, CPU) of state dicts (or of a `Zoo`'s rows).
 
-        Models are tokenized with the pretraining preprocessing, cut into windows, and the windows of up to
-        `_ENCODE_CHUNK` models are sorted by length and encoded `batch_size` windows at a time (bucketing
-        keeps padding small); no gradients, eval mode. If `stats` is a dict, it receives counts and times:
-        ``n_models, n_windows, n_tokens, n_padded_tokens, tokenize_s, forward_s, flops``.
+        Models are tokenized with the pretraining preprocessing and embedded `_ENCODE_CHUNK` at a time by
+        `embed` (windows sorted by length, so padding stays small); no gradients, eval mode. If `stats` is a
+        dict, it receives counts and times: ``n_models, n_windows, n_tokens, n_padded_tokens, tokenize_s,
+        forward_s, flops``.
         """
         import time
 
@@ -209,71 +283,39 @@ class LoadedEncoder:
         source: Iterator[Mapping[str, torch.Tensor]] = (
             state_dicts.state_dicts() if isinstance(state_dicts, Zoo) else iter(state_dicts)
         )
-        acc = {"n_models": 0, "n_windows": 0, "n_tokens": 0, "n_padded_tokens": 0}
-        acc_f = {"tokenize_s": 0.0, "forward_s": 0.0, "flops": 0.0}
-        device = self.device
-        window = self.preprocessing.window
+        acc: dict[str, float] = {"n_models": 0, "n_windows": 0, "n_tokens": 0, "n_padded_tokens": 0}
+        acc.update({"tokenize_s": 0.0, "forward_s": 0.0, "flops": 0.0})
         outputs: list[torch.Tensor] = []
         was_training = self.encoder.training
         self.encoder.eval()
         try:
             while chunk := list(islice(source, _ENCODE_CHUNK)):
                 start = time.perf_counter()
-                tms = []
-                for j, sd in enumerate(chunk):
-                    index = acc["n_models"] + j
-                    if not isinstance(sd, Mapping):
-                        raise InvalidInputError(
-                            f"encode: item {index} is a {type(sd).__name__}, not a state dict"
-                        )
-                    try:
-                        tm = self.tokenize(sd)
-                    except InvalidInputError as e:
-                        raise type(e)(f"encode: state dict {index}: {e}") from e
-                    if tm.num_tokens == 0:
-                        raise InvalidInputError(f"encode: state dict {index} has no weights to encode")
-                    tms.append(tm)
-                windows = [(j, model_window(w)) for j, tm in enumerate(tms) for w in iter_windows(tm, window)]
-                acc_f["tokenize_s"] += time.perf_counter() - start
+                tms = [self._tokenize_item(sd, int(acc["n_models"]) + j) for j, sd in enumerate(chunk)]
+                acc["tokenize_s"] += time.perf_counter() - start
                 start = time.perf_counter()
-                order = sorted(range(len(windows)), key=lambda k: windows[k][1].num_tokens)
-                pooled = torch.empty(len(windows), self.latent_dim, dtype=torch.float32)
-                counts = torch.empty(len(windows), dtype=torch.float64)
-                for s in range(0, len(order), batch_size):
-                    idx = order[s : s + batch_size]
-                    batch = collate([windows[k][1] for k in idx])
-                    out = self.encoder(
-                        batch["tokens"].to(device),
-                        batch["mask"].to(device),
-                        batch["positions"].to(device),
-                        batch["attention_mask"].to(device),
-                    )
-                    index_t = torch.tensor(idx)
-                    pooled[index_t] = out.pooled.float().cpu()
-                    counts[index_t] = batch["attention_mask"].sum(dim=1).to(torch.float64)
-                    b, length = batch["attention_mask"].shape
-                    acc["n_padded_tokens"] += b * length
-                    acc_f["flops"] += self.encoder.flops_per_forward(length, b)
-                owner = torch.tensor([j for j, _ in windows])
-                for j in range(len(tms)):
-                    rows = (owner == j).nonzero().flatten()
-                    if len(rows) == 1:
-                        outputs.append(pooled[rows[0]])
-                    else:
-                        w = counts[rows] / counts[rows].sum()
-                        outputs.append((pooled[rows].to(torch.float64) * w[:, None]).sum(0).float())
-                acc_f["forward_s"] += time.perf_counter() - start
+                outputs.append(self.embed(tms, batch_size, stats=acc).pooled.float().cpu())
+                acc["forward_s"] += time.perf_counter() - start
                 acc["n_models"] += len(chunk)
-                acc["n_windows"] += len(windows)
                 acc["n_tokens"] += sum(tm.num_tokens for tm in tms)
         finally:
             self.encoder.train(was_training)
         if stats is not None:
-            stats.update(acc)
-            stats.update(acc_f)
+            stats.update({k: (int(v) if k.startswith("n_") else v) for k, v in acc.items()})
         if not outputs:
             return torch.empty(0, self.latent_dim)
-        return torch.stack(outputs)
+        return torch.cat(outputs)
+
+    def _tokenize_item(self, sd: Any, index: int) -> TokenizedModel:
+        if not isinstance(sd, Mapping):
+            raise InvalidInputError(f"encode: item {index} is a {type(sd).__name__}, not a state dict")
+        try:
+            tm = self.tokenize(sd)
+        except InvalidInputError as e:
+            raise type(e)(f"encode: state dict {index}: {e}") from e
+        if tm.num_tokens == 0:
+            raise InvalidInputError(f"encode: state dict {index} has no weights to encode")
+        return tm
 
 
 # ------------------------------------------------------------------------------------------ saving
@@ -588,6 +630,7 @@ __all__ = [
     "DEFAULT_ZOO",
     "FORMAT_VERSION",
     "WEIGHTS_FILE",
+    "Embeddings",
     "EncoderFormatError",
     "EncoderWeightsError",
     "LoadedEncoder",

@@ -683,6 +683,7 @@ def pretrain_encoder(
         "zoo_split": "train",
         "checkpoints": "final",
         "model_ids": [it.model_id for it in train_items],
+        "model_hashes": [train_zoo.content_hash(i) for i in range(len(train_zoo))],
         "n_models": len(train_items),
         "validation_model_ids": [it.model_id for it in val_items],
         "selection": "lowest validation loss" if val_items else "lowest training loss (no validation split)",

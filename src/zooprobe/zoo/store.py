@@ -393,6 +393,14 @@ class Zoo:
             self._payload(i), where=f"{self.files[int(self._meta.iloc[i]['_file'])]} row {i}"
         )
 
+    def content_hash(self, i: int) -> str:
+        """sha256 (hex, 16 chars) of row ``i``'s stored weights: identifies a checkpoint across zoos."""
+        import hashlib
+
+        if not 0 <= i < len(self):
+            raise IndexError(f"row {i} out of range for a zoo of {len(self)} rows")
+        return hashlib.sha256(self._payload(i)).hexdigest()[:16]
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         """Row ``i`` as a dict of metadata plus ``state_dict``."""
         meta = {k: v for k, v in self._meta.iloc[i].items() if not str(k).startswith("_")}

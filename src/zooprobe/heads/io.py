@@ -1,0 +1,149 @@
+"""Loading a trained head (with its encoder) and predicting properties of state dicts.
+
+A head folder (``RUN_DIR/head``, or a Hub model repo of one) holds ``config.json`` and
+``model.safetensors`` (see `zooprobe.training.trainer`). `load_head` reads the config strictly, loads the
+encoder the config names (``encoder.source`` at ``encoder.revision``; `encoder` overrides it), checks that
+it is the exact encoder the head was trained on (fingerprint of weights, tokenizer and preprocessing),
+rebuilds the head and loads the weights with ``strict=True``: a mismatched checkpoint is an error, never
+random weights. A fine-tuned head carries its encoder's fine-tuned weights, which replace the base ones.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from zooprobe.encoder.io import LoadedEncoder, load_encoder
+from zooprobe.errors import ConfigError, ZooFormatError
+from zooprobe.heads.model import EncoderWithHead
+from zooprobe.heads.modules import HeadConfig, build_head
+from zooprobe.heads.targets import TaskSpec
+
+HEAD_FORMAT = 1
+REQUIRED = ("format_version", "library_name", "task", "head", "mode", "encoder")
+
+
+class HeadFormatError(ZooFormatError):
+    """A folder does not hold a loadable zooprobe head, or its weights do not match its config."""
+
+
+@dataclass
+class LoadedHead:
+    """A trained head and its encoder, ready to predict (eval mode)."""
+
+    model: EncoderWithHead
+    config: dict[str, Any]
+    source: Path
+
+    @property
+    def spec(self) -> TaskSpec:
+        return self.model.head.spec
+
+    @torch.no_grad()
+    def predict(
+        self, state_dicts: Iterable[Mapping[str, torch.Tensor]], batch_size: int = 64
+    ) -> dict[str, np.ndarray]:
+        """Predictions for each state dict: probabilities (binary [N], discrete [N, C]) or values in metric
+        space (continuous [N]; log10 for log targets)."""
+        self.model.eval()
+        sds = list(state_dicts)
+        raw: dict[str, list[np.ndarray]] = {t.name: [] for t in self.spec.targets}
+        for s in range(0, len(sds), batch_size):
+            tms = [
+                self.model.loaded._tokenize_item(sd, s + j) for j, sd in enumerate(sds[s : s + batch_size])
+            ]
+            out = self.model(tokenized=tms)
+            for k, v in out.items():
+                raw[k].append(v.float().cpu().numpy())
+        return self.model.head.predict({k: np.concatenate(v) for k, v in raw.items()})
+
+
+def head_folder(source: str | Path) -> Path:
+    """A run folder's ``head/`` subfolder, or the folder itself if it holds a head config."""
+    path = Path(source)
+    if (path / "head" / "config.json").is_file():
+        return path / "head"
+    return path
+
+
+def read_head_config(folder: Path) -> dict[str, Any]:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise HeadFormatError(f"{folder}: no config.json, so this is not a zooprobe head (or a run folder)")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise HeadFormatError(f"{path}: not valid JSON ({e})") from e
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        raise HeadFormatError(f"{path}: missing field(s) {missing}")
+    if data["format_version"] != HEAD_FORMAT:
+        raise HeadFormatError(
+            f"{path}: head format {data['format_version']!r} not supported (expected {HEAD_FORMAT})"
+        )
+    if data["library_name"] != "zooprobe" or data.get("model_type") != "zooprobe-head":
+        raise HeadFormatError(f"{path}: not a zooprobe head (library_name/model_type)")
+    return data
+
+
+def load_head(
+    source: str | Path,
+    revision: str | None = None,
+    *,
+    encoder: LoadedEncoder | str | None = None,
+    device: str = "cpu",
+    check_encoder: bool = True,
+) -> LoadedHead:
+    """Load a head from a run folder, a head folder or a Hub model repo id (see the module docs)."""
+    from safetensors import SafetensorError, safe_open
+
+    from zooprobe.hub import resolve_source
+    from zooprobe.representations.cache import encoder_fingerprint
+
+    text = str(source)
+    local = Path(text).expanduser()
+    folder = head_folder(local) if local.exists() else resolve_source(text, "model", revision, kind="head")
+    folder = head_folder(folder)
+    config = read_head_config(folder)
+    enc_info = config["encoder"]
+    if isinstance(encoder, LoadedEncoder):
+        loaded = encoder
+    else:
+        loaded = load_encoder(
+            encoder or enc_info["source"],
+            revision=None if encoder else enc_info.get("revision"),
+            device=device,
+            progress=False,
+        )
+    if check_encoder and encoder_fingerprint(loaded) != enc_info.get("fingerprint"):
+        raise HeadFormatError(
+            f"{folder}: the encoder {enc_info['source']!r} (revision {enc_info.get('revision')}) is not "
+            "the one this head was trained with (its weights, tokenizer or preprocessing differ); pass the "
+            "original encoder, or check_encoder=False at your own risk"
+        )
+    spec = TaskSpec.from_dict(config["task"])
+    head = build_head(spec, HeadConfig.from_dict(config["head"]), loaded.latent_dim)
+    model = EncoderWithHead(loaded, head, config["mode"])
+    path = folder / "model.safetensors"
+    if not path.is_file():
+        raise HeadFormatError(f"{folder}: no model.safetensors (the head's weights)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as e:
+        raise HeadFormatError(f"{path}: unreadable safetensors file ({e})") from e
+    try:
+        model.load_trainable_state_dict(tensors)
+    except (RuntimeError, ConfigError) as e:
+        raise HeadFormatError(f"{path} does not match the head described in config.json: {e}") from e
+    model.to(torch.device(device)).eval()
+    return LoadedHead(model, config, folder)
+
+
+__all__ = ["HeadFormatError", "LoadedHead", "head_folder", "load_head", "read_head_config"]

@@ -1,0 +1,311 @@
+"""Prediction targets built from zoo metadata: what each task predicts and how it is scored.
+
+A task is a `TaskSpec`: an ordered list of `TargetSpec`, each naming one metadata column and its kind:
+
+- ``binary``: a pattern flag (``has_conv_layers``...): 0/1, a missing value is NaN;
+- ``continuous``: a number (``test_accuracy``, ``learning_rate``...), optionally modelled in log10 space
+  (``log10``; values are clipped below at ``log_floor`` first, so an exact 0 weight decay becomes
+  ``log10(log_floor)``, which is documented in the spec and in the head's config) and standardized with the
+  train split's mean and std (``mean``, ``std``; heads predict standardized values);
+- ``categorical``: a class (``optimizer``...), its vocabulary fitted on the train split and stored with
+  the head; a missing value, or a class the train split never showed, is -1.
+
+Missing values are masked out of losses and metrics, never filled: `TargetArrays` keeps NaN / -1 and
+`count_missing` reports them. Metrics for continuous targets are computed in the space users think in:
+log10 for log targets (log10 learning rate), the raw value otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from zooprobe.errors import ConfigError, InvalidInputError
+
+Task = Literal["patterns", "accuracy", "hyperparameters"]
+TASKS: tuple[str, ...] = ("patterns", "accuracy", "hyperparameters")
+TargetKind = Literal["binary", "continuous", "categorical"]
+
+#: Default targets per task (used when the config does not list them; those absent from a zoo are skipped).
+DEFAULT_CONTINUOUS = ("learning_rate", "weight_decay")
+DEFAULT_DISCRETE = ("optimizer", "activation", "init", "family")
+LOG_TARGETS = {"learning_rate": 1e-8, "weight_decay": 1e-7}
+"""Continuous hyperparameters modelled in log10 space by default, with their floor (0 -> floor)."""
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """One predicted quantity (see the module docs). Serialized into the head's config."""
+
+    name: str
+    kind: TargetKind
+    log10: bool = False
+    log_floor: float = 1e-8
+    mean: float = 0.0
+    std: float = 1.0
+    classes: tuple[str, ...] = ()
+    weight: float = 1.0
+    bounded: bool = False
+    """Continuous only: the head predicts through a sigmoid, in [0, 1], without standardization."""
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.classes) if self.kind == "categorical" else 1
+
+    def to_model_space(self, values: np.ndarray) -> np.ndarray:
+        """User values -> what the head regresses (log10, then standardized unless bounded)."""
+        x = self.to_metric_space(values)
+        return x if self.bounded else (x - self.mean) / self.std
+
+    def to_metric_space(self, values: np.ndarray) -> np.ndarray:
+        """User values -> the space metrics are computed in (log10 for log targets)."""
+        x = np.asarray(values, dtype=np.float64)
+        if self.log10:
+            with np.errstate(invalid="ignore"):
+                x = np.log10(np.maximum(x, self.log_floor))
+        return x
+
+    def from_model_space(self, values: np.ndarray) -> np.ndarray:
+        """Head outputs -> metric space (inverse of the standardization)."""
+        x = np.asarray(values, dtype=np.float64)
+        return x if self.bounded else x * self.std + self.mean
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "log10": self.log10,
+            "log_floor": self.log_floor,
+            "mean": self.mean,
+            "std": self.std,
+            "classes": list(self.classes),
+            "weight": self.weight,
+            "bounded": self.bounded,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TargetSpec:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - known)
+        if unknown or "name" not in data or "kind" not in data:
+            raise ConfigError(f"target spec: unknown fields {unknown} or missing name/kind in {dict(data)}")
+        kwargs = dict(data)
+        kwargs["classes"] = tuple(str(c) for c in kwargs.get("classes", ()))
+        if kwargs["kind"] not in ("binary", "continuous", "categorical"):
+            raise ConfigError(f"target {kwargs['name']!r}: unknown kind {kwargs['kind']!r}")
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task and its targets, in output order."""
+
+    task: str
+    targets: tuple[TargetSpec, ...]
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if not self.targets:
+            raise ConfigError(f"task {self.task!r} has no targets")
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.targets]
+
+    def by_kind(self, kind: str) -> list[TargetSpec]:
+        return [t for t in self.targets if t.kind == kind]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "targets": [t.to_dict() for t in self.targets]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskSpec:
+        if not isinstance(data, Mapping) or "task" not in data or "targets" not in data:
+            raise ConfigError(f"task spec needs 'task' and 'targets', got {data!r}")
+        return cls(str(data["task"]), tuple(TargetSpec.from_dict(t) for t in data["targets"]))
+
+
+@dataclass
+class TargetArrays:
+    """Targets of N models in model space: ``values[name]`` is float64 [N] (NaN = missing) for binary and
+    continuous targets, int64 [N] (-1 = missing or unseen class) for categorical ones."""
+
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.values.values()))) if self.values else 0
+
+    def subset(self, index: np.ndarray | Sequence[int]) -> TargetArrays:
+        idx = np.asarray(index, dtype=np.int64)
+        return TargetArrays({k: v[idx] for k, v in self.values.items()})
+
+
+# ------------------------------------------------------------------------------------------ building
+def _is_bool_column(series: pd.Series) -> bool:
+    non_null = series.dropna()
+    if len(non_null) == 0:
+        return False
+    if series.dtype == bool or str(series.dtype) == "boolean":
+        return True
+    return bool(non_null.map(lambda v: isinstance(v, bool | np.bool_)).all())
+
+
+def default_targets(task: str, columns: Sequence[str], meta: pd.DataFrame) -> list[str]:
+    """Target names of `task` available in a zoo with these metadata `columns`."""
+    if task == "patterns":
+        names = [c for c in columns if c.startswith("has_") and _is_bool_column(meta[c])]
+        if not names:
+            raise InvalidInputError(
+                "task 'patterns': the zoo has no boolean has_* columns (has_conv_layers, has_batch_norm, "
+                "...); import the zoo with pattern flags or choose another task"
+            )
+        return names
+    if task == "accuracy":
+        if "test_accuracy" not in columns:
+            raise InvalidInputError("task 'accuracy': the zoo has no test_accuracy column")
+        return ["test_accuracy"]
+    names = [c for c in (*DEFAULT_CONTINUOUS, *DEFAULT_DISCRETE) if c in columns and meta[c].notna().any()]
+    if not names:
+        raise InvalidInputError(
+            "task 'hyperparameters': the zoo has none of the default targets "
+            f"{[*DEFAULT_CONTINUOUS, *DEFAULT_DISCRETE]}; pass targets explicitly"
+        )
+    return names
+
+
+def _infer_kind(task: str, name: str, series: pd.Series) -> TargetKind:
+    if task == "patterns":
+        return "binary"
+    if task == "accuracy":
+        return "continuous"
+    # The field notes' pitfall: never infer "regression" from an int/bool dtype. Strings and bools are
+    # classes; so are integer columns with few distinct values (batch_size, depth, width).
+    non_null = series.dropna()
+    if series.dtype == object or _is_bool_column(series) or str(series.dtype) in ("string", "category"):
+        return "categorical"
+    if pd.api.types.is_integer_dtype(series.dtype) and non_null.nunique() <= 16:
+        return "categorical"
+    if pd.api.types.is_numeric_dtype(series.dtype):
+        return "continuous"
+    return "categorical"
+
+
+def build_task_spec(
+    task: str,
+    train_meta: pd.DataFrame,
+    targets: Sequence[str] | None = None,
+    *,
+    log_targets: Mapping[str, float] | None = None,
+    loss_weights: Mapping[str, float] | None = None,
+    bounded_accuracy: bool = False,
+) -> TaskSpec:
+    """Fit a task's targets on the train split's metadata (vocabularies, standardization statistics).
+
+    `targets` overrides the default target list; `log_targets` maps continuous target names to their log
+    floor (default: `LOG_TARGETS`); `loss_weights` weights each target's loss (default 1).
+    """
+    if task not in TASKS:
+        raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    if len(train_meta) == 0:
+        raise InvalidInputError("the train split is empty: no models to fit the targets on")
+    columns = list(train_meta.columns)
+    names = list(targets) if targets else default_targets(task, columns, train_meta)
+    missing = [n for n in names if n not in columns]
+    if missing:
+        raise InvalidInputError(f"task {task!r}: target(s) {missing} are not zoo fields; fields: {columns}")
+    logs = dict(LOG_TARGETS if log_targets is None else log_targets)
+    weights = dict(loss_weights or {})
+    unknown_w = sorted(set(weights) - set(names))
+    if unknown_w:
+        raise ConfigError(f"loss_weights name(s) {unknown_w} that are not targets of this task ({names})")
+    specs: list[TargetSpec] = []
+    for name in names:
+        series = train_meta[name]
+        kind = _infer_kind(task, name, series)
+        base = TargetSpec(name=name, kind=kind, weight=float(weights.get(name, 1.0)))
+        if kind == "binary":
+            values = series.dropna()
+            if not values.map(lambda v: v in (0, 1, True, False)).all():
+                raise InvalidInputError(f"pattern {name!r} has non-boolean values")
+            specs.append(base)
+        elif kind == "categorical":
+            classes = sorted({str(v) for v in series.dropna()}, key=_class_order)
+            if not classes:
+                raise InvalidInputError(f"target {name!r} has no values in the train split")
+            specs.append(replace(base, classes=tuple(classes)))
+        else:
+            log = name in logs
+            spec = replace(base, log10=log, log_floor=float(logs.get(name, 1e-8)))
+            if task == "accuracy" and bounded_accuracy:
+                specs.append(replace(spec, bounded=True))
+                continue
+            x = spec.to_metric_space(series.to_numpy(dtype=np.float64, na_value=np.nan))
+            x = x[np.isfinite(x)]
+            if len(x) == 0:
+                raise InvalidInputError(f"target {name!r} has no values in the train split")
+            std = float(x.std()) if len(x) > 1 else 0.0
+            specs.append(replace(spec, mean=float(x.mean()), std=std if std > 1e-12 else 1.0))
+    return TaskSpec(task, tuple(specs))
+
+
+def _class_order(value: str) -> tuple[int, float | str]:
+    try:
+        return (0, float(value))
+    except ValueError:
+        return (1, value)
+
+
+def target_arrays(spec: TaskSpec, meta: pd.DataFrame) -> TargetArrays:
+    """Targets of the rows of `meta` in model space (see `TargetArrays`)."""
+    out: dict[str, np.ndarray] = {}
+    for t in spec.targets:
+        if t.name not in meta.columns:
+            out[t.name] = (
+                np.full(len(meta), -1, dtype=np.int64)
+                if t.kind == "categorical"
+                else np.full(len(meta), np.nan)
+            )
+            continue
+        col = meta[t.name]
+        if t.kind == "categorical":
+            lookup = {c: i for i, c in enumerate(t.classes)}
+            out[t.name] = np.array(
+                [lookup.get(str(v), -1) if not _missing(v) else -1 for v in col], dtype=np.int64
+            )
+        elif t.kind == "binary":
+            out[t.name] = np.array([np.nan if _missing(v) else float(bool(v)) for v in col])
+        else:
+            raw = col.to_numpy(dtype=np.float64, na_value=np.nan)
+            out[t.name] = t.to_model_space(raw)
+    return TargetArrays(out)
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA
+
+
+def count_missing(spec: TaskSpec, arrays: TargetArrays) -> dict[str, int]:
+    """Missing (or unseen-class) entries per target."""
+    counts = {}
+    for t in spec.targets:
+        v = arrays.values[t.name]
+        counts[t.name] = int((v < 0).sum()) if t.kind == "categorical" else int(np.isnan(v).sum())
+    return counts
+
+
+__all__ = [
+    "TASKS",
+    "TargetArrays",
+    "TargetSpec",
+    "TaskSpec",
+    "build_task_spec",
+    "count_missing",
+    "default_targets",
+    "target_arrays",
+]

@@ -1,0 +1,209 @@
+"""Representations of a zoo's models under an encoder, computed once and cached on disk.
+
+Frozen head training reads the encoder's outputs many times (every epoch); they depend only on the
+encoder's weights, its preprocessing and the models. So they are computed once and stored under
+``cache_dir()/representations/<key>.safetensors`` where the key hashes:
+
+- the encoder: every weight tensor (name, dtype, shape, bytes), its `EncoderConfig`, the tokenizer (config
+  and normalization statistics) and the preprocessing (window, position policy);
+- the models: the content hash of each selected checkpoint's stored weights, in order;
+- whether per-token latents are stored too (attention-pooling heads need them).
+
+A changed encoder or zoo is therefore a different key (a miss). The file carries a checksum of its
+tensors; a file that does not parse, fails the checksum or has the wrong shapes is reported, deleted and
+recomputed. Files are written atomically (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zooprobe.encoder.io import LoadedEncoder
+from zooprobe.utils import atomic_path, cache_dir, progress_bar
+
+CACHE_FORMAT = 1
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Representations:
+    """Encoder outputs of N models: pooled [N, D] and optionally per-token latents (one tensor each)."""
+
+    pooled: torch.Tensor
+    tokens: list[torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return int(self.pooled.shape[0])
+
+    def subset(self, index: Sequence[int]) -> Representations:
+        idx = [int(i) for i in index]
+        tokens = [self.tokens[i] for i in idx] if self.tokens is not None else None
+        return Representations(self.pooled[idx], tokens)
+
+
+def encoder_fingerprint(encoder: LoadedEncoder) -> str:
+    """sha256 over the encoder's weights, architecture, tokenizer and preprocessing."""
+    h = hashlib.sha256()
+    meta = {
+        "config": encoder.config.to_dict(),
+        "tokenizer": encoder.tokenizer.to_dict(),
+        "preprocessing": encoder.preprocessing.to_dict(),
+    }
+    h.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    for name, t in sorted(encoder.encoder.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _checksum(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(name.encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def compute_representations(
+    encoder: LoadedEncoder,
+    zoo: Any,
+    *,
+    token_outputs: bool = False,
+    batch_size: int = 64,
+    chunk: int = 256,
+    progress: bool = True,
+) -> Representations:
+    """Encode every row of `zoo` (a `Zoo` view) without gradients; optionally keep per-token latents."""
+    pooled: list[torch.Tensor] = []
+    tokens: list[torch.Tensor] = []
+    n = len(zoo)
+    was_training = encoder.encoder.training
+    encoder.encoder.eval()
+    bar = progress_bar("[bold]{task.description}", "{task.fields[rate]} models/s") if progress else None
+    task = None
+    if bar is not None:
+        bar.__enter__()
+        task = bar.add_task("encoding models", total=n, rate="-")
+    start = time.perf_counter()
+    try:
+        with torch.no_grad():
+            for s in range(0, n, chunk):
+                tms = [encoder._tokenize_item(zoo.state_dict(i), i) for i in range(s, min(n, s + chunk))]
+                emb = encoder.embed(tms, batch_size, token_outputs=token_outputs)
+                pooled.append(emb.pooled.float().cpu())
+                if emb.tokens is not None:
+                    tokens += [t.float().cpu() for t in emb.tokens]
+                if bar is not None:
+                    done = min(n, s + chunk)
+                    bar.update(task, completed=done, rate=f"{done / (time.perf_counter() - start):.0f}")
+                    bar.refresh()
+    finally:
+        encoder.encoder.train(was_training)
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    out = torch.cat(pooled) if pooled else torch.empty(0, encoder.latent_dim)
+    return Representations(out, tokens if token_outputs else None)
+
+
+class RepresentationCache:
+    """On-disk cache of `Representations` (see the module docs). ``root`` defaults to the user cache."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else cache_dir() / "representations"
+
+    def key(self, encoder: LoadedEncoder, zoo: Any, token_outputs: bool) -> str:
+        hashes = [zoo.content_hash(i) for i in range(len(zoo))]
+        payload = {
+            "format": CACHE_FORMAT,
+            "encoder": encoder_fingerprint(encoder),
+            "models": hashlib.sha256("\n".join(hashes).encode()).hexdigest(),
+            "n": len(hashes),
+            "token_outputs": token_outputs,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.safetensors"
+
+    def load(self, key: str, n: int, dim: int, token_outputs: bool) -> Representations | None:
+        """The cached entry, or None on a miss; a corrupt entry is logged, deleted and reported as a miss."""
+        from safetensors import safe_open
+
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+            if meta.get("checksum") != _checksum(tensors):
+                raise ValueError("checksum mismatch")
+            pooled = tensors["pooled"]
+            if tuple(pooled.shape) != (n, dim):
+                raise ValueError(f"pooled has shape {tuple(pooled.shape)}, expected {(n, dim)}")
+            reps = Representations(pooled)
+            if token_outputs:
+                offsets = tensors["offsets"].tolist()
+                flat = tensors["tokens"]
+                if len(offsets) != n + 1 or offsets[-1] != flat.shape[0]:
+                    raise ValueError("token offsets do not match")
+                reps.tokens = [flat[offsets[i] : offsets[i + 1]] for i in range(n)]
+            return reps
+        except Exception as e:  # any unreadable entry is rebuilt, never trusted
+            log.warning("representation cache entry %s is corrupt (%s); recomputing it", path.name, e)
+            path.unlink(missing_ok=True)
+            return None
+
+    def save(self, key: str, reps: Representations) -> Path:
+        from safetensors.torch import save_file
+
+        tensors = {"pooled": reps.pooled.contiguous()}
+        if reps.tokens is not None:
+            lengths = [int(t.shape[0]) for t in reps.tokens]
+            offsets = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int64)
+            tensors["tokens"] = torch.cat(reps.tokens).contiguous()
+            tensors["offsets"] = offsets
+        meta = {"checksum": _checksum(tensors), "format": str(CACHE_FORMAT)}
+        path = self.path(key)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+        return path
+
+    def get(
+        self,
+        encoder: LoadedEncoder,
+        zoo: Any,
+        *,
+        token_outputs: bool = False,
+        batch_size: int = 64,
+        progress: bool = True,
+        stats: dict[str, Any] | None = None,
+    ) -> Representations:
+        """Representations of `zoo`'s rows: read from the cache, or computed and stored. `stats` (a dict)
+        receives ``hit`` (bool), ``seconds`` and ``path``."""
+        start = time.perf_counter()
+        key = self.key(encoder, zoo, token_outputs)
+        reps = self.load(key, len(zoo), encoder.latent_dim, token_outputs)
+        hit = reps is not None
+        if reps is None:
+            reps = compute_representations(
+                encoder, zoo, token_outputs=token_outputs, batch_size=batch_size, progress=progress
+            )
+            self.save(key, reps)
+        if stats is not None:
+            stats.update({"hit": hit, "seconds": time.perf_counter() - start, "path": str(self.path(key))})
+        return reps
+
+
+__all__ = ["RepresentationCache", "Representations", "compute_representations", "encoder_fingerprint"]

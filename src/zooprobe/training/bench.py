@@ -1,0 +1,270 @@
+"""``zooprobe bench heads``: what the representation cache buys, memory of frozen vs fine-tuning steps,
+and the test metrics of all three heads, frozen and fine-tuned.
+
+1. Cache: seconds per epoch of frozen head training reading cached representations (tensors in memory)
+   versus recomputing them every epoch (read, tokenize and encode every training model, then the same
+   head epoch), and the ratio.
+2. Memory: peak memory of one training step (``batch_size`` models) in frozen mode (encoder under
+   ``no_grad``) and in fine-tuning mode (encoder activations kept for backward). On CUDA this is
+   ``torch.cuda.max_memory_allocated``; on CPU the growth of the process's peak resident set (VmHWM, reset
+   before each measurement) over its resident set before the step (frozen first: memory the allocator
+   keeps from earlier steps can only make the fine-tuning number smaller). Next to it, exactly: the bytes
+   of the tensors autograd saves for backward in each mode.
+3. Metrics: `train` for every task in both modes on the zoo's splits; test metrics of the best checkpoint
+   (chosen on validation).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from zooprobe.training.config import OptimConfig, StopConfig, TrainConfig
+
+TASKS = ("patterns", "accuracy", "hyperparameters")
+#: Test metrics shown in the table, per task.
+TABLE_METRICS = {
+    "patterns": ["macro_f1", "macro_roc_auc", "subset_accuracy"],
+    "accuracy": ["r2", "kendall_tau", "mae"],
+    "hyperparameters": [
+        "score",
+        "learning_rate/r2",
+        "weight_decay/r2",
+        "optimizer/accuracy",
+        "activation/accuracy",
+        "init/accuracy",
+        "family/accuracy",
+    ],
+}
+
+
+@dataclass
+class HeadBenchResult:
+    zoo: str
+    encoder: str
+    n_models: dict[str, int] = field(default_factory=dict)
+    cached_epoch_s: float = math.nan
+    uncached_epoch_s: float = math.nan
+    encode_s: float = math.nan
+    memory: dict[str, float] = field(default_factory=dict)
+    memory_unit: str = "MiB"
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def cache_ratio(self) -> float:
+        return self.uncached_epoch_s / self.cached_epoch_s
+
+    def lines(self) -> list[str]:
+        out = [
+            f"zoo {self.zoo}, encoder {self.encoder}; models train/validation/test "
+            + "/".join(str(self.n_models.get(k, "?")) for k in ("train", "validation", "test")),
+            "",
+            "frozen head training, seconds per epoch:",
+            f"  with the representation cache      {self.cached_epoch_s:.4f} s",
+            f"  recomputing representations         {self.uncached_epoch_s:.3f} s "
+            f"(encoding {self.encode_s:.3f} s + the same head epoch)",
+            f"  ratio                               {self.cache_ratio:.0f}x  (target >= 50x)",
+        ]
+        if self.memory:
+            mem_ratio = self.memory["finetune"] / max(self.memory["frozen"], 1e-9)
+            out += [
+                "",
+                f"peak memory of one training step ({self.memory_unit}, "
+                f"{int(self.memory.get('batch_size', 0))} models per step):",
+                f"  frozen (encoder under no_grad)      {self.memory['frozen']:.1f}",
+                f"  fine-tuning (encoder + head)        {self.memory['finetune']:.1f}",
+                f"  ratio                               {mem_ratio:.1f}x",
+                "  tensors saved for backward (MiB, exact): frozen "
+                f"{self.memory.get('frozen_saved_for_backward', math.nan):.1f}, fine-tuning "
+                f"{self.memory.get('finetune_saved_for_backward', math.nan):.1f}",
+            ]
+        if self.runs:
+            out += ["", "test metrics (best validation checkpoint):"]
+            out += format_runs_table(self.runs)
+        return out
+
+
+def format_runs_table(runs: dict[str, dict[str, Any]]) -> list[str]:
+    rows = ["| task | mode | metric | test | epochs | seconds |", "|---|---|---|---|---|---|"]
+    for key, run in runs.items():
+        task, mode = key.split("/")
+        for i, metric in enumerate(TABLE_METRICS[task]):
+            value = run["test"].get(metric, math.nan)
+            shown = "NaN" if not isinstance(value, float) or math.isnan(value) else f"{value:.3f}"
+            extra = (f"{run['epochs_run']}", f"{run['seconds']:.0f}") if i == 0 else ("", "")
+            first = (task, mode) if i == 0 else ("", "")
+            rows.append(f"| {first[0]} | {first[1]} | {metric} | {shown} | {extra[0]} | {extra[1]} |")
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ measurements
+def _head_epoch(
+    head: torch.nn.Module, feats: torch.Tensor, targets: dict[str, torch.Tensor], bs: int, opt: Any
+) -> None:
+    head.train()
+    perm = torch.randperm(feats.shape[0])
+    for s in range(0, len(perm), bs):
+        idx = perm[s : s + bs]
+        out = head({"pooled": feats[idx]})
+        loss, _ = head.loss(out, {k: v[idx] for k, v in targets.items()})
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+def measure_cache(encoder: Any, data: Any, cfg: TrainConfig, epochs: int = 5) -> tuple[float, float, float]:
+    """(cached epoch s, uncached epoch s, encode s) for the frozen accuracy head (see the module docs)."""
+    from zooprobe.heads.modules import build_head
+    from zooprobe.representations.cache import compute_representations
+    from zooprobe.training.data import split_targets
+
+    train = data.splits["train"]
+    torch.manual_seed(0)
+    head = build_head(data.spec, cfg.head, encoder.latent_dim)
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.optim.lr)
+    targets = split_targets(train, np.arange(len(train)), torch.device("cpu"))
+    feats = train.reps.pooled
+    _head_epoch(head, feats, targets, cfg.optim.batch_size, opt)  # warm-up
+    start = time.perf_counter()
+    for _ in range(epochs):
+        _head_epoch(head, feats, targets, cfg.optim.batch_size, opt)
+    cached = (time.perf_counter() - start) / epochs
+    start = time.perf_counter()
+    reps = compute_representations(encoder, train.zoo, batch_size=cfg.encode_batch_size, progress=False)
+    encode_s = time.perf_counter() - start
+    start = time.perf_counter()
+    _head_epoch(head, reps.pooled, targets, cfg.optim.batch_size, opt)
+    uncached = encode_s + (time.perf_counter() - start)
+    return cached, uncached, encode_s
+
+
+def _rss_kib(name: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _step(model: Any, opt: Any, tms: list[Any], targets: dict[str, torch.Tensor]) -> float:
+    """One training step; returns the MiB of tensors autograd saved for backward (exact, deduplicated)."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(tokenized=tms)
+        loss, _ = model.head.loss(out, targets)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return sum(seen.values()) / 2**20
+
+
+def measure_step_memory(encoder: Any, data: Any, cfg: TrainConfig, batch_size: int = 64) -> dict[str, float]:
+    """Peak memory of a frozen and of a fine-tuning training step (see the module docs)."""
+    import copy
+    import gc
+
+    from zooprobe.heads.model import EncoderWithHead
+    from zooprobe.heads.modules import build_head
+    from zooprobe.training.data import _float32, split_targets
+
+    device = next(encoder.encoder.parameters()).device
+    train = data.splits["train"]
+    rows = np.arange(min(batch_size, len(train)))
+    tms = [encoder.tokenize(_float32(train.zoo.state_dict(int(i)))) for i in rows]
+    targets = split_targets(train, rows, device)
+    result: dict[str, float] = {"batch_size": float(len(rows))}
+    for mode in ("frozen", "finetune"):
+        torch.manual_seed(0)
+        head = build_head(data.spec, cfg.head, encoder.latent_dim)
+        own = copy.deepcopy(encoder)  # the steps below must not change the caller's encoder
+        model = EncoderWithHead(own, head, mode).to(device)  # type: ignore[arg-type]
+        opt = torch.optim.AdamW(model.param_groups(1e-4, 0.0))
+        model.train()
+
+        _step(model, opt, tms, targets)  # optimizer state allocated before measuring
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            saved = _step(model, opt, tms, targets)
+            torch.cuda.synchronize()
+            result[mode] = (torch.cuda.max_memory_allocated() - base) / 2**20
+        else:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset VmHWM to the current RSS
+            base = _rss_kib("VmRSS")
+            saved = _step(model, opt, tms, targets)
+            result[mode] = (_rss_kib("VmHWM") - base) / 1024
+        result[f"{mode}_saved_for_backward"] = saved
+        del model, opt, own
+    return result
+
+
+# ------------------------------------------------------------------------------------------ bench
+def bench_heads(
+    zoo: str = "builtin:bench",
+    encoder: str = "default",
+    output: str | Path = "bench-heads",
+    *,
+    base: TrainConfig | None = None,
+    finetune_epochs: int = 10,
+    modes: tuple[str, ...] = ("frozen", "finetune"),
+    tasks: tuple[str, ...] = TASKS,
+    memory: bool = True,
+    progress: bool = True,
+) -> HeadBenchResult:
+    """Run the three measurements of the module docs; training runs go to ``output/<task>-<mode>``."""
+    from zooprobe.encoder.io import load_encoder
+    from zooprobe.training.data import prepare_data
+    from zooprobe.training.trainer import train
+    from zooprobe.zoo.store import load_zoo
+
+    base = base or TrainConfig(optim=OptimConfig(epochs=200, batch_size=64), stop=StopConfig(patience=15))
+    base = replace(base, zoo=zoo, encoder=encoder)
+    output = Path(output)
+    loaded = load_encoder(encoder, progress=progress)
+    zoo_obj = load_zoo(zoo)
+    result = HeadBenchResult(zoo=zoo, encoder=encoder)
+    acc_cfg = replace(base, task="accuracy", mode="frozen")
+    data = prepare_data(acc_cfg, loaded, zoo_obj, progress=progress)
+    result.n_models = {k: len(v) for k, v in data.splits.items()}
+    result.cached_epoch_s, result.uncached_epoch_s, result.encode_s = measure_cache(loaded, data, acc_cfg)
+    if memory:
+        result.memory = measure_step_memory(loaded, data, acc_cfg)
+        result.memory_unit = "MiB, " + (
+            "CUDA allocated" if torch.cuda.is_available() and base.device != "cpu" else "peak RSS growth"
+        )
+    for task in tasks:
+        for mode in modes:
+            cfg = replace(base, task=task, mode=mode)  # type: ignore[arg-type]
+            if mode == "finetune":
+                cfg = replace(
+                    cfg,
+                    optim=replace(cfg.optim, epochs=finetune_epochs),
+                    stop=replace(cfg.stop, patience=max(2, finetune_epochs // 3)),
+                )
+            start = time.perf_counter()
+            run = train(cfg, output / f"{task}-{mode}", encoder=loaded, zoo=zoo_obj, progress=progress)
+            result.runs[f"{task}/{mode}"] = {
+                "test": run.test,
+                "validation": run.validation,
+                "best_epoch": run.best_epoch,
+                "epochs_run": run.epochs_run,
+                "seconds": time.perf_counter() - start,
+            }
+    return result
+
+
+__all__ = ["HeadBenchResult", "bench_heads", "format_runs_table", "measure_cache", "measure_step_memory"]

@@ -1,0 +1,143 @@
+"""``zooprobe train`` and ``zooprobe evaluate``: head training from the command line.
+
+Options are the fields of `TrainConfig` (nested ones dotted: ``--optim.lr``, ``--head.hidden_sizes``,
+``--stop.patience``); ``--config RUN/config.yaml`` replays a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+
+from zooprobe.training.config import TrainConfig
+
+#: Metrics printed in the summary table, per task (all of them are in metrics.json).
+SUMMARY_METRICS = {
+    "patterns": ["macro_f1", "macro_roc_auc", "subset_accuracy", "hamming_loss"],
+    "accuracy": ["r2", "kendall_tau", "mae", "rmse"],
+    "hyperparameters": ["score"],
+}
+
+
+def _parser(description: str) -> ArgumentParser:
+    p = ArgumentParser(description=description)
+    p.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below.")
+    return p
+
+
+def add_training_commands(top: Any) -> None:
+    train = _parser(
+        "Train a prediction head on a weight-space encoder (frozen: cached representations; finetune: end "
+        "to end). Writes config.yaml, head/, checkpoints/, metrics.json, predictions/ and tensorboard/ into "
+        "--output; an interrupted run resumes when started again with the same options."
+    )
+    train.add_class_arguments(TrainConfig, nested_key=None)
+    train.add_argument("--output", type=Path, required=True, help="Run folder to create (or resume).")
+    train.add_argument(
+        "--overwrite", type=bool, default=False, help="Delete the run in OUTPUT and start over."
+    )
+    train.add_argument("--progress", type=bool, default=True, help="Show progress bars.")
+    top.add_subcommand("train", train, help="Train a prediction head.")
+
+    evaluate = _parser("Evaluate a trained run's best checkpoint on a split and print its metrics.")
+    evaluate.add_argument("run_dir", type=Path, help="Run folder written by `zooprobe train`.")
+    evaluate.add_argument("--split", type=str, default="test", help="train, validation or test.")
+    evaluate.add_argument("--zoo", type=str | None, default=None, help="Evaluate on another zoo's split.")
+    top.add_subcommand("evaluate", evaluate, help="Evaluate a trained head.")
+
+    bench = ArgumentParser(description="Benchmarks of head training.")
+    top.add_subcommand("bench", bench, help="Benchmarks: heads.")
+    bs = bench.add_subcommands(dest="what")
+    heads = _parser(
+        "Seconds per epoch of frozen head training with and without the representation cache, peak memory "
+        "of frozen vs fine-tuning steps, and test metrics of all three heads, frozen and fine-tuned."
+    )
+    heads.add_argument("--zoo", type=str, default="builtin:bench", help="Zoo (default: the bench zoo).")
+    heads.add_argument("--encoder", type=str, default="default", help="Encoder folder or Hub id.")
+    heads.add_argument("--output", type=Path, default=Path("bench-heads"), help="Folder for the runs.")
+    heads.add_argument("--finetune_epochs", type=int, default=10, help="Epochs of each fine-tuning run.")
+    heads.add_argument("--tasks", type=list[str], default=["patterns", "accuracy", "hyperparameters"])
+    heads.add_argument("--modes", type=list[str], default=["frozen", "finetune"])
+    heads.add_argument("--memory", type=bool, default=True, help="Measure step memory.")
+    heads.add_argument("--progress", type=bool, default=True, help="Show progress bars.")
+    heads.add_argument("--json", type=Path | None, default=None, help="Also write every number as JSON.")
+    bs.add_subcommand("heads", heads, help="Benchmark head training.")
+
+
+def config_from_namespace(ns: Namespace) -> TrainConfig:
+    data = ns.as_dict()
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig.from_dict({k: v for k, v in data.items() if k in names})
+
+
+def format_metrics(task: str, metrics: dict[str, float], title: str) -> list[str]:
+    keys = [k for k in SUMMARY_METRICS.get(task, []) if k in metrics]
+    if task == "hyperparameters":
+        keys += sorted(k for k in metrics if k.endswith(("/r2", "/accuracy")))
+    if task == "patterns":
+        keys += sorted(k for k in metrics if k.startswith("f1/"))
+    lines = [title]
+    for k in keys:
+        v = metrics[k]
+        lines.append(
+            f"  {k:<28} {'undefined (NaN)' if isinstance(v, float) and math.isnan(v) else f'{v:.4f}'}"
+        )
+    undefined = int(metrics.get("n_undefined", 0) or 0)
+    if undefined:
+        lines.append(f"  ({undefined} metric(s) undefined on this split; see metrics.json)")
+    return lines
+
+
+def run_training_command(cfg: Namespace, console: Any) -> int:
+    if cfg.command == "train":
+        from zooprobe.training.trainer import train
+
+        ns = cfg.train
+        tc = config_from_namespace(ns)
+        result = train(tc, ns.output, resume=not ns.overwrite, progress=ns.progress)
+        console.print(
+            f"run folder: {result.output} (best epoch {result.best_epoch}, {result.epochs_run} epochs)"
+        )
+        for line in format_metrics(tc.task, result.test, f"test metrics ({tc.task}, {tc.mode}):"):
+            console.print(line)
+        return 0
+    if cfg.command == "evaluate":
+        from zooprobe.training.evaluate import evaluate_run
+
+        ns = cfg.evaluate
+        task, metrics = evaluate_run(ns.run_dir, split=ns.split, zoo=ns.zoo)
+        for line in format_metrics(task, metrics, f"{ns.split} metrics of {ns.run_dir}:"):
+            console.print(line)
+        return 0
+    if cfg.command == "bench" and cfg.bench.what == "heads":
+        import dataclasses as dc
+        import json
+
+        from zooprobe.training.bench import bench_heads
+        from zooprobe.utils import atomic_write_json
+
+        ns = cfg.bench.heads
+        result = bench_heads(
+            ns.zoo,
+            ns.encoder,
+            ns.output,
+            finetune_epochs=ns.finetune_epochs,
+            tasks=tuple(ns.tasks),
+            modes=tuple(ns.modes),
+            memory=ns.memory,
+            progress=ns.progress,
+        )
+        for line in result.lines():
+            console.print(line, markup=False, soft_wrap=True)
+        if ns.json is not None:
+            doc = dc.asdict(result) | {"cache_ratio": result.cache_ratio}
+            atomic_write_json(ns.json, json.loads(json.dumps(doc, default=str)))
+        return 0
+    raise AssertionError(f"unhandled command {cfg.command}")
+
+
+__all__ = ["add_training_commands", "config_from_namespace", "format_metrics", "run_training_command"]

@@ -1,0 +1,176 @@
+"""The one configuration schema of head training, shared by the Python API and ``zooprobe train``.
+
+`TrainConfig` nests `HeadConfig` (architecture), `OptimConfig` (optimizer and schedule) and `StopConfig`
+(early stopping). The resolved config is written as ``config.yaml`` into every run folder; ``zooprobe
+train --config RUN/config.yaml`` reproduces the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from zooprobe.errors import ConfigError
+from zooprobe.heads.modules import HeadConfig
+from zooprobe.heads.targets import TASKS
+
+Task = Literal["patterns", "accuracy", "hyperparameters"]
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer (AdamW) and learning-rate schedule."""
+
+    lr: float = 1e-3
+    """Learning rate of the head (the encoder's is lr * encoder_lr_ratio when fine-tuning)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay (not applied to biases and norm parameters)."""
+    batch_size: int = 64
+    """Models per optimization step (across all processes under torchrun)."""
+    epochs: int = 100
+    """Maximum epochs (early stopping usually ends training sooner)."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value (0 disables clipping)."""
+    scheduler: Literal["plateau", "cosine", "none"] = "plateau"
+    """``plateau``: reduce on plateau of the monitored metric; ``cosine``: linear warmup then cosine decay."""
+    warmup_fraction: float = 0.05
+    """Cosine schedule: fraction of all steps spent warming up linearly."""
+    plateau_factor: float = 0.5
+    """Plateau schedule: factor applied to every learning rate after a plateau."""
+    plateau_patience: int = 4
+    """Plateau schedule: evaluations without improvement before the learning rate drops."""
+    min_lr_ratio: float = 0.01
+    """Lowest learning rate, as a fraction of the initial one (both schedules)."""
+
+
+@dataclass
+class StopConfig:
+    """Early stopping on a validation metric."""
+
+    monitor: str = "loss"
+    """Validation metric to watch: ``loss`` or any metric name the task reports (``r2``, ``macro_f1``,
+    ``learning_rate/r2``, ``score``...). The direction (lower/higher is better) follows from the name."""
+    patience: int = 10
+    """Evaluations without improvement before training stops (counted in evaluations, not epochs)."""
+    min_delta: float = 0.0
+    """Minimum change that counts as an improvement."""
+    eval_every: int = 1
+    """Evaluate on the validation split every this many epochs (and after the last one)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a head-training run."""
+
+    task: Task = "accuracy"
+    """What to predict: ``patterns`` (multi-label flags), ``accuracy`` or ``hyperparameters``."""
+    zoo: str = "default"
+    """Zoo: a folder, a Hub dataset repo id, or ``default`` (the built-in small zoo)."""
+    zoo_revision: str | None = None
+    """Hub revision of the zoo (branch, tag or commit)."""
+    encoder: str = "default"
+    """Encoder: a folder, a Hub model repo id, or ``default`` (pretrained once and cached)."""
+    encoder_revision: str | None = None
+    """Hub revision of the encoder."""
+    mode: Literal["frozen", "finetune"] = "frozen"
+    """``frozen``: train the head on cached representations; ``finetune``: train encoder and head."""
+    targets: list[str] | None = None
+    """Target fields (default: every has_* flag / test_accuracy / lr, wd, optimizer, activation, init,
+    family)."""
+    loss_weights: dict[str, float] = field(default_factory=dict)
+    """Per-target loss weights (default 1)."""
+    log_targets: dict[str, float] | None = None
+    """Continuous targets modelled in log10 space, with the floor that replaces values below it (0 weight
+    decay). Default: learning_rate (floor 1e-8) and weight_decay (floor 1e-7)."""
+    bounded_accuracy: bool = False
+    """Accuracy head: predict through a sigmoid, bounded to [0, 1]."""
+    checkpoints: Literal["final", "all"] = "final"
+    """Use only each run's final checkpoint (``final``) or every stored checkpoint (``all``)."""
+    head: HeadConfig = field(default_factory=HeadConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
+    encoder_lr_ratio: float = 0.1
+    """Fine-tuning: the encoder's learning rate as a fraction of the head's."""
+    unfreeze_top_layers: int | None = None
+    """Fine-tuning: train only the top k encoder blocks (None: all of them)."""
+    augment: bool = False
+    """Fine-tuning: function-preserving neuron permutations and multiplicative noise on training models."""
+    noise_sigma: float = 0.05
+    """Fine-tuning with augment: sigma of the multiplicative weight noise."""
+    cache: bool = True
+    """Frozen: read/write representations in the on-disk cache (False: compute them in memory for this run
+    only)."""
+    allow_overlap: bool = False
+    """Allow validation/test models that the encoder was pretrained on (the run is then marked)."""
+    seed: int = 0
+    """Seed of the head's initialization, batch order, dropout and augmentations."""
+    device: str = "cpu"
+    """``cpu`` or ``cuda`` (``cuda:N``); under torchrun each process uses its local rank's GPU."""
+    amp: bool = True
+    """Mixed precision (bfloat16 autocast) on GPU; ignored on CPU."""
+    encode_batch_size: int = 64
+    """Windows per encoder forward pass."""
+
+    def validate(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ConfigError(f"TrainConfig: {msg}")
+
+        need(self.task in TASKS, f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        need(self.mode in ("frozen", "finetune"), f"mode must be frozen or finetune, got {self.mode!r}")
+        o = self.optim
+        need(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
+        need(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+        need(o.batch_size >= 1, f"optim.batch_size must be >= 1, got {o.batch_size}")
+        need(o.epochs >= 1, f"optim.epochs must be >= 1, got {o.epochs}")
+        need(o.grad_clip >= 0, f"optim.grad_clip must be >= 0, got {o.grad_clip}")
+        need(o.scheduler in ("plateau", "cosine", "none"), f"optim.scheduler unknown: {o.scheduler!r}")
+        need(0 <= o.warmup_fraction < 1, f"optim.warmup_fraction must be in [0, 1), got {o.warmup_fraction}")
+        need(0 < o.plateau_factor < 1, f"optim.plateau_factor must be in (0, 1), got {o.plateau_factor}")
+        need(0 < o.min_lr_ratio <= 1, f"optim.min_lr_ratio must be in (0, 1], got {o.min_lr_ratio}")
+        need(self.stop.patience >= 1, f"stop.patience must be >= 1, got {self.stop.patience}")
+        need(self.stop.eval_every >= 1, f"stop.eval_every must be >= 1, got {self.stop.eval_every}")
+        need(self.stop.min_delta >= 0, f"stop.min_delta must be >= 0, got {self.stop.min_delta}")
+        need(self.encoder_lr_ratio > 0, f"encoder_lr_ratio must be > 0, got {self.encoder_lr_ratio}")
+        need(self.noise_sigma >= 0, f"noise_sigma must be >= 0, got {self.noise_sigma}")
+        need(self.encode_batch_size >= 1, "encode_batch_size must be >= 1")
+        need(
+            self.checkpoints in ("final", "all"),
+            f"checkpoints must be final or all, got {self.checkpoints!r}",
+        )
+        if self.augment:
+            need(
+                self.mode == "finetune",
+                "augment needs mode=finetune (frozen training reads cached representations)",
+            )
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"TrainConfig: device must be cpu, cuda or cuda:N, got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Strict: unknown keys are errors (a typo must not silently fall back to a default)."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"TrainConfig: expected a mapping, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"TrainConfig: unknown field(s) {unknown}")
+        kwargs = dict(data)
+        nested = {"head": HeadConfig, "optim": OptimConfig, "stop": StopConfig}
+        for key, klass in nested.items():
+            if key in kwargs and isinstance(kwargs[key], dict):
+                sub_names = {f.name for f in dataclasses.fields(klass)}
+                bad = sorted(set(kwargs[key]) - sub_names)
+                if bad:
+                    raise ConfigError(f"TrainConfig.{key}: unknown field(s) {bad}")
+                kwargs[key] = klass(**kwargs[key])
+        cfg = cls(**kwargs)
+        cfg.validate()
+        return cfg
+
+
+__all__ = ["OptimConfig", "StopConfig", "Task", "TrainConfig"]

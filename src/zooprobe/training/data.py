@@ -1,0 +1,220 @@
+"""The data of a head-training run: splits by model, targets, the overlap check, and encoder inputs.
+
+- Splits come from the zoo (by model, never by checkpoint); ``checkpoints="final"`` keeps each run's last
+  checkpoint.
+- Overlap: a validation or test model that the encoder was pretrained on would inflate the metrics. A
+  model overlaps when its stored weights have the content hash of a pretraining model, or when the zoo is
+  the pretraining zoo (same fingerprint) and its model id is a pretraining id. Overlap is refused unless
+  ``allow_overlap`` is set; then the run records it (``overlap`` in metrics.json) and warns.
+- Frozen mode reads representations from `RepresentationCache` (or recomputes them when the cache is
+  off); fine-tuning tokenizes once (or keeps state dicts to augment on the fly).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from zooprobe.encoder.io import LoadedEncoder
+from zooprobe.errors import InvalidInputError
+from zooprobe.heads.targets import TargetArrays, TaskSpec, build_task_spec, count_missing, target_arrays
+from zooprobe.representations.cache import RepresentationCache, Representations, compute_representations
+from zooprobe.tokens import TokenizedModel
+from zooprobe.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+@dataclass
+class SplitData:
+    """One split: its zoo view, metadata, targets and the encoder inputs of the run's mode."""
+
+    name: str
+    zoo: Any
+    meta: pd.DataFrame
+    targets: TargetArrays
+    reps: Representations | None = None
+    tokenized: list[TokenizedModel] | None = None
+    state_dicts: list[dict[str, torch.Tensor]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.meta)
+
+
+@dataclass
+class RunData:
+    spec: TaskSpec
+    splits: dict[str, SplitData]
+    overlap: dict[str, Any] = field(default_factory=dict)
+    missing: dict[str, dict[str, int]] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+def select_checkpoints(zoo: Any, checkpoints: str) -> Any:
+    return zoo.final() if checkpoints == "final" else zoo
+
+
+def find_overlap(encoder: LoadedEncoder, zoo: Any, eval_zoo: Any) -> dict[str, Any]:
+    """Which validation/test models the encoder was pretrained on (see the module docs)."""
+    from zooprobe.encoder.pretrain import zoo_fingerprint
+
+    prov = encoder.provenance
+    if not prov:
+        return {"checked": False, "reason": "the encoder records no pretraining provenance", "model_ids": []}
+    hashes = set(prov.get("model_hashes", []))
+    ids = set(prov.get("model_ids", []))
+    same_zoo = prov.get("zoo_fingerprint") == zoo_fingerprint(zoo)
+    meta = eval_zoo.metadata()
+    found = []
+    for i in range(len(eval_zoo)):
+        mid = str(meta["model_id"].iloc[i])
+        if (hashes and eval_zoo.content_hash(i) in hashes) or (same_zoo and mid in ids):
+            found.append(mid)
+    return {
+        "checked": True,
+        "same_zoo": same_zoo,
+        "by_content_hash": bool(hashes),
+        "model_ids": sorted(set(found)),
+        "n_eval_models": len(eval_zoo),
+    }
+
+
+def prepare_data(
+    cfg: TrainConfig,
+    encoder: LoadedEncoder,
+    zoo: Any,
+    *,
+    main_process: bool = True,
+    wait: Any = None,
+    progress: bool = True,
+) -> RunData:
+    """Splits, targets and encoder inputs for `cfg` (see the module docs).
+
+    Under torchrun only the main process fills the representation cache; the others call `wait` (a
+    barrier) first and then read it.
+    """
+    zoo = select_checkpoints(zoo, cfg.checkpoints)
+    views = {name: zoo.split(name) for name in SPLIT_NAMES}
+    empty = [n for n, v in views.items() if len(v) == 0]
+    if empty:
+        raise InvalidInputError(
+            f"zoo {cfg.zoo!r} has no models in split(s) {empty}; head training needs train, validation "
+            "and test splits (by model)"
+        )
+    eval_zoo = zoo.filter(split=["validation", "test"])
+    overlap = find_overlap(encoder, zoo, eval_zoo)
+    if overlap.get("model_ids"):
+        n = len(overlap["model_ids"])
+        msg = (
+            f"{n} of {overlap['n_eval_models']} validation/test models were used to pretrain the encoder "
+            f"{cfg.encoder!r} (e.g. {overlap['model_ids'][:3]}): their metrics would be inflated"
+        )
+        if not cfg.allow_overlap:
+            raise InvalidInputError(
+                msg + "; use a zoo or encoder without overlap, or pass allow_overlap=True "
+                "(the run is then marked as overlapping)"
+            )
+        warnings.warn(msg + "; allow_overlap=True, so the run is marked", stacklevel=2)
+    elif not overlap.get("checked"):
+        warnings.warn(f"overlap not checked: {overlap.get('reason')}", stacklevel=2)
+    overlap["allowed"] = bool(cfg.allow_overlap)
+
+    spec = build_task_spec(
+        cfg.task,
+        views["train"].metadata(),
+        cfg.targets,
+        log_targets=cfg.log_targets,
+        loss_weights=cfg.loss_weights,
+        bounded_accuracy=cfg.bounded_accuracy,
+    )
+    splits: dict[str, SplitData] = {}
+    missing: dict[str, dict[str, int]] = {}
+    for name, view in views.items():
+        meta = view.metadata().reset_index(drop=True)
+        targets = target_arrays(spec, meta)
+        missing[name] = count_missing(spec, targets)
+        splits[name] = SplitData(name, view, meta, targets)
+    cache_info: dict[str, Any] = {}
+    if cfg.mode == "frozen":
+        token_outputs = cfg.head.pooling == "attention"
+        cache = RepresentationCache()
+        if not main_process and wait is not None:
+            wait()
+        for name, split in splits.items():
+            if cfg.cache:
+                stats: dict[str, Any] = {}
+                split.reps = cache.get(
+                    encoder,
+                    split.zoo,
+                    token_outputs=token_outputs,
+                    batch_size=cfg.encode_batch_size,
+                    progress=progress and main_process,
+                    stats=stats,
+                )
+                cache_info[name] = stats
+            else:
+                split.reps = compute_representations(
+                    encoder,
+                    split.zoo,
+                    token_outputs=token_outputs,
+                    batch_size=cfg.encode_batch_size,
+                    progress=False,
+                )
+        if main_process and wait is not None:
+            wait()
+    else:
+        for name, split in splits.items():
+            sds = [_float32(split.zoo.state_dict(i)) for i in range(len(split))]
+            if cfg.augment and name == "train":
+                split.state_dicts = sds
+            else:
+                split.tokenized = [encoder._tokenize_item(sd, i) for i, sd in enumerate(sds)]
+    return RunData(spec, splits, overlap, missing, cache_info)
+
+
+def _float32(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.float() if v.dtype == torch.float64 else v for k, v in sd.items()}
+
+
+def split_features(
+    split: SplitData, index: np.ndarray | list[int], device: torch.device
+) -> dict[str, torch.Tensor]:
+    """Cached head inputs of the rows `index` of a frozen-mode split."""
+    from zooprobe.heads.model import pad_tokens
+
+    assert split.reps is not None
+    idx = [int(i) for i in index]
+    out = {"pooled": split.reps.pooled[idx].to(device)}
+    if split.reps.tokens is not None:
+        tokens, mask = pad_tokens([split.reps.tokens[i] for i in idx])
+        out["tokens"], out["token_mask"] = tokens.to(device), mask.to(device)
+    return out
+
+
+def split_targets(
+    split: SplitData, index: np.ndarray | list[int], device: torch.device
+) -> dict[str, torch.Tensor]:
+    idx = np.asarray(index, dtype=np.int64)
+    out = {}
+    for name, values in split.targets.values.items():
+        v = values[idx]
+        out[name] = torch.as_tensor(v, dtype=torch.long if v.dtype == np.int64 else torch.float32).to(device)
+    return out
+
+
+__all__ = [
+    "RunData",
+    "SplitData",
+    "find_overlap",
+    "prepare_data",
+    "select_checkpoints",
+    "split_features",
+    "split_targets",
+]

@@ -1,0 +1,672 @@
+"""Head training, top to bottom: `train` runs one `TrainConfig` into a run folder.
+
+Run folder::
+
+    config.yaml                   the resolved TrainConfig (``zooprobe train --config`` reproduces the run)
+    head/config.json              task, targets (vocabularies, normalization), head architecture, encoder
+                                  source + revision + fingerprint, mode (what `load_head` needs)
+    head/model.safetensors        best checkpoint: head weights (+ the fine-tuned encoder's weights)
+    checkpoints/last.safetensors  full training state after the last finished epoch (resume)
+    metrics.json                  history, best epoch, validation and test metrics of the best checkpoint
+    predictions/{validation,test}.json   true and predicted values of the best checkpoint
+    tensorboard/                  every loss, metric and per-group learning rate
+
+Resume: the last state holds the trainable weights, the optimizer, the scheduler, the early stopper, the
+history and the RNG state after the epoch; batch order and augmentations are drawn from generators seeded
+by ``(seed, epoch)``. A run killed at any point and started again continues from the last finished epoch
+and ends with the same metrics as an uninterrupted run.
+
+Distributed (``torchrun``): each global batch is split across ranks; the head (or encoder + head) is
+wrapped in DDP; validation predictions are gathered from all ranks without duplicates; the early-stopping
+decision is all-reduced; only rank 0 logs and writes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from zooprobe.encoder.io import LoadedEncoder, load_encoder
+from zooprobe.errors import ConfigError, InvalidInputError
+from zooprobe.heads.evaluate import evaluate_predictions, lower_is_better
+from zooprobe.heads.io import HEAD_FORMAT
+from zooprobe.heads.model import EncoderWithHead
+from zooprobe.heads.modules import build_head
+from zooprobe.representations.cache import encoder_fingerprint
+from zooprobe.training import distributed as D
+from zooprobe.training.config import TrainConfig
+from zooprobe.training.data import RunData, SplitData, prepare_data, split_features, split_targets
+from zooprobe.utils import atomic_path, atomic_write_json, atomic_write_text, library_versions, progress_bar
+
+log = logging.getLogger(__name__)
+STATE_FORMAT = 1
+LAST = Path("checkpoints") / "last.safetensors"
+
+
+# ------------------------------------------------------------------------------------------ early stopping
+@dataclass
+class EarlyStopper:
+    """Patience counted in evaluations; its state is checkpointed so resume keeps counting."""
+
+    patience: int
+    min_delta: float
+    lower: bool
+    best: float = math.nan
+    best_epoch: int = -1
+    bad_evals: int = 0
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Record an evaluation; True if it is a new best."""
+        if not math.isfinite(value):
+            improved = False
+        elif math.isnan(self.best):
+            improved = True
+        else:
+            improved = (
+                value < self.best - self.min_delta if self.lower else value > self.best + self.min_delta
+            )
+        if improved:
+            self.best, self.best_epoch, self.bad_evals = value, epoch, 0
+        else:
+            self.bad_evals += 1
+        return improved
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_evals >= self.patience
+
+    def state(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "bad_evals": self.bad_evals}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch, self.bad_evals = (
+            float(state["best"]),
+            int(state["best_epoch"]),
+            int(state["bad_evals"]),
+        )
+
+
+# ------------------------------------------------------------------------------------------ results
+@dataclass
+class TrainResult:
+    output: Path
+    best_epoch: int
+    epochs_run: int
+    validation: dict[str, float]
+    test: dict[str, float]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _set_seed(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _device(cfg: TrainConfig, info: D.DistInfo) -> torch.device:
+    if cfg.device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {cfg.device!r} requested but CUDA is not available")
+        return torch.device("cuda", info.local_rank) if info.enabled else torch.device(cfg.device)
+    return torch.device("cpu")
+
+
+def _autocast(cfg: TrainConfig, device: torch.device) -> Any:
+    if cfg.amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    perm = torch.randperm(n, generator=gen).numpy()
+    return [perm[s : s + batch_size] for s in range(0, n, batch_size)]
+
+
+def _lr_lambda(cfg: TrainConfig, total_steps: int) -> Any:
+    o = cfg.optim
+    warmup = round(o.warmup_fraction * total_steps)
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _inputs_for(
+    model: EncoderWithHead,
+    split: SplitData,
+    index: np.ndarray,
+    device: torch.device,
+    cfg: TrainConfig,
+    gen: torch.Generator | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments of `EncoderWithHead.forward` for the rows `index` of `split`."""
+    if model.frozen:
+        if split.reps is None:
+            raise InvalidInputError("frozen mode without representations")
+        return {"features": split_features(split, index, device)}
+    if split.tokenized is not None:
+        return {"tokenized": [split.tokenized[int(i)] for i in index]}
+    from zooprobe.encoder.augment import noise_state_dict, permute_neurons
+
+    assert split.state_dicts is not None
+    tms = []
+    for i in index:
+        sd = permute_neurons(split.state_dicts[int(i)], gen)
+        if cfg.noise_sigma > 0:
+            sd = noise_state_dict(sd, cfg.noise_sigma, gen)
+        tms.append(model.loaded.tokenize(sd))
+    return {"tokenized": tms}
+
+
+@torch.no_grad()
+def predict_split(
+    model: EncoderWithHead, split: SplitData, device: torch.device, cfg: TrainConfig, info: D.DistInfo
+) -> tuple[dict[str, np.ndarray], float]:
+    """Raw outputs of every row of `split` (gathered over ranks, no duplicates) and the weighted loss."""
+    was_training = model.training
+    model.eval()
+    rows = np.arange(len(split))[info.rank :: info.world_size]
+    raw: dict[str, list[np.ndarray]] = {t.name: [] for t in model.head.spec.targets}
+    step = max(cfg.optim.batch_size, 256) if model.frozen else cfg.optim.batch_size
+    try:
+        for s in range(0, len(rows), step):
+            index = rows[s : s + step]
+            with _autocast(cfg, device):
+                out = model(**_inputs_for(model, split, index, device, cfg))
+            for name, v in out.items():
+                raw[name].append(v.float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    mine = {k: (np.concatenate(v) if v else None) for k, v in raw.items()}
+    gathered = D.all_gather_objects(info, (rows, mine))
+    order = np.concatenate([g[0] for g in gathered])
+    full: dict[str, np.ndarray] = {}
+    for name in raw:
+        parts = [g[1][name] for g in gathered if g[1][name] is not None]
+        values = np.concatenate(parts)
+        out_arr = np.empty_like(values)
+        out_arr[order] = values
+        full[name] = out_arr
+    targets = split_targets(split, np.arange(len(split)), torch.device("cpu"))
+    loss, _ = model.head.loss({k: torch.from_numpy(v) for k, v in full.items()}, targets)
+    return full, float(loss)
+
+
+def evaluate_split(
+    model: EncoderWithHead, split: SplitData, device: torch.device, cfg: TrainConfig, info: D.DistInfo
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    raw, loss = predict_split(model, split, device, cfg, info)
+    preds = model.head.predict(raw)
+    metrics = {"loss": loss, **evaluate_predictions(model.head.spec, split.targets, preds)}
+    return metrics, preds
+
+
+# ------------------------------------------------------------------------------------------ run folder
+def head_config(
+    cfg: TrainConfig, model: EncoderWithHead, encoder: LoadedEncoder, base_fp: str
+) -> dict[str, Any]:
+    """head/config.json: self-sufficient to rebuild the head and find its encoder (`base_fp`: the
+    fingerprint of the encoder as loaded, before any fine-tuning)."""
+    return {
+        "format_version": HEAD_FORMAT,
+        "library_name": "zooprobe",
+        "model_type": "zooprobe-head",
+        "task": model.head.spec.to_dict(),
+        "head": cfg.head.to_dict(),
+        "mode": cfg.mode,
+        "encoder": {
+            "source": cfg.encoder,
+            "revision": cfg.encoder_revision,
+            "fingerprint": base_fp,
+            "latent_dim": encoder.latent_dim,
+            "includes_finetuned_weights": cfg.mode == "finetune",
+        },
+        "zoo": {"source": cfg.zoo, "revision": cfg.zoo_revision},
+    }
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+            str(tmp),
+            metadata={"zooprobe": json.dumps(meta, default=str)},
+        )
+
+
+def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["zooprobe"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except Exception as e:
+        raise InvalidInputError(f"{path}: unreadable checkpoint ({e}); delete it or pass resume=False") from e
+    return tensors, meta
+
+
+def _pack_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, state in sd["state"].items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{pid}.{key}"] = value
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    groups = [{k: v for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def _unpack_optimizer(
+    opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = value
+    for pid, values in meta["scalars"].items():
+        state.setdefault(int(pid), {}).update(values)
+    groups = [dict(g) for g in meta["param_groups"]]
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _config_yaml(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def _check_existing_run(output: Path, cfg: TrainConfig, resume: bool) -> None:
+    path = output / "config.yaml"
+    if not path.exists():
+        return
+    if not resume:
+        import shutil
+
+        for name in ("checkpoints", "head", "tensorboard", "predictions", "metrics.json", "config.yaml"):
+            target = output / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+        return
+    old = yaml.safe_load(path.read_text())
+    new = cfg.to_dict()
+    diff = [
+        f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k)
+    ]
+    if diff:
+        raise ConfigError(
+            f"{output} holds a run with a different configuration ({'; '.join(diff)}); use another output "
+            "folder, or resume=False (--overwrite) to start over"
+        )
+
+
+# ------------------------------------------------------------------------------------------ training
+def train(
+    cfg: TrainConfig,
+    output: str | Path,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    encoder: LoadedEncoder | None = None,
+    zoo: Any = None,
+    stop_after_epochs: int | None = None,
+) -> TrainResult:
+    """Train a head as `cfg` says into `output` (see the module docs); returns the final metrics.
+
+    `encoder` / `zoo` may be passed already loaded (they must be what ``cfg.encoder`` / ``cfg.zoo`` name;
+    the config still records the sources). `stop_after_epochs` ends the process's work after that many
+    epochs of this call, as an interruption would (tests and benchmarks use it).
+    """
+    from zooprobe.zoo.store import load_zoo
+
+    cfg.validate()
+    start_time = time.perf_counter()
+    info = D.init_distributed(cfg.device)
+    device = _device(cfg, info)
+    output = Path(output)
+    if info.is_main:
+        output.mkdir(parents=True, exist_ok=True)
+        _check_existing_run(output, cfg, resume)
+        atomic_write_text(output / "config.yaml", _config_yaml(cfg))
+    D.barrier(info)
+
+    if encoder is None:
+        encoder = load_encoder(cfg.encoder, revision=cfg.encoder_revision, progress=progress and info.is_main)
+    elif cfg.mode == "finetune":
+        encoder = copy.deepcopy(encoder)  # fine-tuning must never change the caller's encoder
+    encoder.encoder.to(device)
+    base_fp = encoder_fingerprint(encoder)
+    if zoo is None:
+        zoo = load_zoo(cfg.zoo, revision=cfg.zoo_revision)
+    data = prepare_data(
+        cfg, encoder, zoo, main_process=info.is_main, wait=lambda: D.barrier(info), progress=progress
+    )
+    _set_seed(cfg.seed)
+    head = build_head(data.spec, cfg.head, encoder.latent_dim)
+    model = EncoderWithHead(
+        encoder,
+        head,
+        cfg.mode,
+        encoder_lr_ratio=cfg.encoder_lr_ratio,
+        unfreeze_top_layers=cfg.unfreeze_top_layers,
+        encode_batch_size=cfg.encode_batch_size,
+    ).to(device)
+    opt = torch.optim.AdamW(model.param_groups(cfg.optim.lr, cfg.optim.weight_decay))
+    group_names = [g["name"] for g in opt.param_groups]
+    train_split = data.splits["train"]
+    steps_per_epoch = math.ceil(len(train_split) / cfg.optim.batch_size)
+    sched: Any = None
+    lower = lower_is_better(cfg.stop.monitor)
+    if cfg.optim.scheduler == "cosine":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps_per_epoch * cfg.optim.epochs))
+    elif cfg.optim.scheduler == "plateau":
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt,
+            mode="min" if lower else "max",
+            factor=cfg.optim.plateau_factor,
+            patience=cfg.optim.plateau_patience,
+            threshold=cfg.stop.min_delta,  # "improvement" means the same for the LR schedule and stopping
+            threshold_mode="abs",
+            min_lr=[g["lr"] * cfg.optim.min_lr_ratio for g in opt.param_groups],
+        )
+    stopper = EarlyStopper(cfg.stop.patience, cfg.stop.min_delta, lower)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    state_path = output / LAST
+    if resume and state_path.exists():
+        tensors, meta = _read_tensors(state_path)
+        if meta.get("format") != STATE_FORMAT:
+            raise InvalidInputError(f"{state_path}: unsupported training-state format {meta.get('format')!r}")
+        model.load_trainable_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        _unpack_optimizer(opt, tensors, meta["optimizer"])
+        if sched is not None:
+            sched.load_state_dict(meta["scheduler"])
+        stopper.load(meta["stopper"])
+        history = meta["history"]
+        start_epoch = int(meta["epoch"]) + 1
+        torch.set_rng_state(tensors["rng.torch"])
+        if meta.get("stopped") or start_epoch >= cfg.optim.epochs:
+            start_epoch = cfg.optim.epochs  # finished: go straight to the final evaluation
+
+    ddp_model: Any = model
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        trainable = model.head if model.frozen else model
+        wrapped = DDP(
+            trainable,
+            device_ids=[info.local_rank] if device.type == "cuda" else None,
+            find_unused_parameters=not model.frozen,
+        )
+        ddp_model = wrapped
+    writer = None
+    if info.is_main:
+        from tensorboardX import SummaryWriter
+
+        writer = SummaryWriter(str(output / "tensorboard"), purge_step=start_epoch if start_epoch else None)
+
+    bar = None
+    if progress and info.is_main and start_epoch < cfg.optim.epochs:
+        bar = progress_bar("[bold]{task.description}", "{task.fields[info]}")
+        bar.__enter__()
+        task_id = bar.add_task(f"training {cfg.task} head ({cfg.mode})", total=cfg.optim.epochs, info="")
+        bar.update(task_id, completed=start_epoch)
+    stopped = False
+    epochs_this_call = 0
+    try:
+        for epoch in range(start_epoch, cfg.optim.epochs):
+            if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
+                return TrainResult(output, stopper.best_epoch, epoch, {}, {}, history)
+            model.train()
+            gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)  # augmentations of this epoch
+            sums: dict[str, float] = {}
+            n_batches = 0
+            epoch_start = time.perf_counter()
+            for batch in _batches(len(train_split), cfg.optim.batch_size, cfg.seed, epoch):
+                mine = batch[info.rank :: info.world_size]
+                if len(mine) == 0 or (info.enabled and len(batch) < info.world_size):
+                    continue  # every rank must take part in every step
+                with _autocast(cfg, device):
+                    inputs = _inputs_for(model, train_split, mine, device, cfg, gen)
+                    if model.frozen:
+                        out = (ddp_model if info.enabled else model.head)(inputs["features"])
+                    else:
+                        out = ddp_model(**inputs)
+                targets = split_targets(train_split, mine, device)
+                loss, parts = model.head.loss(out, targets)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.optim.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(
+                        [p for g in opt.param_groups for p in g["params"]], cfg.optim.grad_clip
+                    )
+                opt.step()
+                if cfg.optim.scheduler == "cosine":
+                    sched.step()
+                sums["loss"] = sums.get("loss", 0.0) + loss.detach().item()
+                for k, v in parts.items():
+                    sums[f"loss/{k}"] = sums.get(f"loss/{k}", 0.0) + v.detach().item()
+                n_batches += 1
+            record: dict[str, Any] = {
+                "epoch": epoch,
+                "train": {k: v / max(1, n_batches) for k, v in sums.items()},
+                "seconds": time.perf_counter() - epoch_start,
+                "lr": {name: g["lr"] for name, g in zip(group_names, opt.param_groups, strict=True)},
+            }
+            last_epoch = epoch == cfg.optim.epochs - 1
+            if (epoch + 1) % cfg.stop.eval_every == 0 or last_epoch:
+                val_metrics, _ = evaluate_split(model, data.splits["validation"], device, cfg, info)
+                if cfg.stop.monitor not in val_metrics:
+                    raise ConfigError(
+                        f"stop.monitor {cfg.stop.monitor!r} is not a validation metric of task {cfg.task!r}; "
+                        f"choose one of {sorted(val_metrics)}"
+                    )
+                value = val_metrics[cfg.stop.monitor]
+                improved = stopper.update(value, epoch)
+                record["validation"] = val_metrics
+                record["improved"] = improved
+                if cfg.optim.scheduler == "plateau" and math.isfinite(value):
+                    sched.step(value)  # only on a real evaluation: never on a missing metric
+                if improved and info.is_main:
+                    _save_best(output, cfg, model, encoder, base_fp, epoch, value)
+                stopped = D.any_rank(info, stopper.should_stop)
+            history.append(record)
+            if info.is_main:
+                _log_epoch(writer, record)
+                _save_state(output, model, opt, sched, stopper, history, epoch, stopped)
+            D.barrier(info)
+            epochs_this_call += 1
+            if bar is not None:
+                shown = record.get("validation", {}).get(cfg.stop.monitor)
+                bar.update(
+                    task_id,
+                    completed=epoch + 1,
+                    info=f"loss {record['train'].get('loss', float('nan')):.4f}"
+                    + (f"  val {cfg.stop.monitor} {shown:.4f}" if shown is not None else ""),
+                )
+                bar.refresh()
+            if stopped:
+                break
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+        if writer is not None:
+            writer.flush()
+
+    result = _final_evaluation(cfg, output, model, encoder, data, device, info, stopper, history)
+    result.seconds = time.perf_counter() - start_time
+    if writer is not None:
+        for k, v in result.test.items():
+            if isinstance(v, float) and math.isfinite(v):
+                writer.add_scalar(f"test/{k}", v, stopper.best_epoch)
+        writer.close()
+    D.barrier(info)
+    return result
+
+
+def _save_best(
+    output: Path,
+    cfg: TrainConfig,
+    model: EncoderWithHead,
+    encoder: LoadedEncoder,
+    base_fp: str,
+    epoch: int,
+    value: float,
+) -> None:
+    meta = {"epoch": epoch, "monitor": cfg.stop.monitor, "value": value}
+    _save_tensors(output / "head" / "model.safetensors", model.trainable_state_dict(), meta)
+    atomic_write_json(output / "head" / "config.json", head_config(cfg, model, encoder, base_fp))
+
+
+def _save_state(
+    output: Path,
+    model: EncoderWithHead,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    stopper: EarlyStopper,
+    history: list[dict[str, Any]],
+    epoch: int,
+    stopped: bool,
+) -> None:
+    opt_tensors, opt_meta = _pack_optimizer(opt)
+    tensors = {f"model.{k}": v for k, v in model.trainable_state_dict().items()}
+    tensors.update(opt_tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {
+        "format": STATE_FORMAT,
+        "epoch": epoch,
+        "stopped": stopped,
+        "optimizer": opt_meta,
+        "scheduler": sched.state_dict() if sched is not None else None,
+        "stopper": stopper.state(),
+        "history": history,
+    }
+    _save_tensors(output / LAST, tensors, meta)
+
+
+def _log_epoch(writer: Any, record: dict[str, Any]) -> None:
+    if writer is None:
+        return
+    epoch = record["epoch"]
+    for k, v in record["train"].items():
+        writer.add_scalar(f"train/{k}", v, epoch)
+    for k, v in record.get("validation", {}).items():
+        if isinstance(v, float) and math.isfinite(v):
+            writer.add_scalar(f"validation/{k}", v, epoch)
+    for k, v in record["lr"].items():
+        writer.add_scalar(f"lr/{k}", v, epoch)
+    writer.add_scalar("time/epoch_seconds", record["seconds"], epoch)
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _json_safe(obj.item())
+    return obj
+
+
+def _final_evaluation(
+    cfg: TrainConfig,
+    output: Path,
+    model: EncoderWithHead,
+    encoder: LoadedEncoder,
+    data: RunData,
+    device: torch.device,
+    info: D.DistInfo,
+    stopper: EarlyStopper,
+    history: list[dict[str, Any]],
+) -> TrainResult:
+    best_path = output / "head" / "model.safetensors"
+    D.barrier(info)
+    if not best_path.exists():
+        raise InvalidInputError(
+            f"{output}: no best checkpoint was saved (the monitored metric {cfg.stop.monitor!r} was never "
+            "finite); check the data and the learning rate"
+        )
+    tensors, _ = _read_tensors(best_path)
+    model.load_trainable_state_dict(tensors)
+    results: dict[str, dict[str, float]] = {}
+    for name in ("validation", "test"):
+        metrics, preds = evaluate_split(model, data.splits[name], device, cfg, info)
+        results[name] = metrics
+        if info.is_main:
+            _write_predictions(output / "predictions" / f"{name}.json", data, name, preds)
+    if info.is_main:
+        metrics_doc = {
+            "task": cfg.task,
+            "mode": cfg.mode,
+            "monitor": cfg.stop.monitor,
+            "best_epoch": stopper.best_epoch,
+            "best_value": stopper.best,
+            "epochs_run": len(history),
+            "validation": results["validation"],
+            "test": results["test"],
+            "n_models": {k: len(v) for k, v in data.splits.items()},
+            "missing_targets": data.missing,
+            "overlap": data.overlap,
+            "representation_cache": data.cache,
+            "world_size": info.world_size,
+            "history": history,
+            "library_versions": library_versions(),
+        }
+        atomic_write_json(output / "metrics.json", _json_safe(metrics_doc))
+    return TrainResult(
+        output, stopper.best_epoch, len(history), results["validation"], results["test"], history
+    )
+
+
+def _write_predictions(path: Path, data: RunData, split: str, preds: dict[str, np.ndarray]) -> None:
+    from zooprobe.heads.evaluate import metric_space_targets
+
+    sd = data.splits[split]
+    truth = metric_space_targets(data.spec, sd.targets)
+    doc = {
+        "split": split,
+        "model_ids": [str(x) for x in sd.meta["model_id"]],
+        "targets": {
+            t.name: {
+                "kind": t.kind,
+                "classes": list(t.classes),
+                "log10": t.log10,
+                "true": truth[t.name].tolist(),
+                "predicted": np.asarray(preds[t.name]).tolist(),
+            }
+            for t in data.spec.targets
+        },
+    }
+    atomic_write_json(path, _json_safe(doc))
+
+
+__all__ = ["EarlyStopper", "TrainResult", "evaluate_split", "head_config", "predict_split", "train"]
