@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
+
+if TYPE_CHECKING:
+    from hub_server import HubServer
 
 torch.set_num_threads(2)
 
@@ -30,6 +35,20 @@ def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     report = build_zoo(ZooConfig(preset="tiny"), root, progress=False)
     assert report.finalized
     return root
+
+
+@pytest.fixture
+def hub_server() -> Iterator[HubServer]:
+    """A loopback Hugging Face Hub (tests/hub_server.py) on 127.0.0.1, stopped after the test.
+
+    It has ``.endpoint`` (give it to a client process as ``HF_ENDPOINT``), ``.token`` (write) and
+    ``.read_token``, fault switches ``fail_commits(n, repo_id)`` / ``stall_commits(seconds, n, repo_id)``,
+    and the stored repos (``files``, ``head``, ``history``, ``requests``).
+    """
+    from hub_server import HubServer
+
+    with HubServer() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace, set_parsin
 from . import __version__
 from .encoder.cli import add_encoder_commands, run_encoder_command
 from .errors import ZooprobeError
+from .hub import add_push_arguments, check_push_arguments, push_cli_output
 from .training.cli import add_training_commands, run_training_command
 from .zoo.space import ZooConfig
 
@@ -64,6 +65,7 @@ def build_parser() -> ArgumentParser:
         "--overwrite", type=bool, default=False, help="Delete what OUTPUT holds and start over."
     )
     build.add_argument("--progress", type=bool, default=True, help="Show a progress bar.")
+    add_push_arguments(build, "zoo")
     zs.add_subcommand("build", build, help="Generate a zoo (resumable, shardable).")
 
     merge = _parser("Merge shard folders built with the same configuration into one zoo.")
@@ -146,6 +148,7 @@ def _run(cfg: Namespace) -> int:
         from .zoo.store import Zoo
         from .zoo.summary import print_summary
 
+        check_push_arguments(ns)
         report = build_zoo(
             _zoo_config(ns),
             ns.output,
@@ -157,6 +160,17 @@ def _run(cfg: Namespace) -> int:
         console.print(report.summary())
         if report.finalized:
             print_summary(Zoo.open(ns.output), console)
+        if ns.push_to_hub and not report.finalized:
+            raise ZooprobeError("--push_to_hub: the zoo is not finished (a --shard build?); merge it first")
+        push_cli_output(
+            ns,
+            ns.output,
+            repo_type="dataset",
+            what="zoo",
+            console=console,
+            ignore_patterns=[".parts/", ".zooprobe-writing", "*.tmp"],
+            delete_patterns=["data/**"],  # no stale shard of an earlier push may stay next to the new ones
+        )
         return 0
     if action == "merge":
         from .zoo.build import merge_zoo

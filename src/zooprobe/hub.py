@@ -4,13 +4,19 @@ Everything downstream reads a local folder. A Hub repo id is first snapshotted i
 cache (``snapshot_download``; with ``HF_HUB_OFFLINE=1`` only cached snapshots are used). A string that
 names an existing folder is always that folder; a string that looks like a path but does not exist is an
 error, never silently sent to the Hub as a repo id.
+
+The other direction, `push_folder`, uploads a finished local folder (a zoo, an encoder) to a Hub repo in
+one commit. huggingface_hub reads ``HF_ENDPOINT``, ``HF_HUB_OFFLINE`` and ``HF_HOME`` when it is imported:
+set them before the first import.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from .errors import ZooprobeError
 
@@ -62,14 +68,338 @@ def _snapshot(repo_id: str, repo_type: str, revision: str | None, kind: str) -> 
     except GatedRepoError as e:
         raise ZooprobeError(f"{kind}: no permission to read {where} (log in or pass a token)") from e
     except RepositoryNotFoundError as e:
+        from huggingface_hub import get_token
+
+        hint = (
+            "if it is private, the token in use has no access to it"
+            if get_token()
+            else "if it is private, log in (`hf auth login`) or set HF_TOKEN: no token was found"
+        )
         raise ZooprobeError(
-            f"{kind}: {where} not found on the Hub (and no local folder {repo_id!r}); "
-            "check the id, or log in if it is private"
+            f"{kind}: {where} not found on the Hub (and no local folder {repo_id!r}); check the id; {hint}"
         ) from e
     except LocalEntryNotFoundError as e:
+        from huggingface_hub import constants
+
+        why = (
+            "offline mode is on (HF_HUB_OFFLINE=1)"
+            if getattr(constants, "HF_HUB_OFFLINE", False)
+            else "the Hub cannot be reached (no network, or the Hub failed)"
+        )
         raise ZooprobeError(
-            f"{kind}: {where} is not in the local cache and the Hub cannot be reached "
-            "(offline mode or no network); download it once with network access"
+            f"{kind}: {where} is not in the local cache and {why}; download it once with network access"
         ) from e
     except HfHubHTTPError as e:
         raise ZooprobeError(f"{kind}: could not fetch {where}: {e}") from e
+
+
+# ---------------------------------------------------------------------------------------------- pushing
+#: Never uploaded: version-control and Hugging Face cache folders (as `HfApi.upload_folder` skips them).
+ALWAYS_IGNORED: tuple[str, ...] = (".git", ".git/*", "*/.git", "**/.git/**")
+ALWAYS_IGNORED += (
+    ".cache/huggingface",
+    ".cache/huggingface/*",
+    "*/.cache/huggingface",
+    "**/.cache/huggingface/**",
+)
+DEFAULT_PUSH_TIMEOUT = 300.0
+
+
+def repo_url(repo_id: str, repo_type: Literal["model", "dataset"]) -> str:
+    """Web address of a repo on the configured Hub endpoint (``HF_ENDPOINT``, default huggingface.co)."""
+    from huggingface_hub import constants
+
+    return f"{constants.ENDPOINT}/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
+
+
+def folder_files(
+    folder: str | Path,
+    allow_patterns: str | list[str] | None = None,
+    ignore_patterns: str | list[str] | None = None,
+) -> list[str]:
+    """Relative POSIX paths of the files `push_folder` would upload from `folder`, sorted.
+
+    Patterns are fnmatch patterns on the relative path (``*`` also matches ``/``; a pattern ending in ``/``
+    matches everything under that folder); `ALWAYS_IGNORED` is always added to `ignore_patterns`.
+    """
+    from huggingface_hub.utils import filter_repo_objects
+
+    root = Path(folder).expanduser()
+    ignore = [ignore_patterns] if isinstance(ignore_patterns, str) else list(ignore_patterns or [])
+    paths = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    return list(
+        filter_repo_objects(paths, allow_patterns=allow_patterns, ignore_patterns=[*ignore, *ALWAYS_IGNORED])
+    )
+
+
+def push_folder(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    repo_type: Literal["model", "dataset"],
+    commit_message: str,
+    private: bool = False,
+    revision: str | None = None,
+    token: str | None = None,
+    allow_patterns: str | list[str] | None = None,
+    ignore_patterns: str | list[str] | None = None,
+    delete_patterns: str | list[str] | None = None,
+    timeout: float | None = DEFAULT_PUSH_TIMEOUT,
+) -> str:
+    """Upload a local folder to a Hub repo in one commit; returns the new commit's sha.
+
+    The repo is created if missing (``private`` applies only then: an existing repo keeps its visibility,
+    and a ``private=True`` push to an existing public repo is refused). ``revision`` names a branch, created
+    from main if missing (default: main). Every file of `folder` selected by `folder_files`
+    (``allow_patterns`` / ``ignore_patterns``) is uploaded; remote files matching ``delete_patterns`` that
+    the upload does not contain are deleted in the same commit (``.gitattributes`` is always kept), so e.g.
+    ``delete_patterns="data/**"`` leaves no stale shard of an earlier push behind. Files whose content is
+    already on the Hub are skipped, so pushing the same folder again is safe (it creates no new commit and
+    returns the current head).
+
+    One commit, never split: this goes through ``HfApi.create_commit`` rather than ``upload_folder``, which
+    (with ``hf_xet`` installed) splits large folders into several commits and splits and retries a failed
+    commit, leaving partial states on the Hub.
+
+    The token is `token`, else what huggingface_hub finds itself (``HF_TOKEN``, the saved login). It is only
+    sent to the Hub: never printed, logged, written to a file or put into an error message.
+
+    ``timeout`` (seconds, None: wait forever) bounds how long one request may wait for an answer; while the
+    push runs it is set on huggingface_hub's shared HTTP client (downloads pass their own timeouts).
+
+    The local folder is only read, whatever happens. Errors are `ZooprobeError` with what went wrong and
+    what to do: not logged in, token rejected, no permission, repo or branch not found, server error
+    (retry), timeout (the commit may still land: check, then retry), Hub unreachable, offline mode.
+    """
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants, get_token
+    from huggingface_hub.utils import filter_repo_objects
+
+    from . import __version__
+
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise ZooprobeError(f"push: {str(folder)!r} is not a folder")
+    if not REPO_ID.match(repo_id) or repo_id.count("/") != 1:
+        raise ZooprobeError(f"push: {repo_id!r} is not a Hub repo id of the form OWNER/NAME")
+    if repo_type not in ("model", "dataset"):
+        raise ZooprobeError(f"push: repo_type must be 'model' or 'dataset', got {repo_type!r}")
+    if timeout is not None and not timeout > 0:
+        raise ZooprobeError(f"push: timeout must be a positive number of seconds or None, got {timeout!r}")
+    if getattr(constants, "HF_HUB_OFFLINE", False):
+        raise ZooprobeError("push: offline mode is on (HF_HUB_OFFLINE=1); unset it to push to the Hub")
+    files = folder_files(root, allow_patterns, ignore_patterns)
+    if not files:
+        raise ZooprobeError(f"push: no files to upload in {root} (after the allow/ignore patterns)")
+    secret = token or get_token()
+    if not secret:
+        raise ZooprobeError(
+            "push: no Hugging Face token found; pass a token (--token), set HF_TOKEN, or log in once "
+            "with `hf auth login`"
+        )
+    where = f"{repo_type} repo {repo_id!r}" + (f" (branch {revision!r})" if revision else "")
+    try:
+        with _request_timeout(timeout):
+            api = HfApi(token=secret, library_name="zooprobe", library_version=__version__)
+            api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+            if private and not api.repo_info(repo_id, repo_type=repo_type).private:
+                raise ZooprobeError(
+                    f"push: a private push was asked for, but {where} already exists and is public; nothing "
+                    "was uploaded (make the repo private on the Hub first, or push to another repo)"
+                )
+            if revision is not None and revision != "main":
+                api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
+            operations: list[CommitOperationAdd | CommitOperationDelete] = []
+            if delete_patterns is not None:
+                remote = api.list_repo_files(repo_id, repo_type=repo_type, revision=revision)
+                keep = {*files, ".gitattributes"}
+                operations += [
+                    CommitOperationDelete(path_in_repo=path, is_folder=False)
+                    for path in filter_repo_objects(remote, allow_patterns=delete_patterns)
+                    if path not in keep
+                ]
+            operations += [
+                CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(root / rel)) for rel in files
+            ]
+            info = api.create_commit(
+                repo_id,
+                operations,
+                commit_message=commit_message,
+                repo_type=repo_type,
+                revision=revision,
+            )
+    except ZooprobeError:
+        raise
+    except Exception as e:
+        error = _push_error(e, where, repo_id, repo_type, timeout)
+        if error is None:
+            raise
+        message = _scrub(str(error), secret)
+        if message != str(error) or secret in str(e):  # never chain an exception that shows the token
+            raise ZooprobeError(message) from None
+        raise error from e
+    return str(info.oid)
+
+
+def _scrub(text: str, secret: str) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+def _class_names(e: BaseException) -> set[str]:
+    return {cls.__name__ for cls in type(e).__mro__}
+
+
+def _push_error(
+    e: Exception, where: str, repo_id: str, repo_type: Literal["model", "dataset"], timeout: float | None
+) -> ZooprobeError | None:
+    """The `ZooprobeError` for an exception raised while pushing (None: not a known Hub failure)."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    unchanged = "the local folder was not changed"
+    names = _class_names(e)
+    if isinstance(e, OfflineModeIsEnabled):
+        return ZooprobeError("push: offline mode is on (HF_HUB_OFFLINE=1); unset it to push to the Hub")
+    if isinstance(e, GatedRepoError):
+        return ZooprobeError(f"push: no permission to write to {where} (gated repo); {unchanged}")
+    if isinstance(e, RepositoryNotFoundError):
+        return ZooprobeError(
+            f"push: {where} was not found or the token has no access to it (check the id and that the token "
+            f"belongs to an account that can write to {repo_id.split('/')[0]!r}); {unchanged}"
+        )
+    if isinstance(e, RevisionNotFoundError):
+        return ZooprobeError(f"push: the branch of {where} was not found; {unchanged}")
+    if isinstance(e, HfHubHTTPError) and e.response is not None:
+        status = e.response.status_code
+        detail = (e.server_message or "").strip().splitlines()[:1]
+        said = f" (the Hub said: {detail[0]})" if detail else ""
+        if status == 401:
+            return ZooprobeError(
+                f"push: the Hub rejected the token (invalid or expired){said}; log in again with "
+                f"`hf auth login`, set HF_TOKEN or pass another token; {unchanged}"
+            )
+        if status == 403:
+            return ZooprobeError(
+                f"push: no permission to write to {where}{said}: use a token with write access to "
+                f"{repo_id.split('/')[0]!r}; {unchanged}"
+            )
+        if status in (409, 412):
+            return ZooprobeError(f"push: {where} changed while pushing{said}; {unchanged}, retry")
+        if status == 429:
+            return ZooprobeError(f"push: the Hub is rate limiting requests{said}; {unchanged}, retry later")
+        if status >= 500:
+            return ZooprobeError(
+                f"push: the upload to {where} failed: the Hub answered HTTP {status} (server error), so no "
+                f"commit was made; nothing was changed locally, retry"
+            )
+        return ZooprobeError(f"push: the upload to {where} failed with HTTP {status}{said}; {unchanged}")
+    if isinstance(e, TimeoutError) or any("Timeout" in n for n in names):
+        limit = f"within {timeout:g} s" if timeout is not None else "in time"
+        return ZooprobeError(
+            f"push: the upload to {where} timed out: no answer from the Hub {limit}. "
+            f"{unchanged.capitalize()}; the commit may still land on the Hub: check "
+            f"{repo_url(repo_id, repo_type)} and retry (pushing the same folder again is safe: files "
+            "already there are skipped)"
+        )
+    if isinstance(e, ConnectionError) or names & {"ConnectError", "NetworkError", "TransportError"}:
+        return ZooprobeError(
+            f"push: cannot reach the Hub at {constants.ENDPOINT} ({type(e).__name__}); check the network "
+            f"(or HF_ENDPOINT) and retry; {unchanged}"
+        )
+    if isinstance(e, ValueError) and "README.md" in str(e):
+        return ZooprobeError(f"push: the Hub rejected the README.md metadata of the folder: {e}")
+    return None
+
+
+@contextmanager
+def _request_timeout(seconds: float | None) -> Iterator[None]:
+    """Set `seconds` as the default timeout of huggingface_hub's shared HTTP client for the block."""
+    if seconds is None:
+        yield
+        return
+    from huggingface_hub.utils import get_session
+
+    session = get_session()
+    previous = getattr(session, "timeout", None)
+    session.timeout = seconds
+    try:
+        yield
+    finally:
+        session.timeout = previous
+
+
+# ---------------------------------------------------------------------------------------------- CLI glue
+def add_push_arguments(parser: Any, what: str) -> None:
+    """Add ``--push_to_hub OWNER/NAME``, ``--private`` and ``--token`` to a jsonargparse parser."""
+    from jsonargparse.typing import SecretStr
+
+    parser.add_argument(
+        "--push_to_hub",
+        type=str | None,
+        default=None,
+        help=f"After a successful run, upload the finished {what} folder to this Hub repo (OWNER/NAME) in "
+        "one commit; the repo is created if missing.",
+    )
+    parser.add_argument(
+        "--private", type=bool, default=False, help="Create the Hub repo as private (if it does not exist)."
+    )
+    parser.add_argument(
+        "--token",
+        type=SecretStr | None,
+        default=None,
+        help="Hugging Face token for --push_to_hub (default: HF_TOKEN or the saved `hf auth login`; "
+        "prefer those: a command-line token is visible to other users of the machine).",
+    )
+
+
+def push_cli_output(
+    ns: Any,
+    folder: Path,
+    *,
+    repo_type: Literal["model", "dataset"],
+    what: str,
+    console: Any,
+    ignore_patterns: list[str] | None = None,
+    delete_patterns: list[str] | None = None,
+) -> str | None:
+    """Push `folder` if ``ns.push_to_hub`` is set (see `add_push_arguments`); returns the commit sha."""
+    if not ns.get("push_to_hub"):
+        return None
+    from . import __version__
+
+    secret = ns.get("token")
+    sha = push_folder(
+        folder,
+        ns.push_to_hub,
+        repo_type=repo_type,
+        private=bool(ns.get("private")),
+        token=secret.get_secret_value() if secret is not None else None,
+        commit_message=f"Upload {what} with zooprobe {__version__}",
+        ignore_patterns=ignore_patterns,
+        delete_patterns=delete_patterns,
+    )
+    console.print(f"{what} pushed to {repo_url(ns.push_to_hub, repo_type)} (commit {sha})", highlight=False)
+    return sha
+
+
+def check_push_arguments(ns: Any) -> None:
+    """Fail fast, before a long run, on a ``--push_to_hub`` that cannot work (bad id, no token, offline)."""
+    repo_id = ns.get("push_to_hub")
+    if not repo_id:
+        return
+    if not REPO_ID.match(repo_id) or repo_id.count("/") != 1:
+        raise ZooprobeError(f"--push_to_hub: {repo_id!r} is not a Hub repo id of the form OWNER/NAME")
+    from huggingface_hub import constants, get_token
+
+    if getattr(constants, "HF_HUB_OFFLINE", False):
+        raise ZooprobeError("--push_to_hub: offline mode is on (HF_HUB_OFFLINE=1); unset it to push")
+    if ns.get("token") is None and not get_token():
+        raise ZooprobeError(
+            "--push_to_hub: no Hugging Face token found; pass --token, set HF_TOKEN, or log in once with "
+            "`hf auth login`"
+        )

@@ -14,6 +14,7 @@ from typing import Any
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from zooprobe.encoder.pretrain import PretrainConfig
+from zooprobe.hub import add_push_arguments, check_push_arguments, push_cli_output
 
 
 def _parser(description: str) -> ArgumentParser:
@@ -45,6 +46,7 @@ def add_encoder_commands(top_subcommands: Any) -> ArgumentParser:
         "--resume", type=bool, default=True, help="Continue a run found in OUTPUT (False: start over)."
     )
     pretrain.add_argument("--progress", type=bool, default=True, help="Show a progress bar.")
+    add_push_arguments(pretrain, "encoder")
     actions.add_subcommand("pretrain", pretrain, help="Pretrain an encoder (resumable).")
 
     bench = _parser(
@@ -78,8 +80,9 @@ def run_encoder_command(ns: Namespace, console: Any) -> int:
     action = ns.action
     sub = ns[action]
     if action == "pretrain":
-        from zooprobe.encoder.pretrain import pretrain_encoder, training_history
+        from zooprobe.encoder.pretrain import LAST_DIR, STATE_FILE, TB_DIR, pretrain_encoder, training_history
 
+        check_push_arguments(sub)
         out = pretrain_encoder(
             _pretrain_config(sub), sub.zoo, sub.output, resume=sub.resume, progress=sub.progress
         )
@@ -90,6 +93,15 @@ def run_encoder_command(ns: Namespace, console: Any) -> int:
             f"encoder written to {out} (best epoch {best.get('epoch')}, "
             f"loss {best.get('val_loss', best.get('train_loss', float('nan'))):.4f}; "
             f"{last.get('epoch', 0)} epoch(s) trained); TensorBoard logs in {out / 'tb'}"
+        )
+        push_cli_output(  # the encoder and its TensorBoard logs; not the resumable training state
+            sub,
+            out,
+            repo_type="model",
+            what="encoder",
+            console=console,
+            ignore_patterns=[f"{LAST_DIR}/", STATE_FILE, "*.tmp"],
+            delete_patterns=[f"{TB_DIR}/**"],  # logs of an earlier push would mix into the training curves
         )
         return 0
     if action == "bench":
