@@ -49,9 +49,25 @@ def add_training_commands(top: Any) -> None:
     evaluate.add_argument("--zoo", type=str | None, default=None, help="Evaluate on another zoo's split.")
     top.add_subcommand("evaluate", evaluate, help="Evaluate a trained head.")
 
-    bench = ArgumentParser(description="Benchmarks of head training.")
-    top.add_subcommand("bench", bench, help="Benchmarks: heads.")
-    bs = bench.add_subcommands(dest="what")
+    bench = _parser(
+        "Without a subcommand: every task and target of a zoo for frozen head, fine-tuned head, weight "
+        "statistics + LightGBM, weight statistics + ridge/logistic, the mean/majority floor and (accuracy) "
+        "hyperparameters + LightGBM, on identical splits: a markdown table (terminal and OUTPUT/bench.md), "
+        "OUTPUT/bench.json, plots. `zooprobe bench heads`: the head-training benchmark."
+    )
+    bench.add_argument("--zoo", type=str, default="builtin:bench", help="Zoo (default: the bench zoo).")
+    bench.add_argument("--encoder", type=str, default="default", help="Encoder folder or Hub id.")
+    bench.add_argument("--output", type=Path, default=Path("bench"), help="Folder for results and runs.")
+    bench.add_argument("--finetune_epochs", type=int, default=10, help="Epochs of each fine-tuning run.")
+    bench.add_argument("--tasks", type=list[str], default=["patterns", "accuracy", "hyperparameters"])
+    bench.add_argument(
+        "--methods",
+        type=list[str],
+        default=["frozen", "finetune", "stats+gbm", "stats+linear", "floor", "hparams+gbm"],
+    )
+    bench.add_argument("--progress", type=bool, default=True, help="Show progress bars.")
+    top.add_subcommand("bench", bench, help="Benchmarks: heads vs baselines (table), heads.")
+    bs = bench.add_subcommands(dest="what", required=False)
     heads = _parser(
         "Seconds per epoch of frozen head training with and without the representation cache, peak memory "
         "of frozen vs fine-tuning steps, and test metrics of all three heads, frozen and fine-tuned."
@@ -136,6 +152,28 @@ def run_training_command(cfg: Namespace, console: Any) -> int:
         if ns.json is not None:
             doc = dc.asdict(result) | {"cache_ratio": result.cache_ratio}
             atomic_write_json(ns.json, json.loads(json.dumps(doc, default=str)))
+        return 0
+    if cfg.command == "bench" and not cfg.bench.get("what"):
+        from zooprobe.baselines.compare import METHODS, compare
+
+        ns = cfg.bench
+        unknown = sorted(set(ns.methods) - set(METHODS))
+        if unknown:
+            from zooprobe.errors import ConfigError
+
+            raise ConfigError(f"--methods: unknown {unknown}; choose from {list(METHODS)}")
+        result = compare(
+            ns.zoo,
+            ns.encoder,
+            ns.output,
+            tasks=tuple(ns.tasks),
+            methods=tuple(ns.methods),
+            finetune_epochs=ns.finetune_epochs,
+            progress=ns.progress,
+        )
+        for line in [*result.table(), "", *result.quality()]:
+            console.print(line, markup=False, soft_wrap=True)
+        console.print(f"written: {ns.output / 'bench.md'}, {ns.output / 'bench.json'}, {ns.output / 'plots'}")
         return 0
     raise AssertionError(f"unhandled command {cfg.command}")
 

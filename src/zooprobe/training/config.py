@@ -94,6 +94,9 @@ class TrainConfig:
     """Fine-tuning: the encoder's learning rate as a fraction of the head's."""
     unfreeze_top_layers: int | None = None
     """Fine-tuning: train only the top k encoder blocks (None: all of them)."""
+    init_from: str | None = None
+    """Initialize the head from a finished run folder's best head (same task, targets and head
+    architecture): e.g. fine-tune starting from a frozen run's head (linear probing, then fine-tuning)."""
     augment: bool = False
     """Fine-tuning: function-preserving neuron permutations and multiplicative noise on training models."""
     noise_sigma: float = 0.05

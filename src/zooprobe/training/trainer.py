@@ -378,6 +378,8 @@ def train(
         unfreeze_top_layers=cfg.unfreeze_top_layers,
         encode_batch_size=cfg.encode_batch_size,
     ).to(device)
+    if cfg.init_from:
+        _init_head(model, Path(cfg.init_from))
     opt = torch.optim.AdamW(model.param_groups(cfg.optim.lr, cfg.optim.weight_decay))
     group_names = [g["name"] for g in opt.param_groups]
     train_split = data.splits["train"]
@@ -529,6 +531,21 @@ def train(
         writer.close()
     D.barrier(info)
     return result
+
+
+def _init_head(model: EncoderWithHead, run_dir: Path) -> None:
+    """Load the best head of a finished run into `model.head` (strict; same task, targets, architecture)."""
+    from zooprobe.heads.io import head_folder, read_head_config
+
+    folder = head_folder(run_dir)
+    config = read_head_config(folder)
+    if config["task"] != model.head.spec.to_dict() or config["head"] != model.head.config.to_dict():
+        raise ConfigError(
+            f"init_from {run_dir}: its head predicts other targets or has another architecture than this "
+            "run's head"
+        )
+    tensors, _ = _read_tensors(folder / "model.safetensors")
+    model.head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")}, strict=True)
 
 
 def _save_best(

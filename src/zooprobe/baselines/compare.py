@@ -1,0 +1,321 @@
+"""``zooprobe bench``: heads against the baselines a user would pick instead, on identical splits.
+
+For every task and target of a zoo (default: the bench zoo), in one run:
+
+- ``frozen``: a head trained on the frozen encoder's cached representations;
+- ``finetune``: the same head fine-tuned end to end (initialized from the frozen head: linear probing
+  first, then fine-tuning, the usual recipe against feature distortion);
+- ``stats+gbm``: weight-statistics features (`zooprobe.baselines.features`) + LightGBM early-stopped on
+  the validation split;
+- ``stats+linear``: the same features + ridge (continuous) or logistic regression (classes);
+- ``floor``: the train mean or majority class;
+- ``hparams+gbm`` (accuracy only): LightGBM on the training hyperparameters themselves, an upper reference
+  that needs metadata users usually lack.
+
+Every method sees the zoo's own train/validation/test splits (by model); validation is used for early
+stopping and model selection only; every number is on the test split, scored by the same evaluator
+(`zooprobe.heads.evaluate`). Output: a markdown table (terminal and ``OUTPUT/bench.md``), every number in
+``OUTPUT/bench.json``, bar charts in ``OUTPUT/plots/``, and the head runs in ``OUTPUT/runs/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zooprobe.heads.evaluate import evaluate_predictions, lower_is_better
+from zooprobe.heads.targets import TargetArrays, TaskSpec, build_task_spec, target_arrays
+from zooprobe.training.config import OptimConfig, StopConfig, TrainConfig
+from zooprobe.utils import atomic_write_json, atomic_write_text
+
+TASKS = ("patterns", "accuracy", "hyperparameters")
+METHODS = ("frozen", "finetune", "stats+gbm", "stats+linear", "floor", "hparams+gbm")
+#: Columns the hyperparameters-as-input reference reads (those present in the zoo are used).
+HPARAM_COLUMNS = (
+    "optimizer",
+    "learning_rate",
+    "weight_decay",
+    "activation",
+    "init",
+    "dropout",
+    "batch_size",
+    "epochs",
+    "family",
+    "depth",
+    "width",
+    "has_batch_norm",
+    "has_layer_norm",
+    "has_residual",
+    "dataset",
+)
+#: The issue's quality targets: (task, metric) where the fine-tuned head should at least match stats+gbm.
+QUALITY_TARGETS = (
+    ("accuracy", "r2"),
+    ("accuracy", "kendall_tau"),
+    ("hyperparameters", "learning_rate/r2"),
+    ("hyperparameters", "weight_decay/r2"),
+    ("hyperparameters", "optimizer/accuracy"),
+    ("hyperparameters", "activation/accuracy"),
+)
+
+
+@dataclass
+class CompareResult:
+    zoo: str
+    encoder: str
+    n_models: dict[str, int] = field(default_factory=dict)
+    metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    """task -> method -> metric -> value (test split)."""
+    seconds: dict[str, dict[str, float]] = field(default_factory=dict)
+    """task -> method -> wall seconds (features are timed once, in ``featurize``)."""
+    featurize_seconds: float = math.nan
+
+    def table(self) -> list[str]:
+        return comparison_table(self)
+
+    def quality(self) -> list[str]:
+        lines = ["fine-tuned head vs stats+gbm (target: at least match):"]
+        for task, metric in QUALITY_TARGETS:
+            ft = self.metrics.get(task, {}).get("finetune", {}).get(metric, math.nan)
+            gbm = self.metrics.get(task, {}).get("stats+gbm", {}).get(metric, math.nan)
+            if math.isnan(ft) or math.isnan(gbm):
+                verdict = "not measured"
+            else:
+                verdict = "met" if ft >= gbm else f"missed by {gbm - ft:.3f}"
+            lines.append(f"  {task} {metric}: fine-tuned {ft:.3f} vs stats+gbm {gbm:.3f}: {verdict}")
+        return lines
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "zoo": self.zoo,
+            "encoder": self.encoder,
+            "n_models": self.n_models,
+            "featurize_seconds": self.featurize_seconds,
+            "metrics": self.metrics,
+            "seconds": self.seconds,
+        }
+
+
+def _rows_for(task: str, spec: TaskSpec) -> list[str]:
+    if task == "patterns":
+        rows = [f"f1/{n}" for n in spec.names] + [f"roc_auc/{n}" for n in spec.names]
+        return [*rows, "macro_f1", "macro_roc_auc", "subset_accuracy"]
+    if task == "accuracy":
+        return ["r2", "kendall_tau", "mae"]
+    rows = []
+    for t in spec.targets:
+        rows += (
+            [f"{t.name}/r2", f"{t.name}/kendall_tau", f"{t.name}/mae"]
+            if t.kind == "continuous"
+            else [
+                f"{t.name}/accuracy",
+                f"{t.name}/macro_f1",
+            ]
+        )
+    return [*rows, "score"]
+
+
+def comparison_table(result: CompareResult) -> list[str]:
+    lines = []
+    for task, by_method in result.metrics.items():
+        methods = [m for m in METHODS if m in by_method]
+        spec_rows = result.metrics[task].get("_rows", {})
+        rows = list(spec_rows) if spec_rows else sorted(next(iter(by_method.values())))
+        lines += [
+            f"### {task}",
+            "",
+            "| metric | " + " | ".join(methods) + " |",
+            "|---" * (len(methods) + 1) + "|",
+        ]
+        for row in rows:
+            values = [by_method[m].get(row, math.nan) for m in methods]
+            finite = [v for v in values if isinstance(v, float) and math.isfinite(v)]
+            best = (min(finite) if lower_is_better(row) else max(finite)) if finite else None
+            cells = []
+            for v in values:
+                text = "undefined" if not isinstance(v, float) or math.isnan(v) else f"{v:.3f}"
+                cells.append(f"**{text}**" if best is not None and v == best else text)
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+        secs = result.seconds.get(task, {})
+        lines.append("| wall seconds | " + " | ".join(f"{secs.get(m, math.nan):.1f}" for m in methods) + " |")
+        lines.append("")
+    lines.append(
+        f"(stats+* methods share {result.featurize_seconds:.1f} s of feature extraction, not included above)"
+    )
+    return lines
+
+
+# ------------------------------------------------------------------------------------------ baselines
+def _y(spec_target: Any, truth: np.ndarray) -> np.ndarray:
+    if spec_target.kind == "binary":
+        return np.where(np.isnan(truth), -1, truth).astype(np.int64)
+    return truth
+
+
+def _baseline_predictions(
+    method: str, spec: TaskSpec, x: dict[str, np.ndarray], truth: dict[str, dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    from zooprobe.baselines.models import fit_baseline
+
+    preds: dict[str, np.ndarray] = {}
+    for t in spec.targets:
+        kind = "continuous" if t.kind == "continuous" else t.kind
+        model = fit_baseline(
+            method,  # type: ignore[arg-type]
+            kind,  # type: ignore[arg-type]
+            x["train"],
+            _y(t, truth["train"][t.name]),
+            x["validation"],
+            _y(t, truth["validation"][t.name]),
+            n_classes=len(t.classes) if t.kind == "categorical" else None,
+        )
+        if t.kind == "continuous":
+            preds[t.name] = model.predict(x["test"])
+        elif t.kind == "binary":
+            preds[t.name] = model.predict_proba(x["test"])[:, 1]
+        else:
+            preds[t.name] = model.predict_proba(x["test"])
+    return preds
+
+
+def _head_predictions(run_dir: Path, spec: TaskSpec) -> dict[str, np.ndarray]:
+    doc = json.loads((run_dir / "predictions" / "test.json").read_text())
+    return {t.name: np.asarray(doc["targets"][t.name]["predicted"], dtype=np.float64) for t in spec.targets}
+
+
+# ------------------------------------------------------------------------------------------ bench
+def compare(
+    zoo: str = "builtin:bench",
+    encoder: str = "default",
+    output: str | Path = "bench",
+    *,
+    tasks: tuple[str, ...] = TASKS,
+    methods: tuple[str, ...] = METHODS,
+    frozen: TrainConfig | None = None,
+    finetune_epochs: int = 10,
+    progress: bool = True,
+) -> CompareResult:
+    """Run every method on every task of `zoo` (see the module docs); writes into `output`."""
+    from zooprobe.baselines.features import featurize
+    from zooprobe.baselines.models import MetadataEncoder
+    from zooprobe.encoder.io import load_encoder
+    from zooprobe.heads.evaluate import metric_space_targets
+    from zooprobe.training.trainer import train
+    from zooprobe.zoo.store import load_zoo
+
+    output = Path(output)
+    zoo_obj = load_zoo(zoo).final()
+    splits = {s: zoo_obj.split(s) for s in ("train", "validation", "test")}
+    metas = {s: v.metadata().reset_index(drop=True) for s, v in splits.items()}
+    result = CompareResult(zoo=zoo, encoder=encoder, n_models={s: len(v) for s, v in splits.items()})
+    loaded = load_encoder(encoder, progress=progress) if {"frozen", "finetune"} & set(methods) else None
+    x: dict[str, np.ndarray] = {}
+    if {"stats+gbm", "stats+linear"} & set(methods):
+        start = time.perf_counter()
+        x = {s: featurize(v.state_dicts(), progress=progress) for s, v in splits.items()}
+        result.featurize_seconds = time.perf_counter() - start
+    base = frozen or TrainConfig(optim=OptimConfig(epochs=300, batch_size=64), stop=StopConfig(patience=20))
+    base = replace(base, zoo=zoo, encoder=encoder)
+    for task in tasks:
+        spec = build_task_spec(task, metas["train"])
+        arrays: dict[str, TargetArrays] = {s: target_arrays(spec, metas[s]) for s in splits}
+        truth = {s: metric_space_targets(spec, arrays[s]) for s in splits}
+        result.metrics[task] = {"_rows": dict.fromkeys(_rows_for(task, spec), math.nan)}
+        result.seconds[task] = {}
+
+        def record(method: str, preds: dict[str, np.ndarray], seconds: float) -> None:
+            result.metrics[task][method] = evaluate_predictions(spec, arrays["test"], preds)  # noqa: B023
+            result.seconds[task][method] = seconds  # noqa: B023
+
+        runs = output / "runs"
+        if "frozen" in methods or "finetune" in methods:
+            cfg = replace(base, task=task, mode="frozen")  # type: ignore[arg-type]
+            start = time.perf_counter()
+            train(cfg, runs / f"{task}-frozen", encoder=loaded, zoo=load_zoo(zoo), progress=progress)
+            if "frozen" in methods:
+                record(
+                    "frozen", _head_predictions(runs / f"{task}-frozen", spec), time.perf_counter() - start
+                )
+        if "finetune" in methods:
+            cfg = replace(
+                base,
+                task=task,  # type: ignore[arg-type]
+                mode="finetune",
+                init_from=str(runs / f"{task}-frozen"),
+                optim=replace(base.optim, epochs=finetune_epochs, lr=base.optim.lr * 0.3),
+                stop=replace(base.stop, patience=max(2, finetune_epochs // 3)),
+            )
+            start = time.perf_counter()
+            train(cfg, runs / f"{task}-finetune", encoder=loaded, zoo=load_zoo(zoo), progress=progress)
+            record(
+                "finetune", _head_predictions(runs / f"{task}-finetune", spec), time.perf_counter() - start
+            )
+        for method in ("stats+gbm", "stats+linear"):
+            if method in methods:
+                start = time.perf_counter()
+                preds = _baseline_predictions(method.split("+")[1], spec, x, truth)
+                record(method, preds, time.perf_counter() - start)
+        if "floor" in methods:
+            start = time.perf_counter()
+            zeros = {s: np.zeros((len(metas[s]), 1)) for s in splits}
+            record("floor", _baseline_predictions("floor", spec, zeros, truth), time.perf_counter() - start)
+        if "hparams+gbm" in methods and task == "accuracy":
+            start = time.perf_counter()
+            cols = [c for c in HPARAM_COLUMNS if c in metas["train"].columns]
+            enc = MetadataEncoder(cols).fit(metas["train"])
+            hx = {s: enc.transform(metas[s]) for s in splits}
+            record("hparams+gbm", _baseline_predictions("gbm", spec, hx, truth), time.perf_counter() - start)
+    _write_outputs(result, output)
+    return result
+
+
+def _write_outputs(result: CompareResult, output: Path) -> None:
+    from zooprobe.training.trainer import _json_safe
+
+    output.mkdir(parents=True, exist_ok=True)
+    lines = ["# zooprobe bench", "", f"zoo `{result.zoo}`, encoder `{result.encoder}`, test split", ""]
+    lines += [*result.table(), "", *result.quality()]
+    atomic_write_text(output / "bench.md", "\n".join(lines) + "\n")
+    doc = result.to_dict()
+    doc["metrics"] = {t: {m: v for m, v in d.items() if m != "_rows"} for t, d in doc["metrics"].items()}
+    atomic_write_json(output / "bench.json", _json_safe(doc))
+    _plots(result, output / "plots")
+
+
+def _plots(result: CompareResult, folder: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for task, by_method in result.metrics.items():
+        methods = [m for m in METHODS if m in by_method]
+        rows = [
+            r for r in by_method.get("_rows", {}) if not r.startswith(("f1/", "roc_auc/")) and "mae" not in r
+        ]
+        if not rows or not methods:
+            continue
+        fig = Figure(figsize=(max(6, 1.2 * len(rows)), 4))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot(1, 1, 1)
+        width = 0.8 / len(methods)
+        for i, m in enumerate(methods):
+            vals = [by_method[m].get(r, math.nan) for r in rows]
+            ax.bar(
+                np.arange(len(rows)) + i * width, np.nan_to_num(np.asarray(vals, dtype=float)), width, label=m
+            )
+        ax.set_xticks(np.arange(len(rows)) + 0.4 - width / 2)
+        ax.set_xticklabels(rows, rotation=30, ha="right", fontsize=8)
+        ax.set_title(f"{task}: test metrics by method (undefined shown as 0)")
+        ax.axhline(0, color="black", linewidth=0.5)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(folder / f"{task}.png", dpi=100)
+
+
+__all__ = ["METHODS", "QUALITY_TARGETS", "CompareResult", "compare", "comparison_table"]
