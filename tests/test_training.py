@@ -299,3 +299,25 @@ def test_torchrun_two_processes_match_one(head_zoo: Path, head_encoder: Path, tm
     # Equal halves of each batch per rank average to the full-batch gradient: agreement to 1e-4.
     for key in ("loss", "mse", "mae", "r2", "kendall_tau"):
         assert b["test"][key] == pytest.approx(a["test"][key], abs=1e-4), key
+
+
+def test_head_with_weight_statistics_input(head_zoo: Path, head_encoder: Path, tmp_path: Path) -> None:
+    from zooprobe.baselines.features import featurize
+    from zooprobe.heads.modules import HeadConfig
+
+    out = tmp_path / "run"
+    cfg = _cfg(
+        head_zoo, head_encoder, head=HeadConfig(statistics=True), optim=OptimConfig(epochs=3, batch_size=8)
+    )
+    train(cfg, out, progress=False)
+    head = load_head(out)
+    train_feats = featurize(load_zoo(head_zoo).final().split("train").state_dicts())
+    # the standardization of the statistics was fitted on the train split and travels with the head
+    np.testing.assert_allclose(head.model.head.stats_mean.numpy(), train_feats.mean(0), rtol=1e-5, atol=1e-6)
+    test_zoo = load_zoo(head_zoo).final().split("test")
+    stored = json.loads((out / "predictions" / "test.json").read_text())["targets"]["test_accuracy"][
+        "predicted"
+    ]
+    np.testing.assert_allclose(
+        head.predict(test_zoo.state_dicts())["test_accuracy"], stored, rtol=1e-5, atol=1e-6
+    )

@@ -55,10 +55,15 @@ class LoadedHead:
         sds = list(state_dicts)
         raw: dict[str, list[np.ndarray]] = {t.name: [] for t in self.spec.targets}
         for s in range(0, len(sds), batch_size):
-            tms = [
-                self.model.loaded._tokenize_item(sd, s + j) for j, sd in enumerate(sds[s : s + batch_size])
-            ]
-            out = self.model(tokenized=tms)
+            chunk = sds[s : s + batch_size]
+            tms = [self.model.loaded._tokenize_item(sd, s + j) for j, sd in enumerate(chunk)]
+            extra = {}
+            if self.model.head.config.statistics:
+                from zooprobe.baselines.features import featurize
+
+                feats = featurize(chunk)
+                extra["stats"] = torch.as_tensor(feats, dtype=torch.float32, device=self.model.loaded.device)
+            out = self.model(tokenized=tms, extra=extra)
             for k, v in out.items():
                 raw[k].append(v.float().cpu().numpy())
         return self.model.head.predict({k: np.concatenate(v) for k, v in raw.items()})

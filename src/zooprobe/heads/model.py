@@ -108,11 +108,14 @@ class EncoderWithHead(nn.Module):
         self,
         tokenized: Sequence[TokenizedModel] | None = None,
         features: Mapping[str, torch.Tensor] | None = None,
+        extra: Mapping[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Raw head outputs from tokenized models (encoder runs) or from cached features (head only)."""
+        """Raw head outputs from tokenized models (encoder runs) or from cached features (head only);
+        `extra` adds inputs that do not come from the encoder (``stats``: weight statistics)."""
         if (tokenized is None) == (features is None):
             raise ConfigError("EncoderWithHead: pass exactly one of tokenized or features")
         inputs = dict(features) if features is not None else self.head_inputs(tokenized or [])
+        inputs.update(extra or {})
         return self.head(inputs)
 
     # ---------------------------------------------------------------- optimization

@@ -62,6 +62,10 @@ class HeadConfig:
     """Hyperparameter head: hidden size of each target's branch (0: a linear branch)."""
     input_norm: bool = True
     """LayerNorm on the head's input (representations of different encoders differ in scale)."""
+    statistics: bool = False
+    """Also give the head each model's weight-statistics features (`zooprobe.baselines.features`,
+    standardized with the train split's mean and std, which are saved with the head): the field's
+    strongest simple signal, given directly next to the encoder's representation."""
 
     def __post_init__(self) -> None:
         self.hidden_sizes = [int(h) for h in self.hidden_sizes]
@@ -135,6 +139,14 @@ class Head(nn.Module):
             AttentionPooling(in_dim, config.attention_queries) if config.pooling == "attention" else None
         )
         feat_dim = self.pool.out_dim if self.pool is not None else in_dim
+        if config.statistics:
+            from zooprobe.baselines.features import N_FEATURES
+
+            # standardization of the statistics, fitted on the train split (`set_statistics_normalization`);
+            # buffers, so they are saved and loaded strictly with the head's weights
+            self.register_buffer("stats_mean", torch.zeros(N_FEATURES))
+            self.register_buffer("stats_std", torch.ones(N_FEATURES))
+            feat_dim += N_FEATURES
         self.input_norm = nn.LayerNorm(feat_dim) if config.input_norm else nn.Identity()
         self.trunk, self.trunk_dim = mlp(feat_dim, config.hidden_sizes, config)
         self.outputs = self._build_outputs()
@@ -142,12 +154,24 @@ class Head(nn.Module):
     def _build_outputs(self) -> nn.ModuleDict:
         return nn.ModuleDict({t.name: nn.Linear(self.trunk_dim, t.n_outputs) for t in self.spec.targets})
 
+    def set_statistics_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Standardization of the weight-statistics input (train split mean and std; std 0 -> 1)."""
+        self.stats_mean.copy_(mean)
+        self.stats_std.copy_(torch.where(std > 1e-12, std, torch.ones_like(std)))
+
     def features(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         if self.pool is not None:
             if "tokens" not in inputs:
                 raise ConfigError("this head pools attention over tokens: its inputs need per-token latents")
-            return self.pool(inputs["tokens"], inputs["token_mask"])
-        return inputs["pooled"]
+            x = self.pool(inputs["tokens"], inputs["token_mask"])
+        else:
+            x = inputs["pooled"]
+        if self.config.statistics:
+            if "stats" not in inputs:
+                raise ConfigError("this head reads weight statistics: its inputs need 'stats'")
+            z = ((inputs["stats"].to(x.dtype) - self.stats_mean) / self.stats_std).clamp(-10.0, 10.0)
+            x = torch.cat([x, z], dim=-1)
+        return x
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Raw outputs per target: binary logits [B], continuous values [B], class logits [B, C]."""

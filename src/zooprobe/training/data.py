@@ -43,6 +43,8 @@ class SplitData:
     reps: Representations | None = None
     tokenized: list[TokenizedModel] | None = None
     state_dicts: list[dict[str, torch.Tensor]] | None = None
+    stats: torch.Tensor | None = None
+    """Weight-statistics features [N, F] (heads with ``HeadConfig.statistics``)."""
 
     def __len__(self) -> int:
         return len(self.meta)
@@ -142,6 +144,12 @@ def prepare_data(
         missing[name] = count_missing(spec, targets)
         splits[name] = SplitData(name, view, meta, targets)
     cache_info: dict[str, Any] = {}
+    if cfg.head.statistics:
+        from zooprobe.baselines.features import featurize
+
+        for split in splits.values():
+            feats = featurize(_float32(split.zoo.state_dict(i)) for i in range(len(split)))
+            split.stats = torch.as_tensor(feats, dtype=torch.float32)
     if cfg.mode == "frozen":
         token_outputs = cfg.head.pooling == "attention"
         cache = RepresentationCache()
@@ -195,7 +203,17 @@ def split_features(
     if split.reps.tokens is not None:
         tokens, mask = pad_tokens([split.reps.tokens[i] for i in idx])
         out["tokens"], out["token_mask"] = tokens.to(device), mask.to(device)
+    out.update(split_extra(split, idx, device))
     return out
+
+
+def split_extra(
+    split: SplitData, index: np.ndarray | list[int], device: torch.device
+) -> dict[str, torch.Tensor]:
+    """Head inputs that do not come from the encoder (weight statistics), for the rows `index`."""
+    if split.stats is None:
+        return {}
+    return {"stats": split.stats[[int(i) for i in index]].to(device)}
 
 
 def split_targets(
@@ -215,6 +233,7 @@ __all__ = [
     "find_overlap",
     "prepare_data",
     "select_checkpoints",
+    "split_extra",
     "split_features",
     "split_targets",
 ]

@@ -46,7 +46,14 @@ from zooprobe.heads.modules import build_head
 from zooprobe.representations.cache import encoder_fingerprint
 from zooprobe.training import distributed as D
 from zooprobe.training.config import TrainConfig
-from zooprobe.training.data import RunData, SplitData, prepare_data, split_features, split_targets
+from zooprobe.training.data import (
+    RunData,
+    SplitData,
+    prepare_data,
+    split_extra,
+    split_features,
+    split_targets,
+)
 from zooprobe.utils import atomic_path, atomic_write_json, atomic_write_text, library_versions, progress_bar
 
 log = logging.getLogger(__name__)
@@ -162,17 +169,26 @@ def _inputs_for(
             raise InvalidInputError("frozen mode without representations")
         return {"features": split_features(split, index, device)}
     if split.tokenized is not None:
-        return {"tokenized": [split.tokenized[int(i)] for i in index]}
+        return {
+            "tokenized": [split.tokenized[int(i)] for i in index],
+            "extra": split_extra(split, index, device),
+        }
     from zooprobe.encoder.augment import noise_state_dict, permute_neurons
 
     assert split.state_dicts is not None
-    tms = []
+    tms, sds = [], []
     for i in index:
         sd = permute_neurons(split.state_dicts[int(i)], gen)
         if cfg.noise_sigma > 0:
             sd = noise_state_dict(sd, cfg.noise_sigma, gen)
         tms.append(model.loaded.tokenize(sd))
-    return {"tokenized": tms}
+        sds.append(sd)
+    extra = {}
+    if split.stats is not None:  # statistics of the augmented weights, as the head will see them
+        from zooprobe.baselines.features import featurize
+
+        extra["stats"] = torch.as_tensor(featurize(sds), dtype=torch.float32, device=device)
+    return {"tokenized": tms, "extra": extra}
 
 
 @torch.no_grad()
@@ -378,6 +394,9 @@ def train(
         unfreeze_top_layers=cfg.unfreeze_top_layers,
         encode_batch_size=cfg.encode_batch_size,
     ).to(device)
+    train_stats = data.splits["train"].stats
+    if train_stats is not None:
+        model.head.set_statistics_normalization(train_stats.mean(0).to(device), train_stats.std(0).to(device))
     if cfg.init_from:
         _init_head(model, Path(cfg.init_from))
     opt = torch.optim.AdamW(model.param_groups(cfg.optim.lr, cfg.optim.weight_decay))
