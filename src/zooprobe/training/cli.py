@@ -63,7 +63,16 @@ def add_training_commands(top: Any) -> None:
     bench.add_argument(
         "--methods",
         type=list[str],
-        default=["frozen", "finetune", "stats+gbm", "stats+linear", "floor", "hparams+gbm"],
+        default=[
+            "frozen",
+            "finetune",
+            "frozen+stats",
+            "finetune+stats",
+            "stats+gbm",
+            "stats+linear",
+            "floor",
+            "hparams+gbm",
+        ],
     )
     bench.add_argument("--progress", type=bool, default=True, help="Show progress bars.")
     top.add_subcommand("bench", bench, help="Benchmarks: heads vs baselines (table), heads.")

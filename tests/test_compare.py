@@ -1,0 +1,50 @@
+"""`zooprobe bench` (heads vs baselines on identical splits) on a tiny zoo and encoder."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from zooprobe.baselines.compare import compare
+from zooprobe.training import OptimConfig, StopConfig, TrainConfig
+
+
+def test_compare_scores_every_method_on_the_same_test_split(
+    head_zoo: Path, head_encoder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "bench"
+    methods = ("frozen", "finetune", "frozen+stats", "stats+gbm", "stats+linear", "floor", "hparams+gbm")
+    result = compare(
+        str(head_zoo),
+        str(head_encoder),
+        out,
+        tasks=("accuracy", "hyperparameters"),
+        methods=methods,
+        frozen=TrainConfig(optim=OptimConfig(epochs=15, batch_size=8, lr=3e-3), stop=StopConfig(patience=15)),
+        finetune_epochs=1,
+        progress=False,
+    )
+    acc = result.metrics["accuracy"]
+    assert {"frozen", "finetune", "frozen+stats", "stats+gbm", "stats+linear", "floor", "hparams+gbm"} <= set(
+        acc
+    )
+    hp = result.metrics["hyperparameters"]
+    assert "hparams+gbm" not in hp  # the hyperparameters-as-input reference is for accuracy only
+    # the floor predicts the train mean: Kendall tau of a constant is undefined (NaN), never 0
+    assert math.isnan(acc["floor"]["kendall_tau"])
+    # MLP vs CNN is visible in the weights' shapes: every weight-reading method gets it right
+    for method in ("frozen", "finetune", "stats+gbm", "stats+linear"):
+        assert hp[method]["family/accuracy"] == 1.0, method
+    assert hp["floor"]["family/accuracy"] < 1.0
+    # the fine-tuning run started from the frozen head
+    config = (out / "runs" / "accuracy-finetune" / "config.yaml").read_text()
+    assert "accuracy-frozen" in config
+    # outputs: markdown, JSON with every number, plots
+    md = (out / "bench.md").read_text()
+    assert "| metric | frozen | finetune | frozen+stats | stats+gbm" in md and "wall seconds" in md
+    assert "finetune head vs stats+gbm" in md
+    doc = json.loads((out / "bench.json").read_text())
+    assert doc["metrics"]["accuracy"]["stats+gbm"]["r2"] == acc["stats+gbm"]["r2"]
+    assert doc["metrics"]["accuracy"]["floor"]["kendall_tau"] is None  # NaN is written as null
+    assert (out / "plots" / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
