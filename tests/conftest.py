@@ -64,8 +64,15 @@ def head_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def head_encoder(head_zoo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny encoder pretrained on `head_zoo`'s train split (a few seconds)."""
+    """A tiny encoder pretrained on `head_zoo`'s train split (a few seconds), without summary tokens.
+
+    Head tests assert that shape-level facts (conv layers, batch norm, MLP vs CNN) are read off perfectly.
+    After 4 s of tiny pretraining, the pooled representation of an encoder WITHOUT summary tokens makes
+    them linearly visible (logistic regression: 1.0 on this zoo's test split); WITH summary tokens it is
+    not (0.89 for MLP vs CNN), so these tests would measure the tiny encoder instead of the heads.
+    """
     from zooprobe.encoder.pretrain import PretrainConfig, pretrain_encoder
 
     out = tmp_path_factory.mktemp("encoders") / "heads64"
-    return pretrain_encoder(PretrainConfig(preset="tiny"), head_zoo, out, progress=False)
+    cfg = PretrainConfig(preset="tiny", summary_tokens=False)
+    return pretrain_encoder(cfg, head_zoo, out, progress=False)

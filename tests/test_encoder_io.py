@@ -27,8 +27,8 @@ from zooprobe.encoder.io import (
     save_encoder,
 )
 from zooprobe.encoder.pretrain import PretrainConfig, pretrain_encoder
-from zooprobe.errors import ZooprobeError
-from zooprobe.tokens import TokenizerConfig, WeightTokenizer, collate, iter_windows
+from zooprobe.errors import ConfigError, ZooprobeError
+from zooprobe.tokens import TokenizerConfig, TokenizerError, WeightTokenizer, collate, iter_windows
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +61,46 @@ def test_load_encode_and_save_round_trip(pretrained: Path, tiny_zoo: Path, tmp_p
     assert torch.equal(enc.encode(load_zoo(tiny_zoo).final(), batch_size=3), emb)  # a Zoo works too
 
     again = save_encoder(
-        enc.encoder, enc.tokenizer, enc.provenance, tmp_path / "again", preprocessing=enc.preprocessing
+        enc.encoder,
+        enc.tokenizer,
+        enc.provenance,
+        tmp_path / "again",
+        preprocessing=enc.preprocessing,
+        summarizer=enc.summarizer,
     )
     reloaded = load_encoder(again)
     assert torch.equal(reloaded.encode(sds, batch_size=3), emb)
     assert reloaded.provenance["model_ids"] == enc.provenance["model_ids"]
     assert reloaded.tokenizer.to_dict() == enc.tokenizer.to_dict()
+    assert reloaded.summarizer == enc.summarizer
+
+
+def test_summary_tokens_are_attached_saved_and_differentiable(pretrained: Path, tiny_zoo: Path) -> None:
+    enc = load_encoder(pretrained)
+    assert enc.config.summary_tokens and enc.summarizer is not None and enc.summarizer.fitted
+    config = json.loads((pretrained / "config.json").read_text())
+    assert config["format_version"] == encoder_io.FORMAT_VERSION == 2
+    assert config["summaries"]["features"][:2] == ["member0.mean", "member0.std"]
+    sds = _state_dicts(tiny_zoo)
+    tms = [enc.tokenize(sd) for sd in sds[:3]]
+    assert all(tm.summaries is not None and tm.summaries.shape == (tm.num_layers, 32) for tm in tms)
+    # zoo-level statistics of raw weights: scaling a model's weights moves its summaries
+    scaled = enc.tokenize({k: v * 2 if v.is_floating_point() else v for k, v in sds[0].items()})
+    assert scaled.summaries is not None and not torch.allclose(scaled.summaries, tms[0].summaries)
+    # embed is the differentiable forward path and agrees with encode
+    enc.encoder.train()
+    emb = enc.embed(tms, batch_size=2, token_outputs=True)
+    assert emb.pooled.requires_grad and emb.tokens is not None
+    emb.pooled.sum().backward()
+    assert enc.encoder.summary_embed is not None and enc.encoder.summary_embed.weight.grad is not None
+    enc.encoder.zero_grad(set_to_none=True)
+    enc.encoder.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(enc.embed(tms).pooled, enc.encode(sds[:3]), atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="summary tokens"):
+        LoadedEncoder(enc.encoder, enc.tokenizer, enc.preprocessing)
+    with pytest.raises(ConfigError, match="summary tokens"):
+        save_encoder(enc.encoder, enc.tokenizer, {}, pretrained / "unused", preprocessing=enc.preprocessing)
 
 
 def test_in_memory_encoder_round_trip_is_exact(tiny_zoo: Path, tmp_path: Path) -> None:
@@ -95,9 +129,14 @@ def test_windowed_encoding(pretrained: Path, tiny_zoo: Path) -> None:
     tm = enc.tokenize(long)
     assert tm.num_tokens > window  # the tiny zoo's CNNs need several windows
     with torch.no_grad():
-        batch = collate([enc.tokenize(short)])
+        short_tm = enc.tokenize(short)
+        batch = collate([short_tm])
         plain = enc.encoder(
-            batch["tokens"], batch["mask"], batch["positions"], batch["attention_mask"]
+            batch["tokens"],
+            batch["mask"],
+            batch["positions"],
+            batch["attention_mask"],
+            **enc.encoder.summary_inputs(short_tm, 1, enc.device),  # every window reads all summaries
         ).pooled
         assert torch.equal(enc.encode([short])[0], plain[0])
         pooled, counts = [], []
@@ -105,7 +144,10 @@ def test_windowed_encoding(pretrained: Path, tiny_zoo: Path) -> None:
             w = model_window(w)
             assert int(w.positions[:, 0].min()) == 0  # global index counted from the window's start
             batch = collate([w])
-            out = enc.encoder(batch["tokens"], batch["mask"], batch["positions"], batch["attention_mask"])
+            extra = enc.encoder.summary_inputs(tm, 1, enc.device)
+            out = enc.encoder(
+                batch["tokens"], batch["mask"], batch["positions"], batch["attention_mask"], **extra
+            )
             pooled.append(out.pooled[0])
             counts.append(float(batch["attention_mask"].sum()))
         expected = sum(p * c for p, c in zip(pooled, counts, strict=True)) / sum(counts)
@@ -185,13 +227,28 @@ def test_strict_load_errors(pretrained: Path, tmp_path: Path) -> None:
         load_encoder(folder)
 
     folder = fresh()
+    _edit_config(folder, lambda d: d.pop("summaries"))
+    with pytest.raises(EncoderFormatError, match=r"missing field\(s\) \['summaries'\]"):
+        load_encoder(folder)
+
+    folder = fresh()
+    _edit_config(folder, lambda d: d.update(summaries=None))
+    with pytest.raises(EncoderFormatError, match="no fitted LayerSummarizer"):
+        load_encoder(folder)
+
+    folder = fresh()
+    _edit_config(folder, lambda d: d["summaries"].update(clip="wide"))
+    with pytest.raises(TokenizerError, match="clip"):
+        load_encoder(folder)
+
+    folder = fresh()
     _edit_config(folder, lambda d: d["encoder"].pop("d_ff"))
     with pytest.raises(EncoderConfigError, match="d_ff"):
         load_encoder(folder)
 
     folder = fresh()
     _edit_config(folder, lambda d: d["encoder"].update(d_model=48))  # tampered: weights no longer fit
-    with pytest.raises(EncoderWeightsError, match=r"mismatched tensor\(s\) token_embed.weight"):
+    with pytest.raises(EncoderWeightsError, match=r"mismatched tensor\(s\) .*token_embed.weight"):
         load_encoder(folder)
 
     folder = fresh()

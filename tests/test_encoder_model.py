@@ -222,3 +222,79 @@ def test_flops_per_forward() -> None:
     assert model.flops_per_forward(n, batch=1) == expected
     assert model.flops_per_forward(n, batch=3) == 3 * expected
     assert make_encoder(pooling="cls").flops_per_forward(100) > make_encoder().flops_per_forward(100)
+
+
+# ---------------------------------------------------------------------------------------------- summaries
+def summary_batch(tms: list[TokenizedModel], dim: int = 6, seed: int = 0) -> dict[str, torch.Tensor]:
+    """`collate` plus random per-layer summaries (what `LoadedEncoder.tokenize` would attach)."""
+    from zooprobe.tokens import collate_summaries
+
+    g = torch.Generator().manual_seed(seed)
+    batch = collate(tms)
+    batch.update(collate_summaries([torch.randn(tm.num_layers, dim, generator=g) for tm in tms]))
+    return batch
+
+
+def run_s(model: WeightEncoder, batch: dict[str, torch.Tensor], **kw: torch.Tensor) -> EncoderOutput:
+    return model(
+        batch["tokens"],
+        batch["mask"],
+        batch["positions"],
+        batch["attention_mask"],
+        batch["summaries"],
+        batch["summary_layers"],
+        batch["summary_attention"],
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "mean+cls"])
+def test_summary_tokens_shapes_padding_and_hiding(pooling: str) -> None:
+    model = make_encoder(pooling=pooling, summary_tokens=True, summary_dim=6)
+    tms = [tokenized_mlp([4, 6, 3], 0), tokenized_mlp([3, 2], 1)]  # 2 and 1 layers
+    batch = summary_batch(tms)
+    out = run_s(model, batch)
+    assert out.pooled.shape == (2, 8) and out.summary_states is not None and out.summary_latents is not None
+    assert out.summary_states.shape == (2, 2, 16) and out.summary_latents.shape == (2, 2, 8)
+    assert torch.equal(out.summary_states[1, 1], torch.zeros(16))  # padded summary slot
+    # each model alone gives the same outputs: padding (tokens and summaries) never leaks
+    for i, tm in enumerate(tms):
+        single = summary_batch([tm])
+        single["summaries"] = batch["summaries"][i : i + 1, : tm.num_layers]
+        torch.testing.assert_close(run_s(model, single).pooled[0], out.pooled[i], atol=1e-5, rtol=0)
+    # the summaries are read: other values or a hidden summary change the embedding
+    other = dict(batch, summaries=batch["summaries"] * 2)
+    assert not torch.allclose(run_s(model, other).pooled, out.pooled)
+    keep = batch["summary_attention"].clone()
+    keep[0, 0] = False
+    hidden = run_s(model, batch, summary_keep=keep).pooled
+    assert not torch.allclose(hidden[0], out.pooled[0]) and torch.allclose(hidden[1], out.pooled[1])
+    with pytest.raises(ValueError, match="summary_tokens"):
+        run(model, batch)
+    with pytest.raises(ValueError, match=r"EncoderConfig\.summary_dim"):
+        run_s(model, dict(batch, summaries=batch["summaries"][..., :4]))
+
+
+def test_summary_tokens_train_and_window() -> None:
+    torch.manual_seed(0)
+    model = WeightEncoder(tiny_config(summary_tokens=True, summary_dim=6)).train()
+    batch = summary_batch([tokenized_mlp([4, 6, 3], 0), tokenized_mlp([3, 2], 1)])
+    out = run_s(model, batch)
+    assert model.summary_out is not None and out.summary_latents is not None
+    loss = out.pooled.pow(2).mean() + model.summary_out(out.summary_latents).pow(2).mean()
+    loss.backward()
+    assert model.summary_embed is not None and model.summary_embed.weight.grad is not None
+    assert model.summary_embed.weight.grad.abs().sum() > 0
+    # encode_windows feeds every window the model's summaries
+    tm = tokenized_mlp([20, 12, 6], 0)
+    tm.summaries = torch.randn(2, 6)
+    model.eval()
+    one = summary_batch([tm])
+    one["summaries"] = tm.summaries[None]
+    assert torch.equal(model.encode_windows(tm, window=48), run_s(model, one).pooled[0])
+    assert torch.isfinite(model.encode_windows(tm, window=10)).all()
+    assert model.flops_per_forward(10, 1, n_summary=2) > model.flops_per_forward(10, 1)
+    with pytest.raises(ValueError, match="no summaries"):
+        model.encode_windows(tokenized_mlp([3, 2], 0), window=10)
+    cfg = tiny_config(summary_tokens=True, summary_dim=6)
+    assert EncoderConfig.from_dict(cfg.to_dict()) == cfg

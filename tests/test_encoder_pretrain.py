@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from zooprobe.encoder.pretrain import (
     training_history,
 )
 from zooprobe.errors import ConfigError
+from zooprobe.tokens import TokenizerConfig, WeightTokenizer
 from zooprobe.zoo.models import SubjectModel
 from zooprobe.zoo.space import ArchSpec
 
@@ -207,3 +209,29 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny_zoo: Path, tmp
         pretrain_encoder(PretrainConfig(preset="tiny", epochs=4), tiny_zoo, resumed, progress=False)
     pretrain_encoder(PretrainConfig(preset="tiny", epochs=1), tiny_zoo, resumed, resume=False, progress=False)
     assert [r["epoch"] for r in training_history(resumed)] == [1]
+
+
+def test_permutations_leave_layer_summaries_unchanged() -> None:
+    from zooprobe.tokens import raw_layer_summaries
+
+    subject = _randomized_subject("cnn", "digits", True, True, True)
+    sd = subject.state_dict()
+    tok = WeightTokenizer(TokenizerConfig(token_size=8))
+    layout = tok.tokenize(sd).layout
+    permuted = permute_neurons(sd, torch.Generator().manual_seed(1))
+    assert any(not torch.equal(sd[k], permuted[k]) for k in sd)
+    torch.testing.assert_close(raw_layer_summaries(permuted, layout), raw_layer_summaries(sd, layout))
+
+
+def test_summary_config_validation_and_loss(tiny_zoo: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="summary_dim"):
+        PretrainConfig(preset="tiny", summary_dim=16).resolved()
+    with pytest.raises(ConfigError, match="summary_mask_ratio"):
+        PretrainConfig(preset="tiny", summary_mask_ratio=1.0).resolved()
+    cfg = PretrainConfig(preset="tiny", epochs=1)
+    history = training_history(pretrain_encoder(cfg, tiny_zoo, tmp_path / "on", progress=False))
+    assert history[0]["train_summary_reconstruction"] > 0
+    off = PretrainConfig(preset="tiny", epochs=1, summary_tokens=False)
+    history = training_history(pretrain_encoder(off, tiny_zoo, tmp_path / "off", progress=False))
+    assert history[0]["train_summary_reconstruction"] == 0.0
+    assert json.loads((tmp_path / "off" / "config.json").read_text())["summaries"] is None

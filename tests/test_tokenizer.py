@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -592,3 +593,94 @@ def test_resnet18_sized_state_dict_tokenizes_fast_and_exactly() -> None:
     assert sum(w.num_tokens for w in windows) == tm.num_tokens
     print(f"tokenized {tm.num_tokens} tokens in {elapsed:.2f} s")
     assert elapsed < 10.0  # generous: the machine is shared; typical is well under a second
+
+
+# ---------------------------------------------------------------------------------------------- summaries
+def _summary_net(seed: int, scale: float = 1.0) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv1d(2, 4, 3), nn.BatchNorm1d(4), nn.Flatten(), nn.Linear(4, 3))
+    return {k: (v * scale if v.is_floating_point() else v) for k, v in net.state_dict().items()}
+
+
+def test_layer_summaries_are_raw_statistics_of_each_member() -> None:
+    from zooprobe.tokens.summary import MEMBER_SLOTS, SUMMARY_DIM, raw_layer_summaries, value_stats
+
+    sd = _summary_net(0)
+    sd["1.running_mean"] = torch.randn(4)
+    tok = WeightTokenizer(TokenizerConfig(token_size=4))
+    tok.fit_normalization([sd])
+    tm = tok.tokenize(sd, normalize=True)  # summaries read the raw state dict, not normalized tokens
+    raw = raw_layer_summaries(sd, tm.layout)
+    assert raw.shape == (3, SUMMARY_DIM) and raw.dtype == torch.float64
+    w = sd["0.weight"].double().numpy().ravel()
+    expected = [w.mean(), w.std(), *np.quantile(w, [0, 0.25, 0.5, 0.75, 1])]
+    np.testing.assert_allclose(raw[0, :7].numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(raw[0, 7:14].numpy(), value_stats(sd["0.bias"]), rtol=1e-12)
+    assert torch.equal(raw[0, 14 : 7 * MEMBER_SLOTS], torch.zeros(14))  # conv: weight + bias only
+    bn = raw[1]  # weight, bias, running_mean, running_var in layout order
+    np.testing.assert_allclose(bn[14:21].numpy(), value_stats(sd["1.running_mean"]), rtol=1e-12)
+    assert bn[-1] == 4 and bn[-4] == pytest.approx(np.log1p(16))
+    assert raw[2, -3] == pytest.approx(np.log1p(3)) and raw[2, -2] == pytest.approx(np.log1p(5))
+    big = value_stats(torch.arange(20_000_001, dtype=torch.float32))  # larger than torch.quantile allows
+    assert big[2:] == pytest.approx([0, 5e6, 1e7, 1.5e7, 2e7])
+    assert value_stats(torch.empty(0)) == [0.0] * 7
+
+
+def test_layer_summarizer_is_zoo_level_strict_and_keeps_scale() -> None:
+    from zooprobe.tokens import LayerSummarizer, raw_layer_summaries
+    from zooprobe.tokens.summary import SUMMARY_DIM
+
+    tok = WeightTokenizer(TokenizerConfig(token_size=4))
+    zoo = [_summary_net(seed) for seed in range(12)]
+
+    def raw(sd: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[str]]:
+        layout = tok.tokenize(sd).layout
+        return raw_layer_summaries(sd, layout), [layer["kind"] for layer in layout["layers"]]
+
+    summarizer = LayerSummarizer(min_count=4, clip=5.0).fit(raw(sd) for sd in zoo)
+    layout = tok.tokenize(zoo[0]).layout
+    fitted = torch.stack([summarizer.summarize(sd, layout) for sd in zoo])
+    assert fitted.shape == (12, 3, SUMMARY_DIM) and fitted.dtype == torch.float32
+    spread = fitted.std(dim=0) > 0
+    assert fitted.mean(dim=0)[spread].abs().max() < 1e-4  # standardized over the zoo, per kind
+    assert fitted.abs().max() <= 5.0
+    # zoo-level, never per model: a model with 3x the weights gets larger summaries (clipped at 5)
+    scaled = summarizer.summarize(_summary_net(0, scale=3.0), layout)
+    assert scaled[0, 1] > fitted[0, 0, 1] + 1.0  # std of the first conv weight
+    again = LayerSummarizer.from_dict(json.loads(json.dumps(summarizer.to_dict())))
+    assert again == summarizer
+    assert torch.equal(again.summarize(zoo[3], layout), fitted[3])
+    good = summarizer.to_dict()
+    for bad, match in [
+        ({**good, "clip": "x"}, "clip"),
+        ({**good, "format_version": 9}, "format_version"),
+        ({k: v for k, v in good.items() if k != "moments"}, "expected fields"),
+        ({**good, "moments": {"*": [[0.0]]}}, r"moments\['\*'\]"),
+        ({**good, "features": good["features"][:-1]}, "features"),
+    ]:
+        with pytest.raises(TokenizerError, match=match):
+            LayerSummarizer.from_dict(bad)
+    with pytest.raises(TokenizerError, match="not fitted"):
+        LayerSummarizer().summarize(zoo[0], layout)
+
+
+def test_tokenized_model_carries_summaries_and_still_detokenizes(tmp_path: Path) -> None:
+    from zooprobe.tokens import collate_summaries
+
+    sd = _summary_net(1)
+    tok = WeightTokenizer(TokenizerConfig(token_size=4))
+    tm = tok.tokenize(sd)
+    with_s = TokenizedModel(
+        tm.tokens, tm.mask, tm.positions, tm.layout, tm.passthrough, tm.skipped, torch.randn(3, 32)
+    )
+    with pytest.raises(TokenizerError, match="summaries"):
+        TokenizedModel(tm.tokens, tm.mask, tm.positions, tm.layout, summaries=torch.randn(2, 32))
+    with_s.save(tmp_path / "tm.safetensors")
+    loaded = TokenizedModel.load(tmp_path / "tm.safetensors")
+    assert loaded.summaries is not None and torch.equal(loaded.summaries, with_s.summaries)
+    assert all(torch.equal(a, sd[k]) for k, a in detokenize(loaded).items())
+    assert with_s.to("cpu").summaries is not None
+    batch = collate_summaries([torch.ones(3, 32), torch.ones(1, 32)])
+    assert batch["summaries"].shape == (2, 3, 32)
+    assert batch["summary_attention"].tolist() == [[True, True, True], [True, False, False]]
+    assert batch["summary_layers"].tolist() == [[0, 1, 2], [0, 0, 0]]

@@ -3,8 +3,10 @@
 Folder layout (what `save_encoder` writes and `load_encoder` reads)::
 
     config.json        format_version, library_name "zooprobe", the EncoderConfig, the tokenizer (config and
-                       zoo-level normalization statistics), the preprocessing (window, position policy) and
-                       the pretraining provenance (zoo source, zoo fingerprint, the exact model ids used)
+                       zoo-level normalization statistics), the summary-token standardization
+                       (``summaries``: `LayerSummarizer`, null for encoders without summary tokens), the
+                       preprocessing (window, position policy) and the pretraining provenance (zoo
+                       source, zoo fingerprint, the exact model ids used)
     model.safetensors  the encoder's weights (safetensors only: nothing is ever unpickled)
     README.md          model card (YAML header with library_name: zooprobe)
 
@@ -15,7 +17,9 @@ with a missing, unknown or mistyped field is an error naming it, never a silent 
 
 The exact preprocessing, shared with `zooprobe.encoder.pretrain`:
 
-1. ``tokenizer.tokenize(state_dict, normalize=True)`` with the zoo-level statistics of config.json;
+1. ``tokenizer.tokenize(state_dict, normalize=True)`` with the zoo-level statistics of config.json; for
+   an encoder with summary tokens, the per-layer summaries of the raw weights standardized by the saved
+   `LayerSummarizer` (`TokenizedModel.summaries`; every window reads all of them);
 2. the in-layer position index wraps modulo ``EncoderConfig.max_in_layer_pos`` (like the global index
    does inside the model), so one huge layer (a ResNet's 512x512x3x3 convolution is 73,728 tokens at token
    size 32) stays encodable; a network with more layers than ``max_layers`` is an error;
@@ -40,16 +44,31 @@ import torch
 
 from zooprobe.encoder.model import EncoderConfig, EncoderConfigError, WeightEncoder
 from zooprobe.errors import ConfigError, InvalidInputError, ZooFormatError
-from zooprobe.tokens import TokenizedModel, TokenWindow, WeightTokenizer, collate, iter_windows
+from zooprobe.tokens import (
+    LayerSummarizer,
+    TokenizedModel,
+    TokenWindow,
+    WeightTokenizer,
+    collate,
+    iter_windows,
+)
 from zooprobe.tokens._config import check_field_types, dataclass_from_dict
 from zooprobe.utils import atomic_path, atomic_write_json, atomic_write_text, library_versions
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: summary tokens (EncoderConfig.summary_tokens) and the "summaries" field
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "README.md"
 LIBRARY_NAME = "zooprobe"
-REQUIRED_FIELDS = ("format_version", "library_name", "encoder", "tokenizer", "preprocessing", "provenance")
+REQUIRED_FIELDS = (
+    "format_version",
+    "library_name",
+    "encoder",
+    "tokenizer",
+    "summaries",
+    "preprocessing",
+    "provenance",
+)
 
 #: The built-in default encoder: the ``small`` pretraining preset on the ``small`` built-in zoo. Tests
 #: monkeypatch these two names to keep the default-encoder path fast.
@@ -111,8 +130,15 @@ def prepare_tokens(
     state_dict: Mapping[str, torch.Tensor],
     config: EncoderConfig,
     preprocessing: Preprocessing | None = None,
+    summarizer: LayerSummarizer | None = None,
 ) -> TokenizedModel:
-    """Tokenize one state dict exactly as pretraining does (see the module docs, steps 1-2)."""
+    """Tokenize one state dict exactly as pretraining does (see the module docs, steps 1-2).
+
+    For an encoder with ``summary_tokens`` the layer summaries (standardized by `summarizer`, computed
+    from the raw weights) are attached as `TokenizedModel.summaries`.
+    """
+    if config.summary_tokens and summarizer is None:
+        raise ConfigError("prepare_tokens: the encoder reads summary tokens but no LayerSummarizer was given")
     pre = preprocessing or Preprocessing()
     tm = tokenizer.tokenize(state_dict, normalize=pre.normalize)
     if tm.num_layers > config.max_layers:
@@ -122,7 +148,10 @@ def prepare_tokens(
         )
     positions = tm.positions.clone()
     positions[:, 2] %= config.max_in_layer_pos
-    return TokenizedModel(tm.tokens, tm.mask, positions, tm.layout, tm.passthrough, tm.skipped)
+    summaries = None
+    if config.summary_tokens and summarizer is not None:
+        summaries = summarizer.summarize(state_dict, tm.layout)
+    return TokenizedModel(tm.tokens, tm.mask, positions, tm.layout, tm.passthrough, tm.skipped, summaries)
 
 
 def model_window(window: TokenWindow) -> TokenWindow:
@@ -130,6 +159,15 @@ def model_window(window: TokenWindow) -> TokenWindow:
     positions = window.positions.clone()
     positions[:, 0] -= window.start
     return TokenWindow(window.tokens, window.mask, positions, window.start, window.stop)
+
+
+def _check_summarizer(
+    config: EncoderConfig, summarizer: LayerSummarizer | None, error: type[Exception], where: str
+) -> None:
+    if config.summary_tokens and (summarizer is None or not summarizer.fitted):
+        raise error(f"{where}: the encoder reads summary tokens but has no fitted LayerSummarizer")
+    if not config.summary_tokens and summarizer is not None:
+        raise error(f"{where}: a LayerSummarizer was given but the encoder does not read summary tokens")
 
 
 def _check_token_sizes(encoder_config: EncoderConfig, tokenizer: WeightTokenizer) -> None:
@@ -160,6 +198,8 @@ class LoadedEncoder:
         preprocessing: window length and position policy (see the module docs).
         provenance: what it was pretrained on (zoo source and fingerprint, ``model_ids``, config, ...).
         source: the folder it was loaded from (None when built in memory).
+        summarizer: zoo-level standardization of the per-layer summary tokens (required exactly when
+            ``EncoderConfig.summary_tokens``).
     """
 
     encoder: WeightEncoder
@@ -167,9 +207,11 @@ class LoadedEncoder:
     preprocessing: Preprocessing
     provenance: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
+    summarizer: LayerSummarizer | None = None
 
     def __post_init__(self) -> None:
         _check_token_sizes(self.encoder.config, self.tokenizer)
+        _check_summarizer(self.encoder.config, self.summarizer, ConfigError, "LoadedEncoder")
         if self.preprocessing.normalize and self.tokenizer.stats is None:
             raise ConfigError("LoadedEncoder: the tokenizer has no normalization statistics")
         self.encoder.eval()
@@ -193,7 +235,9 @@ class LoadedEncoder:
 
     def tokenize(self, state_dict: Mapping[str, torch.Tensor]) -> TokenizedModel:
         """The encoder's input for one state dict (normalized, positions wrapped; not yet windowed)."""
-        return prepare_tokens(self.tokenizer, state_dict, self.encoder.config, self.preprocessing)
+        return prepare_tokens(
+            self.tokenizer, state_dict, self.encoder.config, self.preprocessing, self.summarizer
+        )
 
     def embed(
         self,
@@ -229,8 +273,13 @@ class LoadedEncoder:
             idx = order[s : s + batch_size]
             batch = collate([windows[k][1] for k in idx])
             attention = batch["attention_mask"].to(device)
+            extra = self.encoder.summary_inputs([tokenized[windows[k][0]] for k in idx], len(idx), device)
             out = self.encoder(
-                batch["tokens"].to(device), batch["mask"].to(device), batch["positions"].to(device), attention
+                batch["tokens"].to(device),
+                batch["mask"].to(device),
+                batch["positions"].to(device),
+                attention,
+                **extra,
             )
             pooled_parts.append(out.pooled.float())
             count_parts.append(attention.sum(dim=1).float())
@@ -241,7 +290,10 @@ class LoadedEncoder:
                 b, length = attention.shape
                 stats["n_windows"] = stats.get("n_windows", 0) + b
                 stats["n_padded_tokens"] = stats.get("n_padded_tokens", 0) + b * length
-                stats["flops"] = stats.get("flops", 0.0) + self.encoder.flops_per_forward(length, b)
+                n_summary = int(extra["summaries"].shape[1]) if extra else 0
+                stats["flops"] = stats.get("flops", 0.0) + self.encoder.flops_per_forward(
+                    length, b, n_summary
+                )
         position = torch.empty(len(windows), dtype=torch.long)
         position[torch.tensor(order)] = torch.arange(len(windows))
         pooled = torch.cat(pooled_parts)[position.to(device)]  # back to window order
@@ -443,6 +495,7 @@ def save_encoder(
     folder: str | Path,
     *,
     preprocessing: Preprocessing | None = None,
+    summarizer: LayerSummarizer | None = None,
 ) -> Path:
     """Write `encoder` + `tokenizer` (+ provenance) as a Hugging Face model-repo folder; returns it.
 
@@ -453,6 +506,7 @@ def save_encoder(
 
     pre = preprocessing or Preprocessing()
     _check_token_sizes(encoder.config, tokenizer)
+    _check_summarizer(encoder.config, summarizer, ConfigError, "save_encoder")
     if pre.normalize and tokenizer.stats is None:
         raise ConfigError("save_encoder: the tokenizer has no normalization statistics (fit them first)")
     folder = Path(folder)
@@ -468,6 +522,7 @@ def save_encoder(
         "model_type": "zooprobe-weight-encoder",
         "encoder": encoder.config.to_dict(),
         "tokenizer": tokenizer.to_dict(),
+        "summaries": None if summarizer is None else summarizer.to_dict(),
         "preprocessing": pre.to_dict(),
         "provenance": prov,
         "library_versions": library_versions(),
@@ -549,6 +604,8 @@ def load_encoder_folder(folder: str | Path, device: str = "cpu") -> LoadedEncode
     tokenizer = WeightTokenizer.from_dict(data["tokenizer"])
     preprocessing = Preprocessing.from_dict(data["preprocessing"])
     _check_token_sizes(config, tokenizer)
+    summarizer = None if data["summaries"] is None else LayerSummarizer.from_dict(data["summaries"])
+    _check_summarizer(config, summarizer, EncoderFormatError, str(folder / CONFIG_FILE))
     if preprocessing.normalize and tokenizer.stats is None:
         raise EncoderFormatError(
             f"{folder / CONFIG_FILE}: tokenizer.normalization is null but preprocessing.normalize is true"
@@ -556,7 +613,7 @@ def load_encoder_folder(folder: str | Path, device: str = "cpu") -> LoadedEncode
     encoder = WeightEncoder(config)
     _load_weights(folder, encoder)
     encoder.to(_device(device)).eval()
-    return LoadedEncoder(encoder, tokenizer, preprocessing, dict(data["provenance"]), folder)
+    return LoadedEncoder(encoder, tokenizer, preprocessing, dict(data["provenance"]), folder, summarizer)
 
 
 def _device(device: str) -> torch.device:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zooprobe.errors import ConfigError
-from zooprobe.tokens import TokenizedModel, collate, iter_windows
+from zooprobe.tokens import TokenizedModel, collate, collate_summaries, iter_windows
 from zooprobe.tokens._config import check_field_types, dataclass_from_dict
 
 
@@ -57,6 +57,10 @@ class EncoderConfig:
         pooling: model embedding from the ``"mean"`` of real token states, a learned ``"cls"`` token, or
             both concatenated (``"mean+cls"``).
         decoder_layers: transformer blocks in the reconstruction decoder (0: a per-token MLP).
+        summary_tokens: read one extra *summary token* per layer (standardized statistics of the layer's raw
+            weights, `zooprobe.tokens.summary`), attended to like any token; the pooled embedding then
+            also includes the mean of the summary-token states (see `WeightEncoder.forward`).
+        summary_dim: values per summary token (`zooprobe.tokens.SUMMARY_DIM`).
     """
 
     token_size: int = 32
@@ -71,10 +75,13 @@ class EncoderConfig:
     max_in_layer_pos: int = 2048
     pooling: Pooling = "mean"
     decoder_layers: int = 1
+    summary_tokens: bool = False
+    summary_dim: int = 32
 
     def __post_init__(self) -> None:
         check_field_types(self, EncoderConfigError)
-        positive = [name for name in self.to_dict() if name not in ("dropout", "pooling", "decoder_layers")]
+        not_positive = ("dropout", "pooling", "decoder_layers", "summary_tokens")
+        positive = [name for name in self.to_dict() if name not in not_positive]
         for name in positive:
             if getattr(self, name) < 1:
                 raise EncoderConfigError(f"EncoderConfig.{name}: must be >= 1, got {getattr(self, name)}")
@@ -106,6 +113,8 @@ class EncoderConfig:
             "max_in_layer_pos": self.max_in_layer_pos,
             "pooling": self.pooling,
             "decoder_layers": self.decoder_layers,
+            "summary_tokens": self.summary_tokens,
+            "summary_dim": self.summary_dim,
         }
 
     @classmethod
@@ -132,6 +141,8 @@ class EncoderOutput:
     token_states: torch.Tensor  # [B, L, d_model]
     pooled: torch.Tensor  # [B, latent_dim]
     latent_tokens: torch.Tensor  # [B, L, latent_dim]
+    summary_states: torch.Tensor | None = None  # [B, S, d_model] (summary_tokens only)
+    summary_latents: torch.Tensor | None = None  # [B, S, latent_dim] (summary_tokens only)
 
 
 class TransformerBlock(nn.Module):
@@ -231,8 +242,15 @@ class WeightEncoder(nn.Module):
         )
         self.norm = nn.LayerNorm(cfg.d_model)
         self.to_latent = nn.Linear(cfg.d_model, cfg.latent_dim)
-        pool_in = 2 * cfg.d_model if cfg.pooling == "mean+cls" else cfg.d_model
-        self.pool_proj = nn.Linear(pool_in, cfg.latent_dim)
+        self.summary_embed: nn.Linear | None = None
+        self.summary_type: nn.Parameter | None = None
+        self.summary_out: nn.Linear | None = None
+        if cfg.summary_tokens:
+            self.summary_embed = nn.Linear(2 * cfg.summary_dim, cfg.d_model)
+            self.summary_type = nn.Parameter(torch.randn(1, 1, cfg.d_model) * 0.02)
+            self.summary_out = nn.Linear(cfg.latent_dim, cfg.summary_dim)  # summary reconstruction head
+        n_parts = (0 if cfg.pooling == "cls" else 1) + int(cfg.uses_cls) + int(cfg.summary_tokens)
+        self.pool_proj = nn.Linear(n_parts * cfg.d_model, cfg.latent_dim)
         # reconstruction decoder: latents (+ its own position embeddings) -> token values
         self.dec_in = nn.Linear(cfg.latent_dim, cfg.d_model)
         self.dec_positions = _PositionEmbedding(cfg)
@@ -272,34 +290,109 @@ class WeightEncoder(nn.Module):
         mask: torch.Tensor,
         positions: torch.Tensor,
         attention_mask: torch.Tensor,
+        summaries: torch.Tensor | None = None,
+        summary_layers: torch.Tensor | None = None,
+        summary_attention: torch.Tensor | None = None,
+        summary_keep: torch.Tensor | None = None,
     ) -> EncoderOutput:
-        """Encode a padded batch (as produced by `zooprobe.tokens.collate`)."""
+        """Encode a padded batch (as produced by `zooprobe.tokens.collate`).
+
+        With ``summary_tokens`` the batch also needs its layer summaries: `summaries` [B, S, summary_dim],
+        `summary_layers` [B, S] (layer index of each summary) and `summary_attention` [B, S] bool (real
+        summaries). `summary_keep` [B, S] bool (default: all) hides a summary's values from the encoder
+        (masked-summary pretraining) while it stays in the sequence. The sequence is ``[cls] + summary
+        tokens + weight tokens``; the summary tokens get the layer-index embedding of their layer plus a
+        learned type vector. The pooled embedding projects the concatenation of the mean over real weight
+        tokens (unless pooling is ``"cls"``), the cls state (``"cls"``/``"mean+cls"``) and the mean over
+        real summary tokens (``summary_tokens``).
+        """
         self._check_inputs(tokens, mask, positions, attention_mask)
         cfg = self.config
+        b = tokens.shape[0]
         maskf = mask.to(tokens.dtype)
         x = self.token_embed(torch.cat([tokens * maskf, maskf], dim=-1)) + self.positions(positions)
         keys = attention_mask
+        n_summary = 0
+        if cfg.summary_tokens:
+            summaries, summary_layers, summary_attention = self._check_summaries(
+                b, summaries, summary_layers, summary_attention
+            )
+            keep = summary_attention if summary_keep is None else summary_keep & summary_attention
+            keepf = keep.unsqueeze(-1).to(summaries.dtype)
+            assert self.summary_embed is not None and self.summary_type is not None
+            s = self.summary_embed(torch.cat([summaries * keepf, keepf.expand_as(summaries)], dim=-1))
+            s = s + self.summary_type + self.positions.layer_index(summary_layers)
+            n_summary = s.shape[1]
+            x = torch.cat([s, x], dim=1)
+            keys = torch.cat([summary_attention, keys], dim=1)
         if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(x.shape[0], 1, cfg.d_model), x], dim=1)
-            keys = torch.cat([attention_mask.new_ones(x.shape[0], 1), attention_mask], dim=1)
+            x = torch.cat([self.cls_token.expand(b, 1, cfg.d_model), x], dim=1)
+            keys = torch.cat([attention_mask.new_ones(b, 1), keys], dim=1)
         key_mask = _key_mask(keys)
         for block in self.blocks:
             x = block(x, key_mask)
         x = self.norm(x)
         real = attention_mask.unsqueeze(-1).to(x.dtype)
+        parts: list[torch.Tensor] = []
         cls_state: torch.Tensor | None = None
         if self.cls_token is not None:
             cls_state, x = x[:, 0], x[:, 1:]
+        summary_states = summary_latents = summary_mean = None
+        if cfg.summary_tokens:
+            assert summary_attention is not None
+            sreal = summary_attention.unsqueeze(-1).to(x.dtype)
+            summary_states, x = x[:, :n_summary] * sreal, x[:, n_summary:]
+            summary_latents = self.to_latent(summary_states) * sreal
+            summary_mean = summary_states.sum(dim=1) / sreal.sum(dim=1).clamp_min(1.0)
         token_states = x * real
         latent_tokens = self.to_latent(token_states) * real
-        mean = token_states.sum(dim=1) / real.sum(dim=1).clamp_min(1.0)
-        parts = [] if cfg.pooling == "cls" else [mean]
+        if cfg.pooling != "cls":
+            parts.append(token_states.sum(dim=1) / real.sum(dim=1).clamp_min(1.0))
         if cls_state is not None:
             parts.append(cls_state)
+        if summary_mean is not None:
+            parts.append(summary_mean)
         pooled_in = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
         return EncoderOutput(
-            token_states=token_states, pooled=self.pool_proj(pooled_in), latent_tokens=latent_tokens
+            token_states=token_states,
+            pooled=self.pool_proj(pooled_in),
+            latent_tokens=latent_tokens,
+            summary_states=summary_states,
+            summary_latents=summary_latents,
         )
+
+    def _check_summaries(
+        self,
+        b: int,
+        summaries: torch.Tensor | None,
+        summary_layers: torch.Tensor | None,
+        summary_attention: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        if summaries is None or summary_layers is None or summary_attention is None:
+            raise ValueError(
+                "this encoder reads summary tokens (EncoderConfig.summary_tokens): pass summaries, "
+                "summary_layers and summary_attention (LoadedEncoder.tokenize attaches them)"
+            )
+        if summaries.ndim != 3 or summaries.shape[0] != b or summaries.shape[-1] != cfg.summary_dim:
+            raise ValueError(
+                f"summaries must be [{b}, S, {cfg.summary_dim}] (EncoderConfig.summary_dim), "
+                f"got {tuple(summaries.shape)}"
+            )
+        shape = tuple(summaries.shape[:2])
+        if tuple(summary_layers.shape) != shape or tuple(summary_attention.shape) != shape:
+            raise ValueError(
+                f"summary_layers and summary_attention must be {list(shape)}, got "
+                f"{tuple(summary_layers.shape)} and {tuple(summary_attention.shape)}"
+            )
+        if summary_attention.dtype != torch.bool:
+            raise ValueError(f"summary_attention must be bool, got {summary_attention.dtype}")
+        if summary_layers.numel() and int(summary_layers.max()) >= cfg.max_layers:
+            raise ValueError(
+                f"summary_layers reaches {int(summary_layers.max())} but EncoderConfig.max_layers is "
+                f"{cfg.max_layers}: use an encoder with a larger max_layers"
+            )
+        return summaries, summary_layers, summary_attention
 
     def decode(
         self, latent_tokens: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor
@@ -346,11 +439,13 @@ class WeightEncoder(nn.Module):
             counts: list[torch.Tensor] = []
             for start in range(0, len(windows), batch_windows):
                 batch = collate(windows[start : start + batch_windows])
+                extra = self.summary_inputs(tokenized, len(windows[start : start + batch_windows]), device)
                 out = self(
                     batch["tokens"].to(device),
                     batch["mask"].to(device),
                     batch["positions"].to(device),
                     batch["attention_mask"].to(device),
+                    **extra,
                 )
                 pooled.append(out.pooled)
                 counts.append(batch["attention_mask"].sum(dim=1).to(device))
@@ -361,7 +456,24 @@ class WeightEncoder(nn.Module):
         weights = (weights / weights.sum()).to(all_pooled.dtype)
         return (all_pooled * weights[:, None]).sum(dim=0)
 
-    def flops_per_forward(self, seq_len: int, batch: int = 1) -> int:
+    def summary_inputs(
+        self, tokenized: TokenizedModel | list[TokenizedModel], repeat: int, device: torch.device
+    ) -> dict[str, torch.Tensor]:
+        """Keyword inputs of `forward` for the summary tokens: nothing without ``summary_tokens``; else the
+        summaries of one model repeated `repeat` times (its windows), or of each model of a list."""
+        if not self.config.summary_tokens:
+            return {}
+        models = tokenized if isinstance(tokenized, list) else [tokenized] * repeat
+        missing = [i for i, tm in enumerate(models) if tm.summaries is None]
+        if missing:
+            raise ValueError(
+                "this encoder reads summary tokens but a tokenized model has no summaries: tokenize with "
+                "LoadedEncoder.tokenize (or io.prepare_tokens with the encoder's summarizer)"
+            )
+        batch = collate_summaries([tm.summaries for tm in models])  # type: ignore[misc]
+        return {k: v.to(device) for k, v in batch.items()}
+
+    def flops_per_forward(self, seq_len: int, batch: int = 1, n_summary: int = 0) -> int:
         """Analytic FLOPs (2 per multiply-add) of one `forward` on `batch` sequences of `seq_len` tokens.
 
         Counts the matmuls: token embedding, QKV/output projections, attention scores and weighted values,
@@ -371,8 +483,9 @@ class WeightEncoder(nn.Module):
         """
         cfg = self.config
         d, n_tok = cfg.d_model, seq_len
-        n_all = seq_len + (1 if cfg.uses_cls else 0)
+        n_all = seq_len + n_summary + (1 if cfg.uses_cls else 0)
         flops = 2 * n_tok * (2 * cfg.token_size) * d  # token embedding
+        flops += 2 * n_summary * (2 * cfg.summary_dim) * d  # summary-token embedding
         per_block = (
             2 * n_all * d * 3 * d  # qkv
             + 2 * n_all * n_all * d  # q @ k^T over all heads
@@ -381,7 +494,7 @@ class WeightEncoder(nn.Module):
             + 2 * 2 * n_all * d * cfg.d_ff  # MLP
         )
         flops += cfg.n_layers * per_block
-        flops += 2 * n_tok * d * cfg.latent_dim  # per-token latents
+        flops += 2 * (n_tok + n_summary) * d * cfg.latent_dim  # per-token latents
         flops += 2 * self.pool_proj.in_features * cfg.latent_dim  # pooled projection
         return int(batch * flops)
 

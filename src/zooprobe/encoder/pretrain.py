@@ -8,8 +8,15 @@ evaluation split.
 
 Loss per batch of B models, two augmented views each (one forward over the 2B sequences)::
 
-    (1 - gamma) * MSE(reconstruction, clean view)   on masked tokens' real entries
+    (1 - gamma) * [MSE(reconstruction, clean view)   on masked tokens' real entries
+                   + summary_loss_weight * MSE(summary_out(summary latent), summary)   on hidden summaries]
     + gamma * NT-Xent(projection(pooled view 1), projection(pooled view 2))   temperature 0.1
+
+Summary tokens (``summary_tokens``, on in every preset; `zooprobe.tokens.summary`): one per layer, the
+zoo-level standardized statistics of the layer's raw weights. The summarizer is fit on the train split
+(like the tokenizer's normalization) and saved with the encoder. In each view a random
+``summary_mask_ratio`` of the summary tokens have their values hidden from the encoder and are
+reconstructed from their own latent, so the encoder has to derive layer statistics from weight tokens.
 
 A view is: a function-preserving neuron permutation (`augment.permute_neurons`, zooprobe subject models
 only; other state dicts are used unpermuted), tokenized and normalized (`io.prepare_tokens`), a random
@@ -81,7 +88,14 @@ from zooprobe.encoder.io import (
 )
 from zooprobe.encoder.model import EncoderConfig, WeightEncoder
 from zooprobe.errors import ConfigError, InvalidInputError, ZooprobeError
-from zooprobe.tokens import TokenizerConfig, WeightTokenizer
+from zooprobe.tokens import (
+    SUMMARY_DIM,
+    LayerSummarizer,
+    TokenizerConfig,
+    WeightTokenizer,
+    collate_summaries,
+    raw_layer_summaries,
+)
 from zooprobe.utils import atomic_path, library_versions, progress_bar
 
 STATE_FILE = "training_state.safetensors"
@@ -104,6 +118,8 @@ _ENCODER_FIELDS = (
     "max_in_layer_pos",
     "pooling",
     "decoder_layers",
+    "summary_tokens",
+    "summary_dim",
 )
 
 
@@ -111,9 +127,9 @@ _ENCODER_FIELDS = (
 class PretrainConfig:
     """Configuration of `pretrain_encoder`. Fields left as ``None`` take the preset's value.
 
-    Presets (times on two CPU cores): ``tiny`` (tests: about a second on the tiny zoo), ``small`` (the
-    default encoder: 18 epochs, about 65 s on the small built-in zoo), ``bench`` (a larger encoder, 16
-    epochs on the bench zoo: about 41 s per epoch, about 11 minutes).
+    Presets (times on two CPU cores): ``tiny`` (tests: a few seconds on the tiny zoo), ``small`` (the
+    default encoder: 18 epochs on the small built-in zoo, budget 90 s), ``bench`` (a larger encoder, 8
+    epochs on the bench zoo, budget 15 minutes; see docs/encoder.md for measured times and R²).
     """
 
     preset: Literal["tiny", "small", "bench"] = "small"
@@ -135,6 +151,14 @@ class PretrainConfig:
     """Model embedding: mean of token states, a learned cls token, or both."""
     decoder_layers: int | None = None
     """Transformer blocks of the reconstruction decoder (0: per-token MLP)."""
+    summary_tokens: bool | None = None
+    """Give the encoder one summary token per layer (statistics of the layer's raw weights)."""
+    summary_dim: int | None = None
+    """Values per summary token (must be zooprobe.tokens.SUMMARY_DIM)."""
+    summary_mask_ratio: float | None = None
+    """Fraction of summary tokens whose values are hidden from the encoder and reconstructed."""
+    summary_loss_weight: float | None = None
+    """Weight of the summary reconstruction MSE relative to the weight-token reconstruction MSE."""
     max_global_pos: int | None = None
     max_layers: int | None = None
     """Most layers a network may have (size of the layer-position table)."""
@@ -217,6 +241,14 @@ class PretrainConfig:
         need(0 < v.mask_ratio < 1, f"mask_ratio must be in (0, 1), got {v.mask_ratio}")
         need(v.noise_sigma >= 0, f"noise_sigma must be >= 0, got {v.noise_sigma}")
         need(0 <= v.erase_ratio < 1, f"erase_ratio must be in [0, 1), got {v.erase_ratio}")
+        need(
+            0 <= v.summary_mask_ratio < 1, f"summary_mask_ratio must be in [0, 1), got {v.summary_mask_ratio}"
+        )
+        need(v.summary_loss_weight >= 0, f"summary_loss_weight must be >= 0, got {v.summary_loss_weight}")
+        need(
+            v.summary_dim == SUMMARY_DIM,
+            f"summary_dim must be {SUMMARY_DIM} (zooprobe.tokens.SUMMARY_DIM), got {v.summary_dim}",
+        )
         need(v.device in ("cpu", "cuda"), f"device must be 'cpu' or 'cuda', got {v.device!r}")
         need(
             v.reconstruction in ("mse", "per_model"),
@@ -263,6 +295,10 @@ _COMMON: dict[str, Any] = {
     "erase_ratio": 0.05,
     "permute": True,
     "reconstruction": "mse",
+    "summary_tokens": True,
+    "summary_dim": SUMMARY_DIM,
+    "summary_mask_ratio": 0.2,
+    "summary_loss_weight": 1.0,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -313,7 +349,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_layers": 64,
         "max_in_layer_pos": 512,
         "window": 256,
-        "epochs": 16,
+        "epochs": 8,
         "batch_size": 32,
         "lr": 1e-3,
     },
@@ -327,6 +363,7 @@ class _Item:
     state_dict: dict[str, torch.Tensor]
     num_tokens: int
     plan: Any  # augment.PermutationPlan | None
+    summaries: torch.Tensor | None = None  # standardized layer summaries (permutations leave them unchanged)
 
 
 def zoo_fingerprint(zoo: Any) -> str:
@@ -336,18 +373,42 @@ def zoo_fingerprint(zoo: Any) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def _load_items(zoo: Any, tokenizer: WeightTokenizer, cfg: EncoderConfig, what: str) -> list[_Item]:
+def _float32(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.float() if v.dtype == torch.float64 else v for k, v in sd.items()}
+
+
+def _fit_summarizer(zoo: Any, tokenizer: WeightTokenizer) -> LayerSummarizer:
+    """Zoo-level statistics of the raw layer summaries of `zoo`'s models (its train split's final ones)."""
+
+    def raw() -> Any:
+        for sd in zoo.state_dicts():
+            sd = _float32(sd)
+            layout = tokenizer.tokenize(sd).layout
+            yield raw_layer_summaries(sd, layout), [layer["kind"] for layer in layout["layers"]]
+
+    return LayerSummarizer().fit(raw())
+
+
+def _load_items(
+    zoo: Any,
+    tokenizer: WeightTokenizer,
+    cfg: EncoderConfig,
+    what: str,
+    summarizer: LayerSummarizer | None = None,
+) -> list[_Item]:
     meta = zoo.metadata()
     items = []
     for i in range(len(zoo)):
-        sd = {k: v.float() if v.dtype == torch.float64 else v for k, v in zoo.state_dict(i).items()}
+        sd = _float32(zoo.state_dict(i))
         try:
-            n = prepare_tokens(tokenizer, sd, cfg).num_tokens
+            tm = prepare_tokens(tokenizer, sd, cfg, summarizer=summarizer)
         except InvalidInputError as e:
             raise type(e)(f"{what} model {meta['model_id'].iloc[i]!r}: {e}") from e
-        if n == 0:
+        if tm.num_tokens == 0:
             raise InvalidInputError(f"{what} model {meta['model_id'].iloc[i]!r} has no weights to tokenize")
-        items.append(_Item(str(meta["model_id"].iloc[i]), sd, n, permutation_plan(sd)))
+        items.append(
+            _Item(str(meta["model_id"].iloc[i]), sd, tm.num_tokens, permutation_plan(sd), tm.summaries)
+        )
     return items
 
 
@@ -368,11 +429,13 @@ class _Views:
 
     def __init__(self, cfg: PretrainConfig, tokenizer: WeightTokenizer, enc_cfg: EncoderConfig) -> None:
         self.cfg, self.tokenizer, self.enc_cfg = cfg, tokenizer, enc_cfg
+        # summaries are precomputed per item (neuron permutations leave them unchanged)
+        self.token_cfg = dataclasses.replace(enc_cfg, summary_tokens=False)
 
     def _view(self, item: _Item, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
         cfg = self.cfg
         sd = permute_neurons(item.state_dict, gen, plan=item.plan) if cfg.permute else item.state_dict
-        tm = prepare_tokens(self.tokenizer, sd, self.enc_cfg)
+        tm = prepare_tokens(self.tokenizer, sd, self.token_cfg)
         n, window = tm.num_tokens, int(cfg.window)  # type: ignore[arg-type]
         start = int(torch.randint(0, n - window + 1, (1,), generator=gen)) if n > window else 0
         stop = min(n, start + window)
@@ -387,6 +450,14 @@ class _Views:
 
     def batch(self, items: list[_Item], gen: torch.Generator) -> dict[str, torch.Tensor]:
         views = [self._view(item, gen) for item in items] + [self._view(item, gen) for item in items]
+        summary_batch: dict[str, torch.Tensor] = {}
+        if self.enc_cfg.summary_tokens:
+            summary_batch = collate_summaries([it.summaries for it in items] * 2)  # type: ignore[misc]
+            real = summary_batch["summary_attention"]
+            ratio = float(self.cfg.summary_mask_ratio)  # type: ignore[arg-type]
+            hidden = (torch.rand(real.shape, generator=gen) < ratio) & real
+            summary_batch["summary_keep"] = real & ~hidden
+            summary_batch["summary_hidden"] = hidden
         longest = max(v[0].shape[0] for v in views)
         b, size = len(views), self.enc_cfg.token_size
         out = {
@@ -402,6 +473,7 @@ class _Views:
             for key, value in zip(out, view, strict=True):
                 out[key][i, :n] = value
         out["attention_mask"] = out["real"].any(dim=-1)
+        out.update(summary_batch)
         return out
 
 
@@ -428,11 +500,15 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
 
 def _losses(
     model: PretrainModel, batch: dict[str, torch.Tensor], cfg: PretrainConfig, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total loss, token reconstruction MSE, NT-Xent, summary reconstruction MSE) of one batch."""
     b = {k: v.to(device) for k, v in batch.items()}
     autocast = device.type == "cuda" and bool(cfg.mixed_precision)
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
-        out = model.encoder(b["inputs"], b["input_mask"], b["positions"], b["attention_mask"])
+        extra = {
+            k: b[k] for k in ("summaries", "summary_layers", "summary_attention", "summary_keep") if k in b
+        }
+        out = model.encoder(b["inputs"], b["input_mask"], b["positions"], b["attention_mask"], **extra)
         recon = model.encoder.decode(out.latent_tokens, b["positions"], b["attention_mask"])
         z = model.projection(out.pooled)
     sel = (b["real"] & b["hidden"].unsqueeze(-1)).float()
@@ -447,10 +523,25 @@ def _losses(
         mse = (per_view / scale.clamp_min(1e-3)).mean()
     else:
         mse = sq.sum() / sel.sum().clamp_min(1.0)
+    summary_mse = torch.zeros((), device=mse.device)
+    if out.summary_latents is not None and model.encoder.summary_out is not None:
+        # hidden summaries are reconstructed from their own latent (the encoder sees the layer's weight
+        # tokens and the other layers' summaries): it has to compute the statistics itself
+        pred = model.encoder.summary_out(out.summary_latents).float()
+        ssel = b["summary_hidden"].unsqueeze(-1).float()
+        summary_mse = (((pred - b["summaries"]) ** 2) * ssel).sum() / (ssel.sum() * pred.shape[-1]).clamp_min(
+            1.0
+        )
     n = z.shape[0] // 2
     contrastive = nt_xent(z[:n], z[n:], float(cfg.temperature))  # type: ignore[arg-type]
     gamma = float(cfg.gamma)  # type: ignore[arg-type]
-    return (1 - gamma) * mse + gamma * contrastive, mse.detach(), contrastive.detach()
+    recon = mse + float(cfg.summary_loss_weight) * summary_mse  # type: ignore[arg-type]
+    return (
+        (1 - gamma) * recon + gamma * contrastive,
+        mse.detach(),
+        contrastive.detach(),
+        summary_mse.detach(),
+    )
 
 
 def _lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -595,13 +686,13 @@ def _evaluate(
     device: torch.device,
 ) -> dict[str, float]:
     """Mean loss over the fixed validation batches, in eval mode without gradients."""
-    totals = {"loss": 0.0, "reconstruction": 0.0, "contrastive": 0.0}
+    totals = {"loss": 0.0, "reconstruction": 0.0, "contrastive": 0.0, "summary_reconstruction": 0.0}
     count = sum(n for n, _ in batches)
     model.eval()
     with torch.no_grad():
         for n, batch in batches:
-            loss, mse, con = _losses(model, batch, cfg, device)
-            for key, value in zip(totals, (loss, mse, con), strict=True):
+            losses = _losses(model, batch, cfg, device)
+            for key, value in zip(totals, losses, strict=True):
                 totals[key] += float(value) * n
     model.train()
     return {k: v / count for k, v in totals.items()}
@@ -660,15 +751,17 @@ def pretrain_encoder(
         raise InvalidInputError(f"zoo {zoo_source!s}: the train split is empty; nothing to pretrain on")
     val_zoo = zoo.split("validation").final()
     tokenizer = WeightTokenizer(TokenizerConfig(token_size=enc_cfg.token_size))
+    summarizer: LayerSummarizer | None = None
     if saved is not None:
         tokenizer = WeightTokenizer.from_dict(saved[1]["tokenizer"])
+        if saved[1].get("summaries") is not None:
+            summarizer = LayerSummarizer.from_dict(saved[1]["summaries"])
     else:
-        tokenizer.fit_normalization(
-            {k: v.float() if v.dtype == torch.float64 else v for k, v in sd.items()}
-            for sd in train_zoo.state_dicts()
-        )
-    train_items = _load_items(train_zoo, tokenizer, enc_cfg, "train")
-    val_items = _load_items(val_zoo, tokenizer, enc_cfg, "validation")
+        tokenizer.fit_normalization(_float32(sd) for sd in train_zoo.state_dicts())
+        if enc_cfg.summary_tokens:
+            summarizer = _fit_summarizer(train_zoo, tokenizer)
+    train_items = _load_items(train_zoo, tokenizer, enc_cfg, "train", summarizer)
+    val_items = _load_items(val_zoo, tokenizer, enc_cfg, "validation", summarizer)
     views = _Views(cfg, tokenizer, enc_cfg)
     val_batches = _validation_batches(val_items, views, cfg) if val_items else []
     preprocessing = Preprocessing(window=int(cfg.window))  # type: ignore[arg-type]
@@ -731,12 +824,12 @@ def pretrain_encoder(
             while epoch < int(cfg.epochs):  # type: ignore[arg-type]
                 start = time.perf_counter()
                 model.train()
-                sums = {"loss": 0.0, "reconstruction": 0.0, "contrastive": 0.0}
+                sums = {"loss": 0.0, "reconstruction": 0.0, "contrastive": 0.0, "summary_reconstruction": 0.0}
                 label = f"epoch {epoch + 1}/{cfg.epochs}"
                 bar.update(label)
                 for batch_idx in length_buckets(lengths, bs, gen):
                     batch = views.batch([train_items[i] for i in batch_idx], gen)
-                    loss, mse, con = _losses(model, batch, cfg, device)
+                    loss, mse, con, smse = _losses(model, batch, cfg, device)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     if float(cfg.grad_clip) > 0:  # type: ignore[arg-type]
@@ -745,7 +838,7 @@ def pretrain_encoder(
                     lr = opt.param_groups[0]["lr"]
                     sched.step()
                     step += 1
-                    values = (float(loss.detach()), float(mse), float(con))
+                    values = (float(loss.detach()), float(mse), float(con), float(smse))
                     if not math.isfinite(values[0]):
                         raise ZooprobeError(
                             f"pretraining loss became non-finite at step {step} (epoch {epoch + 1}); "
@@ -787,6 +880,7 @@ def pretrain_encoder(
                     {**provenance, "checkpoint": "last", "best_epoch": best_epoch, "best_loss": best},
                     output / LAST_DIR,
                     preprocessing=preprocessing,
+                    summarizer=summarizer,
                 )
                 if improved:
                     save_encoder(
@@ -795,6 +889,7 @@ def pretrain_encoder(
                         {**provenance, "checkpoint": "best", "best_epoch": epoch, "best_loss": score},
                         output,
                         preprocessing=preprocessing,
+                        summarizer=summarizer,
                     )
                 opt_tensors, opt_meta = _pack_optimizer(opt)
                 tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
@@ -812,6 +907,7 @@ def pretrain_encoder(
                         "zoo_source": str(zoo_source),
                         "zoo_fingerprint": fingerprint,
                         "tokenizer": tokenizer.to_dict(),
+                        "summaries": None if summarizer is None else summarizer.to_dict(),
                         "epoch": epoch,
                         "step": step,
                         "best_loss": None if math.isinf(best) else best,

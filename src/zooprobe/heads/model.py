@@ -72,8 +72,9 @@ class EncoderWithHead(nn.Module):
             p.requires_grad_(name in trainable)
 
     def _trainable_encoder_names(self) -> set[str]:
-        # the reconstruction decoder (dec_*) plays no part in representations: it never trains here
-        names = {n for n, _ in self.encoder.named_parameters() if not n.startswith("dec_")}
+        # the reconstruction decoder (dec_*) plays no part in representations: it never trains here,
+        # and neither does the summary-token reconstruction head (summary_out)
+        names = {n for n, _ in self.encoder.named_parameters() if not n.startswith(("dec_", "summary_out."))}
         k = self.unfreeze_top_layers
         if k is None:
             return names

@@ -5,7 +5,8 @@ encoder's weights, its preprocessing and the models. So they are computed once a
 ``cache_dir()/representations/<key>.safetensors`` where the key hashes:
 
 - the encoder: every weight tensor (name, dtype, shape, bytes), its `EncoderConfig`, the tokenizer (config
-  and normalization statistics) and the preprocessing (window, position policy);
+  and normalization statistics), the layer-summary standardization and the preprocessing (window,
+  position policy);
 - the models: the content hash of each selected checkpoint's stored weights, in order;
 - whether per-token latents are stored too (attention-pooling heads need them).
 
@@ -57,6 +58,7 @@ def encoder_fingerprint(encoder: LoadedEncoder) -> str:
         "config": encoder.config.to_dict(),
         "tokenizer": encoder.tokenizer.to_dict(),
         "preprocessing": encoder.preprocessing.to_dict(),
+        "summaries": None if encoder.summarizer is None else encoder.summarizer.to_dict(),
     }
     h.update(json.dumps(meta, sort_keys=True, default=str).encode())
     for name, t in sorted(encoder.encoder.state_dict().items()):

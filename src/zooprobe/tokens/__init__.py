@@ -5,6 +5,12 @@ See `zooprobe.tokens.tokenizer` for the rules and why the representation is exac
 
 from zooprobe.tokens.batching import TokenSequence, TokenWindow, collate, iter_windows
 from zooprobe.tokens.normalization import NormalizationStats, RunningMoments
+from zooprobe.tokens.summary import (
+    SUMMARY_DIM,
+    LayerSummarizer,
+    collate_summaries,
+    raw_layer_summaries,
+)
 from zooprobe.tokens.tokenizer import (
     MODULE_KINDS,
     TokenizedModel,
@@ -17,6 +23,8 @@ from zooprobe.tokens.tokenizer import (
 
 __all__ = [
     "MODULE_KINDS",
+    "SUMMARY_DIM",
+    "LayerSummarizer",
     "NormalizationStats",
     "RunningMoments",
     "TokenSequence",
@@ -26,7 +34,9 @@ __all__ = [
     "TokenizerError",
     "WeightTokenizer",
     "collate",
+    "collate_summaries",
     "detokenize",
     "iter_windows",
     "module_kinds_from_model",
+    "raw_layer_summaries",
 ]

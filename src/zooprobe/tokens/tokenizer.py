@@ -454,6 +454,9 @@ class TokenizedModel:
         passthrough: names of tensors kept verbatim in the layout instead of tokens (e.g.
             ``num_batches_tracked``).
         skipped: names of tensors left out under ``unknown="skip"``; `detokenize` cannot restore them.
+        summaries: optional float32 ``[num_layers, summary_dim]``: one standardized statistics vector per
+            layer (`zooprobe.tokens.summary`), attached by encoders that read summary tokens; None
+            otherwise. Not needed by `detokenize`.
     """
 
     tokens: torch.Tensor
@@ -462,6 +465,7 @@ class TokenizedModel:
     layout: dict[str, Any]
     passthrough: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
+    summaries: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         t = self.tokens
@@ -475,6 +479,14 @@ class TokenizedModel:
             raise TokenizerError(
                 f"positions must be int64 [{t.shape[0]}, 3], "
                 f"got {self.positions.dtype} {tuple(self.positions.shape)}"
+            )
+        sm = self.summaries
+        if sm is not None and (
+            sm.ndim != 2 or sm.dtype != torch.float32 or sm.shape[0] != len(self.layout["layers"])
+        ):
+            raise TokenizerError(
+                f"summaries must be float32 [num_layers={len(self.layout['layers'])}, D], "
+                f"got {sm.dtype} {tuple(sm.shape)}"
             )
 
     @property
@@ -517,18 +529,22 @@ class TokenizedModel:
             self.layout,
             self.passthrough,
             self.skipped,
+            None if self.summaries is None else self.summaries.to(device),
         )
 
     def save(self, path: str | Path) -> None:
         """Write tokens, mask and positions as safetensors with the layout JSON in the metadata."""
         from safetensors.torch import save_file
 
+        tensors = {
+            "tokens": self.tokens.contiguous(),
+            "mask": self.mask.contiguous(),
+            "positions": self.positions.contiguous(),
+        }
+        if self.summaries is not None:
+            tensors["summaries"] = self.summaries.contiguous()
         save_file(
-            {
-                "tokens": self.tokens.contiguous(),
-                "mask": self.mask.contiguous(),
-                "positions": self.positions.contiguous(),
-            },
+            tensors,
             str(path),
             metadata={"zooprobe.layout": json.dumps(self.layout)},
         )
@@ -542,7 +558,8 @@ class TokenizedModel:
             metadata = handle.metadata() or {}
             if "zooprobe.layout" not in metadata:
                 raise TokenizerError(f"{path}: not a zooprobe tokenized model (no layout metadata)")
-            tensors = {key: handle.get_tensor(key) for key in ("tokens", "mask", "positions")}
+            keys = ("tokens", "mask", "positions", "summaries")
+            tensors = {key: handle.get_tensor(key) for key in keys if key in handle.keys()}  # noqa: SIM118
         layout = _loads(metadata["zooprobe.layout"], f"{path}: layout")
         return cls(
             tensors["tokens"],
@@ -551,6 +568,7 @@ class TokenizedModel:
             layout,
             tuple(e["name"] for e in layout["passthrough"]),
             tuple(e["name"] for e in layout["skipped"]),
+            tensors.get("summaries"),
         )
 
 
