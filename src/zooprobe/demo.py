@@ -3,8 +3,8 @@
 1. the default zoo (built once into the cache: ``zooprobe zoo build --preset small``);
 2. the default encoder (pretrained once on it into the cache: ``zooprobe encoder pretrain``);
 3. the three heads trained in frozen mode on cached representations, plus one fine-tuning run (accuracy);
-4. a table of test metrics. Run folders go to ``--output`` (default ``runs/demo``); every number is in
-   their ``metrics.json``.
+4. a table of test metrics and an HTML report per run (``RUN/report/index.html``). Run folders go to
+   ``--output`` (default ``runs/demo``); every number is in their ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ DEMO_METRICS = {
 class DemoResult:
     runs: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    reports: dict[str, Path] = field(default_factory=dict)
 
 
 def demo_config(task: str, mode: str, zoo: str, encoder: str) -> TrainConfig:
@@ -92,6 +93,14 @@ def run_demo(
         result.runs[f"{task}/{mode}"] = run
     console.print(demo_table(result))
     console.print(f"run folders (metrics.json, head/, tensorboard/): {Path(output).resolve()}")
+    from .report import write_report
+
+    for key in result.runs:
+        task, mode = key.split("/")
+        result.reports[key] = write_report(Path(output) / f"{task}-{mode}")
+    console.print("reports (self-contained HTML):")
+    for path in result.reports.values():
+        console.print(f"  {path.resolve()}")
     return result
 
 

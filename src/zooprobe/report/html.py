@@ -1,0 +1,535 @@
+"""``zooprobe report RUN_DIR``: one self-contained HTML page describing a finished head-training run.
+
+`write_report` reads what `zooprobe.training.trainer.train` leaves in a run folder (``metrics.json``,
+``predictions/test.json``, ``config.yaml``, ``head/config.json``) and writes ``RUN_DIR/report/index.html``
+(or ``OUTPUT/index.html``) with the PNG figures next to it. The page embeds every figure as a base64
+``data:`` URI and its own CSS, so it can be mailed or archived as a single file; the PNGs are there for
+slides and papers.
+
+Contents:
+
+- a summary (task, mode, best epoch, monitored metric, model counts, the head's encoder);
+- per continuous target, predicted vs true on the test split with the identity line, R² and Kendall tau
+  in the title (metric space: axes are ``log10(...)`` for log targets);
+- per categorical target, the test confusion matrix (counts, class names on the axes);
+- for the patterns task, per-pattern F1 bars (validation and test; an undefined F1 is drawn as the word
+  "undefined", never as a zero-length bar);
+- learning curves from the history (train loss per epoch; validation loss and the monitored metric per
+  evaluation; the best epoch marked);
+- a table of validation and test metrics (NaN, stored as null in metrics.json, shown as "undefined");
+- the overlap check and the missing-target counts of the run;
+- the resolved configuration (config.yaml), HTML-escaped.
+
+Figures use matplotlib's object API on the Agg canvas (no pyplot state, no display needed). Every file is
+written atomically.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zooprobe.errors import InvalidInputError
+from zooprobe.utils import atomic_write_bytes, atomic_write_text
+
+UNDEFINED = "undefined"
+_DPI = 100
+
+
+# ------------------------------------------------------------------------------------------ reading
+@dataclass
+class RunFiles:
+    """What a finished run folder holds, parsed."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    test: dict[str, Any]
+    config_text: str | None
+    head_config: dict[str, Any] | None
+
+
+def _read_json(path: Path, run_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidInputError(f"{path}: cannot read it ({e})") from e
+    except json.JSONDecodeError as e:
+        raise InvalidInputError(f"{path}: not valid JSON ({e}); is {run_dir} a zooprobe run folder?") from e
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_run(run_dir: str | Path) -> RunFiles:
+    """Parse a finished run folder; `InvalidInputError` if it is not one (no metrics.json or predictions)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InvalidInputError(f"{run_dir}: no such folder (expected a run folder of `zooprobe train`)")
+    metrics_path = run_dir / "metrics.json"
+    test_path = run_dir / "predictions" / "test.json"
+    for path, what in ((metrics_path, "metrics.json"), (test_path, "predictions/test.json")):
+        if not path.is_file():
+            raise InvalidInputError(
+                f"{run_dir}: no {what}, so this is not a finished run of `zooprobe train` (a run writes "
+                "metrics.json and predictions/ when training ends; an interrupted run finishes when the same "
+                "train command runs again)"
+            )
+    metrics = _read_json(metrics_path, run_dir)
+    test = _read_json(test_path, run_dir)
+    for key in ("task", "test", "validation", "history"):
+        if key not in metrics:
+            raise InvalidInputError(f"{metrics_path}: missing field {key!r}; not a zooprobe run's metrics")
+    if not isinstance(test.get("targets"), dict):
+        raise InvalidInputError(f"{test_path}: missing field 'targets'; not a zooprobe run's predictions")
+    config_path = run_dir / "config.yaml"
+    config_text = config_path.read_text(errors="replace") if config_path.is_file() else None
+    head_path = run_dir / "head" / "config.json"
+    head_config = _read_json(head_path, run_dir) if head_path.is_file() else None
+    return RunFiles(run_dir, metrics, test, config_text, head_config)
+
+
+# ------------------------------------------------------------------------------------------ numbers
+def _value(v: Any) -> float:
+    """A metric as a float: null (NaN in metrics.json) and non-numbers become NaN, "inf" strings inf."""
+    if isinstance(v, bool) or v is None:
+        return math.nan
+    if isinstance(v, int | float):
+        return float(v)
+    if isinstance(v, str) and v in ("inf", "-inf"):
+        return float(v)
+    return math.nan
+
+
+def fmt(v: Any, digits: int = 4) -> str:
+    """A metric for display: 4 decimals, NaN / null as "undefined"."""
+    x = _value(v)
+    if math.isnan(x):
+        return UNDEFINED
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if x != 0 and (abs(x) >= 1e5 or abs(x) < 10 ** -(digits - 1)):
+        return f"{x:.{digits}g}"
+    return f"{x:.{digits}f}"
+
+
+def _floats(values: Sequence[Any]) -> np.ndarray:
+    return np.array([_value(v) for v in values], dtype=np.float64)
+
+
+# ------------------------------------------------------------------------------------------ figures
+def _new_figure(width: float, height: float) -> tuple[Any, Any]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=_DPI, metadata={"Software": None})
+    fig.clear()  # free the artists (no pyplot: nothing else holds the figure)
+    return buf.getvalue()
+
+
+def scatter_png(
+    name: str, true: Sequence[Any], predicted: Sequence[Any], log10: bool, r2: Any, tau: Any
+) -> bytes:
+    """Predicted vs true (test split) with the identity line; R² and Kendall tau in the title."""
+    t, p = _floats(true), _floats(predicted)
+    keep = np.isfinite(t) & np.isfinite(p)
+    fig, ax = _new_figure(4.8, 4.4)
+    label = f"log10({name})" if log10 else name
+    if keep.any():
+        t, p = t[keep], p[keep]
+        lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+        pad = 0.05 * (hi - lo) if hi > lo else 0.5
+        lo, hi = lo - pad, hi + pad
+        ax.plot([lo, hi], [lo, hi], linestyle="--", color="0.5", linewidth=1, label="identity (y = x)")
+        ax.scatter(t, p, s=22, alpha=0.8, color="tab:blue", edgecolors="none", label="test models")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.legend(loc="upper left", fontsize=8, frameon=False)
+    else:
+        ax.text(0.5, 0.5, "no test model has a true value", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel(f"true {label}")
+    ax.set_ylabel(f"predicted {label}")
+    ax.set_title(f"{name} (test, n = {int(keep.sum())})\nR² = {fmt(r2, 3)}, Kendall τ = {fmt(tau, 3)}")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def confusion_counts(
+    true: Sequence[Any], probabilities: Sequence[Sequence[float]], n_classes: int
+) -> np.ndarray:
+    """Counts [true class, predicted class] (argmax of the probabilities); missing truths (-1) left out."""
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    t = _floats(true)
+    probs = np.asarray(probabilities, dtype=np.float64).reshape(len(t), n_classes) if len(t) else None
+    for i, y in enumerate(t):
+        if not math.isfinite(y) or y < 0 or y >= n_classes or probs is None:
+            continue
+        cm[int(y), int(np.argmax(probs[i]))] += 1
+    return cm
+
+
+def confusion_png(name: str, classes: Sequence[str], cm: np.ndarray, accuracy: Any, macro_f1: Any) -> bytes:
+    """A confusion matrix with counts in the cells and class names on the axes."""
+    n = len(classes)
+    side = max(3.6, 0.55 * n + 2.4)
+    fig, ax = _new_figure(side + 0.8, side)
+    image = ax.imshow(cm, cmap="Blues", vmin=0, vmax=max(1, int(cm.max())))
+    fig.colorbar(image, ax=ax, shrink=0.8, label="models")
+    ax.set_xticks(range(n), [str(c) for c in classes], rotation=45, ha="right")
+    ax.set_yticks(range(n), [str(c) for c in classes])
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    threshold = cm.max() / 2 if cm.max() else 1
+    for i in range(n):
+        for j in range(n):
+            ax.text(
+                j,
+                i,
+                str(int(cm[i, j])),
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="white" if cm[i, j] > threshold else "black",
+            )
+    ax.set_title(
+        f"{name} (test, n = {int(cm.sum())})\naccuracy = {fmt(accuracy, 3)}, macro F1 = {fmt(macro_f1, 3)}"
+    )
+    return _png(fig)
+
+
+def f1_bars_png(patterns: Sequence[str], validation: Mapping[str, Any], test: Mapping[str, Any]) -> bytes:
+    """Horizontal F1 bars per pattern (validation and test); undefined F1 is written, not drawn as 0."""
+    n = len(patterns)
+    fig, ax = _new_figure(6.4, max(2.6, 0.62 * n + 1.4))
+    y = np.arange(n)
+    height = 0.38
+    for offset, (split, values, color) in enumerate(
+        (("validation", validation, "tab:orange"), ("test", test, "tab:blue"))
+    ):
+        pos = y + (offset - 0.5) * height
+        vals = np.array([_value(values.get(p)) for p in patterns])
+        defined = np.isfinite(vals)
+        ax.barh(pos[defined], vals[defined], height=height, color=color, label=split)
+        for k in range(n):
+            if defined[k]:
+                ax.text(vals[k] + 0.01, pos[k], f"{vals[k]:.2f}", va="center", fontsize=8)
+            else:
+                ax.text(
+                    0.01,
+                    pos[k],
+                    f"{UNDEFINED} ({split})",
+                    va="center",
+                    fontsize=8,
+                    color="0.35",
+                    style="italic",
+                )
+    ax.set_yticks(y, list(patterns))
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.12)
+    ax.set_xlabel("F1")
+    ax.set_title("per-pattern F1 (validation and test)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig)
+
+
+def learning_curves_png(history: Sequence[Mapping[str, Any]], monitor: str, best_epoch: Any) -> bytes:
+    """Train loss per epoch, validation loss and the monitored metric per evaluation, best epoch marked."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    two = monitor != "loss"
+    fig = Figure(figsize=(10.0 if two else 5.6, 4.0), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2 if two else 1, squeeze=False)[0]
+    epochs = [int(r.get("epoch", i)) for i, r in enumerate(history)]
+    train_loss = _floats([r.get("train", {}).get("loss") for r in history])
+    evaluated = [(e, r["validation"]) for e, r in zip(epochs, history, strict=True) if r.get("validation")]
+    val_epochs = [e for e, _ in evaluated]
+    val_loss = _floats([v.get("loss") for _, v in evaluated])
+    best = int(best_epoch) if isinstance(best_epoch, int | float) and best_epoch >= 0 else None
+
+    ax = axes[0]
+    ax.plot(epochs, train_loss, marker="o", markersize=3, label="train loss (per epoch)")
+    ax.plot(val_epochs, val_loss, marker="s", markersize=4, label="validation loss (per evaluation)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title("loss" + (" (monitored: validation loss)" if not two else ""))
+    panels = [(ax, val_epochs, val_loss)]
+    if two:
+        metric = _floats([v.get(monitor) for _, v in evaluated])
+        ax2 = axes[1]
+        ax2.plot(
+            val_epochs, metric, marker="s", markersize=4, color="tab:green", label=f"validation {monitor}"
+        )
+        ax2.set_xlabel("epoch")
+        ax2.set_ylabel(monitor)
+        ax2.set_title(f"monitored metric: validation {monitor}")
+        panels = [(ax, val_epochs, val_loss), (ax2, val_epochs, metric)]
+    from matplotlib.ticker import MaxNLocator
+
+    for i, (a, xs, ys) in enumerate(panels):
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if best is not None:
+            a.axvline(best, color="tab:red", linestyle=":", linewidth=1.2, label=f"best epoch ({best})")
+            if best in xs and (i == len(panels) - 1) and math.isfinite(ys[xs.index(best)]):
+                a.plot(
+                    [best], [ys[xs.index(best)]], marker="*", markersize=13, color="tab:red", linestyle="none"
+                )
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    return _png(fig)
+
+
+# ------------------------------------------------------------------------------------------ html
+@dataclass
+class _Page:
+    """The figures of a page being rendered (file name -> PNG bytes)."""
+
+    pngs: dict[str, bytes] = field(default_factory=dict)
+
+    def figure(self, filename: str, png: bytes, alt: str) -> str:
+        base, k = filename, 2
+        while filename in self.pngs:
+            filename = f"{base.removesuffix('.png')}_{k}.png"
+            k += 1
+        self.pngs[filename] = png
+        data = base64.b64encode(png).decode("ascii")
+        return (
+            f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(alt)} <span class=file>({html.escape(filename)})</span>"
+            "</figcaption></figure>"
+        )
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "target"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "") -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    thead = f"<thead><tr>{head}</tr></thead>" if any(header) else ""
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table class="{cls}">{thead}<tbody>{body}</tbody></table>'
+
+
+def _metric_key(task: str, target: str, metric: str) -> str:
+    return metric if task == "accuracy" else f"{target}/{metric}"
+
+
+def _summary(run: RunFiles) -> str:
+    m = run.metrics
+    rows: list[tuple[str, Any]] = [
+        ("run folder", str(run.run_dir)),
+        ("task", m.get("task")),
+        ("mode", m.get("mode")),
+        ("monitored metric (validation)", m.get("monitor")),
+        ("best epoch", m.get("best_epoch")),
+        ("best monitored value", fmt(m.get("best_value"))),
+        ("epochs run", m.get("epochs_run")),
+    ]
+    n_models = m.get("n_models") or {}
+    if isinstance(n_models, dict):
+        rows.append(
+            (
+                "models (train / validation / test)",
+                " / ".join(str(n_models.get(s, "?")) for s in ("train", "validation", "test")),
+            )
+        )
+    enc = (run.head_config or {}).get("encoder") or {}
+    if enc:
+        rows.append(("encoder", f"{enc.get('source')} (revision {enc.get('revision')})"))
+        rows.append(("encoder fingerprint", str(enc.get("fingerprint", ""))[:16]))
+    versions = m.get("library_versions") or {}
+    if isinstance(versions, dict) and versions:
+        rows.append(("libraries", ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))))
+    return _table(("", ""), rows, "kv")
+
+
+def _metrics_table(m: Mapping[str, Any]) -> str:
+    val, test = m.get("validation") or {}, m.get("test") or {}
+    keys = list(dict.fromkeys([*test, *val]))
+    rows = []
+    for k in keys:
+        if k in ("n", "n_undefined"):
+            continue
+        rows.append((k, fmt(val.get(k)) if k in val else "-", fmt(test.get(k)) if k in test else "-"))
+    for k in ("n", "n_undefined"):
+        if k in val or k in test:
+            rows.append(
+                (k, fmt(val.get(k), 0) if k in val else "-", fmt(test.get(k), 0) if k in test else "-")
+            )
+    return _table(("metric", "validation", "test"), rows, "metrics")
+
+
+def _overlap_and_missing(m: Mapping[str, Any]) -> str:
+    parts = []
+    overlap = m.get("overlap")
+    if isinstance(overlap, dict):
+        ids = overlap.get("model_ids") or []
+        verdict = (
+            "no evaluation model was seen in the encoder's pretraining"
+            if overlap.get("checked") and not ids
+            else (
+                f"{len(ids)} evaluation model(s) were in the encoder's pretraining data (allowed: "
+                f"{overlap.get('allowed')}); their metrics are inflated"
+                if ids
+                else "not checked"
+            )
+        )
+        parts.append(f"<p class=verdict>Overlap check: {html.escape(verdict)}.</p>")
+        rows = [(k, json.dumps(v) if isinstance(v, list | dict) else v) for k, v in sorted(overlap.items())]
+        parts.append(_table(("field", "value"), rows, "kv"))
+    else:
+        parts.append("<p>No overlap information in metrics.json.</p>")
+    missing = m.get("missing_targets")
+    if isinstance(missing, dict) and missing:
+        splits = [s for s in ("train", "validation", "test") if s in missing] + sorted(
+            s for s in missing if s not in ("train", "validation", "test")
+        )
+        if all(isinstance(missing[s], dict) for s in splits):
+            targets = list(dict.fromkeys(t for s in splits for t in missing[s]))
+            rows = [(t, *(missing[s].get(t, 0) for s in splits)) for t in targets]
+            parts.append("<h3>Missing targets (masked out of losses and metrics, never filled)</h3>")
+            parts.append(_table(("target", *splits), rows, "metrics"))
+        else:
+            parts.append(f"<pre>{html.escape(json.dumps(missing, indent=2))}</pre>")
+    return "\n".join(parts)
+
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;
+color:#222;padding:0 1em}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
+td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left}
+table.metrics td:nth-child(n+2){text-align:right;font-family:ui-monospace,Menlo,Consolas,monospace}
+th{background:#f4f4f4}figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top}
+figcaption{font-size:.8em;color:#666}span.file{color:#999}
+pre{background:#f7f7f7;border:1px solid #e3e3e3;padding:.8em;overflow:auto;font-size:.85em}
+p.verdict{font-weight:600}
+"""
+
+
+def render_html(run: RunFiles, page: _Page) -> str:
+    """The complete page for `run` (figures are added to `page`)."""
+    m = run.metrics
+    task = str(m.get("task"))
+    test_metrics = m.get("test") or {}
+    targets: dict[str, Any] = run.test["targets"]
+    continuous = [(n, t) for n, t in targets.items() if t.get("kind") == "continuous"]
+    categorical = [(n, t) for n, t in targets.items() if t.get("kind") == "categorical"]
+    binary = [n for n, t in targets.items() if t.get("kind") == "binary"]
+
+    out = [f"<h1>zooprobe report: {html.escape(task)} head ({html.escape(str(m.get('mode')))})</h1>"]
+    out.append(_summary(run))
+    if continuous:
+        figs = []
+        for name, t in continuous:
+            png = scatter_png(
+                name,
+                t.get("true", []),
+                t.get("predicted", []),
+                bool(t.get("log10")),
+                test_metrics.get(_metric_key(task, name, "r2")),
+                test_metrics.get(_metric_key(task, name, "kendall_tau")),
+            )
+            space = "log10 " if t.get("log10") else ""
+            figs.append(
+                page.figure(f"scatter_{_safe(name)}.png", png, f"{name}: predicted vs true {space}(test)")
+            )
+        out.append("<h2>Continuous targets: predicted vs true (test split)</h2>" + "".join(figs))
+    if categorical:
+        figs = []
+        for name, t in categorical:
+            classes = [str(c) for c in t.get("classes", [])]
+            cm = confusion_counts(t.get("true", []), t.get("predicted", []), len(classes))
+            png = confusion_png(
+                name,
+                classes,
+                cm,
+                test_metrics.get(f"{name}/accuracy"),
+                test_metrics.get(f"{name}/macro_f1"),
+            )
+            figs.append(page.figure(f"confusion_{_safe(name)}.png", png, f"{name}: confusion matrix (test)"))
+        out.append("<h2>Discrete targets: confusion matrices (test split)</h2>" + "".join(figs))
+    if task == "patterns" or binary:
+        names = binary or [k[3:] for k in test_metrics if k.startswith("f1/")]
+        val_metrics = m.get("validation") or {}
+        png = f1_bars_png(
+            names,
+            {n: val_metrics.get(f"f1/{n}") for n in names},
+            {n: test_metrics.get(f"f1/{n}") for n in names},
+        )
+        out.append(
+            "<h2>Per-pattern F1</h2><p>An F1 is undefined when a split has no positive label and no "
+            "positive prediction for the pattern; it is written as “undefined”, not drawn as 0.</p>"
+            + page.figure("f1_patterns.png", png, "per-pattern F1")
+        )
+    history = m.get("history") or []
+    if history:
+        png = learning_curves_png(history, str(m.get("monitor", "loss")), m.get("best_epoch"))
+        out.append("<h2>Learning curves</h2>" + page.figure("learning_curves.png", png, "learning curves"))
+    out.append(
+        "<h2>Metrics (best checkpoint)</h2><p>Undefined metrics (a single class in a split, a constant "
+        "target, fewer than two samples) are shown as “undefined”, never as 0.</p>" + _metrics_table(m)
+    )
+    out.append(
+        "<h2>Evaluation data: overlap with pretraining, missing targets</h2>" + _overlap_and_missing(m)
+    )
+    config = run.config_text if run.config_text is not None else "(no config.yaml in the run folder)"
+    out.append(
+        "<h2>Configuration (config.yaml)</h2><p><code>zooprobe train --config config.yaml</code> replays "
+        f"the run.</p><pre>{html.escape(config)}</pre>"
+    )
+    title = html.escape(f"zooprobe report: {task} ({run.run_dir.name})")
+    return (
+        "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
+        f"<meta name=viewport content='width=device-width, initial-scale=1'><title>{title}</title>"
+        f"<style>{_CSS}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n"
+    )
+
+
+def write_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
+    """Write the HTML report of a finished run (see the module docs); returns the path of index.html.
+
+    `output` is the folder for ``index.html`` and the PNG files (default ``RUN_DIR/report``). Raises
+    `InvalidInputError` if `run_dir` is not a finished run folder.
+    """
+    run = read_run(run_dir)
+    folder = Path(output) if output is not None else run.run_dir / "report"
+    if folder.exists() and not folder.is_dir():
+        raise InvalidInputError(f"{folder}: exists and is not a folder; pass another --output")
+    page = _Page()
+    text = render_html(run, page)
+    for filename, png in page.pngs.items():
+        atomic_write_bytes(folder / filename, png)
+    index = folder / "index.html"
+    atomic_write_text(index, text)
+    return index
+
+
+__all__ = [
+    "RunFiles",
+    "confusion_counts",
+    "fmt",
+    "read_run",
+    "render_html",
+    "write_report",
+]
