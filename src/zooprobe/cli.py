@@ -14,7 +14,9 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace, set_parsin
 from . import __version__
 from .encoder.cli import add_encoder_commands, run_encoder_command
 from .errors import ZooprobeError
+from .heads.push_cli import add_push_command, run_push_command
 from .hub import add_push_arguments, check_push_arguments, push_cli_output
+from .report.cli import add_report_commands, run_report_command
 from .training.cli import add_training_commands, run_training_command
 from .zoo.space import ZooConfig
 
@@ -32,7 +34,7 @@ def build_parser() -> ArgumentParser:
         prog="zooprobe",
         description=(
             "Read a neural network's weights and tell what it is. "
-            "Subcommands: zoo, encoder, train, evaluate, bench, demo."
+            "Subcommands: zoo, encoder, train, evaluate, report, predict, push, bench, demo."
         ),
     )
     root.add_argument("--version", action="version", version=f"zooprobe {__version__}")
@@ -49,6 +51,8 @@ def build_parser() -> ArgumentParser:
     top.add_subcommand("demo", demo, help="Run the main job on the built-in default.")
     add_encoder_commands(top)  # before the zoo's own subcommands: jsonargparse adds levels in order
     add_training_commands(top)
+    add_report_commands(top)
+    add_push_command(top)
 
     zs = zoo.add_subcommands(dest="action")
     build = _parser(
@@ -136,6 +140,10 @@ def _run(cfg: Namespace) -> int:
         return run_encoder_command(cfg.encoder, console)
     if cfg.command in ("train", "evaluate", "bench"):
         return run_training_command(cfg, console)
+    if cfg.command in ("report", "predict"):
+        return run_report_command(cfg, console)
+    if cfg.command == "push":
+        return run_push_command(cfg, console)
     if cfg.command == "demo":
         from .demo import run_demo
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
+from zooprobe.hub import add_push_arguments, check_push_arguments
 from zooprobe.training.config import TrainConfig
 
 #: Metrics printed in the summary table, per task (all of them are in metrics.json).
@@ -41,6 +43,7 @@ def add_training_commands(top: Any) -> None:
         "--overwrite", type=bool, default=False, help="Delete the run in OUTPUT and start over."
     )
     train.add_argument("--progress", type=bool, default=True, help="Show progress bars.")
+    add_push_arguments(train, "head-training run")
     top.add_subcommand("train", train, help="Train a prediction head.")
 
     evaluate = _parser("Evaluate a trained run's best checkpoint on a split and print its metrics.")
@@ -83,7 +86,12 @@ def add_training_commands(top: Any) -> None:
     )
     heads.add_argument("--zoo", type=str, default="builtin:bench", help="Zoo (default: the bench zoo).")
     heads.add_argument("--encoder", type=str, default="default", help="Encoder folder or Hub id.")
-    heads.add_argument("--output", type=Path, default=Path("bench-heads"), help="Folder for the runs.")
+    heads.add_argument(
+        "--output",
+        type=Path,
+        default=Path("bench"),
+        help="Folder for the runs (shared with `zooprobe bench`).",
+    )
     heads.add_argument("--finetune_epochs", type=int, default=10, help="Epochs of each fine-tuning run.")
     heads.add_argument("--tasks", type=list[str], default=["patterns", "accuracy", "hyperparameters"])
     heads.add_argument("--modes", type=list[str], default=["frozen", "finetune"])
@@ -123,12 +131,19 @@ def run_training_command(cfg: Namespace, console: Any) -> int:
 
         ns = cfg.train
         tc = config_from_namespace(ns)
+        check_push_arguments(ns)  # before training: a push that cannot work fails now, not after the run
         result = train(tc, ns.output, resume=not ns.overwrite, progress=ns.progress)
         console.print(
             f"run folder: {result.output} (best epoch {result.best_epoch}, {result.epochs_run} epochs)"
         )
         for line in format_metrics(tc.task, result.test, f"test metrics ({tc.task}, {tc.mode}):"):
             console.print(line)
+        if ns.get("push_to_hub") and int(os.environ.get("RANK", "0")) == 0:  # under torchrun: rank 0 only
+            from zooprobe.heads.push_cli import push_trained_run
+
+            push_trained_run(
+                result.output, ns.push_to_hub, console, private=bool(ns.private), token=ns.get("token")
+            )
         return 0
     if cfg.command == "evaluate":
         from zooprobe.training.evaluate import evaluate_run
