@@ -14,10 +14,12 @@ For every task and target of a zoo (default: the bench zoo), in one run:
 - ``hparams+gbm`` (accuracy only): LightGBM on the training hyperparameters themselves, an upper reference
   that needs metadata users usually lack.
 
-Every method sees the zoo's own train/validation/test splits (by model); validation is used for early
-stopping and model selection only; every number is on the test split, scored by the same evaluator
-(`zooprobe.heads.evaluate`). Output: a markdown table (terminal and ``OUTPUT/bench.md``), every number in
-``OUTPUT/bench.json``, bar charts in ``OUTPUT/plots/``, and the head runs in ``OUTPUT/runs/``.
+Head runs are resumable and shared with ``zooprobe bench heads`` (same configurations and folders: a
+finished run is only re-scored). Every method sees the zoo's own train/validation/test splits (by model);
+validation is used for early stopping and model selection only; every number is on the test split, scored
+by the same evaluator (`zooprobe.heads.evaluate`). Output: a markdown table (terminal and
+``OUTPUT/bench.md``), every number in ``OUTPUT/bench.json``, bar charts in ``OUTPUT/plots/``, and the head
+runs in ``OUTPUT/runs/``.
 """
 
 from __future__ import annotations
@@ -74,6 +76,32 @@ QUALITY_TARGETS: tuple[tuple[str, str], ...] = (
     ("hyperparameters", "optimizer/accuracy"),
     ("hyperparameters", "activation/accuracy"),
 )
+
+
+def default_base(zoo: str, encoder: str) -> TrainConfig:
+    """The frozen-head configuration both benchmarks start from."""
+    base = TrainConfig(optim=OptimConfig(epochs=300, batch_size=64), stop=StopConfig(patience=20))
+    return replace(base, zoo=zoo, encoder=encoder)
+
+
+def head_run_config(
+    base: TrainConfig, task: str, mode: str, frozen_dir: Path, finetune_epochs: int, statistics: bool = False
+) -> TrainConfig:
+    """The configuration of a benchmark head run. Fine-tuning starts from the frozen run's head
+    (`frozen_dir`) at 0.3x its learning rate, for `finetune_epochs` epochs. `zooprobe bench` and
+    `zooprobe bench heads` use the same configurations and run folders, so one reuses the other's runs."""
+    head = replace(base.head, statistics=statistics)
+    if mode == "frozen":
+        return replace(base, task=task, mode="frozen", head=head)  # type: ignore[arg-type]
+    return replace(
+        base,
+        task=task,  # type: ignore[arg-type]
+        mode="finetune",
+        head=head,
+        init_from=str(frozen_dir),
+        optim=replace(base.optim, epochs=finetune_epochs, lr=base.optim.lr * 0.3),
+        stop=replace(base.stop, patience=max(2, finetune_epochs // 3)),
+    )
 
 
 @dataclass
@@ -236,8 +264,7 @@ def compare(
         start = time.perf_counter()
         x = {s: featurize(v.state_dicts(), progress=progress) for s, v in splits.items()}
         result.featurize_seconds = time.perf_counter() - start
-    base = frozen or TrainConfig(optim=OptimConfig(epochs=300, batch_size=64), stop=StopConfig(patience=20))
-    base = replace(base, zoo=zoo, encoder=encoder)
+    base = replace(frozen, zoo=zoo, encoder=encoder) if frozen else default_base(zoo, encoder)
     for task in tasks:
         spec = build_task_spec(task, metas["train"])
         arrays: dict[str, TargetArrays] = {s: target_arrays(spec, metas[s]) for s in splits}
@@ -254,24 +281,15 @@ def compare(
             frozen_name, ft_name = f"frozen{suffix}", f"finetune{suffix}"
             if frozen_name not in methods and ft_name not in methods:
                 continue
-            head = replace(base.head, statistics=stats)
             frozen_dir = runs / f"{task}-{frozen_name}"
-            cfg = replace(base, task=task, mode="frozen", head=head)  # type: ignore[arg-type]
+            cfg = head_run_config(base, task, "frozen", frozen_dir, finetune_epochs, stats)
             start = time.perf_counter()
             train(cfg, frozen_dir, encoder=loaded, zoo=load_zoo(zoo), progress=progress)
             frozen_s = time.perf_counter() - start
             if frozen_name in methods:
                 record(frozen_name, _head_predictions(frozen_dir, spec), frozen_s)
             if ft_name in methods:
-                cfg = replace(
-                    base,
-                    task=task,  # type: ignore[arg-type]
-                    mode="finetune",
-                    head=head,
-                    init_from=str(frozen_dir),
-                    optim=replace(base.optim, epochs=finetune_epochs, lr=base.optim.lr * 0.3),
-                    stop=replace(base.stop, patience=max(2, finetune_epochs // 3)),
-                )
+                cfg = head_run_config(base, task, "finetune", frozen_dir, finetune_epochs, stats)
                 start = time.perf_counter()
                 train(cfg, runs / f"{task}-{ft_name}", encoder=loaded, zoo=load_zoo(zoo), progress=progress)
                 # the fine-tuning run's time includes the frozen run it starts from
@@ -339,4 +357,12 @@ def _plots(result: CompareResult, folder: Path) -> None:
         fig.savefig(folder / f"{task}.png", dpi=100)
 
 
-__all__ = ["METHODS", "QUALITY_TARGETS", "CompareResult", "compare", "comparison_table"]
+__all__ = [
+    "METHODS",
+    "QUALITY_TARGETS",
+    "CompareResult",
+    "compare",
+    "comparison_table",
+    "default_base",
+    "head_run_config",
+]

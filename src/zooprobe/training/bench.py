@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zooprobe.training.config import OptimConfig, StopConfig, TrainConfig
+from zooprobe.training.config import TrainConfig
 
 TASKS = ("patterns", "accuracy", "hyperparameters")
 #: Test metrics shown in the table, per task.
@@ -216,7 +216,7 @@ def measure_step_memory(encoder: Any, data: Any, cfg: TrainConfig, batch_size: i
 def bench_heads(
     zoo: str = "builtin:bench",
     encoder: str = "default",
-    output: str | Path = "bench-heads",
+    output: str | Path = "bench",
     *,
     base: TrainConfig | None = None,
     finetune_epochs: int = 10,
@@ -225,14 +225,16 @@ def bench_heads(
     memory: bool = True,
     progress: bool = True,
 ) -> HeadBenchResult:
-    """Run the three measurements of the module docs; training runs go to ``output/<task>-<mode>``."""
+    """Run the three measurements of the module docs. Training runs go to ``output/runs/<task>-<mode>``
+    with the configurations of ``zooprobe bench`` (`head_run_config`): runs either benchmark finished are
+    re-scored, not retrained."""
+    from zooprobe.baselines.compare import default_base, head_run_config
     from zooprobe.encoder.io import load_encoder
     from zooprobe.training.data import prepare_data
     from zooprobe.training.trainer import train
     from zooprobe.zoo.store import load_zoo
 
-    base = base or TrainConfig(optim=OptimConfig(epochs=200, batch_size=64), stop=StopConfig(patience=15))
-    base = replace(base, zoo=zoo, encoder=encoder)
+    base = replace(base, zoo=zoo, encoder=encoder) if base else default_base(zoo, encoder)
     output = Path(output)
     loaded = load_encoder(encoder, progress=progress)
     zoo_obj = load_zoo(zoo)
@@ -247,23 +249,23 @@ def bench_heads(
             "CUDA allocated" if torch.cuda.is_available() and base.device != "cpu" else "peak RSS growth"
         )
     for task in tasks:
-        for mode in modes:
-            cfg = replace(base, task=task, mode=mode)  # type: ignore[arg-type]
-            if mode == "finetune":
-                cfg = replace(
-                    cfg,
-                    optim=replace(cfg.optim, epochs=finetune_epochs),
-                    stop=replace(cfg.stop, patience=max(2, finetune_epochs // 3)),
-                )
+        frozen_dir = output / "runs" / f"{task}-frozen"
+        for mode in ("frozen", "finetune"):
+            if mode not in modes and not (mode == "frozen" and "finetune" in modes):
+                continue  # fine-tuning starts from the frozen head, so that run is always needed
+            cfg = head_run_config(base, task, mode, frozen_dir, finetune_epochs)
             start = time.perf_counter()
-            run = train(cfg, output / f"{task}-{mode}", encoder=loaded, zoo=zoo_obj, progress=progress)
-            result.runs[f"{task}/{mode}"] = {
-                "test": run.test,
-                "validation": run.validation,
-                "best_epoch": run.best_epoch,
-                "epochs_run": run.epochs_run,
-                "seconds": time.perf_counter() - start,
-            }
+            run = train(
+                cfg, output / "runs" / f"{task}-{mode}", encoder=loaded, zoo=zoo_obj, progress=progress
+            )
+            if mode in modes:
+                result.runs[f"{task}/{mode}"] = {
+                    "test": run.test,
+                    "validation": run.validation,
+                    "best_epoch": run.best_epoch,
+                    "epochs_run": run.epochs_run,
+                    "seconds": time.perf_counter() - start,
+                }
     return result
 
 
