@@ -48,3 +48,41 @@ def test_compare_scores_every_method_on_the_same_test_split(
     assert doc["metrics"]["accuracy"]["stats+gbm"]["r2"] == acc["stats+gbm"]["r2"]
     assert doc["metrics"]["accuracy"]["floor"]["kendall_tau"] is None  # NaN is written as null
     assert (out / "plots" / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_heads_cache_speedup_memory_and_shared_runs(
+    head_zoo: Path, head_encoder: Path, tmp_path: Path
+) -> None:
+    from zooprobe.training.bench import bench_heads
+
+    base = TrainConfig(optim=OptimConfig(epochs=3, batch_size=8), stop=StopConfig(patience=3))
+    result = bench_heads(
+        str(head_zoo),
+        str(head_encoder),
+        tmp_path,
+        base=base,
+        tasks=("accuracy",),
+        finetune_epochs=1,
+        progress=False,
+    )
+    # reading cached tensors beats encoding every model again each epoch
+    assert result.uncached_epoch_s > result.encode_s > 0
+    assert result.cache_ratio > 1
+    # the frozen step keeps (almost) nothing for backward in the encoder; fine-tuning keeps its activations
+    assert result.memory["finetune_saved_for_backward"] > 10 * result.memory["frozen_saved_for_backward"]
+    assert set(result.runs) == {"accuracy/frozen", "accuracy/finetune"}
+    lines = "\n".join(result.lines())
+    assert "ratio" in lines and "saved for backward" in lines and "| accuracy | finetune | r2 |" in lines
+    # the runs live where `zooprobe bench` looks for them: a second call re-scores instead of retraining
+    assert (tmp_path / "runs" / "accuracy-finetune" / "metrics.json").is_file()
+    again = bench_heads(
+        str(head_zoo),
+        str(head_encoder),
+        tmp_path,
+        base=base,
+        tasks=("accuracy",),
+        finetune_epochs=1,
+        memory=False,
+        progress=False,
+    )
+    assert again.runs["accuracy/finetune"]["test"] == result.runs["accuracy/finetune"]["test"]

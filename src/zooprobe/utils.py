@@ -107,3 +107,36 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def pack_optimizer(opt: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An optimizer's state as (tensors for a safetensors file, JSON-able metadata), for checkpoints that
+    never pickle: tensors are named ``optimizer.<param id>.<key>``; scalars and param groups go to JSON."""
+    import torch
+
+    sd = opt.state_dict()
+    tensors: dict[str, Any] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, state in sd["state"].items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{pid}.{key}"] = value
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def unpack_optimizer(opt: Any, tensors: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Inverse of `pack_optimizer`: load the state back into `opt` (same parameter groups)."""
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = value
+    for pid, values in meta["scalars"].items():
+        state.setdefault(int(pid), {}).update(values)
+    groups = [dict(g) for g in meta["param_groups"]]
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    opt.load_state_dict({"state": state, "param_groups": groups})

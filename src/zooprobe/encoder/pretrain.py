@@ -96,7 +96,7 @@ from zooprobe.tokens import (
     collate_summaries,
     raw_layer_summaries,
 )
-from zooprobe.utils import atomic_path, library_versions, progress_bar
+from zooprobe.utils import atomic_path, library_versions, pack_optimizer, progress_bar, unpack_optimizer
 
 STATE_FILE = "training_state.safetensors"
 STATE_FORMAT_VERSION = 1
@@ -592,36 +592,6 @@ def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return tensors, meta
 
 
-def _pack_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    sd = opt.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for pid, state in sd["state"].items():
-        for key, value in state.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{pid}.{key}"] = value
-            else:
-                scalars.setdefault(str(pid), {})[key] = value
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def _unpack_optimizer(
-    opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
-) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optimizer."):
-            _, pid, key = name.split(".", 2)
-            state.setdefault(int(pid), {})[key] = value
-    for pid, values in meta["scalars"].items():
-        state.setdefault(int(pid), {}).update(values)
-    groups = [dict(g) for g in meta["param_groups"]]
-    for g in groups:
-        if "betas" in g:
-            g["betas"] = tuple(g["betas"])
-    opt.load_state_dict({"state": state, "param_groups": groups})
-
-
 def _config_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
@@ -803,7 +773,7 @@ def pretrain_encoder(
                 strict=True,
             )
             model.to(device)
-            _unpack_optimizer(opt, tensors, meta["optimizer"])
+            unpack_optimizer(opt, tensors, meta["optimizer"])
             sched.load_state_dict(meta["scheduler"])
             gen.set_state(tensors["rng.generator"])
             torch.set_rng_state(tensors["rng.torch"])
@@ -891,7 +861,7 @@ def pretrain_encoder(
                         preprocessing=preprocessing,
                         summarizer=summarizer,
                     )
-                opt_tensors, opt_meta = _pack_optimizer(opt)
+                opt_tensors, opt_meta = pack_optimizer(opt)
                 tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
                 tensors.update(opt_tensors)
                 tensors["rng.generator"] = gen.get_state()

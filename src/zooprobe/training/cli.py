@@ -14,6 +14,7 @@ from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
+from zooprobe.baselines.compare import METHODS
 from zooprobe.hub import add_push_arguments, check_push_arguments
 from zooprobe.training.config import TrainConfig
 
@@ -66,16 +67,7 @@ def add_training_commands(top: Any) -> None:
     bench.add_argument(
         "--methods",
         type=list[str],
-        default=[
-            "frozen",
-            "finetune",
-            "frozen+stats",
-            "finetune+stats",
-            "stats+gbm",
-            "stats+linear",
-            "floor",
-            "hparams+gbm",
-        ],
+        default=list(METHODS),
     )
     bench.add_argument("--progress", type=bool, default=True, help="Show progress bars.")
     top.add_subcommand("bench", bench, help="Benchmarks: heads vs baselines (table), heads.")
@@ -178,7 +170,7 @@ def run_training_command(cfg: Namespace, console: Any) -> int:
             atomic_write_json(ns.json, json.loads(json.dumps(doc, default=str)))
         return 0
     if cfg.command == "bench" and not cfg.bench.get("what"):
-        from zooprobe.baselines.compare import METHODS, compare
+        from zooprobe.baselines.compare import compare
 
         ns = cfg.bench
         unknown = sorted(set(ns.methods) - set(METHODS))

@@ -54,7 +54,15 @@ from zooprobe.training.data import (
     split_features,
     split_targets,
 )
-from zooprobe.utils import atomic_path, atomic_write_json, atomic_write_text, library_versions, progress_bar
+from zooprobe.utils import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    library_versions,
+    pack_optimizer,
+    progress_bar,
+    unpack_optimizer,
+)
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = 1
@@ -281,36 +289,6 @@ def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return tensors, meta
 
 
-def _pack_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    sd = opt.state_dict()
-    tensors, scalars = {}, {}
-    for pid, state in sd["state"].items():
-        for key, value in state.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{pid}.{key}"] = value
-            else:
-                scalars.setdefault(str(pid), {})[key] = value
-    groups = [{k: v for k, v in g.items()} for g in sd["param_groups"]]
-    return tensors, {"param_groups": groups, "scalars": scalars}
-
-
-def _unpack_optimizer(
-    opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
-) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optimizer."):
-            _, pid, key = name.split(".", 2)
-            state.setdefault(int(pid), {})[key] = value
-    for pid, values in meta["scalars"].items():
-        state.setdefault(int(pid), {}).update(values)
-    groups = [dict(g) for g in meta["param_groups"]]
-    for g in groups:
-        if "betas" in g:
-            g["betas"] = tuple(g["betas"])
-    opt.load_state_dict({"state": state, "param_groups": groups})
-
-
 def _config_yaml(cfg: TrainConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
@@ -426,7 +404,7 @@ def train(
         if meta.get("format") != STATE_FORMAT:
             raise InvalidInputError(f"{state_path}: unsupported training-state format {meta.get('format')!r}")
         model.load_trainable_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        _unpack_optimizer(opt, tensors, meta["optimizer"])
+        unpack_optimizer(opt, tensors, meta["optimizer"])
         if sched is not None:
             sched.load_state_dict(meta["scheduler"])
         stopper.load(meta["stopper"])
@@ -591,7 +569,7 @@ def _save_state(
     epoch: int,
     stopped: bool,
 ) -> None:
-    opt_tensors, opt_meta = _pack_optimizer(opt)
+    opt_tensors, opt_meta = pack_optimizer(opt)
     tensors = {f"model.{k}": v for k, v in model.trainable_state_dict().items()}
     tensors.update(opt_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
