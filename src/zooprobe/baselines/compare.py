@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from zooprobe.heads.evaluate import evaluate_predictions, lower_is_better
+from zooprobe.heads.modules import HeadConfig
 from zooprobe.heads.targets import TargetArrays, TaskSpec, build_task_spec, target_arrays
 from zooprobe.training.config import OptimConfig, StopConfig, TrainConfig
 from zooprobe.utils import atomic_write_json, atomic_write_text
@@ -79,8 +80,18 @@ QUALITY_TARGETS: tuple[tuple[str, str], ...] = (
 
 
 def default_base(zoo: str, encoder: str) -> TrainConfig:
-    """The frozen-head configuration both benchmarks start from."""
-    base = TrainConfig(optim=OptimConfig(epochs=300, batch_size=64), stop=StopConfig(patience=20))
+    """The frozen-head configuration both benchmarks start from.
+
+    Head settings chosen on the bench zoo's VALIDATION split (never the test split) from a sweep of six
+    configurations of frozen statistics-input heads (hidden sizes, dropout, learning rate, weight decay):
+    [512, 256] hidden units, dropout 0.2, weight decay 1e-3 was best for both accuracy (validation R²
+    0.808 vs 0.783 for the library default) and hyperparameters (score 0.602 vs 0.574).
+    """
+    base = TrainConfig(
+        head=HeadConfig(hidden_sizes=[512, 256], dropout=0.2),
+        optim=OptimConfig(epochs=300, batch_size=64, weight_decay=1e-3),
+        stop=StopConfig(patience=20),
+    )
     return replace(base, zoo=zoo, encoder=encoder)
 
 
