@@ -330,13 +330,11 @@ def train(
     progress: bool = True,
     encoder: LoadedEncoder | None = None,
     zoo: Any = None,
-    stop_after_epochs: int | None = None,
 ) -> TrainResult:
     """Train a head as `cfg` says into `output` (see the module docs); returns the final metrics.
 
     `encoder` / `zoo` may be passed already loaded (they must be what ``cfg.encoder`` / ``cfg.zoo`` name;
-    the config still records the sources). `stop_after_epochs` ends the process's work after that many
-    epochs of this call, as an interruption would (tests and benchmarks use it).
+    the config still records the sources).
     """
     from zooprobe.zoo.store import load_zoo
 
@@ -438,11 +436,8 @@ def train(
         task_id = bar.add_task(f"training {cfg.task} head ({cfg.mode})", total=cfg.optim.epochs, info="")
         bar.update(task_id, completed=start_epoch)
     stopped = False
-    epochs_this_call = 0
     try:
         for epoch in range(start_epoch, cfg.optim.epochs):
-            if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
-                return TrainResult(output, stopper.best_epoch, epoch, {}, {}, history)
             model.train()
             gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)  # augmentations of this epoch
             sums: dict[str, float] = {}
@@ -501,7 +496,6 @@ def train(
                 _log_epoch(writer, record)
                 _save_state(output, model, opt, sched, stopper, history, epoch, stopped)
             D.barrier(info)
-            epochs_this_call += 1
             if bar is not None:
                 shown = record.get("validation", {}).get(cfg.stop.monitor)
                 bar.update(
