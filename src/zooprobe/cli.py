@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace, set_parsing_settings
+from jsonargparse import ArgumentParser, Namespace, set_parsing_settings
 
 from . import __version__
 from .encoder.cli import add_encoder_commands, run_encoder_command
@@ -18,15 +18,10 @@ from .heads.push_cli import add_push_command, run_push_command
 from .hub import add_push_arguments, check_push_arguments, push_cli_output
 from .report.cli import add_report_commands, run_report_command
 from .training.cli import add_training_commands, run_training_command
+from .utils import config_parser
 from .zoo.space import ZooConfig
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)  # dataclass field docs become --help text
-
-
-def _parser(description: str) -> ArgumentParser:
-    p = ArgumentParser(description=description)
-    p.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below.")
-    return p
 
 
 def build_parser() -> ArgumentParser:
@@ -41,7 +36,7 @@ def build_parser() -> ArgumentParser:
     top = root.add_subcommands(dest="command")
 
     zoo = ArgumentParser(description="Subject-model zoos: build, merge, import, summarize, benchmark.")
-    demo = _parser(
+    demo = config_parser(
         "The main job on the built-in default: the default zoo and encoder (built once, cached), the three "
         "heads trained frozen plus one fine-tuning run, and a table of test metrics."
     )
@@ -55,7 +50,7 @@ def build_parser() -> ArgumentParser:
     add_push_command(top)
 
     zs = zoo.add_subcommands(dest="action")
-    build = _parser(
+    build = config_parser(
         "Generate a zoo offline. Options left unset take the preset's value (tiny: tests; small: the "
         "default zoo; bench: >= 2000 models). Interrupted builds resume; --shard i/n builds a disjoint part."
     )
@@ -72,25 +67,29 @@ def build_parser() -> ArgumentParser:
     add_push_arguments(build, "zoo")
     zs.add_subcommand("build", build, help="Generate a zoo (resumable, shardable).")
 
-    merge = _parser("Merge shard folders built with the same configuration into one zoo.")
+    merge = config_parser("Merge shard folders built with the same configuration into one zoo.")
     merge.add_argument("--output", type=Path, required=True, help="Zoo folder to write.")
     merge.add_argument("shards", type=list[Path], help="Shard folders (their --output).")
     zs.add_subcommand("merge", merge, help="Merge shard folders into one zoo.")
 
-    summary = _parser("Print counts per field and accuracy quantiles of a zoo.")
+    summary = config_parser("Print counts per field and accuracy quantiles of a zoo.")
     summary.add_argument("source", type=str, help="Zoo folder, Hub dataset repo id, or 'default'.")
     summary.add_argument(
         "--revision", type=str | None, default=None, help="Hub revision (branch, tag, commit)."
     )
     zs.add_subcommand("summary", summary, help="Summarize a zoo.")
 
-    bench = _parser("Train the same sampled runs batched and one at a time; print models/s and the ratio.")
+    bench = config_parser(
+        "Train the same sampled runs batched and one at a time; print models/s and the ratio."
+    )
     bench.add_class_arguments(ZooConfig, nested_key=None, skip={"n_models"})
     bench.set_defaults(preset="bench")
     bench.add_argument("--n_models", type=int, default=256, help="Runs to train on each path.")
     zs.add_subcommand("bench", bench, help="Benchmark population-batched training.")
 
-    imp = _parser("Import a folder of checkpoints (safetensors or .pt) described by a CSV or JSONL file.")
+    imp = config_parser(
+        "Import a folder of checkpoints (safetensors or .pt) described by a CSV or JSONL file."
+    )
     imp.add_argument("folder", type=Path, help="Folder with the checkpoint files.")
     imp.add_argument("--metadata", type=Path, required=True, help="CSV or JSONL, one row per checkpoint.")
     imp.add_argument("--output", type=Path, required=True, help="Zoo folder to write.")
@@ -110,7 +109,7 @@ def build_parser() -> ArgumentParser:
     imp.add_argument("--overwrite", type=bool, default=False, help="Replace an existing OUTPUT folder.")
     zs.add_subcommand("import-folder", imp, help="Import checkpoint files + a metadata table.")
 
-    mz = _parser("Import a zoo in the Model Zoos layout (params.json, result.json, checkpoint_*/).")
+    mz = config_parser("Import a zoo in the Model Zoos layout (params.json, result.json, checkpoint_*/).")
     mz.add_argument("root", type=Path, help="Folder with one directory per model.")
     mz.add_argument("--output", type=Path, required=True, help="Zoo folder to write.")
     mz.add_argument("--epochs", type=str, default="last", help="'last' (final checkpoint) or 'all'.")

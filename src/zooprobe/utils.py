@@ -65,6 +65,15 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def config_parser(description: str) -> Any:
+    """A jsonargparse parser that also takes ``--config FILE.yaml`` (every zooprobe subcommand has one)."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    p = ArgumentParser(description=description)
+    p.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below.")
+    return p
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

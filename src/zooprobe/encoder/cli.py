@@ -11,16 +11,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from jsonargparse import ArgumentParser, Namespace
 
 from zooprobe.encoder.pretrain import PretrainConfig
 from zooprobe.hub import add_push_arguments, check_push_arguments, push_cli_output
-
-
-def _parser(description: str) -> ArgumentParser:
-    p = ArgumentParser(description=description)
-    p.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below.")
-    return p
+from zooprobe.utils import config_parser
 
 
 def add_encoder_commands(top_subcommands: Any) -> ArgumentParser:
@@ -29,7 +24,7 @@ def add_encoder_commands(top_subcommands: Any) -> ArgumentParser:
     top_subcommands.add_subcommand("encoder", encoder, help="Weight-space encoder: pretrain, bench.")
     actions = encoder.add_subcommands(dest="action")
 
-    pretrain = _parser(
+    pretrain = config_parser(
         "Pretrain an encoder self-supervised on the train split of a zoo (masked reconstruction + "
         "contrastive). Options left unset take the preset's value (tiny: tests; small: the default "
         "encoder; bench: a larger encoder). Interrupted runs resume."
@@ -49,7 +44,7 @@ def add_encoder_commands(top_subcommands: Any) -> ArgumentParser:
     add_push_arguments(pretrain, "encoder")
     actions.add_subcommand("pretrain", pretrain, help="Pretrain an encoder (resumable).")
 
-    bench = _parser(
+    bench = config_parser(
         "Encoding throughput and GFLOP/s (vs a plain matmul), ridge-probe R² for test accuracy of the "
         "embedding vs weight statistics, and tokenize+encode time and memory for a ResNet-18-sized model."
     )

@@ -11,21 +11,22 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from jsonargparse import Namespace
+
+from zooprobe.utils import config_parser
 
 
 def add_push_command(top: Any) -> None:
     """Add the ``push`` subcommand to the top-level subcommands `top`."""
     from jsonargparse.typing import SecretStr
 
-    push = ArgumentParser(
-        description="Upload a finished head-training run (`zooprobe train --output RUN_DIR`) to a Hub model "
+    push = config_parser(
+        "Upload a finished head-training run (`zooprobe train --output RUN_DIR`) to a Hub model "
         "repo in one commit: the head's config.json and model.safetensors at the repo root (so "
         "load_head('OWNER/NAME') works), config.yaml, metrics.json, predictions/, tensorboard/, report/ "
         "(if any) and a generated README.md model card. The repo is created if missing; the run folder is "
         "only read."
     )
-    push.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below.")
     push.add_argument("run_dir", type=Path, help="Run folder written by `zooprobe train`.")
     push.add_argument("--repo_id", type=str, required=True, help="Hub model repo to push to (OWNER/NAME).")
     push.add_argument(

@@ -13,20 +13,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from jsonargparse import Namespace
 
 from zooprobe.errors import InvalidInputError
-
-
-def _parser(description: str) -> ArgumentParser:
-    p = ArgumentParser(description=description)
-    p.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below.")
-    return p
+from zooprobe.utils import config_parser
 
 
 def add_report_commands(top: Any) -> None:
     """Add the ``report`` and ``predict`` subcommands to the top-level subcommands `top`."""
-    report = _parser(
+    report = config_parser(
         "Write a self-contained HTML report of a finished run (predicted vs true plots, confusion matrices, "
         "per-pattern F1, learning curves, metrics, overlap and missing targets, configuration) and print "
         "the path of its index.html."
@@ -40,7 +35,7 @@ def add_report_commands(top: Any) -> None:
     )
     top.add_subcommand("report", report, help="HTML report of a trained run.")
 
-    predict = _parser(
+    predict = config_parser(
         "Predict properties of networks from their checkpoint files (.safetensors; .pt/.pth/.bin/.ckpt are "
         "read with torch.load(weights_only=True) only, anything needing more is refused) with a trained head."
     )

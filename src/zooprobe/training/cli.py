@@ -12,11 +12,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from jsonargparse import Namespace
 
 from zooprobe.baselines.compare import METHODS
 from zooprobe.hub import add_push_arguments, check_push_arguments
 from zooprobe.training.config import TrainConfig
+from zooprobe.utils import config_parser
 
 #: Metrics printed in the summary table, per task (all of them are in metrics.json).
 SUMMARY_METRICS = {
@@ -26,14 +27,8 @@ SUMMARY_METRICS = {
 }
 
 
-def _parser(description: str) -> ArgumentParser:
-    p = ArgumentParser(description=description)
-    p.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below.")
-    return p
-
-
 def add_training_commands(top: Any) -> None:
-    train = _parser(
+    train = config_parser(
         "Train a prediction head on a weight-space encoder (frozen: cached representations; finetune: end "
         "to end). Writes config.yaml, head/, checkpoints/, metrics.json, predictions/ and tensorboard/ into "
         "--output; an interrupted run resumes when started again with the same options."
@@ -47,13 +42,13 @@ def add_training_commands(top: Any) -> None:
     add_push_arguments(train, "head-training run")
     top.add_subcommand("train", train, help="Train a prediction head.")
 
-    evaluate = _parser("Evaluate a trained run's best checkpoint on a split and print its metrics.")
+    evaluate = config_parser("Evaluate a trained run's best checkpoint on a split and print its metrics.")
     evaluate.add_argument("run_dir", type=Path, help="Run folder written by `zooprobe train`.")
     evaluate.add_argument("--split", type=str, default="test", help="train, validation or test.")
     evaluate.add_argument("--zoo", type=str | None, default=None, help="Evaluate on another zoo's split.")
     top.add_subcommand("evaluate", evaluate, help="Evaluate a trained head.")
 
-    bench = _parser(
+    bench = config_parser(
         "Without a subcommand: every task and target of a zoo for frozen head, fine-tuned head, weight "
         "statistics + LightGBM, weight statistics + ridge/logistic, the mean/majority floor and (accuracy) "
         "hyperparameters + LightGBM, on identical splits: a markdown table (terminal and OUTPUT/bench.md), "
@@ -72,7 +67,7 @@ def add_training_commands(top: Any) -> None:
     bench.add_argument("--progress", type=bool, default=True, help="Show progress bars.")
     top.add_subcommand("bench", bench, help="Benchmarks: heads vs baselines (table), heads.")
     bs = bench.add_subcommands(dest="what", required=False)
-    heads = _parser(
+    heads = config_parser(
         "Seconds per epoch of frozen head training with and without the representation cache, peak memory "
         "of frozen vs fine-tuning steps, and test metrics of all three heads, frozen and fine-tuned."
     )
