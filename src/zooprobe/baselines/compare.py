@@ -264,7 +264,8 @@ def compare(
     from zooprobe.zoo.store import load_zoo
 
     output = Path(output)
-    zoo_obj = load_zoo(zoo).final()
+    full_zoo = load_zoo(zoo)  # loaded once; every head run and baseline reads this object
+    zoo_obj = full_zoo.final()
     splits = {s: zoo_obj.split(s) for s in ("train", "validation", "test")}
     metas = {s: v.metadata().reset_index(drop=True) for s, v in splits.items()}
     result = CompareResult(zoo=zoo, encoder=encoder, n_models={s: len(v) for s, v in splits.items()})
@@ -295,14 +296,14 @@ def compare(
             frozen_dir = runs / f"{task}-{frozen_name}"
             cfg = head_run_config(base, task, "frozen", frozen_dir, finetune_epochs, stats)
             start = time.perf_counter()
-            train(cfg, frozen_dir, encoder=loaded, zoo=load_zoo(zoo), progress=progress)
+            train(cfg, frozen_dir, encoder=loaded, zoo=full_zoo, progress=progress)
             frozen_s = time.perf_counter() - start
             if frozen_name in methods:
                 record(frozen_name, _head_predictions(frozen_dir, spec), frozen_s)
             if ft_name in methods:
                 cfg = head_run_config(base, task, "finetune", frozen_dir, finetune_epochs, stats)
                 start = time.perf_counter()
-                train(cfg, runs / f"{task}-{ft_name}", encoder=loaded, zoo=load_zoo(zoo), progress=progress)
+                train(cfg, runs / f"{task}-{ft_name}", encoder=loaded, zoo=full_zoo, progress=progress)
                 # the fine-tuning run's time includes the frozen run it starts from
                 seconds = frozen_s + time.perf_counter() - start
                 record(ft_name, _head_predictions(runs / f"{task}-{ft_name}", spec), seconds)

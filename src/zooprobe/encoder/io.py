@@ -343,7 +343,7 @@ class LoadedEncoder:
         try:
             while chunk := list(islice(source, _ENCODE_CHUNK)):
                 start = time.perf_counter()
-                tms = [self._tokenize_item(sd, int(acc["n_models"]) + j) for j, sd in enumerate(chunk)]
+                tms = [self.tokenize_checked(sd, int(acc["n_models"]) + j) for j, sd in enumerate(chunk)]
                 acc["tokenize_s"] += time.perf_counter() - start
                 start = time.perf_counter()
                 outputs.append(self.embed(tms, batch_size, stats=acc).pooled.float().cpu())
@@ -358,7 +358,9 @@ class LoadedEncoder:
             return torch.empty(0, self.latent_dim)
         return torch.cat(outputs)
 
-    def _tokenize_item(self, sd: Any, index: int) -> TokenizedModel:
+    def tokenize_checked(self, sd: Any, index: int) -> TokenizedModel:
+        """`tokenize` for the `index`-th item of a batch: a non-state-dict, an unrepresentable tensor or an
+        empty model is an `InvalidInputError` naming the item."""
         if not isinstance(sd, Mapping):
             raise InvalidInputError(f"encode: item {index} is a {type(sd).__name__}, not a state dict")
         try:

@@ -56,7 +56,7 @@ class LoadedHead:
         raw: dict[str, list[np.ndarray]] = {t.name: [] for t in self.spec.targets}
         for s in range(0, len(sds), batch_size):
             chunk = sds[s : s + batch_size]
-            tms = [self.model.loaded._tokenize_item(sd, s + j) for j, sd in enumerate(chunk)]
+            tms = [self.model.loaded.tokenize_checked(sd, s + j) for j, sd in enumerate(chunk)]
             extra = {}
             if self.model.head.config.statistics:
                 from zooprobe.baselines.features import featurize

@@ -101,7 +101,7 @@ def compute_representations(
     try:
         with torch.no_grad():
             for s in range(0, n, chunk):
-                tms = [encoder._tokenize_item(zoo.state_dict(i), i) for i in range(s, min(n, s + chunk))]
+                tms = [encoder.tokenize_checked(zoo.state_dict(i), i) for i in range(s, min(n, s + chunk))]
                 emb = encoder.embed(tms, batch_size, token_outputs=token_outputs)
                 pooled.append(emb.pooled.float().cpu())
                 if emb.tokens is not None:

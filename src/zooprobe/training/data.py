@@ -183,7 +183,7 @@ def prepare_data(
             if cfg.augment and name == "train":
                 split.state_dicts = sds
             else:
-                split.tokenized = [encoder._tokenize_item(sd, i) for i, sd in enumerate(sds)]
+                split.tokenized = [encoder.tokenize_checked(sd, i) for i, sd in enumerate(sds)]
     return RunData(spec, splits, overlap, missing, cache_info)
 
 
