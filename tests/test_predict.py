@@ -20,7 +20,7 @@ from zooprobe.encoder.io import load_encoder
 from zooprobe.errors import InvalidInputError
 from zooprobe.heads.io import LoadedHead, load_head
 from zooprobe.heads.modules import HeadConfig
-from zooprobe.predict import format_predictions, load_checkpoint, predict_files
+from zooprobe.predict import _load, format_predictions, load_checkpoint, predict_files
 from zooprobe.training.config import OptimConfig, TrainConfig
 from zooprobe.training.trainer import train
 from zooprobe.zoo.store import load_zoo
@@ -203,7 +203,10 @@ def test_checkpoint_containers_and_bad_files(
 
     double = {k: (v.double() if v.is_floating_point() else v) for k, v in sd.items()}
     torch.save(double, tmp_path / "f64.pt")
-    assert all(v.dtype != torch.float64 for v in load_checkpoint(tmp_path / "f64.pt").values())
+    assert torch.float64 in {v.dtype for v in load_checkpoint(tmp_path / "f64.pt").values()}  # read exactly
+    converted, notes = _load(tmp_path / "f64.pt")  # what predict_files encodes: float32, with a note
+    assert all(v.dtype != torch.float64 for v in converted.values())
+    assert any("float64 tensor(s) converted to float32" in n for n in notes)
 
 
 def test_unrepresentable_networks_name_the_file_and_tensor(
@@ -237,6 +240,7 @@ def test_cli_predict_json_and_errors(
 ) -> None:
     files = [_save_safetensors(sd, tmp_path / f"m{i}.safetensors") for i, sd in enumerate(state_dicts[:2])]
     out = tmp_path / "out" / "predictions.json"
+    out.parent.mkdir()  # --json writes into an existing folder only (a missing one is an error)
     assert (
         main(["predict", "--head", str(heads["hyperparameters"]), *map(str, files), "--json", str(out)]) == 0
     )

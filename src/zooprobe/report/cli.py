@@ -10,13 +10,18 @@
 
 from __future__ import annotations
 
+import os
+import re
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
 
-from zooprobe.errors import InvalidInputError
-from zooprobe.utils import config_parser
+from zooprobe.checkpoints import DEFAULT_MAX_PARAMS
+from zooprobe.errors import InvalidInputError, ZooprobeError
+from zooprobe.utils import atomic_write_json, config_parser
 
 
 def add_report_commands(top: Any) -> None:
@@ -46,7 +51,22 @@ def add_report_commands(top: Any) -> None:
         "--revision", type=str | None, default=None, help="Hub revision of the head (branch, tag, commit)."
     )
     predict.add_argument(
-        "--json", type=Path | None, default=None, help="Also write the predictions to this JSON file."
+        "--json",
+        type=Path | None,
+        default=None,
+        help="Also write the predictions to this JSON file (its folder must exist; written atomically).",
+    )
+    predict.add_argument(
+        "--max_params",
+        type=int,
+        default=DEFAULT_MAX_PARAMS,
+        help="Refuse a checkpoint holding more values than this, before reading it.",
+    )
+    predict.add_argument(
+        "--allow_unfinished",
+        type=bool,
+        default=False,
+        help="Predict with the head of a run whose training is unfinished or was interrupted (warns).",
     )
     predict.add_argument("files", type=Path, nargs="+", help="Checkpoint file(s) to predict on.")
     top.add_subcommand("predict", predict, help="Predict a network's properties from its weights.")
@@ -62,31 +82,103 @@ def run_report_command(cfg: Namespace, console: Any) -> int:
         console.print(str(index), markup=False, highlight=False, soft_wrap=True)
         return 0
     if cfg.command == "predict":
-        from zooprobe.heads.io import load_head
-        from zooprobe.predict import format_predictions, predict_files
-        from zooprobe.utils import atomic_write_json
-
-        ns = cfg.predict
-        files = [Path(f) for f in ns.files]
-        missing = [str(f) for f in files if not f.exists()]
-        if missing:  # before loading the head (which may download it)
-            raise InvalidInputError(f"checkpoint file(s) not found: {', '.join(missing)}")
-        head = load_head(ns.head, revision=ns.revision)
-        results = predict_files(head, files)
-        for line in format_predictions(results):
-            console.print(line, markup=False, highlight=False, soft_wrap=True)
-        if ns.json is not None:
-            doc = {
-                "head": ns.head,
-                "revision": ns.revision,
-                "task": head.spec.task,
-                "targets": head.spec.names,
-                "predictions": results,
-            }
-            atomic_write_json(ns.json, doc)
-            console.print(f"predictions written to {ns.json}", markup=False, highlight=False, soft_wrap=True)
-        return 0
+        return _predict(cfg.predict, console)
     raise AssertionError(f"unhandled command {cfg.command}")
+
+
+def _predict(ns: Namespace, console: Any) -> int:
+    """``zooprobe predict``: every check that needs no prediction comes first (the --json location, the
+    files, the run's state), so a bad command fails before anything is computed or printed."""
+    from zooprobe.checkpoints import check_checkpoint_file, check_max_params
+    from zooprobe.heads.io import load_head
+    from zooprobe.predict import format_predictions, predict_files
+
+    check_max_params(ns.max_params)
+    if ns.json is not None:
+        _check_json_target(Path(ns.json))
+    files = [Path(f) for f in ns.files]
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:  # before loading the head (which may download it)
+        raise InvalidInputError(f"checkpoint file(s) not found: {', '.join(missing)}")
+    for f in files:
+        check_checkpoint_file(f)  # folders, FIFOs and devices, unsupported types: refused unopened
+    unfinished = _check_run(ns.head, ns.allow_unfinished)
+    if unfinished is not None:
+        print(
+            f"zooprobe: warning: {unfinished}; predicting anyway (--allow_unfinished true): the head's "
+            "weights may not be the run's final, best ones",
+            file=sys.stderr,
+        )
+    head = load_head(ns.head, revision=ns.revision)
+    results = predict_files(head, files, max_params=ns.max_params)
+    for line in format_predictions(results):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    if ns.json is not None:
+        doc = {
+            "head": ns.head,
+            "revision": ns.revision,
+            "task": head.spec.task,
+            "targets": head.spec.names,
+            "predictions": results,
+        }
+        if unfinished is not None:
+            doc["unfinished_run"] = unfinished
+        try:
+            atomic_write_json(ns.json, doc)  # a temporary file renamed into place: never half-written
+        except OSError as e:
+            raise ZooprobeError(
+                f"--json {ns.json}: could not write the predictions ({e.strerror or e}); they were printed "
+                "above"
+            ) from e
+        console.print(f"predictions written to {ns.json}", markup=False, highlight=False, soft_wrap=True)
+    return 0
+
+
+def _check_json_target(path: Path) -> None:
+    """`ZooprobeError` unless a JSON file can be written at `path`: not a folder, its folder exists and
+    accepts new files (probed with a temporary file, removed at once)."""
+    where = path.expanduser()
+    if where.is_dir():
+        raise ZooprobeError(
+            f"--json {path}: is a folder; give the path of a file to write, e.g. {path / 'predictions.json'}"
+        )
+    if where.exists() and not where.is_file():
+        raise ZooprobeError(f"--json {path}: exists and is not a regular file; choose another path")
+    parent = where.parent
+    if not parent.is_dir():
+        what = "is not a folder" if parent.exists() else "does not exist"
+        raise ZooprobeError(
+            f"--json {path}: its folder {parent} {what}; create the folder first or choose another path"
+        )
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{where.name}.", suffix=".probe", dir=parent)
+    except OSError as e:
+        raise ZooprobeError(
+            f"--json {path}: cannot write in {parent} ({e.strerror or e}); choose a writable location"
+        ) from e
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _check_run(head: str, allow_unfinished: bool) -> str | None:
+    """For a local run folder (one with ``config.yaml``): None if its training finished; otherwise why not,
+    which is an error unless `allow_unfinished`. A head folder or Hub id is not a run and not checked."""
+    from zooprobe.heads.card import check_finished_run
+
+    folder = Path(head).expanduser()
+    if not (folder.is_dir() and (folder / "config.yaml").is_file()):
+        return None
+    try:
+        check_finished_run(folder)
+    except ZooprobeError as e:
+        reason = re.sub(r",? then push$", "", str(e))  # the same check as `push`; its advice ends there
+        if allow_unfinished:
+            return reason
+        raise ZooprobeError(
+            f"{reason}; refusing to predict with the head of an unfinished run (its weights may not be the "
+            "run's final, best ones). Pass --allow_unfinished true to predict with it anyway"
+        ) from e
+    return None
 
 
 __all__ = ["add_report_commands", "run_report_command"]

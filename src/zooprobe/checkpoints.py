@@ -1,0 +1,693 @@
+"""Reading checkpoint files of unknown origin: one reader for ``zooprobe predict`` and the folder importer.
+
+`read_checkpoint` turns a file into a flat ``name -> tensor`` state dict plus notes on what was assumed while
+reading; `load_checkpoint` returns the state dict only. ``zooprobe predict`` (`zooprobe.predict`) and
+``zooprobe zoo import-folder`` / ``import-modelzoos`` (`zooprobe.zoo.importers`) both call it, so a file gives
+the same tensors, in the same order, in both.
+
+Checkpoints are untrusted data. Nothing is ever unpickled beyond plain tensors and containers, and a file is
+checked before anything large is allocated:
+
+- Only regular files are opened (a FIFO, socket or device could block forever or never end).
+- ``.safetensors``: the 8-byte header length and the JSON header (at most `MAX_HEADER_BYTES`) are parsed
+  first; every tensor's dtype, shape and byte range must be consistent and lie inside the file. Only then
+  are the tensors read.
+- ``.pt``, ``.pth``, ``.bin``, ``.ckpt`` (and Model Zoos' suffix-less ``checkpoints``): only ever
+  ``torch.load(..., weights_only=True)``. A file that needs more (a pickled ``nn.Module``, a custom class, a
+  Lightning checkpoint whose hyperparameters hold objects) is refused for safety, with the way to convert it.
+  Zip-format files (``torch.save`` since torch 1.6) are first loaded onto the ``meta`` device, which reads
+  the structure but no data: every storage must fit in its record of the file. They are then memory-mapped
+  (``mmap=True``), so no storage is read into memory before the checks pass. Legacy (pre-zip) files are
+  scanned without unpickling: every storage they declare must fit in the file.
+- A tensor whose view is larger than its storage (stride 0: ``torch.zeros(n).expand(n, n)``, or other
+  overlapping strides) is refused, naming it: real state dicts never hold broadcast views, and copying one
+  can take gigabytes out of a few kilobytes.
+- The total number of values must be at most ``max_params`` (default `DEFAULT_MAX_PARAMS`, about 2.1
+  billion; ``--max_params`` on the command line).
+- Running out of memory while reading is reported as out-of-memory, with the size needed.
+
+Tensor order (it decides the layer positions the encoder sees):
+
+- torch files keep the order of the saved dict.
+- safetensors keeps no order of its own (its writer sorts the header, by dtype alignment and name, not by
+  the model's layers). A file that records the order (zooprobe's convention, a
+  ``metadata={"order": json.dumps(list(state_dict))}`` entry naming exactly the file's tensors) is read in
+  that order; otherwise tensors are grouped by module, modules in natural name order (``layers.2`` before
+  ``layers.10``), and inside a module ``weight, bias, running_mean, running_var, num_batches_tracked``
+  first, the usual PyTorch order. That can differ from the model's definition order (``conv1`` vs ``bn1``),
+  so the result carries a note saying so. An ``order`` entry that does not name exactly the file's tensors
+  is ignored, not trusted.
+
+What the file may hold:
+
+- a plain state dict (``model.state_dict()``): every entry must be a tensor; a non-tensor entry is an error
+  naming it (it is not a state dict zooprobe can read, and guessing would change the layers);
+- a training checkpoint container: a dict that is not itself a state dict and whose ``state_dict``,
+  ``model_state_dict``, ``model`` or ``module`` entry (first found, in that order, `CONTAINER_KEYS`) is a
+  dict. That entry is the state dict; the container's other entries (optimizer, epoch, ...) are ignored, and
+  non-tensor entries *inside* the selected state dict (e.g. ``None`` extra states) are dropped and listed in
+  the notes. Only containers get that leniency.
+
+An empty result, a non-dict, a non-string key, a sparse or quantized tensor is an error naming the file.
+Values are returned exactly as stored (names, dtypes, values), each tensor an owned contiguous copy (tied
+weights are copied apart; nothing refers to the file afterwards).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import pickletools
+import re
+import stat
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from zooprobe.errors import ConfigError, InvalidInputError
+
+SAFETENSORS_SUFFIXES = (".safetensors",)
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+CHECKPOINT_SUFFIXES = SAFETENSORS_SUFFIXES + TORCH_SUFFIXES
+"""File types `read_checkpoint` reads (torch ones only with ``weights_only=True``)."""
+
+CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "module")
+"""Entries of a training checkpoint that hold the model's state dict, in the order they are looked for."""
+
+DEFAULT_MAX_PARAMS = 2**31
+"""Default limit on the number of values in one checkpoint (8 GiB of float32)."""
+
+MAX_HEADER_BYTES = 100_000_000
+"""Largest safetensors JSON header read (the safetensors library's own limit)."""
+
+Kind = Literal["auto", "safetensors", "torch"]
+
+_LEAF_ORDER = {"weight": 0, "bias": 1, "running_mean": 2, "running_var": 3, "num_batches_tracked": 4}
+
+_CONVERT_HINT = (
+    "To convert it, load it once in an environment you trust and save only the weights: "
+    "`from safetensors.torch import save_file; save_file(model.state_dict(), 'model.safetensors', "
+    "metadata={'order': json.dumps(list(model.state_dict()))})` (or "
+    "`torch.save(model.state_dict(), 'model.pt')`)."
+)
+
+#: Bytes per element of each safetensors dtype (sub-byte dtypes are not supported).
+_ST_DTYPES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "F8_E8M0": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+    "C64": 8,
+}
+
+#: Bytes per element of the storage classes legacy (pre-zip) torch files name.
+_LEGACY_STORAGES = {
+    "DoubleStorage": 8,
+    "FloatStorage": 4,
+    "HalfStorage": 2,
+    "BFloat16Storage": 2,
+    "LongStorage": 8,
+    "IntStorage": 4,
+    "ShortStorage": 2,
+    "CharStorage": 1,
+    "ByteStorage": 1,
+    "BoolStorage": 1,
+    "ComplexDoubleStorage": 16,
+    "ComplexFloatStorage": 8,
+    "UntypedStorage": 1,
+}
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint file read by `read_checkpoint`."""
+
+    state_dict: dict[str, torch.Tensor]
+    """Flat ``name -> tensor``, in the model's order (see the module docs)."""
+    notes: list[str] = field(default_factory=list)
+    """What was changed or assumed while reading (shown with predictions)."""
+
+
+# ------------------------------------------------------------------------------------------ entry points
+def load_checkpoint(path: str | Path, *, max_params: int = DEFAULT_MAX_PARAMS) -> dict[str, torch.Tensor]:
+    """A flat ``name -> tensor`` state dict from a checkpoint file (see the module docs for the rules)."""
+    return read_checkpoint(path, max_params=max_params).state_dict
+
+
+def read_checkpoint(
+    path: str | Path, *, max_params: int = DEFAULT_MAX_PARAMS, kind: Kind = "auto"
+) -> Checkpoint:
+    """Read a checkpoint file: its state dict and notes (see the module docs).
+
+    ``kind="auto"`` decides by the file's suffix (`CHECKPOINT_SUFFIXES`); ``"torch"`` reads any file as a
+    torch checkpoint (Model Zoos' ``checkpoints`` files have no suffix). Raises `InvalidInputError` naming
+    the file (and the tensor, when one is to blame) for anything unreadable, unsafe or too large.
+    """
+    path = Path(path)
+    check_max_params(max_params)
+    size = check_checkpoint_file(path, kind=kind)
+    notes: list[str] = []
+    if kind == "safetensors" or (kind == "auto" and path.suffix.lower() in SAFETENSORS_SUFFIXES):
+        state_dict = _read_safetensors(path, size, max_params, notes)
+    else:
+        state_dict = _read_torch(path, size, max_params, notes)
+    return Checkpoint(state_dict, notes)
+
+
+def check_checkpoint_file(path: str | Path, *, kind: Kind = "auto") -> int:
+    """The size of checkpoint file `path`, or `InvalidInputError` if it is missing, a folder, not a regular
+    file (FIFO, socket, device: reading one can hang) or, with ``kind="auto"``, of an unsupported type.
+
+    Nothing is opened: this only looks at the file system entry (following symlinks)."""
+    path = Path(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError as e:
+        raise InvalidInputError(f"{path}: checkpoint file not found") from e
+    except OSError as e:
+        raise InvalidInputError(f"{path}: cannot access the checkpoint ({e.strerror})") from e
+    if stat.S_ISDIR(info.st_mode):
+        raise InvalidInputError(
+            f"{path}: is a folder; pass the checkpoint file(s) in it ({', '.join(CHECKPOINT_SUFFIXES)})"
+        )
+    if not stat.S_ISREG(info.st_mode):
+        what = (
+            "a FIFO (named pipe)"
+            if stat.S_ISFIFO(info.st_mode)
+            else "a socket"
+            if stat.S_ISSOCK(info.st_mode)
+            else "a device"
+            if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode)
+            else "not a regular file"
+        )
+        raise InvalidInputError(
+            f"{path}: is {what}, not a regular file; zooprobe reads checkpoints only from regular files "
+            "(reading a pipe or device can block forever): save the checkpoint to a file and pass that"
+        )
+    if kind == "auto" and path.suffix.lower() not in CHECKPOINT_SUFFIXES:
+        raise InvalidInputError(
+            f"{path}: unsupported checkpoint type {path.suffix!r}; expected one of "
+            f"{', '.join(CHECKPOINT_SUFFIXES)}"
+        )
+    return info.st_size
+
+
+def check_max_params(max_params: int) -> None:
+    """`ConfigError` unless `max_params` is a positive integer."""
+    if isinstance(max_params, bool) or not isinstance(max_params, int) or max_params < 1:
+        raise ConfigError(
+            f"max_params must be a positive integer (values per checkpoint), got {max_params!r}"
+        )
+
+
+def format_bytes(n: float) -> str:
+    """``6.4 GB``, ``160.0 kB``, ``40 B`` (decimal units)."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for `MemoryError` and torch's allocation failures ("can't allocate memory")."""
+    if isinstance(error, MemoryError):
+        return True
+    return isinstance(error, RuntimeError) and bool(
+        re.search(
+            r"can't allocate memory|not enough memory|out of memory|failed to allocate", str(error), re.I
+        )
+    )
+
+
+@contextmanager
+def out_of_memory_as_error(message: Callable[[], str]) -> Iterator[None]:
+    """Turn running out of memory inside the block into an `InvalidInputError` with ``message()``."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as e:
+        if not is_out_of_memory(e):
+            raise
+        raise InvalidInputError(message()) from e
+
+
+def _oom_message(path: Path, count: int, values: int, nbytes: int) -> str:
+    return (
+        f"{path}: out of memory while reading the checkpoint: its {count} tensor(s) hold {values:,} values "
+        f"and need {format_bytes(nbytes)} of memory, which this machine could not allocate; free memory or "
+        "read it on a machine with more (the file itself looks consistent)"
+    )
+
+
+# ------------------------------------------------------------------------------------------ safetensors
+def _read_safetensors(path: Path, size: int, max_params: int, notes: list[str]) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+
+    entries, metadata = _safetensors_header(path, size)
+    values = sum(math.prod(shape) for _, shape, _ in entries.values())
+    nbytes = sum(n for _, _, n in entries.values())
+    _check_limit(path, "", values, nbytes, max_params)
+    order = _recorded_order(metadata, entries)
+    if order is None:
+        order = sorted(entries, key=_canonical_key)
+        if len({name.rpartition(".")[0] for name in entries}) > 1:
+            notes.append(
+                "safetensors keeps no tensor order and this file records none: modules were ordered by name, "
+                "which may differ from the model's layer order; save with "
+                "metadata={'order': json.dumps(list(state_dict))} for exact positions"
+            )
+    tensors: dict[str, torch.Tensor] = {}
+    with out_of_memory_as_error(lambda: _oom_message(path, len(entries), values, nbytes)):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                for name in order:
+                    tensors[name] = f.get_tensor(name)
+        except (MemoryError, RuntimeError) as e:
+            if is_out_of_memory(e):
+                raise
+            raise _corrupt_safetensors(path, e) from e
+        except Exception as e:  # safetensors raises its own error types (and OSError)
+            raise _corrupt_safetensors(path, e) from e
+    return _check_state_dict(tensors, path, lenient=False, notes=notes)
+
+
+def _corrupt_safetensors(path: Path, error: BaseException) -> InvalidInputError:
+    return InvalidInputError(f"{path}: not a valid safetensors file, corrupt or truncated? ({error})")
+
+
+def _safetensors_header(
+    path: Path, size: int
+) -> tuple[dict[str, tuple[str, list[int], int]], Mapping[str, Any]]:
+    """``name -> (dtype, shape, nbytes)`` and the metadata of a safetensors file, every tensor checked to
+    lie inside the file; nothing but the header is read."""
+
+    def bad(reason: str) -> InvalidInputError:
+        return InvalidInputError(f"{path}: not a valid safetensors file, corrupt or truncated? ({reason})")
+
+    try:
+        with open(path, "rb") as f:
+            prefix = f.read(8)
+            if len(prefix) < 8:
+                raise bad(f"the file has {size} bytes, fewer than the 8-byte header length")
+            header_len = int.from_bytes(prefix, "little")
+            if header_len > MAX_HEADER_BYTES:
+                raise InvalidInputError(
+                    f"{path}: declares a safetensors header of {format_bytes(header_len)}, more than the "
+                    f"{format_bytes(MAX_HEADER_BYTES)} allowed; corrupt or hostile file, refused before "
+                    "reading it"
+                )
+            if 8 + header_len > size:
+                raise InvalidInputError(
+                    f"{path}: not a valid safetensors file, corrupt or truncated: it declares a header of "
+                    f"{header_len:,} bytes but holds only {size:,} bytes; refused before reading it"
+                )
+            raw = f.read(header_len)
+    except OSError as e:
+        raise InvalidInputError(f"{path}: cannot read the checkpoint ({e.strerror or e})") from e
+    try:
+        header = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise bad(f"the header is not valid JSON: {e}") from e
+    if not isinstance(header, dict):
+        raise bad("the header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise bad("__metadata__ is not a JSON object")
+    data_size = size - 8 - header_len
+    entries: dict[str, tuple[str, list[int], int]] = {}
+    for name, info in header.items():
+        where = f"{path}: tensor {name!r}"
+        if not isinstance(info, dict):
+            raise bad(f"tensor {name!r}: its header entry is not a JSON object")
+        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if dtype not in _ST_DTYPES:
+            raise InvalidInputError(
+                f"{where} has dtype {dtype!r}, which zooprobe does not read (supported: "
+                f"{', '.join(_ST_DTYPES)})"
+            )
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            raise bad(f"tensor {name!r}: shape {shape!r} is not a list of non-negative integers")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(type(o) is int for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1]
+        ):
+            raise bad(f"tensor {name!r}: data_offsets {offsets!r} are not two increasing byte offsets")
+        nbytes = math.prod(shape) * _ST_DTYPES[dtype]
+        if offsets[1] > data_size or nbytes > data_size:
+            raise InvalidInputError(
+                f"{path}: not a valid safetensors file, corrupt or truncated: tensor {name!r} declares "
+                f"{format_bytes(max(nbytes, offsets[1] - offsets[0]))} of data (shape {shape}, {dtype}, "
+                f"bytes {offsets[0]}..{offsets[1]}) but the file holds only {format_bytes(data_size)} of "
+                "data; refused before reading it"
+            )
+        if offsets[1] - offsets[0] != nbytes:
+            raise bad(
+                f"tensor {name!r}: shape {shape} of {dtype} needs {nbytes} bytes but its data_offsets span "
+                f"{offsets[1] - offsets[0]}"
+            )
+        entries[name] = (dtype, shape, nbytes)
+    return entries, metadata
+
+
+def _recorded_order(metadata: Mapping[str, Any], names: Mapping[str, Any]) -> list[str] | None:
+    """The ``order`` metadata entry, if it names exactly the file's tensors (else it is not trusted)."""
+    try:
+        order = json.loads(metadata["order"]) if "order" in metadata else None
+    except (TypeError, ValueError):
+        return None
+    if isinstance(order, list) and len(order) == len(names) and set(order) == set(names):
+        return [str(k) for k in order]
+    return None
+
+
+def _natural(text: str) -> tuple[tuple[int, int | str], ...]:
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", text) if p)
+
+
+def _canonical_key(name: str) -> tuple[Any, ...]:
+    prefix, _, leaf = name.rpartition(".")
+    return (_natural(prefix), _LEAF_ORDER.get(leaf, len(_LEAF_ORDER)), _natural(leaf))
+
+
+# ------------------------------------------------------------------------------------------ torch
+def _read_torch(path: Path, size: int, max_params: int, notes: list[str]) -> dict[str, torch.Tensor]:
+    if _is_zip(path):
+        # Structure only (meta device: no storage is read or allocated), checked, then memory-mapped.
+        skeleton, where = _state_dict_of(_torch_load(path, map_location="meta"), path, [])
+        _check_records(skeleton, path, where, size)
+        _check_tensors(skeleton, path, where, max_params)
+        del skeleton
+        obj = _torch_load(path, mmap=True)
+    else:
+        _check_legacy(path, size)  # storages declared by the pickle must fit in the file
+        obj = _torch_load(path)
+    state_dict, where = _state_dict_of(obj, path, notes)
+    values, nbytes = _check_tensors(state_dict, path, where, max_params)
+    with out_of_memory_as_error(lambda: _oom_message(path, len(state_dict), values, nbytes)):
+        out = {k: _materialize(v) for k, v in state_dict.items()}
+    return out
+
+
+def _materialize(tensor: torch.Tensor) -> torch.Tensor:
+    """An owned, contiguous copy of a checked tensor: where a torch checkpoint's values are allocated."""
+    return tensor.clone(memory_format=torch.contiguous_format)
+
+
+def _is_zip(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError as e:
+        raise InvalidInputError(f"{path}: cannot read the checkpoint ({e.strerror or e})") from e
+
+
+def _torch_load(path: Path, *, map_location: str = "cpu", mmap: bool = False) -> Any:
+    try:
+        if mmap:
+            try:
+                return torch.load(str(path), map_location=map_location, weights_only=True, mmap=True)
+            except RuntimeError as e:
+                if "mmap" not in str(e).lower():
+                    raise
+                # not memory-mappable (file system, alignment): sizes are checked, read it normally
+        return torch.load(str(path), map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types for unreadable or refused files
+        if is_out_of_memory(e):
+            raise InvalidInputError(
+                f"{path}: out of memory while reading the checkpoint ({str(e).splitlines()[0][:200]}); free "
+                "memory or read it on a machine with more"
+            ) from e
+        message = str(e)
+        weights_only = isinstance(e, pickle.UnpicklingError) or "weights only" in message.lower()
+        if weights_only and re.search(r"\bglobal\b", message, re.IGNORECASE):
+            raise InvalidInputError(_refusal(path, message)) from e  # a Python object it would construct
+        if weights_only:
+            detail = next(
+                (ln.strip() for ln in message.splitlines()[1:] if ln.strip().startswith("Unsupported")), ""
+            )
+            raise InvalidInputError(
+                f"{path}: unreadable checkpoint: corrupt, not a torch file, or pickled with features that "
+                "torch.load(weights_only=True) does not allow"
+                + (f" ({detail[:200]})" if detail else "")
+                + "; for safety it is not loaded any other way. "
+                + _CONVERT_HINT
+            ) from e
+        first = message.strip().splitlines()[0] if message.strip() else ""
+        raise InvalidInputError(
+            f"{path}: unreadable checkpoint, corrupt or not a torch file ({type(e).__name__}: {first[:300]})"
+        ) from e
+
+
+def _refusal(path: Path, message: str) -> str:
+    """Why a torch file was refused, naming the offending object when torch says which it was."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in message.splitlines()]
+    detail = next((ln for ln in lines if "unsupported global" in ln.lower()), "")
+    detail = detail.split(" Please use")[0].split(" was not an allowed global")[0][:300].rstrip(".")
+    return (
+        f"{path}: refused for safety: loading it needs unpickling Python objects other than tensors and "
+        "plain containers, which can run arbitrary code, so zooprobe reads torch checkpoints only with "
+        "torch.load(weights_only=True)" + (f" ({detail})" if detail else "") + ". " + _CONVERT_HINT
+    )
+
+
+def _records(path: Path) -> dict[int, int]:
+    """Data offset -> size of each stored record of a zip-format torch file ({} if unreadable)."""
+    import zipfile
+
+    out: dict[int, int] = {}
+    try:
+        with open(path, "rb") as f, zipfile.ZipFile(f) as archive:
+            for info in archive.infolist():
+                if info.compress_type != zipfile.ZIP_STORED:
+                    continue
+                f.seek(info.header_offset)
+                local = f.read(30)
+                if len(local) < 30 or local[:4] != b"PK\x03\x04":
+                    continue
+                name_len = int.from_bytes(local[26:28], "little")
+                extra_len = int.from_bytes(local[28:30], "little")
+                out[info.header_offset + 30 + name_len + extra_len] = info.file_size
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return {}
+    return out
+
+
+def _check_records(state_dict: Mapping[str, torch.Tensor], path: Path, where: str, size: int) -> None:
+    """Every storage (read onto the meta device) fits in its record of the zip file, and in the file."""
+    records = _records(path)
+    for name, tensor in state_dict.items():
+        storage = tensor.untyped_storage()
+        declared = storage.nbytes()
+        offset = getattr(storage, "_checkpoint_offset", None)
+        record = records.get(offset) if isinstance(offset, int) else None
+        available = size if record is None else record
+        if declared > available:
+            raise InvalidInputError(
+                f"{path}{where}: tensor {name!r} declares a storage of {format_bytes(declared)} but "
+                f"{'its record in the file' if record is not None else 'the file'} holds only "
+                f"{format_bytes(available)}: corrupt or hostile file, refused before reading it"
+            )
+
+
+def _check_tensors(
+    state_dict: Mapping[str, torch.Tensor], path: Path, where: str, max_params: int
+) -> tuple[int, int]:
+    """Refuse broadcast / overlapping views and totals beyond `max_params`; (values, bytes) of the copies."""
+    values = nbytes = 0
+    for name, tensor in state_dict.items():
+        need = tensor.numel() * tensor.element_size()
+        stored = tensor.untyped_storage().nbytes()
+        strides = zip(tensor.shape, tensor.stride(), strict=True)
+        broadcast = tensor.numel() > 0 and any(st == 0 and n > 1 for n, st in strides)
+        if broadcast or need > stored:
+            shape = " x ".join(str(n) for n in tensor.shape)
+            dtype = str(tensor.dtype).removeprefix("torch.")
+            raise InvalidInputError(
+                f"{path}{where}: tensor {name!r} is a broadcast or overlapping view ({shape} {dtype}, "
+                f"strides {tuple(tensor.stride())}): {format_bytes(need)} of values over "
+                f"{format_bytes(stored)} of stored data. Real state dicts never hold such views and copying "
+                "it could exhaust memory, so it is refused; if it is meant, save the tensor with "
+                ".contiguous() (or .clone()) first"
+            )
+        values += tensor.numel()
+        nbytes += need
+    _check_limit(path, where, values, nbytes, max_params)
+    return values, nbytes
+
+
+def _check_limit(path: Path, where: str, values: int, nbytes: int, max_params: int) -> None:
+    if values > max_params:
+        raise InvalidInputError(
+            f"{path}{where}: holds {values:,} values ({format_bytes(nbytes)}), more than the limit of "
+            f"{max_params:,} (max_params); refused before reading them. If the file is trusted and the "
+            f"machine has the memory, raise the limit (--max_params {values})"
+        )
+
+
+def _check_legacy(path: Path, size: int) -> None:
+    """A legacy (pre-zip) torch file allocates every storage it declares before reading it: check that
+    each declared storage fits in its record of the file, by scanning the pickle (nothing is unpickled).
+
+    A file that cannot be scanned is left to ``torch.load`` (which refuses anything but tensors)."""
+    try:
+        with open(path, "rb") as f:
+            for _ in range(3):  # magic number, protocol version, system info
+                for _op in pickletools.genops(f):
+                    pass
+            storages = _legacy_storages(f)
+            # the storage keys (a list of strings), in the order of their records after it
+            keys = [arg for _op, arg, _ in pickletools.genops(f) if isinstance(arg, str)]
+            position = f.tell()
+    except Exception:  # not a pickle we can follow: torch.load decides (weights_only)
+        return
+    for key in dict.fromkeys(keys):
+        if key not in storages:
+            return
+        storage_type, numel, element_size = storages[key]
+        declared = numel * element_size
+        available = max(size - position - 8, 0)
+        if declared > available:
+            raise InvalidInputError(
+                f"{path}: declares a {storage_type} of {numel:,} values ({format_bytes(declared)}) but the "
+                f"file holds only {format_bytes(available)} more: corrupt or hostile file, refused before "
+                "reading it"
+            )
+        position += 8 + declared
+
+
+def _legacy_storages(f: Any) -> dict[str, tuple[str, int, int]]:
+    """``key -> (storage type, numel, element size)`` of the persistent ids in a legacy torch pickle.
+
+    A persistent id is pickled as ``('storage', GLOBAL torch.<Type>Storage, key, location, numel, view)``;
+    values may come from the memo (``BINGET``) when repeated. Only that shape is followed."""
+    other = object()
+    memo: dict[Any, Any] = {}
+    stack: list[list[Any]] = [[]]
+    last: Any = other
+    storages: dict[str, tuple[str, int, int]] = {}
+    for op, arg, _ in pickletools.genops(f):
+        name = op.name
+        if name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[arg] = last
+            continue
+        if name == "MEMOIZE":
+            memo[len(memo)] = last
+            continue
+        if name in ("GET", "BINGET", "LONG_BINGET"):
+            last = memo.get(arg, other)
+        elif name == "GLOBAL":
+            last = ("global", arg)
+        elif name == "NONE":
+            last = None
+        elif isinstance(arg, str | int) and not isinstance(arg, bool) and name != "PROTO":
+            last = arg
+        elif name == "MARK":
+            stack.append([])
+            continue
+        elif name == "BINPERSID":
+            if (
+                isinstance(last, tuple)
+                and len(last) >= 5
+                and last[0] == "storage"
+                and isinstance(last[1], tuple)
+                and isinstance(last[2], str)
+                and isinstance(last[4], int)
+            ):
+                storage_type = str(last[1][1]).rpartition(" ")[2]
+                if storage_type not in _LEGACY_STORAGES:
+                    raise ValueError(storage_type)
+                storages[last[2]] = (storage_type, last[4], _LEGACY_STORAGES[storage_type])
+            last = other
+        else:
+            last = other
+        if pickletools.markobject in op.stack_before:
+            items = stack.pop() if len(stack) > 1 else []
+            last = tuple(items) if name == "TUPLE" else other
+        stack[-1].append(last)
+    return storages
+
+
+# ------------------------------------------------------------------------------------------ structure
+def _state_dict_of(obj: Any, path: Path, notes: list[str]) -> tuple[dict[str, torch.Tensor], str]:
+    """Unwrap a training checkpoint container (see the module docs) and check the state dict; the state
+    dict and where it was in the file (``"['state_dict']"`` or ``""``)."""
+    if not isinstance(obj, Mapping):
+        raise InvalidInputError(
+            f"{path}: holds a {type(obj).__name__}, not a state dict (a dict of tensors). " + _CONVERT_HINT
+        )
+    if all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return _check_state_dict(obj, path, lenient=False, notes=notes), ""
+    for key in CONTAINER_KEYS:
+        inner = obj.get(key)
+        if isinstance(inner, Mapping):
+            notes.append(f"training checkpoint: read its {key!r} entry")
+            where = f"[{key!r}]"
+            return _check_state_dict(inner, path, lenient=True, notes=notes, where=where), where
+    return _check_state_dict(obj, path, lenient=False, notes=notes), ""
+
+
+def _check_state_dict(
+    obj: Mapping[Any, Any], path: Path, *, lenient: bool, notes: list[str], where: str = ""
+) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    dropped: list[str] = []
+    for key, value in obj.items():
+        if not isinstance(key, str):
+            raise InvalidInputError(f"{path}{where}: key {key!r} is not a string; expected a flat state dict")
+        if not isinstance(value, torch.Tensor):
+            if lenient:
+                dropped.append(key)
+                continue
+            raise InvalidInputError(
+                f"{path}{where}: entry {key!r} is a {type(value).__name__}, not a tensor: expected a flat "
+                "state dict (name -> tensor) or a training checkpoint with a "
+                f"{' / '.join(repr(k) for k in CONTAINER_KEYS)} entry"
+            )
+        if value.layout != torch.strided or value.is_quantized:
+            raise InvalidInputError(
+                f"{path}{where}: tensor {key!r} is sparse or quantized; only dense tensors are supported"
+            )
+        out[key] = value.detach()
+    if dropped:
+        shown = ", ".join(repr(k) for k in dropped[:5]) + (", ..." if len(dropped) > 5 else "")
+        notes.append(f"dropped {len(dropped)} non-tensor entr{'y' if len(dropped) == 1 else 'ies'}: {shown}")
+    if not out:
+        raise InvalidInputError(f"{path}{where}: empty state dict (no tensors)")
+    return out
+
+
+__all__ = [
+    "CHECKPOINT_SUFFIXES",
+    "CONTAINER_KEYS",
+    "DEFAULT_MAX_PARAMS",
+    "MAX_HEADER_BYTES",
+    "SAFETENSORS_SUFFIXES",
+    "TORCH_SUFFIXES",
+    "Checkpoint",
+    "check_checkpoint_file",
+    "check_max_params",
+    "format_bytes",
+    "is_out_of_memory",
+    "load_checkpoint",
+    "out_of_memory_as_error",
+    "read_checkpoint",
+]
