@@ -78,6 +78,25 @@ def evaluate_predictions(
     return metrics
 
 
+def metric_names(spec: TaskSpec) -> list[str]:
+    """Every validation metric a run of `spec` reports: ``loss`` (added by the trainer) and each key of
+    `evaluate_predictions` but the counts (``n``, ``n_undefined``). What ``stop.monitor`` may name.
+
+    Computed by scoring zero models with the evaluator itself, so the list cannot drift from the metrics.
+    """
+    targets = TargetArrays(
+        {
+            t.name: np.zeros(0, dtype=np.int64 if t.kind == "categorical" else np.float64)
+            for t in spec.targets
+        }
+    )
+    predictions = {
+        t.name: np.zeros((0, len(t.classes)) if t.kind == "categorical" else 0) for t in spec.targets
+    }
+    keys = evaluate_predictions(spec, targets, predictions)
+    return ["loss", *(k for k in keys if k not in ("loss", "n", "n_undefined"))]
+
+
 def default_monitor(task: str) -> str:
     """The validation metric early stopping watches by default."""
     return {"patterns": "loss", "accuracy": "loss", "hyperparameters": "loss"}[task]
@@ -88,5 +107,6 @@ __all__ = [
     "default_monitor",
     "evaluate_predictions",
     "lower_is_better",
+    "metric_names",
     "metric_space_targets",
 ]

@@ -13,11 +13,18 @@ A task is a `TaskSpec`: an ordered list of `TargetSpec`, each naming one metadat
 Missing values are masked out of losses and metrics, never filled: `TargetArrays` keeps NaN / -1 and
 `count_missing` reports them. Metrics for continuous targets are computed in the space users think in:
 log10 for log targets (log10 learning rate), the raw value otherwise.
+
+Which targets are usable is decided on the train split (`resolve_targets`): a target the user named
+explicitly must exist, suit the task (patterns are boolean columns, the accuracy head regresses a number)
+and have at least two distinct values in the train split, otherwise it is an error. A default target that
+is empty or constant in the train split is left out with a warning naming it and why (a head trained on
+one class would report a perfect, meaningless score).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -36,6 +43,8 @@ DEFAULT_CONTINUOUS = ("learning_rate", "weight_decay")
 DEFAULT_DISCRETE = ("optimizer", "activation", "init", "family")
 LOG_TARGETS = {"learning_rate": 1e-8, "weight_decay": 1e-7}
 """Continuous hyperparameters modelled in log10 space by default, with their floor (0 -> floor)."""
+NOT_TARGETS = ("model_id", "split", "weights")
+"""Columns that are never targets (identifiers and the weights themselves)."""
 
 
 @dataclass(frozen=True)
@@ -156,10 +165,123 @@ def _is_bool_column(series: pd.Series) -> bool:
     return bool(non_null.map(lambda v: isinstance(v, bool | np.bool_)).all())
 
 
-def default_targets(task: str, columns: Sequence[str], meta: pd.DataFrame) -> list[str]:
-    """Target names of `task` available in a zoo with these metadata `columns`."""
+def _is_number_column(series: pd.Series) -> bool:
+    return bool(pd.api.types.is_numeric_dtype(series.dtype)) and not _is_bool_column(series)
+
+
+def valid_targets(task: str, meta: pd.DataFrame) -> list[str]:
+    """Columns of `meta` that `task` can predict: boolean columns (patterns), numeric columns (accuracy),
+    any column but identifiers and weights (hyperparameters)."""
+    columns = [str(c) for c in meta.columns if c not in NOT_TARGETS and not str(c).startswith("_")]
     if task == "patterns":
-        names = [c for c in columns if c.startswith("has_") and _is_bool_column(meta[c])]
+        return [c for c in columns if _is_bool_column(meta[c])]
+    if task == "accuracy":
+        return [c for c in columns if _is_number_column(meta[c])]
+    return columns
+
+
+def _show(value: Any) -> str:
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _train_problem(name: str, series: pd.Series) -> str | None:
+    """Why a column cannot be fitted on the train split (no values, a single value), or None."""
+    values = series.dropna()
+    if len(values) == 0:
+        return f"no values in the train split ({len(series)} models)"
+    distinct = values.astype(str).unique()
+    if len(distinct) < 2:
+        return f"a single value ({_show(values.iloc[0])}) in all {len(values)} train models with a value"
+    return None
+
+
+def _kind_problem(task: str, series: pd.Series) -> str | None:
+    """Why a column does not suit `task`, or None."""
+    values = series.dropna()
+    if task == "patterns" and len(values) and not _is_bool_column(series):
+        return f"patterns are boolean columns, it holds {series.dtype} values such as {_show(values.iloc[0])}"
+    if task == "accuracy" and len(values) and not _is_number_column(series):
+        return f"the accuracy head regresses a number, it holds values such as {_show(values.iloc[0])}"
+    return None
+
+
+@dataclass(frozen=True)
+class TargetSelection:
+    """The targets a task will use (`names`) and the default targets left out (`dropped`: name -> why)."""
+
+    names: list[str]
+    dropped: dict[str, str] = field(default_factory=dict)
+
+    def warning(self, task: str) -> str:
+        """The message for the left-out default targets ("" when none was left out)."""
+        if not self.dropped:
+            return ""
+        shown = "; ".join(f"{name!r}: {why}" for name, why in self.dropped.items())
+        return (
+            f"task {task!r}: default target(s) left out because the train split cannot fit them ({shown}); "
+            "their metrics are not reported. Name targets with --targets to choose others"
+        )
+
+
+def resolve_targets(
+    task: str, train_meta: pd.DataFrame, targets: Sequence[str] | None = None
+) -> TargetSelection:
+    """Which targets `task` uses on a zoo with this train split (see the module docs).
+
+    Explicit `targets`: an unknown column is an `InvalidInputError`, a column that does not suit the task a
+    `ConfigError` listing the task's valid targets, a column that is empty or constant in the train split
+    an `InvalidInputError`. Default targets: those that are empty or constant in the train split (or,
+    for patterns, not boolean) are left out (`TargetSelection.dropped`); none left is an error.
+    """
+    if task not in TASKS:
+        raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    columns = [str(c) for c in train_meta.columns]
+    if targets:
+        names = [str(n) for n in targets]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigError(f"targets: {repeated} listed more than once")
+        missing = [n for n in names if n not in columns]
+        if missing:
+            raise InvalidInputError(
+                f"task {task!r}: target(s) {missing} are not zoo fields; fields: {columns}"
+            )
+        for name in names:
+            problem = _kind_problem(task, train_meta[name]) if name not in NOT_TARGETS else "an identifier"
+            if problem:
+                raise ConfigError(
+                    f"target {name!r} cannot be predicted by task {task!r} ({problem}); valid targets of "
+                    f"task {task!r} in this zoo: {', '.join(valid_targets(task, train_meta)) or 'none'}"
+                )
+        for name in names:
+            problem = _train_problem(name, train_meta[name])
+            if problem:
+                raise InvalidInputError(
+                    f"task {task!r}: target {name!r} has {problem}: a head cannot learn it and its metrics "
+                    "would be meaningless; drop it from --targets, or use a zoo whose train split varies"
+                )
+        return TargetSelection(names)
+    candidates = _default_candidates(task, columns, train_meta)
+    kept: list[str] = []
+    dropped: dict[str, str] = {}
+    for name in candidates:
+        problem = _kind_problem(task, train_meta[name]) or _train_problem(name, train_meta[name])
+        if problem:
+            dropped[name] = problem
+        else:
+            kept.append(name)
+    if not kept:
+        shown = "; ".join(f"{name!r}: {why}" for name, why in dropped.items())
+        raise InvalidInputError(
+            f"task {task!r}: none of the default targets can be fitted on the train split ({shown}); pass "
+            "targets explicitly or use another zoo"
+        )
+    return TargetSelection(kept, dropped)
+
+
+def _default_candidates(task: str, columns: Sequence[str], meta: pd.DataFrame) -> list[str]:
+    if task == "patterns":
+        names = [c for c in columns if c.startswith("has_")]
         if not names:
             raise InvalidInputError(
                 "task 'patterns': the zoo has no boolean has_* columns (has_conv_layers, has_batch_norm, "
@@ -170,13 +292,19 @@ def default_targets(task: str, columns: Sequence[str], meta: pd.DataFrame) -> li
         if "test_accuracy" not in columns:
             raise InvalidInputError("task 'accuracy': the zoo has no test_accuracy column")
         return ["test_accuracy"]
-    names = [c for c in (*DEFAULT_CONTINUOUS, *DEFAULT_DISCRETE) if c in columns and meta[c].notna().any()]
+    names = [c for c in (*DEFAULT_CONTINUOUS, *DEFAULT_DISCRETE) if c in columns]
     if not names:
         raise InvalidInputError(
             "task 'hyperparameters': the zoo has none of the default targets "
             f"{[*DEFAULT_CONTINUOUS, *DEFAULT_DISCRETE]}; pass targets explicitly"
         )
     return names
+
+
+def default_targets(task: str, columns: Sequence[str], meta: pd.DataFrame) -> list[str]:
+    """Target names of `task` available in a zoo with these metadata `columns` (`resolve_targets`' default
+    choice; `meta` is the train split)."""
+    return resolve_targets(task, meta[list(columns)]).names
 
 
 def _infer_kind(task: str, name: str, series: pd.Series) -> TargetKind:
@@ -214,16 +342,12 @@ def build_task_spec(
         raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     if len(train_meta) == 0:
         raise InvalidInputError("the train split is empty: no models to fit the targets on")
-    columns = list(train_meta.columns)
-    names = list(targets) if targets else default_targets(task, columns, train_meta)
-    missing = [n for n in names if n not in columns]
-    if missing:
-        raise InvalidInputError(f"task {task!r}: target(s) {missing} are not zoo fields; fields: {columns}")
+    selection = resolve_targets(task, train_meta, targets)
+    if selection.dropped:
+        warnings.warn(selection.warning(task), stacklevel=2)
+    names = selection.names
     logs = dict(LOG_TARGETS if log_targets is None else log_targets)
-    weights = dict(loss_weights or {})
-    unknown_w = sorted(set(weights) - set(names))
-    if unknown_w:
-        raise ConfigError(f"loss_weights name(s) {unknown_w} that are not targets of this task ({names})")
+    weights = check_loss_weights(loss_weights, names, selection.dropped)
     specs: list[TargetSpec] = []
     for name in names:
         series = train_meta[name]
@@ -252,6 +376,32 @@ def build_task_spec(
             std = float(x.std()) if len(x) > 1 else 0.0
             specs.append(replace(spec, mean=float(x.mean()), std=std if std > 1e-12 else 1.0))
     return TaskSpec(task, tuple(specs))
+
+
+def check_loss_weights(
+    loss_weights: Mapping[str, Any] | None, names: Sequence[str], dropped: Mapping[str, str] | None = None
+) -> dict[str, float]:
+    """`loss_weights` checked against the task's targets `names`: known targets only, finite and >= 0, not
+    all 0. A `ConfigError` says which weight is wrong and lists the targets."""
+    weights = dict(loss_weights or {})
+    for name, value in weights.items():
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or value < 0:
+            raise ConfigError(
+                f"loss_weights[{name!r}] is {value!r}: a loss weight must be a finite number >= 0 (0 ignores "
+                "the target)"
+            )
+    unknown = sorted(set(weights) - set(names))
+    if unknown:
+        left_out = [n for n in unknown if n in (dropped or {})]
+        note = f"; left out for this zoo: {left_out}" if left_out else ""
+        raise ConfigError(
+            f"loss_weights name(s) {unknown} that are not targets of this task; its targets: "
+            f"{list(names)}{note}"
+        )
+    if names and all(float(weights.get(n, 1.0)) == 0 for n in names):
+        raise ConfigError("loss_weights: every target's weight is 0, so nothing would be trained")
+    return {k: float(v) for k, v in weights.items()}
 
 
 def _class_order(value: str) -> tuple[int, float | str]:
@@ -300,12 +450,17 @@ def count_missing(spec: TaskSpec, arrays: TargetArrays) -> dict[str, int]:
 
 
 __all__ = [
+    "NOT_TARGETS",
     "TASKS",
     "TargetArrays",
+    "TargetSelection",
     "TargetSpec",
     "TaskSpec",
     "build_task_spec",
+    "check_loss_weights",
     "count_missing",
     "default_targets",
+    "resolve_targets",
     "target_arrays",
+    "valid_targets",
 ]

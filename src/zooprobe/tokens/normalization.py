@@ -31,6 +31,12 @@ from dataclasses import dataclass
 import torch
 
 GLOBAL_KEY = "global"
+MAX_ABS_MEAN = 1e8
+"""Largest magnitude of a stored mean: weights of trained networks are nowhere near it; a bigger mean in a
+config.json is corruption or tampering, and subtracting it would wipe out the weights in float32."""
+STD_RANGE = (1e-30, 1e8)
+"""Smallest and largest valid stored standard deviation (exactly 0, for a constant tensor, is valid too).
+Dividing by a std outside it turns every token into noise or into (almost) zero."""
 
 
 def name_key(kind: str, name: str) -> str:
@@ -77,6 +83,20 @@ def tensor_moments(tensor: torch.Tensor) -> tuple[int, float, float]:
     values = tensor.detach().to(torch.float64)
     var, mean = torch.var_mean(values, correction=0)
     return count, float(mean), float(var) * count
+
+
+def _moments_problem(m: RunningMoments) -> str | None:
+    """Why stored moments cannot normalize weights (see `MAX_ABS_MEAN`, `STD_RANGE`), or None."""
+    if m.m2 < 0:
+        return f"m2 (sum of squared deviations) is {m.m2!r}, it must be >= 0"
+    if abs(m.mean) > MAX_ABS_MEAN:
+        return f"mean {m.mean!r} is outside [-{MAX_ABS_MEAN:g}, {MAX_ABS_MEAN:g}]"
+    std = m.std
+    if not math.isfinite(std):
+        return f"std (from m2 {m.m2!r} and count {m.count}) is not finite"
+    if std != 0 and not STD_RANGE[0] <= std <= STD_RANGE[1]:
+        return f"std {std:g} (from m2 and count) is outside [{STD_RANGE[0]:g}, {STD_RANGE[1]:g}] and not 0"
+    return None
 
 
 class NormalizationStats:
@@ -130,7 +150,14 @@ class NormalizationStats:
                 raise error(
                     f"normalization statistics: entry {key!r} must be [count, mean, m2], got {entry!r}"
                 )
-            moments[key] = RunningMoments(int(entry[0]), float(entry[1]), float(entry[2]))
+            m = RunningMoments(int(entry[0]), float(entry[1]), float(entry[2]))
+            problem = _moments_problem(m)
+            if problem:
+                raise error(
+                    f"normalization statistics of tensor key {key!r}: {problem}; the statistics are corrupt "
+                    "or were edited: restore the file or fit the statistics again (pretrain the encoder)"
+                )
+            moments[key] = m
         return cls(moments)
 
     def __eq__(self, other: object) -> bool:

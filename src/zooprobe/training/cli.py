@@ -46,6 +46,9 @@ def add_training_commands(top: Any) -> None:
     evaluate.add_argument("run_dir", type=Path, help="Run folder written by `zooprobe train`.")
     evaluate.add_argument("--split", type=str, default="test", help="train, validation or test.")
     evaluate.add_argument("--zoo", type=str | None, default=None, help="Evaluate on another zoo's split.")
+    evaluate.add_argument(
+        "--allow_unfinished", type=bool, default=False, help="Evaluate an unfinished run (with a warning)."
+    )
     top.add_subcommand("evaluate", evaluate, help="Evaluate a trained head.")
 
     bench = config_parser(
@@ -63,6 +66,9 @@ def add_training_commands(top: Any) -> None:
         "--methods",
         type=list[str],
         default=list(METHODS),
+    )
+    bench.add_argument(
+        "--allow_split_leaks", type=bool, default=False, help="Allow models copied between splits."
     )
     bench.add_argument("--progress", type=bool, default=True, help="Show progress bars.")
     top.add_subcommand("bench", bench, help="Benchmarks: heads vs baselines (table), heads.")
@@ -136,7 +142,9 @@ def run_training_command(cfg: Namespace, console: Any) -> int:
         from zooprobe.training.evaluate import evaluate_run
 
         ns = cfg.evaluate
-        task, metrics = evaluate_run(ns.run_dir, split=ns.split, zoo=ns.zoo)
+        task, metrics = evaluate_run(
+            ns.run_dir, split=ns.split, zoo=ns.zoo, allow_unfinished=ns.allow_unfinished
+        )
         for line in format_metrics(task, metrics, f"{ns.split} metrics of {ns.run_dir}:"):
             console.print(line)
         return 0
@@ -181,6 +189,7 @@ def run_training_command(cfg: Namespace, console: Any) -> int:
             methods=tuple(ns.methods),
             finetune_epochs=ns.finetune_epochs,
             progress=ns.progress,
+            allow_split_leaks=ns.allow_split_leaks,
         )
         for line in [*result.table(), "", *result.quality()]:
             console.print(line, markup=False, soft_wrap=True)

@@ -8,6 +8,7 @@ train --config RUN/config.yaml`` reproduces the run.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -106,6 +107,9 @@ class TrainConfig:
     only)."""
     allow_overlap: bool = False
     """Allow validation/test models that the encoder was pretrained on (the run is then marked)."""
+    allow_split_leaks: bool = False
+    """Allow models with identical weights in more than one split of the zoo (a copy of a training model in
+    validation or test inflates its metrics; the run is then marked)."""
     seed: int = 0
     """Seed of the head's initialization, batch order, dropout and augmentations."""
     device: str = "cpu"
@@ -138,6 +142,19 @@ class TrainConfig:
         need(self.encoder_lr_ratio > 0, f"encoder_lr_ratio must be > 0, got {self.encoder_lr_ratio}")
         need(self.noise_sigma >= 0, f"noise_sigma must be >= 0, got {self.noise_sigma}")
         need(self.encode_batch_size >= 1, "encode_batch_size must be >= 1")
+        weights = self.loss_weights
+        need(isinstance(weights, dict), f"loss_weights must be a mapping, got {weights!r}")
+        for name, w in weights.items():
+            number = isinstance(w, int | float) and not isinstance(w, bool)
+            need(
+                number and math.isfinite(w) and w >= 0,
+                f"loss_weights[{name!r}] is {w!r}: a loss weight must be a finite number >= 0 (0 ignores the "
+                "target)",
+            )
+        if self.loss_weights and self.targets:
+            unknown = sorted(set(self.loss_weights) - set(self.targets))
+            need(not unknown, f"loss_weights name(s) {unknown} that are not in targets {self.targets}")
+        need(bool(self.stop.monitor), "stop.monitor must name a validation metric (default: loss)")
         need(
             self.checkpoints in ("final", "all"),
             f"checkpoints must be final or all, got {self.checkpoints!r}",

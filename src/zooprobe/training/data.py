@@ -6,6 +6,14 @@
   model overlaps when its stored weights have the content hash of a pretraining model, or when the zoo is
   the pretraining zoo (same fingerprint) and its model id is a pretraining id. Overlap is refused unless
   ``allow_overlap`` is set; then the run records it (``overlap`` in metrics.json) and warns.
+- Split leaks: a model whose exact weights are in train and also in validation or test (a copy) is scored on
+  what the head was trained on. `check_split_leaks` (`zoo.store.split_leaks`) refuses it unless
+  ``allow_split_leaks`` is set; then the run is marked (`RunData.split_leaks`) and warns.
+- Targets (`heads.targets.resolve_targets`): explicit targets that are empty or constant in the train split
+  are errors; such default targets are left out with a warning (`RunData.dropped_targets`). A target
+  without any value in validation or test warns (its metrics there are NaN). ``stop.monitor`` must be one
+  of the task's metrics (`heads.evaluate.metric_names`). All of this is checked before anything is
+  encoded, and every warning is also kept in `RunData.warnings` for metrics.json.
 - Frozen mode reads representations from `RepresentationCache` (or recomputes them when the cache is
   off); fine-tuning tokenizes once (or keeps state dicts to augment on the fly).
 """
@@ -22,8 +30,16 @@ import pandas as pd
 import torch
 
 from zooprobe.encoder.io import LoadedEncoder
-from zooprobe.errors import InvalidInputError
-from zooprobe.heads.targets import TargetArrays, TaskSpec, build_task_spec, count_missing, target_arrays
+from zooprobe.errors import ConfigError, InvalidInputError
+from zooprobe.heads.evaluate import metric_names
+from zooprobe.heads.targets import (
+    TargetArrays,
+    TaskSpec,
+    build_task_spec,
+    count_missing,
+    resolve_targets,
+    target_arrays,
+)
 from zooprobe.representations.cache import RepresentationCache, Representations, compute_representations
 from zooprobe.tokens import TokenizedModel
 from zooprobe.training.config import TrainConfig
@@ -57,6 +73,13 @@ class RunData:
     overlap: dict[str, Any] = field(default_factory=dict)
     missing: dict[str, dict[str, int]] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)
+    dropped_targets: dict[str, str] = field(default_factory=dict)
+    """Default targets left out because the train split cannot fit them (name -> why)."""
+    split_leaks: dict[str, Any] = field(default_factory=dict)
+    """Models with identical weights in several splits: ``checked``, ``leaks`` (hash, model ids, splits),
+    ``allowed``."""
+    warnings: list[str] = field(default_factory=list)
+    """Every warning `prepare_data` issued (also sent through `warnings.warn`), for metrics.json."""
 
 
 def select_checkpoints(zoo: Any, checkpoints: str) -> Any:
@@ -88,6 +111,47 @@ def find_overlap(encoder: LoadedEncoder, zoo: Any, eval_zoo: Any) -> dict[str, A
     }
 
 
+def check_split_leaks(zoo: Any, source: str, allow: bool) -> tuple[dict[str, Any], str]:
+    """Models of `zoo` whose exact weights are in more than one split (`zoo.store.split_leaks`).
+
+    Refused (`InvalidInputError` naming a few model ids) unless `allow`; returns the record for
+    metrics.json and the warning given when allowed ("" when there is no leak).
+    """
+    from zooprobe.zoo.store import describe_split_leaks, split_leaks
+
+    leaks = split_leaks(zoo)
+    record = {"checked": True, "leaks": [leak.to_dict() for leak in leaks], "allowed": bool(allow)}
+    if not leaks:
+        return record, ""
+    n_models = sum(len(leak.model_ids) for leak in leaks)
+    msg = (
+        f"zoo {source!r}: {len(leaks)} set(s) of models with identical weights are in more than one split "
+        f"({n_models} models; {describe_split_leaks(leaks)}): a copy of a training model in validation or "
+        "test is scored on what the head was trained on, which inflates its metrics"
+    )
+    if not allow:
+        raise InvalidInputError(
+            msg + "; remove the copies from the zoo (or put each in one split and import it again), or pass "
+            "allow_split_leaks=True (--allow_split_leaks true) to go on anyway (the run is then marked)"
+        )
+    return record, msg + "; allow_split_leaks=True, so the run is marked"
+
+
+def check_monitor(monitor: str, spec: TaskSpec) -> None:
+    """``stop.monitor`` must be a validation metric of the task (`heads.evaluate.metric_names`)."""
+    names = metric_names(spec)
+    if monitor not in names:
+        raise ConfigError(
+            f"stop.monitor {monitor!r} is not a validation metric of task {spec.task!r}; choose one of "
+            f"{', '.join(names)}"
+        )
+
+
+def _warn(messages: list[str], message: str) -> None:
+    messages.append(message)
+    warnings.warn(message, stacklevel=3)
+
+
 def prepare_data(
     cfg: TrainConfig,
     encoder: LoadedEncoder,
@@ -110,6 +174,25 @@ def prepare_data(
             f"zoo {cfg.zoo!r} has no models in split(s) {empty}; head training needs train, validation "
             "and test splits (by model)"
         )
+    notes: list[str] = []
+    # Configuration checks that need the data come first: they are cheap and fail before any encoding.
+    train_meta = views["train"].metadata()
+    selection = resolve_targets(cfg.task, train_meta, cfg.targets)
+    if selection.dropped:
+        _warn(notes, selection.warning(cfg.task))
+    spec = build_task_spec(
+        cfg.task,
+        train_meta,
+        selection.names,
+        log_targets=cfg.log_targets,
+        loss_weights=cfg.loss_weights,
+        bounded_accuracy=cfg.bounded_accuracy,
+    )
+    check_monitor(cfg.stop.monitor, spec)
+    leaks, leak_warning = check_split_leaks(zoo, cfg.zoo, cfg.allow_split_leaks)
+    if leak_warning:
+        _warn(notes, leak_warning)
+
     eval_zoo = zoo.filter(split=["validation", "test"])
     overlap = find_overlap(encoder, zoo, eval_zoo)
     if overlap.get("model_ids"):
@@ -123,19 +206,11 @@ def prepare_data(
                 msg + "; use a zoo or encoder without overlap, or pass allow_overlap=True "
                 "(the run is then marked as overlapping)"
             )
-        warnings.warn(msg + "; allow_overlap=True, so the run is marked", stacklevel=2)
+        _warn(notes, msg + "; allow_overlap=True, so the run is marked")
     elif not overlap.get("checked"):
-        warnings.warn(f"overlap not checked: {overlap.get('reason')}", stacklevel=2)
+        _warn(notes, f"overlap not checked: {overlap.get('reason')}")
     overlap["allowed"] = bool(cfg.allow_overlap)
 
-    spec = build_task_spec(
-        cfg.task,
-        views["train"].metadata(),
-        cfg.targets,
-        log_targets=cfg.log_targets,
-        loss_weights=cfg.loss_weights,
-        bounded_accuracy=cfg.bounded_accuracy,
-    )
     splits: dict[str, SplitData] = {}
     missing: dict[str, dict[str, int]] = {}
     for name, view in views.items():
@@ -143,6 +218,13 @@ def prepare_data(
         targets = target_arrays(spec, meta)
         missing[name] = count_missing(spec, targets)
         splits[name] = SplitData(name, view, meta, targets)
+        unusable = [t for t, n in missing[name].items() if n == len(meta)]
+        if name != "train" and unusable:
+            _warn(
+                notes,
+                f"target(s) {unusable} have no usable value in the {name} split ({len(meta)} models: "
+                f"missing, or classes the train split never showed): their {name} metrics are NaN",
+            )
     cache_info: dict[str, Any] = {}
     if cfg.head.statistics:
         from zooprobe.baselines.features import featurize
@@ -184,7 +266,16 @@ def prepare_data(
                 split.state_dicts = sds
             else:
                 split.tokenized = [encoder.tokenize_checked(sd, i) for i, sd in enumerate(sds)]
-    return RunData(spec, splits, overlap, missing, cache_info)
+    return RunData(
+        spec,
+        splits,
+        overlap,
+        missing,
+        cache_info,
+        dropped_targets=dict(selection.dropped),
+        split_leaks=leaks,
+        warnings=notes,
+    )
 
 
 def _float32(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -230,6 +321,8 @@ def split_targets(
 __all__ = [
     "RunData",
     "SplitData",
+    "check_monitor",
+    "check_split_leaks",
     "find_overlap",
     "prepare_data",
     "select_checkpoints",
