@@ -100,10 +100,13 @@ def _client(
 
 
 def _hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every file a push uploads: all but the local output-folder markers (`.zooprobe`)."""
+    from zooprobe.outputs import MARKER
+
     return {
         p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != MARKER
     }
 
 

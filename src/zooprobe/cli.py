@@ -12,6 +12,7 @@ from pathlib import Path
 from jsonargparse import ArgumentParser, Namespace, set_parsing_settings
 
 from . import __version__
+from .checkpoints import DEFAULT_MAX_PARAMS
 from .encoder.cli import add_encoder_commands, run_encoder_command
 from .errors import ZooprobeError
 from .heads.push_cli import add_push_command, run_push_command
@@ -107,6 +108,13 @@ def build_parser() -> ArgumentParser:
         "--seed", type=int, default=0, help="Seed of the split assignment when there is no split column."
     )
     imp.add_argument("--overwrite", type=bool, default=False, help="Replace an existing OUTPUT folder.")
+    imp.add_argument("--accuracy_percent", type=bool, default=False, help="Accuracies given in percent.")
+    imp.add_argument(
+        "--max_params",
+        type=int,
+        default=DEFAULT_MAX_PARAMS,
+        help="Refuse a checkpoint holding more values than this, before reading it.",
+    )
     zs.add_subcommand("import-folder", imp, help="Import checkpoint files + a metadata table.")
 
     mz = config_parser("Import a zoo in the Model Zoos layout (params.json, result.json, checkpoint_*/).")
@@ -121,6 +129,7 @@ def build_parser() -> ArgumentParser:
     )
     mz.add_argument("--seed", type=int, default=0, help="Seed of the split assignment.")
     mz.add_argument("--overwrite", type=bool, default=False, help="Replace an existing OUTPUT folder.")
+    mz.add_argument("--accuracy_percent", type=bool, default=False, help="Accuracies given in percent.")
     zs.add_subcommand("import-modelzoos", mz, help="Import the Model Zoos layout.")
     return root
 
@@ -214,6 +223,8 @@ def _run(cfg: Namespace) -> int:
             skip_invalid=ns.skip_invalid,
             seed=ns.seed,
             overwrite=ns.overwrite,
+            accuracy_percent=ns.accuracy_percent,
+            max_params=ns.max_params,
         )
         console.print(report.summary())
         return 0
@@ -227,6 +238,7 @@ def _run(cfg: Namespace) -> int:
             skip_invalid=ns.skip_invalid,
             seed=ns.seed,
             overwrite=ns.overwrite,
+            accuracy_percent=ns.accuracy_percent,
         )
         console.print(report.summary())
         return 0
@@ -240,6 +252,17 @@ def main(argv: list[str] | None = None) -> int:
         return _run(cfg)
     except ZooprobeError as e:
         print(f"zooprobe: error: {e}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(
+            "zooprobe: error: out of memory; use smaller inputs or batches (e.g. --encode_batch_size), or a "
+            "machine with more memory",
+            file=sys.stderr,
+        )
+        return 2
+    except OSError as e:  # a file system refusal met while writing (disk full, permissions changed)
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"zooprobe: error: {e.strerror or e}{where}; nothing more was written", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ZooprobeError
+from .outputs import MARKER
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 BUILTIN_PREFIX = "builtin:"
@@ -96,6 +97,7 @@ def _snapshot(repo_id: str, repo_type: str, revision: str | None, kind: str) -> 
 # ---------------------------------------------------------------------------------------------- pushing
 #: Never uploaded: version-control and Hugging Face cache folders (as `HfApi.upload_folder` skips them).
 ALWAYS_IGNORED: tuple[str, ...] = (".git", ".git/*", "*/.git", "**/.git/**")
+ALWAYS_IGNORED += (MARKER, f"*/{MARKER}")  # zooprobe's output-folder markers are local bookkeeping
 ALWAYS_IGNORED += (
     ".cache/huggingface",
     ".cache/huggingface/*",

@@ -74,6 +74,33 @@ def config_parser(description: str) -> Any:
     return p
 
 
+def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
+    """The data of a YAML file, read with ``yaml.safe_load`` (no Python objects are ever built).
+
+    Invalid YAML, an unsafe tag (``!!python/object``) or an unreadable file is an `InvalidInputError` that
+    names the file and says what to do; never a traceback.
+    """
+    import yaml
+
+    from .errors import InvalidInputError
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise InvalidInputError(f"{path}: {what} not found") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidInputError(f"{path}: cannot read the {what} ({e})") from e
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InvalidInputError(
+            f"{path}: the {what} is not valid YAML, or uses a tag that is not plain data ({first}); fix or "
+            "delete the file"
+        ) from e
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -36,6 +36,7 @@ import numpy as np
 from zooprobe.heads.evaluate import evaluate_predictions, lower_is_better
 from zooprobe.heads.modules import HeadConfig
 from zooprobe.heads.targets import TargetArrays, TaskSpec, build_task_spec, target_arrays
+from zooprobe.outputs import OutputKind, check_output, claim_output
 from zooprobe.training.config import OptimConfig, StopConfig, TrainConfig
 from zooprobe.utils import atomic_write_json, atomic_write_text
 
@@ -244,6 +245,14 @@ def _head_predictions(run_dir: Path, spec: TaskSpec) -> dict[str, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------------ bench
+BENCH_OUTPUT = OutputKind(
+    "bench",
+    owned=("bench.md", "bench.json", "plots/*", "runs/*"),  # runs/<task>-<method>: run folders
+    what="benchmark",
+)
+"""The files `zooprobe bench` and `zooprobe bench heads` write into their output folder."""
+
+
 def compare(
     zoo: str = "builtin:bench",
     encoder: str = "default",
@@ -254,18 +263,29 @@ def compare(
     frozen: TrainConfig | None = None,
     finetune_epochs: int = 10,
     progress: bool = True,
+    allow_split_leaks: bool = False,
 ) -> CompareResult:
-    """Run every method on every task of `zoo` (see the module docs); writes into `output`."""
+    """Run every method on every task of `zoo` (see the module docs); writes into `output`.
+
+    A zoo with models copied between splits (identical weights in train and validation/test) is refused
+    before anything runs (`training.data.check_split_leaks`), unless `allow_split_leaks`."""
     from zooprobe.baselines.features import featurize
     from zooprobe.baselines.models import MetadataEncoder
     from zooprobe.encoder.io import load_encoder
     from zooprobe.heads.evaluate import metric_space_targets
+    from zooprobe.training.data import check_split_leaks
     from zooprobe.training.trainer import train
     from zooprobe.zoo.store import load_zoo
 
     output = Path(output)
+    check_output(output, BENCH_OUTPUT)  # reads only: a folder of the user's own fails before any work
     full_zoo = load_zoo(zoo)  # loaded once; every head run and baseline reads this object
     zoo_obj = full_zoo.final()
+    _, leak_warning = check_split_leaks(zoo_obj, zoo, allow_split_leaks)  # before any work
+    if leak_warning:
+        import warnings
+
+        warnings.warn(leak_warning, stacklevel=2)
     splits = {s: zoo_obj.split(s) for s in ("train", "validation", "test")}
     metas = {s: v.metadata().reset_index(drop=True) for s, v in splits.items()}
     result = CompareResult(zoo=zoo, encoder=encoder, n_models={s: len(v) for s, v in splits.items()})
@@ -277,6 +297,9 @@ def compare(
         x = {s: featurize(v.state_dicts(), progress=progress) for s, v in splits.items()}
         result.featurize_seconds = time.perf_counter() - start
     base = replace(frozen, zoo=zoo, encoder=encoder) if frozen else default_base(zoo, encoder)
+    if allow_split_leaks:
+        base = replace(base, allow_split_leaks=True)
+    claim_output(output, BENCH_OUTPUT)
     for task in tasks:
         spec = build_task_spec(task, metas["train"])
         arrays: dict[str, TargetArrays] = {s: target_arrays(spec, metas[s]) for s in splits}

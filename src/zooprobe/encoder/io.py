@@ -43,7 +43,8 @@ from typing import Any, Literal
 import torch
 
 from zooprobe.encoder.model import EncoderConfig, EncoderConfigError, WeightEncoder
-from zooprobe.errors import ConfigError, InvalidInputError, ZooFormatError
+from zooprobe.errors import ConfigError, InvalidInputError, ZooFormatError, ZooprobeError
+from zooprobe.outputs import OutputKind, claim_output
 from zooprobe.tokens import (
     LayerSummarizer,
     TokenizedModel,
@@ -77,6 +78,25 @@ DEFAULT_ZOO = "builtin:small"
 
 _ENCODE_CHUNK = 512  # models tokenized at a time by `encode` (bounds memory on large inputs)
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+ENCODER_OUTPUT = OutputKind(
+    "encoder",
+    owned=(
+        CONFIG_FILE,
+        WEIGHTS_FILE,
+        CARD_FILE,
+        "last/*",  # pretraining: the encoder after the last finished epoch (an encoder folder itself)
+        "training_state.safetensors",  # pretraining: everything needed to resume
+        "tb/events.out.tfevents.*",  # pretraining: TensorBoard logs
+    ),
+    signature=("training_state.safetensors",),
+)
+"""The files zooprobe writes into an encoder folder (see `zooprobe.outputs`)."""
+
+
+class UnfinishedEncoderWarning(UserWarning):
+    """The encoder folder comes from a pretraining run that was interrupted before its last epoch."""
 
 
 class EncoderFormatError(ZooFormatError):
@@ -232,6 +252,23 @@ class LoadedEncoder:
     def model_ids(self) -> list[str]:
         """Model ids the encoder was pretrained on (evaluate heads on models outside this list)."""
         return list(self.provenance.get("model_ids", []))
+
+    @property
+    def finished(self) -> bool:
+        """False for an encoder saved by a pretraining run that has not reached its last epoch (yet)."""
+        return self.provenance.get("finished", True) is not False
+
+    def unfinished_message(self) -> str | None:
+        """Why this encoder is unfinished (for warnings), or None when it is finished."""
+        if self.finished:
+            return None
+        prov = self.provenance
+        config = prov.get("pretrain_config") or {}
+        return (
+            f"encoder {self.source}: its pretraining was interrupted (saved after epoch "
+            f"{prov.get('epochs_trained', '?')} of {config.get('epochs', '?')}); run the same `zooprobe "
+            "encoder pretrain` command again to finish it"
+        )
 
     def tokenize(self, state_dict: Mapping[str, torch.Tensor]) -> TokenizedModel:
         """The encoder's input for one state dict (normalized, positions wrapped; not yet windowed)."""
@@ -502,7 +539,8 @@ def save_encoder(
     """Write `encoder` + `tokenizer` (+ provenance) as a Hugging Face model-repo folder; returns it.
 
     Every file is written atomically (temporary file, then rename); weights first, config.json and the
-    model card after, so a folder whose config.json exists always has weights.
+    model card after, so a folder whose config.json exists always has weights. `folder` must be new, empty
+    or an encoder folder zooprobe wrote (`zooprobe.outputs`): a folder of the user's own is refused.
     """
     from safetensors.torch import save_file
 
@@ -512,7 +550,7 @@ def save_encoder(
     if pre.normalize and tokenizer.stats is None:
         raise ConfigError("save_encoder: the tokenizer has no normalization statistics (fit them first)")
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    claim_output(folder, ENCODER_OUTPUT, option="encoder folder")
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in encoder.state_dict().items()}
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt", "library": LIBRARY_NAME})
@@ -598,15 +636,30 @@ def _load_weights(folder: Path, encoder: WeightEncoder) -> None:
     encoder.load_state_dict(tensors, strict=True)
 
 
+def _parse_config(
+    folder: Path, data: dict[str, Any]
+) -> tuple[EncoderConfig, WeightTokenizer, Preprocessing, LayerSummarizer | None]:
+    """The parts of config.json, each validated strictly by its own ``from_dict`` (normalization statistics:
+    finite, means and stds in a sane range); an error names the file, then the entry and the field."""
+    path = folder / CONFIG_FILE
+    try:
+        config = EncoderConfig.from_dict(data["encoder"])
+        tokenizer = WeightTokenizer.from_dict(data["tokenizer"])
+        preprocessing = Preprocessing.from_dict(data["preprocessing"])
+        summarizer = None if data["summaries"] is None else LayerSummarizer.from_dict(data["summaries"])
+    except ZooprobeError as e:
+        if str(path) in str(e):
+            raise
+        raise type(e)(f"{path}: {e}") from e
+    return config, tokenizer, preprocessing, summarizer
+
+
 def load_encoder_folder(folder: str | Path, device: str = "cpu") -> LoadedEncoder:
     """Load an encoder from a local folder written by `save_encoder` (strict; see `load_encoder`)."""
     folder = Path(folder)
     data = _read_config(folder)
-    config = EncoderConfig.from_dict(data["encoder"])
-    tokenizer = WeightTokenizer.from_dict(data["tokenizer"])
-    preprocessing = Preprocessing.from_dict(data["preprocessing"])
+    config, tokenizer, preprocessing, summarizer = _parse_config(folder, data)
     _check_token_sizes(config, tokenizer)
-    summarizer = None if data["summaries"] is None else LayerSummarizer.from_dict(data["summaries"])
     _check_summarizer(config, summarizer, EncoderFormatError, str(folder / CONFIG_FILE))
     if preprocessing.normalize and tokenizer.stats is None:
         raise EncoderFormatError(
@@ -615,7 +668,13 @@ def load_encoder_folder(folder: str | Path, device: str = "cpu") -> LoadedEncode
     encoder = WeightEncoder(config)
     _load_weights(folder, encoder)
     encoder.to(_device(device)).eval()
-    return LoadedEncoder(encoder, tokenizer, preprocessing, dict(data["provenance"]), folder, summarizer)
+    loaded = LoadedEncoder(encoder, tokenizer, preprocessing, dict(data["provenance"]), folder, summarizer)
+    message = loaded.unfinished_message()
+    if message is not None:
+        import warnings
+
+        warnings.warn(message, UnfinishedEncoderWarning, stacklevel=2)
+    return loaded
 
 
 def _device(device: str) -> torch.device:
@@ -687,6 +746,7 @@ __all__ = [
     "CONFIG_FILE",
     "DEFAULT_PRESET",
     "DEFAULT_ZOO",
+    "ENCODER_OUTPUT",
     "FORMAT_VERSION",
     "WEIGHTS_FILE",
     "Embeddings",
@@ -694,6 +754,7 @@ __all__ = [
     "EncoderWeightsError",
     "LoadedEncoder",
     "Preprocessing",
+    "UnfinishedEncoderWarning",
     "default_encoder_path",
     "load_encoder",
     "load_encoder_folder",

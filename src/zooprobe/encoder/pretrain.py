@@ -81,13 +81,15 @@ from zooprobe.encoder.augment import erase_tokens, noise_tokens, permutation_pla
 from zooprobe.encoder.io import (
     CARD_FILE,
     CONFIG_FILE,
-    WEIGHTS_FILE,
+    ENCODER_OUTPUT,
     Preprocessing,
+    model_card,
     prepare_tokens,
     save_encoder,
 )
 from zooprobe.encoder.model import EncoderConfig, WeightEncoder
 from zooprobe.errors import ConfigError, InvalidInputError, ZooprobeError
+from zooprobe.outputs import check_output, claim_output
 from zooprobe.tokens import (
     SUMMARY_DIM,
     LayerSummarizer,
@@ -96,7 +98,15 @@ from zooprobe.tokens import (
     collate_summaries,
     raw_layer_summaries,
 )
-from zooprobe.utils import atomic_path, library_versions, pack_optimizer, progress_bar, unpack_optimizer
+from zooprobe.utils import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    library_versions,
+    pack_optimizer,
+    progress_bar,
+    unpack_optimizer,
+)
 
 STATE_FILE = "training_state.safetensors"
 STATE_FORMAT_VERSION = 1
@@ -596,14 +606,20 @@ def _config_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
-def _clear_output(output: Path) -> None:
-    import shutil
+def _mark_finished(folder: Path) -> None:
+    """Record in `folder`'s config.json (and card) that its pretraining run reached the last epoch.
 
-    for name in (STATE_FILE, CONFIG_FILE, WEIGHTS_FILE, CARD_FILE):
-        (output / name).unlink(missing_ok=True)
-    for name in (LAST_DIR, TB_DIR):
-        if (output / name).is_dir():
-            shutil.rmtree(output / name)
+    The best encoder is saved when the validation loss improves, possibly epochs before the end; until the
+    run ends its provenance says ``finished: false`` (loading it warns), and this flips it.
+    """
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text())
+    if config.get("provenance", {}).get("finished") is False:
+        config["provenance"]["finished"] = True
+        atomic_write_json(path, config)
+        atomic_write_text(folder / CARD_FILE, model_card(config))
 
 
 # ------------------------------------------------------------------------------------------ progress
@@ -692,29 +708,28 @@ def pretrain_encoder(
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("PretrainConfig.device is 'cuda' but CUDA is not available")
     output = Path(output)
+    check_output(output, ENCODER_OUTPUT, overwrite=not resume)  # before anything is read or written
     zoo = load_zoo(zoo_source)
     fingerprint = zoo_fingerprint(zoo)
     state_path = output / STATE_FILE
     saved: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
-    if state_path.exists():
-        if resume:
-            saved = _read_state(state_path)
-            meta = saved[1]
-            diff = _config_diff(meta["config"], cfg.to_dict())
-            if diff:
-                raise ConfigError(
-                    f"{output} holds a pretraining run with a different configuration ({'; '.join(diff)}); "
-                    "use another output folder or resume=False to start over"
-                )
-            if meta["zoo_fingerprint"] != fingerprint:
-                raise ConfigError(
-                    f"{output} holds a pretraining run on a different zoo ({meta['zoo_source']!r}, "
-                    f"fingerprint {meta['zoo_fingerprint'][:12]}); use another output folder or resume=False"
-                )
-            if meta["finished"]:
-                return output
-        else:
-            _clear_output(output)
+    if state_path.exists() and resume:
+        saved = _read_state(state_path)
+        meta = saved[1]
+        diff = _config_diff(meta["config"], cfg.to_dict())
+        if diff:
+            raise ConfigError(
+                f"{output} holds a pretraining run with a different configuration ({'; '.join(diff)}); "
+                "use another output folder or resume=False to start over"
+            )
+        if meta["zoo_fingerprint"] != fingerprint:
+            raise ConfigError(
+                f"{output} holds a pretraining run on a different zoo ({meta['zoo_source']!r}, "
+                f"fingerprint {meta['zoo_fingerprint'][:12]}); use another output folder or resume=False"
+            )
+        if meta["finished"]:
+            _mark_finished(output)  # a kill between the last state and this mark leaves it undone
+            return output
 
     train_zoo = zoo.split("train").final()
     if len(train_zoo) == 0:
@@ -740,6 +755,7 @@ def pretrain_encoder(
     total_steps = steps_per_epoch * int(cfg.epochs)  # type: ignore[arg-type]
     warmup = round(float(cfg.warmup_fraction) * total_steps)  # type: ignore[arg-type]
     lengths = [min(it.num_tokens, int(cfg.window)) for it in train_items]  # type: ignore[arg-type]
+    claim_output(output, ENCODER_OUTPUT, overwrite=not resume)  # the input is valid: now write
     provenance_base = {
         "zoo_source": str(zoo_source),
         "zoo_fingerprint": fingerprint,
@@ -784,7 +800,6 @@ def pretrain_encoder(
             best_epoch, history = meta["best_epoch"], list(meta["history"])
         else:
             gen.manual_seed(int(cfg.seed))
-            output.mkdir(parents=True, exist_ok=True)
 
         from tensorboardX import SummaryWriter
 
@@ -810,9 +825,15 @@ def pretrain_encoder(
                     step += 1
                     values = (float(loss.detach()), float(mse), float(con), float(smse))
                     if not math.isfinite(values[0]):
+                        kept = (
+                            f"the state after epoch {epoch} is kept in {output} (best encoder included)"
+                            if epoch
+                            else "no epoch finished, so nothing was saved"
+                        )
                         raise ZooprobeError(
-                            f"pretraining loss became non-finite at step {step} (epoch {epoch + 1}); "
-                            "lower lr or grad_clip"
+                            f"pretraining stopped: the loss became non-finite ({values[0]}) at step {step}, "
+                            f"in epoch {epoch + 1} of {cfg.epochs}; {kept}. Lower --lr (now {cfg.lr:g}) or "
+                            "--grad_clip, then start over (--resume false)"
                         )
                     for key, value in zip(sums, values, strict=True):
                         sums[key] += value * len(batch_idx)
@@ -839,6 +860,7 @@ def pretrain_encoder(
                 provenance = {
                     **provenance_base,
                     "epochs_trained": epoch,
+                    "finished": finished,
                     "history": history,
                 }
                 improved = score < best
@@ -888,6 +910,8 @@ def pretrain_encoder(
                         "finished": finished,
                     },
                 )
+                if finished:
+                    _mark_finished(output)
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, record)
         finally:

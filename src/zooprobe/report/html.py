@@ -33,13 +33,14 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from zooprobe.errors import InvalidInputError
+from zooprobe.outputs import OutputKind, check_output, claim_output
 from zooprobe.utils import atomic_write_bytes, atomic_write_text
 
 UNDEFINED = "undefined"
@@ -506,6 +507,10 @@ def render_html(run: RunFiles, page: _Page) -> str:
     )
 
 
+REPORT_OUTPUT = OutputKind("report", owned=("index.html", "*.png"))
+"""The files of a report folder (see `zooprobe.outputs`)."""
+
+
 def write_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
     """Write the HTML report of a finished run (see the module docs); returns the path of index.html.
 
@@ -514,10 +519,12 @@ def write_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
     """
     run = read_run(run_dir)
     folder = Path(output) if output is not None else run.run_dir / "report"
-    if folder.exists() and not folder.is_dir():
-        raise InvalidInputError(f"{folder}: exists and is not a folder; pass another --output")
+    # RUN_DIR/report lies in a run folder zooprobe wrote: a report there from before markers is its own
+    kind = REPORT_OUTPUT if output is not None else replace(REPORT_OUTPUT, signature=("index.html",))
+    check_output(folder, kind, overwrite=True)  # reads only: fail before rendering
     page = _Page()
     text = render_html(run, page)
+    claim_output(folder, kind, overwrite=True)  # a report is written whole: drop the old one
     for filename, png in page.pngs.items():
         atomic_write_bytes(folder / filename, png)
     index = folder / "index.html"
@@ -526,6 +533,7 @@ def write_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
 
 
 __all__ = [
+    "REPORT_OUTPUT",
     "RunFiles",
     "confusion_counts",
     "fmt",

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from zooprobe.outputs import check_output, claim_output
 from zooprobe.training.config import TrainConfig
 
 TASKS = ("patterns", "accuracy", "hyperparameters")
@@ -233,7 +234,10 @@ def bench_heads(
     from zooprobe.zoo.store import load_zoo
 
     base = replace(base, zoo=zoo, encoder=encoder) if base else default_base(zoo, encoder)
+    from zooprobe.baselines.compare import BENCH_OUTPUT
+
     output = Path(output)
+    check_output(output, BENCH_OUTPUT)  # reads only: a folder of the user's own fails before any work
     loaded = load_encoder(encoder, progress=progress)
     zoo_obj = load_zoo(zoo)
     result = HeadBenchResult(zoo=zoo, encoder=encoder)
@@ -246,6 +250,7 @@ def bench_heads(
         result.memory_unit = (
             "CUDA allocated" if torch.cuda.is_available() and base.device != "cpu" else "RSS growth"
         )
+    claim_output(output, BENCH_OUTPUT)
     for task in tasks:
         frozen_dir = output / "runs" / f"{task}-frozen"
         for mode in ("frozen", "finetune"):

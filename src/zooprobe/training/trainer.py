@@ -23,6 +23,7 @@ decision is all-reduced; only rank 0 logs and writes.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -38,11 +39,12 @@ import torch
 import yaml
 
 from zooprobe.encoder.io import LoadedEncoder, load_encoder
-from zooprobe.errors import ConfigError, InvalidInputError
+from zooprobe.errors import ConfigError, InvalidInputError, ZooprobeError
 from zooprobe.heads.evaluate import evaluate_predictions, lower_is_better
 from zooprobe.heads.io import HEAD_FORMAT
 from zooprobe.heads.model import EncoderWithHead
 from zooprobe.heads.modules import build_head
+from zooprobe.outputs import OutputKind, check_output, claim_output
 from zooprobe.representations.cache import encoder_fingerprint
 from zooprobe.training import distributed as D
 from zooprobe.training.config import TrainConfig
@@ -61,12 +63,32 @@ from zooprobe.utils import (
     library_versions,
     pack_optimizer,
     progress_bar,
+    read_yaml,
     unpack_optimizer,
 )
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = 1
 LAST = Path("checkpoints") / "last.safetensors"
+
+RUN_OUTPUT = OutputKind(
+    "run",
+    owned=(
+        "config.yaml",
+        "metrics.json",
+        "head/config.json",
+        "head/model.safetensors",
+        "head/README.md",
+        LAST.as_posix(),
+        "predictions/*.json",
+        "tensorboard/events.out.tfevents.*",
+        "report/*",  # zooprobe report RUN_DIR (a report folder of its own)
+        "train.log",
+    ),
+    what="training run",
+    signature=(LAST.as_posix(), "head/model.safetensors"),
+)
+"""The files zooprobe writes into a run folder (see `zooprobe.outputs`)."""
 
 
 # ------------------------------------------------------------------------------------------ early stopping
@@ -237,6 +259,12 @@ def evaluate_split(
     model: EncoderWithHead, split: SplitData, device: torch.device, cfg: TrainConfig, info: D.DistInfo
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     raw, loss = predict_split(model, split, device, cfg, info)
+    bad = {name: int((~np.isfinite(v)).sum()) for name, v in raw.items() if not np.isfinite(v).all()}
+    if bad:
+        raise NonFiniteOutputError(
+            f"the head's outputs are non-finite (NaN or inf) for {max(bad.values())} of {len(split)} "
+            f"{split.name} models (targets: {', '.join(sorted(bad))})"
+        )
     preds = model.head.predict(raw)
     metrics = {"loss": loss, **evaluate_predictions(model.head.spec, split.targets, preds)}
     return metrics, preds
@@ -293,21 +321,16 @@ def _config_yaml(cfg: TrainConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
-def _check_existing_run(output: Path, cfg: TrainConfig, resume: bool) -> None:
+def _check_resumable(output: Path, cfg: TrainConfig) -> None:
+    """Refuse to resume a run of `output` trained with another configuration (reads only)."""
     path = output / "config.yaml"
     if not path.exists():
         return
-    if not resume:
-        import shutil
-
-        for name in ("checkpoints", "head", "tensorboard", "predictions", "metrics.json", "config.yaml"):
-            target = output / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            else:
-                target.unlink(missing_ok=True)
-        return
-    old = yaml.safe_load(path.read_text())
+    old = read_yaml(path, "run configuration")
+    if not isinstance(old, dict):
+        raise ConfigError(f"{path}: not a run configuration (a mapping); start over with --overwrite true")
+    with contextlib.suppress(ConfigError, TypeError):  # fields added since the run was written: defaults
+        old = TrainConfig.from_dict(old).to_dict()
     new = cfg.to_dict()
     diff = [
         f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
@@ -317,8 +340,37 @@ def _check_existing_run(output: Path, cfg: TrainConfig, resume: bool) -> None:
     if diff:
         raise ConfigError(
             f"{output} holds a run with a different configuration ({'; '.join(diff)}); use another output "
-            "folder, or resume=False (--overwrite) to start over"
+            "folder, or resume=False (--overwrite true) to start over"
         )
+
+
+class TrainingDivergedError(ZooprobeError):
+    """The training loss became non-finite; the last good state is kept."""
+
+
+class NonFiniteOutputError(InvalidInputError):
+    """A head produced NaN or inf for some models (diverged weights, or inputs far outside the zoo)."""
+
+
+def _diverged(cfg: TrainConfig, output: Path, epoch: int, batch: int | None, value: Any, kept: bool) -> str:
+    """The message of a diverged run: where, what is kept, what to do (`value`: the loss, or a text)."""
+    where = (
+        f"at batch {batch} of epoch {epoch + 1} (of {cfg.optim.epochs})"
+        if batch is not None
+        else f"in the validation after epoch {epoch + 1} (of {cfg.optim.epochs})"
+    )
+    what = f"the loss became non-finite ({value})" if batch is not None else f"diverged: {value}"
+    saved = (
+        f"the state after epoch {epoch} is kept in {output / LAST}"
+        + (" and the best head so far in head/" if (output / "head" / "model.safetensors").exists() else "")
+        if kept
+        else "no epoch finished, so no training state was saved"
+    )
+    return (
+        f"training stopped: {what} {where}; {saved}. Lower --optim.lr (now "
+        f"{cfg.optim.lr:g}) or clip gradients (--optim.grad_clip, now {cfg.optim.grad_clip:g}), then start "
+        "over with --overwrite true"
+    )
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -343,11 +395,11 @@ def train(
     info = D.init_distributed(cfg.device)
     device = _device(cfg, info)
     output = Path(output)
-    if info.is_main:
-        output.mkdir(parents=True, exist_ok=True)
-        _check_existing_run(output, cfg, resume)
-        atomic_write_text(output / "config.yaml", _config_yaml(cfg))
-    D.barrier(info)
+    # Validate everything before anything is written: the output folder (reads only), then the sources and
+    # the data. Only then is the folder claimed and config.yaml written, so a mistyped option never leaves
+    # a run folder that refuses the corrected command.
+    if info.is_main and check_output(output, RUN_OUTPUT, overwrite=not resume) == "own" and resume:
+        _check_resumable(output, cfg)
 
     if encoder is None:
         encoder = load_encoder(cfg.encoder, revision=cfg.encoder_revision, progress=progress and info.is_main)
@@ -360,6 +412,10 @@ def train(
     data = prepare_data(
         cfg, encoder, zoo, main_process=info.is_main, wait=lambda: D.barrier(info), progress=progress
     )
+    if info.is_main:
+        claim_output(output, RUN_OUTPUT, overwrite=not resume)
+        atomic_write_text(output / "config.yaml", _config_yaml(cfg))
+    D.barrier(info)
     _set_seed(cfg.seed)
     head = build_head(data.spec, cfg.head, encoder.latent_dim)
     model = EncoderWithHead(
@@ -455,6 +511,11 @@ def train(
                         out = ddp_model(**inputs)
                 targets = split_targets(train_split, mine, device)
                 loss, parts = model.head.loss(out, targets)
+                value = loss.detach().item()
+                if not math.isfinite(value):
+                    raise TrainingDivergedError(
+                        _diverged(cfg, output, epoch, n_batches + 1, value, kept=(output / LAST).exists())
+                    )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.optim.grad_clip > 0:
@@ -464,7 +525,7 @@ def train(
                 opt.step()
                 if cfg.optim.scheduler == "cosine":
                     sched.step()
-                sums["loss"] = sums.get("loss", 0.0) + loss.detach().item()
+                sums["loss"] = sums.get("loss", 0.0) + value
                 for k, v in parts.items():
                     sums[f"loss/{k}"] = sums.get(f"loss/{k}", 0.0) + v.detach().item()
                 n_batches += 1
@@ -476,13 +537,13 @@ def train(
             }
             last_epoch = epoch == cfg.optim.epochs - 1
             if (epoch + 1) % cfg.stop.eval_every == 0 or last_epoch:
-                val_metrics, _ = evaluate_split(model, data.splits["validation"], device, cfg, info)
-                if cfg.stop.monitor not in val_metrics:
-                    raise ConfigError(
-                        f"stop.monitor {cfg.stop.monitor!r} is not a validation metric of task {cfg.task!r}; "
-                        f"choose one of {sorted(val_metrics)}"
-                    )
-                value = val_metrics[cfg.stop.monitor]
+                try:
+                    val_metrics, _ = evaluate_split(model, data.splits["validation"], device, cfg, info)
+                except NonFiniteOutputError as e:
+                    raise TrainingDivergedError(
+                        _diverged(cfg, output, epoch, None, str(e), kept=(output / LAST).exists())
+                    ) from e
+                value = val_metrics[cfg.stop.monitor]  # a metric name, checked by prepare_data
                 improved = stopper.update(value, epoch)
                 record["validation"] = val_metrics
                 record["improved"] = improved
@@ -644,6 +705,10 @@ def _final_evaluation(
             "n_models": {k: len(v) for k, v in data.splits.items()},
             "missing_targets": data.missing,
             "overlap": data.overlap,
+            "split_leaks": data.split_leaks,
+            "dropped_targets": data.dropped_targets,
+            "warnings": data.warnings,
+            "encoder_finished": encoder.finished,
             "representation_cache": data.cache,
             "world_size": info.world_size,
             "history": history,
@@ -677,4 +742,14 @@ def _write_predictions(path: Path, data: RunData, split: str, preds: dict[str, n
     atomic_write_json(path, _json_safe(doc))
 
 
-__all__ = ["EarlyStopper", "TrainResult", "evaluate_split", "head_config", "predict_split", "train"]
+__all__ = [
+    "RUN_OUTPUT",
+    "EarlyStopper",
+    "NonFiniteOutputError",
+    "TrainResult",
+    "TrainingDivergedError",
+    "evaluate_split",
+    "head_config",
+    "predict_split",
+    "train",
+]

@@ -10,7 +10,6 @@ cohort is present the parts are merged into the final dataset folder (`store.wri
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,12 +21,16 @@ import torch
 import yaml
 
 from ..errors import ConfigError, ZooFormatError
-from ..utils import atomic_path, atomic_write_text, cache_dir, progress_bar
+from ..outputs import check_output, claim_output
+from ..utils import atomic_path, atomic_write_text, cache_dir, progress_bar, read_yaml
 from .data import load_task
 from .schema import FORMAT_VERSION, SPLITS
 from .space import ModelSpec, ZooConfig, sample_cohort
 from .store import (
     MANIFEST,
+    STAGING,
+    WRITING,
+    ZOO_OUTPUT,
     base_manifest,
     count_params,
     dataset_card,
@@ -126,18 +129,47 @@ def _write_part(path: Path, result: CohortResult) -> None:
 
 
 def _check_config(root: Path, cfg: ZooConfig) -> None:
-    """Refuse to mix cohorts of different configurations in one folder."""
+    """Refuse to mix cohorts of different configurations in one folder (reads only)."""
     path = root / CONFIG_FILE
-    if path.exists():
-        saved = yaml.safe_load(path.read_text())
-        if saved != cfg.to_dict():
-            diff = sorted(k for k in set(saved) | set(cfg.to_dict()) if saved.get(k) != cfg.to_dict().get(k))
-            raise ConfigError(
-                f"{root} holds a zoo built with a different configuration (differs in: {', '.join(diff)}); "
-                "use another --output folder or pass --overwrite true"
+    if not path.exists():
+        if (root / MANIFEST).exists() or (root / PARTS).exists():
+            raise ZooFormatError(
+                f"{root} holds a zoo but no {CONFIG_FILE}, so it cannot be resumed; use another --output "
+                "folder or pass --overwrite true"
             )
-    else:
-        atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        return
+    saved = read_yaml(path, "zoo build configuration")
+    if not isinstance(saved, dict):
+        raise ZooFormatError(f"{path}: not a zoo build configuration (a mapping); use --overwrite true")
+    if saved != cfg.to_dict():
+        diff = sorted(k for k in set(saved) | set(cfg.to_dict()) if saved.get(k) != cfg.to_dict().get(k))
+        raise ConfigError(
+            f"{root} holds a zoo built with a different configuration (differs in: {', '.join(diff)}); "
+            "use another --output folder or pass --overwrite true"
+        )
+
+
+def _claim(root: Path, cfg: ZooConfig, overwrite: bool) -> None:
+    """Check `root` (reads only), then claim it as a zoo folder and record the configuration."""
+    if check_output(root, ZOO_OUTPUT, overwrite=overwrite) == "own" and not overwrite:
+        _check_config(root, cfg)
+    claim_output(root, ZOO_OUTPUT, overwrite=overwrite)
+    if not (root / CONFIG_FILE).exists():
+        atomic_write_text(root / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def _finished(root: Path) -> bool:
+    """A zoo was written completely: a manifest and no interrupted-write marker (a kill between writing the
+    manifest and removing the marker leaves both: then the zoo is written again from its parts)."""
+    return (root / MANIFEST).exists() and not (root / WRITING).exists()
+
+
+def _drop_leftovers(root: Path) -> None:
+    """Folders a finished zoo no longer needs, left by a kill after the zoo was written."""
+    for name in (PARTS, STAGING):
+        folder = root / name
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def _train(
@@ -166,17 +198,18 @@ def build_zoo(
     cfg = config.resolved()
     root = Path(output)
     sh = parse_shard(shard)
-    if overwrite and root.exists():
-        for name in (PARTS, "data", MANIFEST, CONFIG_FILE, "README.md"):
-            p = root / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    root.mkdir(parents=True, exist_ok=True)
-    _check_config(root, cfg)
+    _claim(root, cfg, overwrite)
     report = BuildReport(root=root, cohorts_total=cfg.n_cohorts)
-    if (root / MANIFEST).exists():
+    if _finished(root):
+        _drop_leftovers(root)
         report.finalized = True
         report.cohorts_skipped = cfg.n_cohorts
         return report
+    if (root / WRITING).exists() and not (root / PARTS).is_dir():
+        raise ZooFormatError(
+            f"{root}: an interrupted write left no parts to finish it from; pass --overwrite true to build "
+            "the zoo again"
+        )
     parts = root / PARTS
     parts.mkdir(exist_ok=True)
     mine = [k for k in range(cfg.n_cohorts) if sh is None or k % sh[1] == sh[0]]
@@ -249,7 +282,9 @@ def finalize(root: Path, cfg: ZooConfig, part_dirs: list[Path]) -> None:
     write_zoo(root, by_split, manifest, card)
     local_parts = root / PARTS
     if local_parts in part_dirs and local_parts.exists():
-        shutil.rmtree(local_parts)
+        for part in local_parts.glob("cohort-*.parquet"):
+            part.unlink()
+        _drop_leftovers(root)
 
 
 def merge_zoo(output: str | Path, inputs: list[str | Path]) -> BuildReport:
@@ -261,14 +296,19 @@ def merge_zoo(output: str | Path, inputs: list[str | Path]) -> BuildReport:
         path = d / CONFIG_FILE
         if not path.exists():
             raise ZooFormatError(f"{d} is not a zoo build folder (no {CONFIG_FILE})")
-        configs.append(yaml.safe_load(path.read_text()))
+        configs.append(read_yaml(path, "zoo build configuration"))
     if any(c != configs[0] for c in configs[1:]):
         raise ConfigError("the shard folders were built with different configurations; they cannot be merged")
     cfg = ZooConfig.from_dict(configs[0]).resolved()
     root = Path(output)
-    root.mkdir(parents=True, exist_ok=True)
-    _check_config(root, cfg)
     part_dirs = [Path(d) / PARTS for d in inputs]
+    missing = [k for k in range(cfg.n_cohorts) if not any(_part_path(d, k).exists() for d in part_dirs)]
+    if missing:
+        raise ZooFormatError(
+            f"{len(missing)} of {cfg.n_cohorts} cohorts (e.g. {missing[:5]}) are in none of the shard "
+            f"folders {', '.join(map(str, inputs))}; build the missing shards first (zoo build --shard i/n)"
+        )
+    _claim(root, cfg, overwrite=False)
     finalize(root, cfg, part_dirs)
     return BuildReport(root=root, cohorts_total=cfg.n_cohorts, cohorts_skipped=cfg.n_cohorts, finalized=True)
 
@@ -280,7 +320,7 @@ def builtin_zoo(preset: str = "small", progress: bool = True) -> Path:
 
     digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
     root = cache_dir() / "zoos" / f"{preset}-v{FORMAT_VERSION}-{digest}"
-    if not (root / MANIFEST).exists():
+    if not _finished(root):
         build_zoo(cfg, root, progress=progress)
     return root
 

@@ -33,10 +33,10 @@ import hashlib
 import json
 import math
 import os
-import pickle
 import re
 import secrets
 import shutil
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -44,24 +44,27 @@ from typing import Any, Literal
 
 import pyarrow as pa
 import torch
-from safetensors.torch import load as st_load
 
+from ..checkpoints import CHECKPOINT_SUFFIXES, DEFAULT_MAX_PARAMS, check_max_params, read_checkpoint
 from ..errors import ConfigError, InvalidInputError
+from ..outputs import OutputFolderError, check_output, claim_output
 from .schema import FIELD_BY_NAME, SPLITS, WEIGHTS
 from .store import (
     MANIFEST,
+    ZOO_OUTPUT,
     base_manifest,
     count_params,
     dataset_card,
+    describe_split_leaks,
     encode_weights,
+    find_split_leaks,
+    payload_hash,
     rows_to_table,
     write_zoo,
 )
 
 __all__ = ["CHECKPOINT_SUFFIXES", "ImportReport", "import_checkpoint_folder", "import_model_zoos"]
 
-CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
-"""Checkpoint file types `import_checkpoint_folder` reads (the torch ones only with ``weights_only=True``)."""
 
 SPLIT_ALIASES = {
     "train": "train",
@@ -126,6 +129,8 @@ class ImportReport:
     runs: int = 0
     splits: dict[str, int] = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Problems that did not stop the import (models copied between splits, ...); also in the manifest."""
 
     def summary(self) -> str:
         """A few lines for a terminal: what went in, where to, and how many were skipped and why."""
@@ -134,6 +139,7 @@ class ImportReport:
             f"Imported {self.imported} checkpoint(s) of {self.runs} run(s) from {self.source} "
             f"into {self.output}" + (f" ({sizes})." if sizes else ".")
         ]
+        lines += [f"Warning: {w}" for w in self.warnings]
         if not self.skipped:
             lines.append("Skipped 0.")
             return "\n".join(lines)
@@ -249,13 +255,43 @@ def _convert(value: Any, type_: pa.DataType) -> Any:
     raise _Bad(f"values of type {type_} cannot be imported")
 
 
-def _convert_field(name: str, value: Any) -> Any:
-    """A known zoo field's value converted to its schema type; the error names the field and the type."""
-    type_ = FIELD_BY_NAME[name].type
+def _convert_field(name: str, value: Any, accuracy_percent: bool = False) -> Any:
+    """A known zoo field's value converted to its schema type and checked against its declared range
+    (`schema.Field`); the error names the field, the value and the valid range.
+
+    ``accuracy_percent``: accuracies (and their differences) are percentages, divided by 100 here.
+    """
+    spec = FIELD_BY_NAME[name]
     try:
-        return _convert(value, type_)
+        converted = _convert(value, spec.type)
     except _Bad as e:
-        raise _Bad(f"field {name!r}: {e} (expected {type_})") from None
+        raise _Bad(f"field {name!r}: {e} (expected {spec.type})") from None
+    return _check_range(name, converted, accuracy_percent)
+
+
+def _check_range(name: str, value: Any, accuracy_percent: bool) -> Any:
+    """``value`` (already converted) inside field ``name``'s declared range, as a fraction for accuracies."""
+    spec = FIELD_BY_NAME[name]
+    if value is None:
+        return None
+    if spec.accuracy and accuracy_percent:
+        low = -100 if spec.low is not None and spec.low < 0 else 0
+        if not low <= value <= 100:
+            raise _Bad(
+                f"field {name!r}: {value!r} is not a percentage in [{low}, 100] (accuracy_percent=True reads "
+                "accuracies as percentages); fix the value"
+            )
+        value = value / 100
+    problem = spec.range_problem(value)
+    if problem is None:
+        return value
+    hint = "fix the value"
+    if spec.accuracy and not accuracy_percent and 1 < abs(value) <= 100:
+        hint = (
+            "accuracies are fractions; if the file gives percentages, import with accuracy_percent=True "
+            "(--accuracy_percent true), otherwise fix the value"
+        )
+    raise _Bad(f"field {name!r}: {problem}; {hint}")
 
 
 def _infer_column(values: list[Any], typed: bool) -> tuple[pa.DataType, list[Any]]:
@@ -286,6 +322,48 @@ def _infer_column(values: list[Any], typed: bool) -> tuple[pa.DataType, list[Any
     if present and all(t.lower() in ("true", "false") for t in text):
         return pa.bool_(), [None if _is_missing(v) else v.strip().lower() == "true" for v in values]
     return pa.string(), [None if _is_missing(v) else v for v in values]
+
+
+def _row_warnings(rows: list[dict[str, Any]], accuracy_percent: bool) -> tuple[list[str], dict[str, Any]]:
+    """Warnings about the valid rows taken together (they do not stop the import), and what the manifest
+    records: checkpoints with identical weights in more than one split (`store.find_split_leaks`), and
+    percentages that look like fractions."""
+    messages: list[str] = []
+    leaks = find_split_leaks(
+        [payload_hash(r[WEIGHTS]) for r in rows],
+        [str(r["model_id"]) for r in rows],
+        [r["_split"] for r in rows],
+    )
+    if leaks:
+        messages.append(
+            f"{len(leaks)} checkpoint(s) have identical weights in more than one split "
+            f"({describe_split_leaks(leaks)}): a head would be scored on models it was trained on, so "
+            "`zooprobe train` and `zooprobe bench` refuse this zoo unless allow_split_leaks=True; remove the "
+            "copies (or put them in one split) and import again"
+        )
+    if accuracy_percent:
+        accuracies = [
+            r[name]
+            for r in rows
+            for name, spec in FIELD_BY_NAME.items()
+            if spec.accuracy and spec.low == 0 and r.get(name) is not None
+        ]
+        if accuracies and max(accuracies) <= 0.01:
+            messages.append(
+                "accuracy_percent=True but every accuracy was at most 1 (now at most 0.01): the input "
+                "probably gives fractions already; import again without accuracy_percent"
+            )
+    return messages, {
+        "warnings": messages,
+        "split_leaks": [leak.to_dict() for leak in leaks],
+        "accuracy_percent": accuracy_percent,
+    }
+
+
+def _warn(report: ImportReport) -> ImportReport:
+    for message in report.warnings:
+        warnings.warn(f"{report.source}: {message}", stacklevel=3)
+    return report
 
 
 # ---------------------------------------------------------------------------------------------- splits
@@ -322,112 +400,15 @@ def _split_label(value: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
-def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """A flat state dict from a ``.safetensors`` file or a torch file (loaded with ``weights_only=True``)."""
-    if path.suffix.lower() == ".safetensors":
-        return _read_safetensors(path)
-    return _read_torch(path)
+def _read_checkpoint(path: Path, max_params: int = DEFAULT_MAX_PARAMS) -> dict[str, torch.Tensor]:
+    """A flat state dict from a checkpoint file, by `zooprobe.checkpoints.read_checkpoint`: the reader
+    ``zooprobe predict`` uses too (same container unwrapping, tensor order, safety checks and limits)."""
+    return read_checkpoint(path, max_params=max_params).state_dict
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise InvalidInputError(f"{path}: cannot read the checkpoint ({e.strerror})") from e
-    try:
-        tensors = st_load(data)
-    except Exception as e:  # safetensors raises its own error types
-        raise InvalidInputError(f"{path}: not a valid safetensors file, corrupt or truncated? ({e})") from e
-    return _as_state_dict({k: tensors[k] for k in _safetensors_order(data, tensors)}, path)
-
-
-def _safetensors_order(data: bytes, tensors: Mapping[str, torch.Tensor]) -> list[str]:
-    """Original tensor order when the file records it (zooprobe's ``order`` metadata), else the file's order.
-
-    Safetensors keeps no insertion order itself, and the dict its in-memory loader returns is in hash order
-    (it changes between files of the same model), so the fallback is the order of the file's header, which
-    is also the order ``safetensors.torch.load_file`` gives. An ``order`` entry that does not name exactly
-    the file's tensors is ignored rather than trusted (it would drop or invent tensors).
-    """
-    names = set(tensors)
-    try:
-        header_len = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8 : 8 + header_len])
-        meta = header.get("__metadata__") or {}
-        order = json.loads(meta["order"]) if "order" in meta else None
-        in_file = [k for k in header if k != "__metadata__"]
-    except (ValueError, TypeError, AttributeError):
-        order, in_file = None, []
-    if isinstance(order, list) and len(order) == len(names) and set(order) == names:
-        return [str(k) for k in order]
-    if len(in_file) == len(names) and set(in_file) == names:
-        return in_file
-    return sorted(names)
-
-
-def _read_torch(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as e:
-        raise InvalidInputError(f"{path}: checkpoint file not found") from e
-    except Exception as e:  # torch raises many types for unreadable files
-        message = str(e)
-        if isinstance(e, pickle.UnpicklingError) or "weights only" in message.lower():
-            raise InvalidInputError(_refusal(path, message)) from e
-        first = message.strip().splitlines()[0] if message.strip() else ""
-        raise InvalidInputError(
-            f"{path}: unreadable checkpoint, corrupt or not a torch file ({type(e).__name__}: {first[:300]})"
-        ) from e
-    return _as_state_dict(obj, path)
-
-
-def _refusal(path: Path, message: str) -> str:
-    """Why a torch file was refused, naming the offending object when torch says which it was."""
-    detail = next((ln.strip() for ln in message.splitlines() if "WeightsUnpickler error" in ln), "")
-    detail = re.sub(r"\x1b\[[0-9;]*m", "", detail.split(" Please use")[0])
-    return (
-        f"{path}: refused for safety: loading it needs unpickling Python objects other than tensors, which "
-        "can run arbitrary code, so zooprobe only loads torch checkpoints with weights_only=True"
-        + (f" ({detail})" if detail else "")
-        + ". Re-save it as a plain state dict (torch.save(model.state_dict(), path)) or as .safetensors."
-    )
-
-
-def _as_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    """A flat name -> tensor dict, unwrapping ``{"state_dict": ...}`` / ``{"model": ...}`` checkpoints.
-
-    Tensors sharing memory (tied weights, views) are copied apart: safetensors refuses shared storage.
-    """
-    if isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        for key in ("state_dict", "model"):
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping):
-        raise InvalidInputError(f"{path}: holds a {type(obj).__name__}, not a state dict (a dict of tensors)")
-    out: dict[str, torch.Tensor] = {}
-    storages: set[int] = set()
-    for key, value in obj.items():
-        if not isinstance(key, str):
-            raise InvalidInputError(f"{path}: key {key!r} is not a string; expected a flat state dict")
-        if not isinstance(value, torch.Tensor):
-            raise InvalidInputError(
-                f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor; expected a flat "
-                "state dict (name -> tensor)"
-            )
-        if value.layout != torch.strided or value.is_quantized:
-            raise InvalidInputError(
-                f"{path}: tensor {key!r} is sparse or quantized; only dense tensors are supported"
-            )
-        tensor = value.detach()
-        pointer = tensor.untyped_storage().data_ptr()
-        if tensor.numel() and pointer in storages:
-            tensor = tensor.clone()
-        storages.add(pointer)
-        out[key] = tensor
-    if not out:
-        raise InvalidInputError(f"{path}: empty state dict (no tensors)")
-    return out
+def _read_torch(path: Path, max_params: int = DEFAULT_MAX_PARAMS) -> dict[str, torch.Tensor]:
+    """`_read_checkpoint` for a torch file whatever its name (Model Zoos' ``checkpoints`` has no suffix)."""
+    return read_checkpoint(path, max_params=max_params, kind="torch").state_dict
 
 
 def _encode(state_dict: dict[str, torch.Tensor], path: Path) -> bytes:
@@ -445,29 +426,29 @@ def _has_conv(state_dict: Mapping[str, torch.Tensor]) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- output
-def _is_zoo(folder: Path) -> bool:
-    return (folder / MANIFEST).is_file() or any((folder / "data").glob("*.parquet"))
-
-
 def _check_output(output: Path, overwrite: bool) -> None:
-    """Refuse to write into a non-empty folder unless it is a zoo and ``overwrite`` is set.
+    """Refuse an output folder zooprobe may not write a zoo into (reads only; `zooprobe.outputs`).
 
-    A non-empty folder that is not a zoo is refused even with ``overwrite``: writing replaces its ``data/``
-    subfolder, which could be the very checkpoints being imported.
+    A folder holding a zoo is replaced only with ``overwrite`` (and only zooprobe's own files in it); a
+    folder holding anything else is always refused, since it could be the very checkpoints being imported.
     """
-    if not output.exists():
-        return
-    if not output.is_dir():
-        raise InvalidInputError(f"{output}: output exists and is a file; choose a new folder for the zoo")
-    if not any(output.iterdir()):
-        return
-    if not overwrite:
-        raise InvalidInputError(
-            f"{output}: output folder exists and is not empty; choose a new folder "
-            "(or pass overwrite=True to replace a zoo there)"
+    if check_output(output, ZOO_OUTPUT, overwrite=overwrite) == "own" and not overwrite:
+        raise OutputFolderError(
+            f"--output {output}: holds a zoo already; choose a new folder, or pass --overwrite true to "
+            "replace it (only the files zooprobe wrote there are removed)"
         )
-    if not _is_zoo(output):
-        raise InvalidInputError(f"{output}: output folder is not empty and is not a zoo; choose a new folder")
+
+
+def _drop_stale_temporaries(output: Path) -> None:
+    """Remove temporary folders of earlier imports into `output` whose process no longer runs (a kill)."""
+    for tmp in output.parent.glob(f".{output.name}.importing-*"):
+        try:
+            pid = int(tmp.name.rsplit(".importing-", 1)[1].split("-")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except (ValueError, IndexError, PermissionError):
+            continue
 
 
 def _write_output(
@@ -476,12 +457,14 @@ def _write_output(
     """Write the zoo; a new folder appears whole (written under a temporary name, then renamed)."""
     _check_output(output, overwrite)  # again: the folder may have changed while the input was read
     if output.exists() and any(output.iterdir()):  # an existing zoo, and overwrite=True
+        claim_output(output, ZOO_OUTPUT, overwrite=True)
         write_zoo(output, tables, manifest, card)
         return
     output.parent.mkdir(parents=True, exist_ok=True)
+    _drop_stale_temporaries(output)
     tmp = output.parent / f".{output.name}.importing-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
     try:
+        claim_output(tmp, ZOO_OUTPUT)
         write_zoo(tmp, tables, manifest, card)
         if output.exists():
             output.rmdir()  # empty (checked above)
@@ -679,6 +662,8 @@ def import_checkpoint_folder(
     split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
     seed: int = 0,
     overwrite: bool = False,
+    accuracy_percent: bool = False,
+    max_params: int = DEFAULT_MAX_PARAMS,
 ) -> ImportReport:
     """Import a folder of checkpoint files described by a CSV or JSONL metadata file into a zoo at ``output``.
 
@@ -691,12 +676,19 @@ def import_checkpoint_folder(
     hash of model_id with ``seed`` and ``split_fractions``. ``num_params`` is filled from the weights when
     missing, ``is_final`` marks a run's only or last checkpoint.
 
+    Known fields must lie in their declared range (`schema.Field`: accuracies in [0, 1], losses >= 0,
+    learning rate > 0, ...); ``accuracy_percent=True`` reads accuracies as percentages in [0, 100].
+    Checkpoints with identical weights in more than one split are imported with a warning
+    (`ImportReport.warnings`, the manifest's ``split_leaks``).
+
     Raises `InvalidInputError` naming file, row and field for bad input; with ``skip_invalid`` bad rows are
     skipped and listed in the returned report instead. ``output`` must be new or empty (``overwrite=True``
-    replaces an existing zoo).
+    replaces an existing zoo). Checkpoints are read by `zooprobe.checkpoints.read_checkpoint` (as
+    ``zooprobe predict`` reads them); one holding more than ``max_params`` values is refused unread.
     """
     folder, metadata, output = Path(folder), Path(metadata), Path(output)
     fractions = _check_fractions(split_fractions)
+    check_max_params(max_params)
     if not folder.is_dir():
         raise InvalidInputError(f"{folder}: checkpoint folder not found (or not a folder)")
     if not metadata.is_file():
@@ -749,7 +741,7 @@ def import_checkpoint_folder(
                     path=path,
                     model_id=model_id,
                     split=_split_label(values.get(split_col)) if split_col else None,
-                    known={c: _convert_field(c, values.get(c)) for c in known},
+                    known={c: _convert_field(c, values.get(c), accuracy_percent) for c in known},
                     extras={c: values.get(c) for c in extras},
                 )
             )
@@ -787,7 +779,7 @@ def import_checkpoint_folder(
     valid: list[_Record] = []
     for rec in kept:
         try:
-            state_dict = _read_checkpoint(rec.path)
+            state_dict = _read_checkpoint(rec.path, max_params)
             rec.weights = _encode(state_dict, rec.path)
             rec.num_params = count_params(state_dict)
         except InvalidInputError as e:
@@ -821,8 +813,9 @@ def import_checkpoint_folder(
         if split_col
         else f"Splits were assigned per run by hashing `model_id` (seed {seed}, fractions {list(fractions)})."
     )
-    report = ImportReport(source=str(folder), output=output, skipped=problems.items)
-    return _finish(
+    messages, manifest_warnings = _row_warnings(out_rows, accuracy_percent)
+    report = ImportReport(source=str(folder), output=output, skipped=problems.items, warnings=messages)
+    report = _finish(
         out_rows,
         extra_types,
         descriptions,
@@ -842,8 +835,10 @@ def import_checkpoint_folder(
             "split_source": f"column {split_col}" if split_col else "hash",
             "seed": seed,
             "split_fractions": list(fractions),
+            **manifest_warnings,
         },
     )
+    return _warn(report)
 
 
 # ---------------------------------------------------------------------------------------------- Model Zoos
@@ -934,8 +929,11 @@ def _map_params(params: dict[str, Any], path: Path) -> tuple[dict[str, Any], dic
     return known, extras, sources
 
 
-def _result_fields(entry: tuple[int, dict[str, Any]] | None, path: Path) -> dict[str, Any]:
-    """Accuracy/loss fields of one epoch's result line (all null when the epoch has no line)."""
+def _result_fields(
+    entry: tuple[int, dict[str, Any]] | None, path: Path, accuracy_percent: bool = False
+) -> dict[str, Any]:
+    """Accuracy/loss fields of one epoch's result line (all null when the epoch has no line), checked
+    against their declared ranges (accuracies as percentages with ``accuracy_percent``)."""
     if entry is None:
         return {}
     line_no, record = entry
@@ -943,7 +941,7 @@ def _result_fields(entry: tuple[int, dict[str, Any]] | None, path: Path) -> dict
     for key, name in MODEL_ZOOS_RESULTS.items():
         if key in record and out.get(name) is None:
             try:
-                out[name] = _convert_field(name, record[key])
+                out[name] = _convert_field(name, record[key], accuracy_percent)
             except _Bad as e:
                 raise _Bad(f"{path} line {line_no}: key {key!r}: {e}") from None
     if out.get("train_accuracy") is not None and out.get("test_accuracy") is not None:
@@ -960,6 +958,7 @@ def import_model_zoos(
     split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
     seed: int = 0,
     overwrite: bool = False,
+    accuracy_percent: bool = False,
 ) -> ImportReport:
     """Import a zoo in the Model Zoos layout (Schürholt et al. 2022) into a zooprobe zoo at ``output``.
 
@@ -972,7 +971,8 @@ def import_model_zoos(
 
     ``epochs="last"`` imports each run's last checkpoint, ``"all"`` every checkpoint; runs are split by
     model_id (the directory name) either way. Errors and ``skip_invalid`` as in `import_checkpoint_folder`:
-    a problem with a run's files skips the run, a problem with one checkpoint skips that checkpoint.
+    a problem with a run's files skips the run, a problem with one checkpoint skips that checkpoint. Value
+    ranges, ``accuracy_percent`` and the warning about identical weights in several splits as there too.
     """
     root, output = Path(root), Path(output)
     fractions = _check_fractions(split_fractions)
@@ -1003,7 +1003,7 @@ def import_model_zoos(
         for epoch in [last] if epochs == "last" else sorted(checkpoints):
             ckpt_file = checkpoints[epoch] / "checkpoints"
             try:
-                metrics = _result_fields(results.get(epoch), model_dir / "result.json")
+                metrics = _result_fields(results.get(epoch), model_dir / "result.json", accuracy_percent)
                 if not ckpt_file.is_file():
                     raise _Bad(f"{ckpt_file}: checkpoint file not found")
                 state_dict = _read_torch(ckpt_file)
@@ -1033,8 +1033,9 @@ def import_model_zoos(
         for row, value in zip(rows, values, strict=True):
             row[column] = value
     descriptions = {c: f"Imported from params.json key `{k}`." for c, k in extra_sources.items()}
-    report = ImportReport(source=str(root), output=output, skipped=problems.items)
-    return _finish(
+    messages, manifest_warnings = _row_warnings(rows, accuracy_percent)
+    report = ImportReport(source=str(root), output=output, skipped=problems.items, warnings=messages)
+    report = _finish(
         rows,
         extra_types,
         descriptions,
@@ -1056,5 +1057,7 @@ def import_model_zoos(
             "split_source": "hash",
             "seed": seed,
             "split_fractions": list(fractions),
+            **manifest_warnings,
         },
     )
+    return _warn(report)

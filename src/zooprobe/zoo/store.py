@@ -14,11 +14,14 @@ Parquet files, reads the metadata columns eagerly and decodes weights lazily, a 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 import shutil
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +34,30 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ..errors import InvalidInputError, ZooFormatError
+from ..outputs import OutputKind
 from ..utils import atomic_path, atomic_write_json, atomic_write_text, library_versions
 from .schema import FIELD_BY_NAME, FIELDS, FORMAT_VERSION, SPLITS, WEIGHTS, arrow_schema, hf_dtype
 
 MANIFEST = "zooprobe_manifest.json"
 WRITING = ".zooprobe-writing"
+STAGING = ".data-staging"
 ROW_GROUP = 64
 ROWS_PER_FILE = 4096
+
+ZOO_OUTPUT = OutputKind(
+    "zoo",
+    owned=(
+        MANIFEST,
+        "README.md",
+        "data/*.parquet",
+        WRITING,
+        f"{STAGING}/*",
+        "zoo_config.yaml",  # zoo build: the generator configuration
+        ".parts/cohort-*.parquet",  # zoo build: finished cohorts of an unfinished build
+    ),
+    signature=(MANIFEST, "zoo_config.yaml"),
+)
+"""The files zooprobe writes into a zoo folder (see `zooprobe.outputs`)."""
 
 
 # ---------------------------------------------------------------------------------------------- weights
@@ -108,17 +128,18 @@ def write_zoo(
     """Write a zoo folder. New data is written beside the old and swapped in; the manifest comes last.
 
     While writing, a ``.zooprobe-writing`` marker exists: `Zoo.open` refuses such a folder, so a crash
-    never leaves something that loads as a complete zoo.
+    never leaves something that loads as a complete zoo (running the writing command again finishes it).
+    Only zooprobe's own files are replaced (``data/*.parquet``, ``README.md``, the manifest): `root` must be
+    a folder zooprobe may write (`zooprobe.outputs.claim_output` with `ZOO_OUTPUT`).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     marker = root / WRITING
     marker.touch()
-    staging = root / ".data-staging"
+    staging = root / STAGING
     if staging.exists():
-        shutil.rmtree(staging)
+        shutil.rmtree(staging)  # zooprobe's own hidden staging folder, left by an interrupted write
     staging.mkdir()
-    data = staging
     for split in SPLITS:
         table = tables.get(split)
         if table is None or table.num_rows == 0:
@@ -126,12 +147,16 @@ def write_zoo(
         n_files = max(1, math.ceil(table.num_rows / ROWS_PER_FILE))
         for i in range(n_files):
             part = table.slice(i * ROWS_PER_FILE, ROWS_PER_FILE)
-            with atomic_path(data / f"{split}-{i:05d}-of-{n_files:05d}.parquet") as tmp:
+            with atomic_path(staging / f"{split}-{i:05d}-of-{n_files:05d}.parquet") as tmp:
                 pq.write_table(part, tmp, row_group_size=ROW_GROUP, compression="zstd")
     (root / MANIFEST).unlink(missing_ok=True)
-    if (root / "data").exists():
-        shutil.rmtree(root / "data")
-    staging.rename(root / "data")
+    data = root / "data"
+    data.mkdir(exist_ok=True)
+    for old in data.glob("*.parquet"):
+        old.unlink()
+    for new in sorted(staging.iterdir()):
+        new.rename(data / new.name)
+    staging.rmdir()
     atomic_write_text(root / "README.md", card)
     atomic_write_json(root / MANIFEST, {"format_version": FORMAT_VERSION, **manifest})
     marker.unlink()
@@ -278,11 +303,10 @@ class Zoo:
                 else ""
             )
             raise ZooFormatError(f"{root}: no data/*.parquet files, so this folder is not a zoo{hint}")
+        splits_of = _check_data_files(root, files, manifest)
         frames = []
         for fi, path in enumerate(files):
-            split = path.name.split("-")[0]
-            if split not in SPLITS:
-                raise ZooFormatError(f"{path}: file name must start with one of {', '.join(SPLITS)}")
+            split = splits_of[path]
             try:
                 pf = pq.ParquetFile(path, memory_map=True)
                 names = pf.schema_arrow.names
@@ -295,6 +319,7 @@ class Zoo:
             df["_row"] = np.arange(len(df))
             frames.append(df)
         meta = pd.concat(frames, ignore_index=True)
+        _check_row_counts(root, meta, manifest)
         order = {s: i for i, s in enumerate(SPLITS)}
         meta = meta.sort_values(
             ["split", "_file", "_row"], key=lambda c: c.map(order) if c.name == "split" else c
@@ -434,6 +459,162 @@ class Zoo:
         model = model_from_metadata(row.to_dict(), task.input_shape, task.n_classes)
         model.load_state_dict(self.state_dict(i), strict=True)
         return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------- leaks
+def payload_hash(data: bytes) -> str:
+    """The content hash of a stored weights payload, as `Zoo.content_hash` gives it for a row."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SplitLeak:
+    """Checkpoints with identical stored weights (one content hash) in more than one split."""
+
+    hash: str
+    model_ids: tuple[str, ...]
+    splits: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"hash": self.hash, "model_ids": list(self.model_ids), "splits": list(self.splits)}
+
+
+def find_split_leaks(
+    hashes: Sequence[str], model_ids: Sequence[str], splits: Sequence[str]
+) -> list[SplitLeak]:
+    """Content hashes that occur in more than one split (one entry per hash, in order of first occurrence).
+
+    A copy of a training model in validation or test is scored on what the head was trained on, so its
+    metrics are inflated; copies within one split are not a leak.
+    """
+    rows: dict[str, list[tuple[str, str]]] = {}
+    for h, mid, split in zip(hashes, model_ids, splits, strict=True):
+        rows.setdefault(h, []).append((str(mid), str(split)))
+    leaks = []
+    for h, members in rows.items():
+        in_splits = {split for _, split in members}
+        if len(in_splits) > 1:
+            ids = tuple(dict.fromkeys(mid for mid, _ in members))
+            leaks.append(SplitLeak(h, ids, tuple(s for s in SPLITS if s in in_splits)))
+    return leaks
+
+
+def split_leaks(zoo: Zoo) -> list[SplitLeak]:
+    """`find_split_leaks` over every row of `zoo` (a view: e.g. ``zoo.final()``). Reads every payload once."""
+    meta = zoo.metadata()
+    hashes = [zoo.content_hash(i) for i in range(len(zoo))]
+    return find_split_leaks(hashes, meta["model_id"].astype(str).tolist(), meta["split"].tolist())
+
+
+def describe_split_leaks(leaks: Sequence[SplitLeak], limit: int = 3) -> str:
+    """A few leaks for a message: ``'m3' (train) = 'm9' (test); ...``."""
+    shown = []
+    for leak in leaks[:limit]:
+        ids = " = ".join(repr(mid) for mid in leak.model_ids[:4])
+        shown.append(f"{ids} in {'/'.join(leak.splits)}")
+    more = f"; and {len(leaks) - limit} more" if len(leaks) > limit else ""
+    return "; ".join(shown) + more
+
+
+# ---------------------------------------------------------------------------------------------- checks
+DATA_FILE = re.compile(
+    r"(?P<split>train|validation|test)-(?P<index>\d{5})-of-(?P<total>\d{5})(-[0-9a-f]{8,64})?"
+)
+"""Names of a zoo's data files (``data/train-00000-of-00001.parquet``; older `datasets` pushes add a hex
+fingerprint after the count)."""
+
+
+def _check_data_files(root: Path, files: list[Path], manifest: dict[str, Any]) -> dict[Path, str]:
+    """The split of every data file, after checking that the files are exactly complete sets.
+
+    Every ``data/*.parquet`` file is read as part of the zoo, so a stray copy (``train-copy.parquet``), a
+    leftover of an older write (``train-00001-of-00002.parquet`` next to ``...-of-00001``) or a missing part
+    would silently change the zoo: each is a `ZooFormatError` naming the file.
+    """
+    data = root / "data"
+    recorded = _recorded_counts(manifest)
+    note = (
+        f" ({MANIFEST} records " + ", ".join(f"{s} {recorded.get(s, 0)}" for s in SPLITS) + " rows)"
+        if recorded
+        else ""
+    )
+    found: dict[str, dict[int, list[Path]]] = {}
+    totals: dict[str, set[int]] = {}
+    splits_of: dict[Path, str] = {}
+    for path in files:
+        match = DATA_FILE.fullmatch(path.name.removesuffix(".parquet"))
+        if match is None:
+            raise ZooFormatError(
+                f"{root}: stray file data/{path.name}: a zoo's data files are named "
+                "SPLIT-NNNNN-of-NNNNN.parquet (SPLIT: train, validation or test, e.g. "
+                f"data/train-00000-of-00001.parquet); move it out of {data}, it would be read as more "
+                f"models{note}"
+            )
+        split, index, total = match["split"], int(match["index"]), int(match["total"])
+        found.setdefault(split, {}).setdefault(index, []).append(path)
+        totals.setdefault(split, set()).add(total)
+        splits_of[path] = split
+    for split, by_index in found.items():
+        if len(totals[split]) > 1:
+            shown = ", ".join(f"of-{t:05d}" for t in sorted(totals[split]))
+            raise ZooFormatError(
+                f"{root}: data/ holds {split} files of different sets ({shown}): one set is left over from "
+                "an older write; remove it, or write the zoo again"
+            )
+        total = totals[split].pop()
+        twice = [paths for paths in by_index.values() if len(paths) > 1]
+        if twice:
+            raise ZooFormatError(
+                f"{root}: data/{twice[0][0].name} and data/{twice[0][1].name} are the same part of the "
+                f"{split} split; remove the stray one"
+            )
+        outside = sorted(i for i in by_index if i >= total)
+        missing = [i for i in range(total) if i not in by_index]
+        if outside or missing:
+            problem = (
+                f"data/{by_index[outside[0]][0].name} is not part of a set of {total}"
+                if outside
+                else f"data/{split}-{missing[0]:05d}-of-{total:05d}.parquet is missing"
+            )
+            raise ZooFormatError(
+                f"{root}: {problem} ({len(by_index)} {split} file(s) found); restore the missing part or "
+                "write the zoo again"
+            )
+    return splits_of
+
+
+def _recorded_counts(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """Rows per split as the manifest recorded them: ``counts`` (generated zoos) or ``splits`` (imported)."""
+    for key in ("counts", "splits"):
+        value = manifest.get(key)
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def _check_row_counts(root: Path, meta: pd.DataFrame, manifest: dict[str, Any]) -> None:
+    """Rows per split must be what the manifest recorded when the zoo was written (generated zoos:
+    ``counts``, imported zoos: ``splits``). A zoo without a manifest (a plain `datasets` folder) is not
+    checked."""
+    recorded = _recorded_counts(manifest)
+    if recorded is None:
+        return
+    actual = meta["split"].value_counts().to_dict()
+    for split in SPLITS:
+        expected = recorded.get(split, 0)
+        if not isinstance(expected, int) or isinstance(expected, bool):
+            raise ZooFormatError(
+                f"{root / MANIFEST}: row count of split {split!r} is {expected!r}, not a number"
+            )
+        have = int(actual.get(split, 0))
+        if have != expected:
+            names = sorted({p.name for p in root.glob(f"data/{split}-*.parquet")})
+            raise ZooFormatError(
+                f"{root}: split {split!r} has {have} row(s) in data/ ({', '.join(names) or 'no files'}) but "
+                f"{MANIFEST} records {expected}: a data "
+                "file was added, removed or replaced after the zoo was written; restore the original files "
+                "or write the zoo again"
+            )
 
 
 def _check_schema(path: Path, schema: pa.Schema) -> None:
