@@ -11,11 +11,11 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+local"
 
-from .encoder import PretrainConfig, load_encoder, pretrain_encoder
-from .errors import ConfigError, InvalidInputError, ZooFormatError, ZooprobeError
-from .zoo.build import build_zoo, builtin_zoo, merge_zoo
-from .zoo.space import ZooConfig
-from .zoo.store import Zoo, load_zoo
+from zooprobe.encoder import PretrainConfig, load_encoder, pretrain_encoder
+from zooprobe.errors import ConfigError, InvalidInputError, ZooFormatError, ZooprobeError
+from zooprobe.zoo.build import build_zoo, builtin_zoo, merge_zoo
+from zooprobe.zoo.space import ZooConfig
+from zooprobe.zoo.store import Zoo, load_zoo
 
 __all__ = [
     "ConfigError",

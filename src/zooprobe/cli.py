@@ -11,16 +11,16 @@ from pathlib import Path
 
 from jsonargparse import ArgumentParser, Namespace, set_parsing_settings
 
-from . import __version__
-from .checkpoints import DEFAULT_MAX_PARAMS
-from .encoder.cli import add_encoder_commands, run_encoder_command
-from .errors import ZooprobeError
-from .heads.push_cli import add_push_command, run_push_command
-from .hub import add_push_arguments, check_push_arguments, push_cli_output
-from .report.cli import add_report_commands, run_report_command
-from .training.cli import add_training_commands, run_training_command
-from .utils import config_parser
-from .zoo.space import ZooConfig
+from zooprobe import __version__
+from zooprobe.checkpoints import DEFAULT_MAX_PARAMS
+from zooprobe.encoder.cli import add_encoder_commands, run_encoder_command
+from zooprobe.errors import ZooprobeError
+from zooprobe.heads.push_cli import add_push_command, run_push_command
+from zooprobe.hub import add_push_arguments, check_push_arguments, push_cli_output
+from zooprobe.report.cli import add_report_commands, run_report_command
+from zooprobe.training.cli import add_training_commands, run_training_command
+from zooprobe.utils import config_parser
+from zooprobe.zoo.space import ZooConfig
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)  # dataclass field docs become --help text
 
@@ -153,16 +153,16 @@ def _run(cfg: Namespace) -> int:
     if cfg.command == "push":
         return run_push_command(cfg, console)
     if cfg.command == "demo":
-        from .demo import run_demo
+        from zooprobe.demo import run_demo
 
         run_demo(cfg.demo.preset, cfg.demo.output, console=console)
         return 0
     action = cfg.zoo.action
     ns = cfg.zoo[action]
     if action == "build":
-        from .zoo.build import build_zoo
-        from .zoo.store import Zoo
-        from .zoo.summary import print_summary
+        from zooprobe.zoo.build import build_zoo
+        from zooprobe.zoo.store import Zoo
+        from zooprobe.zoo.summary import print_summary
 
         check_push_arguments(ns)
         report = build_zoo(
@@ -189,29 +189,29 @@ def _run(cfg: Namespace) -> int:
         )
         return 0
     if action == "merge":
-        from .zoo.build import merge_zoo
-        from .zoo.store import Zoo
-        from .zoo.summary import print_summary
+        from zooprobe.zoo.build import merge_zoo
+        from zooprobe.zoo.store import Zoo
+        from zooprobe.zoo.summary import print_summary
 
         report = merge_zoo(ns.output, ns.shards)
         console.print(report.summary())
         print_summary(Zoo.open(ns.output), console)
         return 0
     if action == "summary":
-        from .zoo.store import load_zoo
-        from .zoo.summary import print_summary
+        from zooprobe.zoo.store import load_zoo
+        from zooprobe.zoo.summary import print_summary
 
         print_summary(load_zoo(ns.source, revision=ns.revision), console)
         return 0
     if action == "bench":
-        from .zoo.bench import bench_zoo
+        from zooprobe.zoo.bench import bench_zoo
 
         result = bench_zoo(_zoo_config(ns), n_models=ns.n_models)
         for line in result.lines():
             console.print(line)
         return 0
     if action == "import-folder":
-        from .zoo.importers import import_checkpoint_folder
+        from zooprobe.zoo.importers import import_checkpoint_folder
 
         report = import_checkpoint_folder(
             ns.folder,
@@ -229,7 +229,7 @@ def _run(cfg: Namespace) -> int:
         console.print(report.summary())
         return 0
     if action == "import-modelzoos":
-        from .zoo.importers import import_model_zoos
+        from zooprobe.zoo.importers import import_model_zoos
 
         report = import_model_zoos(
             ns.root,

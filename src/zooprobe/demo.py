@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .training.config import OptimConfig, StopConfig, TrainConfig
+from zooprobe.training.config import OptimConfig, StopConfig, TrainConfig
 
 DEMO_RUNS = (
     ("patterns", "frozen"),
@@ -65,10 +65,10 @@ def demo_config(task: str, mode: str, zoo: str, encoder: str) -> TrainConfig:
 def run_demo(
     preset: str = "small", output: str | Path = "runs/demo", console: Console | None = None
 ) -> DemoResult:
-    from .encoder.io import load_encoder
-    from .training.trainer import train
-    from .zoo.build import builtin_zoo
-    from .zoo.store import Zoo
+    from zooprobe.encoder.io import load_encoder
+    from zooprobe.training.trainer import train
+    from zooprobe.zoo.build import builtin_zoo
+    from zooprobe.zoo.store import Zoo
 
     console = console or Console()
     result = DemoResult()
@@ -93,7 +93,7 @@ def run_demo(
         result.runs[f"{task}/{mode}"] = run
     console.print(demo_table(result))
     console.print(f"run folders (metrics.json, head/, tensorboard/): {Path(output).resolve()}")
-    from .report import write_report
+    from zooprobe.report import write_report
 
     for key in result.runs:
         task, mode = key.split("/")

@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import ZooprobeError
-from .outputs import MARKER
+from zooprobe.errors import ZooprobeError
+from zooprobe.outputs import MARKER
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 BUILTIN_PREFIX = "builtin:"
@@ -39,7 +39,7 @@ def resolve_source(
     if path.exists():
         raise ZooprobeError(f"{kind} source {text!r} is a file; expected a folder or a Hub repo id")
     if kind == "zoo" and (text == "default" or text.startswith(BUILTIN_PREFIX)):
-        from .zoo.build import builtin_zoo
+        from zooprobe.zoo.build import builtin_zoo
 
         return builtin_zoo(text.removeprefix(BUILTIN_PREFIX) if text != "default" else "small")
     looks_like_path = text.startswith((".", "/", "~")) or "\\" in text or text.count("/") != 1
@@ -176,7 +176,7 @@ def push_folder(
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants, get_token
     from huggingface_hub.utils import filter_repo_objects
 
-    from . import __version__
+    from zooprobe import __version__
 
     root = Path(folder).expanduser()
     if not root.is_dir():
@@ -372,7 +372,7 @@ def push_cli_output(
     """Push `folder` if ``ns.push_to_hub`` is set (see `add_push_arguments`); returns the commit sha."""
     if not ns.get("push_to_hub"):
         return None
-    from . import __version__
+    from zooprobe import __version__
 
     secret = ns.get("token")
     sha = push_folder(

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .errors import InvalidInputError
+from zooprobe.errors import InvalidInputError
 
 MARKER = ".zooprobe"
 """Marker file of a folder zooprobe wrote (JSON: ``kind``, ``version``, ``created``)."""
@@ -177,8 +177,8 @@ def claim_output(
     """Check `root` (`check_output`), then make it a `kind` folder: create it, write the marker, remove the
     leftovers of a killed process and, with ``overwrite``, every file zooprobe wrote there. Returns the
     state the folder had."""
-    from . import __version__
-    from .utils import atomic_write_json
+    from zooprobe import __version__
+    from zooprobe.utils import atomic_write_json
 
     root = Path(root).expanduser()
     state = check_output(root, kind, overwrite=overwrite, option=option)

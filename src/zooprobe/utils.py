@@ -82,7 +82,7 @@ def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
     """
     import yaml
 
-    from .errors import InvalidInputError
+    from zooprobe.errors import InvalidInputError
 
     path = Path(path)
     try:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from .data import load_task
-from .space import ModelSpec, ZooConfig, sample_cohort
-from .train import train_cohort, train_single
+from zooprobe.zoo.data import load_task
+from zooprobe.zoo.space import ModelSpec, ZooConfig, sample_cohort
+from zooprobe.zoo.train import train_cohort, train_single
 
 
 @dataclass

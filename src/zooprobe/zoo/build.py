@@ -20,25 +20,14 @@ import pyarrow.parquet as pq
 import torch
 import yaml
 
-from ..errors import ConfigError, ZooFormatError
-from ..outputs import check_output, claim_output
-from ..utils import atomic_path, atomic_write_text, cache_dir, progress_bar, read_yaml
-from .data import load_task
-from .schema import FORMAT_VERSION, SPLITS
-from .space import ModelSpec, ZooConfig, sample_cohort
-from .store import (
-    MANIFEST,
-    STAGING,
-    WRITING,
-    ZOO_OUTPUT,
-    base_manifest,
-    count_params,
-    dataset_card,
-    encode_weights,
-    rows_to_table,
-    write_zoo,
-)
-from .train import Checkpoint, CohortResult, train_cohort, train_single
+from zooprobe.errors import ConfigError, ZooFormatError
+from zooprobe.outputs import check_output, claim_output
+from zooprobe.utils import atomic_path, atomic_write_text, cache_dir, progress_bar, read_yaml
+from zooprobe.zoo.data import load_task
+from zooprobe.zoo.schema import FORMAT_VERSION, SPLITS
+from zooprobe.zoo.space import ModelSpec, ZooConfig, sample_cohort
+from zooprobe.zoo.store import MANIFEST, STAGING, WRITING, ZOO_OUTPUT, base_manifest, count_params, dataset_card, encode_weights, rows_to_table, write_zoo
+from zooprobe.zoo.train import Checkpoint, CohortResult, train_cohort, train_single
 
 PARTS = ".parts"
 CONFIG_FILE = "zoo_config.yaml"

@@ -45,23 +45,11 @@ from typing import Any, Literal
 import pyarrow as pa
 import torch
 
-from ..checkpoints import CHECKPOINT_SUFFIXES, DEFAULT_MAX_PARAMS, check_max_params, read_checkpoint
-from ..errors import ConfigError, InvalidInputError
-from ..outputs import OutputFolderError, check_output, claim_output
-from .schema import FIELD_BY_NAME, SPLITS, WEIGHTS
-from .store import (
-    MANIFEST,
-    ZOO_OUTPUT,
-    base_manifest,
-    count_params,
-    dataset_card,
-    describe_split_leaks,
-    encode_weights,
-    find_split_leaks,
-    payload_hash,
-    rows_to_table,
-    write_zoo,
-)
+from zooprobe.checkpoints import CHECKPOINT_SUFFIXES, DEFAULT_MAX_PARAMS, check_max_params, read_checkpoint
+from zooprobe.errors import ConfigError, InvalidInputError
+from zooprobe.outputs import OutputFolderError, check_output, claim_output
+from zooprobe.zoo.schema import FIELD_BY_NAME, SPLITS, WEIGHTS
+from zooprobe.zoo.store import MANIFEST, ZOO_OUTPUT, base_manifest, count_params, dataset_card, describe_split_leaks, encode_weights, find_split_leaks, payload_hash, rows_to_table, write_zoo
 
 __all__ = ["CHECKPOINT_SUFFIXES", "ImportReport", "import_checkpoint_folder", "import_model_zoos"]
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .space import ArchSpec, ModelSpec
+from zooprobe.zoo.space import ArchSpec, ModelSpec
 
 CNN_HIDDEN = 32
 POOLED = 4  # positions after the CNN's average pooling: 2x2 for images, 4 for 1-D signals

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .models import CNN_HIDDEN, LEAKY_SLOPE, activation_fn
-from .space import ArchSpec, ModelSpec
+from zooprobe.zoo.models import CNN_HIDDEN, LEAKY_SLOPE, activation_fn
+from zooprobe.zoo.space import ArchSpec, ModelSpec
 
 BN_MOMENTUM = 0.1
 EPS = 1e-5

@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import ConfigError
-from .data import TASKS
+from zooprobe.errors import ConfigError
+from zooprobe.zoo.data import TASKS
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid", "leaky_relu")
@@ -280,7 +280,7 @@ class ModelSpec:
 
 def sample_cohort(cfg: ZooConfig, cohort: int) -> list[ModelSpec]:
     """Sample cohort ``cohort`` of a resolved config. Pure function of (config, cohort index)."""
-    from .data import load_task
+    from zooprobe.zoo.data import load_task
 
     rng = np.random.default_rng([cfg.seed, cohort, 0x5EED])
     task = str(rng.choice(cfg.tasks))

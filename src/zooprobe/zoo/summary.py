@@ -8,7 +8,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from .store import Zoo
+from zooprobe.zoo.store import Zoo
 
 COUNTED = ("dataset", "family", "optimizer", "activation", "init", "batch_size")
 FLAGS = ("has_conv_layers", "has_batch_norm", "has_layer_norm", "has_dropout", "has_residual")

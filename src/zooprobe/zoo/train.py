@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .data import TaskData
-from .models import build_model
-from .population import Population, PopulationOptimizer, order_for_population
-from .space import ModelSpec
+from zooprobe.zoo.data import TaskData
+from zooprobe.zoo.models import build_model
+from zooprobe.zoo.population import Population, PopulationOptimizer, order_for_population
+from zooprobe.zoo.space import ModelSpec
 
 EVAL_CHUNK = 512
 
