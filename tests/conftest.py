@@ -71,7 +71,8 @@ def head_encoder(head_zoo: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     them linearly visible (logistic regression: 1.0 on this zoo's test split); WITH summary tokens it is
     not (0.89 for MLP vs CNN), so these tests would measure the tiny encoder instead of the heads.
     """
-    from zooprobe.encoder.pretrain import PretrainConfig, pretrain_encoder
+    from zooprobe.api import pretrain_encoder
+    from zooprobe.training.pretrain import PretrainConfig
 
     out = tmp_path_factory.mktemp("encoders") / "heads64"
     cfg = PretrainConfig(preset="tiny", summary_tokens=False)

@@ -10,16 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-from zooprobe.baselines import (
+from zooprobe.baselines import MetadataEncoder, fit_baseline, metadata_features
+from zooprobe.baselines.models import GBM_DEFAULTS, Baseline
+from zooprobe.tokens.statistics import (
     N_FEATURES,
-    MetadataEncoder,
     feature_names,
     featurize,
-    fit_baseline,
-    metadata_features,
     weight_statistics_features,
 )
-from zooprobe.baselines.models import GBM_DEFAULTS, Baseline
 
 # One LightGBM thread in tests: on a small, shared 2-core machine two OpenMP threads were 3-5x slower for
 # these few hundred rows (same fitted model); the library default stays GBM_DEFAULTS["n_jobs"].

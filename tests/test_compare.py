@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from zooprobe.baselines.compare import compare
+from zooprobe.bench.compare import compare
 from zooprobe.training import OptimConfig, StopConfig, TrainConfig
 
 
@@ -53,7 +53,7 @@ def test_compare_scores_every_method_on_the_same_test_split(
 def test_bench_heads_cache_speedup_memory_and_shared_runs(
     head_zoo: Path, head_encoder: Path, tmp_path: Path
 ) -> None:
-    from zooprobe.training.bench import bench_heads
+    from zooprobe.bench.heads import bench_heads
 
     base = TrainConfig(optim=OptimConfig(epochs=3, batch_size=8), stop=StopConfig(patience=3))
     result = bench_heads(

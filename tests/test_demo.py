@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-import zooprobe.encoder.io as encoder_io
+import zooprobe.api as api
 from zooprobe.demo import DEMO_RUNS, run_demo
 
 
@@ -16,8 +16,8 @@ def test_demo_trains_three_heads_and_a_finetune_and_writes_reports(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the real demo pretrains the `small` encoder on the `small` zoo (about 2 min); same path, tiny sizes
-    monkeypatch.setattr(encoder_io, "DEFAULT_PRESET", "tiny")
-    monkeypatch.setattr(encoder_io, "DEFAULT_ZOO", "builtin:tiny")
+    monkeypatch.setattr(api, "DEFAULT_ENCODER_PRESET", "tiny")
+    monkeypatch.setattr(api, "DEFAULT_ENCODER_ZOO", "builtin:tiny")
     console = Console(record=True, width=120)
     result = run_demo("tiny", tmp_path / "runs", console=console)
     assert list(result.runs) == [f"{task}/{mode}" for task, mode in DEMO_RUNS]

@@ -13,22 +13,22 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from zooprobe import load_zoo
+from zooprobe import api, load_zoo
+from zooprobe.api import load_encoder, pretrain_encoder
+from zooprobe.bench.encoder import N_STAT_FEATURES, bench_encoder, format_report, weight_statistics
 from zooprobe.encoder import EncoderConfig, EncoderConfigError, WeightEncoder
-from zooprobe.encoder import io as encoder_io
-from zooprobe.encoder.bench import N_STAT_FEATURES, bench_encoder, format_report, weight_statistics
-from zooprobe.encoder.io import (
+from zooprobe.encoder import encoder_loader as encoder_io
+from zooprobe.encoder.encoder_loader import (
     EncoderFormatError,
     EncoderWeightsError,
     LoadedEncoder,
     Preprocessing,
-    load_encoder,
     model_window,
     save_encoder,
 )
-from zooprobe.encoder.pretrain import PretrainConfig, pretrain_encoder
 from zooprobe.errors import ConfigError, ZooprobeError
 from zooprobe.tokens import TokenizerConfig, TokenizerError, WeightTokenizer, collate, iter_windows
+from zooprobe.training.pretrain import PretrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -284,19 +284,17 @@ def test_strict_load_errors(pretrained: Path, tmp_path: Path) -> None:
 def test_default_encoder_is_pretrained_once_and_cached(
     tiny_zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import zooprobe.encoder.pretrain as pretrain_mod
-
     monkeypatch.setenv("ZOOPROBE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(encoder_io, "DEFAULT_ZOO", str(tiny_zoo))
-    monkeypatch.setattr(encoder_io, "DEFAULT_PRESET", "tiny")
+    monkeypatch.setattr(api, "DEFAULT_ENCODER_ZOO", str(tiny_zoo))
+    monkeypatch.setattr(api, "DEFAULT_ENCODER_PRESET", "tiny")
     calls = []
-    real = pretrain_mod.pretrain_encoder
+    real = api.pretrain
 
     def counting(*args, **kwargs):
         calls.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pretrain_mod, "pretrain_encoder", counting)
+    monkeypatch.setattr(api, "pretrain", counting)
     first = load_encoder("default", progress=False)
     assert len(calls) == 1
     assert first.source is not None and first.source.parent == tmp_path / "cache" / "encoders"
@@ -334,7 +332,7 @@ def test_bench_and_cli(pretrained: Path, tiny_zoo: Path, tmp_path: Path) -> None
     from rich.console import Console
 
     import zooprobe.cli  # noqa: F401  (parsing settings)
-    from zooprobe.encoder.cli import add_encoder_commands, run_encoder_command
+    from zooprobe.cli.encoder import add_encoder_commands, run_encoder_command
 
     root = ArgumentParser(prog="zooprobe")
     add_encoder_commands(root.add_subcommands(dest="command"))

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from zooprobe.api import pretrain_encoder
 from zooprobe.encoder.augment import (
     erase_tokens,
     is_permutable,
@@ -19,16 +20,15 @@ from zooprobe.encoder.augment import (
     noise_tokens,
     permute_neurons,
 )
-from zooprobe.encoder.pretrain import (
+from zooprobe.errors import ConfigError
+from zooprobe.tokens import TokenizerConfig, WeightTokenizer
+from zooprobe.training.pretrain import (
     STATE_FILE,
     PretrainConfig,
     length_buckets,
     nt_xent,
-    pretrain_encoder,
     training_history,
 )
-from zooprobe.errors import ConfigError
-from zooprobe.tokens import TokenizerConfig, WeightTokenizer
 from zooprobe.zoo.models import SubjectModel
 from zooprobe.zoo.space import ArchSpec
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from zooprobe import load_zoo
-from zooprobe.encoder.io import load_encoder
+from zooprobe.api import load_encoder
 from zooprobe.errors import InvalidInputError
-from zooprobe.heads.model import EncoderWithHead
-from zooprobe.heads.modules import HeadConfig, build_head
+from zooprobe.heads.encoder_with_head import EncoderWithHead
+from zooprobe.heads.prediction_heads import HeadConfig, build_head
 from zooprobe.heads.targets import build_task_spec, count_missing, target_arrays
 from zooprobe.representations.cache import RepresentationCache, compute_representations
 
@@ -173,7 +173,7 @@ def test_attention_pooling_ignores_padding(head_encoder: Path, head_zoo: Path) -
     zoo = load_zoo(head_zoo).final()
     reps = compute_representations(enc, zoo.select([0, 1, 2]), token_outputs=True, progress=False)
     assert reps.tokens is not None
-    from zooprobe.heads.model import pad_tokens
+    from zooprobe.heads.encoder_with_head import pad_tokens
 
     tokens, mask = pad_tokens(reps.tokens)
     alone = head({"tokens": tokens[:1, : int(mask[0].sum())], "token_mask": mask[:1, : int(mask[0].sum())]})

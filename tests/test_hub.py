@@ -22,10 +22,10 @@ from typing import Any
 import torch
 
 from hub_server import HubServer
+from zooprobe.api import load_zoo
 from zooprobe.encoder import EncoderConfig, WeightEncoder
-from zooprobe.encoder.io import Preprocessing, save_encoder
+from zooprobe.encoder.encoder_loader import Preprocessing, save_encoder
 from zooprobe.tokens import TokenizerConfig, WeightTokenizer
-from zooprobe.zoo.store import load_zoo
 
 PRELUDE = """
 import json, os, sys, time
@@ -101,7 +101,7 @@ def _client(
 
 def _hashes(folder: Path) -> dict[str, str]:
     """sha256 of every file a push uploads: all but the local output-folder markers (`.zooprobe`)."""
-    from zooprobe.outputs import MARKER
+    from zooprobe.core.outputs import MARKER
 
     return {
         p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -142,8 +142,8 @@ def test_cli_push_then_load_zoo_and_encoder_by_repo_id(
         hub_server,
         f"""
         from zooprobe.cli import main
-        from zooprobe.encoder.io import load_encoder
-        from zooprobe.zoo.store import load_zoo
+        from zooprobe.api import load_encoder
+        from zooprobe.api import load_zoo
 
         zoo, enc = {str(zoo)!r}, {str(enc)!r}
         rc_zoo = main(["zoo", "build", "--preset", "tiny", "--output", zoo,
@@ -204,9 +204,9 @@ def test_revision_pinning_and_offline_cache(hub_server: HubServer, tiny_zoo: Pat
     online = _client(
         hub_server,
         f"""
-        from zooprobe.encoder.io import load_encoder
+        from zooprobe.api import load_encoder
         from zooprobe.hub import push_folder
-        from zooprobe.zoo.store import load_zoo
+        from zooprobe.api import load_zoo
 
         sds = state_dicts(load_zoo({str(tiny_zoo)!r}))
         sha_a = push_folder({str(enc_a)!r}, "tester/enc", repo_type="model", commit_message="a")
@@ -247,8 +247,8 @@ def test_revision_pinning_and_offline_cache(hub_server: HubServer, tiny_zoo: Pat
     offline = _client(
         hub_server,
         f"""
-        from zooprobe.encoder.io import load_encoder
-        from zooprobe.zoo.store import load_zoo
+        from zooprobe.api import load_encoder
+        from zooprobe.api import load_zoo
 
         sds = state_dicts(load_zoo({str(tiny_zoo)!r}))
         a, b = load_encoder({str(enc_a)!r}).encode(sds), load_encoder({str(enc_b)!r}).encode(sds)
@@ -290,7 +290,7 @@ def test_failures_are_clear_and_change_nothing(hub_server: HubServer, tiny_zoo: 
         f"""
         from zooprobe.cli import main
         from zooprobe.hub import push_folder, resolve_source
-        from zooprobe.zoo.store import load_zoo
+        from zooprobe.api import load_zoo
 
         zoo = {str(zoo)!r}
 

@@ -18,9 +18,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from zooprobe.api import load_zoo
 from zooprobe.errors import ConfigError, InvalidInputError
 from zooprobe.zoo.importers import ImportReport, import_checkpoint_folder, import_model_zoos
-from zooprobe.zoo.store import count_params, load_zoo
+from zooprobe.zoo.store import count_params
 
 UNPICKLED: list[str] = []
 
@@ -75,7 +76,7 @@ def checkpoint_folder(tmp_path: Path) -> tuple[Path, dict[str, dict[str, torch.T
 
     Safetensors keeps no insertion order of its own (its writer sorts the header), so a plain safetensors
     file comes back in natural module order, weight/bias/running stats inside a module
-    (`zooprobe.checkpoints`): for these models that is their own order, so every expected dict is ``sd``.
+    (`zooprobe.core.checkpoints`): for these models that is their own order, so every expected dict is ``sd``.
     """
     folder = tmp_path / "ckpts"
     (folder / "sub").mkdir(parents=True)

@@ -15,15 +15,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from zooprobe.api import load_encoder, load_head, load_zoo, train
 from zooprobe.cli import main
-from zooprobe.encoder.io import load_encoder
 from zooprobe.errors import InvalidInputError
-from zooprobe.heads.io import LoadedHead, load_head
-from zooprobe.heads.modules import HeadConfig
-from zooprobe.predict import _load, format_predictions, load_checkpoint, predict_files
+from zooprobe.heads.head_loader import LoadedHead
+from zooprobe.heads.prediction_heads import HeadConfig
+from zooprobe.inference import _load, format_predictions, load_checkpoint, predict_files
 from zooprobe.training.config import OptimConfig, TrainConfig
-from zooprobe.training.trainer import train
-from zooprobe.zoo.store import load_zoo
 
 
 class Payload:
@@ -278,7 +276,7 @@ def test_resnet18_predict_time_and_memory(
     heads: dict[str, Path], tmp_path: Path, record_property: Any
 ) -> None:
     """A ResNet-18-shaped checkpoint (11.7M parameters) through `predict_files`: wall time, peak RSS."""
-    from zooprobe.encoder.bench import resnet18_state_dict
+    from zooprobe.bench.encoder import resnet18_state_dict
 
     path = tmp_path / "resnet18.safetensors"
     sd = resnet18_state_dict()

@@ -16,11 +16,11 @@ import pytest
 
 from hub_server import HubServer
 from test_hub import _assert_no_token_in_files, _client, _hashes
+from zooprobe.api import train
 from zooprobe.errors import ZooprobeError
-from zooprobe.heads.card import NOT_SCORES
-from zooprobe.heads.push import push_run
+from zooprobe.publish.card import NOT_SCORES
+from zooprobe.publish.push import push_run
 from zooprobe.training.config import OptimConfig, StopConfig, TrainConfig
-from zooprobe.training.trainer import train
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))  # binary content, as report plots are
 
@@ -64,7 +64,7 @@ def test_push_run_then_load_by_repo_id(
         f"""
         import contextlib, io, warnings
         from zooprobe.cli import main
-        from zooprobe.heads.push import HeadEncoderWarning, push_run
+        from zooprobe.publish.push import HeadEncoderWarning, push_run
         from zooprobe.hub import push_folder
 
         run = {str(run)!r}
@@ -184,8 +184,8 @@ def test_push_run_then_load_by_repo_id(
         hub_server,
         f"""
         import numpy as np
-        from zooprobe.heads.io import load_head
-        from zooprobe.zoo.store import load_zoo
+        from zooprobe.api import load_head
+        from zooprobe.api import load_zoo
 
         head = load_head("tester/head")
         local = load_head({str(run)!r})  # the run folder itself, as tests/test_training.py loads it

@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from zooprobe.api import load_encoder, train
 from zooprobe.cli import main
-from zooprobe.encoder.io import load_encoder
 from zooprobe.errors import InvalidInputError
-from zooprobe.heads.modules import HeadConfig
+from zooprobe.heads.prediction_heads import HeadConfig
 from zooprobe.report import write_report
 from zooprobe.report.html import fmt
 from zooprobe.training.config import OptimConfig, StopConfig, TrainConfig
-from zooprobe.training.trainer import train
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TASKS = ("patterns", "accuracy", "hyperparameters")

@@ -16,12 +16,10 @@ import pytest
 import torch
 import yaml
 
-from zooprobe.encoder.io import load_encoder
+from zooprobe.api import load_encoder, load_head, load_zoo, train
 from zooprobe.errors import ConfigError, InvalidInputError
-from zooprobe.heads.io import HeadFormatError, load_head
+from zooprobe.heads.head_loader import HeadFormatError
 from zooprobe.training.config import OptimConfig, StopConfig, TrainConfig
-from zooprobe.training.trainer import train
-from zooprobe.zoo.store import load_zoo
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -302,8 +300,8 @@ def test_torchrun_two_processes_match_one(head_zoo: Path, head_encoder: Path, tm
 
 
 def test_head_with_weight_statistics_input(head_zoo: Path, head_encoder: Path, tmp_path: Path) -> None:
-    from zooprobe.baselines.features import featurize
-    from zooprobe.heads.modules import HeadConfig
+    from zooprobe.heads.prediction_heads import HeadConfig
+    from zooprobe.tokens.statistics import featurize
 
     out = tmp_path / "run"
     cfg = _cfg(

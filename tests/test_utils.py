@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from zooprobe.utils import atomic_path, atomic_write_text
+from zooprobe.core.files import atomic_path, atomic_write_text
 
 
 def test_atomic_writes_replace_whole_files_with_the_usual_mode(tmp_path: Path) -> None:

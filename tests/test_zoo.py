@@ -13,7 +13,15 @@ import torch
 import yaml
 
 import zooprobe.zoo.build as build_mod
-from zooprobe import ConfigError, InvalidInputError, ZooConfig, ZooFormatError, build_zoo, load_zoo, merge_zoo
+from zooprobe import (
+    ConfigError,
+    InvalidInputError,
+    ZooConfig,
+    ZooFormatError,
+    build_zoo,
+    load_zoo,
+    merge_zoo,
+)
 from zooprobe.zoo.data import load_task
 from zooprobe.zoo.schema import FIELDS
 from zooprobe.zoo.space import ACTIVATIONS, INITS, OPTIMIZERS, sample_cohort
@@ -226,7 +234,7 @@ def test_intermediate_checkpoints_stay_with_their_run(tmp_path: Path) -> None:
 
 
 def test_bench_trains_the_same_runs_both_ways() -> None:
-    from zooprobe.zoo.bench import bench_zoo
+    from zooprobe.bench.zoo import bench_zoo
 
     result = bench_zoo(ZooConfig(preset="tiny"), n_models=4, progress=False)
     assert set(result.batched_acc) == set(result.sequential_acc) and len(result.batched_acc) == 4

@@ -1,35 +1,93 @@
 """zooprobe: read a neural network's weights and tell what it is.
 
-The pipeline, one package each: ``zoo`` (populations of trained subject models) -> ``tokens`` (state dict
-to token sequence) -> ``encoder`` (weight-space transformer) -> heads and metrics (next).
+The pipeline, one package per stage, each importing only the ones before it::
+
+    zoo -> tokens -> encoder -> representations -> heads -> training -> api -> predict / report / publish
+
+The names below are the whole pipeline, with consistent verbs (build/load/save, pretrain/train, predict)::
+
+    zoo = zooprobe.load_zoo("default")             # or build_zoo(ZooConfig(...), folder)
+    encoder = zooprobe.load_encoder("default")     # or pretrain_encoder(PretrainConfig(), zoo, folder)
+    run = zooprobe.train(zooprobe.TrainConfig(task="accuracy"), "runs/acc")
+    head = zooprobe.load_head("runs/acc")
+    table = zooprobe.predict(head, [model.state_dict(), "other.safetensors"])  # a pandas DataFrame
+
+or, scikit-learn style, ``zooprobe.Probe(task="accuracy").fit(zoo).predict(state_dicts)``.
+
+Names are imported on first use (PEP 562), so ``import zooprobe`` and ``zooprobe --help`` stay fast.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-try:
-    __version__ = version("zooprobe")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+local"
+import importlib
+from typing import Any
 
-from zooprobe.encoder import PretrainConfig, load_encoder, pretrain_encoder
+from zooprobe._version import __version__
 from zooprobe.errors import ConfigError, InvalidInputError, ZooFormatError, ZooprobeError
-from zooprobe.zoo.build import build_zoo, builtin_zoo, merge_zoo
-from zooprobe.zoo.space import ZooConfig
-from zooprobe.zoo.store import Zoo, load_zoo
+
+_EXPORTS: dict[str, str] = {
+    # zoo
+    "Zoo": "zooprobe.zoo.store",
+    "ZooConfig": "zooprobe.zoo.space",
+    "build_zoo": "zooprobe.zoo.build",
+    "merge_zoo": "zooprobe.zoo.build",
+    "import_checkpoint_folder": "zooprobe.zoo.importers",
+    "import_model_zoos": "zooprobe.zoo.importers",
+    # loaders and the verbs that take sources
+    "load_zoo": "zooprobe.api",
+    "builtin_zoo": "zooprobe.api",
+    "load_encoder": "zooprobe.api",
+    "default_encoder_path": "zooprobe.api",
+    "load_head": "zooprobe.api",
+    "list_presets": "zooprobe.api",
+    "pretrain_encoder": "zooprobe.api",
+    "train": "zooprobe.api",
+    "evaluate": "zooprobe.api",
+    # encoder
+    "EncoderConfig": "zooprobe.encoder.model",
+    "WeightEncoder": "zooprobe.encoder.model",
+    "LoadedEncoder": "zooprobe.encoder.encoder_loader",
+    "save_encoder": "zooprobe.encoder.encoder_loader",
+    # heads
+    "HeadConfig": "zooprobe.heads.prediction_heads",
+    "PatternClassificationHead": "zooprobe.heads.prediction_heads",
+    "AccuracyPredictionHead": "zooprobe.heads.prediction_heads",
+    "HyperparameterPredictionHead": "zooprobe.heads.prediction_heads",
+    "EncoderWithHead": "zooprobe.heads.encoder_with_head",
+    "LoadedHead": "zooprobe.heads.head_loader",
+    "save_head": "zooprobe.heads.head_loader",
+    # training
+    "PretrainConfig": "zooprobe.training.pretrain",
+    "TrainConfig": "zooprobe.training.config",
+    "OptimConfig": "zooprobe.training.config",
+    "StopConfig": "zooprobe.training.config",
+    "TrainResult": "zooprobe.training.trainer",
+    "RunFolder": "zooprobe.training.run_folder",
+    # delivery
+    "predict": "zooprobe.inference",
+    "Probe": "zooprobe.probe",
+    "write_report": "zooprobe.report",
+    "push_run": "zooprobe.publish.push",
+}
 
 __all__ = [
     "ConfigError",
     "InvalidInputError",
-    "PretrainConfig",
-    "Zoo",
-    "ZooConfig",
     "ZooFormatError",
     "ZooprobeError",
     "__version__",
-    "build_zoo",
-    "builtin_zoo",
-    "load_encoder",
-    "load_zoo",
-    "merge_zoo",
-    "pretrain_encoder",
+    *_EXPORTS,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'zooprobe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from zooprobe.training.config import OptimConfig, StopConfig, TrainConfig
+from zooprobe.training.config import TrainConfig, preset_config
 
 DEMO_RUNS = (
     ("patterns", "frozen"),
@@ -51,23 +51,14 @@ class DemoResult:
 
 
 def demo_config(task: str, mode: str, zoo: str, encoder: str) -> TrainConfig:
-    epochs = 200 if mode == "frozen" else 12
-    return TrainConfig(
-        task=task,  # type: ignore[arg-type]
-        mode=mode,  # type: ignore[arg-type]
-        zoo=zoo,
-        encoder=encoder,
-        optim=OptimConfig(epochs=epochs, batch_size=32, lr=1e-3 if mode == "frozen" else 5e-4),
-        stop=StopConfig(patience=20 if mode == "frozen" else 5),
-    )
+    """The demo's run of `task` in `mode`: the head-training preset of that mode (`HEAD_PRESETS`)."""
+    return preset_config(mode, task=task, zoo=zoo, encoder=encoder)
 
 
 def run_demo(
     preset: str = "small", output: str | Path = "runs/demo", console: Console | None = None
 ) -> DemoResult:
-    from zooprobe.encoder.io import load_encoder
-    from zooprobe.training.trainer import train
-    from zooprobe.zoo.build import builtin_zoo
+    from zooprobe.api import builtin_zoo, load_encoder, train
     from zooprobe.zoo.store import Zoo
 
     console = console or Console()

@@ -16,13 +16,33 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
+from zooprobe.core.outputs import MARKER
 from zooprobe.errors import ZooprobeError
-from zooprobe.outputs import MARKER
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-BUILTIN_PREFIX = "builtin:"
+
+
+def looks_like_path(text: str) -> bool:
+    """True for text a user means as a local path: it starts with ``.``, ``/`` or ``~``, holds a backslash,
+    or has other than exactly one ``/`` (a Hub repo id is ``OWNER/NAME``)."""
+    return text.startswith((".", "/", "~")) or "\\" in text or text.count("/") != 1
+
+
+def is_repo_id(text: str | None) -> bool:
+    """True if `text` is a Hub repo id ``OWNER/NAME`` and not a local path (existing or path-like); built-in
+    names (``default``, ``builtin:...``) are not repo ids."""
+    if not text or looks_like_path(text) or not REPO_ID.match(text):
+        return False
+    return not Path(text).expanduser().exists()
+
+
+def check_repo_id(repo_id: str, what: str) -> str:
+    """`repo_id` if it has the form ``OWNER/NAME``; otherwise a `ZooprobeError` naming `what` (the option)."""
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not REPO_ID.match(repo_id):
+        raise ZooprobeError(f"{what}: {repo_id!r} is not a Hub repo id of the form OWNER/NAME")
+    return repo_id
 
 
 def resolve_source(
@@ -38,12 +58,7 @@ def resolve_source(
         return path
     if path.exists():
         raise ZooprobeError(f"{kind} source {text!r} is a file; expected a folder or a Hub repo id")
-    if kind == "zoo" and (text == "default" or text.startswith(BUILTIN_PREFIX)):
-        from zooprobe.zoo.build import builtin_zoo
-
-        return builtin_zoo(text.removeprefix(BUILTIN_PREFIX) if text != "default" else "small")
-    looks_like_path = text.startswith((".", "/", "~")) or "\\" in text or text.count("/") != 1
-    if looks_like_path or not REPO_ID.match(text):
+    if looks_like_path(text) or not REPO_ID.match(text):
         raise ZooprobeError(
             f"{kind} source {text!r}: no such folder ({path.resolve()}), and it is not a Hub repo id "
             "of the form OWNER/NAME"
@@ -176,13 +191,12 @@ def push_folder(
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants, get_token
     from huggingface_hub.utils import filter_repo_objects
 
-    from zooprobe import __version__
+    from zooprobe._version import __version__
 
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise ZooprobeError(f"push: {str(folder)!r} is not a folder")
-    if not REPO_ID.match(repo_id) or repo_id.count("/") != 1:
-        raise ZooprobeError(f"push: {repo_id!r} is not a Hub repo id of the form OWNER/NAME")
+    check_repo_id(repo_id, "push")
     if repo_type not in ("model", "dataset"):
         raise ZooprobeError(f"push: repo_type must be 'model' or 'dataset', got {repo_type!r}")
     if timeout is not None and not timeout > 0:
@@ -333,75 +347,3 @@ def _request_timeout(seconds: float | None) -> Iterator[None]:
         yield
     finally:
         session.timeout = previous
-
-
-# ---------------------------------------------------------------------------------------------- CLI glue
-def add_push_arguments(parser: Any, what: str) -> None:
-    """Add ``--push_to_hub OWNER/NAME``, ``--private`` and ``--token`` to a jsonargparse parser."""
-    from jsonargparse.typing import SecretStr
-
-    parser.add_argument(
-        "--push_to_hub",
-        type=str | None,
-        default=None,
-        help=f"After a successful run, upload the finished {what} folder to this Hub repo (OWNER/NAME) in "
-        "one commit; the repo is created if missing.",
-    )
-    parser.add_argument(
-        "--private", type=bool, default=False, help="Create the Hub repo as private (if it does not exist)."
-    )
-    parser.add_argument(
-        "--token",
-        type=SecretStr | None,
-        default=None,
-        help="Hugging Face token for --push_to_hub (default: HF_TOKEN or the saved `hf auth login`; "
-        "prefer those: a command-line token is visible to other users of the machine).",
-    )
-
-
-def push_cli_output(
-    ns: Any,
-    folder: Path,
-    *,
-    repo_type: Literal["model", "dataset"],
-    what: str,
-    console: Any,
-    ignore_patterns: list[str] | None = None,
-    delete_patterns: list[str] | None = None,
-) -> str | None:
-    """Push `folder` if ``ns.push_to_hub`` is set (see `add_push_arguments`); returns the commit sha."""
-    if not ns.get("push_to_hub"):
-        return None
-    from zooprobe import __version__
-
-    secret = ns.get("token")
-    sha = push_folder(
-        folder,
-        ns.push_to_hub,
-        repo_type=repo_type,
-        private=bool(ns.get("private")),
-        token=secret.get_secret_value() if secret is not None else None,
-        commit_message=f"Upload {what} with zooprobe {__version__}",
-        ignore_patterns=ignore_patterns,
-        delete_patterns=delete_patterns,
-    )
-    console.print(f"{what} pushed to {repo_url(ns.push_to_hub, repo_type)} (commit {sha})", highlight=False)
-    return sha
-
-
-def check_push_arguments(ns: Any) -> None:
-    """Fail fast, before a long run, on a ``--push_to_hub`` that cannot work (bad id, no token, offline)."""
-    repo_id = ns.get("push_to_hub")
-    if not repo_id:
-        return
-    if not REPO_ID.match(repo_id) or repo_id.count("/") != 1:
-        raise ZooprobeError(f"--push_to_hub: {repo_id!r} is not a Hub repo id of the form OWNER/NAME")
-    from huggingface_hub import constants, get_token
-
-    if getattr(constants, "HF_HUB_OFFLINE", False):
-        raise ZooprobeError("--push_to_hub: offline mode is on (HF_HUB_OFFLINE=1); unset it to push")
-    if ns.get("token") is None and not get_token():
-        raise ZooprobeError(
-            "--push_to_hub: no Hugging Face token found; pass --token, set HF_TOKEN, or log in once with "
-            "`hf auth login`"
-        )

@@ -23,12 +23,10 @@ from harness import assert_unchanged, run_cli, run_subprocess, snapshot
 from safetensors.torch import save_file
 from torch import nn
 
-from zooprobe.encoder.io import load_encoder
-from zooprobe.heads.modules import HeadConfig
-from zooprobe.predict import _load, load_checkpoint
+from zooprobe.api import load_encoder, load_zoo, train
+from zooprobe.heads.prediction_heads import HeadConfig
+from zooprobe.inference import _load, load_checkpoint
 from zooprobe.training.config import OptimConfig, TrainConfig
-from zooprobe.training.trainer import train
-from zooprobe.zoo.store import load_zoo
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +193,7 @@ def test_fifo_is_refused_not_read(command: str, run_dir: Path, inputs: Path, tmp
 def test_out_of_memory_is_reported_as_such(
     error: BaseException, run_dir: Path, inputs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import zooprobe.checkpoints
+    import zooprobe.core.checkpoints
 
     path = inputs / "m.pt"
     torch.save(small_state_dict(), path)
@@ -203,7 +201,7 @@ def test_out_of_memory_is_reported_as_such(
     def no_memory(tensor: torch.Tensor) -> torch.Tensor:
         raise error
 
-    monkeypatch.setattr(zooprobe.checkpoints, "_materialize", no_memory)  # where values are allocated
+    monkeypatch.setattr(zooprobe.core.checkpoints, "_materialize", no_memory)  # where values are allocated
     before = snapshot(inputs)
     r = run_cli("predict", "--head", run_dir, path)
     r.assert_clear_error(str(path), "out of memory", f"{VALUES} values", f"need {BYTES} B of memory")

@@ -23,8 +23,9 @@ import torch
 from harness import assert_unchanged, run_cli, snapshot
 from safetensors.torch import save_file
 
+from zooprobe.api import load_zoo
 from zooprobe.zoo.schema import FIELD_BY_NAME, range_violations
-from zooprobe.zoo.store import find_split_leaks, load_zoo, split_leaks
+from zooprobe.zoo.store import find_split_leaks, split_leaks
 
 TRAIN_FAST = ("--optim.epochs", "1", "--optim.batch_size", "16", "--progress", "false")
 
@@ -126,8 +127,8 @@ def odd_targets_zoo(head_zoo: Path, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="module")
 def finished_run(head_zoo: Path, head_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished one-epoch accuracy run on `head_zoo`."""
+    from zooprobe.api import train
     from zooprobe.training.config import OptimConfig, TrainConfig
-    from zooprobe.training.trainer import train
 
     out = tmp_path_factory.mktemp("runs") / "acc"
     cfg = TrainConfig(
@@ -386,9 +387,9 @@ def test_explicit_targets_that_are_constant_or_empty_in_train_are_errors(
 def test_unusable_default_targets_are_dropped_and_empty_splits_warn(
     odd_targets_zoo: Path, head_encoder: Path
 ) -> None:
-    from zooprobe.encoder.io import load_encoder
+    from zooprobe.api import load_encoder
     from zooprobe.training.config import TrainConfig
-    from zooprobe.training.data import prepare_data
+    from zooprobe.training.data_loader import prepare_data
 
     encoder = load_encoder(head_encoder)
     zoo = load_zoo(odd_targets_zoo)
@@ -427,8 +428,8 @@ def test_bad_loss_weights_are_refused(
 def test_a_nonsense_monitor_is_refused_before_training(
     head_zoo: Path, head_encoder: Path, tmp_path: Path
 ) -> None:
-    from zooprobe.heads.evaluate import metric_names
     from zooprobe.heads.targets import build_task_spec
+    from zooprobe.training.evaluator import metric_names
 
     r = run_cli("train", "--task", "accuracy", "--stop.monitor", "accuracyy", "--zoo", head_zoo,
                 "--encoder", head_encoder, "--output", tmp_path / "run", *TRAIN_FAST)  # fmt: skip
@@ -474,7 +475,7 @@ def test_evaluate_refuses_an_unfinished_run(finished_run: Path, tmp_path: Path) 
     before = snapshot(run)
     r = run_cli("evaluate", run)
     r.assert_clear_error("is not a finished training run", "missing metrics.json", "--allow_unfinished true")
-    with pytest.warns(UserWarning, match="evaluating an unfinished run"):
+    with pytest.warns(UserWarning, match="an unfinished run is used to evaluate"):
         r = run_cli("evaluate", run, "--allow_unfinished", "true")
     assert r.code == 0 and "test metrics of" in r.out, r.err
     assert_unchanged(before, run)

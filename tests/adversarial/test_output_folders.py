@@ -1,5 +1,5 @@
 """Output folders: zooprobe never deletes or overwrites a user's files, validates before it writes, and
-cleans up only its own leftovers (`zooprobe.outputs`)."""
+cleans up only its own leftovers (`zooprobe.core.outputs`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from harness import assert_unchanged, run_cli, snapshot
 
-from zooprobe.outputs import MARKER
+from zooprobe.core.outputs import MARKER
 
 TINY = ("--preset", "tiny", "--n_models", "4", "--progress", "false")
 
@@ -214,8 +214,9 @@ def test_pretrain_refuses_a_users_folder(head_zoo: Path, user_folder: Path) -> N
 def test_interrupted_pretraining_is_marked_and_train_warns(
     head_zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from zooprobe.encoder.io import UnfinishedEncoderWarning, load_encoder
-    from zooprobe.encoder.pretrain import PretrainConfig, pretrain_encoder
+    from zooprobe.api import load_encoder, pretrain_encoder
+    from zooprobe.encoder.encoder_loader import UnfinishedEncoderWarning
+    from zooprobe.training.pretrain import PretrainConfig
 
     out = tmp_path / "enc"
     cfg = PretrainConfig(preset="tiny", summary_tokens=False, epochs=2)

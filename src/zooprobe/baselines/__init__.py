@@ -1,17 +1,10 @@
 """Simple baselines for predicting a network's properties from its weights.
 
-`features`: the fixed-length weight-statistics vector of a state dict (per-layer mean, std and percentiles,
-aligned by tensor role so that mixed architectures share one layout). `models`: `fit_baseline` (LightGBM
-early-stopped on a validation split, a linear model, or the mean / majority floor) and `MetadataEncoder`
-for the hyperparameters-as-input reference.
+`models`: `fit_baseline` (LightGBM early-stopped on a validation split, a linear model, or the mean /
+majority floor) and `MetadataEncoder` for the hyperparameters-as-input reference. Their input, the
+weight-statistics features of a state dict, is `zooprobe.tokens.statistics`.
 """
 
-from zooprobe.baselines.features import (
-    N_FEATURES,
-    feature_names,
-    featurize,
-    weight_statistics_features,
-)
 from zooprobe.baselines.models import (
     GBM_DEFAULTS,
     Baseline,
@@ -22,12 +15,8 @@ from zooprobe.baselines.models import (
 
 __all__ = [
     "GBM_DEFAULTS",
-    "N_FEATURES",
     "Baseline",
     "MetadataEncoder",
-    "feature_names",
-    "featurize",
     "fit_baseline",
     "metadata_features",
-    "weight_statistics_features",
 ]

@@ -1,7 +1,9 @@
-"""Weight-space encoder: the transformer (`model`), self-supervised pretraining (`pretrain`, `augment`),
-saving and loading as a Hugging Face model folder (`io`), and its benchmark (`bench`)."""
+"""Weight-space encoder: the transformer (`model`), function-preserving augmentations (`augment`), and
+saving and loading as a Hugging Face model folder with the exact preprocessing (`encoder_loader`).
 
-from zooprobe.encoder.io import LoadedEncoder, load_encoder, save_encoder
+Pretraining is training: `zooprobe.training.pretrain`. The benchmark is `zooprobe.bench.encoder`."""
+
+from zooprobe.encoder.encoder_loader import LoadedEncoder, load_encoder_folder, save_encoder
 from zooprobe.encoder.model import (
     EncoderConfig,
     EncoderConfigError,
@@ -9,17 +11,14 @@ from zooprobe.encoder.model import (
     TransformerBlock,
     WeightEncoder,
 )
-from zooprobe.encoder.pretrain import PretrainConfig, pretrain_encoder
 
 __all__ = [
     "EncoderConfig",
     "EncoderConfigError",
     "EncoderOutput",
     "LoadedEncoder",
-    "PretrainConfig",
     "TransformerBlock",
     "WeightEncoder",
-    "load_encoder",
-    "pretrain_encoder",
+    "load_encoder_folder",
     "save_encoder",
 ]

@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zooprobe.core.config import check_field_types, dataclass_from_dict
 from zooprobe.errors import ConfigError
 from zooprobe.tokens import TokenizedModel, collate, collate_summaries, iter_windows
-from zooprobe.tokens._config import check_field_types, dataclass_from_dict
 
 
 class EncoderConfigError(ConfigError):

@@ -1,7 +1,13 @@
-"""Prediction heads over weight-space representations: targets, head modules, EncoderWithHead, loading."""
+"""Prediction heads over weight-space representations.
 
-from zooprobe.heads.model import EncoderWithHead
-from zooprobe.heads.modules import (
+`targets` (what to predict, from a zoo's metadata), `prediction_heads` (the three heads and `HeadConfig`),
+`encoder_with_head` (`EncoderWithHead`: frozen or fine-tuned encoder + head), `head_loader` (`save_head`,
+`load_head_folder`, `LoadedHead`). Training them is `zooprobe.training`.
+"""
+
+from zooprobe.heads.encoder_with_head import EncoderWithHead
+from zooprobe.heads.head_loader import LoadedHead, load_head_folder, save_head
+from zooprobe.heads.prediction_heads import (
     AccuracyPredictionHead,
     HeadConfig,
     HyperparameterPredictionHead,
@@ -15,9 +21,12 @@ __all__ = [
     "EncoderWithHead",
     "HeadConfig",
     "HyperparameterPredictionHead",
+    "LoadedHead",
     "PatternClassificationHead",
     "TargetSpec",
     "TaskSpec",
     "build_head",
     "build_task_spec",
+    "load_head_folder",
+    "save_head",
 ]

@@ -39,9 +39,10 @@ from typing import Any
 
 import numpy as np
 
+from zooprobe.core.files import atomic_write_bytes, atomic_write_text
+from zooprobe.core.outputs import OutputKind, check_output, claim_output
 from zooprobe.errors import InvalidInputError
-from zooprobe.outputs import OutputKind, check_output, claim_output
-from zooprobe.utils import atomic_write_bytes, atomic_write_text
+from zooprobe.training.run_folder import RunFolder
 
 UNDEFINED = "undefined"
 _DPI = 100
@@ -59,44 +60,32 @@ class RunFiles:
     head_config: dict[str, Any] | None
 
 
-def _read_json(path: Path, run_dir: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        raise InvalidInputError(f"{path}: cannot read it ({e})") from e
-    except json.JSONDecodeError as e:
-        raise InvalidInputError(f"{path}: not valid JSON ({e}); is {run_dir} a zooprobe run folder?") from e
-    if not isinstance(data, dict):
-        raise InvalidInputError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
 def read_run(run_dir: str | Path) -> RunFiles:
-    """Parse a finished run folder; `InvalidInputError` if it is not one (no metrics.json or predictions)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise InvalidInputError(f"{run_dir}: no such folder (expected a run folder of `zooprobe train`)")
-    metrics_path = run_dir / "metrics.json"
-    test_path = run_dir / "predictions" / "test.json"
-    for path, what in ((metrics_path, "metrics.json"), (test_path, "predictions/test.json")):
+    """Parse a finished run folder (`RunFolder`); `InvalidInputError` if it is not one."""
+    run = RunFolder(run_dir)
+    if not run.path.is_dir():
+        raise InvalidInputError(f"{run.path}: no such folder (expected a run folder of `zooprobe train`)")
+    for path in (run.metrics_path, run.predictions_path("test")):
         if not path.is_file():
             raise InvalidInputError(
-                f"{run_dir}: no {what}, so this is not a finished run of `zooprobe train` (a run writes "
-                "metrics.json and predictions/ when training ends; an interrupted run finishes when the same "
-                "train command runs again)"
+                f"{run.path}: no {path.relative_to(run.path).as_posix()}, so this is not a finished run of "
+                "`zooprobe train` (a run writes metrics.json and predictions/ when training ends; an "
+                "interrupted run finishes when the same train command runs again)"
             )
-    metrics = _read_json(metrics_path, run_dir)
-    test = _read_json(test_path, run_dir)
+    metrics = run.metrics()
+    test = run.predictions("test")
     for key in ("task", "test", "validation", "history"):
         if key not in metrics:
-            raise InvalidInputError(f"{metrics_path}: missing field {key!r}; not a zooprobe run's metrics")
+            raise InvalidInputError(
+                f"{run.metrics_path}: missing field {key!r}; not a zooprobe run's metrics"
+            )
     if not isinstance(test.get("targets"), dict):
-        raise InvalidInputError(f"{test_path}: missing field 'targets'; not a zooprobe run's predictions")
-    config_path = run_dir / "config.yaml"
-    config_text = config_path.read_text(errors="replace") if config_path.is_file() else None
-    head_path = run_dir / "head" / "config.json"
-    head_config = _read_json(head_path, run_dir) if head_path.is_file() else None
-    return RunFiles(run_dir, metrics, test, config_text, head_config)
+        raise InvalidInputError(
+            f"{run.predictions_path('test')}: missing field 'targets'; not a zooprobe run's predictions"
+        )
+    config_text = run.config_path.read_text(errors="replace") if run.config_path.is_file() else None
+    head_config = run.head_config() if run.head_config_path.is_file() else None
+    return RunFiles(run.path, metrics, test, config_text, head_config)
 
 
 # ------------------------------------------------------------------------------------------ numbers
@@ -508,7 +497,7 @@ def render_html(run: RunFiles, page: _Page) -> str:
 
 
 REPORT_OUTPUT = OutputKind("report", owned=("index.html", "*.png"))
-"""The files of a report folder (see `zooprobe.outputs`)."""
+"""The files of a report folder (see `zooprobe.core.outputs`)."""
 
 
 def write_report(run_dir: str | Path, output: str | Path | None = None) -> Path:

@@ -28,8 +28,9 @@ from typing import Any
 
 import torch
 
-from zooprobe.encoder.io import LoadedEncoder
-from zooprobe.utils import atomic_path, cache_dir, progress_bar
+from zooprobe.core.files import atomic_path, cache_dir
+from zooprobe.core.progress import progress_bar
+from zooprobe.encoder.encoder_loader import LoadedEncoder
 
 CACHE_FORMAT = 1
 log = logging.getLogger(__name__)
@@ -49,23 +50,6 @@ class Representations:
         idx = [int(i) for i in index]
         tokens = [self.tokens[i] for i in idx] if self.tokens is not None else None
         return Representations(self.pooled[idx], tokens)
-
-
-def encoder_fingerprint(encoder: LoadedEncoder) -> str:
-    """sha256 over the encoder's weights, architecture, tokenizer and preprocessing."""
-    h = hashlib.sha256()
-    meta = {
-        "config": encoder.config.to_dict(),
-        "tokenizer": encoder.tokenizer.to_dict(),
-        "preprocessing": encoder.preprocessing.to_dict(),
-        "summaries": None if encoder.summarizer is None else encoder.summarizer.to_dict(),
-    }
-    h.update(json.dumps(meta, sort_keys=True, default=str).encode())
-    for name, t in sorted(encoder.encoder.state_dict().items()):
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 def _checksum(tensors: dict[str, torch.Tensor]) -> str:
@@ -128,7 +112,7 @@ class RepresentationCache:
         hashes = [zoo.content_hash(i) for i in range(len(zoo))]
         payload = {
             "format": CACHE_FORMAT,
-            "encoder": encoder_fingerprint(encoder),
+            "encoder": encoder.fingerprint(),
             "models": hashlib.sha256("\n".join(hashes).encode()).hexdigest(),
             "n": len(hashes),
             "token_outputs": token_outputs,
@@ -208,4 +192,4 @@ class RepresentationCache:
         return reps
 
 
-__all__ = ["RepresentationCache", "Representations", "compute_representations", "encoder_fingerprint"]
+__all__ = ["RepresentationCache", "Representations", "compute_representations"]

@@ -43,8 +43,8 @@ from typing import Any, Literal
 
 import torch
 
+from zooprobe.core.config import check_field_types, dataclass_from_dict
 from zooprobe.errors import InvalidInputError
-from zooprobe.tokens._config import check_field_types, dataclass_from_dict
 from zooprobe.tokens.normalization import NormalizationStats
 
 LAYOUT_FORMAT_VERSION = 1

@@ -12,8 +12,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from zooprobe.core.device import check_device_name
 from zooprobe.errors import ConfigError
-from zooprobe.heads.modules import HeadConfig
+from zooprobe.heads.prediction_heads import HeadConfig
 from zooprobe.heads.targets import TASKS
 
 Task = Literal["patterns", "accuracy", "hyperparameters"]
@@ -164,8 +165,7 @@ class TrainConfig:
                 self.mode == "finetune",
                 "augment needs mode=finetune (frozen training reads cached representations)",
             )
-        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ConfigError(f"TrainConfig: device must be cpu, cuda or cuda:N, got {self.device!r}")
+        check_device_name(self.device, "TrainConfig: device")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -193,4 +193,32 @@ class TrainConfig:
         return cfg
 
 
-__all__ = ["OptimConfig", "StopConfig", "Task", "TrainConfig"]
+HEAD_PRESETS: dict[str, dict[str, Any]] = {
+    "frozen": {
+        "mode": "frozen",
+        "optim": {"epochs": 200, "batch_size": 32, "lr": 1e-3},
+        "stop": {"patience": 20},
+    },
+    "finetune": {
+        "mode": "finetune",
+        "optim": {"epochs": 12, "batch_size": 32, "lr": 5e-4},
+        "stop": {"patience": 5},
+    },
+}
+"""Head-training settings by mode, as the demo uses them (every other field keeps its default)."""
+
+
+def preset_config(preset: str, **fields: Any) -> TrainConfig:
+    """A `TrainConfig` from a `HEAD_PRESETS` entry, with `fields` (``task=``, ``zoo=``, ...) set on top."""
+    if preset not in HEAD_PRESETS:
+        raise ConfigError(f"unknown head-training preset {preset!r}; choose one of {', '.join(HEAD_PRESETS)}")
+    values = HEAD_PRESETS[preset]
+    cfg = TrainConfig(
+        mode=values["mode"],
+        optim=OptimConfig(**values["optim"]),
+        stop=StopConfig(**values["stop"]),
+    )
+    return dataclasses.replace(cfg, **fields)
+
+
+__all__ = ["HEAD_PRESETS", "OptimConfig", "StopConfig", "Task", "TrainConfig", "preset_config"]

@@ -1,15 +1,7 @@
-"""Head training, top to bottom: `train` runs one `TrainConfig` into a run folder.
+"""Head training, top to bottom: `fit` runs one `TrainConfig` into a run folder.
 
-Run folder::
-
-    config.yaml                   the resolved TrainConfig (``zooprobe train --config`` reproduces the run)
-    head/config.json              task, targets (vocabularies, normalization), head architecture, encoder
-                                  source + revision + fingerprint, mode (what `load_head` needs)
-    head/model.safetensors        best checkpoint: head weights (+ the fine-tuned encoder's weights)
-    checkpoints/last.safetensors  full training state after the last finished epoch (resume)
-    metrics.json                  history, best epoch, validation and test metrics of the best checkpoint
-    predictions/{validation,test}.json   true and predicted values of the best checkpoint
-    tensorboard/                  every loss, metric and per-group learning rate
+`zooprobe.train` resolves the config's zoo and encoder sources and calls `fit`; the run folder and its
+files are described in `zooprobe.training.run_folder`.
 
 Resume: the last state holds the trainable weights, the optimizer, the scheduler, the early stopper, the
 history and the RNG state after the epoch; batch order and augmentations are drawn from generators seeded
@@ -25,11 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,57 +28,38 @@ import numpy as np
 import torch
 import yaml
 
-from zooprobe.encoder.io import LoadedEncoder, load_encoder
+from zooprobe.core.device import autocast, resolve_device
+from zooprobe.core.environment import library_versions
+from zooprobe.core.files import atomic_write_json, atomic_write_text, json_safe, read_yaml
+from zooprobe.core.outputs import check_output, claim_output
+from zooprobe.core.progress import progress_bar
+from zooprobe.core.tensorfile import read_state, save_state
+from zooprobe.encoder.encoder_loader import LoadedEncoder
 from zooprobe.errors import ConfigError, InvalidInputError, ZooprobeError
-from zooprobe.heads.evaluate import evaluate_predictions, lower_is_better
-from zooprobe.heads.io import HEAD_FORMAT
-from zooprobe.heads.model import EncoderWithHead
-from zooprobe.heads.modules import build_head
-from zooprobe.outputs import OutputKind, check_output, claim_output
-from zooprobe.representations.cache import encoder_fingerprint
+from zooprobe.heads.encoder_with_head import EncoderWithHead
+from zooprobe.heads.head_loader import HEAD_FORMAT, save_head
+from zooprobe.heads.prediction_heads import build_head
 from zooprobe.training import distributed as D
 from zooprobe.training.config import TrainConfig
-from zooprobe.training.data import (
+from zooprobe.training.data_loader import (
     RunData,
-    SplitData,
-    prepare_data,
-    split_extra,
-    split_features,
+    load_inputs,
+    model_inputs,
+    plan_data,
     split_targets,
 )
-from zooprobe.utils import (
-    atomic_path,
-    atomic_write_json,
-    atomic_write_text,
-    library_versions,
-    pack_optimizer,
-    progress_bar,
-    read_yaml,
-    unpack_optimizer,
+from zooprobe.training.evaluator import (
+    NonFiniteOutputError,
+    check_monitor,
+    evaluate_split,
+    lower_is_better,
 )
+from zooprobe.training.run_folder import LAST, RUN_OUTPUT
+from zooprobe.training.state import config_diff, pack_optimizer, unpack_optimizer, warmup_cosine
+from zooprobe.zoo.store import Zoo
 
 log = logging.getLogger(__name__)
 STATE_FORMAT = 1
-LAST = Path("checkpoints") / "last.safetensors"
-
-RUN_OUTPUT = OutputKind(
-    "run",
-    owned=(
-        "config.yaml",
-        "metrics.json",
-        "head/config.json",
-        "head/model.safetensors",
-        "head/README.md",
-        LAST.as_posix(),
-        "predictions/*.json",
-        "tensorboard/events.out.tfevents.*",
-        "report/*",  # zooprobe report RUN_DIR (a report folder of its own)
-        "train.log",
-    ),
-    what="training run",
-    signature=(LAST.as_posix(), "head/model.safetensors"),
-)
-"""The files zooprobe writes into a run folder (see `zooprobe.outputs`)."""
 
 
 # ------------------------------------------------------------------------------------------ early stopping
@@ -152,122 +123,16 @@ def _set_seed(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-def _device(cfg: TrainConfig, info: D.DistInfo) -> torch.device:
-    if cfg.device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {cfg.device!r} requested but CUDA is not available")
-        return torch.device("cuda", info.local_rank) if info.enabled else torch.device(cfg.device)
-    return torch.device("cpu")
-
-
-def _autocast(cfg: TrainConfig, device: torch.device) -> Any:
-    if cfg.amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+def _cosine(cfg: TrainConfig, total_steps: int) -> Any:
+    """The LambdaLR factor of the cosine schedule (linear warmup, then cosine decay)."""
+    warmup = round(cfg.optim.warmup_fraction * total_steps)
+    return lambda step: warmup_cosine(step, total_steps, warmup, cfg.optim.min_lr_ratio)
 
 
 def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
     perm = torch.randperm(n, generator=gen).numpy()
     return [perm[s : s + batch_size] for s in range(0, n, batch_size)]
-
-
-def _lr_lambda(cfg: TrainConfig, total_steps: int) -> Any:
-    o = cfg.optim
-    warmup = round(o.warmup_fraction * total_steps)
-
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def _inputs_for(
-    model: EncoderWithHead,
-    split: SplitData,
-    index: np.ndarray,
-    device: torch.device,
-    cfg: TrainConfig,
-    gen: torch.Generator | None = None,
-) -> dict[str, Any]:
-    """Keyword arguments of `EncoderWithHead.forward` for the rows `index` of `split`."""
-    if model.frozen:
-        if split.reps is None:
-            raise InvalidInputError("frozen mode without representations")
-        return {"features": split_features(split, index, device)}
-    if split.tokenized is not None:
-        return {
-            "tokenized": [split.tokenized[int(i)] for i in index],
-            "extra": split_extra(split, index, device),
-        }
-    from zooprobe.encoder.augment import noise_state_dict, permute_neurons
-
-    assert split.state_dicts is not None
-    tms, sds = [], []
-    for i in index:
-        sd = permute_neurons(split.state_dicts[int(i)], gen)
-        if cfg.noise_sigma > 0:
-            sd = noise_state_dict(sd, cfg.noise_sigma, gen)
-        tms.append(model.loaded.tokenize(sd))
-        sds.append(sd)
-    extra = {}
-    if split.stats is not None:  # statistics of the augmented weights, as the head will see them
-        from zooprobe.baselines.features import featurize
-
-        extra["stats"] = torch.as_tensor(featurize(sds), dtype=torch.float32, device=device)
-    return {"tokenized": tms, "extra": extra}
-
-
-@torch.no_grad()
-def predict_split(
-    model: EncoderWithHead, split: SplitData, device: torch.device, cfg: TrainConfig, info: D.DistInfo
-) -> tuple[dict[str, np.ndarray], float]:
-    """Raw outputs of every row of `split` (gathered over ranks, no duplicates) and the weighted loss."""
-    was_training = model.training
-    model.eval()
-    rows = np.arange(len(split))[info.rank :: info.world_size]
-    raw: dict[str, list[np.ndarray]] = {t.name: [] for t in model.head.spec.targets}
-    step = max(cfg.optim.batch_size, 256) if model.frozen else cfg.optim.batch_size
-    try:
-        for s in range(0, len(rows), step):
-            index = rows[s : s + step]
-            with _autocast(cfg, device):
-                out = model(**_inputs_for(model, split, index, device, cfg))
-            for name, v in out.items():
-                raw[name].append(v.float().cpu().numpy())
-    finally:
-        model.train(was_training)
-    mine = {k: (np.concatenate(v) if v else None) for k, v in raw.items()}
-    gathered = D.all_gather_objects(info, (rows, mine))
-    order = np.concatenate([g[0] for g in gathered])
-    full: dict[str, np.ndarray] = {}
-    for name in raw:
-        parts = [g[1][name] for g in gathered if g[1][name] is not None]
-        values = np.concatenate(parts)
-        out_arr = np.empty_like(values)
-        out_arr[order] = values
-        full[name] = out_arr
-    targets = split_targets(split, np.arange(len(split)), torch.device("cpu"))
-    loss, _ = model.head.loss({k: torch.from_numpy(v) for k, v in full.items()}, targets)
-    return full, float(loss)
-
-
-def evaluate_split(
-    model: EncoderWithHead, split: SplitData, device: torch.device, cfg: TrainConfig, info: D.DistInfo
-) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    raw, loss = predict_split(model, split, device, cfg, info)
-    bad = {name: int((~np.isfinite(v)).sum()) for name, v in raw.items() if not np.isfinite(v).all()}
-    if bad:
-        raise NonFiniteOutputError(
-            f"the head's outputs are non-finite (NaN or inf) for {max(bad.values())} of {len(split)} "
-            f"{split.name} models (targets: {', '.join(sorted(bad))})"
-        )
-    preds = model.head.predict(raw)
-    metrics = {"loss": loss, **evaluate_predictions(model.head.spec, split.targets, preds)}
-    return metrics, preds
 
 
 # ------------------------------------------------------------------------------------------ run folder
@@ -294,35 +159,16 @@ def head_config(
     }
 
 
-def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
-
-    with atomic_path(path) as tmp:
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-            str(tmp),
-            metadata={"zooprobe": json.dumps(meta, default=str)},
-        )
-
-
-def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {})["zooprobe"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    except Exception as e:
-        raise InvalidInputError(f"{path}: unreadable checkpoint ({e}); delete it or pass resume=False") from e
-    return tensors, meta
-
-
 def _config_yaml(cfg: TrainConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
-def _check_resumable(output: Path, cfg: TrainConfig) -> None:
-    """Refuse to resume a run of `output` trained with another configuration (reads only)."""
+def check_run_output(output: str | Path, cfg: TrainConfig, resume: bool) -> None:
+    """Whether `output` can take this run (reads only): a new, empty or own run folder (`zooprobe.core.
+    outputs`), and when resuming one, a run with the same configuration."""
+    output = Path(output)
+    if check_output(output, RUN_OUTPUT, overwrite=not resume) != "own" or not resume:
+        return
     path = output / "config.yaml"
     if not path.exists():
         return
@@ -331,12 +177,7 @@ def _check_resumable(output: Path, cfg: TrainConfig) -> None:
         raise ConfigError(f"{path}: not a run configuration (a mapping); start over with --overwrite true")
     with contextlib.suppress(ConfigError, TypeError):  # fields added since the run was written: defaults
         old = TrainConfig.from_dict(old).to_dict()
-    new = cfg.to_dict()
-    diff = [
-        f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
-        for k in sorted(set(old) | set(new))
-        if old.get(k) != new.get(k)
-    ]
+    diff = config_diff(old, cfg.to_dict())
     if diff:
         raise ConfigError(
             f"{output} holds a run with a different configuration ({'; '.join(diff)}); use another output "
@@ -346,10 +187,6 @@ def _check_resumable(output: Path, cfg: TrainConfig) -> None:
 
 class TrainingDivergedError(ZooprobeError):
     """The training loss became non-finite; the last good state is kept."""
-
-
-class NonFiniteOutputError(InvalidInputError):
-    """A head produced NaN or inf for some models (diverged weights, or inputs far outside the zoo)."""
 
 
 def _diverged(cfg: TrainConfig, output: Path, epoch: int, batch: int | None, value: Any, kept: bool) -> str:
@@ -374,44 +211,38 @@ def _diverged(cfg: TrainConfig, output: Path, epoch: int, batch: int | None, val
 
 
 # ------------------------------------------------------------------------------------------ training
-def train(
+def fit(
     cfg: TrainConfig,
     output: str | Path,
     *,
+    encoder: LoadedEncoder,
+    zoo: Zoo,
     resume: bool = True,
     progress: bool = True,
-    encoder: LoadedEncoder | None = None,
-    zoo: Any = None,
 ) -> TrainResult:
-    """Train a head as `cfg` says into `output` (see the module docs); returns the final metrics.
+    """Train a head as `cfg` says, on `zoo` with `encoder`, into the run folder `output`; returns the final
+    metrics. `zoo` and `encoder` must be what ``cfg.zoo`` / ``cfg.encoder`` name (the config records the
+    sources; `zooprobe.train` loads them from it).
 
-    `encoder` / `zoo` may be passed already loaded (they must be what ``cfg.encoder`` / ``cfg.zoo`` name;
-    the config still records the sources).
+    Everything is validated before anything is written: the output folder (reads only), then the data
+    (targets, monitor, split leaks, overlap). Only then is the folder claimed and config.yaml written, so a
+    mistyped option never leaves a run folder that refuses the corrected command.
     """
-    from zooprobe.zoo.store import load_zoo
-
     cfg.validate()
     start_time = time.perf_counter()
     info = D.init_distributed(cfg.device)
-    device = _device(cfg, info)
+    device = resolve_device(cfg.device, info.local_rank if info.enabled else None)
     output = Path(output)
-    # Validate everything before anything is written: the output folder (reads only), then the sources and
-    # the data. Only then is the folder claimed and config.yaml written, so a mistyped option never leaves
-    # a run folder that refuses the corrected command.
-    if info.is_main and check_output(output, RUN_OUTPUT, overwrite=not resume) == "own" and resume:
-        _check_resumable(output, cfg)
-
-    if encoder is None:
-        encoder = load_encoder(cfg.encoder, revision=cfg.encoder_revision, progress=progress and info.is_main)
-    elif cfg.mode == "finetune":
+    if info.is_main:
+        check_run_output(output, cfg, resume)
+    if cfg.mode == "finetune":
         encoder = copy.deepcopy(encoder)  # fine-tuning must never change the caller's encoder
     encoder.encoder.to(device)
-    base_fp = encoder_fingerprint(encoder)
-    if zoo is None:
-        zoo = load_zoo(cfg.zoo, revision=cfg.zoo_revision)
-    data = prepare_data(
-        cfg, encoder, zoo, main_process=info.is_main, wait=lambda: D.barrier(info), progress=progress
-    )
+    base_fp = encoder.fingerprint()
+    data = plan_data(cfg, encoder, zoo)
+    check_monitor(cfg.stop.monitor, data.spec)
+    wait = lambda: D.barrier(info)  # noqa: E731
+    load_inputs(data, cfg, encoder, main_process=info.is_main, wait=wait, progress=progress)
     if info.is_main:
         claim_output(output, RUN_OUTPUT, overwrite=not resume)
         atomic_write_text(output / "config.yaml", _config_yaml(cfg))
@@ -438,7 +269,7 @@ def train(
     sched: Any = None
     lower = lower_is_better(cfg.stop.monitor)
     if cfg.optim.scheduler == "cosine":
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps_per_epoch * cfg.optim.epochs))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(cfg, steps_per_epoch * cfg.optim.epochs))
     elif cfg.optim.scheduler == "plateau":
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt,
@@ -454,7 +285,7 @@ def train(
     start_epoch = 0
     state_path = output / LAST
     if resume and state_path.exists():
-        tensors, meta = _read_tensors(state_path)
+        tensors, meta = read_state(state_path)
         if meta.get("format") != STATE_FORMAT:
             raise InvalidInputError(f"{state_path}: unsupported training-state format {meta.get('format')!r}")
         model.load_trainable_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
@@ -503,8 +334,8 @@ def train(
                 mine = batch[info.rank :: info.world_size]
                 if len(mine) == 0 or (info.enabled and len(batch) < info.world_size):
                     continue  # every rank must take part in every step
-                with _autocast(cfg, device):
-                    inputs = _inputs_for(model, train_split, mine, device, cfg, gen)
+                with autocast(device, cfg.amp):
+                    inputs = model_inputs(model, train_split, mine, device, cfg, gen)
                     if model.frozen:
                         out = (ddp_model if info.enabled else model.head)(inputs["features"])
                     else:
@@ -587,7 +418,7 @@ def train(
 
 def _init_head(model: EncoderWithHead, run_dir: Path) -> None:
     """Load the best head of a finished run into `model.head` (strict; same task, targets, architecture)."""
-    from zooprobe.heads.io import head_folder, read_head_config
+    from zooprobe.heads.head_loader import head_folder, read_head_config
 
     folder = head_folder(run_dir)
     config = read_head_config(folder)
@@ -596,7 +427,7 @@ def _init_head(model: EncoderWithHead, run_dir: Path) -> None:
             f"init_from {run_dir}: its head predicts other targets or has another architecture than this "
             "run's head"
         )
-    tensors, _ = _read_tensors(folder / "model.safetensors")
+    tensors, _ = read_state(folder / "model.safetensors", what="head checkpoint", require_meta=False)
     model.head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")}, strict=True)
 
 
@@ -610,8 +441,7 @@ def _save_best(
     value: float,
 ) -> None:
     meta = {"epoch": epoch, "monitor": cfg.stop.monitor, "value": value}
-    _save_tensors(output / "head" / "model.safetensors", model.trainable_state_dict(), meta)
-    atomic_write_json(output / "head" / "config.json", head_config(cfg, model, encoder, base_fp))
+    save_head(model, head_config(cfg, model, encoder, base_fp), output / "head", meta)
 
 
 def _save_state(
@@ -637,7 +467,7 @@ def _save_state(
         "stopper": stopper.state(),
         "history": history,
     }
-    _save_tensors(output / LAST, tensors, meta)
+    save_state(output / LAST, tensors, meta)
 
 
 def _log_epoch(writer: Any, record: dict[str, Any]) -> None:
@@ -652,18 +482,6 @@ def _log_epoch(writer: Any, record: dict[str, Any]) -> None:
     for k, v in record["lr"].items():
         writer.add_scalar(f"lr/{k}", v, epoch)
     writer.add_scalar("time/epoch_seconds", record["seconds"], epoch)
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _json_safe(obj.item())
-    return obj
 
 
 def _final_evaluation(
@@ -684,7 +502,7 @@ def _final_evaluation(
             f"{output}: no best checkpoint was saved (the monitored metric {cfg.stop.monitor!r} was never "
             "finite); check the data and the learning rate"
         )
-    tensors, _ = _read_tensors(best_path)
+    tensors, _ = read_state(best_path, what="head checkpoint", require_meta=False)
     model.load_trainable_state_dict(tensors)
     results: dict[str, dict[str, float]] = {}
     for name in ("validation", "test"):
@@ -714,14 +532,14 @@ def _final_evaluation(
             "history": history,
             "library_versions": library_versions(),
         }
-        atomic_write_json(output / "metrics.json", _json_safe(metrics_doc))
+        atomic_write_json(output / "metrics.json", json_safe(metrics_doc))
     return TrainResult(
         output, stopper.best_epoch, len(history), results["validation"], results["test"], history
     )
 
 
 def _write_predictions(path: Path, data: RunData, split: str, preds: dict[str, np.ndarray]) -> None:
-    from zooprobe.heads.evaluate import metric_space_targets
+    from zooprobe.training.evaluator import metric_space_targets
 
     sd = data.splits[split]
     truth = metric_space_targets(data.spec, sd.targets)
@@ -739,17 +557,14 @@ def _write_predictions(path: Path, data: RunData, split: str, preds: dict[str, n
             for t in data.spec.targets
         },
     }
-    atomic_write_json(path, _json_safe(doc))
+    atomic_write_json(path, json_safe(doc))
 
 
 __all__ = [
-    "RUN_OUTPUT",
     "EarlyStopper",
-    "NonFiniteOutputError",
     "TrainResult",
     "TrainingDivergedError",
-    "evaluate_split",
+    "check_run_output",
+    "fit",
     "head_config",
-    "predict_split",
-    "train",
 ]

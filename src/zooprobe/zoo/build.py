@@ -20,13 +20,25 @@ import pyarrow.parquet as pq
 import torch
 import yaml
 
+from zooprobe.core.files import atomic_path, atomic_write_text, read_yaml
+from zooprobe.core.outputs import check_output, claim_output
+from zooprobe.core.progress import progress_bar
 from zooprobe.errors import ConfigError, ZooFormatError
-from zooprobe.outputs import check_output, claim_output
-from zooprobe.utils import atomic_path, atomic_write_text, cache_dir, progress_bar, read_yaml
 from zooprobe.zoo.data import load_task
 from zooprobe.zoo.schema import FORMAT_VERSION, SPLITS
 from zooprobe.zoo.space import ModelSpec, ZooConfig, sample_cohort
-from zooprobe.zoo.store import MANIFEST, STAGING, WRITING, ZOO_OUTPUT, base_manifest, count_params, dataset_card, encode_weights, rows_to_table, write_zoo
+from zooprobe.zoo.store import (
+    MANIFEST,
+    STAGING,
+    WRITING,
+    ZOO_OUTPUT,
+    base_manifest,
+    count_params,
+    dataset_card,
+    encode_weights,
+    rows_to_table,
+    write_zoo,
+)
 from zooprobe.zoo.train import Checkpoint, CohortResult, train_cohort, train_single
 
 PARTS = ".parts"
@@ -147,7 +159,7 @@ def _claim(root: Path, cfg: ZooConfig, overwrite: bool) -> None:
         atomic_write_text(root / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
-def _finished(root: Path) -> bool:
+def finished_zoo(root: Path) -> bool:
     """A zoo was written completely: a manifest and no interrupted-write marker (a kill between writing the
     manifest and removing the marker leaves both: then the zoo is written again from its parts)."""
     return (root / MANIFEST).exists() and not (root / WRITING).exists()
@@ -189,7 +201,7 @@ def build_zoo(
     sh = parse_shard(shard)
     _claim(root, cfg, overwrite)
     report = BuildReport(root=root, cohorts_total=cfg.n_cohorts)
-    if _finished(root):
+    if finished_zoo(root):
         _drop_leftovers(root)
         report.finalized = True
         report.cohorts_skipped = cfg.n_cohorts
@@ -300,18 +312,6 @@ def merge_zoo(output: str | Path, inputs: list[str | Path]) -> BuildReport:
     _claim(root, cfg, overwrite=False)
     finalize(root, cfg, part_dirs)
     return BuildReport(root=root, cohorts_total=cfg.n_cohorts, cohorts_skipped=cfg.n_cohorts, finalized=True)
-
-
-def builtin_zoo(preset: str = "small", progress: bool = True) -> Path:
-    """Folder of a built-in zoo, generated once into the cache (resuming if interrupted)."""
-    cfg = ZooConfig(preset=preset).resolved()  # type: ignore[arg-type]
-    import hashlib
-
-    digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
-    root = cache_dir() / "zoos" / f"{preset}-v{FORMAT_VERSION}-{digest}"
-    if not _finished(root):
-        build_zoo(cfg, root, progress=progress)
-    return root
 
 
 class _progress:

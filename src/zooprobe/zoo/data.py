@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from zooprobe.core.files import atomic_path, cache_dir
 from zooprobe.errors import ConfigError
-from zooprobe.utils import atomic_path, cache_dir
 
 TASKS = ("digits", "mnist1d")
 SPLIT_SEED = 20261125

@@ -45,11 +45,28 @@ from typing import Any, Literal
 import pyarrow as pa
 import torch
 
-from zooprobe.checkpoints import CHECKPOINT_SUFFIXES, DEFAULT_MAX_PARAMS, check_max_params, read_checkpoint
+from zooprobe.core.checkpoints import (
+    CHECKPOINT_SUFFIXES,
+    DEFAULT_MAX_PARAMS,
+    check_max_params,
+    read_checkpoint,
+)
+from zooprobe.core.outputs import OutputFolderError, check_output, claim_output
 from zooprobe.errors import ConfigError, InvalidInputError
-from zooprobe.outputs import OutputFolderError, check_output, claim_output
 from zooprobe.zoo.schema import FIELD_BY_NAME, SPLITS, WEIGHTS
-from zooprobe.zoo.store import MANIFEST, ZOO_OUTPUT, base_manifest, count_params, dataset_card, describe_split_leaks, encode_weights, find_split_leaks, payload_hash, rows_to_table, write_zoo
+from zooprobe.zoo.store import (
+    MANIFEST,
+    ZOO_OUTPUT,
+    base_manifest,
+    count_params,
+    dataset_card,
+    describe_split_leaks,
+    encode_weights,
+    find_split_leaks,
+    payload_hash,
+    rows_to_table,
+    write_zoo,
+)
 
 __all__ = ["CHECKPOINT_SUFFIXES", "ImportReport", "import_checkpoint_folder", "import_model_zoos"]
 
@@ -389,7 +406,7 @@ def _split_label(value: Any) -> str:
 
 # ---------------------------------------------------------------------------------------------- checkpoints
 def _read_checkpoint(path: Path, max_params: int = DEFAULT_MAX_PARAMS) -> dict[str, torch.Tensor]:
-    """A flat state dict from a checkpoint file, by `zooprobe.checkpoints.read_checkpoint`: the reader
+    """A flat state dict from a checkpoint file, by `zooprobe.core.checkpoints.read_checkpoint`: the reader
     ``zooprobe predict`` uses too (same container unwrapping, tensor order, safety checks and limits)."""
     return read_checkpoint(path, max_params=max_params).state_dict
 
@@ -415,7 +432,7 @@ def _has_conv(state_dict: Mapping[str, torch.Tensor]) -> bool:
 
 # ---------------------------------------------------------------------------------------------- output
 def _check_output(output: Path, overwrite: bool) -> None:
-    """Refuse an output folder zooprobe may not write a zoo into (reads only; `zooprobe.outputs`).
+    """Refuse an output folder zooprobe may not write a zoo into (reads only; `zooprobe.core.outputs`).
 
     A folder holding a zoo is replaced only with ``overwrite`` (and only zooprobe's own files in it); a
     folder holding anything else is always refused, since it could be the very checkpoints being imported.
@@ -671,7 +688,7 @@ def import_checkpoint_folder(
 
     Raises `InvalidInputError` naming file, row and field for bad input; with ``skip_invalid`` bad rows are
     skipped and listed in the returned report instead. ``output`` must be new or empty (``overwrite=True``
-    replaces an existing zoo). Checkpoints are read by `zooprobe.checkpoints.read_checkpoint` (as
+    replaces an existing zoo). Checkpoints are read by `zooprobe.core.checkpoints.read_checkpoint` (as
     ``zooprobe predict`` reads them); one holding more than ``max_params`` values is refused unread.
     """
     folder, metadata, output = Path(folder), Path(metadata), Path(output)

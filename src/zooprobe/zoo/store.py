@@ -33,10 +33,19 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from zooprobe.core.environment import library_versions
+from zooprobe.core.files import atomic_path, atomic_write_json, atomic_write_text
+from zooprobe.core.outputs import OutputKind
 from zooprobe.errors import InvalidInputError, ZooFormatError
-from zooprobe.outputs import OutputKind
-from zooprobe.utils import atomic_path, atomic_write_json, atomic_write_text, library_versions
-from zooprobe.zoo.schema import FIELD_BY_NAME, FIELDS, FORMAT_VERSION, SPLITS, WEIGHTS, arrow_schema, hf_dtype
+from zooprobe.zoo.schema import (
+    FIELD_BY_NAME,
+    FIELDS,
+    FORMAT_VERSION,
+    SPLITS,
+    WEIGHTS,
+    arrow_schema,
+    hf_dtype,
+)
 
 MANIFEST = "zooprobe_manifest.json"
 WRITING = ".zooprobe-writing"
@@ -57,7 +66,7 @@ ZOO_OUTPUT = OutputKind(
     ),
     signature=(MANIFEST, "zoo_config.yaml"),
 )
-"""The files zooprobe writes into a zoo folder (see `zooprobe.outputs`)."""
+"""The files zooprobe writes into a zoo folder (see `zooprobe.core.outputs`)."""
 
 
 # ---------------------------------------------------------------------------------------------- weights
@@ -130,7 +139,7 @@ def write_zoo(
     While writing, a ``.zooprobe-writing`` marker exists: `Zoo.open` refuses such a folder, so a crash
     never leaves something that loads as a complete zoo (running the writing command again finishes it).
     Only zooprobe's own files are replaced (``data/*.parquet``, ``README.md``, the manifest): `root` must be
-    a folder zooprobe may write (`zooprobe.outputs.claim_output` with `ZOO_OUTPUT`).
+    a folder zooprobe may write (`zooprobe.core.outputs.claim_output` with `ZOO_OUTPUT`).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -258,25 +267,28 @@ class Zoo:
     views that share the underlying memory-mapped files.
     """
 
-    def __init__(self, root: Path, files: list[Path], meta: pd.DataFrame, manifest: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        files: list[Path],
+        meta: pd.DataFrame,
+        manifest: dict[str, Any],
+        source: str | None = None,
+    ) -> None:
         self.root = root
         self.files = files
         self._meta = meta.reset_index(drop=True)
         self.manifest = manifest
+        self.source = source if source is not None else str(root)
+        """What the user named to get this zoo (a folder, a Hub repo id, ``default``); recorded by
+        pretraining and head training so a run says which zoo it used."""
         self._handles: dict[int, pq.ParquetFile] = {}
         self._groups: OrderedDict[tuple[int, int], list[bytes]] = OrderedDict()
 
     # ---------------------------------------------------------------- construction
     @classmethod
-    def load(cls, source: str | Path, revision: str | None = None) -> Zoo:
-        """Open a zoo from a local folder, a Hub dataset repo id, or ``default`` (the built-in zoo)."""
-        from zooprobe.hub import resolve_source
-
-        root = resolve_source(source, repo_type="dataset", revision=revision, kind="zoo")
-        return cls.open(root)
-
-    @classmethod
-    def open(cls, root: Path) -> Zoo:
+    def open(cls, root: str | Path, source: str | None = None) -> Zoo:
+        """Open the zoo folder `root` (`zooprobe.load_zoo` also takes Hub repo ids and built-in names)."""
         root = Path(root)
         if (root / WRITING).exists():
             raise ZooFormatError(
@@ -324,10 +336,10 @@ class Zoo:
         meta = meta.sort_values(
             ["split", "_file", "_row"], key=lambda c: c.map(order) if c.name == "split" else c
         )
-        return cls(root, files, meta, manifest)
+        return cls(root, files, meta, manifest, source)
 
     def _view(self, meta: pd.DataFrame) -> Zoo:
-        z = Zoo(self.root, self.files, meta, self.manifest)
+        z = Zoo(self.root, self.files, meta, self.manifest, self.source)
         z._handles = self._handles
         z._groups = self._groups
         return z
@@ -420,11 +432,16 @@ class Zoo:
 
     def content_hash(self, i: int) -> str:
         """sha256 (hex, 16 chars) of row ``i``'s stored weights: identifies a checkpoint across zoos."""
-        import hashlib
-
         if not 0 <= i < len(self):
             raise IndexError(f"row {i} out of range for a zoo of {len(self)} rows")
-        return hashlib.sha256(self._payload(i)).hexdigest()[:16]
+        return payload_hash(self._payload(i))
+
+    def fingerprint(self) -> str:
+        """sha256 of the zoo's manifest and its data files' names and sizes (identifies the whole zoo, not
+        this selection: views of one zoo share it)."""
+        files = [[Path(f).name, Path(f).stat().st_size] for f in self.files]
+        payload = json.dumps({"manifest": self.manifest, "files": files}, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         """Row ``i`` as a dict of metadata plus ``state_dict``."""
@@ -639,8 +656,3 @@ def _compatible(actual: pa.DataType, expected: pa.DataType) -> bool:
     if pa.types.is_binary(expected):
         return pa.types.is_binary(actual) or pa.types.is_large_binary(actual)
     return False
-
-
-def load_zoo(source: str | Path = "default", revision: str | None = None) -> Zoo:
-    """Open a zoo: a local folder, a Hub dataset repo id (with optional revision), or ``default``."""
-    return Zoo.load(source, revision=revision)

@@ -13,9 +13,13 @@ from typing import Any
 
 from jsonargparse import ArgumentParser, Namespace
 
-from zooprobe.encoder.pretrain import PretrainConfig
-from zooprobe.hub import add_push_arguments, check_push_arguments, push_cli_output
-from zooprobe.utils import config_parser
+from zooprobe.cli.common import (
+    add_push_arguments,
+    check_push_arguments,
+    config_parser,
+    push_cli_output,
+)
+from zooprobe.training.pretrain import PretrainConfig
 
 
 def add_encoder_commands(top_subcommands: Any) -> ArgumentParser:
@@ -75,7 +79,8 @@ def run_encoder_command(ns: Namespace, console: Any) -> int:
     action = ns.action
     sub = ns[action]
     if action == "pretrain":
-        from zooprobe.encoder.pretrain import LAST_DIR, STATE_FILE, TB_DIR, pretrain_encoder, training_history
+        from zooprobe.api import pretrain_encoder
+        from zooprobe.training.pretrain import LAST_DIR, STATE_FILE, TB_DIR, training_history
 
         check_push_arguments(sub)
         out = pretrain_encoder(
@@ -102,8 +107,8 @@ def run_encoder_command(ns: Namespace, console: Any) -> int:
     if action == "bench":
         import json
 
-        from zooprobe.encoder.bench import bench_encoder, format_report
-        from zooprobe.utils import atomic_write_json
+        from zooprobe.bench.encoder import bench_encoder, format_report
+        from zooprobe.core.files import atomic_write_json
 
         result = bench_encoder(
             sub.zoo, sub.encoder, batch_size=sub.batch_size, resnet=sub.resnet, progress=sub.progress

@@ -11,7 +11,6 @@ user to complete.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,11 +18,11 @@ from typing import Any
 
 import yaml
 
+from zooprobe.api import BUILTIN_PREFIX
+from zooprobe.core.files import read_yaml
 from zooprobe.errors import ZooprobeError
-from zooprobe.hub import BUILTIN_PREFIX, REPO_ID
-
-#: Run-folder files a finished run has (`zooprobe.training.trainer` writes them; metrics.json comes last).
-RUN_FILES = ("config.yaml", "metrics.json", "head/config.json", "head/model.safetensors")
+from zooprobe.hub import check_repo_id, is_repo_id
+from zooprobe.training.run_folder import RunFolder, read_json
 
 TASK_TITLES = {
     "accuracy": "test-accuracy prediction from weights",
@@ -78,72 +77,6 @@ REGRESSION_METRICS = ("r2", "mse", "mae", "rmse", "relative_error", "kendall_tau
 NOT_SCORES = ("loss", "n", "n_undefined")
 
 
-# ------------------------------------------------------------------------------------------ reading a run
-def check_finished_run(run_dir: str | Path) -> Path:
-    """`run_dir` as a Path if it holds a finished training run; otherwise a `ZooprobeError` saying why.
-
-    A run is finished when every file of `RUN_FILES` exists (``metrics.json`` is written after the final
-    evaluation) and the head's checkpoint is the best epoch metrics.json reports (a run restarted into the
-    same folder, or still training, fails this).
-    """
-    root = Path(run_dir).expanduser()
-    if not root.is_dir():
-        raise ZooprobeError(f"{str(run_dir)!r} is not a folder (expected a run folder of `zooprobe train`)")
-    missing = [name for name in RUN_FILES if not (root / name).is_file()]
-    if missing:
-        if (root / "config.yaml").is_file():
-            raise ZooprobeError(
-                f"{root} is not a finished training run (missing {', '.join(missing)}): training is still "
-                "running or was interrupted; run the same `zooprobe train` command again to finish it, "
-                "then push"
-            )
-        raise ZooprobeError(f"{root} is not a run folder of `zooprobe train` (missing {', '.join(missing)})")
-    metrics = read_json(root / "metrics.json")
-    for key in ("task", "mode", "best_epoch", "test"):
-        if key not in metrics:
-            raise ZooprobeError(f"{root / 'metrics.json'}: missing field {key!r}; not a finished run")
-    saved_epoch = _checkpoint_epoch(root / "head" / "model.safetensors")
-    if saved_epoch is not None and saved_epoch != metrics["best_epoch"]:
-        raise ZooprobeError(
-            f"{root}: head/model.safetensors is from epoch {saved_epoch} but metrics.json reports best epoch "
-            f"{metrics['best_epoch']}: the run is being trained again (or was restarted); wait for it to "
-            "finish, then push"
-        )
-    return root
-
-
-def _checkpoint_epoch(path: Path) -> int | None:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get("zooprobe", "{}"))
-    except (SafetensorError, OSError, json.JSONDecodeError) as e:
-        raise ZooprobeError(f"{path}: unreadable head checkpoint ({e})") from e
-    epoch = meta.get("epoch")
-    return int(epoch) if isinstance(epoch, int) else None
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from `path` (`ZooprobeError` if unreadable or not an object)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ZooprobeError(f"{path}: unreadable JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise ZooprobeError(f"{path}: expected a JSON object")
-    return data
-
-
-def is_hub_id(source: str | None) -> bool:
-    """True if `source` is a Hub repo id (OWNER/NAME) and not an existing local path (as `resolve_source`)."""
-    if not source or source == "default" or source.startswith(BUILTIN_PREFIX):
-        return False
-    if source.startswith((".", "/", "~")) or "\\" in source or source.count("/") != 1:
-        return False
-    return bool(REPO_ID.match(source)) and not Path(source).expanduser().exists()
-
-
 def describe_source(source: str, revision: str | None, kind: str) -> str:
     """A noun phrase naming an encoder or zoo source for the card ("the encoder [`OWNER/NAME`](url)")."""
     at = f" at revision `{revision}`" if revision else ""
@@ -152,7 +85,7 @@ def describe_source(source: str, revision: str | None, kind: str) -> str:
     if kind == "zoo" and (source == "default" or source.startswith(BUILTIN_PREFIX)):
         preset = "small" if source == "default" else source.removeprefix(BUILTIN_PREFIX)
         return f"the built-in `{preset}` zoo of zooprobe (`load_zoo({source!r})`, generated offline)"
-    if is_hub_id(source):
+    if is_repo_id(source):
         where = "datasets/" if kind == "zoo" else ""
         return f"the {kind} [`{source}`](https://huggingface.co/{where}{source}){at}"
     return f"the local {kind} folder `{source}`"
@@ -185,21 +118,18 @@ def head_model_card(
 ) -> str:
     """README.md for the Hub repo `repo_id` of the finished run in `run_dir` (see the module docs).
 
-    `head_config` replaces the run's ``head/config.json`` (`zooprobe.heads.push.push_run` passes the staged
+    `head_config` replaces the run's ``head/config.json`` (`zooprobe.publish.push.push_run` passes the staged
     copy, whose encoder may point at a Hub repo); `encoder_config` is the encoder's ``config.json`` content
     (read from a local encoder folder when not given) and adds its pretraining zoo to the card.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
-    root = check_finished_run(run_dir)
-    if not REPO_ID.match(repo_id) or repo_id.count("/") != 1:
-        raise ZooprobeError(f"{repo_id!r} is not a Hub repo id of the form OWNER/NAME")
-    head = dict(head_config) if head_config is not None else read_json(root / "head" / "config.json")
-    metrics = read_json(root / "metrics.json")
-    try:
-        train_cfg = yaml.safe_load((root / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise ZooprobeError(f"{root / 'config.yaml'}: unreadable ({e})") from e
+    run = RunFolder(run_dir).check_finished("push")
+    root = run.path
+    check_repo_id(repo_id, "model card")
+    head = dict(head_config) if head_config is not None else run.head_config()
+    metrics = run.metrics()
+    train_cfg = read_yaml(run.config_path, "run configuration") or {}
     enc = head["encoder"]
     zoo = head.get("zoo") or {"source": train_cfg.get("zoo", "default"), "revision": None}
     if encoder_config is None:
@@ -211,8 +141,8 @@ def head_model_card(
         library_name="zooprobe",
         license="mit",
         tags=_tags(task, str(head["mode"])),
-        base_model=str(enc["source"]) if is_hub_id(str(enc["source"])) else None,
-        datasets=[str(zoo["source"])] if is_hub_id(str(zoo["source"])) else None,
+        base_model=str(enc["source"]) if is_repo_id(str(enc["source"])) else None,
+        datasets=[str(zoo["source"])] if is_repo_id(str(zoo["source"])) else None,
         model_name=name,
         eval_results=_eval_results(task, metrics.get("test") or {}, targets, zoo, metrics) or None,
     )
@@ -231,7 +161,7 @@ def _local_encoder_config(source: str) -> dict[str, Any] | None:
     if source == "default" or not path.is_file():
         return None
     try:
-        return read_json(path)
+        return read_json(path, "encoder config")
     except ZooprobeError:
         return None
 
@@ -268,7 +198,7 @@ def _eval_results(
 
     by_name = {str(t["name"]): t for t in targets}
     source = str(zoo.get("source") or "default")
-    if is_hub_id(source):
+    if is_repo_id(source):
         dataset_type = source
     elif source == "default" or source.startswith(BUILTIN_PREFIX):
         dataset_type = "zooprobe-builtin-" + (
@@ -423,7 +353,7 @@ def _body(
         "## How to use",
         "",
         "```python",
-        "from zooprobe.heads.io import load_head",
+        "from zooprobe.heads.head_loader import load_head",
         f'head = load_head("{repo_id}")',
         "predictions = head.predict([state_dict])",
         "```",
@@ -435,7 +365,7 @@ def _body(
         "(a fingerprint of its weights, tokenizer and preprocessing).",
         "",
     ]
-    if is_hub_id(enc_source):
+    if is_repo_id(enc_source):
         lines += [f"The encoder is downloaded from {encoder_phrase} automatically.", ""]
     else:
         lines += [
@@ -595,4 +525,4 @@ def _limitations(
     return lines
 
 
-__all__ = ["check_finished_run", "describe_source", "head_model_card", "is_hub_id", "read_json"]
+__all__ = ["describe_source", "head_model_card"]

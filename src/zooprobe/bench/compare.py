@@ -7,7 +7,7 @@ For every task and target of a zoo (default: the bench zoo), in one run:
   first, then fine-tuning, the usual recipe against feature distortion);
 - ``frozen+stats``, ``finetune+stats``: the same two with ``HeadConfig.statistics``: the head also reads
   the weight-statistics features next to the representation;
-- ``stats+gbm``: weight-statistics features (`zooprobe.baselines.features`) + LightGBM early-stopped on
+- ``stats+gbm``: weight-statistics features (`zooprobe.tokens.statistics`) + LightGBM early-stopped on
   the validation split;
 - ``stats+linear``: the same features + ridge (continuous) or logistic regression (classes);
 - ``floor``: the train mean or majority class;
@@ -17,14 +17,13 @@ For every task and target of a zoo (default: the bench zoo), in one run:
 Head runs are resumable and shared with ``zooprobe bench heads`` (same configurations and folders: a
 finished run is only re-scored). Every method sees the zoo's own train/validation/test splits (by model);
 validation is used for early stopping and model selection only; every number is on the test split, scored
-by the same evaluator (`zooprobe.heads.evaluate`). Output: a markdown table (terminal and
+by the same evaluator (`zooprobe.training.evaluator`). Output: a markdown table (terminal and
 ``OUTPUT/bench.md``), every number in ``OUTPUT/bench.json``, bar charts in ``OUTPUT/plots/``, and the head
 runs in ``OUTPUT/runs/``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -33,12 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from zooprobe.heads.evaluate import evaluate_predictions, lower_is_better
-from zooprobe.heads.modules import HeadConfig
+from zooprobe.core.files import atomic_write_json, atomic_write_text
+from zooprobe.core.outputs import OutputKind, check_output, claim_output
+from zooprobe.heads.prediction_heads import HeadConfig
 from zooprobe.heads.targets import TargetArrays, TaskSpec, build_task_spec, target_arrays
-from zooprobe.outputs import OutputKind, check_output, claim_output
 from zooprobe.training.config import OptimConfig, StopConfig, TrainConfig
-from zooprobe.utils import atomic_write_json, atomic_write_text
+from zooprobe.training.evaluator import evaluate_predictions, lower_is_better
+from zooprobe.training.run_folder import RunFolder
 
 TASKS = ("patterns", "accuracy", "hyperparameters")
 METHODS = (
@@ -240,7 +240,7 @@ def _baseline_predictions(
 
 
 def _head_predictions(run_dir: Path, spec: TaskSpec) -> dict[str, np.ndarray]:
-    doc = json.loads((run_dir / "predictions" / "test.json").read_text())
+    doc = RunFolder(run_dir).predictions("test")
     return {t.name: np.asarray(doc["targets"][t.name]["predicted"], dtype=np.float64) for t in spec.targets}
 
 
@@ -269,13 +269,11 @@ def compare(
 
     A zoo with models copied between splits (identical weights in train and validation/test) is refused
     before anything runs (`training.data.check_split_leaks`), unless `allow_split_leaks`."""
-    from zooprobe.baselines.features import featurize
+    from zooprobe.api import load_encoder, load_zoo, train
     from zooprobe.baselines.models import MetadataEncoder
-    from zooprobe.encoder.io import load_encoder
-    from zooprobe.heads.evaluate import metric_space_targets
-    from zooprobe.training.data import check_split_leaks
-    from zooprobe.training.trainer import train
-    from zooprobe.zoo.store import load_zoo
+    from zooprobe.tokens.statistics import featurize
+    from zooprobe.training.data_loader import check_split_leaks
+    from zooprobe.training.evaluator import metric_space_targets
 
     output = Path(output)
     check_output(output, BENCH_OUTPUT)  # reads only: a folder of the user's own fails before any work
@@ -350,7 +348,7 @@ def compare(
 
 
 def _write_outputs(result: CompareResult, output: Path) -> None:
-    from zooprobe.training.trainer import _json_safe
+    from zooprobe.core.files import json_safe
 
     output.mkdir(parents=True, exist_ok=True)
     lines = ["# zooprobe bench", "", f"zoo `{result.zoo}`, encoder `{result.encoder}`, test split", ""]
@@ -358,7 +356,7 @@ def _write_outputs(result: CompareResult, output: Path) -> None:
     atomic_write_text(output / "bench.md", "\n".join(lines) + "\n")
     doc = result.to_dict()
     doc["metrics"] = {t: {m: v for m, v in d.items() if m != "_rows"} for t, d in doc["metrics"].items()}
-    atomic_write_json(output / "bench.json", _json_safe(doc))
+    atomic_write_json(output / "bench.json", json_safe(doc))
     _plots(result, output / "plots")
 
 

@@ -1,9 +1,9 @@
 """Predicting a network's properties from its checkpoint file: ``zooprobe predict --head RUN FILE ...``.
 
 `load_checkpoint` turns a file into a flat ``name -> tensor`` state dict, `predict_files` runs a loaded
-head (`zooprobe.heads.io.load_head`) on each file, and `format_predictions` prints the results.
+head (`zooprobe.heads.head_loader.load_head`) on each file, and `format_predictions` prints the results.
 
-Checkpoints are read by `zooprobe.checkpoints.read_checkpoint`, the reader the zoo importers use too (see
+Checkpoints are read by `zooprobe.core.checkpoints.read_checkpoint`, the reader the zoo importers use too (see
 its docs for the rules: safetensors and ``torch.load(weights_only=True)`` only, containers unwrapped, tensor
 order, resource limits), so a file gives the same state dict here as in an imported zoo. On top of it,
 prediction converts float64 tensors to float32 (the encoder reads float32 tokens; prediction needs no exact
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from zooprobe.checkpoints import (
+from zooprobe.core.checkpoints import (
     CHECKPOINT_SUFFIXES,
     CONTAINER_KEYS,
     DEFAULT_MAX_PARAMS,
@@ -32,7 +32,7 @@ from zooprobe.checkpoints import (
 from zooprobe.errors import InvalidInputError, ZooprobeError
 
 if TYPE_CHECKING:
-    from zooprobe.heads.io import LoadedHead
+    from zooprobe.heads.head_loader import LoadedHead
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -63,7 +63,7 @@ def predict_files(
     ``value`` = 10**predicted). Files are read and encoded one at a time (bounded memory); an unreadable
     file or a network the encoder cannot represent raises `InvalidInputError` naming the file (and the
     tensor, when one is to blame). A file holding more than ``max_params`` values is refused before its
-    values are read (`zooprobe.checkpoints`).
+    values are read (`zooprobe.core.checkpoints`).
     """
     head.model.eval()
     loaded = head.model.loaded

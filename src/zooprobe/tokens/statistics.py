@@ -61,7 +61,7 @@ global              16     ``all.{s}`` all floating values pooled (running stati
                            ``nonfinite_fraction`` (of all floating values)
 ==================  =====  ========================================================================
 
-Compared with `zooprobe.encoder.bench.weight_statistics` (74 values, kept unchanged for its benchmark):
+Compared with `zooprobe.bench.encoder.weight_statistics` (74 values, kept unchanged for its benchmark):
 adds fan-in-scaled std and layer shapes, bias/layer presence indicators, BatchNorm running statistics,
 the across-layer depth profile, a pool over all values, norm-layer counts and non-finite handling.
 """
@@ -320,7 +320,7 @@ def featurize(state_dicts: Iterable[Mapping[str, torch.Tensor]], progress: bool 
     if not progress:
         rows = [weight_statistics_features(sd) for sd in state_dicts]
     else:
-        from zooprobe.utils import progress_bar
+        from zooprobe.core.progress import progress_bar
 
         total = len(state_dicts) if isinstance(state_dicts, Sized) else None
         with progress_bar("[bold]weight statistics", "") as bar:

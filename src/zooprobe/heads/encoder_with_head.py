@@ -17,9 +17,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from zooprobe.encoder.io import LoadedEncoder
+from zooprobe.encoder.encoder_loader import LoadedEncoder
 from zooprobe.errors import ConfigError
-from zooprobe.heads.modules import Head
+from zooprobe.heads.prediction_heads import Head
 from zooprobe.tokens import TokenizedModel
 
 Mode = Literal["frozen", "finetune"]

@@ -13,7 +13,7 @@ from typing import Any
 
 from jsonargparse import Namespace
 
-from zooprobe.utils import config_parser
+from zooprobe.cli.common import config_parser
 
 
 def add_push_command(top: Any) -> None:
@@ -88,19 +88,19 @@ def push_trained_run(
 ) -> str:
     """`push_run` for the command line: prints the encoder warning (if any) and the commit; `token` is a
     `SecretStr` or None."""
-    from zooprobe.heads.card import check_finished_run, read_json
-    from zooprobe.heads.push import HeadEncoderWarning, encoder_warning, push_run
     from zooprobe.hub import repo_url
+    from zooprobe.publish.push import HeadEncoderWarning, encoder_warning, push_run
+    from zooprobe.training.run_folder import RunFolder
 
-    root = check_finished_run(run_dir)
+    run = RunFolder(run_dir).check_finished("push")
     if encoder_repo_id is None:
-        message = encoder_warning(read_json(root / "head" / "config.json"))
+        message = encoder_warning(run.head_config())
         if message is not None:
             console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", HeadEncoderWarning)  # printed above
         sha = push_run(
-            root,
+            run.path,
             repo_id,
             private=private,
             revision=revision,

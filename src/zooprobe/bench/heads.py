@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zooprobe.outputs import check_output, claim_output
+from zooprobe.core.outputs import check_output, claim_output
 from zooprobe.training.config import TrainConfig
 
 TASKS = ("patterns", "accuracy", "hyperparameters")
@@ -119,9 +119,9 @@ def _head_epoch(
 
 def measure_cache(encoder: Any, data: Any, cfg: TrainConfig, epochs: int = 5) -> tuple[float, float, float]:
     """(cached epoch s, uncached epoch s, encode s) for the frozen accuracy head (see the module docs)."""
-    from zooprobe.heads.modules import build_head
+    from zooprobe.heads.prediction_heads import build_head
     from zooprobe.representations.cache import compute_representations
-    from zooprobe.training.data import split_targets
+    from zooprobe.training.data_loader import split_targets
 
     train = data.splits["train"]
     torch.manual_seed(0)
@@ -173,9 +173,9 @@ def measure_step_memory(encoder: Any, data: Any, cfg: TrainConfig, batch_size: i
     import copy
     import gc
 
-    from zooprobe.heads.model import EncoderWithHead
-    from zooprobe.heads.modules import build_head
-    from zooprobe.training.data import _float32, split_targets
+    from zooprobe.heads.encoder_with_head import EncoderWithHead
+    from zooprobe.heads.prediction_heads import build_head
+    from zooprobe.training.data_loader import _float32, split_targets
 
     device = next(encoder.encoder.parameters()).device
     train = data.splits["train"]
@@ -227,14 +227,12 @@ def bench_heads(
     """Run the three measurements of the module docs. Training runs go to ``output/runs/<task>-<mode>``
     with the configurations of ``zooprobe bench`` (`head_run_config`): runs either benchmark finished are
     re-scored, not retrained."""
-    from zooprobe.baselines.compare import default_base, head_run_config
-    from zooprobe.encoder.io import load_encoder
-    from zooprobe.training.data import prepare_data
-    from zooprobe.training.trainer import train
-    from zooprobe.zoo.store import load_zoo
+    from zooprobe.api import load_encoder, load_zoo, train
+    from zooprobe.bench.compare import default_base, head_run_config
+    from zooprobe.training.data_loader import prepare_data
 
     base = replace(base, zoo=zoo, encoder=encoder) if base else default_base(zoo, encoder)
-    from zooprobe.baselines.compare import BENCH_OUTPUT
+    from zooprobe.bench.compare import BENCH_OUTPUT
 
     output = Path(output)
     check_output(output, BENCH_OUTPUT)  # reads only: a folder of the user's own fails before any work

@@ -64,7 +64,6 @@ a different configuration or zoo is refused. Every file is written atomically.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import time
@@ -77,8 +76,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zooprobe.core.device import check_device_name, resolve_device
+from zooprobe.core.environment import library_versions
+from zooprobe.core.files import atomic_write_json, atomic_write_text
+from zooprobe.core.outputs import check_output, claim_output
+from zooprobe.core.progress import progress_bar
+from zooprobe.core.tensorfile import read_state, save_state
 from zooprobe.encoder.augment import erase_tokens, noise_tokens, permutation_plan, permute_neurons
-from zooprobe.encoder.io import (
+from zooprobe.encoder.encoder_loader import (
     CARD_FILE,
     CONFIG_FILE,
     ENCODER_OUTPUT,
@@ -89,7 +94,6 @@ from zooprobe.encoder.io import (
 )
 from zooprobe.encoder.model import EncoderConfig, WeightEncoder
 from zooprobe.errors import ConfigError, InvalidInputError, ZooprobeError
-from zooprobe.outputs import check_output, claim_output
 from zooprobe.tokens import (
     SUMMARY_DIM,
     LayerSummarizer,
@@ -98,15 +102,8 @@ from zooprobe.tokens import (
     collate_summaries,
     raw_layer_summaries,
 )
-from zooprobe.utils import (
-    atomic_path,
-    atomic_write_json,
-    atomic_write_text,
-    library_versions,
-    pack_optimizer,
-    progress_bar,
-    unpack_optimizer,
-)
+from zooprobe.training.state import config_diff, pack_optimizer, unpack_optimizer, warmup_cosine
+from zooprobe.zoo.store import Zoo
 
 STATE_FILE = "training_state.safetensors"
 STATE_FORMAT_VERSION = 1
@@ -204,7 +201,8 @@ class PretrainConfig:
     """Reconstruction loss: MSE over all masked real entries of the batch ("mse"), or each model's masked
     MSE divided by the mean square of its own values, averaged over models ("per_model")."""
     seed: int = 0
-    device: Literal["cpu", "cuda"] = "cpu"
+    device: str = "cpu"
+    """``cpu``, ``cuda`` or ``cuda:N``."""
     mixed_precision: bool = True
     """bf16 autocast on CUDA (ignored on CPU)."""
 
@@ -259,7 +257,7 @@ class PretrainConfig:
             v.summary_dim == SUMMARY_DIM,
             f"summary_dim must be {SUMMARY_DIM} (zooprobe.tokens.SUMMARY_DIM), got {v.summary_dim}",
         )
-        need(v.device in ("cpu", "cuda"), f"device must be 'cpu' or 'cuda', got {v.device!r}")
+        check_device_name(v.device, "PretrainConfig: device")
         need(
             v.reconstruction in ("mse", "per_model"),
             f"reconstruction must be 'mse' or 'per_model', got {v.reconstruction!r}",
@@ -374,13 +372,6 @@ class _Item:
     num_tokens: int
     plan: Any  # augment.PermutationPlan | None
     summaries: torch.Tensor | None = None  # standardized layer summaries (permutations leave them unchanged)
-
-
-def zoo_fingerprint(zoo: Any) -> str:
-    """sha256 of the zoo's manifest and its data files' names and sizes (identifies the zoo's content)."""
-    files = [[Path(f).name, Path(f).stat().st_size] for f in zoo.files]
-    payload = json.dumps({"manifest": zoo.manifest, "files": files}, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def _float32(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -554,13 +545,6 @@ def _losses(
     )
 
 
-def _lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 # ------------------------------------------------------------------------------------------ state
 def _optimizer(model: nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
     decay, no_decay = [], []
@@ -575,35 +559,11 @@ def _optimizer(model: nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
     )
 
 
-def _save_state(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
-
-    with atomic_path(path) as tmp:
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-            str(tmp),
-            metadata={"zooprobe.training_state": json.dumps(meta)},
-        )
-
-
-def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            meta = json.loads((handle.metadata() or {})["zooprobe.training_state"])
-            tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
-    except Exception as e:
-        raise InvalidInputError(
-            f"{path}: unreadable training state ({e}); delete it or pass resume=False to start over"
-        ) from e
+def _read_pretraining_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors, meta = read_state(path)
     if meta.get("format_version") != STATE_FORMAT_VERSION:
         raise InvalidInputError(f"{path}: training state format {meta.get('format_version')!r} not supported")
     return tensors, meta
-
-
-def _config_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
 def _mark_finished(folder: Path) -> None:
@@ -684,39 +644,35 @@ def _evaluate(
     return {k: v / count for k, v in totals.items()}
 
 
-def pretrain_encoder(
+def pretrain(
     config: PretrainConfig | None,
-    zoo_source: str | Path,
+    zoo: Zoo,
     output: str | Path,
     resume: bool = True,
     progress: bool = True,
     on_epoch_end: EpochCallback | None = None,
 ) -> Path:
-    """Pretrain an encoder on the train split of `zoo_source`; returns `output` (load it with `load_encoder`).
+    """Pretrain an encoder on the train split of `zoo`; returns `output` (load it with `load_encoder`).
 
-    `zoo_source` is anything `zooprobe.load_zoo` takes (folder, Hub dataset id, ``default``,
-    ``builtin:PRESET``). With ``resume=True`` (default) a run found in `output` continues after its last
-    finished epoch (a finished run returns at once); its configuration and zoo must match. With
-    ``resume=False`` the files a previous run wrote into `output` are deleted first. `on_epoch_end(epoch,
-    record)` is called after each epoch's checkpoint is written (1-based epoch).
+    `zooprobe.api.pretrain_encoder` takes any zoo source (folder, Hub id, ``default``) and calls this. With
+    ``resume=True`` (default) a run found in `output` continues after its last finished epoch (a finished
+    run returns at once); its configuration and zoo must match. With ``resume=False`` the files a previous
+    run wrote into `output` are deleted first (only those). `on_epoch_end(epoch, record)` is called after
+    each epoch's checkpoint is written (1-based epoch).
     """
-    from zooprobe.zoo.store import load_zoo
-
     cfg = (config or PretrainConfig()).resolved()
     enc_cfg = cfg.encoder_config()
-    device = torch.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("PretrainConfig.device is 'cuda' but CUDA is not available")
+    device = resolve_device(cfg.device)
     output = Path(output)
     check_output(output, ENCODER_OUTPUT, overwrite=not resume)  # before anything is read or written
-    zoo = load_zoo(zoo_source)
-    fingerprint = zoo_fingerprint(zoo)
+    zoo_source = zoo.source
+    fingerprint = zoo.fingerprint()
     state_path = output / STATE_FILE
     saved: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
     if state_path.exists() and resume:
-        saved = _read_state(state_path)
+        saved = _read_pretraining_state(state_path)
         meta = saved[1]
-        diff = _config_diff(meta["config"], cfg.to_dict())
+        diff = config_diff(meta["config"], cfg.to_dict())
         if diff:
             raise ConfigError(
                 f"{output} holds a pretraining run with a different configuration ({'; '.join(diff)}); "
@@ -779,7 +735,7 @@ def pretrain_encoder(
         opt = _optimizer(model, cfg)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt,
-            lambda step: _lr_factor(step, total_steps, warmup, float(cfg.min_lr_ratio)),  # type: ignore[arg-type]
+            lambda step: warmup_cosine(step, total_steps, warmup, float(cfg.min_lr_ratio)),  # type: ignore[arg-type]
         )
         epoch, step, best, best_epoch, history = 0, 0, math.inf, None, []
         if saved is not None:
@@ -890,7 +846,7 @@ def pretrain_encoder(
                 tensors["rng.torch"] = torch.get_rng_state()
                 if device.type == "cuda":
                     tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
-                _save_state(
+                save_state(
                     state_path,
                     tensors,
                     {
@@ -925,7 +881,7 @@ def training_history(output: str | Path) -> list[dict[str, Any]]:
     path = Path(output) / STATE_FILE
     if not path.exists():
         raise InvalidInputError(f"{output}: no {STATE_FILE}; not a pretraining output folder")
-    return list(_read_state(path)[1]["history"])
+    return list(_read_pretraining_state(path)[1]["history"])
 
 
 __all__ = [
@@ -934,7 +890,6 @@ __all__ = [
     "PretrainModel",
     "length_buckets",
     "nt_xent",
-    "pretrain_encoder",
+    "pretrain",
     "training_history",
-    "zoo_fingerprint",
 ]

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zooprobe.core.config import dataclass_from_dict
 from zooprobe.errors import ConfigError
 from zooprobe.heads.targets import TargetSpec, TaskSpec
-from zooprobe.tokens._config import dataclass_from_dict
 
 Activation = Literal["gelu", "relu", "silu", "tanh"]
 Norm = Literal["none", "layernorm", "batchnorm"]
@@ -63,7 +63,7 @@ class HeadConfig:
     input_norm: bool = True
     """LayerNorm on the head's input (representations of different encoders differ in scale)."""
     statistics: bool = False
-    """Also give the head each model's weight-statistics features (`zooprobe.baselines.features`,
+    """Also give the head each model's weight-statistics features (`zooprobe.tokens.statistics`,
     standardized with the train split's mean and std, which are saved with the head): the field's
     strongest simple signal, given directly next to the encoder's representation."""
 
@@ -140,7 +140,7 @@ class Head(nn.Module):
         )
         feat_dim = self.pool.out_dim if self.pool is not None else in_dim
         if config.statistics:
-            from zooprobe.baselines.features import N_FEATURES
+            from zooprobe.tokens.statistics import N_FEATURES
 
             # standardization of the statistics, fitted on the train split (`set_statistics_normalization`);
             # buffers, so they are saved and loaded strictly with the head's weights

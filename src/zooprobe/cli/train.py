@@ -14,10 +14,9 @@ from typing import Any
 
 from jsonargparse import Namespace
 
-from zooprobe.baselines.compare import METHODS
-from zooprobe.hub import add_push_arguments, check_push_arguments
+from zooprobe.bench.compare import METHODS
+from zooprobe.cli.common import add_push_arguments, check_push_arguments, config_parser
 from zooprobe.training.config import TrainConfig
-from zooprobe.utils import config_parser
 
 #: Metrics printed in the summary table, per task (all of them are in metrics.json).
 SUMMARY_METRICS = {
@@ -120,7 +119,7 @@ def format_metrics(task: str, metrics: dict[str, float], title: str) -> list[str
 
 def run_training_command(cfg: Namespace, console: Any) -> int:
     if cfg.command == "train":
-        from zooprobe.training.trainer import train
+        from zooprobe.api import train
 
         ns = cfg.train
         tc = config_from_namespace(ns)
@@ -132,17 +131,17 @@ def run_training_command(cfg: Namespace, console: Any) -> int:
         for line in format_metrics(tc.task, result.test, f"test metrics ({tc.task}, {tc.mode}):"):
             console.print(line)
         if ns.get("push_to_hub") and int(os.environ.get("RANK", "0")) == 0:  # under torchrun: rank 0 only
-            from zooprobe.heads.push_cli import push_trained_run
+            from zooprobe.cli.push import push_trained_run
 
             push_trained_run(
                 result.output, ns.push_to_hub, console, private=bool(ns.private), token=ns.get("token")
             )
         return 0
     if cfg.command == "evaluate":
-        from zooprobe.training.evaluate import evaluate_run
+        from zooprobe.api import evaluate
 
         ns = cfg.evaluate
-        task, metrics = evaluate_run(
+        task, metrics = evaluate(
             ns.run_dir, split=ns.split, zoo=ns.zoo, allow_unfinished=ns.allow_unfinished
         )
         for line in format_metrics(task, metrics, f"{ns.split} metrics of {ns.run_dir}:"):
@@ -152,8 +151,8 @@ def run_training_command(cfg: Namespace, console: Any) -> int:
         import dataclasses as dc
         import json
 
-        from zooprobe.training.bench import bench_heads
-        from zooprobe.utils import atomic_write_json
+        from zooprobe.bench.heads import bench_heads
+        from zooprobe.core.files import atomic_write_json
 
         ns = cfg.bench.heads
         result = bench_heads(
@@ -173,7 +172,7 @@ def run_training_command(cfg: Namespace, console: Any) -> int:
             atomic_write_json(ns.json, json.loads(json.dumps(doc, default=str)))
         return 0
     if cfg.command == "bench" and not cfg.bench.get("what"):
-        from zooprobe.baselines.compare import compare
+        from zooprobe.bench.compare import compare
 
         ns = cfg.bench
         unknown = sorted(set(ns.methods) - set(METHODS))

@@ -35,7 +35,7 @@ from zooprobe.errors import InvalidInputError
 MARKER = ".zooprobe"
 """Marker file of a folder zooprobe wrote (JSON: ``kind``, ``version``, ``created``)."""
 
-#: Temporary files of `zooprobe.utils.atomic_path` (``.NAME.RANDOM.tmp``), anywhere in an owned folder.
+#: Temporary files of `zooprobe.core.files.atomic_path` (``.NAME.RANDOM.tmp``), anywhere in an owned folder.
 TEMPORARY = ("*.tmp",)
 
 State = Literal["new", "empty", "own"]
@@ -177,8 +177,8 @@ def claim_output(
     """Check `root` (`check_output`), then make it a `kind` folder: create it, write the marker, remove the
     leftovers of a killed process and, with ``overwrite``, every file zooprobe wrote there. Returns the
     state the folder had."""
-    from zooprobe import __version__
-    from zooprobe.utils import atomic_write_json
+    from zooprobe._version import __version__
+    from zooprobe.core.files import atomic_write_json
 
     root = Path(root).expanduser()
     state = check_output(root, kind, overwrite=overwrite, option=option)

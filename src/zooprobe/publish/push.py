@@ -2,9 +2,9 @@
 
 `push_run` stages the run into a temporary folder, then uploads it with `zooprobe.hub.push_folder`::
 
-    README.md              model card (`zooprobe.heads.card.head_model_card`)
+    README.md              model card (`zooprobe.publish.card.head_model_card`)
     config.json            the head's config (head/config.json) at the repo root, so that
-                           ``load_head("OWNER/NAME")`` finds it (`zooprobe.heads.io.head_folder`)
+                           ``load_head("OWNER/NAME")`` finds it (`zooprobe.heads.head_loader.head_folder`)
     model.safetensors      the best checkpoint (head/model.safetensors)
     config.yaml            the resolved training configuration
     metrics.json           history, best epoch, validation and test metrics
@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from zooprobe.errors import ZooprobeError
-from zooprobe.heads.card import check_finished_run, head_model_card, is_hub_id, read_json
-from zooprobe.hub import DEFAULT_PUSH_TIMEOUT, REPO_ID, push_folder
+from zooprobe.hub import DEFAULT_PUSH_TIMEOUT, check_repo_id, is_repo_id, push_folder
+from zooprobe.publish.card import head_model_card
+from zooprobe.training.run_folder import RunFolder, read_json
 
 #: Remote folders whose files of an earlier push are deleted when this run does not have them.
 REPLACED_FOLDERS = ("tensorboard/**", "predictions/**", "report/**")
@@ -52,7 +53,7 @@ def encoder_warning(head_config: dict[str, Any]) -> str | None:
     """Why a head with this config will not load elsewhere (its encoder is not a Hub repo), or None."""
     enc = head_config.get("encoder") or {}
     source = str(enc.get("source", ""))
-    if is_hub_id(source):
+    if is_repo_id(source):
         return None
     what = (
         "the built-in default encoder (rebuilt by pretraining on each machine; the head loads only if that "
@@ -95,7 +96,7 @@ def stage_run(
 
     `head_config` replaces head/config.json (written as config.json); returns the repo paths written.
     """
-    root = check_finished_run(run_dir)
+    root = RunFolder(run_dir).check_finished("push").path
     out = Path(folder)
     written = []
     for rel, src in run_files(root):
@@ -134,19 +135,15 @@ def push_run(
     ``default`` is pushed with a `HeadEncoderWarning`. A run that is not finished is refused
     (`ZooprobeError`), and so is any failure, with the run folder untouched.
     """
-    from zooprobe import __version__
+    from zooprobe._version import __version__
 
-    root = check_finished_run(run_dir)
-    if not REPO_ID.match(repo_id) or repo_id.count("/") != 1:
-        raise ZooprobeError(f"push: {repo_id!r} is not a Hub repo id of the form OWNER/NAME")
-    head_config = read_json(root / "head" / "config.json")
+    root = RunFolder(run_dir).check_finished("push").path
+    check_repo_id(repo_id, "push")
+    head_config = read_json(root / "head" / "config.json", "head config")
     staged_config: dict[str, Any] | None = None
     encoder_config: dict[str, Any] | None = None
     if encoder_repo_id is not None:
-        if not REPO_ID.match(encoder_repo_id) or encoder_repo_id.count("/") != 1:
-            raise ZooprobeError(
-                f"push: --encoder_repo_id {encoder_repo_id!r} is not a Hub repo id of the form OWNER/NAME"
-            )
+        check_repo_id(encoder_repo_id, "push: --encoder_repo_id")
         staged_config = copy.deepcopy(head_config)
         pinned = encoder_revision
         if verify_encoder:
@@ -195,9 +192,8 @@ def _check_hub_encoder(
         RevisionNotFoundError,
     )
 
-    from zooprobe.encoder.io import load_encoder_folder
+    from zooprobe.encoder.encoder_loader import load_encoder_folder
     from zooprobe.hub import _request_timeout, _scrub
-    from zooprobe.representations.cache import encoder_fingerprint
 
     if getattr(constants, "HF_HUB_OFFLINE", False):
         raise ZooprobeError("push: offline mode is on (HF_HUB_OFFLINE=1); unset it to push to the Hub")
@@ -238,13 +234,13 @@ def _check_hub_encoder(
     except ZooprobeError as e:
         raise ZooprobeError(f"push: {where} does not hold a loadable zooprobe encoder: {e}") from e
     expected = head_config.get("encoder", {}).get("fingerprint")
-    if encoder_fingerprint(loaded) != expected:
+    if loaded.fingerprint() != expected:
         raise ZooprobeError(
             f"push: the encoder in {where} (commit {sha}) is not the encoder this head was trained with "
             f"(its weights, tokenizer or preprocessing differ from fingerprint {str(expected)[:16]}); push "
             "the training encoder folder there, or pass the repo that holds it; nothing was uploaded"
         )
-    return sha, read_json(Path(folder) / "config.json")
+    return sha, read_json(Path(folder) / "config.json", "head config")
 
 
 __all__ = ["REPLACED_FOLDERS", "HeadEncoderWarning", "encoder_warning", "push_run", "run_files", "stage_run"]

@@ -200,10 +200,8 @@ def bench_encoder(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the benchmark (see the module docs) and return its numbers; `format_report` prints them."""
-    from zooprobe.encoder.io import load_encoder
-    from zooprobe.encoder.pretrain import zoo_fingerprint
+    from zooprobe.api import load_encoder, load_zoo
     from zooprobe.errors import InvalidInputError
-    from zooprobe.zoo.store import load_zoo
 
     zoo = load_zoo(zoo_source)
     encoder = load_encoder(encoder_source, progress=progress)
@@ -245,7 +243,7 @@ def bench_encoder(
     test = (meta["split"] == "test").to_numpy()
     features = np.stack([weight_statistics(sd) for sd in state_dicts])
     overlap = 0
-    if encoder.provenance.get("zoo_fingerprint") == zoo_fingerprint(zoo):
+    if encoder.provenance.get("zoo_fingerprint") == zoo.fingerprint():
         overlap = len(set(meta.loc[test, "model_id"]) & set(encoder.model_ids))
     result.update(
         {

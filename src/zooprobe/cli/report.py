@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -19,9 +18,10 @@ from typing import Any
 
 from jsonargparse import Namespace
 
-from zooprobe.checkpoints import DEFAULT_MAX_PARAMS
+from zooprobe.cli.common import config_parser
+from zooprobe.core.checkpoints import DEFAULT_MAX_PARAMS
+from zooprobe.core.files import atomic_write_json
 from zooprobe.errors import InvalidInputError, ZooprobeError
-from zooprobe.utils import atomic_write_json, config_parser
 
 
 def add_report_commands(top: Any) -> None:
@@ -89,9 +89,9 @@ def run_report_command(cfg: Namespace, console: Any) -> int:
 def _predict(ns: Namespace, console: Any) -> int:
     """``zooprobe predict``: every check that needs no prediction comes first (the --json location, the
     files, the run's state), so a bad command fails before anything is computed or printed."""
-    from zooprobe.checkpoints import check_checkpoint_file, check_max_params
-    from zooprobe.heads.io import load_head
-    from zooprobe.predict import format_predictions, predict_files
+    from zooprobe.api import load_head
+    from zooprobe.core.checkpoints import check_checkpoint_file, check_max_params
+    from zooprobe.inference import format_predictions, predict_files
 
     check_max_params(ns.max_params)
     if ns.json is not None:
@@ -163,22 +163,18 @@ def _check_json_target(path: Path) -> None:
 def _check_run(head: str, allow_unfinished: bool) -> str | None:
     """For a local run folder (one with ``config.yaml``): None if its training finished; otherwise why not,
     which is an error unless `allow_unfinished`. A head folder or Hub id is not a run and not checked."""
-    from zooprobe.heads.card import check_finished_run
+    from zooprobe.training.run_folder import RunFolder
 
-    folder = Path(head).expanduser()
-    if not (folder.is_dir() and (folder / "config.yaml").is_file()):
+    run = RunFolder(head)
+    if not (run.path.is_dir() and run.config_path.is_file()):
         return None
-    try:
-        check_finished_run(folder)
-    except ZooprobeError as e:
-        reason = re.sub(r",? then push$", "", str(e))  # the same check as `push`; its advice ends there
-        if allow_unfinished:
-            return reason
-        raise ZooprobeError(
-            f"{reason}; refusing to predict with the head of an unfinished run (its weights may not be the "
-            "run's final, best ones). Pass --allow_unfinished true to predict with it anyway"
-        ) from e
-    return None
+    reason = run.unfinished_reason()
+    if reason is None or allow_unfinished:
+        return reason
+    raise ZooprobeError(
+        f"{reason}; refusing to predict with the head of an unfinished run (its weights may not be the "
+        "run's final, best ones). Pass --allow_unfinished true to predict with it anyway"
+    )
 
 
 __all__ = ["add_report_commands", "run_report_command"]

@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from zooprobe.encoder.io import LoadedEncoder
-from zooprobe.errors import ConfigError, InvalidInputError
-from zooprobe.heads.evaluate import metric_names
+from zooprobe.encoder.augment import noise_state_dict, permute_neurons
+from zooprobe.encoder.encoder_loader import LoadedEncoder
+from zooprobe.errors import InvalidInputError
 from zooprobe.heads.targets import (
     TargetArrays,
     TaskSpec,
@@ -40,8 +40,13 @@ from zooprobe.heads.targets import (
     resolve_targets,
     target_arrays,
 )
-from zooprobe.representations.cache import RepresentationCache, Representations, compute_representations
+from zooprobe.representations.cache import (
+    RepresentationCache,
+    Representations,
+    compute_representations,
+)
 from zooprobe.tokens import TokenizedModel
+from zooprobe.tokens.statistics import featurize
 from zooprobe.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -88,14 +93,13 @@ def select_checkpoints(zoo: Any, checkpoints: str) -> Any:
 
 def find_overlap(encoder: LoadedEncoder, zoo: Any, eval_zoo: Any) -> dict[str, Any]:
     """Which validation/test models the encoder was pretrained on (see the module docs)."""
-    from zooprobe.encoder.pretrain import zoo_fingerprint
 
     prov = encoder.provenance
     if not prov:
         return {"checked": False, "reason": "the encoder records no pretraining provenance", "model_ids": []}
     hashes = set(prov.get("model_hashes", []))
     ids = set(prov.get("model_ids", []))
-    same_zoo = prov.get("zoo_fingerprint") == zoo_fingerprint(zoo)
+    same_zoo = prov.get("zoo_fingerprint") == zoo.fingerprint()
     meta = eval_zoo.metadata()
     found = []
     for i in range(len(eval_zoo)):
@@ -137,16 +141,6 @@ def check_split_leaks(zoo: Any, source: str, allow: bool) -> tuple[dict[str, Any
     return record, msg + "; allow_split_leaks=True, so the run is marked"
 
 
-def check_monitor(monitor: str, spec: TaskSpec) -> None:
-    """``stop.monitor`` must be a validation metric of the task (`heads.evaluate.metric_names`)."""
-    names = metric_names(spec)
-    if monitor not in names:
-        raise ConfigError(
-            f"stop.monitor {monitor!r} is not a validation metric of task {spec.task!r}; choose one of "
-            f"{', '.join(names)}"
-        )
-
-
 def _warn(messages: list[str], message: str) -> None:
     messages.append(message)
     warnings.warn(message, stacklevel=3)
@@ -161,11 +155,16 @@ def prepare_data(
     wait: Any = None,
     progress: bool = True,
 ) -> RunData:
-    """Splits, targets and encoder inputs for `cfg` (see the module docs).
+    """Splits, targets and encoder inputs for `cfg` (see the module docs): `plan_data`, then
+    `load_inputs`."""
+    return load_inputs(
+        plan_data(cfg, encoder, zoo), cfg, encoder, main_process=main_process, wait=wait, progress=progress
+    )
 
-    Under torchrun only the main process fills the representation cache; the others call `wait` (a
-    barrier) first and then read it.
-    """
+
+def plan_data(cfg: TrainConfig, encoder: LoadedEncoder, zoo: Any) -> RunData:
+    """Splits, targets and the checks of the module docs, without encoder inputs (cheap: nothing is
+    encoded, so a bad option fails in seconds)."""
     zoo = select_checkpoints(zoo, cfg.checkpoints)
     views = {name: zoo.split(name) for name in SPLIT_NAMES}
     empty = [n for n, v in views.items() if len(v) == 0]
@@ -188,7 +187,6 @@ def prepare_data(
         loss_weights=cfg.loss_weights,
         bounded_accuracy=cfg.bounded_accuracy,
     )
-    check_monitor(cfg.stop.monitor, spec)
     leaks, leak_warning = check_split_leaks(zoo, cfg.zoo, cfg.allow_split_leaks)
     if leak_warning:
         _warn(notes, leak_warning)
@@ -225,9 +223,37 @@ def prepare_data(
                 f"target(s) {unusable} have no usable value in the {name} split ({len(meta)} models: "
                 f"missing, or classes the train split never showed): their {name} metrics are NaN",
             )
-    cache_info: dict[str, Any] = {}
+    return RunData(
+        spec,
+        splits,
+        overlap,
+        missing,
+        {},
+        dropped_targets=dict(selection.dropped),
+        split_leaks=leaks,
+        warnings=notes,
+    )
+
+
+def load_inputs(
+    data: RunData,
+    cfg: TrainConfig,
+    encoder: LoadedEncoder,
+    *,
+    main_process: bool = True,
+    wait: Any = None,
+    progress: bool = True,
+) -> RunData:
+    """Fill the encoder inputs of every split of `data` (returned): weight statistics for heads that read
+    them, cached representations (frozen) or tokenized models (fine-tuning).
+
+    Under torchrun only the main process fills the representation cache; the others call `wait` (a
+    barrier) first and then read it.
+    """
+    splits = data.splits
+    cache_info = data.cache
     if cfg.head.statistics:
-        from zooprobe.baselines.features import featurize
+        from zooprobe.tokens.statistics import featurize
 
         for split in splits.values():
             feats = featurize(_float32(split.zoo.state_dict(i)) for i in range(len(split)))
@@ -266,16 +292,7 @@ def prepare_data(
                 split.state_dicts = sds
             else:
                 split.tokenized = [encoder.tokenize_checked(sd, i) for i, sd in enumerate(sds)]
-    return RunData(
-        spec,
-        splits,
-        overlap,
-        missing,
-        cache_info,
-        dropped_targets=dict(selection.dropped),
-        split_leaks=leaks,
-        warnings=notes,
-    )
+    return data
 
 
 def _float32(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -286,7 +303,7 @@ def split_features(
     split: SplitData, index: np.ndarray | list[int], device: torch.device
 ) -> dict[str, torch.Tensor]:
     """Cached head inputs of the rows `index` of a frozen-mode split."""
-    from zooprobe.heads.model import pad_tokens
+    from zooprobe.heads.encoder_with_head import pad_tokens
 
     assert split.reps is not None
     idx = [int(i) for i in index]
@@ -318,12 +335,47 @@ def split_targets(
     return out
 
 
+def model_inputs(
+    model: Any,
+    split: SplitData,
+    index: np.ndarray,
+    device: torch.device,
+    cfg: TrainConfig,
+    gen: torch.Generator | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments of `EncoderWithHead.forward` for the rows `index` of `split`: cached features
+    (frozen), token sequences (fine-tuning), or augmented state dicts tokenized on the fly (``augment``)."""
+    if model.frozen:
+        if split.reps is None:
+            raise InvalidInputError("frozen mode without representations")
+        return {"features": split_features(split, index, device)}
+    if split.tokenized is not None:
+        return {
+            "tokenized": [split.tokenized[int(i)] for i in index],
+            "extra": split_extra(split, index, device),
+        }
+    assert split.state_dicts is not None
+    tms, sds = [], []
+    for i in index:
+        sd = permute_neurons(split.state_dicts[int(i)], gen)
+        if cfg.noise_sigma > 0:
+            sd = noise_state_dict(sd, cfg.noise_sigma, gen)
+        tms.append(model.loaded.tokenize(sd))
+        sds.append(sd)
+    extra = {}
+    if split.stats is not None:  # statistics of the augmented weights, as the head will see them
+        extra["stats"] = torch.as_tensor(featurize(sds), dtype=torch.float32, device=device)
+    return {"tokenized": tms, "extra": extra}
+
+
 __all__ = [
     "RunData",
     "SplitData",
-    "check_monitor",
     "check_split_leaks",
     "find_overlap",
+    "load_inputs",
+    "model_inputs",
+    "plan_data",
     "prepare_data",
     "select_checkpoints",
     "split_extra",

@@ -15,7 +15,7 @@ normalization that differs from pretraining silently degrades results. `LoadedEn
 tokenizes exactly as pretraining did (`prepare_tokens`), from what config.json says, and a config.json
 with a missing, unknown or mistyped field is an error naming it, never a silent default.
 
-The exact preprocessing, shared with `zooprobe.encoder.pretrain`:
+The exact preprocessing, shared with `zooprobe.training.pretrain`:
 
 1. ``tokenizer.tokenize(state_dict, normalize=True)`` with the zoo-level statistics of config.json; for
    an encoder with summary tokens, the per-layer summaries of the raw weights standardized by the saved
@@ -32,8 +32,8 @@ The exact preprocessing, shared with `zooprobe.encoder.pretrain`:
 
 from __future__ import annotations
 
+import hashlib
 import json
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -42,9 +42,14 @@ from typing import Any, Literal
 
 import torch
 
+from zooprobe.core.config import check_field_types, dataclass_from_dict
+from zooprobe.core.device import resolve_device
+from zooprobe.core.environment import library_versions
+from zooprobe.core.files import atomic_path, atomic_write_json, atomic_write_text
+from zooprobe.core.outputs import OutputKind, claim_output
 from zooprobe.encoder.model import EncoderConfig, EncoderConfigError, WeightEncoder
 from zooprobe.errors import ConfigError, InvalidInputError, ZooFormatError, ZooprobeError
-from zooprobe.outputs import OutputKind, claim_output
+from zooprobe.hub import is_repo_id
 from zooprobe.tokens import (
     LayerSummarizer,
     TokenizedModel,
@@ -53,8 +58,6 @@ from zooprobe.tokens import (
     collate,
     iter_windows,
 )
-from zooprobe.tokens._config import check_field_types, dataclass_from_dict
-from zooprobe.utils import atomic_path, atomic_write_json, atomic_write_text, library_versions
 
 FORMAT_VERSION = 2  # 2: summary tokens (EncoderConfig.summary_tokens) and the "summaries" field
 CONFIG_FILE = "config.json"
@@ -71,13 +74,7 @@ REQUIRED_FIELDS = (
     "provenance",
 )
 
-#: The built-in default encoder: the ``small`` pretraining preset on the ``small`` built-in zoo. Tests
-#: monkeypatch these two names to keep the default-encoder path fast.
-DEFAULT_PRESET = "small"
-DEFAULT_ZOO = "builtin:small"
-
 _ENCODE_CHUNK = 512  # models tokenized at a time by `encode` (bounds memory on large inputs)
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 ENCODER_OUTPUT = OutputKind(
@@ -92,7 +89,7 @@ ENCODER_OUTPUT = OutputKind(
     ),
     signature=("training_state.safetensors",),
 )
-"""The files zooprobe writes into an encoder folder (see `zooprobe.outputs`)."""
+"""The files zooprobe writes into an encoder folder (see `zooprobe.core.outputs`)."""
 
 
 class UnfinishedEncoderWarning(UserWarning):
@@ -258,6 +255,23 @@ class LoadedEncoder:
         """False for an encoder saved by a pretraining run that has not reached its last epoch (yet)."""
         return self.provenance.get("finished", True) is not False
 
+    def fingerprint(self) -> str:
+        """sha256 over the encoder's weights, architecture, tokenizer and preprocessing: two loaded encoders
+        with the same fingerprint encode every state dict identically."""
+        h = hashlib.sha256()
+        meta = {
+            "config": self.config.to_dict(),
+            "tokenizer": self.tokenizer.to_dict(),
+            "preprocessing": self.preprocessing.to_dict(),
+            "summaries": None if self.summarizer is None else self.summarizer.to_dict(),
+        }
+        h.update(json.dumps(meta, sort_keys=True, default=str).encode())
+        for name, t in sorted(self.encoder.state_dict().items()):
+            t = t.detach().to("cpu").contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        return h.hexdigest()
+
     def unfinished_message(self) -> str | None:
         """Why this encoder is unfinished (for warnings), or None when it is finished."""
         if self.finished:
@@ -410,10 +424,6 @@ class LoadedEncoder:
 
 
 # ------------------------------------------------------------------------------------------ saving
-def _is_hub_id(text: str) -> bool:
-    return bool(_REPO_ID.match(text)) and not Path(text).expanduser().exists()
-
-
 def _yaml_list(values: list[str]) -> list[str]:
     return [f"  - {json.dumps(v)}" for v in values]
 
@@ -434,7 +444,7 @@ def model_card(config: Mapping[str, Any]) -> str:
         "tags:",
         *_yaml_list(["zooprobe", "weight-space-learning", "model-zoo", "hyper-representations"]),
     ]
-    if zoo_source and _is_hub_id(zoo_source):
+    if zoo_source and is_repo_id(zoo_source):
         header += ["datasets:", *_yaml_list([zoo_source])]
     header.append("---")
     n_params = prov.get("encoder_parameters")
@@ -460,7 +470,7 @@ def model_card(config: Mapping[str, Any]) -> str:
         "## How to load",
         "",
         "```python",
-        "from zooprobe.encoder.io import load_encoder",
+        "from zooprobe.encoder.encoder_loader import load_encoder",
         "",
         'enc = load_encoder("path/to/this/folder")   # or the Hub repo id it was uploaded to',
         f"embeddings = enc.encode([model.state_dict() for model in models])   # [N, {enc['latent_dim']}]",
@@ -540,7 +550,7 @@ def save_encoder(
 
     Every file is written atomically (temporary file, then rename); weights first, config.json and the
     model card after, so a folder whose config.json exists always has weights. `folder` must be new, empty
-    or an encoder folder zooprobe wrote (`zooprobe.outputs`): a folder of the user's own is refused.
+    or an encoder folder zooprobe wrote (`zooprobe.core.outputs`): a folder of the user's own is refused.
     """
     from safetensors.torch import save_file
 
@@ -667,7 +677,7 @@ def load_encoder_folder(folder: str | Path, device: str = "cpu") -> LoadedEncode
         )
     encoder = WeightEncoder(config)
     _load_weights(folder, encoder)
-    encoder.to(_device(device)).eval()
+    encoder.to(resolve_device(device)).eval()
     loaded = LoadedEncoder(encoder, tokenizer, preprocessing, dict(data["provenance"]), folder, summarizer)
     message = loaded.unfinished_message()
     if message is not None:
@@ -677,75 +687,8 @@ def load_encoder_folder(folder: str | Path, device: str = "cpu") -> LoadedEncode
     return loaded
 
 
-def _device(device: str) -> torch.device:
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ConfigError(f"device must be 'cpu' or 'cuda', got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available")
-    return torch.device(device)
-
-
-def default_encoder_path(progress: bool = True) -> Path:
-    """Folder of the built-in default encoder, pretrained once into the cache and reused afterwards.
-
-    The ``small`` pretraining preset on the ``small`` built-in zoo (`DEFAULT_PRESET`, `DEFAULT_ZOO`). An
-    interrupted pretraining resumes on the next call; the finished folder appears under its final name
-    only once complete (it is renamed into place), so a later call never sees a half-trained encoder.
-    """
-    import hashlib
-    import shutil
-
-    from zooprobe.encoder.pretrain import PretrainConfig, pretrain_encoder
-    from zooprobe.utils import cache_dir
-
-    cfg = PretrainConfig(preset=DEFAULT_PRESET).resolved()  # type: ignore[arg-type]
-    key = json.dumps(
-        {"config": cfg.to_dict(), "zoo": DEFAULT_ZOO, "format_version": FORMAT_VERSION}, sort_keys=True
-    )
-    name = f"{DEFAULT_PRESET}-v{FORMAT_VERSION}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
-    root = cache_dir() / "encoders"
-    final = root / name
-    if (final / CONFIG_FILE).is_file() and (final / WEIGHTS_FILE).is_file():
-        return final
-    work = root / f".building-{name}"
-    pretrain_encoder(cfg, DEFAULT_ZOO, work, resume=True, progress=progress)
-    try:
-        work.rename(final)
-    except OSError:  # another process finished first: use its folder
-        if not (final / CONFIG_FILE).is_file():
-            raise
-        shutil.rmtree(work, ignore_errors=True)
-    return final
-
-
-def load_encoder(
-    source: str | Path = "default",
-    revision: str | None = None,
-    device: str = "cpu",
-    progress: bool = True,
-) -> LoadedEncoder:
-    """Load a pretrained encoder: a local folder, a Hub model repo id, or ``"default"``.
-
-    ``"default"`` pretrains the ``small`` preset on the ``small`` built-in zoo once into
-    ``cache_dir()/encoders/`` (about 65 s on two cores once the zoo is built) and reuses it afterwards.
-    Loading is strict: config.json must name every field with a supported format version, and
-    model.safetensors must hold exactly the tensors the configured architecture has (errors:
-    `EncoderFormatError`, `EncoderWeightsError`, `EncoderConfigError`, `TokenizerError`). Nothing is
-    unpickled.
-    """
-    from zooprobe.hub import resolve_source
-
-    if str(source) == "default":
-        folder = default_encoder_path(progress=progress)
-    else:
-        folder = resolve_source(source, repo_type="model", revision=revision, kind="encoder")
-    return load_encoder_folder(folder, device=device)
-
-
 __all__ = [
     "CONFIG_FILE",
-    "DEFAULT_PRESET",
-    "DEFAULT_ZOO",
     "ENCODER_OUTPUT",
     "FORMAT_VERSION",
     "WEIGHTS_FILE",
@@ -755,8 +698,6 @@ __all__ = [
     "LoadedEncoder",
     "Preprocessing",
     "UnfinishedEncoderWarning",
-    "default_encoder_path",
-    "load_encoder",
     "load_encoder_folder",
     "model_card",
     "model_window",

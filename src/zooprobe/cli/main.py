@@ -11,15 +11,19 @@ from pathlib import Path
 
 from jsonargparse import ArgumentParser, Namespace, set_parsing_settings
 
-from zooprobe import __version__
-from zooprobe.checkpoints import DEFAULT_MAX_PARAMS
-from zooprobe.encoder.cli import add_encoder_commands, run_encoder_command
+from zooprobe._version import __version__
+from zooprobe.cli.common import (
+    add_push_arguments,
+    check_push_arguments,
+    config_parser,
+    push_cli_output,
+)
+from zooprobe.cli.encoder import add_encoder_commands, run_encoder_command
+from zooprobe.cli.push import add_push_command, run_push_command
+from zooprobe.cli.report import add_report_commands, run_report_command
+from zooprobe.cli.train import add_training_commands, run_training_command
+from zooprobe.core.checkpoints import DEFAULT_MAX_PARAMS
 from zooprobe.errors import ZooprobeError
-from zooprobe.heads.push_cli import add_push_command, run_push_command
-from zooprobe.hub import add_push_arguments, check_push_arguments, push_cli_output
-from zooprobe.report.cli import add_report_commands, run_report_command
-from zooprobe.training.cli import add_training_commands, run_training_command
-from zooprobe.utils import config_parser
 from zooprobe.zoo.space import ZooConfig
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)  # dataclass field docs become --help text
@@ -198,13 +202,13 @@ def _run(cfg: Namespace) -> int:
         print_summary(Zoo.open(ns.output), console)
         return 0
     if action == "summary":
-        from zooprobe.zoo.store import load_zoo
+        from zooprobe.api import load_zoo
         from zooprobe.zoo.summary import print_summary
 
         print_summary(load_zoo(ns.source, revision=ns.revision), console)
         return 0
     if action == "bench":
-        from zooprobe.zoo.bench import bench_zoo
+        from zooprobe.bench.zoo import bench_zoo
 
         result = bench_zoo(_zoo_config(ns), n_models=ns.n_models)
         for line in result.lines():

@@ -1,11 +1,12 @@
 """Loading a trained head (with its encoder) and predicting properties of state dicts.
 
 A head folder (``RUN_DIR/head``, or a Hub model repo of one) holds ``config.json`` and
-``model.safetensors`` (see `zooprobe.training.trainer`). `load_head` reads the config strictly, loads the
-encoder the config names (``encoder.source`` at ``encoder.revision``; `encoder` overrides it), checks that
-it is the exact encoder the head was trained on (fingerprint of weights, tokenizer and preprocessing),
-rebuilds the head and loads the weights with ``strict=True``: a mismatched checkpoint is an error, never
-random weights. A fine-tuned head carries its encoder's fine-tuned weights, which replace the base ones.
+``model.safetensors`` (`save_head` writes both; the trainer saves the best epoch's). `load_head_folder`
+reads the config strictly, checks that the given encoder is the exact one the head was trained on
+(fingerprint of weights, tokenizer and preprocessing), rebuilds the head and loads the weights with
+``strict=True``: a mismatched checkpoint is an error, never random weights. A fine-tuned head carries its
+encoder's fine-tuned weights, which replace the base ones. `zooprobe.load_head` resolves run folders and
+Hub repo ids and loads the encoder the config names (``encoder.source`` at ``encoder.revision``).
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from zooprobe.encoder.io import LoadedEncoder, load_encoder
-from zooprobe.errors import ConfigError, ZooFormatError
-from zooprobe.heads.model import EncoderWithHead
-from zooprobe.heads.modules import HeadConfig, build_head
+from zooprobe.core.device import resolve_device
+from zooprobe.core.files import atomic_write_json
+from zooprobe.core.tensorfile import read_state, save_state
+from zooprobe.encoder.encoder_loader import LoadedEncoder
+from zooprobe.errors import ConfigError, InvalidInputError, ZooFormatError
+from zooprobe.heads.encoder_with_head import EncoderWithHead
+from zooprobe.heads.prediction_heads import HeadConfig, build_head
 from zooprobe.heads.targets import TaskSpec
 
 HEAD_FORMAT = 1
@@ -59,7 +63,7 @@ class LoadedHead:
             tms = [self.model.loaded.tokenize_checked(sd, s + j) for j, sd in enumerate(chunk)]
             extra = {}
             if self.model.head.config.statistics:
-                from zooprobe.baselines.features import featurize
+                from zooprobe.tokens.statistics import featurize
 
                 feats = featurize(chunk)
                 extra["stats"] = torch.as_tensor(feats, dtype=torch.float32, device=self.model.loaded.device)
@@ -97,58 +101,71 @@ def read_head_config(folder: Path) -> dict[str, Any]:
     return data
 
 
-def load_head(
-    source: str | Path,
-    revision: str | None = None,
+def load_head_folder(
+    folder: str | Path,
+    encoder: LoadedEncoder,
     *,
-    encoder: LoadedEncoder | str | None = None,
     device: str = "cpu",
     check_encoder: bool = True,
 ) -> LoadedHead:
-    """Load a head from a run folder, a head folder or a Hub model repo id (see the module docs)."""
-    from safetensors import SafetensorError, safe_open
+    """Load the head in `folder` (a head folder, or a run folder's ``head/``) on top of `encoder`.
 
-    from zooprobe.hub import resolve_source
-    from zooprobe.representations.cache import encoder_fingerprint
-
-    text = str(source)
-    local = Path(text).expanduser()
-    folder = head_folder(local) if local.exists() else resolve_source(text, "model", revision, kind="head")
-    folder = head_folder(folder)
+    `zooprobe.load_head` takes run folders and Hub repo ids and loads the encoder the head names. With
+    ``check_encoder`` the encoder must be the exact one the head was trained with (fingerprint).
+    """
+    folder = head_folder(Path(folder))
     config = read_head_config(folder)
     enc_info = config["encoder"]
-    if isinstance(encoder, LoadedEncoder):
-        loaded = encoder
-    else:
-        loaded = load_encoder(
-            encoder or enc_info["source"],
-            revision=None if encoder else enc_info.get("revision"),
-            device=device,
-            progress=False,
-        )
-    if check_encoder and encoder_fingerprint(loaded) != enc_info.get("fingerprint"):
+    if check_encoder and encoder.fingerprint() != enc_info.get("fingerprint"):
         raise HeadFormatError(
             f"{folder}: the encoder {enc_info['source']!r} (revision {enc_info.get('revision')}) is not "
             "the one this head was trained with (its weights, tokenizer or preprocessing differ); pass the "
             "original encoder, or check_encoder=False at your own risk"
         )
     spec = TaskSpec.from_dict(config["task"])
-    head = build_head(spec, HeadConfig.from_dict(config["head"]), loaded.latent_dim)
-    model = EncoderWithHead(loaded, head, config["mode"])
+    head = build_head(spec, HeadConfig.from_dict(config["head"]), encoder.latent_dim)
+    model = EncoderWithHead(encoder, head, config["mode"])
     path = folder / "model.safetensors"
     if not path.is_file():
         raise HeadFormatError(f"{folder}: no model.safetensors (the head's weights)")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError) as e:
-        raise HeadFormatError(f"{path}: unreadable safetensors file ({e})") from e
+        tensors, _ = read_state(path, what="head checkpoint", require_meta=False)
+    except InvalidInputError as e:
+        raise HeadFormatError(str(e)) from e
     try:
         model.load_trainable_state_dict(tensors)
     except (RuntimeError, ConfigError) as e:
         raise HeadFormatError(f"{path} does not match the head described in config.json: {e}") from e
-    model.to(torch.device(device)).eval()
+    model.to(resolve_device(device)).eval()
     return LoadedHead(model, config, folder)
 
 
-__all__ = ["HeadFormatError", "LoadedHead", "head_folder", "load_head", "read_head_config"]
+def save_head(
+    model: EncoderWithHead,
+    config: dict[str, Any],
+    folder: str | Path,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write a head folder (`load_head_folder` reads it back): ``config.json`` (`config`, as the trainer's
+    `head_config` builds it) and ``model.safetensors`` (the trainable weights: the head, plus the encoder's
+    when fine-tuned; `meta` such as the epoch goes into its header). Both are written atomically, the
+    weights first."""
+    folder = Path(folder)
+    missing = [k for k in REQUIRED if k not in config]
+    if missing:
+        raise ConfigError(f"save_head: the head config lacks {missing}")
+    folder.mkdir(parents=True, exist_ok=True)
+    save_state(folder / "model.safetensors", model.trainable_state_dict(), meta or {})
+    atomic_write_json(folder / "config.json", config)
+    return folder
+
+
+__all__ = [
+    "HEAD_FORMAT",
+    "HeadFormatError",
+    "LoadedHead",
+    "head_folder",
+    "load_head_folder",
+    "read_head_config",
+    "save_head",
+]

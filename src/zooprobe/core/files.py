@@ -1,0 +1,111 @@
+"""Files: atomic writes, reading YAML safely, the cache location, content hashes."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def cache_dir() -> Path:
+    """Root of zooprobe's cache (default zoo, default encoder, generated data).
+
+    `ZOOPROBE_CACHE` overrides it; otherwise `$XDG_CACHE_HOME/zooprobe` or `~/.cache/zooprobe`.
+    """
+    env = os.environ.get("ZOOPROBE_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "zooprobe"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; on success it is renamed onto `path`, on error removed.
+
+    Readers never see a half-written file: the rename is atomic on POSIX file systems.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; written files get the usual mode
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
+    """The data of a YAML file, read with ``yaml.safe_load`` (no Python objects are ever built).
+
+    Invalid YAML, an unsafe tag (``!!python/object``) or an unreadable file is an `InvalidInputError` that
+    names the file and says what to do; never a traceback.
+    """
+    import yaml
+
+    from zooprobe.errors import InvalidInputError
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise InvalidInputError(f"{path}: {what} not found") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidInputError(f"{path}: cannot read the {what} ({e})") from e
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InvalidInputError(
+            f"{path}: the {what} is not valid YAML, or uses a tag that is not plain data ({first}); fix or "
+            "delete the file"
+        ) from e
+
+
+def json_safe(obj: Any) -> Any:
+    """`obj` with NaN as None and infinities as ``"inf"`` / ``"-inf"`` (strict JSON has neither), numpy
+    scalars as Python numbers, tuples as lists."""
+    import numpy as np  # heavy: only the writers of metrics need it
+
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return json_safe(obj.item())
+    return obj
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
