@@ -7,7 +7,6 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -15,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from zooprobe import api, load_zoo
 from zooprobe.api import load_encoder, pretrain_encoder
-from zooprobe.bench.encoder import N_STAT_FEATURES, bench_encoder, format_report, weight_statistics
+from zooprobe.bench.encoder import bench_encoder, format_report
 from zooprobe.encoder import EncoderConfig, EncoderConfigError, WeightEncoder
 from zooprobe.encoder import encoder_loader as encoder_io
 from zooprobe.encoder.encoder_loader import (
@@ -308,19 +307,6 @@ def test_default_encoder_is_pretrained_once_and_cached(
 
 
 # ---------------------------------------------------------------------------------------------- bench + CLI
-def test_weight_statistics_features() -> None:
-    from torch import nn
-
-    mlp = nn.Sequential(nn.Linear(5, 7), nn.LayerNorm(7), nn.Linear(7, 3)).state_dict()
-    cnn = nn.Sequential(
-        nn.Conv2d(1, 4, 3, bias=False), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2)
-    ).state_dict()
-    for sd in (mlp, cnn):
-        f = weight_statistics(sd)
-        assert f.shape == (N_STAT_FEATURES,) and np.isfinite(f).all()
-    assert weight_statistics(cnn)[-1] == 1.0 and weight_statistics(cnn)[-2] > 0  # norm flag, conv fraction
-
-
 def test_bench_and_cli(pretrained: Path, tiny_zoo: Path, tmp_path: Path) -> None:
     result = bench_encoder(tiny_zoo, pretrained, resnet=False, progress=False)
     assert result["models_per_s"] > 0 and result["matmul_gflops"] > 0 and result["encoder_gflops"] > 0

@@ -13,10 +13,10 @@ set them before the first import.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from zooprobe.core.outputs import MARKER
 from zooprobe.errors import ZooprobeError
@@ -107,6 +107,24 @@ def _snapshot(repo_id: str, repo_type: str, revision: str | None, kind: str) -> 
         ) from e
     except HfHubHTTPError as e:
         raise ZooprobeError(f"{kind}: could not fetch {where}: {e}") from e
+
+
+# ---------------------------------------------------------------------------------------------- cards
+def render_card(header: Mapping[str, Any] | Any, body: str | Sequence[str]) -> str:
+    """A Hub card (the README.md of a repo): YAML front matter, then the markdown `body` (a text or lines).
+
+    `header` is a mapping (dumped in its own key order) or a huggingface_hub ``CardData`` (``ModelCardData``
+    renders ``eval_results`` as the ``model-index`` the Hub reads). The one card builder of zooprobe: zoo
+    dataset cards, encoder model cards and head model cards are all written through it; the header is
+    parsed back, so a malformed one is an error here rather than on the Hub.
+    """
+    import yaml  # heavy: only card writers need it
+
+    text = header.to_yaml() if hasattr(header, "to_yaml") else yaml.safe_dump(dict(header), sort_keys=False)
+    if not isinstance(yaml.safe_load(text), dict):
+        raise ZooprobeError(f"a card header must be a YAML mapping, got {text[:80]!r}")
+    lines = body if isinstance(body, str) else "\n".join(body)
+    return f"---\n{text.rstrip()}\n---\n\n{lines.lstrip()}"
 
 
 # ---------------------------------------------------------------------------------------------- pushing

@@ -1,7 +1,9 @@
-"""Predicting a network's properties from its checkpoint file: ``zooprobe predict --head RUN FILE ...``.
+"""Predicting networks' properties with a trained head: `predict` (a pandas DataFrame) and
+``zooprobe predict --head RUN FILE ...`` (`predict_files` and `format_predictions`).
 
-`load_checkpoint` turns a file into a flat ``name -> tensor`` state dict, `predict_files` runs a loaded
-head (`zooprobe.heads.head_loader.load_head`) on each file, and `format_predictions` prints the results.
+`predict(head, models)` takes state dicts or checkpoint files and returns one labelled row per model
+(class names, probabilities, natural units: `zooprobe.heads.targets.TaskSpec.label`); `predict_files`
+gives JSON-ready dicts per file with the notes of reading it, which `format_predictions` prints.
 
 Checkpoints are read by `zooprobe.core.checkpoints.read_checkpoint`, the reader the zoo importers use too (see
 its docs for the rules: safetensors and ``torch.load(weights_only=True)`` only, containers unwrapped, tensor
@@ -13,13 +15,15 @@ round trip), which is noted with the results like the reader's own notes.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
+from zooprobe.api import load_head
 from zooprobe.core.checkpoints import (
     CHECKPOINT_SUFFIXES,
     CONTAINER_KEYS,
@@ -30,9 +34,7 @@ from zooprobe.core.checkpoints import (
     read_checkpoint,
 )
 from zooprobe.errors import InvalidInputError, ZooprobeError
-
-if TYPE_CHECKING:
-    from zooprobe.heads.head_loader import LoadedHead
+from zooprobe.heads.head_loader import LoadedHead
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -49,7 +51,58 @@ def _load(path: Path, max_params: int = DEFAULT_MAX_PARAMS) -> tuple[dict[str, t
 
 
 # ------------------------------------------------------------------------------------------ predicting
-@torch.no_grad()
+def predict(
+    head: LoadedHead | str | Path,
+    models: Mapping[str, Any] | str | Path | Iterable[Mapping[str, Any] | str | Path],
+    *,
+    max_params: int = DEFAULT_MAX_PARAMS,
+) -> pd.DataFrame:
+    """Predicted properties of each model: one row per model (indexed by file path, or ``model N`` for
+    state dicts), labelled with class names, probabilities and natural units (`TaskSpec.label`).
+
+    `head` is a loaded head or any `zooprobe.load_head` source; `models` one state dict or checkpoint file,
+    or several. Files are read with the same rules and limits as ``zooprobe predict``.
+    """
+    if not isinstance(head, LoadedHead):
+        head = load_head(head)
+    items = [models] if isinstance(models, Mapping | str | Path) else list(models)
+    index, rows = [], []
+    for i, item in enumerate(items):
+        if isinstance(item, Mapping):
+            state_dict = {k: v.float() if v.dtype == torch.float64 else v for k, v in item.items()}
+            index.append(f"model {i}")
+        else:
+            state_dict, _ = _load(Path(item), max_params)
+            index.append(str(item))
+        rows.append(_predict_one(head, state_dict, index[-1]))
+    preds = {t.name: np.concatenate([r[t.name] for r in rows]) for t in head.spec.targets}
+    return head.spec.label(preds, index)
+
+
+def _predict_one(
+    head: LoadedHead, state_dict: Mapping[str, torch.Tensor], where: str
+) -> dict[str, np.ndarray]:
+    """`LoadedHead.predict` of one model, with errors that name it (memory, unreadable networks)."""
+    values = sum(v.numel() for v in state_dict.values())
+    try:
+        return head.predict([state_dict])
+    except ZooprobeError as e:
+        raise InvalidInputError(
+            f"{where}: this network cannot be read by the head's encoder: {e} (the tokenization is fixed by "
+            "the encoder the head was trained with)"
+        ) from e
+    except (MemoryError, RuntimeError, ValueError, IndexError) as e:
+        if is_out_of_memory(e):
+            raise InvalidInputError(
+                f"{where}: out of memory while encoding the network ({values:,} values, "
+                f"{format_bytes(4 * values)} as float32 tokens before the encoder's own memory); free memory "
+                "or predict on a machine with more"
+            ) from e
+        raise InvalidInputError(
+            f"{where}: this network cannot be encoded ({type(e).__name__}: {str(e)[:300]})"
+        ) from e
+
+
 def predict_files(
     head: LoadedHead, files: Sequence[str | Path], *, max_params: int = DEFAULT_MAX_PARAMS
 ) -> list[dict[str, Any]]:
@@ -65,36 +118,12 @@ def predict_files(
     tensor, when one is to blame). A file holding more than ``max_params`` values is refused before its
     values are read (`zooprobe.core.checkpoints`).
     """
-    head.model.eval()
-    loaded = head.model.loaded
     results = []
     for file in files:
         path = Path(file)
         state_dict, notes = _load(path, max_params)
-        values = sum(v.numel() for v in state_dict.values())
-        try:
-            tokenized = loaded.tokenize(state_dict)
-            del state_dict  # the tokens hold the values now: free the tensors before the forward pass
-            if tokenized.num_tokens == 0:
-                raise InvalidInputError("no weights to encode (no tensor became a token)")
-            out = head.model(tokenized=[tokenized])
-        except ZooprobeError as e:
-            raise InvalidInputError(
-                f"{path}: this network cannot be read by the head's encoder: {e} (the tokenization is fixed "
-                "by the encoder the head was trained with)"
-            ) from e
-        except (MemoryError, RuntimeError, ValueError, IndexError) as e:
-            if is_out_of_memory(e):
-                raise InvalidInputError(
-                    f"{path}: out of memory while encoding the network ({values:,} values, "
-                    f"{format_bytes(4 * values)} as float32 tokens before the encoder's own memory); free "
-                    "memory or predict on a machine with more"
-                ) from e
-            raise InvalidInputError(
-                f"{path}: this network cannot be encoded ({type(e).__name__}: {str(e)[:300]})"
-            ) from e
-        raw = {k: v.float().cpu().numpy() for k, v in out.items()}
-        preds = head.model.head.predict(raw)
+        preds = _predict_one(head, state_dict, str(path))
+        del state_dict
         results.append({"file": str(path), "notes": notes, "targets": _per_target(head, preds)})
     return results
 
@@ -167,5 +196,6 @@ __all__ = [
     "CONTAINER_KEYS",
     "format_predictions",
     "load_checkpoint",
+    "predict",
     "predict_files",
 ]

@@ -8,26 +8,14 @@ Measured in one run, on one machine (numbers are only comparable within a run):
    GFLOP/s of a plain fp32 ``n x n`` matmul (n = 1024) timed in the same process: the ceiling.
 2. **Held-out R² for test accuracy** of a ridge probe (``StandardScaler`` + ``RidgeCV``, alphas
    10^-3..10^3) fit on the zoo's train split and scored on its test split, on
-   (a) the frozen pooled encoder embedding and (b) the weight-statistics baseline (`weight_statistics`).
+   (a) the frozen pooled encoder embedding and (b) the weight statistics (the same features as
+   ``stats+gbm``).
 3. **A ResNet-18-shaped state dict** (~11.7M parameters, random tensors with torchvision's names and
    shapes, built locally): wall time of tokenize + encode and the peak extra resident memory during it
    (Linux: the process's peak RSS is reset through ``/proc/self/clear_refs`` and read back from
    ``VmHWM``; elsewhere the lifetime ``ru_maxrss`` is reported and marked as such).
 
-Weight-statistics feature set (74 values per model; mixed architectures are aligned by tensor *role*,
-not by name). A *weight layer* is a floating tensor of >= 2 dims whose name ends in ``weight`` (linear,
-conv), together with its bias (same module, name ending in ``bias``) when present; *norm* tensors are the
-1-D ``weight``/``bias`` of the remaining modules (BatchNorm/LayerNorm affine parameters); running
-statistics and integer buffers are ignored. ``s(x)`` = [mean, std, min, 25%, median, 75%, max] of the
-values of x (7 numbers, zeros when x is empty).
-
-- first weight layer: s(weight), s(bias)                                       14
-- last weight layer: s(weight), s(bias)                                        14
-- middle weight layers (all but first and last): mean over layers of s(weight), s(bias)   14
-- all weight-layer weights pooled: s; all biases pooled: s                     14
-- all norm weights pooled: s; all norm biases pooled: s                        14
-- structure: log(1 + parameters of weight layers), number of weight layers, fraction of those parameters
-  in convolutions (>= 3-dim weights), has norm layers (0/1)                     4
+The weight statistics are the 131 features of `zooprobe.tokens.statistics` (the ``stats+gbm`` input).
 """
 
 from __future__ import annotations
@@ -42,70 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-STAT_NAMES = ("mean", "std", "q0", "q25", "q50", "q75", "q100")
-N_STAT_FEATURES = 74
-
-
-# ------------------------------------------------------------------------------------------ features
-def _stats(values: list[torch.Tensor]) -> np.ndarray:
-    if not values:
-        return np.zeros(7)
-    x = torch.cat([v.detach().reshape(-1).to(torch.float64).cpu() for v in values]).numpy()
-    if x.size == 0:
-        return np.zeros(7)
-    q = np.quantile(x, [0.0, 0.25, 0.5, 0.75, 1.0])
-    return np.concatenate([[x.mean(), x.std()], q])
-
-
-def _split_tensors(
-    state_dict: Mapping[str, torch.Tensor],
-) -> tuple[list[tuple[torch.Tensor, torch.Tensor | None]], list[torch.Tensor], list[torch.Tensor]]:
-    layers: list[tuple[torch.Tensor, torch.Tensor | None]] = []
-    used: set[str] = set()
-    for name, t in state_dict.items():
-        if t.is_floating_point() and t.ndim >= 2 and name.endswith("weight"):
-            bias_name = name[: -len("weight")] + "bias"
-            bias = state_dict.get(bias_name)
-            if bias is not None and (not bias.is_floating_point() or bias.ndim != 1):
-                bias = None
-            layers.append((t, bias))
-            used.update({name, bias_name} if bias is not None else {name})
-    norm_w: list[torch.Tensor] = []
-    norm_b: list[torch.Tensor] = []
-    for name, t in state_dict.items():
-        if name in used or not t.is_floating_point() or t.ndim != 1:
-            continue
-        if name.endswith("weight"):
-            norm_w.append(t)
-        elif name.endswith("bias"):
-            norm_b.append(t)
-    return layers, norm_w, norm_b
-
-
-def weight_statistics(state_dict: Mapping[str, torch.Tensor]) -> np.ndarray:
-    """The 74 weight-statistics features of one state dict (exact set in the module docs)."""
-    layers, norm_w, norm_b = _split_tensors(state_dict)
-
-    def layer_stats(layer: tuple[torch.Tensor, torch.Tensor | None] | None) -> np.ndarray:
-        if layer is None:
-            return np.zeros(14)
-        w, b = layer
-        return np.concatenate([_stats([w]), _stats([b] if b is not None else [])])
-
-    first = layer_stats(layers[0] if layers else None)
-    last = layer_stats(layers[-1] if len(layers) > 1 else None)
-    middle_layers = layers[1:-1]
-    middle = np.mean([layer_stats(x) for x in middle_layers], axis=0) if middle_layers else np.zeros(14)
-    pooled = np.concatenate([_stats([w for w, _ in layers]), _stats([b for _, b in layers if b is not None])])
-    norms = np.concatenate([_stats(norm_w), _stats(norm_b)])
-    n_params = sum(w.numel() + (b.numel() if b is not None else 0) for w, b in layers)
-    n_conv = sum(w.numel() + (b.numel() if b is not None else 0) for w, b in layers if w.ndim >= 3)
-    structure = np.array(
-        [math.log1p(n_params), len(layers), n_conv / max(n_params, 1), float(bool(norm_w or norm_b))]
-    )
-    out = np.concatenate([first, last, middle, pooled, norms, structure])
-    assert out.shape == (N_STAT_FEATURES,)
-    return out
+from zooprobe.tokens.statistics import featurize
 
 
 def ridge_r2(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> float:
@@ -241,7 +166,7 @@ def bench_encoder(
     y = meta["test_accuracy"].to_numpy(dtype=float)
     train = (meta["split"] == "train").to_numpy()
     test = (meta["split"] == "test").to_numpy()
-    features = np.stack([weight_statistics(sd) for sd in state_dicts])
+    features = featurize(state_dicts)
     overlap = 0
     if encoder.provenance.get("zoo_fingerprint") == zoo.fingerprint():
         overlap = len(set(meta.loc[test, "model_id"]) & set(encoder.model_ids))
@@ -323,11 +248,9 @@ def format_report(result: Mapping[str, Any]) -> list[str]:
 
 
 __all__ = [
-    "N_STAT_FEATURES",
     "bench_encoder",
     "format_report",
     "matmul_gflops",
     "resnet18_state_dict",
     "ridge_r2",
-    "weight_statistics",
 ]

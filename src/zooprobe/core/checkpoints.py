@@ -70,6 +70,7 @@ from typing import Any, Literal
 
 import torch
 
+from zooprobe.core.state_dicts import canonical_key, split_name
 from zooprobe.errors import ConfigError, InvalidInputError
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
@@ -88,7 +89,6 @@ MAX_HEADER_BYTES = 100_000_000
 
 Kind = Literal["auto", "safetensors", "torch"]
 
-_LEAF_ORDER = {"weight": 0, "bias": 1, "running_mean": 2, "running_var": 3, "num_batches_tracked": 4}
 
 _CONVERT_HINT = (
     "To convert it, load it once in an environment you trust and save only the weights: "
@@ -266,8 +266,8 @@ def _read_safetensors(path: Path, size: int, max_params: int, notes: list[str]) 
     _check_limit(path, "", values, nbytes, max_params)
     order = _recorded_order(metadata, entries)
     if order is None:
-        order = sorted(entries, key=_canonical_key)
-        if len({name.rpartition(".")[0] for name in entries}) > 1:
+        order = sorted(entries, key=canonical_key)
+        if len({split_name(name)[0] for name in entries}) > 1:
             notes.append(
                 "safetensors keeps no tensor order and this file records none: modules were ordered by name, "
                 "which may differ from the model's layer order; save with "
@@ -377,15 +377,6 @@ def _recorded_order(metadata: Mapping[str, Any], names: Mapping[str, Any]) -> li
     if isinstance(order, list) and len(order) == len(names) and set(order) == set(names):
         return [str(k) for k in order]
     return None
-
-
-def _natural(text: str) -> tuple[tuple[int, int | str], ...]:
-    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", text) if p)
-
-
-def _canonical_key(name: str) -> tuple[Any, ...]:
-    prefix, _, leaf = name.rpartition(".")
-    return (_natural(prefix), _LEAF_ORDER.get(leaf, len(_LEAF_ORDER)), _natural(leaf))
 
 
 # ------------------------------------------------------------------------------------------ torch

@@ -1,15 +1,18 @@
-"""Strict dataclass <-> dict helpers shared by the tokenizer and encoder configs.
+"""The one strict parser of configuration dataclasses (every config of zooprobe is built from dicts here).
 
-Why strict: configs are saved next to trained encoders, and the field notes warn that encoding with
+Why strict: configs are saved next to zoos, encoders and runs, and the field notes warn that encoding with
 preprocessing that differs from pretraining (token size, normalization) silently degrades results. A
-misspelled, missing or mistyped key in a saved config must therefore fail loudly, naming the field, instead
-of quietly falling back to a default. Only the annotation types the configs use are supported (bool, int,
-float, str, Literal); anything else is a programming error and raises `TypeError`.
+misspelled key must fail loudly, naming the field (and the closest known one), instead of quietly falling
+back to a default. `dataclass_from_dict` builds nested config dataclasses from nested mappings and turns
+lists into tuples where a field is a tuple (YAML has no tuples); ``require_all=True`` (saved encoder and
+tokenizer configs) also refuses a missing field, which means the dict came from another version.
+`check_field_types` checks scalar annotations (bool, int, float, str, Literal) in ``__post_init__``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, get_args, get_origin
@@ -57,11 +60,33 @@ def check_field_types(obj: object, error: type[ValueError]) -> None:
             raise TypeError(f"{where}: unsupported annotation {tp!r}")
 
 
-def dataclass_from_dict(cls: type[_C], data: object, error: type[ValueError]) -> _C:
-    """Build `cls` from a mapping that must name every field exactly once, with the right types.
+def _did_you_mean(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
-    Unknown and missing keys are both errors: an unknown key is usually a typo of a real one (whose
-    default would then be used silently), and a missing key means the dict came from another version.
+
+def _dataclass_in(tp: Any) -> type | None:
+    """The dataclass `tp` is, or is optional of (``HeadConfig``, ``EncoderConfig | None``), else None."""
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return tp
+    inner = [a for a in get_args(tp) if a is not type(None)]
+    if len(inner) == 1 and dataclasses.is_dataclass(inner[0]) and isinstance(inner[0], type):
+        return inner[0]
+    return None
+
+
+def _is_tuple(tp: Any) -> bool:
+    return tp is tuple or get_origin(tp) is tuple or any(_is_tuple(a) for a in get_args(tp) if a is not tp)
+
+
+def dataclass_from_dict(
+    cls: type[_C], data: object, error: type[ValueError], *, require_all: bool = True
+) -> _C:
+    """Build `cls` from a mapping of its field names (see the module docs).
+
+    Unknown keys are errors (usually a typo of a real one, whose default would then be used silently);
+    with ``require_all`` missing keys are errors too. Fields typed as config dataclasses are built from
+    nested mappings the same way; lists become tuples for tuple fields.
     """
     name = cls.__name__
     if not isinstance(data, Mapping):
@@ -69,9 +94,23 @@ def dataclass_from_dict(cls: type[_C], data: object, error: type[ValueError]) ->
     known = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     unknown = [key for key in data if key not in known]
     if unknown:
-        raise error(f"{name}: unknown field(s) {unknown}; known fields are {known}")
+        hint = _did_you_mean(str(unknown[0]), known)
+        raise error(f"{name}: unknown field(s) {unknown}{hint}; known fields are {known}")
     missing = [key for key in known if key not in data]
-    if missing:
+    if require_all and missing:
         raise error(f"{name}: missing field(s) {missing}")
+    hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = dict(data)
-    return cls(**kwargs)
+    for key, value in kwargs.items():
+        nested = _dataclass_in(hints[key])
+        if nested is not None and isinstance(value, Mapping):
+            try:
+                kwargs[key] = dataclass_from_dict(nested, value, error, require_all=require_all)
+            except error as e:
+                raise error(f"{name}.{key}: {e}") from None
+        elif isinstance(value, list) and _is_tuple(hints[key]):
+            kwargs[key] = tuple(value)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a value the dataclass itself refuses
+        raise error(f"{name}: {e}") from e

@@ -41,13 +41,14 @@ from typing import Literal
 
 import torch
 
+from zooprobe.core.state_dicts import BATCHNORM_MARKERS
+
 _MLP_KEY = re.compile(r"^layers\.(\d+)\.(linear|bn|ln)\.(\w+)$")
 _CNN_BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(conv|bn)\.(\w+)$")
 _CNN_HIDDEN_KEY = re.compile(r"^hidden\.(linear|bn|ln)\.(\w+)$")
 _HEAD_KEY = re.compile(r"^head\.(weight|bias)$")
-_BN_LEAVES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 _LN_LEAVES = ("weight", "bias")
-_RUNNING = ("running_mean", "running_var", "num_batches_tracked")
+_BN_LEAVES = (*_LN_LEAVES, *BATCHNORM_MARKERS)
 
 
 @dataclass(frozen=True)
@@ -263,7 +264,7 @@ def noise_state_dict(
     """
     out: dict[str, torch.Tensor] = {}
     for name, tensor in state_dict.items():
-        if tensor.is_floating_point() and not name.endswith(_RUNNING) and sigma > 0:
+        if tensor.is_floating_point() and not name.endswith(BATCHNORM_MARKERS) and sigma > 0:
             eps = torch.randn(tensor.shape, generator=generator, dtype=torch.float32)
             out[name] = (tensor.float() * (1.0 + sigma * eps)).to(tensor.dtype)
         else:

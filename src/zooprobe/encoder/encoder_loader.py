@@ -49,7 +49,7 @@ from zooprobe.core.files import atomic_path, atomic_write_json, atomic_write_tex
 from zooprobe.core.outputs import OutputKind, claim_output
 from zooprobe.encoder.model import EncoderConfig, EncoderConfigError, WeightEncoder
 from zooprobe.errors import ConfigError, InvalidInputError, ZooFormatError, ZooprobeError
-from zooprobe.hub import is_repo_id
+from zooprobe.hub import is_repo_id, render_card
 from zooprobe.tokens import (
     LayerSummarizer,
     TokenizedModel,
@@ -424,10 +424,6 @@ class LoadedEncoder:
 
 
 # ------------------------------------------------------------------------------------------ saving
-def _yaml_list(values: list[str]) -> list[str]:
-    return [f"  - {json.dumps(v)}" for v in values]
-
-
 def model_card(config: Mapping[str, Any]) -> str:
     """The README.md model card of an encoder folder, generated from its config.json content."""
     enc = config["encoder"]
@@ -436,21 +432,16 @@ def model_card(config: Mapping[str, Any]) -> str:
     tok = config["tokenizer"]["config"]
     zoo_source = str(prov.get("zoo_source", ""))
     pcfg = prov.get("pretrain_config") or {}
-    header = [
-        "---",
-        "library_name: zooprobe",
-        "license: mit",
-        "pipeline_tag: feature-extraction",
-        "tags:",
-        *_yaml_list(["zooprobe", "weight-space-learning", "model-zoo", "hyper-representations"]),
-    ]
+    header: dict[str, Any] = {
+        "library_name": "zooprobe",
+        "license": "mit",
+        "pipeline_tag": "feature-extraction",
+        "tags": ["zooprobe", "weight-space-learning", "model-zoo", "hyper-representations"],
+    }
     if zoo_source and is_repo_id(zoo_source):
-        header += ["datasets:", *_yaml_list([zoo_source])]
-    header.append("---")
+        header["datasets"] = [zoo_source]
     n_params = prov.get("encoder_parameters")
     lines = [
-        *header,
-        "",
         "# zooprobe weight-space encoder",
         "",
         "A transformer that reads the **weights** of a trained neural network and returns a fixed-size "
@@ -470,9 +461,9 @@ def model_card(config: Mapping[str, Any]) -> str:
         "## How to load",
         "",
         "```python",
-        "from zooprobe.encoder.encoder_loader import load_encoder",
+        "import zooprobe",
         "",
-        'enc = load_encoder("path/to/this/folder")   # or the Hub repo id it was uploaded to',
+        'enc = zooprobe.load_encoder("path/to/this/folder")   # or the Hub repo id it was uploaded to',
         f"embeddings = enc.encode([model.state_dict() for model in models])   # [N, {enc['latent_dim']}]",
         "```",
         "",
@@ -534,7 +525,7 @@ def model_card(config: Mapping[str, Any]) -> str:
         "MIT.",
         "",
     ]
-    return "\n".join(lines)
+    return render_card(header, lines)
 
 
 def save_encoder(

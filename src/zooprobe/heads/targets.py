@@ -133,6 +133,35 @@ class TaskSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.task, "targets": [t.to_dict() for t in self.targets]}
 
+    def label(self, preds: Mapping[str, np.ndarray], index: Sequence[str] | None = None) -> pd.DataFrame:
+        """Predictions as `LoadedHead.predict` returns them (probabilities; continuous targets in metric
+        space), as a table a user reads: one row per model and, per target,
+
+        - binary: ``NAME`` (True/False) and ``NAME_probability``;
+        - categorical: ``NAME`` (the class name), ``NAME_probability`` (its probability) and one
+          ``P(NAME=CLASS)`` column per class;
+        - continuous: ``NAME`` in the units of the zoo's metadata (a fraction for accuracies; ``10**x`` for
+          targets modelled in log10, such as the learning rate) and, for those, ``NAME_log10``.
+        """
+        columns: dict[str, Any] = {}
+        for t in self.targets:
+            v = np.asarray(preds[t.name], dtype=np.float64)
+            if t.kind == "binary":
+                columns[t.name] = v >= 0.5
+                columns[f"{t.name}_probability"] = v
+            elif t.kind == "categorical":
+                best = v.argmax(axis=1)
+                columns[t.name] = [t.classes[i] for i in best]
+                columns[f"{t.name}_probability"] = v[np.arange(len(v)), best]
+                for j, cls in enumerate(t.classes):
+                    columns[f"P({t.name}={cls})"] = v[:, j]
+            elif t.log10:
+                columns[t.name] = np.power(10.0, v)
+                columns[f"{t.name}_log10"] = v
+            else:
+                columns[t.name] = v
+        return pd.DataFrame(columns, index=list(index) if index is not None else None)
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TaskSpec:
         if not isinstance(data, Mapping) or "task" not in data or "targets" not in data:

@@ -21,7 +21,7 @@ import yaml
 from zooprobe.api import BUILTIN_PREFIX
 from zooprobe.core.files import read_yaml
 from zooprobe.errors import ZooprobeError
-from zooprobe.hub import check_repo_id, is_repo_id
+from zooprobe.hub import check_repo_id, is_repo_id, render_card
 from zooprobe.training.run_folder import RunFolder, read_json
 
 TASK_TITLES = {
@@ -122,7 +122,7 @@ def head_model_card(
     copy, whose encoder may point at a Hub repo); `encoder_config` is the encoder's ``config.json`` content
     (read from a local encoder folder when not given) and adds its pretraining zoo to the card.
     """
-    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub import ModelCardData  # heavy: only pushing builds a card
 
     run = RunFolder(run_dir).check_finished("push")
     root = run.path
@@ -147,9 +147,7 @@ def head_model_card(
         eval_results=_eval_results(task, metrics.get("test") or {}, targets, zoo, metrics) or None,
     )
     body = _body(repo_id, root, head, metrics, train_cfg, encoder_config)
-    text = f"---\n{data.to_yaml()}\n---\n\n{body}"
-    ModelCard(text)  # parses back (raises on a malformed header)
-    return text
+    return render_card(data, body)
 
 
 def _tags(task: str, mode: str) -> list[str]:
@@ -353,8 +351,8 @@ def _body(
         "## How to use",
         "",
         "```python",
-        "from zooprobe.heads.head_loader import load_head",
-        f'head = load_head("{repo_id}")',
+        "import zooprobe",
+        f'head = zooprobe.load_head("{repo_id}")',
         "predictions = head.predict([state_dict])",
         "```",
         "",

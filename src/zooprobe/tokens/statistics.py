@@ -61,9 +61,9 @@ global              16     ``all.{s}`` all floating values pooled (running stati
                            ``nonfinite_fraction`` (of all floating values)
 ==================  =====  ========================================================================
 
-Compared with `zooprobe.bench.encoder.weight_statistics` (74 values, kept unchanged for its benchmark):
-adds fan-in-scaled std and layer shapes, bias/layer presence indicators, BatchNorm running statistics,
-the across-layer depth profile, a pool over all values, norm-layer counts and non-finite handling.
+This is the one home of weight statistics in zooprobe: the baselines (``stats+gbm``), the heads'
+statistics input (`HeadConfig.statistics`), the encoder benchmark's probe and the encoder's summary tokens
+(`value_stats`) all read them from here.
 """
 
 from __future__ import annotations
@@ -75,6 +75,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from zooprobe.core.state_dicts import RUNNING_STATS, bias_name
 
 STAT_NAMES: tuple[str, ...] = ("mean", "std", "q0", "q25", "q50", "q75", "q100")
 _QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -134,6 +136,18 @@ def feature_names() -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- stats
+def value_stats(values: np.ndarray | torch.Tensor) -> np.ndarray:
+    """s(x) = ``mean, std, q0, q25, q50, q75, q100`` of all values (float64; population std; quantiles
+    interpolated linearly, as numpy's default); zeros for no values. The one statistic of a set of weights
+    that the features here and the encoder's per-layer summary tokens (`zooprobe.tokens.summary`) share."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().reshape(-1).to(device="cpu", dtype=torch.float64).numpy()
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    if x.size == 0:
+        return np.zeros(_N_STATS)
+    return np.concatenate([[x.mean(), x.std()], np.quantile(x, _QUANTILES)])
+
+
 def _finite_values(t: torch.Tensor) -> tuple[np.ndarray, int]:
     """Flattened float64 values of a tensor without its non-finite entries, and how many were dropped."""
     x = t.detach().reshape(-1).to(device="cpu", dtype=torch.float64).numpy()
@@ -143,17 +157,10 @@ def _finite_values(t: torch.Tensor) -> tuple[np.ndarray, int]:
     return x[finite], int(x.size - finite.sum())
 
 
-def _stats(x: np.ndarray) -> np.ndarray:
-    """s(x): mean, std (ddof 0), percentiles 0/25/50/75/100; zeros for an empty array."""
-    if x.size == 0:
-        return np.zeros(_N_STATS)
-    return np.concatenate([[x.mean(), x.std()], np.quantile(x, _QUANTILES)])
-
-
 def _pooled_stats(parts: list[np.ndarray]) -> np.ndarray:
     if not parts:
         return np.zeros(_N_STATS)
-    return _stats(parts[0] if len(parts) == 1 else np.concatenate(parts))
+    return value_stats(parts[0] if len(parts) == 1 else np.concatenate(parts))
 
 
 def _profile(values: list[float]) -> np.ndarray:
@@ -174,9 +181,9 @@ class _Layer:
 
     def block(self) -> np.ndarray:
         """The per-layer values without ``present`` (18): s(w), scaled std, fans, s(b), has bias."""
-        w = _stats(self.weight)
+        w = value_stats(self.weight)
         scaled = w[1] * math.sqrt(max(self.fan_in, 1))
-        b = _stats(self.bias) if self.bias is not None else np.zeros(_N_STATS)
+        b = value_stats(self.bias) if self.bias is not None else np.zeros(_N_STATS)
         return np.concatenate(
             [
                 w,
@@ -222,19 +229,19 @@ def weight_statistics_features(state_dict: Mapping[str, torch.Tensor]) -> np.nda
     layers: list[_Layer] = []
     used: set[str] = set()
     for name, t in tensors.items():
-        if t.ndim < 2 or not name.endswith("weight"):
+        bias_key = bias_name(name)
+        if t.ndim < 2 or bias_key is None:
             continue
-        bias_name = name[: -len("weight")] + "bias"
-        bias_t = tensors.get(bias_name)
+        bias_t = tensors.get(bias_key)
         has_bias = bias_t is not None and bias_t.ndim == 1
         used.add(name)
         if has_bias:
-            used.add(bias_name)
+            used.add(bias_key)
         fan_in = math.prod(t.shape[1:])
         layers.append(
             _Layer(
                 weight=values[name],
-                bias=values[bias_name] if has_bias else None,
+                bias=values[bias_key] if has_bias else None,
                 fan_in=fan_in,
                 fan_out=int(t.shape[0]),
                 numel=t.numel() + (bias_t.numel() if has_bias and bias_t is not None else 0),
@@ -249,10 +256,10 @@ def weight_statistics_features(state_dict: Mapping[str, torch.Tensor]) -> np.nda
     running_var: list[np.ndarray] = []
     pooled: list[np.ndarray] = []
     for name, t in tensors.items():
-        if name.endswith("running_mean"):
+        if name.endswith(RUNNING_STATS[0]):
             running_mean.append(values[name])
             continue
-        if name.endswith("running_var"):
+        if name.endswith(RUNNING_STATS[1]):
             running_var.append(values[name])
             continue
         pooled.append(values[name])
@@ -339,4 +346,11 @@ def featurize(state_dicts: Iterable[Mapping[str, torch.Tensor]], progress: bool 
     return np.stack(rows).astype(np.float64, copy=False)
 
 
-__all__ = ["N_FEATURES", "STAT_NAMES", "feature_names", "featurize", "weight_statistics_features"]
+__all__ = [
+    "N_FEATURES",
+    "STAT_NAMES",
+    "feature_names",
+    "featurize",
+    "value_stats",
+    "weight_statistics_features",
+]

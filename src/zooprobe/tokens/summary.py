@@ -32,9 +32,9 @@ from typing import Any
 
 import torch
 
+from zooprobe.tokens.statistics import STAT_NAMES, value_stats
 from zooprobe.tokens.tokenizer import TokenizerError
 
-STAT_NAMES = ("mean", "std", "q0", "q25", "q50", "q75", "q100")
 MEMBER_SLOTS = 4
 STRUCTURE_NAMES = ("log_numel", "log_rows", "log_cols", "n_members")
 SUMMARY_DIM = MEMBER_SLOTS * len(STAT_NAMES) + len(STRUCTURE_NAMES)
@@ -47,25 +47,6 @@ _EPS = 1e-6
 def summary_feature_names() -> list[str]:
     """Names of the `SUMMARY_DIM` features, in order (e.g. ``member0.q25``, ``log_numel``)."""
     return [f"member{j}.{s}" for j in range(MEMBER_SLOTS) for s in STAT_NAMES] + list(STRUCTURE_NAMES)
-
-
-def value_stats(values: torch.Tensor) -> list[float]:
-    """``mean, std, q0, q25, q50, q75, q100`` of all values (float64; quantiles interpolated linearly,
-    as numpy's default); zeros for an empty tensor. Works for tensors of any size (sort-based)."""
-    x = values.detach().reshape(-1).to(torch.float64).cpu()
-    n = x.numel()
-    if n == 0:
-        return [0.0] * len(STAT_NAMES)
-    var, mean = torch.var_mean(x, correction=0)
-    ordered = torch.sort(x).values
-    out = [float(mean), math.sqrt(max(float(var), 0.0))]
-    for q in _QUANTILES:
-        pos = q * (n - 1)
-        lo = math.floor(pos)
-        hi = min(lo + 1, n - 1)
-        frac = pos - lo
-        out.append(float(ordered[lo]) * (1 - frac) + float(ordered[hi]) * frac)
-    return out
 
 
 def raw_layer_summaries(state_dict: Mapping[str, torch.Tensor], layout: Mapping[str, Any]) -> torch.Tensor:
@@ -87,9 +68,7 @@ def raw_layer_summaries(state_dict: Mapping[str, torch.Tensor], layout: Mapping[
             numel += tensor.numel()
         for j, group in enumerate(groups):
             if group:
-                out[i, j * width : (j + 1) * width] = torch.tensor(
-                    value_stats(torch.cat(group)), dtype=torch.float64
-                )
+                out[i, j * width : (j + 1) * width] = torch.from_numpy(value_stats(torch.cat(group)))
         base = MEMBER_SLOTS * width
         out[i, base : base + 4] = torch.tensor(
             [math.log1p(numel), math.log1p(layer["rows"]), math.log1p(layer["cols"]), float(len(members))],
@@ -255,7 +234,6 @@ __all__ = [
     "collate_summaries",
     "raw_layer_summaries",
     "summary_feature_names",
-    "value_stats",
 ]
 
 

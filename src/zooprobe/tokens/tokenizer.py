@@ -44,6 +44,7 @@ from typing import Any, Literal
 import torch
 
 from zooprobe.core.config import check_field_types, dataclass_from_dict
+from zooprobe.core.state_dicts import BATCHNORM_MARKERS, is_weight_leaf, split_name
 from zooprobe.errors import InvalidInputError
 from zooprobe.tokens.normalization import NormalizationStats
 
@@ -54,7 +55,6 @@ TOKENIZER_FORMAT_VERSION = 1
 MODULE_KINDS = ("linear", "conv", "conv_transpose", "embedding", "bn", "ln")
 
 _BN_FLOAT_ROLES = ("weight", "bias", "running_mean", "running_var")
-_BN_MARKERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 class TokenizerError(InvalidInputError):
@@ -182,17 +182,13 @@ class _Plan:
     order: list[str]
 
 
-def _is_weight_leaf(leaf: str) -> bool:
-    return leaf == "weight" or leaf.endswith("_weight") or leaf.startswith("weight_")
-
-
 def _looks_like_embedding(prefix: str) -> bool:
-    last = prefix.rpartition(".")[2].lower()
+    last = split_name(prefix)[1].lower()
     return "emb" in last or last in ("wte", "wpe")
 
 
 def _looks_like_batchnorm(prefix: str) -> bool:
-    last = prefix.rpartition(".")[2].lower()
+    last = split_name(prefix)[1].lower()
     return last.startswith("bn") or "batchnorm" in last or "batch_norm" in last
 
 
@@ -231,7 +227,7 @@ class _Planner:
                     f"tensor {name!r} is float64: tokens are float32, so the round trip would be lossy; "
                     "convert the state dict to float32 or pass TokenizerConfig(cast_float64=True)"
                 )
-            groups.setdefault(name.rpartition(".")[0], []).append(name)
+            groups.setdefault(split_name(name)[0], []).append(name)
         plan = _Plan(layers=[], passthrough=[], skipped=[], order=[])
         for prefix, names in groups.items():
             self._plan_group(prefix, names, state_dict, plan)
@@ -240,11 +236,11 @@ class _Planner:
         return plan
 
     def _plan_group(self, prefix: str, names: list[str], sd: Mapping[str, torch.Tensor], plan: _Plan) -> None:
-        leaves = {name.rpartition(".")[2]: name for name in names}
+        leaves = {split_name(name)[1]: name for name in names}
         used: set[str] = set()
         hint = self.hints.get(prefix)
         # 1. batch norm (or anything with running statistics)
-        looks_bn = hint == "bn" or any(m in leaves for m in _BN_MARKERS)
+        looks_bn = hint == "bn" or any(m in leaves for m in BATCHNORM_MARKERS)
         if not looks_bn and hint is None and "weight" in leaves and _looks_like_batchnorm(prefix):
             looks_bn = sd[leaves["weight"]].ndim == 1
         if looks_bn:
@@ -262,7 +258,7 @@ class _Planner:
         # 3. weight matrices (linear, conv, embedding, in_proj_weight, weight_ih_l0, ...) with their biases
         for leaf, name in leaves.items():
             tensor = sd[name]
-            if name in used or not _is_weight_leaf(leaf) or not tensor.is_floating_point() or tensor.ndim < 2:
+            if name in used or not is_weight_leaf(leaf) or not tensor.is_floating_point() or tensor.ndim < 2:
                 continue
             self._plan_matrix(prefix, leaf, leaves, sd, plan, used, hint)
         # 4. everything else: unknown policy
@@ -291,7 +287,7 @@ class _Planner:
         if tensors:
             layer = _LayerPlan(label=prefix, prefix=prefix, kind="bn", rows=tensors[0].shape[0])
             for name, tensor in zip(float_names, tensors, strict=True):
-                role = name.rpartition(".")[2]
+                role = split_name(name)[1]
                 layer.members.append(
                     _Member(name, role, f"bn.{role}", tuple(tensor.shape), tensor.dtype, layer.cols, 1)
                 )
@@ -321,7 +317,7 @@ class _Planner:
         layer = _LayerPlan(label=prefix, prefix=prefix, kind="ln", rows=weight.numel())
         for name in names:
             tensor = sd[name]
-            role = name.rpartition(".")[2]
+            role = split_name(name)[1]
             layer.members.append(
                 _Member(name, role, f"ln.{role}", tuple(tensor.shape), tensor.dtype, layer.cols, 1)
             )
@@ -369,7 +365,7 @@ class _Planner:
         layer.members.append(_Member(name, leaf, weight_kind, shape, weight.dtype, 0, width, transpose))
         used.add(name)
         if bias is not None and bias_name is not None:
-            role = bias_name.rpartition(".")[2]
+            role = split_name(bias_name)[1]
             layer.members.append(_Member(bias_name, role, "bias", tuple(bias.shape), bias.dtype, width, 1))
             used.add(bias_name)
         plan.layers.append(layer)
@@ -380,7 +376,7 @@ class _Planner:
         policy = self.config.unknown
         desc = f"tensor {name!r} (shape {tuple(tensor.shape)}, {_dtype_str(tensor.dtype)})"
         module = f"module {prefix!r}" if prefix else "the top level"
-        members = [n.rpartition(".")[2] for n in group]
+        members = [split_name(n)[1] for n in group]
         if not tensor.is_floating_point() or tensor.ndim == 0:
             what = "a scalar" if tensor.is_floating_point() else "a non-float buffer"
             if policy == "error":
@@ -404,7 +400,7 @@ class _Planner:
         shape = tuple(tensor.shape)
         layer = _LayerPlan(label=name, prefix=prefix, kind="unknown", rows=shape[0])
         layer.members.append(
-            _Member(name, name.rpartition(".")[2], "unknown", shape, tensor.dtype, 0, _prod(shape[1:]))
+            _Member(name, split_name(name)[1], "unknown", shape, tensor.dtype, 0, _prod(shape[1:]))
         )
         plan.layers.append(layer)
 

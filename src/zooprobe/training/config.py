@@ -12,6 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from zooprobe.core.config import dataclass_from_dict
 from zooprobe.core.device import check_device_name
 from zooprobe.errors import ConfigError
 from zooprobe.heads.prediction_heads import HeadConfig
@@ -172,23 +173,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Strict: unknown keys are errors (a typo must not silently fall back to a default)."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"TrainConfig: expected a mapping, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"TrainConfig: unknown field(s) {unknown}")
-        kwargs = dict(data)
-        nested = {"head": HeadConfig, "optim": OptimConfig, "stop": StopConfig}
-        for key, klass in nested.items():
-            if key in kwargs and isinstance(kwargs[key], dict):
-                sub_names = {f.name for f in dataclasses.fields(klass)}
-                bad = sorted(set(kwargs[key]) - sub_names)
-                if bad:
-                    raise ConfigError(f"TrainConfig.{key}: unknown field(s) {bad}")
-                kwargs[key] = klass(**kwargs[key])
-        cfg = cls(**kwargs)
+        """Strict (`zooprobe.core.config`): unknown keys are errors, omitted ones take their defaults."""
+        cfg = dataclass_from_dict(cls, data, ConfigError, require_all=False)
         cfg.validate()
         return cfg
 

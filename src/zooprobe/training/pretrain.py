@@ -76,6 +76,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zooprobe.core.config import dataclass_from_dict
 from zooprobe.core.device import check_device_name, resolve_device
 from zooprobe.core.environment import library_versions
 from zooprobe.core.files import atomic_write_json, atomic_write_text
@@ -279,14 +280,8 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PretrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown pretraining config field(s): {', '.join(unknown)}")
-        values = dict(data)
-        if isinstance(values.get("encoder"), Mapping):
-            values["encoder"] = EncoderConfig.from_dict(values["encoder"])
-        return cls(**values)
+        """Strict (`zooprobe.core.config`): unknown keys are errors, omitted ones take their defaults."""
+        return dataclass_from_dict(cls, data, ConfigError, require_all=False)
 
 
 _COMMON: dict[str, Any] = {

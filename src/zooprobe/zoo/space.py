@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from zooprobe.core.config import dataclass_from_dict
 from zooprobe.errors import ConfigError
 from zooprobe.zoo.data import TASKS
 
@@ -141,15 +142,8 @@ class ZooConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ZooConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown zoo config field(s): {', '.join(unknown)}")
-        values = dict(d)
-        for k in ("weight_decay_log10", "split_fractions"):
-            if values.get(k) is not None:
-                values[k] = tuple(values[k])
-        return cls(**values)
+        """Strict (`zooprobe.core.config`): unknown keys are errors, omitted ones take their defaults."""
+        return dataclass_from_dict(cls, d, ConfigError, require_all=False)
 
 
 _COMMON: dict[str, Any] = {

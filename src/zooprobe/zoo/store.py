@@ -36,7 +36,9 @@ from safetensors.torch import save as st_save
 from zooprobe.core.environment import library_versions
 from zooprobe.core.files import atomic_path, atomic_write_json, atomic_write_text
 from zooprobe.core.outputs import OutputKind
+from zooprobe.core.state_dicts import is_running_stat
 from zooprobe.errors import InvalidInputError, ZooFormatError
+from zooprobe.hub import render_card
 from zooprobe.zoo.schema import (
     FIELD_BY_NAME,
     FIELDS,
@@ -110,7 +112,7 @@ def count_params(state_dict: dict[str, torch.Tensor]) -> int:
     return sum(
         v.numel()
         for k, v in state_dict.items()
-        if v.is_floating_point() and not k.endswith(("running_mean", "running_var"))
+        if v.is_floating_point() and not is_running_stat(k)
     )
 
 
@@ -184,8 +186,6 @@ def dataset_card(
     config_yaml: str | None = None,
 ) -> str:
     """A README.md dataset card whose YAML header `datasets` and the Hub understand."""
-    import yaml
-
     if not tables:
         raise InvalidInputError("a dataset card needs at least one split with rows")
     schema = next(t.schema for t in tables.values())
@@ -213,10 +213,6 @@ def dataset_card(
     }
     extra_descriptions = extra_descriptions or {}
     lines = [
-        "---",
-        yaml.safe_dump(header, sort_keys=False).rstrip(),
-        "---",
-        "",
         f"# {title}",
         "",
         description.strip(),
@@ -256,7 +252,7 @@ def dataset_card(
     if config_yaml:
         lines += ["", "## Generator configuration", "", "```yaml", config_yaml.rstrip(), "```"]
     lines += ["", "## License", "", "MIT.", ""]
-    return "\n".join(lines)
+    return render_card(header, lines)
 
 
 # ---------------------------------------------------------------------------------------------- loading
