@@ -33,7 +33,7 @@ from zooprobe.encoder.encoder_loader import (
     load_encoder_folder,
 )
 from zooprobe.errors import InvalidInputError
-from zooprobe.heads.head_loader import LoadedHead, head_folder, load_head_folder
+from zooprobe.heads.head_loader import LoadedHead, head_folder, load_head_folder, read_head_config
 from zooprobe.hub import resolve_source
 from zooprobe.training import distributed
 from zooprobe.training.config import HEAD_PRESETS, TrainConfig
@@ -152,7 +152,6 @@ def load_head(
     local = Path(str(source)).expanduser()
     folder = local if local.exists() else resolve_source(source, "model", revision, kind="head")
     folder = head_folder(folder)
-    from zooprobe.heads.head_loader import read_head_config
 
     enc_info = read_head_config(folder)["encoder"]
     loaded = load_encoder(

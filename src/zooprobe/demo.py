@@ -18,7 +18,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from zooprobe.api import builtin_zoo, load_encoder, train
+from zooprobe.report import write_report
 from zooprobe.training.config import TrainConfig, preset_config
+from zooprobe.zoo.store import Zoo
 
 DEMO_RUNS = (
     ("patterns", "frozen"),
@@ -58,8 +61,6 @@ def demo_config(task: str, mode: str, zoo: str, encoder: str) -> TrainConfig:
 def run_demo(
     preset: str = "small", output: str | Path = "runs/demo", console: Console | None = None
 ) -> DemoResult:
-    from zooprobe.api import builtin_zoo, load_encoder, train
-    from zooprobe.zoo.store import Zoo
 
     console = console or Console()
     result = DemoResult()
@@ -84,7 +85,6 @@ def run_demo(
         result.runs[f"{task}/{mode}"] = run
     console.print(demo_table(result))
     console.print(f"run folders (metrics.json, head/, tensorboard/): {Path(output).resolve()}")
-    from zooprobe.report import write_report
 
     for key in result.runs:
         task, mode = key.split("/")

@@ -18,6 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
+
+from zooprobe._version import __version__
 from zooprobe.core.outputs import MARKER
 from zooprobe.errors import ZooprobeError
 
@@ -67,14 +70,14 @@ def resolve_source(
 
 
 def _snapshot(repo_id: str, repo_type: str, revision: str | None, kind: str) -> Path:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download  # heavy: huggingface_hub
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
-    )
+    )  # heavy: huggingface_hub
 
     where = f"{repo_type} repo {repo_id!r}" + (f" at revision {revision!r}" if revision else "")
     try:
@@ -84,7 +87,7 @@ def _snapshot(repo_id: str, repo_type: str, revision: str | None, kind: str) -> 
     except GatedRepoError as e:
         raise ZooprobeError(f"{kind}: no permission to read {where} (log in or pass a token)") from e
     except RepositoryNotFoundError as e:
-        from huggingface_hub import get_token
+        from huggingface_hub import get_token  # heavy: huggingface_hub
 
         hint = (
             "if it is private, the token in use has no access to it"
@@ -95,7 +98,7 @@ def _snapshot(repo_id: str, repo_type: str, revision: str | None, kind: str) -> 
             f"{kind}: {where} not found on the Hub (and no local folder {repo_id!r}); check the id; {hint}"
         ) from e
     except LocalEntryNotFoundError as e:
-        from huggingface_hub import constants
+        from huggingface_hub import constants  # heavy: huggingface_hub
 
         why = (
             "offline mode is on (HF_HUB_OFFLINE=1)"
@@ -118,8 +121,6 @@ def render_card(header: Mapping[str, Any] | Any, body: str | Sequence[str]) -> s
     dataset cards, encoder model cards and head model cards are all written through it; the header is
     parsed back, so a malformed one is an error here rather than on the Hub.
     """
-    import yaml  # heavy: only card writers need it
-
     text = header.to_yaml() if hasattr(header, "to_yaml") else yaml.safe_dump(dict(header), sort_keys=False)
     if not isinstance(yaml.safe_load(text), dict):
         raise ZooprobeError(f"a card header must be a YAML mapping, got {text[:80]!r}")
@@ -142,7 +143,7 @@ DEFAULT_PUSH_TIMEOUT = 300.0
 
 def repo_url(repo_id: str, repo_type: Literal["model", "dataset"]) -> str:
     """Web address of a repo on the configured Hub endpoint (``HF_ENDPOINT``, default huggingface.co)."""
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # heavy: huggingface_hub
 
     return f"{constants.ENDPOINT}/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
 
@@ -157,7 +158,7 @@ def folder_files(
     Patterns are fnmatch patterns on the relative path (``*`` also matches ``/``; a pattern ending in ``/``
     matches everything under that folder); `ALWAYS_IGNORED` is always added to `ignore_patterns`.
     """
-    from huggingface_hub.utils import filter_repo_objects
+    from huggingface_hub.utils import filter_repo_objects  # heavy: huggingface_hub
 
     root = Path(folder).expanduser()
     ignore = [ignore_patterns] if isinstance(ignore_patterns, str) else list(ignore_patterns or [])
@@ -206,10 +207,14 @@ def push_folder(
     what to do: not logged in, token rejected, no permission, repo or branch not found, server error
     (retry), timeout (the commit may still land: check, then retry), Hub unreachable, offline mode.
     """
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants, get_token
-    from huggingface_hub.utils import filter_repo_objects
-
-    from zooprobe._version import __version__
+    from huggingface_hub import (  # heavy: huggingface_hub
+        CommitOperationAdd,
+        CommitOperationDelete,
+        HfApi,
+        constants,
+        get_token,
+    )
+    from huggingface_hub.utils import filter_repo_objects  # heavy: huggingface_hub
 
     root = Path(folder).expanduser()
     if not root.is_dir():
@@ -286,14 +291,14 @@ def _push_error(
     e: Exception, where: str, repo_id: str, repo_type: Literal["model", "dataset"], timeout: float | None
 ) -> ZooprobeError | None:
     """The `ZooprobeError` for an exception raised while pushing (None: not a known Hub failure)."""
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # heavy: huggingface_hub
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
         OfflineModeIsEnabled,
         RepositoryNotFoundError,
         RevisionNotFoundError,
-    )
+    )  # heavy: huggingface_hub
 
     unchanged = "the local folder was not changed"
     names = _class_names(e)
@@ -356,7 +361,7 @@ def _request_timeout(seconds: float | None) -> Iterator[None]:
     if seconds is None:
         yield
         return
-    from huggingface_hub.utils import get_session
+    from huggingface_hub.utils import get_session  # heavy: huggingface_hub
 
     session = get_session()
     previous = getattr(session, "timeout", None)

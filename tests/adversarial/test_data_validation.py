@@ -9,7 +9,6 @@ here; the user's files are byte-identical afterwards.
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import warnings
@@ -23,6 +22,7 @@ import torch
 from harness import assert_unchanged, run_cli, snapshot
 from safetensors.torch import save_file
 
+from files import write_csv
 from zooprobe.api import load_zoo
 from zooprobe.zoo.schema import FIELD_BY_NAME, range_violations
 from zooprobe.zoo.store import find_split_leaks, split_leaks
@@ -49,20 +49,12 @@ def _text(printed: str) -> str:
     return " ".join(printed.split())
 
 
-def _csv(path: Path, rows: list[dict[str, object]]) -> Path:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
 def _import_inputs(tmp_path: Path, accuracies: list[object]) -> tuple[Path, Path]:
     """A checkpoint folder and a metadata CSV giving each checkpoint a test accuracy."""
     folder = tmp_path / "ckpts"
     names = _checkpoints(folder, len(accuracies))
     rows = [{"file": n, "test_accuracy": a} for n, a in zip(names, accuracies, strict=True)]
-    return folder, _csv(tmp_path / "meta.csv", rows)
+    return folder, write_csv(tmp_path / "meta.csv", rows)
 
 
 def _model_zoos(root: Path, test_accs: list[float], lr: float = 1e-3) -> Path:
@@ -200,7 +192,7 @@ def test_other_fields_have_ranges_too(tmp_path: Path) -> None:
         "batch_size": "0",
     }
     for field, value in cases.items():
-        meta = _csv(tmp_path / f"{field}.csv", [{"file": names[0], field: value}])
+        meta = write_csv(tmp_path / f"{field}.csv", [{"file": names[0], field: value}])
         r = run_cli("zoo", "import-folder", folder, "--metadata", meta, "--output", tmp_path / f"{field}-zoo")
         r.assert_clear_error(f"{field}.csv row 1", f"'{field}'", value, FIELD_BY_NAME[field].range_text())
 
@@ -254,7 +246,7 @@ def test_import_warns_about_models_copied_between_splits(tmp_path: Path) -> None
     names = _checkpoints(folder, 3)
     shutil.copy(folder / names[0], folder / "copy_of_m0.safetensors")
     rows = [{"file": n, "split": s} for n, s in zip(names, ["train", "train", "test"], strict=True)]
-    meta = _csv(tmp_path / "meta.csv", [*rows, {"file": "copy_of_m0.safetensors", "split": "test"}])
+    meta = write_csv(tmp_path / "meta.csv", [*rows, {"file": "copy_of_m0.safetensors", "split": "test"}])
     before = snapshot(tmp_path)
     with pytest.warns(UserWarning, match="identical weights in more than one split"):
         r = run_cli("zoo", "import-folder", folder, "--metadata", meta, "--output", tmp_path / "zoo")

@@ -45,6 +45,10 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression, RidgeCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 Method = Literal["gbm", "linear", "floor"]
 Kind = Literal["continuous", "categorical", "binary"]
@@ -72,6 +76,12 @@ NO_VALIDATION_ROUNDS = 200
 """Boosting rounds of ``"gbm"`` when no validation row is usable (no early stopping possible)."""
 RIDGE_ALPHAS = np.logspace(-3, 3, 13)
 LOGISTIC_CS = np.logspace(-3, 3, 7)
+
+
+def ridge_pipeline() -> Any:
+    """StandardScaler + RidgeCV over `RIDGE_ALPHAS` (leave-one-out choice of the penalty): the linear
+    baseline, and the linear probe of the encoder benchmark."""
+    return make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS))
 
 
 # ---------------------------------------------------------------------------------------------- baseline
@@ -224,7 +234,7 @@ def _fit_gbm(
     gbm_params: Mapping[str, Any] | None,
     info: dict[str, Any],
 ) -> Any:
-    import lightgbm as lgb
+    import lightgbm as lgb  # heavy: lightgbm
 
     params = _gbm_params(seed, gbm_params)
     use_val = len(y_va) > 0
@@ -253,10 +263,6 @@ def _fit_linear_classifier(
     classes: np.ndarray,
     info: dict[str, Any],
 ) -> Any:
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     def fit(c: float) -> Any:
         with warnings.catch_warnings():
@@ -375,11 +381,7 @@ def fit_baseline(
         elif method == "gbm":
             estimator = _fit_gbm(False, x_tr, y_tr, x_va, y_va, seed, gbm_params, info)
         else:
-            from sklearn.linear_model import RidgeCV
-            from sklearn.pipeline import make_pipeline
-            from sklearn.preprocessing import StandardScaler
-
-            estimator = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS)).fit(x_tr, y_tr)
+            estimator = ridge_pipeline().fit(x_tr, y_tr)
             info["alpha"] = float(estimator[-1].alpha_)
     info["constant"] = is_constant and method != "floor"
     if info["constant"]:

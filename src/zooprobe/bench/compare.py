@@ -26,18 +26,23 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from zooprobe.core.files import atomic_write_json, atomic_write_text
+from zooprobe.api import load_encoder, load_zoo, train
+from zooprobe.baselines.models import MetadataEncoder, fit_baseline
+from zooprobe.core.files import atomic_write_json, atomic_write_text, json_safe
 from zooprobe.core.outputs import OutputKind, check_output, claim_output
 from zooprobe.heads.prediction_heads import HeadConfig
 from zooprobe.heads.targets import TargetArrays, TaskSpec, build_task_spec, target_arrays
+from zooprobe.tokens.statistics import featurize
 from zooprobe.training.config import OptimConfig, StopConfig, TrainConfig
-from zooprobe.training.evaluator import evaluate_predictions, lower_is_better
+from zooprobe.training.data_loader import check_split_leaks
+from zooprobe.training.evaluator import evaluate_predictions, lower_is_better, metric_space_targets
 from zooprobe.training.run_folder import RunFolder
 
 TASKS = ("patterns", "accuracy", "hyperparameters")
@@ -216,7 +221,6 @@ def _y(spec_target: Any, truth: np.ndarray) -> np.ndarray:
 def _baseline_predictions(
     method: str, spec: TaskSpec, x: dict[str, np.ndarray], truth: dict[str, dict[str, np.ndarray]]
 ) -> dict[str, np.ndarray]:
-    from zooprobe.baselines.models import fit_baseline
 
     preds: dict[str, np.ndarray] = {}
     for t in spec.targets:
@@ -269,11 +273,6 @@ def compare(
 
     A zoo with models copied between splits (identical weights in train and validation/test) is refused
     before anything runs (`training.data.check_split_leaks`), unless `allow_split_leaks`."""
-    from zooprobe.api import load_encoder, load_zoo, train
-    from zooprobe.baselines.models import MetadataEncoder
-    from zooprobe.tokens.statistics import featurize
-    from zooprobe.training.data_loader import check_split_leaks
-    from zooprobe.training.evaluator import metric_space_targets
 
     output = Path(output)
     check_output(output, BENCH_OUTPUT)  # reads only: a folder of the user's own fails before any work
@@ -281,8 +280,6 @@ def compare(
     zoo_obj = full_zoo.final()
     _, leak_warning = check_split_leaks(zoo_obj, zoo, allow_split_leaks)  # before any work
     if leak_warning:
-        import warnings
-
         warnings.warn(leak_warning, stacklevel=2)
     splits = {s: zoo_obj.split(s) for s in ("train", "validation", "test")}
     metas = {s: v.metadata().reset_index(drop=True) for s, v in splits.items()}
@@ -348,7 +345,6 @@ def compare(
 
 
 def _write_outputs(result: CompareResult, output: Path) -> None:
-    from zooprobe.core.files import json_safe
 
     output.mkdir(parents=True, exist_ok=True)
     lines = ["# zooprobe bench", "", f"zoo `{result.zoo}`, encoder `{result.encoder}`, test split", ""]
@@ -361,8 +357,8 @@ def _write_outputs(result: CompareResult, output: Path) -> None:
 
 
 def _plots(result: CompareResult, folder: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: matplotlib
+    from matplotlib.figure import Figure  # heavy: matplotlib
 
     folder.mkdir(parents=True, exist_ok=True)
     for task, by_method in result.metrics.items():

@@ -29,21 +29,19 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.metrics import r2_score
 
+from zooprobe.api import load_encoder, load_zoo
+from zooprobe.baselines.models import ridge_pipeline
+from zooprobe.errors import InvalidInputError
 from zooprobe.tokens.statistics import featurize
 
 
 def ridge_r2(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> float:
     """Held-out R² of StandardScaler + RidgeCV (alphas 1e-3..1e3) fit on train, scored on test."""
-    from sklearn.linear_model import RidgeCV
-    from sklearn.metrics import r2_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     if len(y_test) < 2 or len(y_train) < 2:
         return float("nan")
-    probe = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
-    probe.fit(x_train, y_train)
+    probe = ridge_pipeline().fit(x_train, y_train)
     return float(r2_score(y_test, probe.predict(x_test)))
 
 
@@ -125,8 +123,6 @@ def bench_encoder(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the benchmark (see the module docs) and return its numbers; `format_report` prints them."""
-    from zooprobe.api import load_encoder, load_zoo
-    from zooprobe.errors import InvalidInputError
 
     zoo = load_zoo(zoo_source)
     encoder = load_encoder(encoder_source, progress=progress)

@@ -16,6 +16,8 @@ and the test metrics of all three heads, frozen and fine-tuned.
 
 from __future__ import annotations
 
+import copy
+import gc
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -25,8 +27,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from zooprobe.api import load_encoder, load_zoo, train
+from zooprobe.bench.compare import BENCH_OUTPUT, default_base, head_run_config
 from zooprobe.core.outputs import check_output, claim_output
+from zooprobe.heads.encoder_with_head import EncoderWithHead
+from zooprobe.heads.prediction_heads import build_head
+from zooprobe.representations.cache import compute_representations
 from zooprobe.training.config import TrainConfig
+from zooprobe.training.data_loader import _float32, prepare_data, split_targets
 
 TASKS = ("patterns", "accuracy", "hyperparameters")
 #: Test metrics shown in the table, per task.
@@ -119,9 +127,6 @@ def _head_epoch(
 
 def measure_cache(encoder: Any, data: Any, cfg: TrainConfig, epochs: int = 5) -> tuple[float, float, float]:
     """(cached epoch s, uncached epoch s, encode s) for the frozen accuracy head (see the module docs)."""
-    from zooprobe.heads.prediction_heads import build_head
-    from zooprobe.representations.cache import compute_representations
-    from zooprobe.training.data_loader import split_targets
 
     train = data.splits["train"]
     torch.manual_seed(0)
@@ -170,12 +175,6 @@ def _step(model: Any, opt: Any, tms: list[Any], targets: dict[str, torch.Tensor]
 
 def measure_step_memory(encoder: Any, data: Any, cfg: TrainConfig, batch_size: int = 64) -> dict[str, float]:
     """Peak memory of a frozen and of a fine-tuning training step (see the module docs)."""
-    import copy
-    import gc
-
-    from zooprobe.heads.encoder_with_head import EncoderWithHead
-    from zooprobe.heads.prediction_heads import build_head
-    from zooprobe.training.data_loader import _float32, split_targets
 
     device = next(encoder.encoder.parameters()).device
     train = data.splits["train"]
@@ -227,12 +226,8 @@ def bench_heads(
     """Run the three measurements of the module docs. Training runs go to ``output/runs/<task>-<mode>``
     with the configurations of ``zooprobe bench`` (`head_run_config`): runs either benchmark finished are
     re-scored, not retrained."""
-    from zooprobe.api import load_encoder, load_zoo, train
-    from zooprobe.bench.compare import default_base, head_run_config
-    from zooprobe.training.data_loader import prepare_data
 
     base = replace(base, zoo=zoo, encoder=encoder) if base else default_base(zoo, encoder)
-    from zooprobe.bench.compare import BENCH_OUTPUT
 
     output = Path(output)
     check_output(output, BENCH_OUTPUT)  # reads only: a folder of the user's own fails before any work

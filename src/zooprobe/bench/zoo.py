@@ -22,10 +22,15 @@ from zooprobe.zoo.train import train_cohort, train_single
 
 @dataclass
 class BenchResult:
+    """Both paths' wall time on the same sampled runs, and the test accuracy they reached."""
+
     n_models: int
     batched_s: float
+    """Seconds of population-batched training."""
     sequential_s: float
+    """Seconds of the one-at-a-time loop (nn.Module + torch.optim)."""
     batched_acc: dict[str, float]
+    """Run id -> test accuracy, batched."""
     sequential_acc: dict[str, float]
     by_group: dict[str, tuple[int, float, float]] = dataclasses.field(default_factory=dict)
     """task/family -> (runs, batched seconds, one-at-a-time seconds)."""

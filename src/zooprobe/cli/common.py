@@ -11,17 +11,55 @@ from zooprobe.hub import check_repo_id, push_folder, repo_url
 
 def config_parser(description: str) -> Any:
     """A jsonargparse parser that also takes ``--config FILE.yaml`` (every zooprobe subcommand has one)."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse import (  # heavy: jsonargparse
+        ActionConfigFile,
+        ArgumentParser,
+    )
 
     p = ArgumentParser(description=description)
     p.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below.")
     return p
 
 
+def add_output_arguments(parser: Any, what: str) -> None:
+    """``--output`` (required), ``--overwrite`` and ``--progress``: the options of every command that writes
+    a folder and may run long. A folder zooprobe wrote is resumed unless ``--overwrite`` is given."""
+    parser.add_argument(
+        "--output",
+        type=Path,
+        required=True,
+        help=f"Folder for the {what} (created, or resumed if it holds one).",
+    )
+    parser.add_argument(
+        "--overwrite",
+        type=bool,
+        default=False,
+        help="Start over: remove the files zooprobe wrote in OUTPUT (files of your own are never removed).",
+    )
+    parser.add_argument("--progress", type=bool, default=True, help="Show progress bars.")
+
+
+def add_token_argument(parser: Any, use: str) -> None:
+    """``--token``: a Hugging Face token for `use` (never printed or written anywhere)."""
+    from jsonargparse.typing import SecretStr  # heavy: jsonargparse
+
+    parser.add_argument(
+        "--token",
+        type=SecretStr | None,
+        default=None,
+        help=f"Hugging Face token {use} (default: HF_TOKEN or the saved `hf auth login`; prefer those: a "
+        "command-line token is visible to other users of the machine).",
+    )
+
+
+def add_private_argument(parser: Any) -> None:
+    parser.add_argument(
+        "--private", type=bool, default=False, help="Create the Hub repo as private (if it does not exist)."
+    )
+
+
 def add_push_arguments(parser: Any, what: str) -> None:
     """Add ``--push_to_hub OWNER/NAME``, ``--private`` and ``--token`` to a jsonargparse parser."""
-    from jsonargparse.typing import SecretStr
-
     parser.add_argument(
         "--push_to_hub",
         type=str | None,
@@ -29,16 +67,8 @@ def add_push_arguments(parser: Any, what: str) -> None:
         help=f"After a successful run, upload the finished {what} folder to this Hub repo (OWNER/NAME) in "
         "one commit; the repo is created if missing.",
     )
-    parser.add_argument(
-        "--private", type=bool, default=False, help="Create the Hub repo as private (if it does not exist)."
-    )
-    parser.add_argument(
-        "--token",
-        type=SecretStr | None,
-        default=None,
-        help="Hugging Face token for --push_to_hub (default: HF_TOKEN or the saved `hf auth login`; "
-        "prefer those: a command-line token is visible to other users of the machine).",
-    )
+    add_private_argument(parser)
+    add_token_argument(parser, "for --push_to_hub")
 
 
 def push_cli_output(
@@ -54,7 +84,7 @@ def push_cli_output(
     """Push `folder` if ``ns.push_to_hub`` is set (see `add_push_arguments`); returns the commit sha."""
     if not ns.get("push_to_hub"):
         return None
-    from zooprobe._version import __version__
+    from zooprobe._version import __version__  # heavy: imports torch
 
     secret = ns.get("token")
     sha = push_folder(
@@ -77,7 +107,7 @@ def check_push_arguments(ns: Any) -> None:
     if not repo_id:
         return
     check_repo_id(repo_id, "--push_to_hub")
-    from huggingface_hub import constants, get_token
+    from huggingface_hub import constants, get_token  # heavy: huggingface_hub
 
     if getattr(constants, "HF_HUB_OFFLINE", False):
         raise ZooprobeError("--push_to_hub: offline mode is on (HF_HUB_OFFLINE=1); unset it to push")

@@ -8,12 +8,14 @@ Registered on the top-level parser by `add_encoder_commands`; `run_encoder_comma
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
 from jsonargparse import ArgumentParser, Namespace
 
 from zooprobe.cli.common import (
+    add_output_arguments,
     add_push_arguments,
     check_push_arguments,
     config_parser,
@@ -40,11 +42,7 @@ def add_encoder_commands(top_subcommands: Any) -> ArgumentParser:
         default="default",
         help="Zoo folder, Hub dataset repo id, 'default' or 'builtin:PRESET'.",
     )
-    pretrain.add_argument("--output", type=Path, required=True, help="Folder for the encoder and its state.")
-    pretrain.add_argument(
-        "--resume", type=bool, default=True, help="Continue a run found in OUTPUT (False: start over)."
-    )
-    pretrain.add_argument("--progress", type=bool, default=True, help="Show a progress bar.")
+    add_output_arguments(pretrain, "encoder and its training state")
     add_push_arguments(pretrain, "encoder")
     actions.add_subcommand("pretrain", pretrain, help="Pretrain an encoder (resumable).")
 
@@ -79,12 +77,17 @@ def run_encoder_command(ns: Namespace, console: Any) -> int:
     action = ns.action
     sub = ns[action]
     if action == "pretrain":
-        from zooprobe.api import pretrain_encoder
-        from zooprobe.training.pretrain import LAST_DIR, STATE_FILE, TB_DIR, training_history
+        from zooprobe.api import pretrain_encoder  # heavy: imports torch
+        from zooprobe.training.pretrain import (  # heavy: imports torch
+            LAST_DIR,
+            STATE_FILE,
+            TB_DIR,
+            training_history,
+        )
 
         check_push_arguments(sub)
         out = pretrain_encoder(
-            _pretrain_config(sub), sub.zoo, sub.output, resume=sub.resume, progress=sub.progress
+            _pretrain_config(sub), sub.zoo, sub.output, resume=not sub.overwrite, progress=sub.progress
         )
         history = training_history(out)
         last = history[-1] if history else {}
@@ -105,10 +108,11 @@ def run_encoder_command(ns: Namespace, console: Any) -> int:
         )
         return 0
     if action == "bench":
-        import json
-
-        from zooprobe.bench.encoder import bench_encoder, format_report
-        from zooprobe.core.files import atomic_write_json
+        from zooprobe.bench.encoder import (  # heavy: imports torch
+            bench_encoder,
+            format_report,
+        )
+        from zooprobe.core.files import atomic_write_json  # heavy: imports torch
 
         result = bench_encoder(
             sub.zoo, sub.encoder, batch_size=sub.batch_size, resnet=sub.resnet, progress=sub.progress

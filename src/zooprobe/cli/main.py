@@ -6,13 +6,17 @@ fields of the same typed dataclasses the Python API uses.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import sys
 from pathlib import Path
+from typing import Any
 
 from jsonargparse import ArgumentParser, Namespace, set_parsing_settings
 
 from zooprobe._version import __version__
 from zooprobe.cli.common import (
+    add_output_arguments,
     add_push_arguments,
     check_push_arguments,
     config_parser,
@@ -60,15 +64,11 @@ def build_parser() -> ArgumentParser:
         "default zoo; bench: >= 2000 models). Interrupted builds resume; --shard i/n builds a disjoint part."
     )
     build.add_class_arguments(ZooConfig, nested_key=None)
-    build.add_argument("--output", type=Path, required=True, help="Zoo folder to create (or resume).")
+    add_output_arguments(build, "zoo")
     build.add_argument("--shard", type=str | None, default=None, help="Build only shard i of n, e.g. 0/4.")
     build.add_argument(
         "--batched", type=bool, default=True, help="Population-batched training (False: one at a time)."
     )
-    build.add_argument(
-        "--overwrite", type=bool, default=False, help="Delete what OUTPUT holds and start over."
-    )
-    build.add_argument("--progress", type=bool, default=True, help="Show a progress bar.")
     add_push_arguments(build, "zoo")
     zs.add_subcommand("build", build, help="Generate a zoo (resumable, shardable).")
 
@@ -139,13 +139,17 @@ def build_parser() -> ArgumentParser:
 
 
 def _zoo_config(ns: Namespace) -> ZooConfig:
-    import dataclasses
 
     return ZooConfig(**{f.name: ns.get(f.name) for f in dataclasses.fields(ZooConfig) if f.name in ns})
 
 
+def _arguments_of(function: Any, ns: Namespace) -> dict[str, Any]:
+    """The options of `ns` that `function` takes as parameters (the CLI's names are the API's)."""
+    return {name: ns[name] for name in inspect.signature(function).parameters if name in ns}
+
+
 def _run(cfg: Namespace) -> int:
-    from rich.console import Console
+    from rich.console import Console  # heavy: rich
 
     console = Console()
     if cfg.command == "encoder":
@@ -157,16 +161,16 @@ def _run(cfg: Namespace) -> int:
     if cfg.command == "push":
         return run_push_command(cfg, console)
     if cfg.command == "demo":
-        from zooprobe.demo import run_demo
+        from zooprobe.demo import run_demo  # heavy: imports torch
 
         run_demo(cfg.demo.preset, cfg.demo.output, console=console)
         return 0
     action = cfg.zoo.action
     ns = cfg.zoo[action]
     if action == "build":
-        from zooprobe.zoo.build import build_zoo
-        from zooprobe.zoo.store import Zoo
-        from zooprobe.zoo.summary import print_summary
+        from zooprobe.zoo.build import build_zoo  # heavy: imports torch
+        from zooprobe.zoo.store import Zoo  # heavy: imports torch
+        from zooprobe.zoo.summary import print_summary  # heavy: imports torch
 
         check_push_arguments(ns)
         report = build_zoo(
@@ -193,57 +197,34 @@ def _run(cfg: Namespace) -> int:
         )
         return 0
     if action == "merge":
-        from zooprobe.zoo.build import merge_zoo
-        from zooprobe.zoo.store import Zoo
-        from zooprobe.zoo.summary import print_summary
+        from zooprobe.zoo.build import merge_zoo  # heavy: imports torch
+        from zooprobe.zoo.store import Zoo  # heavy: imports torch
+        from zooprobe.zoo.summary import print_summary  # heavy: imports torch
 
         report = merge_zoo(ns.output, ns.shards)
         console.print(report.summary())
         print_summary(Zoo.open(ns.output), console)
         return 0
     if action == "summary":
-        from zooprobe.api import load_zoo
-        from zooprobe.zoo.summary import print_summary
+        from zooprobe.api import load_zoo  # heavy: imports torch
+        from zooprobe.zoo.summary import print_summary  # heavy: imports torch
 
         print_summary(load_zoo(ns.source, revision=ns.revision), console)
         return 0
     if action == "bench":
-        from zooprobe.bench.zoo import bench_zoo
+        from zooprobe.bench.zoo import bench_zoo  # heavy: imports torch
 
         result = bench_zoo(_zoo_config(ns), n_models=ns.n_models)
         for line in result.lines():
             console.print(line)
         return 0
-    if action == "import-folder":
-        from zooprobe.zoo.importers import import_checkpoint_folder
+    if action in ("import-folder", "import-modelzoos"):
+        from zooprobe.zoo import importers  # heavy: imports torch
 
-        report = import_checkpoint_folder(
-            ns.folder,
-            ns.metadata,
-            ns.output,
-            file_column=ns.file_column,
-            id_column=ns.id_column,
-            split_column=ns.split_column,
-            skip_invalid=ns.skip_invalid,
-            seed=ns.seed,
-            overwrite=ns.overwrite,
-            accuracy_percent=ns.accuracy_percent,
-            max_params=ns.max_params,
+        importer = (
+            importers.import_checkpoint_folder if action == "import-folder" else importers.import_model_zoos
         )
-        console.print(report.summary())
-        return 0
-    if action == "import-modelzoos":
-        from zooprobe.zoo.importers import import_model_zoos
-
-        report = import_model_zoos(
-            ns.root,
-            ns.output,
-            epochs=ns.epochs,
-            skip_invalid=ns.skip_invalid,
-            seed=ns.seed,
-            overwrite=ns.overwrite,
-            accuracy_percent=ns.accuracy_percent,
-        )
+        report = importer(**_arguments_of(importer, ns))
         console.print(report.summary())
         return 0
     raise AssertionError(f"unhandled command {cfg}")

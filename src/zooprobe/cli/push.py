@@ -13,12 +13,11 @@ from typing import Any
 
 from jsonargparse import Namespace
 
-from zooprobe.cli.common import config_parser
+from zooprobe.cli.common import add_private_argument, add_token_argument, config_parser
 
 
 def add_push_command(top: Any) -> None:
     """Add the ``push`` subcommand to the top-level subcommands `top`."""
-    from jsonargparse.typing import SecretStr
 
     push = config_parser(
         "Upload a finished head-training run (`zooprobe train --output RUN_DIR`) to a Hub model "
@@ -29,22 +28,14 @@ def add_push_command(top: Any) -> None:
     )
     push.add_argument("run_dir", type=Path, help="Run folder written by `zooprobe train`.")
     push.add_argument("--repo_id", type=str, required=True, help="Hub model repo to push to (OWNER/NAME).")
-    push.add_argument(
-        "--private", type=bool, default=False, help="Create the Hub repo as private (if it does not exist)."
-    )
+    add_private_argument(push)
     push.add_argument(
         "--revision",
         type=str | None,
         default=None,
         help="Branch to push to (created if missing; default main).",
     )
-    push.add_argument(
-        "--token",
-        type=SecretStr | None,
-        default=None,
-        help="Hugging Face token (default: HF_TOKEN or the saved `hf auth login`; prefer those: a "
-        "command-line token is visible to other users of the machine).",
-    )
+    add_token_argument(push, "with write access to the repo")
     push.add_argument(
         "--encoder_repo_id",
         type=str | None,
@@ -88,9 +79,13 @@ def push_trained_run(
 ) -> str:
     """`push_run` for the command line: prints the encoder warning (if any) and the commit; `token` is a
     `SecretStr` or None."""
-    from zooprobe.hub import repo_url
-    from zooprobe.publish.push import HeadEncoderWarning, encoder_warning, push_run
-    from zooprobe.training.run_folder import RunFolder
+    from zooprobe.hub import repo_url  # heavy: imports torch
+    from zooprobe.publish.push import (  # heavy: imports torch
+        HeadEncoderWarning,
+        encoder_warning,
+        push_run,
+    )
+    from zooprobe.training.run_folder import RunFolder  # heavy: imports torch
 
     run = RunFolder(run_dir).check_finished("push")
     if encoder_repo_id is None:

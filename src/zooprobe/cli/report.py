@@ -75,7 +75,7 @@ def add_report_commands(top: Any) -> None:
 def run_report_command(cfg: Namespace, console: Any) -> int:
     """Run a parsed ``report`` or ``predict`` command (`cfg` is the top-level namespace); exit status."""
     if cfg.command == "report":
-        from zooprobe.report.html import write_report
+        from zooprobe.report.html import write_report  # heavy: imports torch
 
         ns = cfg.report
         index = write_report(ns.run_dir, ns.output)
@@ -89,9 +89,15 @@ def run_report_command(cfg: Namespace, console: Any) -> int:
 def _predict(ns: Namespace, console: Any) -> int:
     """``zooprobe predict``: every check that needs no prediction comes first (the --json location, the
     files, the run's state), so a bad command fails before anything is computed or printed."""
-    from zooprobe.api import load_head
-    from zooprobe.core.checkpoints import check_checkpoint_file, check_max_params
-    from zooprobe.inference import format_predictions, predict_files
+    from zooprobe.api import load_head  # heavy: imports torch
+    from zooprobe.core.checkpoints import (  # heavy: imports torch
+        check_checkpoint_file,
+        check_max_params,
+    )
+    from zooprobe.inference import (  # heavy: imports torch
+        format_predictions,
+        predict_files,
+    )
 
     check_max_params(ns.max_params)
     if ns.json is not None:
@@ -163,7 +169,7 @@ def _check_json_target(path: Path) -> None:
 def _check_run(head: str, allow_unfinished: bool) -> str | None:
     """For a local run folder (one with ``config.yaml``): None if its training finished; otherwise why not,
     which is an error unless `allow_unfinished`. A head folder or Hub id is not a run and not checked."""
-    from zooprobe.training.run_folder import RunFolder
+    from zooprobe.training.run_folder import RunFolder  # heavy: imports torch
 
     run = RunFolder(head)
     if not (run.path.is_dir() and run.config_path.is_file()):

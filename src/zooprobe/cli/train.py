@@ -7,6 +7,8 @@ Options are the fields of `TrainConfig` (nested ones dotted: ``--optim.lr``, ``-
 from __future__ import annotations
 
 import dataclasses
+import dataclasses as dc
+import json
 import math
 import os
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any
 from jsonargparse import Namespace
 
 from zooprobe.bench.compare import METHODS
-from zooprobe.cli.common import add_push_arguments, check_push_arguments, config_parser
+from zooprobe.cli.common import add_output_arguments, add_push_arguments, check_push_arguments, config_parser
 from zooprobe.training.config import TrainConfig
 
 #: Metrics printed in the summary table, per task (all of them are in metrics.json).
@@ -33,11 +35,7 @@ def add_training_commands(top: Any) -> None:
         "--output; an interrupted run resumes when started again with the same options."
     )
     train.add_class_arguments(TrainConfig, nested_key=None)
-    train.add_argument("--output", type=Path, required=True, help="Run folder to create (or resume).")
-    train.add_argument(
-        "--overwrite", type=bool, default=False, help="Delete the run in OUTPUT and start over."
-    )
-    train.add_argument("--progress", type=bool, default=True, help="Show progress bars.")
+    add_output_arguments(train, "run")
     add_push_arguments(train, "head-training run")
     top.add_subcommand("train", train, help="Train a prediction head.")
 
@@ -119,7 +117,7 @@ def format_metrics(task: str, metrics: dict[str, float], title: str) -> list[str
 
 def run_training_command(cfg: Namespace, console: Any) -> int:
     if cfg.command == "train":
-        from zooprobe.api import train
+        from zooprobe.api import train  # heavy: imports torch
 
         ns = cfg.train
         tc = config_from_namespace(ns)
@@ -131,28 +129,23 @@ def run_training_command(cfg: Namespace, console: Any) -> int:
         for line in format_metrics(tc.task, result.test, f"test metrics ({tc.task}, {tc.mode}):"):
             console.print(line)
         if ns.get("push_to_hub") and int(os.environ.get("RANK", "0")) == 0:  # under torchrun: rank 0 only
-            from zooprobe.cli.push import push_trained_run
+            from zooprobe.cli.push import push_trained_run  # heavy: imports torch
 
             push_trained_run(
                 result.output, ns.push_to_hub, console, private=bool(ns.private), token=ns.get("token")
             )
         return 0
     if cfg.command == "evaluate":
-        from zooprobe.api import evaluate
+        from zooprobe.api import evaluate  # heavy: imports torch
 
         ns = cfg.evaluate
-        task, metrics = evaluate(
-            ns.run_dir, split=ns.split, zoo=ns.zoo, allow_unfinished=ns.allow_unfinished
-        )
+        task, metrics = evaluate(ns.run_dir, split=ns.split, zoo=ns.zoo, allow_unfinished=ns.allow_unfinished)
         for line in format_metrics(task, metrics, f"{ns.split} metrics of {ns.run_dir}:"):
             console.print(line)
         return 0
     if cfg.command == "bench" and cfg.bench.what == "heads":
-        import dataclasses as dc
-        import json
-
-        from zooprobe.bench.heads import bench_heads
-        from zooprobe.core.files import atomic_write_json
+        from zooprobe.bench.heads import bench_heads  # heavy: imports torch
+        from zooprobe.core.files import atomic_write_json  # heavy: imports torch
 
         ns = cfg.bench.heads
         result = bench_heads(
@@ -172,12 +165,12 @@ def run_training_command(cfg: Namespace, console: Any) -> int:
             atomic_write_json(ns.json, json.loads(json.dumps(doc, default=str)))
         return 0
     if cfg.command == "bench" and not cfg.bench.get("what"):
-        from zooprobe.bench.compare import compare
+        from zooprobe.bench.compare import compare  # heavy: imports torch
 
         ns = cfg.bench
         unknown = sorted(set(ns.methods) - set(METHODS))
         if unknown:
-            from zooprobe.errors import ConfigError
+            from zooprobe.errors import ConfigError  # heavy: imports torch
 
             raise ConfigError(f"--methods: unknown {unknown}; choose from {list(METHODS)}")
         result = compare(

@@ -62,6 +62,7 @@ import pickle
 import pickletools
 import re
 import stat
+import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from safetensors import safe_open
 
 from zooprobe.core.state_dicts import canonical_key, split_name
 from zooprobe.errors import ConfigError, InvalidInputError
@@ -258,7 +260,6 @@ def _oom_message(path: Path, count: int, values: int, nbytes: int) -> str:
 
 # ------------------------------------------------------------------------------------------ safetensors
 def _read_safetensors(path: Path, size: int, max_params: int, notes: list[str]) -> dict[str, torch.Tensor]:
-    from safetensors import safe_open
 
     entries, metadata = _safetensors_header(path, size)
     values = sum(math.prod(shape) for _, shape, _ in entries.values())
@@ -462,7 +463,6 @@ def _refusal(path: Path, message: str) -> str:
 
 def _records(path: Path) -> dict[int, int]:
     """Data offset -> size of each stored record of a zip-format torch file ({} if unreadable)."""
-    import zipfile
 
     out: dict[int, int] = {}
     try:

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import typing
-from collections.abc import Mapping
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin
+
+from zooprobe.errors import ConfigError
 
 _C = TypeVar("_C")
 
@@ -114,3 +117,110 @@ def dataclass_from_dict(
         return cls(**kwargs)
     except TypeError as e:  # a value the dataclass itself refuses
         raise error(f"{name}: {e}") from e
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def check_record(
+    data: object,
+    what: str,
+    error: type[Exception],
+    *,
+    fields: Iterable[str],
+    exact: bool = False,
+    version: object = None,
+    version_key: str = "format_version",
+) -> Mapping[str, Any]:
+    """`data` if it is a saved record (a mapping) with the `fields` (``exact``: only those) and, when a
+    `version` is given, that format version; otherwise `error` naming `what` and the problem."""
+    if not isinstance(data, Mapping):
+        raise error(f"{what}: expected a mapping, got {type(data).__name__}")
+    if version is not None and version_key in data and data[version_key] != version:  # first: other
+        raise error(  # versions differ in their fields too
+            f"{what}: {version_key} {data[version_key]!r} is not supported (this zooprobe reads version "
+            f"{version}); upgrade zooprobe or save it again"
+        )
+    fields = list(fields)
+    if exact and set(data) != set(fields):
+        raise error(f"{what}: expected fields {sorted(fields)}, got {sorted(map(str, data))}")
+    missing = [name for name in fields if name not in data]
+    if missing:
+        raise error(f"{what}: missing field(s) {missing}")
+    return data
+
+
+def requirement(owner: str, error: type[ValueError]) -> Callable[[bool, str], None]:
+    """``need(condition, message)`` for a config's `validate`: a false condition raises `error` with
+    ``"OWNER: message"`` (``owner`` may be empty)."""
+
+    def need(condition: bool, message: str) -> None:
+        if not condition:
+            raise error(f"{owner}: {message}" if owner else message)
+
+    return need
+
+
+class _ConfigMethods:
+    """The methods `config` gives a config dataclass (kept off its bases: jsonargparse builds pure dataclasses
+    as nested options, but a dataclass with a non-dataclass base as a subclass choice)."""
+
+    config_error: ClassVar[type[ValueError]]
+    require_all: ClassVar[bool]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, nested configs as dicts, tuples as lists (JSON and YAML ready)."""
+        return _plain(dataclasses.asdict(self))  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: object) -> Any:
+        """Strict inverse of `to_dict` (`dataclass_from_dict`)."""
+        return dataclass_from_dict(cls, data, cls.config_error, require_all=cls.require_all)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Any:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise cls.config_error(f"{cls.__name__}: invalid JSON ({exc})") from exc
+        return cls.from_dict(data)
+
+    def preset_values(self, presets: Mapping[str, Mapping[str, Any]], what: str) -> dict[str, Any]:
+        """Every field's value, ``None`` ones taken from the preset this config names (``self.preset``)."""
+        preset = getattr(self, "preset")  # noqa: B009 - configs with presets have the field
+        if preset not in presets:
+            choices = ", ".join(presets)
+            raise ConfigError(f"unknown preset {preset!r} of {what} configs; choose one of {choices}")
+        base = presets[preset]
+        return {
+            f.name: getattr(self, f.name) if getattr(self, f.name) is not None else base.get(f.name)
+            for f in dataclasses.fields(self)  # type: ignore[arg-type]
+        }
+
+
+def config(
+    error: type[ValueError] = ConfigError, *, require_all: bool = False
+) -> Callable[[type[_C]], type[_C]]:
+    """Class decorator for config dataclasses (put it above ``@dataclass``): adds `to_dict`, strict
+    `from_dict` (unknown fields are `error`s; with ``require_all``, missing ones too: saved encoder and
+    tokenizer configs; without it, omitted fields take their defaults: configs users write), `to_json`,
+    `from_json` and `preset_values`. Methods the class defines itself are kept."""
+
+    def decorate(cls: type[_C]) -> type[_C]:
+        cls.config_error = error  # type: ignore[attr-defined]
+        cls.require_all = require_all  # type: ignore[attr-defined]
+        for name, value in vars(_ConfigMethods).items():
+            method = callable(value) or isinstance(value, classmethod)
+            if method and name not in vars(cls) and not name.startswith("__"):
+                setattr(cls, name, value)
+        return cls
+
+    return decorate

@@ -12,6 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from zooprobe.errors import InvalidInputError
+
 
 def cache_dir() -> Path:
     """Root of zooprobe's cache (default zoo, default encoder, generated data).
@@ -70,9 +74,6 @@ def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
     Invalid YAML, an unsafe tag (``!!python/object``) or an unreadable file is an `InvalidInputError` that
     names the file and says what to do; never a traceback.
     """
-    import yaml
-
-    from zooprobe.errors import InvalidInputError
 
     path = Path(path)
     try:
@@ -89,6 +90,26 @@ def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
             f"{path}: the {what} is not valid YAML, or uses a tag that is not plain data ({first}); fix or "
             "delete the file"
         ) from e
+
+
+def read_json(
+    path: str | Path, what: str = "JSON file", error: type[Exception] | None = None
+) -> dict[str, Any]:
+    """The JSON object in `path`. A missing, unreadable or invalid file, or one that does not hold an object,
+    is an `error` (default `InvalidInputError`) naming the file, `what` it should be, and the line."""
+    error = error or InvalidInputError
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise error(f"{path}: {what} not found") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise error(f"{path}: cannot read the {what} ({e})") from e
+    except json.JSONDecodeError as e:
+        raise error(f"{path} line {e.lineno}: the {what} is not valid JSON ({e.msg})") from e
+    if not isinstance(data, dict):
+        raise error(f"{path}: the {what} must be a JSON object, got {type(data).__name__}")
+    return data
 
 
 def json_safe(obj: Any) -> Any:

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from zooprobe._version import __version__
+from zooprobe.core.files import atomic_write_json
 from zooprobe.errors import InvalidInputError
 
 MARKER = ".zooprobe"
@@ -177,8 +179,6 @@ def claim_output(
     """Check `root` (`check_output`), then make it a `kind` folder: create it, write the marker, remove the
     leftovers of a killed process and, with ``overwrite``, every file zooprobe wrote there. Returns the
     state the folder had."""
-    from zooprobe._version import __version__
-    from zooprobe.core.files import atomic_write_json
 
     root = Path(root).expanduser()
     state = check_output(root, kind, overwrite=overwrite, option=option)

@@ -11,7 +11,7 @@ def progress_bar(label: str, extra: str) -> Any:
     No refresh thread (``auto_refresh=False``): callers redraw with ``refresh()`` on their own updates,
     so a background thread never competes with a training loop of many short torch calls.
     """
-    from rich.console import Console
+    from rich.console import Console  # heavy: rich
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -19,7 +19,7 @@ def progress_bar(label: str, extra: str) -> Any:
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
-    )
+    )  # heavy: rich
 
     return Progress(
         TextColumn(label),

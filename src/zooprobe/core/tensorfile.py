@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from zooprobe.core.files import atomic_path
 from zooprobe.errors import InvalidInputError
@@ -25,7 +27,6 @@ _OLD_META_KEYS = ("zooprobe.training_state",)  # pretraining states written befo
 
 def save_state(path: str | Path, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
     """Write `tensors` (moved to CPU, contiguous) and JSON `meta` atomically as one safetensors file."""
-    from safetensors.torch import save_file
 
     with atomic_path(path) as tmp:
         save_file(
@@ -43,7 +44,6 @@ def read_state(
     An unreadable or foreign file is an `InvalidInputError` that names it and says what to do. With
     ``require_meta=False`` a plain safetensors file (no zooprobe header) reads with ``meta == {}``.
     """
-    from safetensors import safe_open
 
     path = Path(path)
     try:

@@ -102,6 +102,53 @@ def _leaves_ok(kind: str, leaves: dict[str, str]) -> bool:
     return set(leaves) <= set(allowed[kind]) and (kind not in ("linear", "conv") or "weight" in leaves)
 
 
+def _unit_ops(
+    sd: Mapping[str, torch.Tensor], main: dict[str, str], norms: list[dict[str, str]], group: str, size: int
+) -> list[_Op] | None:
+    """Ops for a layer's output units beyond its weight rows: its bias and its norm layers (None when a
+    shape does not fit)."""
+    ops: list[_Op] = []
+    if "bias" in main:
+        if tuple(sd[main["bias"]].shape) != (size,):
+            return None
+        ops.append(_Op(main["bias"], 0, group))
+    for leaves in norms:
+        norm = _norm_ops(sd, leaves, group, size)
+        if norm is None:
+            return None
+        ops.extend(norm)
+    return ops
+
+
+def _stack_ops(
+    sd: Mapping[str, torch.Tensor],
+    stack: list[tuple[dict[str, str], list[dict[str, str]]]],
+    group: str,
+    ndims: tuple[int, ...],
+) -> list[_Op] | None:
+    """Ops for a stack of layers of one width sharing a permutation group: every layer's output units
+    (weight rows, bias, norms) and, after the first, its input units (weight columns)."""
+    width = int(sd[stack[0][0]["weight"]].shape[0])
+    ops: list[_Op] = []
+    for i, (main, norms) in enumerate(stack):
+        weight = sd[main["weight"]]
+        if weight.ndim not in ndims or weight.shape[0] != width or (i > 0 and weight.shape[1] != width):
+            return None  # widths differ between layers: one shared permutation cannot be applied
+        ops.append(_Op(main["weight"], 0, group))
+        if i > 0:
+            ops.append(_Op(main["weight"], 1, group))
+        units = _unit_ops(sd, main, norms, group, width)
+        if units is None:
+            return None
+        ops.extend(units)
+    return ops
+
+
+def _head_op(sd: Mapping[str, torch.Tensor], head: dict[str, str], group: str, size: int) -> _Op | None:
+    weight = sd[head["weight"]]
+    return _Op(head["weight"], 1, group) if weight.ndim == 2 and weight.shape[1] == size else None
+
+
 def _mlp_plan(sd: Mapping[str, torch.Tensor]) -> PermutationPlan | None:
     layers = _group_by_module(sd, _MLP_KEY)
     head = {m.group(1): name for name in sd if (m := _HEAD_KEY.match(name))}
@@ -112,31 +159,14 @@ def _mlp_plan(sd: Mapping[str, torch.Tensor]) -> PermutationPlan | None:
         return None
     if any((str(i), "linear") not in layers for i in range(depth)):
         return None
-    width = int(sd[layers[("0", "linear")]["weight"]].shape[0])
-    ops: list[_Op] = []
-    for i in range(depth):
-        linear = layers[(str(i), "linear")]
-        weight = sd[linear["weight"]]
-        if weight.ndim != 2 or weight.shape[0] != width or (i > 0 and weight.shape[1] != width):
-            return None  # widths differ between layers: one shared permutation cannot be applied
-        ops.append(_Op(linear["weight"], 0, "hidden"))
-        if i > 0:
-            ops.append(_Op(linear["weight"], 1, "hidden"))
-        if "bias" in linear:
-            if tuple(sd[linear["bias"]].shape) != (width,):
-                return None
-            ops.append(_Op(linear["bias"], 0, "hidden"))
-        for kind in ("bn", "ln"):
-            if (str(i), kind) in layers:
-                norm = _norm_ops(sd, layers[(str(i), kind)], "hidden", width)
-                if norm is None:
-                    return None
-                ops.extend(norm)
-    head_w = sd[head["weight"]]
-    if head_w.ndim != 2 or head_w.shape[1] != width:
+    norms = [[layers[(str(i), k)] for k in ("bn", "ln") if (str(i), k) in layers] for i in range(depth)]
+    stack = [(layers[(str(i), "linear")], norms[i]) for i in range(depth)]
+    ops = _stack_ops(sd, stack, "hidden", (2,))
+    width = int(sd[stack[0][0]["weight"]].shape[0])
+    head_op = _head_op(sd, head, "hidden", width)
+    if ops is None or head_op is None:
         return None
-    ops.append(_Op(head["weight"], 1, "hidden"))
-    return PermutationPlan("mlp", {"hidden": width}, tuple(ops))
+    return PermutationPlan("mlp", {"hidden": width}, (*ops, head_op))
 
 
 def _cnn_plan(sd: Mapping[str, torch.Tensor]) -> PermutationPlan | None:
@@ -152,48 +182,24 @@ def _cnn_plan(sd: Mapping[str, torch.Tensor]) -> PermutationPlan | None:
     depth = 1 + max(int(i) for i, _ in blocks)
     if any((str(i), "conv") not in blocks for i in range(depth)):
         return None
-    width = int(sd[blocks[("0", "conv")]["weight"]].shape[0])
-    ops: list[_Op] = []
-    for i in range(depth):
-        conv = blocks[(str(i), "conv")]
-        weight = sd[conv["weight"]]
-        if weight.ndim not in (3, 4) or weight.shape[0] != width or (i > 0 and weight.shape[1] != width):
-            return None
-        ops.append(_Op(conv["weight"], 0, "channels"))
-        if i > 0:
-            ops.append(_Op(conv["weight"], 1, "channels"))
-        if "bias" in conv:
-            if tuple(sd[conv["bias"]].shape) != (width,):
-                return None
-            ops.append(_Op(conv["bias"], 0, "channels"))
-        if (str(i), "bn") in blocks:
-            norm = _norm_ops(sd, blocks[(str(i), "bn")], "channels", width)
-            if norm is None:
-                return None
-            ops.extend(norm)
+    stack = [
+        (blocks[(str(i), "conv")], [blocks[(str(i), "bn")]] if (str(i), "bn") in blocks else [])
+        for i in range(depth)
+    ]
+    ops = _stack_ops(sd, stack, "channels", (3, 4))
+    width = int(sd[stack[0][0]["weight"]].shape[0])
     linear = hidden[("linear",)]
     hw = sd[linear["weight"]]
-    if hw.ndim != 2 or hw.shape[1] % width:
+    if ops is None or hw.ndim != 2 or hw.shape[1] % width:
         return None
     positions = int(hw.shape[1]) // width  # channel-major flatten: channel c -> columns c*k .. c*k+k-1
     n_hidden = int(hw.shape[0])
-    ops.append(_Op(linear["weight"], 1, "channels", positions))
-    ops.append(_Op(linear["weight"], 0, "hidden"))
-    if "bias" in linear:
-        if tuple(sd[linear["bias"]].shape) != (n_hidden,):
-            return None
-        ops.append(_Op(linear["bias"], 0, "hidden"))
-    for kind in ("bn", "ln"):
-        if (kind,) in hidden:
-            norm = _norm_ops(sd, hidden[(kind,)], "hidden", n_hidden)
-            if norm is None:
-                return None
-            ops.extend(norm)
-    head_w = sd[head["weight"]]
-    if head_w.ndim != 2 or head_w.shape[1] != n_hidden:
+    ops += [_Op(linear["weight"], 1, "channels", positions), _Op(linear["weight"], 0, "hidden")]
+    units = _unit_ops(sd, linear, [hidden[(k,)] for k in ("bn", "ln") if (k,) in hidden], "hidden", n_hidden)
+    head_op = _head_op(sd, head, "hidden", n_hidden)
+    if units is None or head_op is None:
         return None
-    ops.append(_Op(head["weight"], 1, "hidden"))
-    return PermutationPlan("cnn", {"channels": width, "hidden": n_hidden}, tuple(ops))
+    return PermutationPlan("cnn", {"channels": width, "hidden": n_hidden}, (*ops, *units, head_op))
 
 
 def permutation_plan(state_dict: Mapping[str, torch.Tensor]) -> PermutationPlan | None:

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -41,11 +43,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
-from zooprobe.core.config import check_field_types, dataclass_from_dict
+from zooprobe.core.config import check_field_types, check_record, config
 from zooprobe.core.device import resolve_device
 from zooprobe.core.environment import library_versions
-from zooprobe.core.files import atomic_path, atomic_write_json, atomic_write_text
+from zooprobe.core.files import atomic_path, atomic_write_json, atomic_write_text, read_json
 from zooprobe.core.outputs import OutputKind, claim_output
 from zooprobe.encoder.model import EncoderConfig, EncoderConfigError, WeightEncoder
 from zooprobe.errors import ConfigError, InvalidInputError, ZooFormatError, ZooprobeError
@@ -58,6 +62,7 @@ from zooprobe.tokens import (
     collate,
     iter_windows,
 )
+from zooprobe.zoo.store import Zoo
 
 FORMAT_VERSION = 2  # 2: summary tokens (EncoderConfig.summary_tokens) and the "summaries" field
 CONFIG_FILE = "config.json"
@@ -104,6 +109,7 @@ class EncoderWeightsError(EncoderFormatError):
     """model.safetensors does not match the architecture in config.json; the message names the tensors."""
 
 
+@config(EncoderConfigError, require_all=True)
 @dataclass(frozen=True)
 class Preprocessing:
     """How state dicts become encoder inputs; saved with the encoder and reused exactly by `encode`.
@@ -127,18 +133,6 @@ class Preprocessing:
         check_field_types(self, EncoderConfigError)
         if self.window < 1:
             raise EncoderConfigError(f"Preprocessing.window: must be >= 1, got {self.window}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "window": self.window,
-            "normalize": self.normalize,
-            "in_layer_positions": self.in_layer_positions,
-            "global_positions": self.global_positions,
-        }
-
-    @classmethod
-    def from_dict(cls, data: object) -> Preprocessing:
-        return dataclass_from_dict(cls, data, EncoderConfigError)
 
 
 # ------------------------------------------------------------------------------------------ preprocessing
@@ -377,11 +371,9 @@ class LoadedEncoder:
         dict, it receives counts and times: ``n_models, n_windows, n_tokens, n_padded_tokens, tokenize_s,
         forward_s, flops``.
         """
-        import time
 
         if batch_size < 1:
             raise ConfigError(f"encode: batch_size must be >= 1, got {batch_size}")
-        from zooprobe.zoo.store import Zoo
 
         source: Iterator[Mapping[str, torch.Tensor]] = (
             state_dicts.state_dicts() if isinstance(state_dicts, Zoo) else iter(state_dicts)
@@ -543,7 +535,6 @@ def save_encoder(
     model card after, so a folder whose config.json exists always has weights. `folder` must be new, empty
     or an encoder folder zooprobe wrote (`zooprobe.core.outputs`): a folder of the user's own is refused.
     """
-    from safetensors.torch import save_file
 
     pre = preprocessing or Preprocessing()
     _check_token_sizes(encoder.config, tokenizer)
@@ -578,20 +569,8 @@ def _read_config(folder: Path) -> dict[str, Any]:
     path = folder / CONFIG_FILE
     if not path.is_file():
         raise EncoderFormatError(f"{folder}: no {CONFIG_FILE}, so this folder is not a zooprobe encoder")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EncoderFormatError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise EncoderFormatError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    if "format_version" in data and data["format_version"] != FORMAT_VERSION:
-        raise EncoderFormatError(
-            f"{path}: format_version {data['format_version']!r} is not supported (this zooprobe reads "
-            f"version {FORMAT_VERSION}); upgrade zooprobe or re-save the encoder"
-        )
-    missing = [name for name in REQUIRED_FIELDS if name not in data]
-    if missing:
-        raise EncoderFormatError(f"{path}: missing field(s) {missing}")
+    data = read_json(path, "encoder config", EncoderFormatError)
+    check_record(data, str(path), EncoderFormatError, fields=REQUIRED_FIELDS, version=FORMAT_VERSION)
     if data["library_name"] != LIBRARY_NAME:
         raise EncoderFormatError(
             f"{path}: library_name is {data['library_name']!r}, not {LIBRARY_NAME!r}: not a zooprobe encoder"
@@ -602,8 +581,6 @@ def _read_config(folder: Path) -> dict[str, Any]:
 
 
 def _load_weights(folder: Path, encoder: WeightEncoder) -> None:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     path = folder / WEIGHTS_FILE
     if not path.is_file():
@@ -672,8 +649,6 @@ def load_encoder_folder(folder: str | Path, device: str = "cpu") -> LoadedEncode
     loaded = LoadedEncoder(encoder, tokenizer, preprocessing, dict(data["provenance"]), folder, summarizer)
     message = loaded.unfinished_message()
     if message is not None:
-        import warnings
-
         warnings.warn(message, UnfinishedEncoderWarning, stacklevel=2)
     return loaded
 

@@ -22,15 +22,14 @@ of silently aliasing two layers.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zooprobe.core.config import check_field_types, dataclass_from_dict
+from zooprobe.core.config import check_field_types, config
 from zooprobe.errors import ConfigError
 from zooprobe.tokens import TokenizedModel, collate, collate_summaries, iter_windows
 
@@ -42,6 +41,7 @@ class EncoderConfigError(ConfigError):
 Pooling = Literal["mean", "cls", "mean+cls"]
 
 
+@config(EncoderConfigError, require_all=True)
 @dataclass(frozen=True)
 class EncoderConfig:
     """Hyperparameters of `WeightEncoder`; saved with a trained encoder and validated strictly on load.
@@ -98,40 +98,6 @@ class EncoderConfig:
     @property
     def uses_cls(self) -> bool:
         return self.pooling in ("cls", "mean+cls")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "token_size": self.token_size,
-            "d_model": self.d_model,
-            "n_layers": self.n_layers,
-            "n_heads": self.n_heads,
-            "d_ff": self.d_ff,
-            "latent_dim": self.latent_dim,
-            "dropout": self.dropout,
-            "max_global_pos": self.max_global_pos,
-            "max_layers": self.max_layers,
-            "max_in_layer_pos": self.max_in_layer_pos,
-            "pooling": self.pooling,
-            "decoder_layers": self.decoder_layers,
-            "summary_tokens": self.summary_tokens,
-            "summary_dim": self.summary_dim,
-        }
-
-    @classmethod
-    def from_dict(cls, data: object) -> EncoderConfig:
-        """Strict inverse of `to_dict`: unknown, missing or mistyped fields raise `EncoderConfigError`."""
-        return dataclass_from_dict(cls, data, EncoderConfigError)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> EncoderConfig:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise EncoderConfigError(f"EncoderConfig: invalid JSON ({exc})") from exc
-        return cls.from_dict(data)
 
 
 @dataclass

@@ -11,7 +11,6 @@ Hub repo ids and loads the encoder the config names (``encoder.source`` at ``enc
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +19,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from zooprobe.core.config import check_record
 from zooprobe.core.device import resolve_device
-from zooprobe.core.files import atomic_write_json
+from zooprobe.core.files import atomic_write_json, read_json
 from zooprobe.core.tensorfile import read_state, save_state
 from zooprobe.encoder.encoder_loader import LoadedEncoder
 from zooprobe.errors import ConfigError, InvalidInputError, ZooFormatError
 from zooprobe.heads.encoder_with_head import EncoderWithHead
 from zooprobe.heads.prediction_heads import HeadConfig, build_head
 from zooprobe.heads.targets import TaskSpec
+from zooprobe.tokens.statistics import featurize
 
 HEAD_FORMAT = 1
 REQUIRED = ("format_version", "library_name", "task", "head", "mode", "encoder")
@@ -63,8 +64,6 @@ class LoadedHead:
             tms = [self.model.loaded.tokenize_checked(sd, s + j) for j, sd in enumerate(chunk)]
             extra = {}
             if self.model.head.config.statistics:
-                from zooprobe.tokens.statistics import featurize
-
                 feats = featurize(chunk)
                 extra["stats"] = torch.as_tensor(feats, dtype=torch.float32, device=self.model.loaded.device)
             out = self.model(tokenized=tms, extra=extra)
@@ -85,17 +84,15 @@ def read_head_config(folder: Path) -> dict[str, Any]:
     path = folder / "config.json"
     if not path.is_file():
         raise HeadFormatError(f"{folder}: no config.json, so this is not a zooprobe head (or a run folder)")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise HeadFormatError(f"{path}: not valid JSON ({e})") from e
-    missing = [k for k in REQUIRED if k not in data]
-    if missing:
-        raise HeadFormatError(f"{path}: missing field(s) {missing}")
-    if data["format_version"] != HEAD_FORMAT:
-        raise HeadFormatError(
-            f"{path}: head format {data['format_version']!r} not supported (expected {HEAD_FORMAT})"
+    data = dict(
+        check_record(
+            read_json(path, "head config", HeadFormatError),
+            str(path),
+            HeadFormatError,
+            fields=REQUIRED,
+            version=HEAD_FORMAT,
         )
+    )
     if data["library_name"] != "zooprobe" or data.get("model_type") != "zooprobe-head":
         raise HeadFormatError(f"{path}: not a zooprobe head (library_name/model_type)")
     return data

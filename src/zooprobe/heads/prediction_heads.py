@@ -18,17 +18,18 @@ the per-token latents, pooled by learned queries (masked attention over real tok
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zooprobe.core.config import dataclass_from_dict
+from zooprobe.core.config import config
 from zooprobe.errors import ConfigError
 from zooprobe.heads.targets import TargetSpec, TaskSpec
+from zooprobe.tokens.statistics import N_FEATURES
 
 Activation = Literal["gelu", "relu", "silu", "tanh"]
 Norm = Literal["none", "layernorm", "batchnorm"]
@@ -42,6 +43,7 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+@config(ConfigError, require_all=True)
 @dataclass
 class HeadConfig:
     """Architecture of a prediction head (saved with it)."""
@@ -83,13 +85,6 @@ class HeadConfig:
             raise ConfigError(f"HeadConfig.pooling must be mean or attention, got {self.pooling!r}")
         if self.attention_queries < 1 or self.branch_hidden < 0:
             raise ConfigError("HeadConfig.attention_queries must be >= 1 and branch_hidden >= 0")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: object) -> HeadConfig:
-        return dataclass_from_dict(cls, data, ConfigError)
 
 
 def mlp(in_dim: int, hidden: list[int], config: HeadConfig) -> tuple[nn.Sequential, int]:
@@ -140,8 +135,6 @@ class Head(nn.Module):
         )
         feat_dim = self.pool.out_dim if self.pool is not None else in_dim
         if config.statistics:
-            from zooprobe.tokens.statistics import N_FEATURES
-
             # standardization of the statistics, fitted on the train split (`set_statistics_normalization`);
             # buffers, so they are saved and loaded strictly with the head's weights
             self.register_buffer("stats_mean", torch.zeros(N_FEATURES))

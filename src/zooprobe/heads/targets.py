@@ -23,6 +23,7 @@ one class would report a perfect, meaningless score).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -85,17 +86,9 @@ class TargetSpec:
         return x if self.bounded else x * self.std + self.mean
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "log10": self.log10,
-            "log_floor": self.log_floor,
-            "mean": self.mean,
-            "std": self.std,
-            "classes": list(self.classes),
-            "weight": self.weight,
-            "bounded": self.bounded,
-        }
+        d = dataclasses.asdict(self)
+        d["classes"] = list(self.classes)
+        return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TargetSpec:

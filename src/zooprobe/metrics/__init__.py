@@ -2,20 +2,5 @@
 
 from __future__ import annotations
 
-from zooprobe.metrics.core import (
-    RELATIVE_ERROR_EPS,
-    classification_metrics,
-    hyperparameter_aggregate,
-    pattern_metrics,
-    regression_metrics,
-    undefined_metrics,
-)
-
-__all__ = [
-    "RELATIVE_ERROR_EPS",
-    "classification_metrics",
-    "hyperparameter_aggregate",
-    "pattern_metrics",
-    "regression_metrics",
-    "undefined_metrics",
-]
+from zooprobe.metrics.core import *  # noqa: F403 - the package re-exports its one module
+from zooprobe.metrics.core import __all__ as __all__

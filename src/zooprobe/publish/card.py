@@ -19,10 +19,10 @@ from typing import Any
 import yaml
 
 from zooprobe.api import BUILTIN_PREFIX
-from zooprobe.core.files import read_yaml
+from zooprobe.core.files import read_json, read_yaml
 from zooprobe.errors import ZooprobeError
 from zooprobe.hub import check_repo_id, is_repo_id, render_card
-from zooprobe.training.run_folder import RunFolder, read_json
+from zooprobe.training.run_folder import RunFolder
 
 TASK_TITLES = {
     "accuracy": "test-accuracy prediction from weights",
@@ -34,43 +34,32 @@ TASK_SENTENCES = {
     "patterns": "detects architecture patterns (which layer types and connections a network has)",
     "hyperparameters": "predicts the hyperparameters a network was trained with",
 }
-#: Metric base name -> (Hub metric id, pretty name, definition).
+#: Metric base name -> (Hub metric id, pretty name, definition): one line each, ``id | name | definition``.
+_METRIC_TABLE = """
+r2 | r_squared | R² | coefficient of determination, 1 - Σ(y - p)² / Σ(y - mean(y))²
+mse | mse | MSE | mean squared error, mean((p - y)²)
+mae | mae | MAE | mean absolute error, mean(|p - y|)
+rmse | rmse | RMSE | root mean squared error, sqrt(MSE)
+relative_error | relative_error | relative error | mean relative error, mean(|p - y| / max(|y|, 1e-8))
+kendall_tau | kendall_tau | Kendall tau | Kendall's tau-b rank correlation of truth and prediction
+accuracy | accuracy | accuracy | fraction of models whose most probable class is the true one
+macro_f1 | f1 | macro F1 | unweighted mean of the per-class (or per-pattern) F1 = 2·TP / (2·TP + FP + FN), \
+over the classes that occur in the truth or the predictions (patterns: over the patterns where F1 is defined)
+f1 | f1 | F1 | binary F1 of one pattern (present when its probability is >= 0.5)
+roc_auc | roc_auc | ROC AUC | area under the ROC curve of one pattern's probabilities
+macro_roc_auc | roc_auc | macro ROC AUC | mean ROC AUC over the patterns where it is defined
+hamming_loss | hamming_loss | Hamming loss | fraction of wrong (model, pattern) flags, a pattern counting as \
+present at probability >= 0.5
+subset_accuracy | subset_accuracy | subset accuracy | fraction of models (with every pattern known) whose \
+patterns are all predicted right
+score | score | hyperparameter score | mean of every continuous target's R² and every discrete target's \
+accuracy
+"""
 METRICS: dict[str, tuple[str, str, str]] = {
-    "r2": ("r_squared", "R²", "coefficient of determination, 1 - Σ(y - p)² / Σ(y - mean(y))²"),
-    "mse": ("mse", "MSE", "mean squared error, mean((p - y)²)"),
-    "mae": ("mae", "MAE", "mean absolute error, mean(|p - y|)"),
-    "rmse": ("rmse", "RMSE", "root mean squared error, sqrt(MSE)"),
-    "relative_error": (
-        "relative_error",
-        "relative error",
-        "mean relative error, mean(|p - y| / max(|y|, 1e-8))",
-    ),
-    "kendall_tau": ("kendall_tau", "Kendall tau", "Kendall's tau-b rank correlation of truth and prediction"),
-    "accuracy": ("accuracy", "accuracy", "fraction of models whose most probable class is the true one"),
-    "macro_f1": (
-        "f1",
-        "macro F1",
-        "unweighted mean of the per-class (or per-pattern) F1 = 2·TP / (2·TP + FP + FN), over the classes "
-        "that occur in the truth or the predictions (patterns: over the patterns where F1 is defined)",
-    ),
-    "f1": ("f1", "F1", "binary F1 of one pattern (present when its probability is >= 0.5)"),
-    "roc_auc": ("roc_auc", "ROC AUC", "area under the ROC curve of one pattern's probabilities"),
-    "macro_roc_auc": ("roc_auc", "macro ROC AUC", "mean ROC AUC over the patterns where it is defined"),
-    "hamming_loss": (
-        "hamming_loss",
-        "Hamming loss",
-        "fraction of wrong (model, pattern) flags, a pattern counting as present at probability >= 0.5",
-    ),
-    "subset_accuracy": (
-        "subset_accuracy",
-        "subset accuracy",
-        "fraction of models (with every pattern known) whose patterns are all predicted right",
-    ),
-    "score": (
-        "score",
-        "hyperparameter score",
-        "mean of every continuous target's R² and every discrete target's accuracy",
-    ),
+    key: (hub_id, pretty, definition)
+    for key, hub_id, pretty, definition in (
+        [part.strip() for part in line.split(" | ", 3)] for line in _METRIC_TABLE.strip().splitlines()
+    )
 }
 REGRESSION_METRICS = ("r2", "mse", "mae", "rmse", "relative_error", "kendall_tau")
 #: Keys of metrics.json's ``test`` that are not scores of the predictions.
@@ -192,7 +181,7 @@ def _eval_results(
     metrics: Mapping[str, Any],
 ) -> list[Any]:
     """One `EvalResult` per defined test metric (NaN / null ones are skipped: undefined, not 0)."""
-    from huggingface_hub import EvalResult
+    from huggingface_hub import EvalResult  # heavy: huggingface_hub
 
     by_name = {str(t["name"]): t for t in targets}
     source = str(zoo.get("source") or "default")

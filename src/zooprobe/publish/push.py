@@ -36,10 +36,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from zooprobe._version import __version__
+from zooprobe.core.files import read_json
+from zooprobe.encoder.encoder_loader import load_encoder_folder
 from zooprobe.errors import ZooprobeError
-from zooprobe.hub import DEFAULT_PUSH_TIMEOUT, check_repo_id, is_repo_id, push_folder
+from zooprobe.hub import (
+    DEFAULT_PUSH_TIMEOUT,
+    _request_timeout,
+    _scrub,
+    check_repo_id,
+    is_repo_id,
+    push_folder,
+)
 from zooprobe.publish.card import head_model_card
-from zooprobe.training.run_folder import RunFolder, read_json
+from zooprobe.training.run_folder import RunFolder
 
 #: Remote folders whose files of an earlier push are deleted when this run does not have them.
 REPLACED_FOLDERS = ("tensorboard/**", "predictions/**", "report/**")
@@ -135,7 +145,6 @@ def push_run(
     ``default`` is pushed with a `HeadEncoderWarning`. A run that is not finished is refused
     (`ZooprobeError`), and so is any failure, with the run folder untouched.
     """
-    from zooprobe._version import __version__
 
     root = RunFolder(run_dir).check_finished("push").path
     check_repo_id(repo_id, "push")
@@ -184,16 +193,18 @@ def _check_hub_encoder(
 
     Returns the commit sha that was checked and the encoder's config.json content.
     """
-    from huggingface_hub import HfApi, constants, get_token, snapshot_download
+    from huggingface_hub import (  # heavy: huggingface_hub
+        HfApi,
+        constants,
+        get_token,
+        snapshot_download,
+    )
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
-    )
-
-    from zooprobe.encoder.encoder_loader import load_encoder_folder
-    from zooprobe.hub import _request_timeout, _scrub
+    )  # heavy: huggingface_hub
 
     if getattr(constants, "HF_HUB_OFFLINE", False):
         raise ZooprobeError("push: offline mode is on (HF_HUB_OFFLINE=1); unset it to push to the Hub")

@@ -118,8 +118,8 @@ def _floats(values: Sequence[Any]) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------ figures
 def _new_figure(width: float, height: float) -> tuple[Any, Any]:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: matplotlib
+    from matplotlib.figure import Figure  # heavy: matplotlib
 
     fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
     FigureCanvasAgg(fig)
@@ -241,8 +241,8 @@ def f1_bars_png(patterns: Sequence[str], validation: Mapping[str, Any], test: Ma
 
 def learning_curves_png(history: Sequence[Mapping[str, Any]], monitor: str, best_epoch: Any) -> bytes:
     """Train loss per epoch, validation loss and the monitored metric per evaluation, best epoch marked."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: matplotlib
+    from matplotlib.figure import Figure  # heavy: matplotlib
 
     two = monitor != "loss"
     fig = Figure(figsize=(10.0 if two else 5.6, 4.0), dpi=_DPI, layout="constrained")
@@ -272,7 +272,7 @@ def learning_curves_png(history: Sequence[Mapping[str, Any]], monitor: str, best
         ax2.set_ylabel(monitor)
         ax2.set_title(f"monitored metric: validation {monitor}")
         panels = [(ax, val_epochs, val_loss), (ax2, val_epochs, metric)]
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # heavy: matplotlib
 
     for i, (a, xs, ys) in enumerate(panels):
         a.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from zooprobe.core.files import atomic_path, cache_dir
 from zooprobe.core.progress import progress_bar
@@ -124,7 +126,6 @@ class RepresentationCache:
 
     def load(self, key: str, n: int, dim: int, token_outputs: bool) -> Representations | None:
         """The cached entry, or None on a miss; a corrupt entry is logged, deleted and reported as a miss."""
-        from safetensors import safe_open
 
         path = self.path(key)
         if not path.exists():
@@ -152,7 +153,6 @@ class RepresentationCache:
             return None
 
     def save(self, key: str, reps: Representations) -> Path:
-        from safetensors.torch import save_file
 
         tensors = {"pooled": reps.pooled.contiguous()}
         if reps.tokens is not None:

@@ -76,6 +76,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from zooprobe.core.progress import progress_bar
 from zooprobe.core.state_dicts import RUNNING_STATS, bias_name
 
 STAT_NAMES: tuple[str, ...] = ("mean", "std", "q0", "q25", "q50", "q75", "q100")
@@ -327,8 +328,6 @@ def featurize(state_dicts: Iterable[Mapping[str, torch.Tensor]], progress: bool 
     if not progress:
         rows = [weight_statistics_features(sd) for sd in state_dicts]
     else:
-        from zooprobe.core.progress import progress_bar
-
         total = len(state_dicts) if isinstance(state_dicts, Sized) else None
         with progress_bar("[bold]weight statistics", "") as bar:
             task = bar.add_task("", total=total)

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from zooprobe.core.config import check_record
 from zooprobe.tokens.statistics import STAT_NAMES, value_stats
 from zooprobe.tokens.tokenizer import TokenizerError
 
@@ -167,18 +168,10 @@ class LayerSummarizer:
     @classmethod
     def from_dict(cls, data: object) -> LayerSummarizer:
         """Strict inverse of `to_dict`: a missing/unknown field or malformed entry raises `TokenizerError`."""
-        if not isinstance(data, Mapping):
-            raise TokenizerError(f"LayerSummarizer: expected a mapping, got {type(data).__name__}")
-        expected = {"format_version", "features", "min_count", "clip", "moments"}
-        if set(data) != expected:
-            raise TokenizerError(
-                f"LayerSummarizer: expected fields {sorted(expected)}, got {sorted(map(str, data))}"
-            )
-        if data["format_version"] != SUMMARY_FORMAT_VERSION:
-            raise TokenizerError(
-                f"LayerSummarizer.format_version: {data['format_version']!r} is not supported "
-                f"(this zooprobe reads {SUMMARY_FORMAT_VERSION})"
-            )
+        fields = ("format_version", "features", "min_count", "clip", "moments")
+        data = check_record(
+            data, "LayerSummarizer", TokenizerError, fields=fields, exact=True, version=SUMMARY_FORMAT_VERSION
+        )
         if data["features"] != summary_feature_names():
             raise TokenizerError("LayerSummarizer.features: not the feature set this zooprobe computes")
         min_count, clip = data["min_count"], data["clip"]

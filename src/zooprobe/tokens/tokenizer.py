@@ -42,8 +42,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
+from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
-from zooprobe.core.config import check_field_types, dataclass_from_dict
+from zooprobe.core.config import check_field_types, check_record, config
 from zooprobe.core.state_dicts import BATCHNORM_MARKERS, is_weight_leaf, split_name
 from zooprobe.errors import InvalidInputError
 from zooprobe.tokens.normalization import NormalizationStats
@@ -67,6 +72,7 @@ class TokenizerError(InvalidInputError):
 UnknownPolicy = Literal["error", "skip", "rows"]
 
 
+@config(TokenizerError, require_all=True)
 @dataclass(frozen=True)
 class TokenizerConfig:
     """Settings that define the token representation; they must match between pretraining and use.
@@ -97,28 +103,6 @@ class TokenizerConfig:
             raise TokenizerError(f"TokenizerConfig.norm_min_count: must be >= 1, got {self.norm_min_count}")
         if not (self.norm_eps >= 0.0 and math.isfinite(self.norm_eps)):
             raise TokenizerError(f"TokenizerConfig.norm_eps: must be finite and >= 0, got {self.norm_eps}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """All fields as a JSON-ready dict."""
-        return {
-            "token_size": self.token_size,
-            "unknown": self.unknown,
-            "cast_float64": self.cast_float64,
-            "norm_min_count": self.norm_min_count,
-            "norm_eps": self.norm_eps,
-        }
-
-    @classmethod
-    def from_dict(cls, data: object) -> TokenizerConfig:
-        """Strict inverse of `to_dict`: unknown, missing or mistyped fields raise `TokenizerError`."""
-        return dataclass_from_dict(cls, data, TokenizerError)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> TokenizerConfig:
-        return cls.from_dict(_loads(text, "TokenizerConfig"))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -413,9 +397,6 @@ def module_kinds_from_model(model: torch.nn.Module) -> dict[str, str]:
     differ. Passing these hints (when the module is at hand) makes the kinds exact instead of guessed from
     names.
     """
-    from torch import nn
-    from torch.nn.modules.batchnorm import _NormBase
-    from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
     kinds: dict[str, str] = {}
     for prefix, module in model.named_modules():
@@ -530,7 +511,6 @@ class TokenizedModel:
 
     def save(self, path: str | Path) -> None:
         """Write tokens, mask and positions as safetensors with the layout JSON in the metadata."""
-        from safetensors.torch import save_file
 
         tensors = {
             "tokens": self.tokens.contiguous(),
@@ -548,7 +528,6 @@ class TokenizedModel:
     @classmethod
     def load(cls, path: str | Path) -> TokenizedModel:
         """Inverse of `save`."""
-        from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
@@ -805,18 +784,15 @@ class WeightTokenizer:
 
     @classmethod
     def from_dict(cls, data: object) -> WeightTokenizer:
-        if not isinstance(data, Mapping):
-            raise TokenizerError(f"WeightTokenizer: expected a mapping, got {type(data).__name__}")
-        expected = {"format_version", "config", "normalization"}
-        if set(data) != expected:
-            raise TokenizerError(
-                f"WeightTokenizer: expected fields {sorted(expected)}, got {sorted(map(str, data))}"
-            )
-        if data["format_version"] != TOKENIZER_FORMAT_VERSION:
-            raise TokenizerError(
-                f"WeightTokenizer.format_version: {data['format_version']!r} is not supported "
-                f"(this zooprobe reads {TOKENIZER_FORMAT_VERSION})"
-            )
+        fields = ("format_version", "config", "normalization")
+        data = check_record(
+            data,
+            "WeightTokenizer",
+            TokenizerError,
+            fields=fields,
+            exact=True,
+            version=TOKENIZER_FORMAT_VERSION,
+        )
         config = TokenizerConfig.from_dict(data["config"])
         stats = None
         if data["normalization"] is not None:

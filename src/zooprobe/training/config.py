@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from zooprobe.core.config import dataclass_from_dict
+from zooprobe.core.config import config, dataclass_from_dict, requirement
 from zooprobe.core.device import check_device_name
 from zooprobe.errors import ConfigError
 from zooprobe.heads.prediction_heads import HeadConfig
@@ -21,6 +21,7 @@ from zooprobe.heads.targets import TASKS
 Task = Literal["patterns", "accuracy", "hyperparameters"]
 
 
+@config()
 @dataclass
 class OptimConfig:
     """Optimizer (AdamW) and learning-rate schedule."""
@@ -47,6 +48,7 @@ class OptimConfig:
     """Lowest learning rate, as a fraction of the initial one (both schedules)."""
 
 
+@config()
 @dataclass
 class StopConfig:
     """Early stopping on a validation metric."""
@@ -62,6 +64,7 @@ class StopConfig:
     """Evaluate on the validation split every this many epochs (and after the last one)."""
 
 
+@config()
 @dataclass
 class TrainConfig:
     """Everything that determines a head-training run."""
@@ -122,9 +125,7 @@ class TrainConfig:
     """Windows per encoder forward pass."""
 
     def validate(self) -> None:
-        def need(cond: bool, msg: str) -> None:
-            if not cond:
-                raise ConfigError(f"TrainConfig: {msg}")
+        need = requirement("TrainConfig", ConfigError)
 
         need(self.task in TASKS, f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
         need(self.mode in ("frozen", "finetune"), f"mode must be frozen or finetune, got {self.mode!r}")
@@ -168,11 +169,8 @@ class TrainConfig:
             )
         check_device_name(self.device, "TrainConfig: device")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, data: object) -> TrainConfig:
         """Strict (`zooprobe.core.config`): unknown keys are errors, omitted ones take their defaults."""
         cfg = dataclass_from_dict(cls, data, ConfigError, require_all=False)
         cfg.validate()

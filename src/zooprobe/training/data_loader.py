@@ -32,6 +32,7 @@ import torch
 from zooprobe.encoder.augment import noise_state_dict, permute_neurons
 from zooprobe.encoder.encoder_loader import LoadedEncoder
 from zooprobe.errors import InvalidInputError
+from zooprobe.heads.encoder_with_head import pad_tokens
 from zooprobe.heads.targets import (
     TargetArrays,
     TaskSpec,
@@ -48,6 +49,7 @@ from zooprobe.representations.cache import (
 from zooprobe.tokens import TokenizedModel
 from zooprobe.tokens.statistics import featurize
 from zooprobe.training.config import TrainConfig
+from zooprobe.zoo.store import describe_split_leaks, split_leaks
 
 log = logging.getLogger(__name__)
 SPLIT_NAMES = ("train", "validation", "test")
@@ -84,7 +86,7 @@ class RunData:
     """Models with identical weights in several splits: ``checked``, ``leaks`` (hash, model ids, splits),
     ``allowed``."""
     warnings: list[str] = field(default_factory=list)
-    """Every warning `prepare_data` issued (also sent through `warnings.warn`), for metrics.json."""
+    """Every warning `plan_data` issued (also sent through `warnings.warn`), for metrics.json."""
 
 
 def select_checkpoints(zoo: Any, checkpoints: str) -> Any:
@@ -121,7 +123,6 @@ def check_split_leaks(zoo: Any, source: str, allow: bool) -> tuple[dict[str, Any
     Refused (`InvalidInputError` naming a few model ids) unless `allow`; returns the record for
     metrics.json and the warning given when allowed ("" when there is no leak).
     """
-    from zooprobe.zoo.store import describe_split_leaks, split_leaks
 
     leaks = split_leaks(zoo)
     record = {"checked": True, "leaks": [leak.to_dict() for leak in leaks], "allowed": bool(allow)}
@@ -146,20 +147,10 @@ def _warn(messages: list[str], message: str) -> None:
     warnings.warn(message, stacklevel=3)
 
 
-def prepare_data(
-    cfg: TrainConfig,
-    encoder: LoadedEncoder,
-    zoo: Any,
-    *,
-    main_process: bool = True,
-    wait: Any = None,
-    progress: bool = True,
-) -> RunData:
-    """Splits, targets and encoder inputs for `cfg` (see the module docs): `plan_data`, then
-    `load_inputs`."""
-    return load_inputs(
-        plan_data(cfg, encoder, zoo), cfg, encoder, main_process=main_process, wait=wait, progress=progress
-    )
+def prepare_data(cfg: TrainConfig, encoder: LoadedEncoder, zoo: Any, **options: Any) -> RunData:
+    """Splits, targets and encoder inputs for `cfg` (see the module docs): `plan_data`, then `load_inputs`
+    (`options`: its keyword arguments)."""
+    return load_inputs(plan_data(cfg, encoder, zoo), cfg, encoder, **options)
 
 
 def plan_data(cfg: TrainConfig, encoder: LoadedEncoder, zoo: Any) -> RunData:
@@ -253,8 +244,6 @@ def load_inputs(
     splits = data.splits
     cache_info = data.cache
     if cfg.head.statistics:
-        from zooprobe.tokens.statistics import featurize
-
         for split in splits.values():
             feats = featurize(_float32(split.zoo.state_dict(i)) for i in range(len(split)))
             split.stats = torch.as_tensor(feats, dtype=torch.float32)
@@ -303,7 +292,6 @@ def split_features(
     split: SplitData, index: np.ndarray | list[int], device: torch.device
 ) -> dict[str, torch.Tensor]:
     """Cached head inputs of the rows `index` of a frozen-mode split."""
-    from zooprobe.heads.encoder_with_head import pad_tokens
 
     assert split.reps is not None
     idx = [int(i) for i in index]

@@ -99,10 +99,7 @@ def metric_names(spec: TaskSpec) -> list[str]:
     Computed by scoring zero models with the evaluator itself, so the list cannot drift from the metrics.
     """
     targets = TargetArrays(
-        {
-            t.name: np.zeros(0, dtype=np.int64 if t.kind == "categorical" else np.float64)
-            for t in spec.targets
-        }
+        {t.name: np.zeros(0, dtype=np.int64 if t.kind == "categorical" else np.float64) for t in spec.targets}
     )
     predictions = {
         t.name: np.zeros((0, len(t.classes)) if t.kind == "categorical" else 0) for t in spec.targets

@@ -76,7 +76,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zooprobe.core.config import dataclass_from_dict
+from zooprobe.core.config import config, requirement
 from zooprobe.core.device import check_device_name, resolve_device
 from zooprobe.core.environment import library_versions
 from zooprobe.core.files import atomic_write_json, atomic_write_text
@@ -131,6 +131,7 @@ _ENCODER_FIELDS = (
 )
 
 
+@config()
 @dataclass
 class PretrainConfig:
     """Configuration of `pretrain_encoder`. Fields left as ``None`` take the preset's value.
@@ -209,15 +210,7 @@ class PretrainConfig:
 
     def resolved(self) -> PretrainConfig:
         """A copy with every ``None`` replaced by the preset's value (and `encoder` unpacked), validated."""
-        if self.preset not in PRESETS:
-            raise ConfigError(
-                f"unknown pretraining preset {self.preset!r}; choose one of {', '.join(PRESETS)}"
-            )
-        base = PRESETS[self.preset]
-        values = {
-            f.name: getattr(self, f.name) if getattr(self, f.name) is not None else base.get(f.name)
-            for f in dataclasses.fields(self)
-        }
+        values = self.preset_values(PRESETS, "pretraining")
         if self.encoder is not None:
             if not isinstance(self.encoder, EncoderConfig):
                 raise ConfigError(f"PretrainConfig.encoder must be an EncoderConfig, got {self.encoder!r}")
@@ -228,9 +221,7 @@ class PretrainConfig:
         return cfg
 
     def validate(self) -> None:
-        def need(cond: bool, msg: str) -> None:
-            if not cond:
-                raise ConfigError(f"PretrainConfig: {msg}")
+        need = requirement("PretrainConfig", ConfigError)
 
         for f in dataclasses.fields(self):
             if f.name != "encoder":
@@ -271,17 +262,6 @@ class PretrainConfig:
 
     def encoder_config(self) -> EncoderConfig:
         return EncoderConfig(**{name: getattr(self, name) for name in _ENCODER_FIELDS})
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        if isinstance(d["encoder"], EncoderConfig):
-            d["encoder"] = d["encoder"].to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PretrainConfig:
-        """Strict (`zooprobe.core.config`): unknown keys are errors, omitted ones take their defaults."""
-        return dataclass_from_dict(cls, data, ConfigError, require_all=False)
 
 
 _COMMON: dict[str, Any] = {
@@ -752,7 +732,7 @@ def pretrain(
         else:
             gen.manual_seed(int(cfg.seed))
 
-        from tensorboardX import SummaryWriter
+        from tensorboardX import SummaryWriter  # heavy: tensorboardX
 
         writer = SummaryWriter(str(output / TB_DIR), purge_step=step if saved is not None else None)
         bar = _Progress(progress, total_steps, step)

@@ -19,13 +19,13 @@ best epoch metrics.json reports (a run restarted into the same folder, or still 
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
 
-from zooprobe.core.files import read_yaml
+from zooprobe.core.files import read_json, read_yaml
 from zooprobe.core.outputs import OutputKind
+from zooprobe.core.tensorfile import read_state
 from zooprobe.errors import InvalidInputError, ZooprobeError
 from zooprobe.training.config import TrainConfig
 
@@ -58,21 +58,6 @@ class UnfinishedRunWarning(UserWarning):
     """A run folder whose training has not finished is used anyway (``allow_unfinished``)."""
 
 
-def read_json(path: Path, what: str = "file") -> dict[str, Any]:
-    """A JSON object from `path` (`InvalidInputError` if unreadable or not an object)."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise InvalidInputError(f"{path}: no such {what}") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise InvalidInputError(f"{path}: cannot read the {what} ({e})") from e
-    except json.JSONDecodeError as e:
-        raise InvalidInputError(f"{path}: the {what} is not valid JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise InvalidInputError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
 class RunFolder:
     """The run folder at `path` (see the module docs). Reading never writes."""
 
@@ -83,41 +68,15 @@ class RunFolder:
         return f"RunFolder({str(self.path)!r})"
 
     # ---------------------------------------------------------------- paths
-    @property
-    def config_path(self) -> Path:
-        return self.path / "config.yaml"
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.path / "metrics.json"
-
-    @property
-    def head_dir(self) -> Path:
-        return self.path / "head"
-
-    @property
-    def head_config_path(self) -> Path:
-        return self.head_dir / "config.json"
-
-    @property
-    def head_weights_path(self) -> Path:
-        return self.head_dir / "model.safetensors"
-
-    @property
-    def state_path(self) -> Path:
-        return self.path / LAST
-
-    @property
-    def tensorboard_dir(self) -> Path:
-        return self.path / "tensorboard"
-
-    @property
-    def report_dir(self) -> Path:
-        return self.path / "report"
-
-    @property
-    def log_path(self) -> Path:
-        return self.path / "train.log"
+    config_path = property(lambda self: self.path / "config.yaml", doc="The resolved `TrainConfig`.")
+    metrics_path = property(lambda self: self.path / "metrics.json", doc="Metrics, written last.")
+    head_dir = property(lambda self: self.path / "head", doc="The best head (a head folder).")
+    head_config_path = property(lambda self: self.head_dir / "config.json", doc="The head's config.")
+    head_weights_path = property(lambda self: self.head_dir / "model.safetensors", doc="The head's weights.")
+    state_path = property(lambda self: self.path / LAST, doc="The training state after the last epoch.")
+    tensorboard_dir = property(lambda self: self.path / "tensorboard", doc="TensorBoard event files.")
+    report_dir = property(lambda self: self.path / "report", doc="`zooprobe report` output.")
+    log_path = property(lambda self: self.path / "train.log", doc="The run's log.")
 
     def predictions_path(self, split: str) -> Path:
         return self.path / "predictions" / f"{split}.json"
@@ -150,7 +109,6 @@ class RunFolder:
 
     def head_epoch(self) -> int | None:
         """The epoch the saved head checkpoint comes from (None if it records none)."""
-        from zooprobe.core.tensorfile import read_state
 
         _, meta = read_state(
             self.head_weights_path, what="head checkpoint", tensors=False, require_meta=False
@@ -217,5 +175,4 @@ __all__ = [
     "RUN_OUTPUT",
     "RunFolder",
     "UnfinishedRunWarning",
-    "read_json",
 ]

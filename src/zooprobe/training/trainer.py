@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from zooprobe.core.device import autocast, resolve_device
 from zooprobe.core.environment import library_versions
@@ -37,7 +38,7 @@ from zooprobe.core.tensorfile import read_state, save_state
 from zooprobe.encoder.encoder_loader import LoadedEncoder
 from zooprobe.errors import ConfigError, InvalidInputError, ZooprobeError
 from zooprobe.heads.encoder_with_head import EncoderWithHead
-from zooprobe.heads.head_loader import HEAD_FORMAT, save_head
+from zooprobe.heads.head_loader import HEAD_FORMAT, head_folder, read_head_config, save_head
 from zooprobe.heads.prediction_heads import build_head
 from zooprobe.training import distributed as D
 from zooprobe.training.config import TrainConfig
@@ -53,6 +54,7 @@ from zooprobe.training.evaluator import (
     check_monitor,
     evaluate_split,
     lower_is_better,
+    metric_space_targets,
 )
 from zooprobe.training.run_folder import LAST, RUN_OUTPUT
 from zooprobe.training.state import config_diff, pack_optimizer, unpack_optimizer, warmup_cosine
@@ -108,11 +110,17 @@ class EarlyStopper:
 # ------------------------------------------------------------------------------------------ results
 @dataclass
 class TrainResult:
+    """What `fit` returns; everything is also in the run folder's metrics.json."""
+
     output: Path
+    """The run folder."""
     best_epoch: int
+    """The epoch whose head was kept (best validation value of ``stop.monitor``), counted from 0."""
     epochs_run: int
     validation: dict[str, float]
+    """Validation metrics of the kept head."""
     test: dict[str, float]
+    """Test metrics of the kept head."""
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -301,8 +309,6 @@ def fit(
 
     ddp_model: Any = model
     if info.enabled:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
         trainable = model.head if model.frozen else model
         wrapped = DDP(
             trainable,
@@ -312,7 +318,7 @@ def fit(
         ddp_model = wrapped
     writer = None
     if info.is_main:
-        from tensorboardX import SummaryWriter
+        from tensorboardX import SummaryWriter  # heavy: tensorboardX
 
         writer = SummaryWriter(str(output / "tensorboard"), purge_step=start_epoch if start_epoch else None)
 
@@ -374,7 +380,7 @@ def fit(
                     raise TrainingDivergedError(
                         _diverged(cfg, output, epoch, None, str(e), kept=(output / LAST).exists())
                     ) from e
-                value = val_metrics[cfg.stop.monitor]  # a metric name, checked by prepare_data
+                value = val_metrics[cfg.stop.monitor]  # a metric name (check_monitor)
                 improved = stopper.update(value, epoch)
                 record["validation"] = val_metrics
                 record["improved"] = improved
@@ -418,7 +424,6 @@ def fit(
 
 def _init_head(model: EncoderWithHead, run_dir: Path) -> None:
     """Load the best head of a finished run into `model.head` (strict; same task, targets, architecture)."""
-    from zooprobe.heads.head_loader import head_folder, read_head_config
 
     folder = head_folder(run_dir)
     config = read_head_config(folder)
@@ -539,7 +544,6 @@ def _final_evaluation(
 
 
 def _write_predictions(path: Path, data: RunData, split: str, preds: dict[str, np.ndarray]) -> None:
-    from zooprobe.training.evaluator import metric_space_targets
 
     sd = data.splits[split]
     truth = metric_space_targets(data.spec, sd.targets)

@@ -68,7 +68,10 @@ def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray]:
                 return f["x"], f["y"]
         except (OSError, ValueError, KeyError):
             path.unlink(missing_ok=True)  # corrupt cache: regenerate below
-    from mnist1d.data import get_dataset_args, make_dataset
+    from mnist1d.data import (  # heavy: mnist1d
+        get_dataset_args,
+        make_dataset,
+    )
 
     args = get_dataset_args()
     args.num_samples = MNIST1D_SAMPLES
@@ -100,7 +103,7 @@ def _stratified_split(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray,
 def load_task(name: str) -> TaskData:
     """Load one task's standardized, split tensors. Cached per process; identical on every machine."""
     if name == "digits":
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # heavy: scikit-learn
 
         bunch = load_digits()
         x = (bunch.data.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)

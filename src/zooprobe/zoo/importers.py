@@ -51,6 +51,7 @@ from zooprobe.core.checkpoints import (
     check_max_params,
     read_checkpoint,
 )
+from zooprobe.core.files import read_json
 from zooprobe.core.outputs import OutputFolderError, check_output, claim_output
 from zooprobe.errors import ConfigError, InvalidInputError
 from zooprobe.zoo.schema import FIELD_BY_NAME, SPLITS, WEIGHTS
@@ -481,16 +482,18 @@ def _write_output(
 
 def _finish(
     rows: list[dict[str, Any]],
-    extra_types: dict[str, pa.DataType],
-    extra_descriptions: dict[str, str],
-    output: Path,
-    overwrite: bool,
+    extras: tuple[dict[str, pa.DataType], dict[str, str]],
     report: ImportReport,
+    overwrite: bool,
+    *,
     title: str,
     description: str,
     manifest_extra: dict[str, Any],
 ) -> ImportReport:
-    """Tables per split, dataset card and manifest from validated rows; then write and fill the report."""
+    """Tables per split, dataset card and manifest from validated rows (`extras`: the types and descriptions
+    of the columns beyond zooprobe's fields); then write `report.output` and fill the report."""
+    extra_types, extra_descriptions = extras
+    output = report.output
     by_split = {s: [r for r in rows if r["_split"] == s] for s in SPLITS}
     tables = {
         s: rows_to_table([{k: v for k, v in r.items() if k != "_split"} for r in split_rows], extra_types)
@@ -822,11 +825,9 @@ def import_checkpoint_folder(
     report = ImportReport(source=str(folder), output=output, skipped=problems.items, warnings=messages)
     report = _finish(
         out_rows,
-        extra_types,
-        descriptions,
-        output,
-        overwrite,
+        (extra_types, descriptions),
         report,
+        overwrite,
         title=f"Imported zoo: {folder.name}",
         description=(
             f"Imported with `zooprobe.zoo.importers.import_checkpoint_folder` from the checkpoint folder "
@@ -848,17 +849,7 @@ def import_checkpoint_folder(
 
 # ---------------------------------------------------------------------------------------------- Model Zoos
 def _read_params(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise _Bad(f"{path}: params.json not found")
-    try:
-        params = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise _Bad(f"{path}: cannot read ({e})") from e
-    except json.JSONDecodeError as e:
-        raise _Bad(f"{path} line {e.lineno}: not valid JSON ({e.msg})") from e
-    if not isinstance(params, dict):
-        raise _Bad(f"{path}: expected a JSON object, got a {type(params).__name__}")
-    return params
+    return read_json(path, "params.json", _Bad)
 
 
 def _read_results(path: Path) -> dict[int, tuple[int, dict[str, Any]]]:
@@ -1042,11 +1033,9 @@ def import_model_zoos(
     report = ImportReport(source=str(root), output=output, skipped=problems.items, warnings=messages)
     report = _finish(
         rows,
-        extra_types,
-        descriptions,
-        output,
-        overwrite,
+        (extra_types, descriptions),
         report,
+        overwrite,
         title=f"Imported Model Zoos zoo: {root.name}",
         description=(
             f"Imported with `zooprobe.zoo.importers.import_model_zoos` from the Model Zoos folder "

@@ -19,9 +19,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from zooprobe.core.config import dataclass_from_dict
+from zooprobe.core.config import config, requirement
 from zooprobe.errors import ConfigError
-from zooprobe.zoo.data import TASKS
+from zooprobe.zoo.data import TASKS, load_task
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid", "leaky_relu")
@@ -34,6 +34,7 @@ SPLITS = ("train", "validation", "test")
 LR_LOG10 = {"sgd": (-3.5, -0.3), "adam": (-4.5, -1.3), "adamw": (-4.5, -1.3), "rmsprop": (-5.0, -1.8)}
 
 
+@config()
 @dataclass
 class ZooConfig:
     """Configuration of a generated zoo. Fields left as ``None`` take the preset's value.
@@ -82,21 +83,12 @@ class ZooConfig:
 
     def resolved(self) -> ZooConfig:
         """A copy with every ``None`` replaced by the preset's value, validated."""
-        if self.preset not in PRESETS:
-            raise ConfigError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
-        base = PRESETS[self.preset]
-        values = {
-            f.name: getattr(self, f.name) if getattr(self, f.name) is not None else base.get(f.name)
-            for f in dataclasses.fields(self)
-        }
-        cfg = ZooConfig(**values)
+        cfg = ZooConfig(**self.preset_values(PRESETS, "zoo"))
         cfg.validate()
         return cfg
 
     def validate(self) -> None:
-        def need(cond: bool, msg: str) -> None:
-            if not cond:
-                raise ConfigError(msg)
+        need = requirement("", ConfigError)
 
         for f in dataclasses.fields(self):
             need(getattr(self, f.name) is not None, f"zoo config field {f.name!r} is not set")
@@ -132,18 +124,6 @@ class ZooConfig:
     @property
     def n_cohorts(self) -> int:
         return math.ceil(self.n_models / self.cohort_size)  # type: ignore[operator]
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for k, v in d.items():
-            if isinstance(v, tuple):
-                d[k] = list(v)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ZooConfig:
-        """Strict (`zooprobe.core.config`): unknown keys are errors, omitted ones take their defaults."""
-        return dataclass_from_dict(cls, d, ConfigError, require_all=False)
 
 
 _COMMON: dict[str, Any] = {
@@ -274,7 +254,6 @@ class ModelSpec:
 
 def sample_cohort(cfg: ZooConfig, cohort: int) -> list[ModelSpec]:
     """Sample cohort ``cohort`` of a resolved config. Pure function of (config, cohort index)."""
-    from zooprobe.zoo.data import load_task
 
     rng = np.random.default_rng([cfg.seed, cohort, 0x5EED])
     task = str(rng.choice(cfg.tasks))

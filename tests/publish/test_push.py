@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hub_clients import _assert_no_token_in_files, _client, _hashes
 from hub_server import HubServer
-from test_hub import _assert_no_token_in_files, _client, _hashes
 from zooprobe.api import train
 from zooprobe.errors import ZooprobeError
 from zooprobe.publish.card import NOT_SCORES

@@ -56,15 +56,8 @@ def test_bench_heads_cache_speedup_memory_and_shared_runs(
     from zooprobe.bench.heads import bench_heads
 
     base = TrainConfig(optim=OptimConfig(epochs=3, batch_size=8), stop=StopConfig(patience=3))
-    result = bench_heads(
-        str(head_zoo),
-        str(head_encoder),
-        tmp_path,
-        base=base,
-        tasks=("accuracy",),
-        finetune_epochs=1,
-        progress=False,
-    )
+    options = {"base": base, "tasks": ("accuracy",), "finetune_epochs": 1, "progress": False}
+    result = bench_heads(str(head_zoo), str(head_encoder), tmp_path, **options)
     # reading cached tensors beats encoding every model again each epoch
     assert result.uncached_epoch_s > result.encode_s > 0
     assert result.cache_ratio > 1
@@ -75,14 +68,5 @@ def test_bench_heads_cache_speedup_memory_and_shared_runs(
     assert "ratio" in lines and "saved for backward" in lines and "| accuracy | finetune | r2 |" in lines
     # the runs live where `zooprobe bench` looks for them: a second call re-scores instead of retraining
     assert (tmp_path / "runs" / "accuracy-finetune" / "metrics.json").is_file()
-    again = bench_heads(
-        str(head_zoo),
-        str(head_encoder),
-        tmp_path,
-        base=base,
-        tasks=("accuracy",),
-        finetune_epochs=1,
-        memory=False,
-        progress=False,
-    )
+    again = bench_heads(str(head_zoo), str(head_encoder), tmp_path, memory=False, **options)
     assert again.runs["accuracy/finetune"]["test"] == result.runs["accuracy/finetune"]["test"]

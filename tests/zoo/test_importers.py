@@ -7,7 +7,6 @@ refused with a message naming file, row and field, or skipped and reported with 
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from files import write_csv
 from zooprobe.api import load_zoo
 from zooprobe.errors import ConfigError, InvalidInputError
 from zooprobe.zoo.importers import ImportReport, import_checkpoint_folder, import_model_zoos
@@ -48,14 +48,6 @@ def tiny_state_dict(seed: int, conv: bool) -> dict[str, torch.Tensor]:
         if k.endswith("num_batches_tracked"):
             v.fill_(seed + 1)
     return sd
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
