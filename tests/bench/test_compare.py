@@ -14,7 +14,16 @@ def test_compare_scores_every_method_on_the_same_test_split(
     head_zoo: Path, head_encoder: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "bench"
-    methods = ("frozen", "finetune", "frozen+stats", "stats+gbm", "stats+linear", "floor", "hparams+gbm")
+    methods = (
+        "frozen",
+        "finetune",
+        "frozen+stats",
+        "stats+gbm",
+        "stats+rep+gbm",
+        "stats+linear",
+        "floor",
+        "hparams+gbm",
+    )
     result = compare(
         str(head_zoo),
         str(head_encoder),
@@ -26,15 +35,13 @@ def test_compare_scores_every_method_on_the_same_test_split(
         progress=False,
     )
     acc = result.metrics["accuracy"]
-    assert {"frozen", "finetune", "frozen+stats", "stats+gbm", "stats+linear", "floor", "hparams+gbm"} <= set(
-        acc
-    )
+    assert set(methods) <= set(acc)
     hp = result.metrics["hyperparameters"]
     assert "hparams+gbm" not in hp  # the hyperparameters-as-input reference is for accuracy only
     # the floor predicts the train mean: Kendall tau of a constant is undefined (NaN), never 0
     assert math.isnan(acc["floor"]["kendall_tau"])
     # MLP vs CNN is visible in the weights' shapes: every weight-reading method gets it right
-    for method in ("frozen", "finetune", "stats+gbm", "stats+linear"):
+    for method in ("frozen", "finetune", "stats+gbm", "stats+rep+gbm", "stats+linear"):
         assert hp[method]["family/accuracy"] == 1.0, method
     assert hp["floor"]["family/accuracy"] < 1.0
     # the fine-tuning run started from the frozen head
@@ -44,6 +51,10 @@ def test_compare_scores_every_method_on_the_same_test_split(
     md = (out / "bench.md").read_text()
     assert "| metric | frozen | finetune | frozen+stats | stats+gbm" in md and "wall seconds" in md
     assert "finetune head vs stats+gbm" in md
+    # what the representation adds beyond the statistics: its own method and a gain column
+    assert "| gain over stats |" in md and "stats+rep+gbm vs stats+gbm" in md
+    gain = acc["stats+rep+gbm"]["r2"] - acc["stats+gbm"]["r2"]
+    assert "| r2 |" in md and f"{gain:+.3f} |" in md
     doc = json.loads((out / "bench.json").read_text())
     assert doc["metrics"]["accuracy"]["stats+gbm"]["r2"] == acc["stats+gbm"]["r2"]
     assert doc["metrics"]["accuracy"]["floor"]["kendall_tau"] is None  # NaN is written as null

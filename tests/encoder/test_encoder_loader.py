@@ -312,6 +312,9 @@ def test_bench_and_cli(pretrained: Path, tiny_zoo: Path, tmp_path: Path) -> None
     assert result["models_per_s"] > 0 and result["matmul_gflops"] > 0 and result["encoder_gflops"] > 0
     assert result["n_train"] > 0 and result["n_test"] > 0
     assert "r2_encoder" in result and "r2_weight_stats" in result
+    assert {"gbm_r2_encoder", "gbm_r2_weight_stats", "gbm_r2_encoder_plus_stats"} <= set(result)
+    report = "\n".join(format_report(result))
+    assert "LightGBM R²" in report and "strongest statistics baseline" in report
     assert any("ridge R²" in line for line in format_report(result))
 
     from jsonargparse import ArgumentParser
