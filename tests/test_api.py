@@ -55,7 +55,7 @@ def test_predict_returns_labelled_rows(head_zoo: Path, head_encoder: Path, tmp_p
     from safetensors.torch import save_file
 
     save_file(sd, tmp_path / "m.safetensors", metadata={"order": json.dumps(list(sd))})  # the layer order
-    table = zooprobe.predict(head, [sd, tmp_path / "m.safetensors"])
+    table = zooprobe.predict(head, [sd, tmp_path / "m.safetensors"], show_unpredictable=True)
     assert isinstance(table, pd.DataFrame) and list(table.index) == [
         "model 0",
         str(tmp_path / "m.safetensors"),
@@ -67,6 +67,8 @@ def test_predict_returns_labelled_rows(head_zoo: Path, head_encoder: Path, tmp_p
     lr = table["learning_rate"].to_numpy()  # natural units: 10 ** the log10 prediction
     np.testing.assert_allclose(lr, 10 ** table["learning_rate_log10"].to_numpy())
     assert (lr > 0).all() and (lr < 10).all()
+    assert (table["learning_rate_low"] < lr).all() and (lr < table["learning_rate_high"]).all()  # intervals
+    assert table["in_domain"].tolist() == [True, True]  # a test model of the training zoo
     numbers = table.select_dtypes("number").to_numpy()  # the same model, as a state dict and as a file
     np.testing.assert_allclose(numbers[0], numbers[1], rtol=1e-6)
     raw = head.predict([sd])
@@ -94,7 +96,8 @@ def test_probe_fits_predicts_and_scores(head_zoo: Path, head_encoder: Path) -> N
     assert probe.fit(head_zoo) is probe
     sds = list(zooprobe.load_zoo(head_zoo).final().split("test").state_dicts())[:3]
     table = probe.predict(sds)
-    assert list(table.columns) == ["test_accuracy"] and len(table) == 3
+    assert table.columns[0] == "test_accuracy" and len(table) == 3
+    assert {"test_accuracy_reliability", "in_domain", "domain_reasons"} <= set(table.columns)
     assert probe.score() == pytest.approx(probe.evaluate()["r2"])
     assert probe.run_dir.is_dir() and (probe.run_dir / "metrics.json").is_file()
     with pytest.raises(zooprobe.ConfigError, match="unknown TrainConfig field"):

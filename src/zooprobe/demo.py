@@ -59,7 +59,10 @@ def demo_config(task: str, mode: str, zoo: str, encoder: str) -> TrainConfig:
 
 
 def run_demo(
-    preset: str = "small", output: str | Path = "runs/demo", console: Console | None = None
+    preset: str = "small",
+    output: str | Path = "runs/demo",
+    console: Console | None = None,
+    progress: bool = True,
 ) -> DemoResult:
 
     console = console or Console()
@@ -80,7 +83,9 @@ def run_demo(
     for task, mode in DEMO_RUNS:
         cfg = demo_config(task, mode, zoo_source, "default")
         start = time.perf_counter()
-        run = train(cfg, Path(output) / f"{task}-{mode}", resume=False, encoder=encoder, zoo=zoo)
+        run = train(
+            cfg, Path(output) / f"{task}-{mode}", resume=False, encoder=encoder, zoo=zoo, progress=progress
+        )
         result.seconds[f"{task}/{mode}"] = time.perf_counter() - start
         result.runs[f"{task}/{mode}"] = run
     console.print(demo_table(result))

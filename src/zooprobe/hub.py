@@ -29,8 +29,11 @@ REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 def looks_like_path(text: str) -> bool:
     """True for text a user means as a local path: it starts with ``.``, ``/`` or ``~``, holds a backslash,
-    or has other than exactly one ``/`` (a Hub repo id is ``OWNER/NAME``)."""
-    return text.startswith((".", "/", "~")) or "\\" in text or text.count("/") != 1
+    has other than exactly one ``/`` (a Hub repo id is ``OWNER/NAME``), or its parent folder exists here
+    (``runs/pattern`` next to a local ``runs/`` is a mistyped run folder, not a Hub repo of user "runs")."""
+    if text.startswith((".", "/", "~")) or "\\" in text or text.count("/") != 1:
+        return True
+    return Path(text).expanduser().parent.is_dir()
 
 
 def is_repo_id(text: str | None) -> bool:

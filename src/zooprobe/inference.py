@@ -1,9 +1,23 @@
-"""Predicting networks' properties with a trained head: `predict` (a pandas DataFrame) and
-``zooprobe predict --head RUN FILE ...`` (`predict_files` and `format_predictions`).
+"""Predicting networks' properties with trained heads: `predict` (a pandas DataFrame) and
+``zooprobe predict --head RUN FILE ...`` (`predict_files`, `format_predictions`).
 
 `predict(head, models)` takes state dicts or checkpoint files and returns one labelled row per model
-(class names, probabilities, natural units: `zooprobe.heads.targets.TaskSpec.label`); `predict_files`
-gives JSON-ready dicts per file with the notes of reading it, which `format_predictions` prints.
+(class names, probabilities, natural units: `zooprobe.heads.targets.TaskSpec.label`), and next to them
+what the head knows about its own limits (`zooprobe.heads.trust`):
+
+- ``in_domain`` and ``domain_reasons``: whether the network lies in the head's applicability domain
+  (architecture, weight statistics, representation; `zooprobe.heads.domain`) and, if not, why;
+- ``NAME_low`` / ``NAME_high``: the conformal interval of each continuous target at ``level`` (default
+  90%), in natural units;
+- ``NAME_reliability``: the head's own test score for the target (R² or accuracy). A target the zoo does
+  not make predictable (test R² < 0.1, or accuracy within 0.02 of the majority class) reads "not
+  predictable from this zoo" instead of a value (``show_unpredictable=True`` shows the value anyway).
+
+Several heads at once: pass a list (columns prefixed with each head's task) or a mapping of labels to
+heads (prefixed with the labels). ``strict=True`` raises `OutOfDomainError` when a network lies outside a
+head's domain. `predict_files` gives JSON-ready dicts per file with the notes of reading it, which
+`format_predictions` prints. Nothing is ever NaN silently: a non-finite representation or output is an
+error naming the network and the cause.
 
 Checkpoints are read by `zooprobe.core.checkpoints.read_checkpoint`, the reader the zoo importers use too (see
 its docs for the rules: safetensors and ``torch.load(weights_only=True)`` only, containers unwrapped, tensor
@@ -34,7 +48,19 @@ from zooprobe.core.checkpoints import (
     read_checkpoint,
 )
 from zooprobe.errors import InvalidInputError, ZooprobeError
-from zooprobe.heads.head_loader import LoadedHead
+from zooprobe.heads.head_loader import HeadOutputs, LoadedHead, NonFiniteError
+from zooprobe.heads.targets import TargetSpec
+from zooprobe.heads.uncertainty import DEFAULT_LEVEL, check_level
+from zooprobe.tokens.statistics import featurize
+
+NOT_PREDICTABLE = "not predictable from this zoo"
+NO_DOMAIN = (
+    "this head has no applicability domain (it was saved by an older zooprobe); train it again to get one"
+)
+
+
+class OutOfDomainError(ZooprobeError):
+    """``strict`` prediction met networks outside a head's applicability domain (the message lists them)."""
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -50,42 +76,23 @@ def _load(path: Path, max_params: int = DEFAULT_MAX_PARAMS) -> tuple[dict[str, t
     return state_dict, notes
 
 
-# ------------------------------------------------------------------------------------------ predicting
-def predict(
-    head: LoadedHead | str | Path,
-    models: Mapping[str, Any] | str | Path | Iterable[Mapping[str, Any] | str | Path],
-    *,
-    max_params: int = DEFAULT_MAX_PARAMS,
-) -> pd.DataFrame:
-    """Predicted properties of each model: one row per model (indexed by file path, or ``model N`` for
-    state dicts), labelled with class names, probabilities and natural units (`TaskSpec.label`).
-
-    `head` is a loaded head or any `zooprobe.load_head` source; `models` one state dict or checkpoint file,
-    or several. Files are read with the same rules and limits as ``zooprobe predict``.
-    """
-    if not isinstance(head, LoadedHead):
-        head = load_head(head)
-    items = [models] if isinstance(models, Mapping | str | Path) else list(models)
-    index, rows = [], []
-    for i, item in enumerate(items):
-        if isinstance(item, Mapping):
-            state_dict = {k: v.float() if v.dtype == torch.float64 else v for k, v in item.items()}
-            index.append(f"model {i}")
-        else:
-            state_dict, _ = _load(Path(item), max_params)
-            index.append(str(item))
-        rows.append(_predict_one(head, state_dict, index[-1]))
-    preds = {t.name: np.concatenate([r[t.name] for r in rows]) for t in head.spec.targets}
-    return head.spec.label(preds, index)
+def _float32(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        k: v.float() if isinstance(v, torch.Tensor) and v.dtype == torch.float64 else v
+        for k, v in state_dict.items()
+    }
 
 
-def _predict_one(
-    head: LoadedHead, state_dict: Mapping[str, torch.Tensor], where: str
-) -> dict[str, np.ndarray]:
-    """`LoadedHead.predict` of one model, with errors that name it (memory, unreadable networks)."""
-    values = sum(v.numel() for v in state_dict.values())
+# ------------------------------------------------------------------------------------------ one network
+def _run_one(
+    head: LoadedHead, state_dict: Mapping[str, torch.Tensor], where: str, statistics: np.ndarray | None
+) -> HeadOutputs:
+    """`LoadedHead.run` of one model, with errors that name it (memory, unreadable networks, NaN)."""
+    values = sum(v.numel() for v in state_dict.values() if isinstance(v, torch.Tensor))
     try:
-        return head.predict([state_dict])
+        return head.run([state_dict], statistics=statistics)
+    except NonFiniteError as e:
+        raise NonFiniteError(f"{where}: {str(e).removeprefix('state dict 0: ')}") from e
     except ZooprobeError as e:
         raise InvalidInputError(
             f"{where}: this network cannot be read by the head's encoder: {e} (the tokenization is fixed by "
@@ -103,99 +110,395 @@ def _predict_one(
         ) from e
 
 
-def predict_files(
-    head: LoadedHead, files: Sequence[str | Path], *, max_params: int = DEFAULT_MAX_PARAMS
-) -> list[dict[str, Any]]:
-    """Predictions of `head` for each checkpoint file, one dict per file (JSON-ready)::
+def _domain(head: LoadedHead, outputs: HeadOutputs) -> dict[str, Any]:
+    domain = head.trust.domain if head.trust is not None else None
+    if domain is None:
+        return {"in_domain": None, "reasons": [NO_DOMAIN]}
+    features = {"statistics": outputs.statistics, "representation": outputs.representations}
+    return domain.check(outputs.architectures, features)[0].to_dict()
 
-        {"file": str, "notes": [str, ...], "targets": {name: {...}}}
+
+def _value(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _interval(head: LoadedHead, t: TargetSpec, value: float, level: float) -> dict[str, Any] | None:
+    calibration = head.trust.calibration if head.trust is not None else None
+    if calibration is None or t.name not in calibration.targets:
+        return None
+    low, high = calibration.intervals(head.spec, {t.name: np.array([value])}, level)[t.name]
+    entry: dict[str, Any] = {"level": level, "low": _value(low[0]), "high": _value(high[0])}
+    if entry["low"] is None:
+        entry["note"] = "unbounded: too few validation models for this level"
+    elif t.log10:
+        entry["value_low"], entry["value_high"] = 10.0 ** float(low[0]), 10.0 ** float(high[0])
+    return entry
+
+
+def _target_entry(
+    head: LoadedHead, t: TargetSpec, value: np.ndarray, level: float, show_unpredictable: bool
+) -> dict[str, Any]:
+    """The JSON-ready prediction of one target (see `predict_files`)."""
+    entry: dict[str, Any]
+    if t.kind == "binary":
+        p = float(value)
+        entry = {"kind": "binary", "probability": p, "predicted": p >= 0.5}
+    elif t.kind == "categorical":
+        probs = [float(x) for x in value]
+        best = int(np.argmax(probs))
+        entry = {
+            "kind": "categorical",
+            "predicted": t.classes[best],
+            "probability": probs[best],
+            "probabilities": dict(zip(t.classes, probs, strict=True)),
+        }
+    else:
+        x = float(value)
+        entry = {"kind": "continuous", "log10": t.log10, "predicted": x}
+        if t.log10:
+            entry["value"] = 10.0**x
+        interval = _interval(head, t, x, level)
+        if interval is not None:
+            entry["interval"] = interval
+    rel = head.trust.reliability.get(t.name) if head.trust is not None else None
+    entry["reliability"] = rel.to_record() if rel is not None else None
+    entry["predictable"] = rel.predictable if rel is not None else None
+    if rel is not None and rel.predictable is False and not show_unpredictable:
+        kept = {"kind": entry["kind"], "predicted": None, "note": NOT_PREDICTABLE}
+        if t.kind == "continuous":
+            kept["log10"] = t.log10
+        entry = {**kept, "reliability": entry["reliability"], "predictable": False}
+    return entry
+
+
+def _assess(
+    head: LoadedHead,
+    state_dict: Mapping[str, torch.Tensor],
+    where: str,
+    level: float,
+    show_unpredictable: bool,
+    statistics: np.ndarray | None = None,
+) -> tuple[dict[str, Any], HeadOutputs]:
+    """(JSON-ready result, raw outputs) of one network under one head (`statistics`: its weight
+    statistics, when computed already)."""
+    outputs = _run_one(head, state_dict, where, statistics)
+    domain = _domain(head, outputs)
+    targets = {
+        t.name: _target_entry(head, t, np.asarray(outputs.predictions[t.name])[0], level, show_unpredictable)
+        for t in head.spec.targets
+    }
+    return {"in_domain": domain["in_domain"], "domain": domain, "targets": targets}, outputs
+
+
+# ------------------------------------------------------------------------------------------ predicting
+HeadSource = LoadedHead | str | Path
+
+
+def _shared_statistics(heads: Sequence[LoadedHead], state_dict: Mapping[str, Any]) -> np.ndarray | None:
+    """The weight statistics of a network, computed once when several heads read it (None for one)."""
+    return featurize([state_dict]) if len(heads) > 1 else None
+
+
+def _heads(head: Any) -> tuple[list[str] | None, list[LoadedHead]]:
+    """(column prefixes or None for a single head, loaded heads) of `predict`'s `head` argument."""
+    if isinstance(head, Mapping):
+        labels = [str(k) for k in head]
+        heads = [h if isinstance(h, LoadedHead) else load_head(h) for h in head.values()]
+        return labels, heads
+    if isinstance(head, LoadedHead | str | Path):
+        return None, [head if isinstance(head, LoadedHead) else load_head(head)]
+    heads = [h if isinstance(h, LoadedHead) else load_head(h) for h in head]
+    if len(heads) == 1:
+        return None, heads
+    tasks = [h.spec.task for h in heads]
+    labels = [t if tasks.count(t) == 1 else f"{t}#{tasks[:i].count(t) + 1}" for i, t in enumerate(tasks)]
+    return labels, heads
+
+
+def _table(
+    head: LoadedHead,
+    results: Sequence[Mapping[str, Any]],
+    outputs: Sequence[HeadOutputs],
+    index: Sequence[str],
+    level: float,
+    show_unpredictable: bool,
+) -> pd.DataFrame:
+    """One head's labelled columns (`TaskSpec.label`) with intervals, reliability and the domain."""
+    spec = head.spec
+    preds = {t.name: np.concatenate([o.predictions[t.name] for o in outputs]) for t in spec.targets}
+    table = spec.label(preds, index)
+    columns: dict[str, Any] = {}
+    for t in spec.targets:
+        own = [t.name]  # the columns `TaskSpec.label` gives this target
+        if t.kind != "continuous":
+            own += [f"{t.name}_probability", *(f"P({t.name}={c})" for c in t.classes)]
+        elif t.log10:
+            own.append(f"{t.name}_log10")
+        entries = [r["targets"][t.name] for r in results]
+        rel = entries[0]["reliability"]
+        if entries[0]["predictable"] is False and not show_unpredictable:
+            columns[t.name] = [NOT_PREDICTABLE] * len(results)
+        else:
+            columns.update({c: table[c] for c in own})
+            intervals = [e.get("interval") for e in entries]
+            if all(i is not None for i in intervals):
+                for side in ("low", "high"):
+                    key = f"value_{side}" if t.log10 else side
+                    columns[f"{t.name}_{side}"] = [
+                        i.get(key) if i.get(key) is not None else math.nan
+                        for i in intervals  # type: ignore[union-attr]
+                    ]
+        if rel is not None:
+            columns[f"{t.name}_reliability"] = [rel["test"] if rel["test"] is not None else math.nan] * len(
+                results
+            )
+    columns["in_domain"] = [r["in_domain"] for r in results]
+    columns["domain_reasons"] = ["; ".join(r["domain"]["reasons"]) for r in results]
+    return pd.DataFrame(columns, index=list(index))
+
+
+def predict(
+    head: HeadSource | Sequence[HeadSource] | Mapping[str, HeadSource],
+    models: Mapping[str, Any] | str | Path | Iterable[Mapping[str, Any] | str | Path],
+    *,
+    max_params: int = DEFAULT_MAX_PARAMS,
+    level: float = DEFAULT_LEVEL,
+    strict: bool = False,
+    show_unpredictable: bool = False,
+) -> pd.DataFrame:
+    """Predicted properties of each model: one row per model (indexed by file path, or ``model N`` for
+    state dicts), labelled with class names, probabilities and natural units, with intervals, reliability
+    and the applicability domain (module docs).
+
+    `head` is a loaded head or any `zooprobe.load_head` source, or several (a list: columns prefixed
+    ``TASK/``; a mapping: prefixed ``LABEL/``); `models` one state dict or checkpoint file, or several.
+    Files are read with the same rules and limits as ``zooprobe predict``, each once. ``strict`` raises
+    `OutOfDomainError` if a model lies outside a head's domain.
+    """
+    level = _level(level)
+    labels, heads = _heads(head)
+    items = [models] if isinstance(models, Mapping | str | Path) else list(models)
+    if not items:
+        raise InvalidInputError("predict: no models given (pass state dicts or checkpoint files)")
+    index: list[str] = []
+    results: list[list[dict[str, Any]]] = [[] for _ in heads]
+    outputs: list[list[HeadOutputs]] = [[] for _ in heads]
+    for i, item in enumerate(items):
+        if isinstance(item, Mapping):
+            state_dict = _float32(item)
+            index.append(f"model {i}")
+        else:
+            state_dict, _ = _load(Path(item), max_params)
+            index.append(str(item))
+        stats = _shared_statistics(heads, state_dict)
+        for k, h in enumerate(heads):
+            result, out = _assess(h, state_dict, index[-1], level, show_unpredictable, stats)
+            results[k].append(result)
+            outputs[k].append(out)
+    if strict:
+        _check_strict(
+            [(index[i], h, r) for k, h in enumerate(heads) for i, r in enumerate(results[k])],
+            "predict(strict=True)",
+        )
+    tables = [
+        _table(h, results[k], outputs[k], index, level, show_unpredictable) for k, h in enumerate(heads)
+    ]
+    if labels is None:
+        table = tables[0]
+    else:
+        table = pd.concat(
+            [t.add_prefix(f"{label}/") for label, t in zip(labels, tables, strict=True)], axis=1
+        )
+    table.attrs["level"] = level
+    return table
+
+
+def _level(level: float) -> float:
+    try:
+        return check_level(level)
+    except ValueError as e:
+        raise InvalidInputError(str(e)) from e
+
+
+def predict_files_by_head(
+    heads: Sequence[LoadedHead],
+    files: Sequence[str | Path],
+    *,
+    max_params: int = DEFAULT_MAX_PARAMS,
+    level: float = DEFAULT_LEVEL,
+    show_unpredictable: bool = False,
+) -> list[list[dict[str, Any]]]:
+    """`predict_files` of several heads, reading each file once: one list of per-file results per head."""
+    level = _level(level)
+    out: list[list[dict[str, Any]]] = [[] for _ in heads]
+    for file in files:
+        path = Path(file)
+        state_dict, notes = _load(path, max_params)
+        stats = _shared_statistics(heads, state_dict)
+        for k, head in enumerate(heads):
+            result, _ = _assess(head, state_dict, str(path), level, show_unpredictable, stats)
+            out[k].append({"file": str(path), "notes": list(notes), **result})
+        del state_dict
+    return out
+
+
+def predict_files(
+    head: LoadedHead,
+    files: Sequence[str | Path],
+    *,
+    max_params: int = DEFAULT_MAX_PARAMS,
+    level: float = DEFAULT_LEVEL,
+    show_unpredictable: bool = False,
+) -> list[dict[str, Any]]:
+    """Predictions of `head` for each checkpoint file, one dict per file (JSON-ready, strict)::
+
+        {"file": str, "notes": [str, ...], "in_domain": bool | None,
+         "domain": {"in_domain", "reasons": [str, ...], "architecture": {...},
+                    "statistics": {"distance", "threshold", "percentile"}, "representation": {...}},
+         "targets": {name: {...}}}
 
     Per target: ``binary``: ``probability`` (and ``predicted``: probability >= 0.5); ``categorical``:
     ``predicted`` (the class), ``probability`` (its probability) and ``probabilities`` (class -> p);
     ``continuous``: ``predicted`` in metric space (log10 for log targets, with ``log10: true`` and
-    ``value`` = 10**predicted). Files are read and encoded one at a time (bounded memory); an unreadable
-    file or a network the encoder cannot represent raises `InvalidInputError` naming the file (and the
-    tensor, when one is to blame). A file holding more than ``max_params`` values is refused before its
-    values are read (`zooprobe.core.checkpoints`).
+    ``value`` = 10**predicted) and ``interval`` (``level``, ``low``, ``high`` in metric space, plus
+    ``value_low`` / ``value_high`` for log targets; null bounds when too few validation models back that
+    level). Every target has ``reliability`` (``metric``, ``test``, ``majority``, ``predictable``) and
+    ``predictable``; a target that is not predictable from the zoo has ``predicted: null`` and a ``note``
+    instead of its values, unless ``show_unpredictable``. Probabilities are calibrated.
+
+    Files are read and encoded one at a time (bounded memory); an unreadable file or a network the encoder
+    cannot represent raises `InvalidInputError` naming the file (and the tensor, when one is to blame), a
+    non-finite representation or output a `NonFiniteError` naming the file and the cause. A file holding
+    more than ``max_params`` values is refused before its values are read (`zooprobe.core.checkpoints`).
     """
-    results = []
-    for file in files:
-        path = Path(file)
-        state_dict, notes = _load(path, max_params)
-        preds = _predict_one(head, state_dict, str(path))
-        del state_dict
-        results.append({"file": str(path), "notes": notes, "targets": _per_target(head, preds)})
-    return results
+    return predict_files_by_head(
+        [head], files, max_params=max_params, level=level, show_unpredictable=show_unpredictable
+    )[0]
 
 
-def _per_target(head: LoadedHead, preds: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:
-    targets: dict[str, dict[str, Any]] = {}
-    for t in head.spec.targets:
-        value = np.asarray(preds[t.name])[0]
-        if t.kind == "binary":
-            p = float(value)
-            targets[t.name] = {"kind": "binary", "probability": p, "predicted": p >= 0.5}
-        elif t.kind == "categorical":
-            probs = [float(x) for x in value]
-            best = int(np.argmax(probs))
-            targets[t.name] = {
-                "kind": "categorical",
-                "predicted": t.classes[best],
-                "probability": probs[best],
-                "probabilities": dict(zip(t.classes, probs, strict=True)),
-            }
-        else:
-            x = float(value)
-            entry: dict[str, Any] = {"kind": "continuous", "log10": t.log10, "predicted": x}
-            if t.log10:
-                entry["value"] = 10.0**x
-            targets[t.name] = entry
-    return targets
+def _check_strict(found: Sequence[tuple[str, Any, Mapping[str, Any]]], what: str) -> None:
+    """`OutOfDomainError` listing every (name, head, result) whose network is not in the head's domain."""
+    bad = [(name, head, r) for name, head, r in found if r["in_domain"] is not True]
+    if not bad:
+        return
+    shown = "; ".join(
+        f"{name} (head {_head_name(head)}: {'; '.join(r['domain']['reasons'])})" for name, head, r in bad[:5]
+    )
+    more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+    raise OutOfDomainError(
+        f"{what}: {len(bad)} of {len(found)} prediction(s) are for networks outside the head's applicability "
+        f"domain, so they are extrapolations: {shown}{more}. Predict without strict to see them anyway, or "
+        "use a head trained on a zoo of such networks"
+    )
+
+
+def _head_name(head: Any) -> str:
+    return str(head.source) if isinstance(head, LoadedHead) else str(head)
 
 
 # ------------------------------------------------------------------------------------------ printing
 def _number(x: float) -> str:
     if not math.isfinite(x):
-        return str(x)
+        return "unbounded" if math.isinf(x) else "undefined"
     return f"{x:.4g}" if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e4) else f"{x:.4f}"
 
 
 def _describe(entry: Mapping[str, Any]) -> str:
     kind = entry["kind"]
+    if entry.get("predicted") is None and entry.get("note"):
+        return str(entry["note"])
     if kind == "binary":
         return f"{'yes' if entry['predicted'] else 'no'}  (p = {entry['probability']:.3f})"
     if kind == "categorical":
-        others = sorted(entry["probabilities"].items(), key=lambda kv: -kv[1])
-        rest = ", ".join(f"{c} {p:.2f}" for c, p in others if c != entry["predicted"])
+        ranked = sorted(entry["probabilities"].items(), key=lambda kv: -kv[1])
+        others = [(c, p) for c, p in ranked if c != entry["predicted"]]
+        rest = ", ".join(f"{c} {p:.2f}" for c, p in others[:3]) + (", ..." if len(others) > 3 else "")
         return f"{entry['predicted']}  (p = {entry['probability']:.3f}" + (f"; {rest})" if rest else ")")
     if entry.get("log10"):
         return f"{_number(entry['value'])}  (log10 = {entry['predicted']:.3f})"
     return _number(entry["predicted"])
 
 
-def format_predictions(results: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Terminal lines for `predict_files` results: one table (target, prediction) per file."""
+def _describe_interval(entry: Mapping[str, Any]) -> str:
+    interval = entry.get("interval")
+    if interval is None or entry.get("predicted") is None:
+        return ""
+    if interval["low"] is None:
+        return "unbounded"
+    if entry.get("log10"):
+        return f"{_number(interval['value_low'])} - {_number(interval['value_high'])}"
+    return f"{_number(interval['low'])} - {_number(interval['high'])}"
+
+
+def _describe_reliability(entry: Mapping[str, Any]) -> str:
+    rel = entry.get("reliability")
+    if rel is None:
+        return "unknown"
+    name = "R²" if rel["metric"] == "r2" else rel["metric"]
+    if rel["test"] is None:
+        return f"test {name} undefined"
+    text = f"test {name} {rel['test']:.2f}"
+    if rel.get("majority") is not None:
+        text += f" (majority class {rel['majority']:.2f})"
+    return text
+
+
+def domain_lines(result: Mapping[str, Any]) -> list[str]:
+    """``in domain: yes``, or ``OUT OF DOMAIN`` and one line per reason (or that the head has no domain)."""
+    if result["in_domain"] is True:
+        return ["in domain: yes (architecture, weight statistics and representation like the training zoo's)"]
+    reasons = [f"  - {reason}" for reason in result["domain"]["reasons"]]
+    if result["in_domain"] is None:
+        return ["in domain: unknown", *reasons]
+    return ["OUT OF DOMAIN: the predictions below are extrapolations, not estimates:", *reasons]
+
+
+def format_predictions(
+    results: Sequence[Mapping[str, Any]], *, level: float | None = None, title: str | None = None
+) -> list[str]:
+    """Terminal lines for `predict_files` results: per file its domain and one table (target, prediction,
+    interval, test score). `title` (e.g. the head) is printed under each file name."""
     lines: list[str] = []
     for result in results:
         if lines:
             lines.append("")
         lines.append(str(result["file"]))
-        targets = result["targets"]
-        width = max([len("target"), *(len(n) for n in targets)])
-        lines.append(f"  {'target':<{width}}  prediction")
-        lines.append(f"  {'-' * width}  {'-' * 10}")
-        for name, entry in targets.items():
-            lines.append(f"  {name:<{width}}  {_describe(entry)}")
-        for note in result.get("notes", []):
-            lines.append(f"  note: {note}")
+        lines += format_result(result, level=level, title=title)
+    return lines
+
+
+def format_result(
+    result: Mapping[str, Any], *, level: float | None = None, title: str | None = None
+) -> list[str]:
+    """The lines of one file's result under one head (see `format_predictions`), indented."""
+    lines = [f"  {title}"] if title else []
+    lines += [f"  {line}" for line in domain_lines(result)]
+    targets = result["targets"]
+    rows = [
+        (name, _describe(e), _describe_interval(e), _describe_reliability(e)) for name, e in targets.items()
+    ]
+    shown_level = level or next(
+        (e["interval"]["level"] for e in targets.values() if e.get("interval")), DEFAULT_LEVEL
+    )
+    header = ("target", "prediction", f"{shown_level:.0%} interval", "reliability")
+    widths = [max(len(header[c]), *(len(r[c]) for r in rows)) for c in range(4)]
+    for row in (header, tuple("-" * w for w in widths), *rows):
+        lines.append("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    for note in result.get("notes", []):
+        lines.append(f"  note: {note}")
     return lines
 
 
 __all__ = [
     "CHECKPOINT_SUFFIXES",
     "CONTAINER_KEYS",
+    "NOT_PREDICTABLE",
+    "OutOfDomainError",
+    "domain_lines",
     "format_predictions",
+    "format_result",
     "load_checkpoint",
     "predict",
     "predict_files",
+    "predict_files_by_head",
 ]

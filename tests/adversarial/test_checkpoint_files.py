@@ -269,7 +269,7 @@ def test_predict_on_an_unfinished_run(state: str, run_dir: Path, inputs: Path, t
     head_only = tmp_path / "head-only"  # a head folder (no run around it) is not checked
     shutil.copytree(run / "head", head_only)
     r = run_cli("predict", "--head", head_only, inputs / "m.safetensors")
-    assert r.code == 0 and "warning" not in r.err, r.err
+    assert r.code == 0 and "predicting anyway" not in r.err, r.err  # (its domain may still warn)
 
 
 # ------------------------------------------------------------------------------------------ one reader

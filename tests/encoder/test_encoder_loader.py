@@ -38,7 +38,9 @@ def pretrained(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 def _copy(folder: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "copy"
-    shutil.copytree(folder, dst, ignore=shutil.ignore_patterns("tb", "last", "*.safetensors.tmp"))
+    shutil.copytree(
+        folder, dst, ignore=shutil.ignore_patterns("tensorboard", "train.log", "last", "*.safetensors.tmp")
+    )
     return dst
 
 

@@ -83,7 +83,7 @@ def test_cli_push_then_load_zoo_and_encoder_by_repo_id(
     assert len(hub_server.history("tester/tiny-zoo", "dataset")) == 2  # the repo's initial commit + 1
     enc_files = hub_server.files("tester/tiny-encoder")
     assert {"config.json", "model.safetensors", "README.md"} <= set(enc_files)
-    assert any(p.startswith("tb/") for p in enc_files)
+    assert any(p.startswith("tensorboard/") for p in enc_files)
     assert not any(p.startswith("last/") or p == "training_state.safetensors" for p in enc_files)
     assert enc_files["model.safetensors"] == (enc / "model.safetensors").read_bytes()
     assert hub_server.repo("tester/tiny-encoder").private

@@ -119,6 +119,8 @@ def test_push_run_then_load_by_repo_id(
         "predictions/validation.json",
         "report/index.html",
         "report/loss.png",
+        "trust.json",  # the head's applicability domain, calibration and reliability
+        "domain.safetensors",
         *(f"tensorboard/{p.name}" for p in (run / "tensorboard").iterdir()),
     }
     assert set(files) == expected and set(history[-1].files) == expected
@@ -221,6 +223,76 @@ def test_push_run_then_load_by_repo_id(
         for commit in repo.commits.values():
             for data in commit.files.values():
                 assert hub_server.token.encode() not in data and hub_server.read_token.encode() not in data
+
+
+def test_gbm_head_pushed_and_loaded_by_repo_id_predicts_exactly_as_local(
+    hub_server: HubServer, head_zoo: Path, head_encoder: Path, tmp_path: Path
+) -> None:
+    """A gradient-boosting head trained from the command line (on a Hub encoder), pushed at the end of
+    training, then loaded by repo id in a fresh process: `zooprobe predict` gives byte-identical JSON."""
+    import torch
+    from safetensors.torch import save_file
+
+    from zooprobe.api import load_zoo
+
+    zoo = load_zoo(head_zoo).final().split("test")
+    files = []
+    for i, sd in enumerate([zoo.state_dict(0), zoo.state_dict(1), torch.nn.LSTM(16, 32).state_dict()]):
+        files.append(tmp_path / f"m{i}.safetensors")
+        save_file(
+            {k: v.contiguous() for k, v in sd.items()}, files[-1], metadata={"order": json.dumps(list(sd))}
+        )
+    run = tmp_path / "gbm-run"
+    trained = _client(
+        hub_server,
+        f"""
+        from zooprobe.cli import main
+        from zooprobe.hub import push_folder
+
+        push_folder({str(head_encoder)!r}, "tester/enc", repo_type="model", commit_message="enc",
+                    ignore_patterns=["last/", "training_state.safetensors"])
+        rc_train = main(["train", "--task", "hyperparameters", "--head.kind", "gbm", "--head.features",
+                         "stats+rep", "--zoo", {str(head_zoo)!r}, "--encoder", "tester/enc", "--progress",
+                         "false", "--output", {str(run)!r}, "--push_to_hub", "tester/gbm-head"])
+        rc_predict = main(["predict", "--head", {str(run)!r}, *{[str(f) for f in files]!r}, "--json",
+                           {str(tmp_path / "local.json")!r}])
+        rc_evaluate = main(["evaluate", {str(run)!r}])
+        print("RESULT " + json.dumps({{"rc": [rc_train, rc_predict, rc_evaluate]}}))
+        """,
+        tmp_path / "hf_home",
+        token=hub_server.token,
+    )
+    assert trained["rc"] == [0, 0, 0], trained["_output"][-3000:]
+    assert "learning_rate/coverage" in trained["_output"] and "in_domain" in trained["_output"]
+    pushed = hub_server.files("tester/gbm-head")
+    assert {"config.json", "model.safetensors", "gbm.json", "trust.json", "domain.safetensors"} <= set(pushed)
+    gbm = json.loads(pushed["gbm.json"])  # LightGBM's own text format, no pickle anywhere
+    assert gbm["features"] == "stats+rep"
+    assert all(m["model"] is None or m["model"].startswith("tree\n") for m in gbm["models"].values())
+    assert not any(b"pickle" in data or data[:2] == b"\x80\x04" for data in pushed.values())
+    card = pushed["README.md"].decode()
+    assert "gradient boosting (LightGBM" in card and "`gbm.json`" in card and "applicability domain" in card
+
+    fresh = _client(
+        hub_server,
+        f"""
+        from zooprobe.cli import main
+
+        rc = main(["predict", "--head", "tester/gbm-head", *{[str(f) for f in files]!r}, "--json",
+                   {str(tmp_path / "hub.json")!r}])
+        print("RESULT " + json.dumps({{"rc": rc}}))
+        """,
+        tmp_path / "hf_home_fresh",
+    )
+    assert fresh["rc"] == 0
+    local = json.loads((tmp_path / "local.json").read_text())
+    from_hub = json.loads((tmp_path / "hub.json").read_text())
+    assert from_hub["head"] == "tester/gbm-head" and local["head"] == str(run)
+    assert from_hub["predictions"] == local["predictions"]  # every value, interval and domain distance
+    assert [p["in_domain"] for p in local["predictions"]] == [True, True, False]
+    values = [p["targets"]["family"].get("predicted") for p in local["predictions"]]
+    assert values[0] in ("mlp", "cnn") or local["predictions"][0]["targets"]["family"]["predictable"] is False
+    _assert_no_token_in_files(hub_server, tmp_path)
 
 
 def test_unfinished_run_is_refused(head_zoo: Path, head_encoder: Path, tmp_path: Path) -> None:

@@ -172,7 +172,7 @@ def test_pretraining_loss_decreases(tiny_zoo: Path, tmp_path: Path) -> None:
     assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"]) for r in history)
     for name in ("config.json", "model.safetensors", "README.md", "last/config.json", STATE_FILE):
         assert (out / name).is_file(), name
-    assert list((out / "tb").glob("events.out.tfevents.*"))
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def _state(folder: Path) -> dict[str, torch.Tensor]:

@@ -150,6 +150,61 @@ class Baseline:
         assert self.classes_ is not None
         return self.classes_[np.argmax(self._proba_seen(x), axis=1)].astype(np.int64)
 
+    # ---------------------------------------------------------------- saving (never pickled)
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-ready record of a fitted ``"gbm"`` or ``"floor"`` baseline (`from_record` restores it): the
+        LightGBM model in LightGBM's own text format (``Booster.model_to_string``, the best iteration only)
+        and the class bookkeeping. Nothing is pickled."""
+        if self.method == "linear":
+            raise ValueError(
+                "only gbm and floor baselines can be saved (a linear one is an sklearn pipeline)"
+            )
+        model = None
+        if self._estimator is not None:
+            booster = getattr(self._estimator, "booster_", None) or self._estimator.booster
+            model = booster.model_to_string(num_iteration=self.info.get("best_iteration"))
+        constant = self._constant
+        return {
+            "format": "lightgbm-text",
+            "method": self.method,
+            "kind": self.kind,
+            "classes": None if self.classes_ is None else [int(c) for c in self.classes_],
+            "proba_classes": None if self.proba_classes_ is None else [int(c) for c in self.proba_classes_],
+            "n_features": int(self.n_features),
+            "constant": (np.asarray(constant, dtype=np.float64).tolist() if constant is not None else None),
+            "info": {k: v for k, v in self.info.items() if isinstance(v, bool | int | float | str | None)},
+            "model": model,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Baseline:
+        """The baseline `to_record` saved (its LightGBM model read back from text); a malformed record is a
+        ``ValueError`` naming the problem."""
+        try:
+            if record["format"] != "lightgbm-text":
+                raise ValueError(f"unknown baseline format {record['format']!r}")
+            kind, model, constant = str(record["kind"]), record["model"], record["constant"]
+            classes = None if record["classes"] is None else np.asarray(record["classes"], dtype=np.int64)
+            proba = record["proba_classes"]
+            proba_classes = None if proba is None else np.asarray(proba, dtype=np.int64)
+            if (model is None) == (constant is None):
+                raise ValueError("a baseline needs exactly one of a model and a constant")
+            if constant is not None:
+                constant = float(constant) if kind == "continuous" else np.asarray(constant, dtype=np.float64)
+            estimator = _BoosterModel(str(model)) if model is not None else None
+            return cls(
+                str(record["method"]),
+                kind,
+                estimator,
+                constant,
+                classes,
+                proba_classes,
+                int(record["n_features"]),
+                dict(record.get("info") or {}),
+            )
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"not a saved baseline record ({type(e).__name__}: {e})") from e
+
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Classification: ``[N, len(proba_classes_)]`` probabilities (binary: ``[N, 2]``, P(0), P(1))."""
         if self.kind == "continuous":
@@ -162,6 +217,26 @@ class Baseline:
         out = np.zeros((len(x), len(self.proba_classes_)))
         out[:, np.searchsorted(self.proba_classes_, self.classes_)] = p
         return out
+
+
+class _BoosterModel:
+    """A LightGBM model read back from its text format, with the ``predict`` / ``predict_proba`` of the
+    scikit-learn estimator it was saved from (probabilities over the training labels, in sorted order)."""
+
+    def __init__(self, text: str) -> None:
+        import lightgbm as lgb  # heavy: lightgbm
+
+        try:
+            self.booster = lgb.Booster(model_str=text)
+        except lgb.basic.LightGBMError as e:
+            raise ValueError(f"not a LightGBM text model ({e})") from e
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.predict(x), dtype=np.float64)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        p = self.predict(x)
+        return np.column_stack([1.0 - p, p]) if p.ndim == 1 else p
 
 
 # ---------------------------------------------------------------------------------------------- targets

@@ -38,15 +38,22 @@ import numpy as np
 
 from zooprobe.api import load_encoder, load_zoo, train
 from zooprobe.baselines.models import MetadataEncoder, fit_baseline
+from zooprobe.bench.literature import check_reference, literature_table
 from zooprobe.core.files import atomic_write_json, atomic_write_text, json_safe
 from zooprobe.core.outputs import OutputKind, check_output, claim_output
 from zooprobe.heads.prediction_heads import HeadConfig
 from zooprobe.heads.targets import TargetArrays, TaskSpec, build_task_spec, target_arrays
+from zooprobe.heads.uncertainty import DEFAULT_LEVEL, fit_calibration
 from zooprobe.representations.cache import RepresentationCache
 from zooprobe.tokens.statistics import featurize
 from zooprobe.training.config import OptimConfig, StopConfig, TrainConfig
 from zooprobe.training.data_loader import check_split_leaks
-from zooprobe.training.evaluator import evaluate_predictions, lower_is_better, metric_space_targets
+from zooprobe.training.evaluator import (
+    evaluate_predictions,
+    lower_is_better,
+    metric_space_targets,
+    uncertainty_metrics,
+)
 from zooprobe.training.run_folder import RunFolder
 
 TASKS = ("patterns", "accuracy", "hyperparameters")
@@ -139,9 +146,14 @@ class CompareResult:
     seconds: dict[str, dict[str, float]] = field(default_factory=dict)
     """task -> method -> wall seconds (features are timed once, in ``featurize``)."""
     featurize_seconds: float = math.nan
+    reference: str | None = None
+    """``literature``: `table` also shows the published numbers (`zooprobe.bench.literature`)."""
 
     def table(self) -> list[str]:
-        return comparison_table(self)
+        lines = comparison_table(self)
+        if self.reference == "literature":
+            lines += ["", *literature_table(self.metrics, self.zoo, self.n_models.get("test"))]
+        return lines
 
     def quality(self) -> list[str]:
         lines = []
@@ -187,17 +199,18 @@ class CompareResult:
 def _rows_for(task: str, spec: TaskSpec) -> list[str]:
     if task == "patterns":
         rows = [f"f1/{n}" for n in spec.names] + [f"roc_auc/{n}" for n in spec.names]
-        return [*rows, "macro_f1", "macro_roc_auc", "subset_accuracy"]
+        return [*rows, "macro_f1", "macro_roc_auc", "subset_accuracy", "macro_ece"]
     if task == "accuracy":
-        return ["r2", "kendall_tau", "mae"]
+        return ["r2", "kendall_tau", "mae", "coverage", "interval_width"]
     rows = []
     for t in spec.targets:
         rows += (
-            [f"{t.name}/r2", f"{t.name}/kendall_tau", f"{t.name}/mae"]
+            [f"{t.name}/{m}" for m in ("r2", "kendall_tau", "mae", "coverage", "interval_width")]
             if t.kind == "continuous"
             else [
                 f"{t.name}/accuracy",
                 f"{t.name}/macro_f1",
+                f"{t.name}/ece",
             ]
         )
     return [*rows, "score"]
@@ -220,6 +233,8 @@ def comparison_table(result: CompareResult) -> list[str]:
             values = [by_method[m].get(row, math.nan) for m in methods]
             finite = [v for v in values if isinstance(v, float) and math.isfinite(v)]
             best = (min(finite) if lower_is_better(row) else max(finite)) if finite else None
+            if row.endswith("coverage"):  # closest to the 90% level is best, not the highest
+                best = min(finite, key=lambda v: abs(v - DEFAULT_LEVEL)) if finite else None
             cells = []
             for v in values:
                 text = "undefined" if not isinstance(v, float) or math.isnan(v) else f"{v:.3f}"
@@ -248,8 +263,14 @@ def _y(spec_target: Any, truth: np.ndarray) -> np.ndarray:
 
 
 def _baseline_predictions(
-    method: str, spec: TaskSpec, x: dict[str, np.ndarray], truth: dict[str, dict[str, np.ndarray]]
+    method: str,
+    spec: TaskSpec,
+    x: dict[str, np.ndarray],
+    truth: dict[str, dict[str, np.ndarray]],
+    validation: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
+    """Test predictions of `method` per target (fit on train, selected on validation); `validation`, when
+    given, receives the validation predictions too (for calibration)."""
 
     preds: dict[str, np.ndarray] = {}
     for t in spec.targets:
@@ -263,13 +284,35 @@ def _baseline_predictions(
             _y(t, truth["validation"][t.name]),
             n_classes=len(t.classes) if t.kind == "categorical" else None,
         )
-        if t.kind == "continuous":
-            preds[t.name] = model.predict(x["test"])
-        elif t.kind == "binary":
-            preds[t.name] = model.predict_proba(x["test"])[:, 1]
-        else:
-            preds[t.name] = model.predict_proba(x["test"])
+        for split, out in (("test", preds), ("validation", validation)):
+            if out is None:
+                continue
+            if t.kind == "continuous":
+                out[t.name] = model.predict(x[split])
+            elif t.kind == "binary":
+                out[t.name] = model.predict_proba(x[split])[:, 1]
+            else:
+                out[t.name] = model.predict_proba(x[split])
     return preds
+
+
+def _calibrated_metrics(
+    spec: TaskSpec,
+    truth: dict[str, dict[str, np.ndarray]],
+    validation: dict[str, np.ndarray],
+    test: dict[str, np.ndarray],
+) -> dict[str, float]:
+    """Test coverage / width of conformal intervals and ECE after temperature scaling, both calibrated on
+    the validation predictions: what a head of this method would report (`zooprobe.heads.uncertainty`)."""
+    calibration = fit_calibration(spec, truth["validation"], validation)
+    return uncertainty_metrics(spec, truth["test"], calibration.apply(spec, test), calibration)
+
+
+def _head_uncertainty(run_dir: Path) -> dict[str, float]:
+    """The coverage, width and ECE a trained head reported on the test split (its metrics.json)."""
+    test = RunFolder(run_dir).metrics().get("test") or {}
+    keys = ("coverage", "interval_width", "ece", "macro_ece")
+    return {k: v for k, v in test.items() if k.rsplit("/", 1)[-1] in keys and isinstance(v, float)}
 
 
 def _head_predictions(run_dir: Path, spec: TaskSpec) -> dict[str, np.ndarray]:
@@ -297,13 +340,16 @@ def compare(
     finetune_epochs: int = 10,
     progress: bool = True,
     allow_split_leaks: bool = False,
+    reference: str | None = None,
 ) -> CompareResult:
     """Run every method on every task of `zoo` (see the module docs); writes into `output`.
+    ``reference="literature"`` adds the published numbers to the table (`zooprobe.bench.literature`).
 
     A zoo with models copied between splits (identical weights in train and validation/test) is refused
     before anything runs (`training.data.check_split_leaks`), unless `allow_split_leaks`."""
 
     output = Path(output)
+    check_reference(reference)
     check_output(output, BENCH_OUTPUT)  # reads only: a folder of the user's own fails before any work
     full_zoo = load_zoo(zoo)  # loaded once; every head run and baseline reads this object
     zoo_obj = full_zoo.final()
@@ -312,7 +358,9 @@ def compare(
         warnings.warn(leak_warning, stacklevel=2)
     splits = {s: zoo_obj.split(s) for s in ("train", "validation", "test")}
     metas = {s: v.metadata().reset_index(drop=True) for s, v in splits.items()}
-    result = CompareResult(zoo=zoo, encoder=encoder, n_models={s: len(v) for s, v in splits.items()})
+    result = CompareResult(
+        zoo=zoo, encoder=encoder, n_models={s: len(v) for s, v in splits.items()}, reference=reference
+    )
     head_methods = {"frozen", "finetune", "frozen+stats", "finetune+stats", "stats+rep+gbm"}
     loaded = load_encoder(encoder, progress=progress) if head_methods & set(methods) else None
     x: dict[str, np.ndarray] = {}
@@ -337,8 +385,11 @@ def compare(
         result.metrics[task] = {"_rows": dict.fromkeys(_rows_for(task, spec), math.nan)}
         result.seconds[task] = {}
 
-        def record(method: str, preds: dict[str, np.ndarray], seconds: float) -> None:
+        def record(
+            method: str, preds: dict[str, np.ndarray], seconds: float, extra: dict[str, float] | None = None
+        ) -> None:
             result.metrics[task][method] = evaluate_predictions(spec, arrays["test"], preds)  # noqa: B023
+            result.metrics[task][method].update(extra or {})  # noqa: B023
             result.seconds[task][method] = seconds  # noqa: B023
 
         runs = output / "runs"
@@ -352,19 +403,23 @@ def compare(
             train(cfg, frozen_dir, encoder=loaded, zoo=full_zoo, progress=progress)
             frozen_s = time.perf_counter() - start
             if frozen_name in methods:
-                record(frozen_name, _head_predictions(frozen_dir, spec), frozen_s)
+                preds = _head_predictions(frozen_dir, spec)
+                record(frozen_name, preds, frozen_s, _head_uncertainty(frozen_dir))
             if ft_name in methods:
                 cfg = head_run_config(base, task, "finetune", frozen_dir, finetune_epochs, stats)
                 start = time.perf_counter()
                 train(cfg, runs / f"{task}-{ft_name}", encoder=loaded, zoo=full_zoo, progress=progress)
                 # the fine-tuning run's time includes the frozen run it starts from
                 seconds = frozen_s + time.perf_counter() - start
-                record(ft_name, _head_predictions(runs / f"{task}-{ft_name}", spec), seconds)
+                ft_dir = runs / f"{task}-{ft_name}"
+                record(ft_name, _head_predictions(ft_dir, spec), seconds, _head_uncertainty(ft_dir))
         for method, features in (("stats+gbm", x), ("stats+rep+gbm", x_rep), ("stats+linear", x)):
             if method in methods:
                 start = time.perf_counter()
-                preds = _baseline_predictions(method.rsplit("+", 1)[1], spec, features, truth)
-                record(method, preds, time.perf_counter() - start)
+                val: dict[str, np.ndarray] = {}
+                preds = _baseline_predictions(method.rsplit("+", 1)[1], spec, features, truth, val)
+                seconds = time.perf_counter() - start
+                record(method, preds, seconds, _calibrated_metrics(spec, truth, val, preds))
         if "floor" in methods:
             start = time.perf_counter()
             zeros = {s: np.zeros((len(metas[s]), 1)) for s in splits}

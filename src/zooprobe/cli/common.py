@@ -36,7 +36,24 @@ def add_output_arguments(parser: Any, what: str) -> None:
         default=False,
         help="Start over: remove the files zooprobe wrote in OUTPUT (files of your own are never removed).",
     )
-    parser.add_argument("--progress", type=bool, default=True, help="Show progress bars.")
+    add_progress_arguments(parser)
+
+
+def add_progress_arguments(parser: Any) -> None:
+    """``--progress`` and ``--log_level``: every long command has both."""
+    parser.add_argument(
+        "--progress",
+        type=bool,
+        default=True,
+        help="Show progress: a bar on a terminal, a log line every 10% (or 30 s) in a pipe or file.",
+    )
+    parser.add_argument(
+        "--log_level",
+        type=str,
+        default="info",
+        help="Messages shown on the terminal: debug, info (per-epoch lines when no bar is drawn), warning, "
+        "error. Run folders always get a train.log.",
+    )
 
 
 def add_token_argument(parser: Any, use: str) -> None:

@@ -16,6 +16,7 @@ from jsonargparse import ArgumentParser, Namespace
 
 from zooprobe.cli.common import (
     add_output_arguments,
+    add_progress_arguments,
     add_push_arguments,
     check_push_arguments,
     config_parser,
@@ -62,7 +63,7 @@ def add_encoder_commands(top_subcommands: Any) -> ArgumentParser:
     bench.add_argument("--batch_size", type=int, default=64, help="Windows per encoder forward.")
     bench.add_argument("--resnet", type=bool, default=True, help="Also time a ResNet-18-sized state dict.")
     bench.add_argument("--json", type=Path | None, default=None, help="Also write the numbers to this file.")
-    bench.add_argument("--progress", type=bool, default=True, help="Show progress bars.")
+    add_progress_arguments(bench)
     actions.add_subcommand("bench", bench, help="Benchmark an encoder.")
     return encoder
 

@@ -17,6 +17,7 @@ from jsonargparse import ArgumentParser, Namespace, set_parsing_settings
 from zooprobe._version import __version__
 from zooprobe.cli.common import (
     add_output_arguments,
+    add_progress_arguments,
     add_push_arguments,
     check_push_arguments,
     config_parser,
@@ -27,6 +28,7 @@ from zooprobe.cli.push import add_push_command, run_push_command
 from zooprobe.cli.report import add_report_commands, run_report_command
 from zooprobe.cli.train import add_training_commands, run_training_command
 from zooprobe.core.checkpoints import DEFAULT_MAX_PARAMS
+from zooprobe.core.progress import configure_logging
 from zooprobe.errors import ZooprobeError
 from zooprobe.zoo.space import ZooConfig
 
@@ -51,6 +53,7 @@ def build_parser() -> ArgumentParser:
     )
     demo.add_argument("--preset", type=str, default="small", help="Built-in zoo preset to use.")
     demo.add_argument("--output", type=Path, default=Path("runs/demo"), help="Folder for the run folders.")
+    add_progress_arguments(demo)
     top.add_subcommand("zoo", zoo, help="Subject-model zoos.")
     top.add_subcommand("demo", demo, help="Run the main job on the built-in default.")
     add_encoder_commands(top)  # before the zoo's own subcommands: jsonargparse adds levels in order
@@ -90,6 +93,7 @@ def build_parser() -> ArgumentParser:
     bench.add_class_arguments(ZooConfig, nested_key=None, skip={"n_models"})
     bench.set_defaults(preset="bench")
     bench.add_argument("--n_models", type=int, default=256, help="Runs to train on each path.")
+    add_progress_arguments(bench)
     zs.add_subcommand("bench", bench, help="Benchmark population-batched training.")
 
     imp = config_parser(
@@ -112,6 +116,7 @@ def build_parser() -> ArgumentParser:
         "--seed", type=int, default=0, help="Seed of the split assignment when there is no split column."
     )
     imp.add_argument("--overwrite", type=bool, default=False, help="Replace an existing OUTPUT folder.")
+    add_progress_arguments(imp)
     imp.add_argument("--accuracy_percent", type=bool, default=False, help="Accuracies given in percent.")
     imp.add_argument(
         "--max_params",
@@ -133,14 +138,70 @@ def build_parser() -> ArgumentParser:
     )
     mz.add_argument("--seed", type=int, default=0, help="Seed of the split assignment.")
     mz.add_argument("--overwrite", type=bool, default=False, help="Replace an existing OUTPUT folder.")
+    add_progress_arguments(mz)
     mz.add_argument("--accuracy_percent", type=bool, default=False, help="Accuracies given in percent.")
     zs.add_subcommand("import-modelzoos", mz, help="Import the Model Zoos layout.")
+
+    flat = config_parser(
+        "Import a flat-vector zoo: one weight vector per checkpoint (a 2-D .npy or .safetensors array, "
+        "memory-mapped), a layout (CSV or JSON: name, shape, start/end or offset) and a metadata table (CSV, "
+        "CSV.GZ, JSONL or Parquet; row i describes vector i). Streams in chunks; a killed import resumes."
+    )
+    flat.add_argument("weights", type=Path, help="Weights: .npy or .safetensors, one row per checkpoint.")
+    flat.add_argument("--layout", type=Path, required=True, help="CSV (name,start_idx,end_idx,shape), JSON.")
+    flat.add_argument("--metadata", type=Path, required=True, help="Metadata table, one row per weights row.")
+    add_output_arguments(flat, "zoo")
+    flat.add_argument("--weights_key", type=str | None, default=None, help="Tensor of a safetensors file.")
+    flat.add_argument(
+        "--layout_convention",
+        type=str,
+        default="torch",
+        help="torch (stored as PyTorch holds them) or keras (HWIO conv, (in, out) dense kernels: transpose).",
+    )
+    flat.add_argument("--names", type=dict[str, str] | None, default=None, help="Layout name -> tensor name.")
+    flat.add_argument("--columns", type=dict[str, str] | None, default=None, help="Column -> zoo field.")
+    flat.add_argument("--id_column", type=str | None, default=None, help="Run id column (default: model_id).")
+    flat.add_argument("--checkpoint_column", type=str | None, default=None, help="Checkpoint (epoch) column.")
+    flat.add_argument("--split_column", type=str, default="split", help="Column with train/validation/test.")
+    flat.add_argument("--accuracy_percent", type=bool, default=False, help="Accuracies given in percent.")
+    cnnzoo = config_parser(
+        "Import one dataset of the Small CNN Zoo (Unterthiner et al. 2020; weights.npy, layout.csv, "
+        "metrics.csv.gz): Keras kernels transposed to PyTorch, tensors named as zooprobe.zoo.cnnzoo.SmallCNN "
+        "(zoo.model(i) runs), metadata mapped to zoo fields. Streams in chunks; a killed import resumes."
+    )
+    cnnzoo.add_argument("directory", type=Path, help="The extracted dataset folder (e.g. cifar10/).")
+    add_output_arguments(cnnzoo, "zoo")
+    for parser in (flat, cnnzoo):
+        parser.add_argument(
+            "--step", type=str, default="final", help="final (each run's last checkpoint), all, or one value."
+        )
+        parser.add_argument("--max_runs", type=int | None, default=None, help="Import only the first N runs.")
+        parser.add_argument(
+            "--split_file",
+            type=Path | None,
+            default=None,
+            help="NFN / Neural Graphs split CSV (row order, no header): their 40/10/50 protocol.",
+        )
+        parser.add_argument("--seed", type=int, default=0, help="Seed of the hash split (no split file).")
+        parser.add_argument(
+            "--skip_invalid", type=bool, default=False, help="Skip bad rows (and report them), do not fail."
+        )
+    zs.add_subcommand("import-flat", flat, help="Import flat weight vectors + a layout + a metadata table.")
+    zs.add_subcommand("import-cnnzoo", cnnzoo, help="Import the Small CNN Zoo (Unterthiner et al. 2020).")
     return root
 
 
 def _zoo_config(ns: Namespace) -> ZooConfig:
 
     return ZooConfig(**{f.name: ns.get(f.name) for f in dataclasses.fields(ZooConfig) if f.name in ns})
+
+
+def _option(ns: Namespace, name: str) -> Any:
+    """The value of option `name` in the chosen subcommand's namespace (None if it has none)."""
+    for key, value in ns.items():
+        if key == name or key.endswith(f".{name}"):
+            return value
+    return None
 
 
 def _arguments_of(function: Any, ns: Namespace) -> dict[str, Any]:
@@ -163,7 +224,7 @@ def _run(cfg: Namespace) -> int:
     if cfg.command == "demo":
         from zooprobe.demo import run_demo  # heavy: imports torch
 
-        run_demo(cfg.demo.preset, cfg.demo.output, console=console)
+        run_demo(cfg.demo.preset, cfg.demo.output, console=console, progress=cfg.demo.progress)
         return 0
     action = cfg.zoo.action
     ns = cfg.zoo[action]
@@ -227,6 +288,13 @@ def _run(cfg: Namespace) -> int:
         report = importer(**_arguments_of(importer, ns))
         console.print(report.summary())
         return 0
+    if action in ("import-flat", "import-cnnzoo"):
+        from zooprobe.zoo import flat  # heavy: imports torch
+
+        importer = flat.import_flat if action == "import-flat" else flat.import_cnnzoo
+        report = importer(**_arguments_of(importer, ns))
+        console.print(report.summary(), markup=False, highlight=False, soft_wrap=True)
+        return 0
     raise AssertionError(f"unhandled command {cfg}")
 
 
@@ -234,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     cfg = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        configure_logging(_option(cfg, "log_level") or "info")
         return _run(cfg)
     except ZooprobeError as e:
         print(f"zooprobe: error: {e}", file=sys.stderr)

@@ -6,6 +6,7 @@
     zooprobe report runs/hp --output /tmp/hp-report
     zooprobe predict --head runs/hp model.safetensors other.pt --json predictions.json
     zooprobe predict --head user/zooprobe-hp-head --revision v1 resnet.safetensors
+    zooprobe predict --head runs/acc --head runs/hp model.safetensors --level 0.8 --strict true
 """
 
 from __future__ import annotations
@@ -45,10 +46,37 @@ def add_report_commands(top: Any) -> None:
         "read with torch.load(weights_only=True) only, anything needing more is refused) with a trained head."
     )
     predict.add_argument(
-        "--head", type=str, required=True, help="Run folder, head folder or Hub model repo id of the head."
+        "--head",
+        type=str,
+        action="append",
+        required=True,
+        help="Run folder, head folder or Hub model repo id of a head; repeat it to predict with several.",
     )
     predict.add_argument(
-        "--revision", type=str | None, default=None, help="Hub revision of the head (branch, tag, commit)."
+        "--revision",
+        type=str,
+        action="append",
+        default=None,
+        help="Hub revision of the head (branch, tag, commit); with several heads, one per --head, in order.",
+    )
+    predict.add_argument(
+        "--level",
+        type=float,
+        default=0.9,
+        help="Level of the prediction intervals of continuous targets (0.9: 90% conformal intervals).",
+    )
+    predict.add_argument(
+        "--strict",
+        type=bool,
+        default=False,
+        help="Exit with an error (status 2, after printing and writing --json) if a network lies outside a "
+        "head's applicability domain.",
+    )
+    predict.add_argument(
+        "--show_unpredictable",
+        type=bool,
+        default=False,
+        help="Also print the values of targets the zoo does not make predictable (hidden by default).",
     )
     predict.add_argument(
         "--json",
@@ -95,11 +123,21 @@ def _predict(ns: Namespace, console: Any) -> int:
         check_max_params,
     )
     from zooprobe.inference import (  # heavy: imports torch
-        format_predictions,
-        predict_files,
+        format_result,
+        predict_files_by_head,
     )
 
     check_max_params(ns.max_params)
+    if not 0.0 < ns.level < 1.0:
+        raise InvalidInputError(f"--level {ns.level}: must be in (0, 1), e.g. 0.9 for 90% intervals")
+    heads_given = list(ns.head)
+    revisions = list(ns.revision or [])
+    if revisions and len(revisions) != len(heads_given):
+        raise InvalidInputError(
+            f"--revision given {len(revisions)} time(s) for {len(heads_given)} --head(s): give one per "
+            "--head, in the same order, or none"
+        )
+    revisions = revisions or [None] * len(heads_given)
     if ns.json is not None:
         _check_json_target(Path(ns.json))
     files = [Path(f) for f in ns.files]
@@ -108,35 +146,77 @@ def _predict(ns: Namespace, console: Any) -> int:
         raise InvalidInputError(f"checkpoint file(s) not found: {', '.join(missing)}")
     for f in files:
         check_checkpoint_file(f)  # folders, FIFOs and devices, unsupported types: refused unopened
-    unfinished = _check_run(ns.head, ns.allow_unfinished)
-    if unfinished is not None:
+    unfinished = {}
+    for source in heads_given:
+        reason = _check_run(source, ns.allow_unfinished)
+        if reason is not None:
+            unfinished[source] = reason
+            print(
+                f"zooprobe: warning: {reason}; predicting anyway (--allow_unfinished true): the head's "
+                "weights may not be the run's final, best ones",
+                file=sys.stderr,
+            )
+    heads = [load_head(source, revision=rev) for source, rev in zip(heads_given, revisions, strict=True)]
+    by_head = predict_files_by_head(
+        heads, files, max_params=ns.max_params, level=ns.level, show_unpredictable=ns.show_unpredictable
+    )
+    several = len(heads) > 1
+    for i, file in enumerate(files):
+        lines = ["" if i else None, str(file)]
+        for source, head, results in zip(heads_given, heads, by_head, strict=True):
+            title = f"head {source} ({head.spec.task}, {head.kind})" if several else None
+            lines += format_result(results[i], level=ns.level, title=title)
+        for line in lines:
+            if line is not None:
+                console.print(line, markup=False, highlight=False, soft_wrap=True)
+    outside = [
+        (str(files[i]), source, results[i])
+        for source, results in zip(heads_given, by_head, strict=True)
+        for i in range(len(files))
+        if results[i]["in_domain"] is not True
+    ]
+    for file, source, result in outside:
+        what = (
+            "lies outside the applicability domain of"
+            if result["in_domain"] is False
+            else "cannot be checked against the applicability domain of"
+        )
         print(
-            f"zooprobe: warning: {unfinished}; predicting anyway (--allow_unfinished true): the head's "
-            "weights may not be the run's final, best ones",
+            f"zooprobe: warning: {file} {what} head {source} ({'; '.join(result['domain']['reasons'])}); its "
+            "predictions are extrapolations, not estimates",
             file=sys.stderr,
         )
-    head = load_head(ns.head, revision=ns.revision)
-    results = predict_files(head, files, max_params=ns.max_params)
-    for line in format_predictions(results):
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
     if ns.json is not None:
-        doc = {
-            "head": ns.head,
-            "revision": ns.revision,
-            "task": head.spec.task,
-            "targets": head.spec.names,
-            "predictions": results,
-        }
-        if unfinished is not None:
-            doc["unfinished_run"] = unfinished
-        try:
-            atomic_write_json(ns.json, doc)  # a temporary file renamed into place: never half-written
+        docs = []
+        for source, rev, head, results in zip(heads_given, revisions, heads, by_head, strict=True):
+            doc = {
+                "head": source,
+                "revision": rev,
+                "task": head.spec.task,
+                "kind": head.kind,
+                "level": ns.level,
+                "targets": head.spec.names,
+                "predictions": results,
+            }
+            if source in unfinished:
+                doc["unfinished_run"] = unfinished[source]
+            docs.append(doc)
+        try:  # a temporary file renamed into place: never half-written; strict JSON (no NaN)
+            atomic_write_json(ns.json, docs[0] if not several else {"heads": docs})
         except OSError as e:
             raise ZooprobeError(
                 f"--json {ns.json}: could not write the predictions ({e.strerror or e}); they were printed "
                 "above"
             ) from e
         console.print(f"predictions written to {ns.json}", markup=False, highlight=False, soft_wrap=True)
+    if ns.strict and outside:
+        shown = "; ".join(f"{file} (head {source})" for file, source, _ in outside[:5])
+        more = f" and {len(outside) - 5} more" if len(outside) > 5 else ""
+        raise ZooprobeError(
+            f"--strict: {len(outside)} prediction(s) are for networks outside the head's applicability "
+            f"domain (or of a head without one): {shown}{more}; see the reasons above. Drop --strict to "
+            "accept them as extrapolations"
+        )
     return 0
 
 

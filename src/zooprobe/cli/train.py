@@ -10,21 +10,28 @@ import dataclasses
 import dataclasses as dc
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
 
 from zooprobe.bench.compare import METHODS
-from zooprobe.cli.common import add_output_arguments, add_push_arguments, check_push_arguments, config_parser
+from zooprobe.cli.common import (
+    add_output_arguments,
+    add_progress_arguments,
+    add_push_arguments,
+    check_push_arguments,
+    config_parser,
+)
+from zooprobe.core.files import atomic_write_json
+from zooprobe.core.progress import rank
 from zooprobe.training.config import TrainConfig
 
 #: Metrics printed in the summary table, per task (all of them are in metrics.json).
 SUMMARY_METRICS = {
-    "patterns": ["macro_f1", "macro_roc_auc", "subset_accuracy", "hamming_loss"],
-    "accuracy": ["r2", "kendall_tau", "mae", "rmse"],
-    "hyperparameters": ["score"],
+    "patterns": ["macro_f1", "macro_roc_auc", "subset_accuracy", "hamming_loss", "macro_ece", "in_domain"],
+    "accuracy": ["r2", "kendall_tau", "mae", "rmse", "coverage", "interval_width", "in_domain"],
+    "hyperparameters": ["score", "in_domain"],
 }
 
 
@@ -45,6 +52,12 @@ def add_training_commands(top: Any) -> None:
     evaluate.add_argument("--zoo", type=str | None, default=None, help="Evaluate on another zoo's split.")
     evaluate.add_argument(
         "--allow_unfinished", type=bool, default=False, help="Evaluate an unfinished run (with a warning)."
+    )
+    evaluate.add_argument(
+        "--json",
+        type=Path | None,
+        default=None,
+        help="Also write the metrics to this JSON file (strict JSON: undefined metrics are null).",
     )
     top.add_subcommand("evaluate", evaluate, help="Evaluate a trained head.")
 
@@ -67,7 +80,13 @@ def add_training_commands(top: Any) -> None:
     bench.add_argument(
         "--allow_split_leaks", type=bool, default=False, help="Allow models copied between splits."
     )
-    bench.add_argument("--progress", type=bool, default=True, help="Show progress bars.")
+    bench.add_argument(
+        "--reference",
+        type=str | None,
+        default=None,
+        help="literature: show the published Small CNN Zoo numbers (with sources) beside the results.",
+    )
+    add_progress_arguments(bench)
     top.add_subcommand("bench", bench, help="Benchmarks: heads vs baselines (table), heads.")
     bs = bench.add_subcommands(dest="what", required=False)
     heads = config_parser(
@@ -86,7 +105,7 @@ def add_training_commands(top: Any) -> None:
     heads.add_argument("--tasks", type=list[str], default=["patterns", "accuracy", "hyperparameters"])
     heads.add_argument("--modes", type=list[str], default=["frozen", "finetune"])
     heads.add_argument("--memory", type=bool, default=True, help="Measure step memory.")
-    heads.add_argument("--progress", type=bool, default=True, help="Show progress bars.")
+    add_progress_arguments(heads)
     heads.add_argument("--json", type=Path | None, default=None, help="Also write every number as JSON.")
     bs.add_subcommand("heads", heads, help="Benchmark head training.")
 
@@ -97,10 +116,14 @@ def config_from_namespace(ns: Namespace) -> TrainConfig:
     return TrainConfig.from_dict({k: v for k, v in data.items() if k in names})
 
 
+SMALL_SAMPLE = 20
+"""Splits with fewer models than this get a warning under their metrics."""
+
+
 def format_metrics(task: str, metrics: dict[str, float], title: str) -> list[str]:
     keys = [k for k in SUMMARY_METRICS.get(task, []) if k in metrics]
     if task == "hyperparameters":
-        keys += sorted(k for k in metrics if k.endswith(("/r2", "/accuracy")))
+        keys += sorted(k for k in metrics if k.endswith(("/r2", "/accuracy", "/coverage", "/ece")))
     if task == "patterns":
         keys += sorted(k for k in metrics if k.startswith("f1/"))
     lines = [title]
@@ -112,6 +135,12 @@ def format_metrics(task: str, metrics: dict[str, float], title: str) -> list[str
     undefined = int(metrics.get("n_undefined", 0) or 0)
     if undefined:
         lines.append(f"  ({undefined} metric(s) undefined on this split; see metrics.json)")
+    n = metrics.get("n")
+    if isinstance(n, int | float) and 0 < n < SMALL_SAMPLE:
+        lines.append(
+            f"  (only {int(n)} models in this split: R², Kendall tau and accuracies from so few models are "
+            "unreliable; a larger zoo or split gives numbers you can trust)"
+        )
     return lines
 
 
@@ -123,12 +152,14 @@ def run_training_command(cfg: Namespace, console: Any) -> int:
         tc = config_from_namespace(ns)
         check_push_arguments(ns)  # before training: a push that cannot work fails now, not after the run
         result = train(tc, ns.output, resume=not ns.overwrite, progress=ns.progress)
+        if rank() != 0:
+            return 0  # under torchrun only rank 0 reports (and pushes)
         console.print(
             f"run folder: {result.output} (best epoch {result.best_epoch}, {result.epochs_run} epochs)"
         )
         for line in format_metrics(tc.task, result.test, f"test metrics ({tc.task}, {tc.mode}):"):
             console.print(line)
-        if ns.get("push_to_hub") and int(os.environ.get("RANK", "0")) == 0:  # under torchrun: rank 0 only
+        if ns.get("push_to_hub"):
             from zooprobe.cli.push import push_trained_run  # heavy: imports torch
 
             push_trained_run(
@@ -142,10 +173,13 @@ def run_training_command(cfg: Namespace, console: Any) -> int:
         task, metrics = evaluate(ns.run_dir, split=ns.split, zoo=ns.zoo, allow_unfinished=ns.allow_unfinished)
         for line in format_metrics(task, metrics, f"{ns.split} metrics of {ns.run_dir}:"):
             console.print(line)
+        if ns.json is not None:
+            doc = {"run": str(ns.run_dir), "task": task, "split": ns.split, "zoo": ns.zoo, "metrics": metrics}
+            atomic_write_json(ns.json, doc)
+            console.print(f"written: {ns.json}")
         return 0
     if cfg.command == "bench" and cfg.bench.what == "heads":
         from zooprobe.bench.heads import bench_heads  # heavy: imports torch
-        from zooprobe.core.files import atomic_write_json  # heavy: imports torch
 
         ns = cfg.bench.heads
         result = bench_heads(
@@ -182,6 +216,7 @@ def run_training_command(cfg: Namespace, console: Any) -> int:
             finetune_epochs=ns.finetune_epochs,
             progress=ns.progress,
             allow_split_leaks=ns.allow_split_leaks,
+            reference=ns.reference,
         )
         for line in [*result.table(), "", *result.quality()]:
             console.print(line, markup=False, soft_wrap=True)

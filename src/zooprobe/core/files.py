@@ -65,7 +65,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    """Write `obj` as strict JSON (`json_safe`: NaN becomes null, infinities ``"inf"``; no ``NaN`` or
+    ``Infinity`` literal, which strict parsers reject), atomically."""
+    text = json.dumps(json_safe(obj), indent=2, sort_keys=True, default=str, allow_nan=False)
+    atomic_write_text(path, text + "\n")
 
 
 def read_yaml(path: str | Path, what: str = "YAML file") -> Any:

@@ -17,7 +17,8 @@ with a missing, unknown or mistyped field is an error naming it, never a silent 
 
 The exact preprocessing, shared with `zooprobe.training.pretrain`:
 
-1. ``tokenizer.tokenize(state_dict, normalize=True)`` with the zoo-level statistics of config.json; for
+1. ``tokenizer.tokenize(state_dict, normalize=True)`` with the zoo-level statistics of config.json (values
+   beyond ``±TOKEN_CLIP`` standard deviations clipped, so extreme but finite weights stay finite); for
    an encoder with summary tokens, the per-layer summaries of the raw weights standardized by the saved
    `LayerSummarizer` (`TokenizedModel.summaries`; every window reads all of them);
 2. the in-layer position index wraps modulo ``EncoderConfig.max_in_layer_pos`` (like the global index
@@ -90,7 +91,9 @@ ENCODER_OUTPUT = OutputKind(
         CARD_FILE,
         "last/*",  # pretraining: the encoder after the last finished epoch (an encoder folder itself)
         "training_state.safetensors",  # pretraining: everything needed to resume
-        "tb/events.out.tfevents.*",  # pretraining: TensorBoard logs
+        "tensorboard/events.out.tfevents.*",  # pretraining: TensorBoard logs
+        "tb/events.out.tfevents.*",  # (the folder's name before zooprobe 0.2)
+        "train.log",  # pretraining: the run's log
     ),
     signature=("training_state.safetensors",),
 )
@@ -136,6 +139,12 @@ class Preprocessing:
 
 
 # ------------------------------------------------------------------------------------------ preprocessing
+TOKEN_CLIP = 1e4
+"""Normalized token values are clipped to ``[-TOKEN_CLIP, TOKEN_CLIP]`` (zoo models stay within about
+±20): a finite but extreme weight (1e20) would otherwise overflow the encoder's float32 arithmetic into
+NaN. Such a network is far outside any zoo and its head's applicability domain says so."""
+
+
 def prepare_tokens(
     tokenizer: WeightTokenizer,
     state_dict: Mapping[str, torch.Tensor],
@@ -162,7 +171,12 @@ def prepare_tokens(
     summaries = None
     if config.summary_tokens and summarizer is not None:
         summaries = summarizer.summarize(state_dict, tm.layout)
-    return TokenizedModel(tm.tokens, tm.mask, positions, tm.layout, tm.passthrough, tm.skipped, summaries)
+    tokens = tm.tokens
+    if tokens.numel():
+        low, high = torch.aminmax(tokens)
+        if float(low) < -TOKEN_CLIP or float(high) > TOKEN_CLIP:  # extreme but finite weights (1e20)
+            tokens = tokens.clamp(-TOKEN_CLIP, TOKEN_CLIP)
+    return TokenizedModel(tokens, tm.mask, positions, tm.layout, tm.passthrough, tm.skipped, summaries)
 
 
 def model_window(window: TokenWindow) -> TokenWindow:

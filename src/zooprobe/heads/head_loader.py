@@ -7,6 +7,14 @@ reads the config strictly, checks that the given encoder is the exact one the he
 ``strict=True``: a mismatched checkpoint is an error, never random weights. A fine-tuned head carries its
 encoder's fine-tuned weights, which replace the base ones. `zooprobe.load_head` resolves run folders and
 Hub repo ids and loads the encoder the config names (``encoder.source`` at ``encoder.revision``).
+
+A ``gbm`` head (`zooprobe.heads.gbm_head`) also has ``gbm.json`` (its LightGBM models as text). Every head
+trained by this zooprobe also has ``trust.json`` and ``domain.safetensors`` (`zooprobe.heads.trust`): its
+applicability domain, calibration and per-target reliability, loaded into `LoadedHead.trust`.
+
+`LoadedHead.run` is the one prediction path: it tokenizes and encodes each network, computes its weight
+statistics and architecture (for the domain), and returns calibrated predictions. A representation or an
+output that is not finite is a `NonFiniteError` naming the network and the cause, never a silent NaN.
 """
 
 from __future__ import annotations
@@ -25,9 +33,12 @@ from zooprobe.core.files import atomic_write_json, read_json
 from zooprobe.core.tensorfile import read_state, save_state
 from zooprobe.encoder.encoder_loader import LoadedEncoder
 from zooprobe.errors import ConfigError, InvalidInputError, ZooFormatError
+from zooprobe.heads.domain import Architecture, architecture
 from zooprobe.heads.encoder_with_head import EncoderWithHead
-from zooprobe.heads.prediction_heads import HeadConfig, build_head
+from zooprobe.heads.gbm_head import GradientBoostingHead, make_head
+from zooprobe.heads.prediction_heads import HeadConfig
 from zooprobe.heads.targets import TaskSpec
+from zooprobe.heads.trust import Trust
 from zooprobe.tokens.statistics import featurize
 
 HEAD_FORMAT = 1
@@ -38,38 +49,111 @@ class HeadFormatError(ZooFormatError):
     """A folder does not hold a loadable zooprobe head, or its weights do not match its config."""
 
 
+class NonFiniteError(InvalidInputError):
+    """A network's representation or the head's outputs are NaN or inf (the message says which and why)."""
+
+
+@dataclass
+class HeadOutputs:
+    """What `LoadedHead.run` computes for N networks."""
+
+    predictions: dict[str, np.ndarray]
+    """Calibrated probabilities (binary [N], discrete [N, C]) or metric-space values (continuous [N])."""
+    representations: np.ndarray
+    """The encoder's pooled representations [N, D] (the head's input; the domain's representation space)."""
+    statistics: np.ndarray
+    """Weight-statistics features [N, 131]."""
+    architectures: list[Architecture]
+
+
+def _largest(state_dict: Mapping[str, torch.Tensor]) -> float:
+    values = [
+        float(v.detach().abs().max()) for v in state_dict.values() if v.is_floating_point() and v.numel()
+    ]
+    return max(values, default=0.0)
+
+
 @dataclass
 class LoadedHead:
-    """A trained head and its encoder, ready to predict (eval mode)."""
+    """A trained head and its encoder, ready to predict (eval mode); `trust` is its applicability domain,
+    calibration and reliability (None for a head saved without them)."""
 
     model: EncoderWithHead
     config: dict[str, Any]
     source: Path
+    trust: Trust | None = None
 
     @property
     def spec(self) -> TaskSpec:
         return self.model.head.spec
 
+    @property
+    def kind(self) -> str:
+        """``mlp`` (a neural head) or ``gbm``."""
+        return str(self.model.head.config.kind)
+
     @torch.no_grad()
-    def predict(
-        self, state_dicts: Iterable[Mapping[str, torch.Tensor]], batch_size: int = 64
-    ) -> dict[str, np.ndarray]:
-        """Predictions for each state dict: probabilities (binary [N], discrete [N, C]) or values in metric
-        space (continuous [N]; log10 for log targets)."""
+    def run(
+        self,
+        state_dicts: Iterable[Mapping[str, torch.Tensor]],
+        batch_size: int = 64,
+        *,
+        statistics: np.ndarray | None = None,
+    ) -> HeadOutputs:
+        """Predictions, representations, statistics and architectures of each state dict (see
+        `HeadOutputs`). Unreadable networks are `InvalidInputError`s, non-finite representations or outputs
+        `NonFiniteError`s, each naming the state dict (its position) and the cause. `statistics` passes the
+        weight statistics when they are known already (several heads on the same networks)."""
         self.model.eval()
         sds = list(state_dicts)
+        device = self.model.loaded.device
         raw: dict[str, list[np.ndarray]] = {t.name: [] for t in self.spec.targets}
+        reps: list[np.ndarray] = []
+        stats: list[np.ndarray] = []
+        archs: list[Architecture] = []
         for s in range(0, len(sds), batch_size):
             chunk = sds[s : s + batch_size]
             tms = [self.model.loaded.tokenize_checked(sd, s + j) for j, sd in enumerate(chunk)]
-            extra = {}
-            if self.model.head.config.statistics:
-                feats = featurize(chunk)
-                extra["stats"] = torch.as_tensor(feats, dtype=torch.float32, device=self.model.loaded.device)
-            out = self.model(tokenized=tms, extra=extra)
+            feats = featurize(chunk) if statistics is None else statistics[s : s + batch_size]
+            archs += [architecture(sd) for sd in chunk]
+            inputs = self.model.head_inputs(tms)
+            pooled = inputs["pooled"].float()
+            bad = ~torch.isfinite(pooled).all(dim=1)
+            if bool(bad.any()):
+                j = int(bad.nonzero()[0])
+                raise NonFiniteError(
+                    f"state dict {s + j}: the encoder's representation is not finite (NaN or inf); its "
+                    f"largest weight magnitude is {_largest(chunk[j]):.3g}, beyond what the encoder's "
+                    "float32 arithmetic can represent"
+                )
+            if self.model.head.config.uses_statistics:
+                f32 = np.clip(feats, -np.finfo(np.float32).max, np.finfo(np.float32).max)
+                inputs["stats"] = torch.as_tensor(f32, dtype=torch.float32, device=device)
+            out = self.model.head(inputs)
             for k, v in out.items():
-                raw[k].append(v.float().cpu().numpy())
-        return self.model.head.predict({k: np.concatenate(v) for k, v in raw.items()})
+                values = v.float().cpu().numpy()
+                finite = np.isfinite(values).reshape(len(values), -1).all(axis=1)
+                if not finite.all():
+                    j = int(np.flatnonzero(~finite)[0])
+                    raise NonFiniteError(
+                        f"state dict {s + j}: the head's output for {k!r} is not finite (NaN or inf) "
+                        "although its representation is; the head's weights may be damaged (retrain or "
+                        "reload it)"
+                    )
+                raw[k].append(values)
+            reps.append(pooled.double().cpu().numpy())
+            stats.append(feats)
+        preds = self.model.head.predict({k: np.concatenate(v) for k, v in raw.items()})
+        if self.trust is not None and self.trust.calibration is not None:
+            preds = self.trust.calibration.apply(self.spec, preds)
+        return HeadOutputs(preds, np.concatenate(reps), np.concatenate(stats), archs)
+
+    def predict(
+        self, state_dicts: Iterable[Mapping[str, torch.Tensor]], batch_size: int = 64
+    ) -> dict[str, np.ndarray]:
+        """Predictions for each state dict: probabilities (binary [N], discrete [N, C]; calibrated when
+        the head has a calibration) or values in metric space (continuous [N]; log10 for log targets)."""
+        return self.run(state_dicts, batch_size).predictions
 
 
 def head_folder(source: str | Path) -> Path:
@@ -120,8 +204,10 @@ def load_head_folder(
             "original encoder, or check_encoder=False at your own risk"
         )
     spec = TaskSpec.from_dict(config["task"])
-    head = build_head(spec, HeadConfig.from_dict(config["head"]), encoder.latent_dim)
+    head = make_head(spec, HeadConfig.from_saved(config["head"]), encoder.latent_dim)
     model = EncoderWithHead(encoder, head, config["mode"])
+    if isinstance(head, GradientBoostingHead):
+        head.load_models(folder)
     path = folder / "model.safetensors"
     if not path.is_file():
         raise HeadFormatError(f"{folder}: no model.safetensors (the head's weights)")
@@ -134,7 +220,7 @@ def load_head_folder(
     except (RuntimeError, ConfigError) as e:
         raise HeadFormatError(f"{path} does not match the head described in config.json: {e}") from e
     model.to(resolve_device(device)).eval()
-    return LoadedHead(model, config, folder)
+    return LoadedHead(model, config, folder, Trust.load(folder))
 
 
 def save_head(
@@ -145,13 +231,15 @@ def save_head(
 ) -> Path:
     """Write a head folder (`load_head_folder` reads it back): ``config.json`` (`config`, as the trainer's
     `head_config` builds it) and ``model.safetensors`` (the trainable weights: the head, plus the encoder's
-    when fine-tuned; `meta` such as the epoch goes into its header). Both are written atomically, the
-    weights first."""
+    when fine-tuned; `meta` such as the epoch goes into its header), and a gbm head's ``gbm.json``. All are
+    written atomically, config.json last. The trust files are `Trust.save`'s."""
     folder = Path(folder)
     missing = [k for k in REQUIRED if k not in config]
     if missing:
         raise ConfigError(f"save_head: the head config lacks {missing}")
     folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(model.head, GradientBoostingHead):
+        model.head.save_models(folder)
     save_state(folder / "model.safetensors", model.trainable_state_dict(), meta or {})
     atomic_write_json(folder / "config.json", config)
     return folder
@@ -160,7 +248,9 @@ def save_head(
 __all__ = [
     "HEAD_FORMAT",
     "HeadFormatError",
+    "HeadOutputs",
     "LoadedHead",
+    "NonFiniteError",
     "head_folder",
     "load_head_folder",
     "read_head_config",

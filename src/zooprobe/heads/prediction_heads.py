@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -31,6 +31,8 @@ from zooprobe.errors import ConfigError
 from zooprobe.heads.targets import TargetSpec, TaskSpec
 from zooprobe.tokens.statistics import N_FEATURES
 
+HeadKind = Literal["mlp", "gbm"]
+GBMFeatures = Literal["stats", "stats+rep"]
 Activation = Literal["gelu", "relu", "silu", "tanh"]
 Norm = Literal["none", "layernorm", "batchnorm"]
 HeadPooling = Literal["mean", "attention"]
@@ -68,6 +70,18 @@ class HeadConfig:
     """Also give the head each model's weight-statistics features (`zooprobe.tokens.statistics`,
     standardized with the train split's mean and std, which are saved with the head): the field's
     strongest simple signal, given directly next to the encoder's representation."""
+    kind: HeadKind = "mlp"
+    """``mlp``: the neural head described by the fields above; ``gbm``: gradient boosting (LightGBM, one
+    model per target, early-stopped on the validation split) on `features`, saved as LightGBM text
+    (`zooprobe.heads.gbm_head`). The MLP fields are then unused."""
+    features: GBMFeatures = "stats"
+    """``gbm`` heads: their input, the weight statistics (``stats``) or the statistics and the frozen
+    encoder's pooled representation (``stats+rep``)."""
+
+    @property
+    def uses_statistics(self) -> bool:
+        """Whether the head reads weight statistics (``statistics``, or any ``gbm`` head)."""
+        return self.statistics or self.kind == "gbm"
 
     def __post_init__(self) -> None:
         self.hidden_sizes = [int(h) for h in self.hidden_sizes]
@@ -85,6 +99,19 @@ class HeadConfig:
             raise ConfigError(f"HeadConfig.pooling must be mean or attention, got {self.pooling!r}")
         if self.attention_queries < 1 or self.branch_hidden < 0:
             raise ConfigError("HeadConfig.attention_queries must be >= 1 and branch_hidden >= 0")
+        if self.kind not in ("mlp", "gbm"):
+            raise ConfigError(f"HeadConfig.kind must be mlp or gbm, got {self.kind!r}")
+        if self.features not in ("stats", "stats+rep"):
+            raise ConfigError(f"HeadConfig.features must be stats or stats+rep, got {self.features!r}")
+        if self.kind == "gbm" and self.pooling != "mean":
+            raise ConfigError("HeadConfig: a gbm head reads the pooled representation; use pooling=mean")
+
+    @classmethod
+    def from_saved(cls, data: Mapping[str, Any]) -> HeadConfig:
+        """`from_dict` of a head's saved config.json entry; fields added since it was saved (``kind``,
+        ``features``) take their defaults, which is what such a head was."""
+        defaults = {"kind": "mlp", "features": "stats"}
+        return cls.from_dict({**defaults, **dict(data)})  # type: ignore[attr-defined,no-any-return]
 
 
 def mlp(in_dim: int, hidden: list[int], config: HeadConfig) -> tuple[nn.Sequential, int]:
@@ -267,7 +294,10 @@ HEADS: dict[str, type[Head]] = {
 
 
 def build_head(spec: TaskSpec, config: HeadConfig, in_dim: int) -> Head:
-    """The head class of `spec.task`, built for representations of size `in_dim`."""
+    """The neural head class of `spec.task`, built for representations of size `in_dim` (a ``gbm`` head is
+    `zooprobe.heads.gbm_head.make_head`'s)."""
+    if config.kind != "mlp":
+        raise ConfigError(f"build_head builds neural heads; kind {config.kind!r} is built by make_head")
     return HEADS[spec.task](spec, config, in_dim)
 
 

@@ -54,6 +54,12 @@ subset_accuracy | subset_accuracy | subset accuracy | fraction of models (with e
 patterns are all predicted right
 score | score | hyperparameter score | mean of every continuous target's R² and every discrete target's \
 accuracy
+coverage | coverage | interval coverage | share of models whose true value lies in the 90% conformal \
+prediction interval (calibrated on the validation split)
+interval_width | interval_width | interval width | mean width of the 90% prediction intervals (log10 for \
+log targets)
+ece | ece | ECE | expected calibration error of the temperature-scaled probabilities (10 confidence bins)
+macro_ece | ece | macro ECE | mean ECE over the patterns where it is defined
 """
 METRICS: dict[str, tuple[str, str, str]] = {
     key: (hub_id, pretty, definition)
@@ -63,7 +69,7 @@ METRICS: dict[str, tuple[str, str, str]] = {
 }
 REGRESSION_METRICS = ("r2", "mse", "mae", "rmse", "relative_error", "kendall_tau")
 #: Keys of metrics.json's ``test`` that are not scores of the predictions.
-NOT_SCORES = ("loss", "n", "n_undefined")
+NOT_SCORES = ("loss", "n", "n_undefined", "in_domain")
 
 
 def describe_source(source: str, revision: str | None, kind: str) -> str:
@@ -414,13 +420,18 @@ def _body(
         f"batch size {optim.get('batch_size')}, gradient clipping {optim.get('grad_clip')}, "
         f"`{optim.get('scheduler')}` schedule",
         f"- epochs: {epochs_run} run of at most {max_epochs}; best epoch {metrics.get('best_epoch')} "
-        f"(counting from 0), selected on validation `{metrics.get('monitor', stop.get('monitor'))}` = "
+        f"(counting from 1), selected on validation `{metrics.get('monitor', stop.get('monitor'))}` = "
         f"{_fmt(metrics.get('best_value'))}",
         f"- early stopping: monitor `{stop.get('monitor')}`, patience {stop.get('patience')} evaluation(s), "
         f"one every {stop.get('eval_every')} epoch(s), min delta {stop.get('min_delta')}",
         f"- head: hidden sizes {head_arch.get('hidden_sizes')}, `{head_arch.get('activation')}`, "
         f"`{head_arch.get('norm')}` norm, dropout {head_arch.get('dropout')}, `{head_arch.get('pooling')}` "
-        "pooling of the encoder's output",
+        "pooling of the encoder's output"
+        if head_arch.get("kind", "mlp") == "mlp"
+        else "- head: gradient boosting (LightGBM, one model per target, early-stopped on the validation "
+        "split) on the weight statistics"
+        + (" and the encoder's pooled representation" if head_arch.get("features") == "stats+rep" else "")
+        + "; the optimizer, epoch and early-stopping lines above do not apply to it",
         f"- seed {cfg.get('seed')}; the full resolved configuration is `config.yaml` (replay it with "
         "`zooprobe train --config config.yaml` given the same zoo and encoder)",
     ]
@@ -449,10 +460,21 @@ def _body(
     ]
     if (root / "report" / "index.html").is_file():
         files.append("- `report/`: the run's report (`report/index.html` and its plots)")
+    if (root / "head" / "trust.json").is_file():
+        files.append(
+            "- `trust.json`, `domain.safetensors`: the applicability domain, the calibration (conformal "
+            "intervals, temperatures) and each target's test score, which `zooprobe predict` reports"
+        )
+    if (root / "head" / "gbm.json").is_file():
+        files.append("- `gbm.json`: the gradient-boosting models, one per target, in LightGBM's text format")
     lines += [*files, "", "## Limitations", ""]
     lines += _limitations(task, zoo_source, zoo_phrase, targets, metrics, encoder_config, enc_source)
     lines += ["", "## License", "", "MIT.", ""]
     return "\n".join(lines)
+
+
+def _share(value: Any) -> str:
+    return f"{100 * value:.0f}%" if _finite(value) else "an unknown share"
 
 
 def _limitations(
@@ -473,7 +495,14 @@ def _limitations(
         + (f" ({contents})" if contents else "")
         + (f" (families: {', '.join(str(f) for f in families)})" if families and not contents else "")
         + ". Networks of other architectures, sizes, tasks or training setups are out of distribution: "
-        "predictions for them can be wrong without any warning.",
+        + (
+            "`zooprobe predict` flags them with the head's applicability domain (`trust.json`: layer kinds, "
+            "sizes, and distances in weight-statistics and representation space; "
+            f"{_share((metrics.get('domain') or {}).get('test_in_domain'))} of the test models lie inside), "
+            "and their predictions are extrapolations."
+            if metrics.get("domain")
+            else "predictions for them can be wrong without any warning."
+        ),
     ]
     prov = (encoder_config or {}).get("provenance") or {}
     if prov.get("zoo_source"):

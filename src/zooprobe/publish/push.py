@@ -6,6 +6,8 @@
     config.json            the head's config (head/config.json) at the repo root, so that
                            ``load_head("OWNER/NAME")`` finds it (`zooprobe.heads.head_loader.head_folder`)
     model.safetensors      the best checkpoint (head/model.safetensors)
+    trust.json, domain.safetensors   the head's applicability domain, calibration and reliability
+    gbm.json               a gbm head's LightGBM models (text format)
     config.yaml            the resolved training configuration
     metrics.json           history, best epoch, validation and test metrics
     predictions/           true and predicted values of the validation and test models
@@ -51,6 +53,8 @@ from zooprobe.hub import (
 from zooprobe.publish.card import head_model_card
 from zooprobe.training.run_folder import RunFolder
 
+#: Files of a head folder besides config.json and model.safetensors, uploaded to the repo root when present.
+HEAD_EXTRAS = ("trust.json", "domain.safetensors", "gbm.json")
 #: Remote folders whose files of an earlier push are deleted when this run does not have them.
 REPLACED_FOLDERS = ("tensorboard/**", "predictions/**", "report/**")
 
@@ -81,6 +85,9 @@ def encoder_warning(head_config: dict[str, Any]) -> str | None:
 def run_files(root: Path) -> Iterator[tuple[str, Path]]:
     """(path in the repo, local file) of every run file that is uploaded as is (see the module docs)."""
     yield "model.safetensors", root / "head" / "model.safetensors"
+    for name in HEAD_EXTRAS:
+        if (root / "head" / name).is_file():
+            yield name, root / "head" / name
     yield "config.yaml", root / "config.yaml"
     yield "metrics.json", root / "metrics.json"
     for folder in ("predictions", "tensorboard", "report"):
@@ -254,4 +261,12 @@ def _check_hub_encoder(
     return sha, read_json(Path(folder) / "config.json", "head config")
 
 
-__all__ = ["REPLACED_FOLDERS", "HeadEncoderWarning", "encoder_warning", "push_run", "run_files", "stage_run"]
+__all__ = [
+    "HEAD_EXTRAS",
+    "REPLACED_FOLDERS",
+    "HeadEncoderWarning",
+    "encoder_warning",
+    "push_run",
+    "run_files",
+    "stage_run",
+]

@@ -253,7 +253,7 @@ def learning_curves_png(history: Sequence[Mapping[str, Any]], monitor: str, best
     evaluated = [(e, r["validation"]) for e, r in zip(epochs, history, strict=True) if r.get("validation")]
     val_epochs = [e for e, _ in evaluated]
     val_loss = _floats([v.get("loss") for _, v in evaluated])
-    best = int(best_epoch) if isinstance(best_epoch, int | float) and best_epoch >= 0 else None
+    best = int(best_epoch) if isinstance(best_epoch, int | float) and best_epoch >= 1 else None
 
     ax = axes[0]
     ax.plot(epochs, train_loss, marker="o", markersize=3, label="train loss (per epoch)")

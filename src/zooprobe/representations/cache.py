@@ -31,7 +31,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from zooprobe.core.files import atomic_path, cache_dir
-from zooprobe.core.progress import progress_bar
+from zooprobe.core.progress import Progress
 from zooprobe.encoder.encoder_loader import LoadedEncoder
 
 CACHE_FORMAT = 1
@@ -78,28 +78,17 @@ def compute_representations(
     n = len(zoo)
     was_training = encoder.encoder.training
     encoder.encoder.eval()
-    bar = progress_bar("[bold]{task.description}", "{task.fields[rate]} models/s") if progress else None
-    task = None
-    if bar is not None:
-        bar.__enter__()
-        task = bar.add_task("encoding models", total=n, rate="-")
-    start = time.perf_counter()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), Progress("encoding models", n, unit="models", enabled=progress) as bar:
             for s in range(0, n, chunk):
                 tms = [encoder.tokenize_checked(zoo.state_dict(i), i) for i in range(s, min(n, s + chunk))]
                 emb = encoder.embed(tms, batch_size, token_outputs=token_outputs)
                 pooled.append(emb.pooled.float().cpu())
                 if emb.tokens is not None:
                     tokens += [t.float().cpu() for t in emb.tokens]
-                if bar is not None:
-                    done = min(n, s + chunk)
-                    bar.update(task, completed=done, rate=f"{done / (time.perf_counter() - start):.0f}")
-                    bar.refresh()
+                bar.advance(len(tms))
     finally:
         encoder.encoder.train(was_training)
-        if bar is not None:
-            bar.__exit__(None, None, None)
     out = torch.cat(pooled) if pooled else torch.empty(0, encoder.latent_dim)
     return Representations(out, tokens if token_outputs else None)
 

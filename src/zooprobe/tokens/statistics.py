@@ -69,14 +69,13 @@ statistics input (`HeadConfig.statistics`), the encoder benchmark's probe and th
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterable, Mapping, Sized
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from zooprobe.core.progress import progress_bar
+from zooprobe.core.progress import Progress
 from zooprobe.core.state_dicts import RUNNING_STATS, bias_name
 
 STAT_NAMES: tuple[str, ...] = ("mean", "std", "q0", "q25", "q50", "q75", "q100")
@@ -324,22 +323,12 @@ def featurize(state_dicts: Iterable[Mapping[str, torch.Tensor]], progress: bool 
     ``progress`` draws a progress bar on stderr (the total is shown when ``state_dicts`` has a length).
     An empty input gives a ``[0, N_FEATURES]`` array.
     """
+    total = len(state_dicts) if isinstance(state_dicts, Sized) else 0
     rows: list[np.ndarray] = []
-    if not progress:
-        rows = [weight_statistics_features(sd) for sd in state_dicts]
-    else:
-        total = len(state_dicts) if isinstance(state_dicts, Sized) else None
-        with progress_bar("[bold]weight statistics", "") as bar:
-            task = bar.add_task("", total=total)
-            last_refresh = 0.0
-            for sd in state_dicts:
-                rows.append(weight_statistics_features(sd))
-                bar.advance(task)
-                now = time.monotonic()
-                if now - last_refresh > 0.1:
-                    bar.refresh()
-                    last_refresh = now
-            bar.refresh()
+    with Progress("weight statistics", total, unit="models", enabled=progress and total > 0) as bar:
+        for sd in state_dicts:
+            rows.append(weight_statistics_features(sd))
+            bar.advance()
     if not rows:
         return np.zeros((0, N_FEATURES), dtype=np.float64)
     return np.stack(rows).astype(np.float64, copy=False)

@@ -89,8 +89,9 @@ class TrainConfig:
     log_targets: dict[str, float] | None = None
     """Continuous targets modelled in log10 space, with the floor that replaces values below it (0 weight
     decay). Default: learning_rate (floor 1e-8) and weight_decay (floor 1e-7)."""
-    bounded_accuracy: bool = False
-    """Accuracy head: predict through a sigmoid, bounded to [0, 1]."""
+    bounded_accuracy: bool = True
+    """Accuracy head: predict through a sigmoid, bounded to [0, 1] (accuracy is a fraction; False: an
+    unbounded regression on the standardized value)."""
     checkpoints: Literal["final", "all"] = "final"
     """Use only each run's final checkpoint (``final``) or every stored checkpoint (``all``)."""
     head: HeadConfig = field(default_factory=HeadConfig)
@@ -167,6 +168,13 @@ class TrainConfig:
                 self.mode == "finetune",
                 "augment needs mode=finetune (frozen training reads cached representations)",
             )
+        if self.head.kind == "gbm":
+            need(
+                self.mode == "frozen",
+                "head.kind=gbm fits LightGBM on the frozen encoder's outputs and the weight statistics; use "
+                "mode=frozen",
+            )
+            need(self.init_from is None, "head.kind=gbm: init_from applies to neural heads only")
         check_device_name(self.device, "TrainConfig: device")
 
     @classmethod

@@ -16,6 +16,9 @@
   encoded, and every warning is also kept in `RunData.warnings` for metrics.json.
 - Frozen mode reads representations from `RepresentationCache` (or recomputes them when the cache is
   off); fine-tuning tokenizes once (or keeps state dicts to augment on the fly).
+- Every split also gets each model's weight statistics and architecture (`SplitData.features`,
+  `SplitData.architectures`): the applicability domain is fitted and measured on them, and heads that
+  read statistics (`HeadConfig.uses_statistics`) take theirs from the same array.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import torch
 from zooprobe.encoder.augment import noise_state_dict, permute_neurons
 from zooprobe.encoder.encoder_loader import LoadedEncoder
 from zooprobe.errors import InvalidInputError
+from zooprobe.heads.domain import Architecture, architecture
 from zooprobe.heads.encoder_with_head import pad_tokens
 from zooprobe.heads.targets import (
     TargetArrays,
@@ -47,7 +51,7 @@ from zooprobe.representations.cache import (
     compute_representations,
 )
 from zooprobe.tokens import TokenizedModel
-from zooprobe.tokens.statistics import featurize
+from zooprobe.tokens.statistics import N_FEATURES, featurize, weight_statistics_features
 from zooprobe.training.config import TrainConfig
 from zooprobe.zoo.store import describe_split_leaks, split_leaks
 
@@ -67,7 +71,11 @@ class SplitData:
     tokenized: list[TokenizedModel] | None = None
     state_dicts: list[dict[str, torch.Tensor]] | None = None
     stats: torch.Tensor | None = None
-    """Weight-statistics features [N, F] (heads with ``HeadConfig.statistics``)."""
+    """Weight-statistics features [N, F] as the head reads them (``HeadConfig.uses_statistics``)."""
+    features: np.ndarray | None = None
+    """Weight-statistics features [N, F], float64, of every model (the applicability domain)."""
+    architectures: list[Architecture] | None = None
+    """Each model's `Architecture` (the applicability domain)."""
 
     def __len__(self) -> int:
         return len(self.meta)
@@ -243,10 +251,16 @@ def load_inputs(
     """
     splits = data.splits
     cache_info = data.cache
-    if cfg.head.statistics:
-        for split in splits.values():
-            feats = featurize(_float32(split.zoo.state_dict(i)) for i in range(len(split)))
-            split.stats = torch.as_tensor(feats, dtype=torch.float32)
+    for split in splits.values():
+        rows, archs = [], []
+        for i in range(len(split)):
+            sd = _float32(split.zoo.state_dict(i))
+            rows.append(weight_statistics_features(sd))
+            archs.append(architecture(sd))
+        split.features = np.stack(rows) if rows else np.zeros((0, N_FEATURES))
+        split.architectures = archs
+        if cfg.head.uses_statistics:
+            split.stats = torch.as_tensor(split.features, dtype=torch.float32)
     if cfg.mode == "frozen":
         token_outputs = cfg.head.pooling == "attention"
         cache = RepresentationCache()

@@ -17,6 +17,13 @@ Keys per task:
 
 Undefined metrics (a single class in the split, a constant target) are NaN, and ``n_undefined`` counts
 them in every task; they are never reported as 0.
+
+Uncertainty and domain (`uncertainty_metrics`, added to a trained head's test metrics and to ``zooprobe
+evaluate``'s): ``coverage`` and ``interval_width`` of the default-level conformal intervals (accuracy;
+``<target>/coverage`` and ``<target>/interval_width`` for continuous hyperparameters, width in metric
+space: log10 for the learning rate), ``<target>/ece`` for binary and discrete targets (after temperature
+scaling; patterns also ``macro_ece``), and ``in_domain``: the share of the split's models inside the head's
+applicability domain. `fit_trust` fits the domain, the calibration and the reliability after training.
 """
 
 from __future__ import annotations
@@ -28,9 +35,18 @@ import torch
 
 from zooprobe.core.device import autocast
 from zooprobe.errors import ConfigError, InvalidInputError
+from zooprobe.heads.domain import ApplicabilityDomain, fit_domain
 from zooprobe.heads.encoder_with_head import EncoderWithHead
 from zooprobe.heads.head_loader import LoadedHead
 from zooprobe.heads.targets import TargetArrays, TaskSpec, target_arrays
+from zooprobe.heads.trust import Trust
+from zooprobe.heads.uncertainty import (
+    Calibration,
+    expected_calibration_error,
+    fit_calibration,
+    interval_coverage,
+    reliability,
+)
 from zooprobe.metrics import (
     classification_metrics,
     hyperparameter_aggregate,
@@ -40,11 +56,21 @@ from zooprobe.metrics import (
 )
 from zooprobe.training import distributed as D
 from zooprobe.training.config import TrainConfig
-from zooprobe.training.data_loader import SplitData, model_inputs, prepare_data, split_targets
+from zooprobe.training.data_loader import RunData, SplitData, model_inputs, prepare_data, split_targets
 from zooprobe.zoo.store import Zoo
 
 #: Metrics where lower is better (early stopping and reports use this to pick a direction).
-LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse", "relative_error", "hamming_loss")
+LOWER_IS_BETTER = (
+    "loss",
+    "mse",
+    "mae",
+    "rmse",
+    "relative_error",
+    "hamming_loss",
+    "ece",
+    "macro_ece",
+    "interval_width",
+)
 
 
 def lower_is_better(metric: str) -> bool:
@@ -175,27 +201,137 @@ def evaluate_split(
 
 def evaluate_run(cfg: TrainConfig, head: LoadedHead, zoo: Zoo, split: str = "test") -> dict[str, float]:
     """Metrics of a trained head on `split` of `zoo` (`zooprobe.evaluate` loads a run folder's head and
-    zoo). Targets are normalized with the head's own statistics (fitted on its training zoo), never
-    refitted."""
+    zoo), with its interval coverage, ECE and share in domain when the head has them (`uncertainty_metrics`).
+    Targets are normalized with the head's own statistics (fitted on its training zoo), never refitted."""
     data = prepare_data(cfg, head.model.loaded, zoo, progress=False)
     if data.spec.names != head.spec.names:
         raise InvalidInputError(
             f"the zoo's targets {data.spec.names} differ from the head's {head.spec.names}"
         )
-    data.splits[split].targets = target_arrays(head.spec, data.splits[split].meta)
-    metrics, _ = evaluate_split(head.model, data.splits[split], torch.device("cpu"), cfg, D.DistInfo())
+    part = data.splits[split]
+    part.targets = target_arrays(head.spec, part.meta)
+    device = torch.device("cpu")
+    metrics, preds = evaluate_split(head.model, part, device, cfg, D.DistInfo())
+    trust = head.trust
+    if trust is not None and trust.calibration is not None:
+        truth = metric_space_targets(head.spec, part.targets)
+        calibrated = trust.calibration.apply(head.spec, preds)
+        metrics.update(uncertainty_metrics(head.spec, truth, calibrated, trust.calibration))
+    if trust is not None and trust.domain is not None:
+        reps = split_representations(head.model, part, device, cfg)
+        metrics["in_domain"] = domain_share(trust.domain, part, reps)
     return metrics
+
+
+# ------------------------------------------------------------------------------------ uncertainty, domain
+def uncertainty_metrics(
+    spec: TaskSpec,
+    truth: Mapping[str, np.ndarray],
+    calibrated: Mapping[str, np.ndarray],
+    calibration: Calibration,
+    level: float | None = None,
+) -> dict[str, float]:
+    """Coverage and mean width of the intervals, ECE of the calibrated probabilities (module docs) of
+    predictions against `truth` (both in metric space)."""
+    out: dict[str, float] = {}
+    intervals = calibration.intervals(spec, calibrated, level)
+    eces = []
+    for t in spec.targets:
+        prefix = "" if spec.task == "accuracy" else f"{t.name}/"
+        if t.kind == "continuous":
+            if t.name in intervals:
+                low, high = intervals[t.name]
+                coverage, width = interval_coverage(truth[t.name], low, high)
+                out[f"{prefix}coverage"], out[f"{prefix}interval_width"] = coverage, width
+        else:
+            ece = expected_calibration_error(t, calibrated[t.name], truth[t.name])
+            out[f"{prefix}ece"] = ece
+            eces.append(ece)
+    if spec.task == "patterns":
+        defined = [e for e in eces if np.isfinite(e)]
+        out["macro_ece"] = float(np.mean(defined)) if defined else float("nan")
+    return out
+
+
+@torch.no_grad()
+def split_representations(
+    model: EncoderWithHead, split: SplitData, device: torch.device, cfg: TrainConfig
+) -> np.ndarray:
+    """The pooled representations [N, D] (float64) the head reads for every model of `split`: the cached
+    ones in frozen mode, otherwise encoded now with the (fine-tuned) encoder."""
+    if model.frozen and split.reps is not None:
+        return split.reps.pooled.double().cpu().numpy()
+    was_training = model.training
+    model.eval()
+    try:
+        if split.tokenized is not None:
+            tms = split.tokenized
+        else:
+            assert split.state_dicts is not None
+            tms = [model.loaded.tokenize(sd) for sd in split.state_dicts]
+        parts = [
+            model.loaded.embed(tms[s : s + 256], cfg.encode_batch_size).pooled.double().cpu()
+            for s in range(0, len(tms), 256)
+        ]
+    finally:
+        model.train(was_training)
+    return torch.cat(parts).numpy() if parts else np.zeros((0, model.loaded.latent_dim))
+
+
+def domain_share(domain: ApplicabilityDomain, split: SplitData, reps: np.ndarray) -> float:
+    """The share of `split`'s models inside `domain` (NaN for an empty split)."""
+    if not len(split):
+        return float("nan")
+    assert split.features is not None and split.architectures is not None
+    checks = domain.check(split.architectures, {"statistics": split.features, "representation": reps})
+    return float(np.mean([c.in_domain for c in checks]))
+
+
+def fit_trust(
+    model: EncoderWithHead,
+    data: RunData,
+    preds: Mapping[str, Mapping[str, np.ndarray]],
+    device: torch.device,
+    cfg: TrainConfig,
+) -> tuple[Trust, dict[str, dict[str, np.ndarray]], dict[str, float]]:
+    """A trained head's `Trust`: calibration on the validation split, reliability from the test split, the
+    applicability domain from the train split (its thresholds from train and validation). `preds` are the
+    head's predictions (`Head.predict`) per split (``validation``, ``test``). Returns the trust, the
+    calibrated predictions per split and the test metrics it adds (`uncertainty_metrics`, ``in_domain``)."""
+    spec = data.spec
+    truth = {name: metric_space_targets(spec, split.targets) for name, split in data.splits.items()}
+    calibration = fit_calibration(spec, truth["validation"], preds["validation"])
+    calibrated = {name: calibration.apply(spec, p) for name, p in preds.items()}
+    rel = reliability(spec, truth["train"], truth["test"], calibrated["test"])
+    reps = {name: split_representations(model, split, device, cfg) for name, split in data.splits.items()}
+
+    def features(name: str) -> dict[str, np.ndarray]:
+        assert data.splits[name].features is not None
+        return {"statistics": data.splits[name].features, "representation": reps[name]}
+
+    train = data.splits["train"]
+    assert train.architectures is not None
+    domain = fit_domain(train.architectures, features("train"), features("validation"))
+    shares = {name: domain_share(domain, data.splits[name], reps[name]) for name in ("validation", "test")}
+    domain.summary = {f"{name}_in_domain": share for name, share in shares.items()}
+    extra = uncertainty_metrics(spec, truth["test"], calibrated["test"], calibration)
+    extra["in_domain"] = shares["test"]
+    return Trust(domain, calibration, rel), calibrated, extra
 
 
 __all__ = [
     "LOWER_IS_BETTER",
     "NonFiniteOutputError",
     "check_monitor",
+    "domain_share",
     "evaluate_predictions",
     "evaluate_run",
     "evaluate_split",
+    "fit_trust",
     "lower_is_better",
     "metric_names",
     "metric_space_targets",
     "predict_split",
+    "split_representations",
+    "uncertainty_metrics",
 ]

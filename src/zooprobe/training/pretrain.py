@@ -50,7 +50,9 @@ Output folder::
     OUTPUT/config.json, model.safetensors, README.md   best encoder (lowest validation loss)
     OUTPUT/last/...                                    encoder after the last finished epoch
     OUTPUT/training_state.safetensors                  everything needed to resume (see below)
-    OUTPUT/tb/                                         TensorBoard events (tensorboardX): losses, lr
+    OUTPUT/tensorboard/                                TensorBoard events: train/*, validation/*, lr/*,
+                                                       the config as text
+    OUTPUT/train.log                                   the run's log, written as it goes
 
 ``load_encoder(OUTPUT)`` loads the best encoder.
 
@@ -63,6 +65,7 @@ a different configuration or zoo is refused. Every file is written atomically.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -74,6 +77,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 
 from zooprobe.core.config import config, requirement
@@ -81,7 +85,7 @@ from zooprobe.core.device import check_device_name, resolve_device
 from zooprobe.core.environment import library_versions
 from zooprobe.core.files import atomic_write_json, atomic_write_text
 from zooprobe.core.outputs import check_output, claim_output
-from zooprobe.core.progress import progress_bar
+from zooprobe.core.progress import Progress, log, log_file
 from zooprobe.core.tensorfile import read_state, save_state
 from zooprobe.encoder.augment import erase_tokens, noise_tokens, permutation_plan, permute_neurons
 from zooprobe.encoder.encoder_loader import (
@@ -109,7 +113,8 @@ from zooprobe.zoo.store import Zoo
 STATE_FILE = "training_state.safetensors"
 STATE_FORMAT_VERSION = 1
 LAST_DIR = "last"
-TB_DIR = "tb"
+TB_DIR = "tensorboard"
+LOG_FILE = "train.log"
 _BUCKET_SPAN = 8  # batches per length-sorting span
 
 Pooling = Literal["mean", "cls", "mean+cls"]
@@ -557,28 +562,6 @@ def _mark_finished(folder: Path) -> None:
         atomic_write_text(folder / CARD_FILE, model_card(config))
 
 
-# ------------------------------------------------------------------------------------------ progress
-class _Progress:
-    def __init__(self, enabled: bool, total: int, done: int) -> None:
-        self.enabled = enabled
-        if enabled:
-            self._p = progress_bar("[bold]pretrain[/bold] {task.description}", "loss {task.fields[loss]}")
-            self._p.__enter__()
-            self._task = self._p.add_task("", total=total, completed=done, loss="-")
-
-    def update(self, description: str, loss: float | None = None) -> None:
-        if self.enabled:
-            fields = {} if loss is None else {"loss": f"{loss:.4f}"}
-            self._p.update(
-                self._task, advance=1 if loss is not None else 0, description=description, **fields
-            )
-            self._p.refresh()
-
-    def close(self) -> None:
-        if self.enabled:
-            self._p.__exit__(None, None, None)
-
-
 # ------------------------------------------------------------------------------------------ training
 EpochCallback = Callable[[int, dict[str, Any]], None]
 
@@ -735,14 +718,15 @@ def pretrain(
         from tensorboardX import SummaryWriter  # heavy: tensorboardX
 
         writer = SummaryWriter(str(output / TB_DIR), purge_step=step if saved is not None else None)
-        bar = _Progress(progress, total_steps, step)
-        try:
+        writer.add_text("config", "```yaml\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False) + "```", step)
+        bar = Progress("pretrain", total_steps, unit="steps", enabled=progress, done=step, loss="-")
+        with log_file(output / LOG_FILE), bar, contextlib.closing(writer):
             while epoch < int(cfg.epochs):  # type: ignore[arg-type]
                 start = time.perf_counter()
                 model.train()
                 sums = {"loss": 0.0, "reconstruction": 0.0, "contrastive": 0.0, "summary_reconstruction": 0.0}
-                label = f"epoch {epoch + 1}/{cfg.epochs}"
-                bar.update(label)
+                label = f"pretrain epoch {epoch + 1}/{cfg.epochs}"
+                bar.describe(label)
                 for batch_idx in length_buckets(lengths, bs, gen):
                     batch = views.batch([train_items[i] for i in batch_idx], gen)
                     loss, mse, con, smse = _losses(model, batch, cfg, device)
@@ -769,8 +753,8 @@ def pretrain(
                     for key, value in zip(sums, values, strict=True):
                         sums[key] += value * len(batch_idx)
                         writer.add_scalar(f"train/{key}", value, step)
-                    writer.add_scalar("lr", lr, step)
-                    bar.update(label, values[0])
+                    writer.add_scalar("lr/encoder", lr, step)
+                    bar.advance(loss=values[0])
                 epoch += 1
                 record: dict[str, Any] = {"epoch": epoch, "step": step}
                 record.update({f"train_{k}": v / len(train_items) for k, v in sums.items()})
@@ -784,9 +768,17 @@ def pretrain(
                 record["seconds"] = time.perf_counter() - start
                 history.append(record)
                 for key, value in record.items():
-                    if key.startswith(("train_", "val_")):
-                        writer.add_scalar(f"epoch/{key}", value, step)
+                    if key.startswith("val_"):
+                        writer.add_scalar(f"validation/{key.removeprefix('val_')}", value, step)
                 writer.flush()
+                log.info(
+                    "pretrain epoch %d/%d: train loss %.4f%s, %.1f s",
+                    epoch,
+                    cfg.epochs,
+                    record["train_loss"],
+                    f", validation loss {record['val_loss']:.4f}" if "val_loss" in record else "",
+                    record["seconds"],
+                )
                 finished = epoch >= int(cfg.epochs)  # type: ignore[arg-type]
                 provenance = {
                     **provenance_base,
@@ -845,9 +837,6 @@ def pretrain(
                     _mark_finished(output)
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, record)
-        finally:
-            bar.close()
-            writer.close()
     return output
 
 

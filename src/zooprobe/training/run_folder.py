@@ -7,6 +7,9 @@ and the benchmark read it, all through `RunFolder`::
     config.yaml                   the resolved TrainConfig (``zooprobe train --config`` reproduces the run)
     head/config.json              task, targets, head architecture, encoder source + revision + fingerprint
     head/model.safetensors        best checkpoint: head weights (+ the fine-tuned encoder's weights)
+    head/trust.json               applicability domain, calibration, reliability (`zooprobe.heads.trust`)
+    head/domain.safetensors       the domain's arrays (train split features, distances)
+    head/gbm.json                 gbm heads: every target's LightGBM model as text
     checkpoints/last.safetensors  full training state after the last finished epoch (resume)
     metrics.json                  history, best epoch, validation and test metrics (written last)
     predictions/{validation,test}.json   true and predicted values of the best checkpoint
@@ -39,6 +42,9 @@ RUN_OUTPUT = OutputKind(
         "head/config.json",
         "head/model.safetensors",
         "head/README.md",
+        "head/trust.json",
+        "head/domain.safetensors",
+        "head/gbm.json",
         LAST.as_posix(),
         "predictions/*.json",
         "tensorboard/events.out.tfevents.*",

@@ -33,13 +33,14 @@ from zooprobe.core.device import autocast, resolve_device
 from zooprobe.core.environment import library_versions
 from zooprobe.core.files import atomic_write_json, atomic_write_text, json_safe, read_yaml
 from zooprobe.core.outputs import check_output, claim_output
-from zooprobe.core.progress import progress_bar
+from zooprobe.core.progress import Progress, log_file
 from zooprobe.core.tensorfile import read_state, save_state
 from zooprobe.encoder.encoder_loader import LoadedEncoder
 from zooprobe.errors import ConfigError, InvalidInputError, ZooprobeError
 from zooprobe.heads.encoder_with_head import EncoderWithHead
+from zooprobe.heads.gbm_head import GradientBoostingHead
 from zooprobe.heads.head_loader import HEAD_FORMAT, head_folder, read_head_config, save_head
-from zooprobe.heads.prediction_heads import build_head
+from zooprobe.heads.prediction_heads import HeadConfig, build_head
 from zooprobe.training import distributed as D
 from zooprobe.training.config import TrainConfig
 from zooprobe.training.data_loader import (
@@ -47,12 +48,14 @@ from zooprobe.training.data_loader import (
     load_inputs,
     model_inputs,
     plan_data,
+    split_features,
     split_targets,
 )
 from zooprobe.training.evaluator import (
     NonFiniteOutputError,
     check_monitor,
     evaluate_split,
+    fit_trust,
     lower_is_better,
     metric_space_targets,
 )
@@ -61,7 +64,7 @@ from zooprobe.training.state import config_diff, pack_optimizer, unpack_optimize
 from zooprobe.zoo.store import Zoo
 
 log = logging.getLogger(__name__)
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: epochs counted from 1
 
 
 # ------------------------------------------------------------------------------------------ early stopping
@@ -73,7 +76,8 @@ class EarlyStopper:
     min_delta: float
     lower: bool
     best: float = math.nan
-    best_epoch: int = -1
+    best_epoch: int = 0
+    """The epoch of the best value so far, counted from 1 (0: none yet)."""
     bad_evals: int = 0
 
     def update(self, value: float, epoch: int) -> bool:
@@ -200,13 +204,13 @@ class TrainingDivergedError(ZooprobeError):
 def _diverged(cfg: TrainConfig, output: Path, epoch: int, batch: int | None, value: Any, kept: bool) -> str:
     """The message of a diverged run: where, what is kept, what to do (`value`: the loss, or a text)."""
     where = (
-        f"at batch {batch} of epoch {epoch + 1} (of {cfg.optim.epochs})"
+        f"at batch {batch} of epoch {epoch} (of {cfg.optim.epochs})"
         if batch is not None
-        else f"in the validation after epoch {epoch + 1} (of {cfg.optim.epochs})"
+        else f"in the validation after epoch {epoch} (of {cfg.optim.epochs})"
     )
     what = f"the loss became non-finite ({value})" if batch is not None else f"diverged: {value}"
     saved = (
-        f"the state after epoch {epoch} is kept in {output / LAST}"
+        f"the state after epoch {epoch - 1} is kept in {output / LAST}"
         + (" and the best head so far in head/" if (output / "head" / "model.safetensors").exists() else "")
         if kept
         else "no epoch finished, so no training state was saved"
@@ -239,6 +243,8 @@ def fit(
     cfg.validate()
     start_time = time.perf_counter()
     info = D.init_distributed(cfg.device)
+    if info.enabled and cfg.head.kind == "gbm":
+        raise ConfigError("a gbm head trains in one process (LightGBM); run it without torchrun")
     device = resolve_device(cfg.device, info.local_rank if info.enabled else None)
     output = Path(output)
     if info.is_main:
@@ -256,6 +262,8 @@ def fit(
         atomic_write_text(output / "config.yaml", _config_yaml(cfg))
     D.barrier(info)
     _set_seed(cfg.seed)
+    if cfg.head.kind == "gbm":
+        return _fit_gbm(cfg, output, encoder, data, device, base_fp, start_time)
     head = build_head(data.spec, cfg.head, encoder.latent_dim)
     model = EncoderWithHead(
         encoder,
@@ -290,19 +298,22 @@ def fit(
         )
     stopper = EarlyStopper(cfg.stop.patience, cfg.stop.min_delta, lower)
     history: list[dict[str, Any]] = []
-    start_epoch = 0
+    start_epoch = 0  # the last finished epoch (epochs count from 1)
     state_path = output / LAST
     if resume and state_path.exists():
         tensors, meta = read_state(state_path)
         if meta.get("format") != STATE_FORMAT:
-            raise InvalidInputError(f"{state_path}: unsupported training-state format {meta.get('format')!r}")
+            raise InvalidInputError(
+                f"{state_path}: training-state format {meta.get('format')!r} is not this zooprobe's "
+                f"({STATE_FORMAT}); start the run over with --overwrite true"
+            )
         model.load_trainable_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         unpack_optimizer(opt, tensors, meta["optimizer"])
         if sched is not None:
             sched.load_state_dict(meta["scheduler"])
         stopper.load(meta["stopper"])
         history = meta["history"]
-        start_epoch = int(meta["epoch"]) + 1
+        start_epoch = int(meta["epoch"])
         torch.set_rng_state(tensors["rng.torch"])
         if meta.get("stopped") or start_epoch >= cfg.optim.epochs:
             start_epoch = cfg.optim.epochs  # finished: go straight to the final evaluation
@@ -320,105 +331,150 @@ def fit(
     if info.is_main:
         from tensorboardX import SummaryWriter  # heavy: tensorboardX
 
-        writer = SummaryWriter(str(output / "tensorboard"), purge_step=start_epoch if start_epoch else None)
+        writer = SummaryWriter(
+            str(output / "tensorboard"), purge_step=start_epoch + 1 if start_epoch else None
+        )
+        writer.add_text("config", "```yaml\n" + _config_yaml(cfg) + "```", start_epoch)
 
-    bar = None
-    if progress and info.is_main and start_epoch < cfg.optim.epochs:
-        bar = progress_bar("[bold]{task.description}", "{task.fields[info]}")
-        bar.__enter__()
-        task_id = bar.add_task(f"training {cfg.task} head ({cfg.mode})", total=cfg.optim.epochs, info="")
-        bar.update(task_id, completed=start_epoch)
-    stopped = False
-    try:
-        for epoch in range(start_epoch, cfg.optim.epochs):
-            model.train()
-            gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)  # augmentations of this epoch
-            sums: dict[str, float] = {}
-            n_batches = 0
-            epoch_start = time.perf_counter()
-            for batch in _batches(len(train_split), cfg.optim.batch_size, cfg.seed, epoch):
-                mine = batch[info.rank :: info.world_size]
-                if len(mine) == 0 or (info.enabled and len(batch) < info.world_size):
-                    continue  # every rank must take part in every step
-                with autocast(device, cfg.amp):
-                    inputs = model_inputs(model, train_split, mine, device, cfg, gen)
-                    if model.frozen:
-                        out = (ddp_model if info.enabled else model.head)(inputs["features"])
-                    else:
-                        out = ddp_model(**inputs)
-                targets = split_targets(train_split, mine, device)
-                loss, parts = model.head.loss(out, targets)
-                value = loss.detach().item()
-                if not math.isfinite(value):
-                    raise TrainingDivergedError(
-                        _diverged(cfg, output, epoch, n_batches + 1, value, kept=(output / LAST).exists())
-                    )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.optim.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(
-                        [p for g in opt.param_groups for p in g["params"]], cfg.optim.grad_clip
-                    )
-                opt.step()
-                if cfg.optim.scheduler == "cosine":
-                    sched.step()
-                sums["loss"] = sums.get("loss", 0.0) + value
-                for k, v in parts.items():
-                    sums[f"loss/{k}"] = sums.get(f"loss/{k}", 0.0) + v.detach().item()
-                n_batches += 1
-            record: dict[str, Any] = {
-                "epoch": epoch,
-                "train": {k: v / max(1, n_batches) for k, v in sums.items()},
-                "seconds": time.perf_counter() - epoch_start,
-                "lr": {name: g["lr"] for name, g in zip(group_names, opt.param_groups, strict=True)},
-            }
-            last_epoch = epoch == cfg.optim.epochs - 1
-            if (epoch + 1) % cfg.stop.eval_every == 0 or last_epoch:
-                try:
-                    val_metrics, _ = evaluate_split(model, data.splits["validation"], device, cfg, info)
-                except NonFiniteOutputError as e:
-                    raise TrainingDivergedError(
-                        _diverged(cfg, output, epoch, None, str(e), kept=(output / LAST).exists())
-                    ) from e
-                value = val_metrics[cfg.stop.monitor]  # a metric name (check_monitor)
-                improved = stopper.update(value, epoch)
-                record["validation"] = val_metrics
-                record["improved"] = improved
-                if cfg.optim.scheduler == "plateau" and math.isfinite(value):
-                    sched.step(value)  # only on a real evaluation: never on a missing metric
-                if improved and info.is_main:
-                    _save_best(output, cfg, model, encoder, base_fp, epoch, value)
-                stopped = D.any_rank(info, stopper.should_stop)
-            history.append(record)
-            if info.is_main:
-                _log_epoch(writer, record)
-                _save_state(output, model, opt, sched, stopper, history, epoch, stopped)
-            D.barrier(info)
-            if bar is not None:
+    with log_file(output / "train.log") if info.is_main else contextlib.nullcontext():
+        label = f"training {cfg.task} head ({cfg.mode})"
+        bar = Progress(label, cfg.optim.epochs, enabled=progress and info.is_main, done=start_epoch)
+        stopped = False
+        if start_epoch:
+            log.info("resuming %s after epoch %d of %d", label, start_epoch, cfg.optim.epochs)
+        try:
+            bar.__enter__()
+            for epoch in range(start_epoch + 1, cfg.optim.epochs + 1):
+                model.train()
+                gen = torch.Generator().manual_seed(
+                    cfg.seed * 7919 + epoch - 1
+                )  # augmentations of this epoch
+                sums: dict[str, float] = {}
+                n_batches = 0
+                epoch_start = time.perf_counter()
+                for batch in _batches(len(train_split), cfg.optim.batch_size, cfg.seed, epoch - 1):
+                    mine = batch[info.rank :: info.world_size]
+                    if len(mine) == 0 or (info.enabled and len(batch) < info.world_size):
+                        continue  # every rank must take part in every step
+                    with autocast(device, cfg.amp):
+                        inputs = model_inputs(model, train_split, mine, device, cfg, gen)
+                        if model.frozen:
+                            out = (ddp_model if info.enabled else model.head)(inputs["features"])
+                        else:
+                            out = ddp_model(**inputs)
+                    targets = split_targets(train_split, mine, device)
+                    loss, parts = model.head.loss(out, targets)
+                    value = loss.detach().item()
+                    if not math.isfinite(value):
+                        raise TrainingDivergedError(
+                            _diverged(cfg, output, epoch, n_batches + 1, value, kept=(output / LAST).exists())
+                        )
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.optim.grad_clip > 0:
+                        torch.nn.utils.clip_grad_norm_(
+                            [p for g in opt.param_groups for p in g["params"]], cfg.optim.grad_clip
+                        )
+                    opt.step()
+                    if cfg.optim.scheduler == "cosine":
+                        sched.step()
+                    sums["loss"] = sums.get("loss", 0.0) + value
+                    for k, v in parts.items():
+                        sums[f"loss/{k}"] = sums.get(f"loss/{k}", 0.0) + v.detach().item()
+                    n_batches += 1
+                record: dict[str, Any] = {
+                    "epoch": epoch,
+                    "train": {k: v / max(1, n_batches) for k, v in sums.items()},
+                    "seconds": time.perf_counter() - epoch_start,
+                    "lr": {name: g["lr"] for name, g in zip(group_names, opt.param_groups, strict=True)},
+                }
+                if epoch % cfg.stop.eval_every == 0 or epoch == cfg.optim.epochs:
+                    try:
+                        val_metrics, _ = evaluate_split(model, data.splits["validation"], device, cfg, info)
+                    except NonFiniteOutputError as e:
+                        raise TrainingDivergedError(
+                            _diverged(cfg, output, epoch, None, str(e), kept=(output / LAST).exists())
+                        ) from e
+                    value = val_metrics[cfg.stop.monitor]  # a metric name (check_monitor)
+                    improved = stopper.update(value, epoch)
+                    record["validation"] = val_metrics
+                    record["improved"] = improved
+                    if cfg.optim.scheduler == "plateau" and math.isfinite(value):
+                        sched.step(value)  # only on a real evaluation: never on a missing metric
+                    if improved and info.is_main:
+                        _save_best(output, cfg, model, encoder, base_fp, epoch, value)
+                    stopped = D.any_rank(info, stopper.should_stop)
+                history.append(record)
+                if info.is_main:
+                    _log_epoch(writer, record)
+                    _save_state(output, model, opt, sched, stopper, history, epoch, stopped)
+                D.barrier(info)
                 shown = record.get("validation", {}).get(cfg.stop.monitor)
-                bar.update(
-                    task_id,
-                    completed=epoch + 1,
-                    info=f"loss {record['train'].get('loss', float('nan')):.4f}"
-                    + (f"  val {cfg.stop.monitor} {shown:.4f}" if shown is not None else ""),
-                )
-                bar.refresh()
-            if stopped:
-                break
-    finally:
-        if bar is not None:
+                fields = {"loss": record["train"].get("loss", math.nan)}
+                bar.advance(**fields, **({f"val {cfg.stop.monitor}": shown} if shown is not None else {}))
+                _log_line(cfg, record, stopper)
+                if stopped:
+                    log.info(
+                        "early stopping after epoch %d: no improvement in %d evaluations",
+                        epoch,
+                        cfg.stop.patience,
+                    )
+                    break
+        finally:
             bar.__exit__(None, None, None)
-        if writer is not None:
-            writer.flush()
+            if writer is not None:
+                writer.flush()
 
-    result = _final_evaluation(cfg, output, model, encoder, data, device, info, stopper, history)
+        result = _final_evaluation(cfg, output, model, encoder, data, device, info, stopper, history)
+        result.seconds = time.perf_counter() - start_time
+        if writer is not None:
+            for k, v in result.test.items():
+                if isinstance(v, float) and math.isfinite(v):
+                    writer.add_scalar(f"test/{k}", v, stopper.best_epoch)
+            writer.close()
+        D.barrier(info)
+        return result
+
+
+def _fit_gbm(
+    cfg: TrainConfig,
+    output: Path,
+    encoder: LoadedEncoder,
+    data: RunData,
+    device: torch.device,
+    base_fp: str,
+    start_time: float,
+) -> TrainResult:
+    """A ``gbm`` head (`zooprobe.heads.gbm_head`): LightGBM per target on the train split, early-stopped on
+    validation; written as a run folder with one "epoch" (best epoch 1), so report, push, evaluate and
+    predict read it like any run."""
+    head = GradientBoostingHead(data.spec, cfg.head, encoder.latent_dim)
+    model = EncoderWithHead(encoder, head, "frozen", encode_batch_size=cfg.encode_batch_size).to(device)
+    x = {
+        name: head.feature_matrix(split_features(split, np.arange(len(split)), device))
+        for name, split in data.splits.items()
+    }
+    start = time.perf_counter()
+    fit_info = head.fit(
+        x["train"], data.splits["train"].targets, x["validation"], data.splits["validation"].targets, cfg.seed
+    )
+    info = D.DistInfo()
+    val_metrics, _ = evaluate_split(model, data.splits["validation"], device, cfg, info)
+    value = float(val_metrics[cfg.stop.monitor])
+    stopper = EarlyStopper(cfg.stop.patience, cfg.stop.min_delta, lower_is_better(cfg.stop.monitor))
+    stopper.best, stopper.best_epoch = value, 1
+    record = {
+        "epoch": 1,
+        "train": {},
+        "seconds": time.perf_counter() - start,
+        "lr": {},
+        "validation": val_metrics,
+        "improved": True,
+        "gbm": fit_info,
+    }
+    _save_best(output, cfg, model, encoder, base_fp, 1, value)
+    result = _final_evaluation(cfg, output, model, encoder, data, device, info, stopper, [record])
     result.seconds = time.perf_counter() - start_time
-    if writer is not None:
-        for k, v in result.test.items():
-            if isinstance(v, float) and math.isfinite(v):
-                writer.add_scalar(f"test/{k}", v, stopper.best_epoch)
-        writer.close()
-    D.barrier(info)
     return result
 
 
@@ -427,7 +483,8 @@ def _init_head(model: EncoderWithHead, run_dir: Path) -> None:
 
     folder = head_folder(run_dir)
     config = read_head_config(folder)
-    if config["task"] != model.head.spec.to_dict() or config["head"] != model.head.config.to_dict():
+    same_head = HeadConfig.from_saved(config["head"]) == model.head.config
+    if config["task"] != model.head.spec.to_dict() or not same_head:
         raise ConfigError(
             f"init_from {run_dir}: its head predicts other targets or has another architecture than this "
             "run's head"
@@ -475,6 +532,23 @@ def _save_state(
     save_state(output / LAST, tensors, meta)
 
 
+def _log_line(cfg: TrainConfig, record: dict[str, Any], stopper: EarlyStopper) -> None:
+    """One log line per epoch (the terminal when no bar is drawn, and train.log)."""
+    text = (
+        f"epoch {record['epoch']}/{cfg.optim.epochs}: train loss {record['train'].get('loss', math.nan):.4f}"
+    )
+    validation = record.get("validation")
+    if validation is not None:
+        best = (
+            " (best so far)"
+            if record.get("improved")
+            else f" (best {stopper.best:.4f}, epoch {stopper.best_epoch})"
+        )
+        text += f", validation {cfg.stop.monitor} {validation[cfg.stop.monitor]:.4f}{best}"
+    lr = next(iter(record["lr"].values()), math.nan)
+    log.info("%s, lr %.3g, %.1f s", text, lr, record["seconds"])
+
+
 def _log_epoch(writer: Any, record: dict[str, Any]) -> None:
     if writer is None:
         return
@@ -510,11 +584,19 @@ def _final_evaluation(
     tensors, _ = read_state(best_path, what="head checkpoint", require_meta=False)
     model.load_trainable_state_dict(tensors)
     results: dict[str, dict[str, float]] = {}
+    predictions: dict[str, dict[str, np.ndarray]] = {}
     for name in ("validation", "test"):
-        metrics, preds = evaluate_split(model, data.splits[name], device, cfg, info)
-        results[name] = metrics
-        if info.is_main:
-            _write_predictions(output / "predictions" / f"{name}.json", data, name, preds)
+        results[name], predictions[name] = evaluate_split(model, data.splits[name], device, cfg, info)
+    domain_summary: dict[str, Any] = {}
+    if info.is_main:
+        # calibration, reliability and the applicability domain, saved with the head before metrics.json
+        trust, calibrated, extra = fit_trust(model, data, predictions, device, cfg)
+        trust.save(output / "head")
+        results["test"].update(extra)
+        assert trust.domain is not None
+        domain_summary = {**trust.domain.summary, "quantile": trust.domain.quantile}
+        for name in ("validation", "test"):
+            _write_predictions(output / "predictions" / f"{name}.json", data, name, calibrated[name])
     if info.is_main:
         metrics_doc = {
             "task": cfg.task,
@@ -528,6 +610,7 @@ def _final_evaluation(
             "n_models": {k: len(v) for k, v in data.splits.items()},
             "missing_targets": data.missing,
             "overlap": data.overlap,
+            "domain": domain_summary,
             "split_leaks": data.split_leaks,
             "dropped_targets": data.dropped_targets,
             "warnings": data.warnings,

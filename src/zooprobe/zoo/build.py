@@ -22,10 +22,10 @@ import yaml
 
 from zooprobe.core.files import atomic_path, atomic_write_text, read_yaml
 from zooprobe.core.outputs import check_output, claim_output
-from zooprobe.core.progress import progress_bar
+from zooprobe.core.progress import Progress
 from zooprobe.errors import ConfigError, ZooFormatError
 from zooprobe.zoo.data import load_task
-from zooprobe.zoo.schema import FORMAT_VERSION, SPLITS
+from zooprobe.zoo.schema import SPLITS
 from zooprobe.zoo.space import ModelSpec, ZooConfig, sample_cohort
 from zooprobe.zoo.store import (
     MANIFEST,
@@ -219,8 +219,10 @@ def build_zoo(
     n_models = {k: min(cfg.cohort_size, cfg.n_models - k * cfg.cohort_size) for k in mine}  # type: ignore[operator]
     start = time.perf_counter()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    with _progress(progress, total=sum(n_models.values())) as bar:
-        bar.advance(sum(n_models[k] for k in mine if k not in todo))
+    already = sum(n_models[k] for k in mine if k not in todo)
+    with Progress(
+        "building zoo", sum(n_models.values()), unit="models", enabled=progress, done=already
+    ) as bar:
         for k in todo:
             specs = sample_cohort(cfg, k)
             a = specs[0].arch
@@ -278,7 +280,6 @@ def finalize(root: Path, cfg: ZooConfig, part_dirs: list[Path]) -> None:
         tasks={t: load_task(t).describe() for t in cfg.tasks},  # type: ignore[union-attr]
         counts={s: by_split[s].num_rows for s in SPLITS} | {"runs": n_runs, "diverged": len(diverged)},
         diverged=diverged,
-        format=FORMAT_VERSION,
     )
     write_zoo(root, by_split, manifest, card)
     local_parts = root / PARTS
@@ -312,41 +313,3 @@ def merge_zoo(output: str | Path, inputs: list[str | Path]) -> BuildReport:
     _claim(root, cfg, overwrite=False)
     finalize(root, cfg, part_dirs)
     return BuildReport(root=root, cohorts_total=cfg.n_cohorts, cohorts_skipped=cfg.n_cohorts, finalized=True)
-
-
-class _progress:
-    """A rich progress bar (models, models/s, ETA) on stderr, or nothing when disabled."""
-
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.enabled, self.total = enabled, total
-
-    def __enter__(self) -> _progress:
-        if self.enabled:
-            self._p = progress_bar("[bold]{task.description}", "{task.fields[rate]} models/s")
-            self._p.__enter__()
-            self._task = self._p.add_task("building zoo", total=self.total, rate="-")
-            self._start = time.perf_counter()
-            self._done0: float | None = None
-        return self
-
-    def advance(self, n: int) -> None:
-        if not self.enabled:
-            return
-        if self._done0 is None:
-            self._done0 = float(n)
-            self._p.update(self._task, advance=n)
-        else:
-            self._p.update(self._task, advance=n)
-            done = self._p.tasks[0].completed - self._done0
-            rate = done / max(time.perf_counter() - self._start, 1e-9)
-            self._p.update(self._task, rate=f"{rate:.1f}")
-        self._p.refresh()
-
-    def describe(self, text: str) -> None:
-        if self.enabled:
-            self._p.update(self._task, description=text)
-            self._p.refresh()
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self._p.__exit__(*exc)  # type: ignore[arg-type]

@@ -332,14 +332,39 @@ def _infer_column(values: list[Any], typed: bool) -> tuple[pa.DataType, list[Any
 
 def _row_warnings(rows: list[dict[str, Any]], accuracy_percent: bool) -> tuple[list[str], dict[str, Any]]:
     """Warnings about the valid rows taken together (they do not stop the import), and what the manifest
-    records: checkpoints with identical weights in more than one split (`store.find_split_leaks`), and
-    percentages that look like fractions."""
-    messages: list[str] = []
-    leaks = find_split_leaks(
+    records: `_warnings_from` for row dicts."""
+    accuracies = (
+        [
+            r[name]
+            for r in rows
+            for name, spec in FIELD_BY_NAME.items()
+            if spec.accuracy and spec.low == 0 and r.get(name) is not None
+        ]
+        if accuracy_percent
+        else []
+    )
+    return _warnings_from(
         [payload_hash(r[WEIGHTS]) for r in rows],
         [str(r["model_id"]) for r in rows],
         [r["_split"] for r in rows],
+        accuracies,
+        accuracy_percent,
     )
+
+
+def _warnings_from(
+    hashes: Sequence[str],
+    model_ids: Sequence[str],
+    splits: Sequence[str],
+    accuracies: Sequence[float],
+    accuracy_percent: bool,
+) -> tuple[list[str], dict[str, Any]]:
+    """Warnings about the imported checkpoints taken together (they do not stop an import), and what the
+    manifest records: checkpoints with identical weights (content ``hashes``) in more than one split
+    (`store.find_split_leaks`), and, with ``accuracy_percent``, percentages that look like fractions
+    (``accuracies``: every accuracy imported, already divided by 100)."""
+    messages: list[str] = []
+    leaks = find_split_leaks(list(hashes), [str(m) for m in model_ids], list(splits))
     if leaks:
         messages.append(
             f"{len(leaks)} checkpoint(s) have identical weights in more than one split "
@@ -347,18 +372,11 @@ def _row_warnings(rows: list[dict[str, Any]], accuracy_percent: bool) -> tuple[l
             "`zooprobe train` and `zooprobe bench` refuse this zoo unless allow_split_leaks=True; remove the "
             "copies (or put them in one split) and import again"
         )
-    if accuracy_percent:
-        accuracies = [
-            r[name]
-            for r in rows
-            for name, spec in FIELD_BY_NAME.items()
-            if spec.accuracy and spec.low == 0 and r.get(name) is not None
-        ]
-        if accuracies and max(accuracies) <= 0.01:
-            messages.append(
-                "accuracy_percent=True but every accuracy was at most 1 (now at most 0.01): the input "
-                "probably gives fractions already; import again without accuracy_percent"
-            )
+    if accuracy_percent and accuracies and max(accuracies) <= 0.01:
+        messages.append(
+            "accuracy_percent=True but every accuracy was at most 1 (now at most 0.01): the input "
+            "probably gives fractions already; import again without accuracy_percent"
+        )
     return messages, {
         "warnings": messages,
         "split_leaks": [leak.to_dict() for leak in leaks],

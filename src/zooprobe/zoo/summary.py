@@ -13,6 +13,8 @@ from zooprobe.zoo.store import Zoo
 COUNTED = ("dataset", "family", "optimizer", "activation", "init", "batch_size")
 FLAGS = ("has_conv_layers", "has_batch_norm", "has_layer_norm", "has_dropout", "has_residual")
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+MISSING = "missing"
+"""How a field the zoo does not record is shown (an imported zoo may lack any metadata field)."""
 
 
 def summary_tables(zoo: Zoo) -> Group:
@@ -31,17 +33,20 @@ def summary_tables(zoo: Zoo) -> Group:
     counts.add_column("models", justify="right")
     for col in COUNTED:
         if col in meta.columns:
-            for value, n in meta[col].value_counts(dropna=False).sort_index().items():
+            values = meta[col]
+            for value, n in values.dropna().value_counts().sort_index().items():
                 counts.add_row(col, str(value), str(int(n)))
+            if values.isna().any():
+                counts.add_row(col, MISSING, str(int(values.isna().sum())))
     tables.append(counts)
     flags = Table(title="flags")
     flags.add_column("flag")
     flags.add_column("true", justify="right")
     flags.add_column("false", justify="right")
+    flags.add_column(MISSING, justify="right")
     for col in FLAGS:
-        if col in meta.columns:
-            v = meta[col].dropna().astype(bool)
-            flags.add_row(col, str(int(v.sum())), str(int((~v).sum())))
+        known = meta[col].dropna().astype(bool) if col in meta.columns else pd.Series(dtype=bool)
+        flags.add_row(col, str(int(known.sum())), str(int((~known).sum())), str(len(meta) - len(known)))
     tables.append(flags)
     if "test_accuracy" in meta.columns:
         q = Table(title="test accuracy quantiles")

@@ -1,0 +1,401 @@
+"""The applicability domain of a head: does a network look like the ones its head was trained on?
+
+A head has seen one zoo. Its predictions for a network unlike any of it (a ResNet-18 when the zoo holds small
+MLPs and CNNs, a transformer layer, an LSTM, weights of 1e20) are extrapolations, however confident they
+look. `fit_domain` describes the train split; `ApplicabilityDomain.check` tells, for each new network,
+whether it lies inside and, if not, why. Three checks, all of which must pass:
+
+- **architecture** (`Architecture`, read off the state dict's names and shapes): every layer kind
+  (``linear``, ``conv1d``/``conv2d``/``conv3d``, ``batchnorm``, ``norm``, ``attention``, ``recurrent``,
+  ``other`` tensors) occurs in the training zoo; the depth (main layers), the hidden widths, the input size
+  (fan-in of the first layer) and the output size lie within the training zoo's ranges, and the number of
+  parameters within a factor `PARAMS_TOLERANCE` of its range;
+- **statistics**: the model's weight statistics (`zooprobe.tokens.statistics`, standardized with the train
+  split's mean and std and clipped to ``±CLIP``) are at most `KnnSpace.threshold` away from their k-th
+  nearest training model (root mean square over the features);
+- **representation**: the same for the encoder's pooled representation, the input of the head.
+
+Distances are also given as a percentile of the training models' own leave-one-out k-NN distances (100:
+farther from the zoo than any training model is from the others). The threshold of each space is the
+`quantile` (default 0.99) of held-out in-distribution distances: the training models' leave-one-out
+distances together with the validation models' distances to the train split, so about 99% of networks drawn
+like the zoo's pass each check (`DomainSummary` records the share of validation and test models that pass
+all of them).
+
+The domain is saved with the head (`to_record` for JSON, `arrays` for safetensors; see
+`zooprobe.heads.trust`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from zooprobe.core.state_dicts import RUNNING_STATS, is_weight_leaf, split_name
+from zooprobe.errors import InvalidInputError
+
+CLIP = 1e3
+"""Standardized features are clipped to ``[-CLIP, CLIP]`` before distances (extreme weights stay finite and
+far)."""
+PARAMS_TOLERANCE = 2.0
+"""A network's parameter count may lie this factor outside the training zoo's range."""
+DEFAULT_QUANTILE = 0.99
+DEFAULT_K = 5
+SPACES = ("statistics", "representation")
+
+
+# ------------------------------------------------------------------------------------------ architecture
+@dataclass(frozen=True)
+class Architecture:
+    """What a state dict's names and shapes say about the network (see the module docs)."""
+
+    kinds: tuple[str, ...]
+    depth: int
+    widths: tuple[int, ...]
+    """Output sizes of the main layers but the last (hidden widths, channels)."""
+    input_size: int
+    output_size: int
+    n_params: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kinds": list(self.kinds),
+            "depth": self.depth,
+            "widths": list(self.widths),
+            "input_size": self.input_size,
+            "output_size": self.output_size,
+            "n_params": self.n_params,
+        }
+
+
+def _main_kind(leaf: str, ndim: int) -> str | None:
+    """The layer kind of a main layer's weight tensor (None: not a main layer's weight)."""
+    if leaf.startswith(("weight_ih", "weight_hh")):
+        return "recurrent"
+    if leaf == "in_proj_weight" or (leaf.endswith("_proj_weight") and leaf[:1] in "qkv"):
+        return "attention"
+    if not is_weight_leaf(leaf) or ndim < 2:
+        return None
+    return "linear" if ndim == 2 else f"conv{ndim - 2}d"
+
+
+def architecture(state_dict: Mapping[str, torch.Tensor]) -> Architecture:
+    """The `Architecture` of a state dict (layer kinds, depth, widths, input/output size, parameters)."""
+    kinds: set[str] = set()
+    main: list[torch.Tensor] = []
+    batchnorm_modules = {split_name(n)[0] for n in state_dict if n.endswith(RUNNING_STATS)}
+    n_params = 0
+    for name, t in state_dict.items():
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            continue
+        module, leaf = split_name(name)
+        if name.endswith(RUNNING_STATS):
+            continue
+        n_params += t.numel()
+        kind = _main_kind(leaf, t.ndim)
+        if kind is not None:
+            kinds.add(kind)
+            main.append(t)
+        elif t.ndim == 1 and is_weight_leaf(leaf):  # the scale of a norm layer
+            kinds.add("batchnorm" if module in batchnorm_modules else "norm")
+        elif t.ndim != 1 or "bias" not in leaf:  # biases belong to their layer; anything else is unusual
+            kinds.add("other")
+    widths = tuple(int(t.shape[0]) for t in main[:-1])
+    return Architecture(
+        kinds=tuple(sorted(kinds)),
+        depth=len(main),
+        widths=widths,
+        input_size=math.prod(main[0].shape[1:]) if main else 0,
+        output_size=int(main[-1].shape[0]) if main else 0,
+        n_params=int(n_params),
+    )
+
+
+@dataclass
+class ArchitectureRange:
+    """The architectures of a training zoo: layer kinds seen and the range of each size."""
+
+    kinds: tuple[str, ...]
+    depth: tuple[int, int]
+    widths: tuple[int, int] | None
+    input_size: tuple[int, int]
+    output_size: tuple[int, int]
+    n_params: tuple[int, int]
+
+    @classmethod
+    def fit(cls, archs: Sequence[Architecture]) -> ArchitectureRange:
+        if not archs:
+            raise InvalidInputError("the applicability domain needs at least one training model")
+        widths = [w for a in archs for w in a.widths]
+
+        def span(values: Sequence[int]) -> tuple[int, int]:
+            return (int(min(values)), int(max(values)))
+
+        return cls(
+            kinds=tuple(sorted({k for a in archs for k in a.kinds})),
+            depth=span([a.depth for a in archs]),
+            widths=span(widths) if widths else None,
+            input_size=span([a.input_size for a in archs]),
+            output_size=span([a.output_size for a in archs]),
+            n_params=span([a.n_params for a in archs]),
+        )
+
+    def problems(self, arch: Architecture) -> list[str]:
+        """Why `arch` is outside these architectures (empty: inside)."""
+        out = []
+        new = sorted(set(arch.kinds) - set(self.kinds))
+        if new:
+            out.append(
+                f"layer kind(s) {', '.join(new)} never seen in the training zoo (it has "
+                f"{', '.join(self.kinds)})"
+            )
+
+        def outside(what: str, value: int, span: tuple[int, int], unit: str = "") -> None:
+            if not span[0] <= value <= span[1]:
+                out.append(f"{what} {value}{unit} outside the training zoo's {span[0]}-{span[1]}")
+
+        outside("depth", arch.depth, self.depth, " main layers")
+        if arch.widths:
+            if self.widths is None:
+                out.append(f"hidden widths {_span_text(arch.widths)}, the training zoo's networks have none")
+            elif min(arch.widths) < self.widths[0] or max(arch.widths) > self.widths[1]:
+                out.append(
+                    f"hidden widths {_span_text(arch.widths)} outside the training zoo's "
+                    f"{self.widths[0]}-{self.widths[1]}"
+                )
+        outside("input size (fan-in of the first layer)", arch.input_size, self.input_size)
+        outside("output size", arch.output_size, self.output_size)
+        low, high = self.n_params[0] / PARAMS_TOLERANCE, self.n_params[1] * PARAMS_TOLERANCE
+        if not low <= arch.n_params <= high:
+            out.append(
+                f"{arch.n_params:,} parameters, the training zoo has "
+                f"{self.n_params[0]:,}-{self.n_params[1]:,}"
+            )
+        return out
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "kinds": list(self.kinds),
+            "depth": list(self.depth),
+            "widths": None if self.widths is None else list(self.widths),
+            "input_size": list(self.input_size),
+            "output_size": list(self.output_size),
+            "n_params": list(self.n_params),
+        }
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any]) -> ArchitectureRange:
+        def pair(value: Any) -> tuple[int, int]:
+            low, high = value
+            return (int(low), int(high))
+
+        return cls(
+            kinds=tuple(str(k) for k in data["kinds"]),
+            depth=pair(data["depth"]),
+            widths=None if data["widths"] is None else pair(data["widths"]),
+            input_size=pair(data["input_size"]),
+            output_size=pair(data["output_size"]),
+            n_params=pair(data["n_params"]),
+        )
+
+
+def _span_text(values: Sequence[int]) -> str:
+    low, high = min(values), max(values)
+    return str(low) if low == high else f"{low}-{high}"
+
+
+# ------------------------------------------------------------------------------------------ distances
+def _kth_distances(x: np.ndarray, reference: np.ndarray, k: int, exclude_self: bool = False) -> np.ndarray:
+    """For each row of `x`, the root-mean-square distance to its `k`-th nearest row of `reference`."""
+    dim = max(1, x.shape[1])
+    ref_sq = (reference**2).sum(1)
+    out = np.empty(len(x))
+    for s in range(0, len(x), 256):
+        chunk = x[s : s + 256]
+        d2 = (chunk**2).sum(1)[:, None] + ref_sq[None, :] - 2.0 * chunk @ reference.T
+        d2 = np.maximum(d2, 0.0) / dim
+        if exclude_self:
+            rows = np.arange(len(chunk))
+            d2[rows, rows + s] = np.inf
+        out[s : s + len(chunk)] = np.sqrt(np.partition(d2, k - 1, axis=1)[:, k - 1])
+    return out
+
+
+@dataclass
+class KnnSpace:
+    """A k-nearest-neighbour distance to the training models in one feature space (module docs)."""
+
+    name: str
+    mean: np.ndarray
+    scale: np.ndarray
+    train: np.ndarray
+    """Standardized, clipped training features."""
+    reference: np.ndarray
+    """Sorted leave-one-out k-NN distances of the training models (the percentile scale)."""
+    k: int
+    threshold: float
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        z = (np.asarray(x, dtype=np.float64) - self.mean) / self.scale
+        return np.clip(np.nan_to_num(z, nan=CLIP, posinf=CLIP, neginf=-CLIP), -CLIP, CLIP)
+
+    def distances(self, x: np.ndarray) -> np.ndarray:
+        return _kth_distances(self.transform(x), self.train, self.k)
+
+    def percentile(self, distance: float) -> float:
+        """Share of training models (in %) whose own k-NN distance is at most `distance`."""
+        return 100.0 * float(np.searchsorted(self.reference, distance, side="right")) / len(self.reference)
+
+    @classmethod
+    def fit(cls, name: str, train: np.ndarray, validation: np.ndarray, k: int, quantile: float) -> KnnSpace:
+        train = np.asarray(train, dtype=np.float64)
+        if len(train) < 2:
+            raise InvalidInputError(
+                f"the applicability domain needs at least 2 training models, got {len(train)}"
+            )
+        if not np.isfinite(train).all():
+            raise InvalidInputError(f"the training models' {name} are not all finite")
+        mean = train.mean(0)
+        std = train.std(0)
+        scale = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)
+        k = max(1, min(k, len(train) - 1))
+        space = cls(name, mean, scale, np.empty(0), np.empty(0), k, math.inf)
+        space.train = space.transform(train)
+        space.reference = np.sort(_kth_distances(space.train, space.train, k, exclude_self=True))
+        held_out = space.reference
+        if len(validation):
+            held_out = np.concatenate([held_out, space.distances(validation)])
+        space.threshold = float(np.quantile(held_out, quantile, method="higher"))
+        return space
+
+    def arrays(self) -> dict[str, torch.Tensor]:
+        return {
+            f"{self.name}.{key}": torch.from_numpy(np.ascontiguousarray(getattr(self, key), dtype=np.float64))
+            for key in ("mean", "scale", "train", "reference")
+        }
+
+    @classmethod
+    def from_saved(cls, name: str, record: Mapping[str, Any], arrays: Mapping[str, torch.Tensor]) -> KnnSpace:
+        def get(key: str) -> np.ndarray:
+            return arrays[f"{name}.{key}"].numpy().astype(np.float64)
+
+        return cls(name, get("mean"), get("scale"), get("train"), get("reference"), int(record["k"]),
+                   float(record["threshold"]))  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ the domain
+@dataclass
+class DomainCheck:
+    """Whether one network lies in a head's applicability domain, and why not (`reasons`)."""
+
+    in_domain: bool
+    reasons: list[str] = field(default_factory=list)
+    architecture: dict[str, Any] = field(default_factory=dict)
+    distances: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per space: ``distance``, ``threshold``, ``percentile``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "in_domain": self.in_domain,
+            "reasons": list(self.reasons),
+            "architecture": self.architecture,
+            **self.distances,
+        }
+
+
+@dataclass
+class ApplicabilityDomain:
+    """The domain of a head (see the module docs): architecture ranges and k-NN distance spaces."""
+
+    architecture: ArchitectureRange
+    spaces: dict[str, KnnSpace]
+    quantile: float = DEFAULT_QUANTILE
+    summary: dict[str, Any] = field(default_factory=dict)
+    """Shares of the validation and test models in the domain (filled by the trainer)."""
+
+    def check(self, archs: Sequence[Architecture], features: Mapping[str, np.ndarray]) -> list[DomainCheck]:
+        """One `DomainCheck` per network; `features` maps each space name to its ``[N, F]`` features."""
+        distances = {name: space.distances(features[name]) for name, space in self.spaces.items()}
+        out = []
+        for i, arch in enumerate(archs):
+            reasons = [f"architecture: {p}" for p in self.architecture.problems(arch)]
+            per_space = {}
+            for name, space in self.spaces.items():
+                d = float(distances[name][i])
+                pct = space.percentile(d)
+                per_space[name] = {"distance": d, "threshold": space.threshold, "percentile": pct}
+                if d > space.threshold:
+                    what = "weight statistics" if name == "statistics" else "encoder representation"
+                    reasons.append(
+                        f"{what}: {d / space.threshold:.3g}x the distance threshold (k-NN distance "
+                        f"{d:.3g} vs {space.threshold:.3g}; farther than {pct:.1f}% of training models)"
+                    )
+            out.append(DomainCheck(not reasons, reasons, arch.to_dict(), per_space))
+        return out
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "quantile": self.quantile,
+            "architecture": self.architecture.to_record(),
+            "spaces": {
+                name: {"k": s.k, "threshold": s.threshold, "n_train": len(s.train), "dim": s.train.shape[1]}
+                for name, s in self.spaces.items()
+            },
+            "summary": self.summary,
+        }
+
+    def arrays(self) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for space in self.spaces.values():
+            out.update(space.arrays())
+        return out
+
+    @classmethod
+    def from_saved(cls, record: Mapping[str, Any], arrays: Mapping[str, torch.Tensor]) -> ApplicabilityDomain:
+        spaces = {
+            str(name): KnnSpace.from_saved(str(name), info, arrays) for name, info in record["spaces"].items()
+        }
+        return cls(
+            ArchitectureRange.from_record(record["architecture"]),
+            spaces,
+            float(record["quantile"]),
+            dict(record.get("summary") or {}),
+        )
+
+
+def fit_domain(
+    train_archs: Sequence[Architecture],
+    train: Mapping[str, np.ndarray],
+    validation: Mapping[str, np.ndarray],
+    *,
+    quantile: float = DEFAULT_QUANTILE,
+    k: int = DEFAULT_K,
+) -> ApplicabilityDomain:
+    """The applicability domain of a head trained on these models (module docs). `train` and `validation`
+    map each space name (``statistics``, ``representation``) to its ``[N, F]`` features."""
+    if not 0.5 <= quantile < 1.0:
+        raise InvalidInputError(f"the domain quantile must be in [0.5, 1), got {quantile}")
+    spaces = {
+        name: KnnSpace.fit(name, train[name], validation.get(name, np.empty((0, 0))), k, quantile)
+        for name in SPACES
+        if name in train
+    }
+    return ApplicabilityDomain(ArchitectureRange.fit(train_archs), spaces, quantile)
+
+
+__all__ = [
+    "CLIP",
+    "SPACES",
+    "ApplicabilityDomain",
+    "Architecture",
+    "ArchitectureRange",
+    "DomainCheck",
+    "KnnSpace",
+    "architecture",
+    "fit_domain",
+]

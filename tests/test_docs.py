@@ -1,0 +1,168 @@
+"""Docs that cannot drift: every shell and Python block of README.md and docs/*.md runs here, on tiny inputs.
+
+Each file's blocks run in order, in a fresh working folder, so a later block can use what an earlier one
+made (a zoo, a run folder). The rules that make them tiny (also stated in docs/architecture.md):
+
+- presets: ``--preset small`` / ``--preset bench`` become ``--preset tiny``, ``builtin:small`` /
+  ``builtin:bench`` become ``builtin:tiny``, and the built-in default zoo and encoder are the tiny ones;
+- length: ``zooprobe train`` runs 2 epochs (``--optim.epochs 2``), ``zooprobe encoder pretrain`` 1
+  (``--epochs 1``), ``zooprobe bench`` fine-tunes for 1 epoch;
+- placeholders: files a block names that a user brings (``my_model.safetensors``, ``other.pt``, a
+  checkpoint folder ``ckpts/`` with ``meta.csv``) are made from the tiny zoo before the blocks run, and
+  Python blocks see ``my_model`` / ``model`` (a tiny trained subject model) and ``models`` (three of them).
+
+A block that cannot run in a test says so on its first line, ``# not run in tests: <why>`` (bench-sized
+work, the Hub, torchrun, ``make``). Shell lines starting with ``zooprobe`` run in this process
+(``zooprobe.cli.main``); any other command must be marked.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SKIP = re.compile(r"^#\s*not run in tests?:\s*(.+)$", re.IGNORECASE)
+FENCE = re.compile(r"^```(\w*)\s*$")
+
+
+@dataclass
+class Block:
+    path: Path
+    line: int
+    language: str
+    code: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.path.relative_to(ROOT)}:{self.line}"
+
+    @property
+    def skip_reason(self) -> str | None:
+        first = next((ln.strip() for ln in self.code.splitlines() if ln.strip()), "")
+        match = SKIP.match(first)
+        return match.group(1) if match else None
+
+
+def blocks(path: Path) -> list[Block]:
+    """The fenced ``bash``/``sh``/``shell``/``python`` blocks of a Markdown file, in order."""
+    out: list[Block] = []
+    lines = path.read_text().splitlines()
+    i = 0
+    while i < len(lines):
+        match = FENCE.match(lines[i])
+        if not match:
+            i += 1
+            continue
+        language, start = match.group(1).lower(), i + 1
+        end = next(j for j in range(start, len(lines)) if lines[j].startswith("```"))
+        if language in ("bash", "sh", "shell", "python"):
+            out.append(
+                Block(path, start, "python" if language == "python" else "shell", "\n".join(lines[start:end]))
+            )
+        i = end + 1
+    return out
+
+
+def tiny(text: str) -> str:
+    """The substitution rules of the module docs."""
+    text = re.sub(r"--preset (small|bench)\b", "--preset tiny", text)
+    text = re.sub(r"builtin:(small|bench)\b", "builtin:tiny", text)
+    text = re.sub(r'preset="(small|bench)"', 'preset="tiny"', text)
+    return text
+
+
+def shell_commands(code: str) -> list[str]:
+    """The commands of a shell block (continuation lines joined, comments and blank lines dropped)."""
+    joined = re.sub(r"\\\n\s*", " ", code)
+    commands = []
+    for line in joined.splitlines():
+        line = line.split(" #", 1)[0].strip() if not line.strip().startswith("#") else ""
+        if line:
+            commands.append(line)
+    return commands
+
+
+def zooprobe_args(command: str) -> list[str]:
+    args = shlex.split(tiny(command))[1:]
+    if args[:1] == ["train"] and "--optim.epochs" not in args:
+        args += ["--optim.epochs", "2"]
+    if args[:2] == ["encoder", "pretrain"] and "--epochs" not in args:
+        args += ["--epochs", "1"]
+    if args[:1] == ["bench"] and args[1:2] != ["heads"] and "--finetune_epochs" not in args:
+        args += ["--finetune_epochs", "1"]
+    return args
+
+
+@pytest.fixture
+def docs_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_zoo: Path) -> Path:
+    """A working folder with the placeholders of the module docs, and tiny built-in defaults."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    import zooprobe.api as api
+    from zooprobe.zoo.store import Zoo
+
+    real_builtin = api.builtin_zoo
+    monkeypatch.setattr(api, "builtin_zoo", lambda preset="small", progress=True: real_builtin("tiny", False))
+    monkeypatch.setattr(api, "DEFAULT_ENCODER_PRESET", "tiny")
+    monkeypatch.setattr(api, "DEFAULT_ENCODER_ZOO", "builtin:tiny")
+    monkeypatch.chdir(tmp_path)
+    zoo = Zoo.open(tiny_zoo).final()
+    sd = zoo.state_dict(0)
+    save_file(sd, tmp_path / "my_model.safetensors", metadata={"order": json.dumps(list(sd))})
+    torch.save(zoo.state_dict(1), tmp_path / "other.pt")
+    (tmp_path / "ckpts").mkdir()
+    rows = ["file,test_accuracy,optimizer,split"]
+    for i in range(len(zoo)):
+        save_file(zoo.state_dict(i), tmp_path / "ckpts" / f"m{i}.safetensors")
+        meta = zoo.metadata().iloc[i]
+        rows.append(f"m{i}.safetensors,{meta['test_accuracy']},{meta['optimizer']},{meta['split']}")
+    (tmp_path / "meta.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
+def test_every_code_block_runs(path: Path, docs_world: Path, tiny_zoo: Path) -> None:
+    from zooprobe.cli import main
+    from zooprobe.zoo.store import Zoo
+
+    zoo = Zoo.open(tiny_zoo).final()
+    namespace: dict[str, object] = {
+        "__name__": "__docs__",
+        "my_model": zoo.model(0),
+        "model": zoo.model(0),
+        "models": [zoo.model(i) for i in range(3)],
+    }
+    for block in blocks(path):
+        if block.skip_reason:
+            continue
+        if block.language == "python":
+            try:
+                exec(compile(tiny(block.code), block.where, "exec"), namespace)  # the docs' own code
+            except Exception as e:
+                pytest.fail(f"{block.where}: the Python block fails: {type(e).__name__}: {e}")
+            continue
+        for command in shell_commands(block.code):
+            if not command.startswith("zooprobe "):
+                pytest.fail(
+                    f"{block.where}: `{command}` is not a zooprobe command; mark the block "
+                    "'# not run in tests: <why>' if it cannot run here"
+                )
+            code = main(zooprobe_args(command))
+            assert code == 0, f"{block.where}: `{command}` exited with {code}"
+
+
+def test_the_docs_have_blocks_and_every_skip_says_why() -> None:
+    found = [b for path in DOCS for b in blocks(path)]
+    assert len(found) >= 20
+    for block in found:
+        if block.skip_reason is not None:
+            assert len(block.skip_reason) > 5, f"{block.where}: say why the block is not run"
