@@ -30,14 +30,16 @@ from zooprobe.encoder.encoder_loader import (
     FORMAT_VERSION,
     WEIGHTS_FILE,
     LoadedEncoder,
-    load_encoder_folder,
 )
+from zooprobe.encoder.folders import load_encoder_folder
+from zooprobe.encoder.neuron_loader import LoadedNeuronEncoder
 from zooprobe.errors import InvalidInputError
 from zooprobe.heads.head_loader import LoadedHead, head_folder, load_head_folder, read_head_config
 from zooprobe.hub import resolve_source
 from zooprobe.training import distributed
 from zooprobe.training.config import HEAD_PRESETS, TrainConfig
 from zooprobe.training.evaluator import evaluate_run
+from zooprobe.training.pretrain import NEURON_PRESETS
 from zooprobe.training.pretrain import PRESETS as PRETRAIN_PRESETS
 from zooprobe.training.pretrain import PretrainConfig, pretrain
 from zooprobe.training.run_folder import RunFolder
@@ -112,20 +114,21 @@ def default_encoder_path(progress: bool = True) -> Path:
 
 
 def load_encoder(
-    source: str | Path | LoadedEncoder = "default",
+    source: str | Path | LoadedEncoder | LoadedNeuronEncoder = "default",
     revision: str | None = None,
     device: str = "cpu",
     progress: bool = True,
-) -> LoadedEncoder:
+) -> LoadedEncoder | LoadedNeuronEncoder:
     """Load a pretrained encoder: a local folder, a Hub model repo id, or ``"default"``.
 
     ``"default"`` pretrains the ``small`` preset on the ``small`` built-in zoo once into
     ``cache_dir()/encoders/`` (about 65 s on two cores once the zoo is built) and reuses it afterwards.
-    Loading is strict (`zooprobe.encoder.encoder_loader.load_encoder_folder`): config.json must name every
-    field with a supported format version, and model.safetensors must hold exactly the tensors the
-    configured architecture has. Nothing is unpickled. A `LoadedEncoder` is returned as it is.
+    Loading is strict (`zooprobe.encoder.folders.load_encoder_folder`, token or neuron encoders):
+    config.json must name every field with a supported format version (2: tokens, 3: neurons), and
+    model.safetensors must hold exactly the tensors the configured architecture has. Nothing is
+    unpickled. A loaded encoder is returned as it is.
     """
-    if isinstance(source, LoadedEncoder):
+    if isinstance(source, LoadedEncoder | LoadedNeuronEncoder):
         return source
     if str(source) == "default":
         folder = default_encoder_path(progress=progress)
@@ -165,11 +168,13 @@ def load_head(
 
 # ------------------------------------------------------------------------------------------ presets
 def list_presets() -> dict[str, dict[str, dict[str, Any]]]:
-    """Every preset by kind: ``zoo`` (`ZooConfig`), ``encoder`` (`PretrainConfig`) and ``head`` (the
-    head-training settings the demo uses, by mode), each name mapped to its values."""
+    """Every preset by kind: ``zoo`` (`ZooConfig`), ``encoder`` (`PretrainConfig`, architecture tokens),
+    ``encoder-neurons`` (`PretrainConfig` with ``architecture="neurons"``) and ``head`` (the head-training
+    settings the demo uses, by mode), each name mapped to its values."""
     return {
         "zoo": {name: dict(values) for name, values in ZOO_PRESETS.items()},
         "encoder": {name: dict(values) for name, values in PRETRAIN_PRESETS.items()},
+        "encoder-neurons": {name: dict(values) for name, values in NEURON_PRESETS.items()},
         "head": {name: dict(values) for name, values in HEAD_PRESETS.items()},
     }
 

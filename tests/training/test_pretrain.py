@@ -235,3 +235,12 @@ def test_summary_config_validation_and_loss(tiny_zoo: Path, tmp_path: Path) -> N
     history = training_history(pretrain_encoder(off, tiny_zoo, tmp_path / "off", progress=False))
     assert history[0]["train_summary_reconstruction"] == 0.0
     assert json.loads((tmp_path / "off" / "config.json").read_text())["summaries"] is None
+
+
+def test_torch_free_config_agrees_with_the_tokenizer() -> None:
+    """`PretrainConfig` lives in a torch-free module (fast --help) and so states SUMMARY_DIM itself."""
+    from zooprobe.tokens import SUMMARY_DIM
+    from zooprobe.training import pretrain_config
+
+    assert pretrain_config.SUMMARY_DIM == SUMMARY_DIM
+    assert all(p["summary_dim"] == SUMMARY_DIM for p in pretrain_config.PRESETS.values())

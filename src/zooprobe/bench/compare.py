@@ -143,6 +143,8 @@ class CompareResult:
     n_models: dict[str, int] = field(default_factory=dict)
     metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     """task -> method -> metric -> value (test split)."""
+    validation: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    """The same on the validation split (choices are made there; test confirms them)."""
     seconds: dict[str, dict[str, float]] = field(default_factory=dict)
     """task -> method -> wall seconds (features are timed once, in ``featurize``)."""
     featurize_seconds: float = math.nan
@@ -166,10 +168,15 @@ class CompareResult:
                 verdict = (
                     "not measured"
                     if math.isnan(gain)
-                    else ("met" if gain >= GAIN_TARGET else f"missed by {GAIN_TARGET - gain:.3f}")
+                    else ("met" if gain >= GAIN_TARGET else f"missed by {GAIN_TARGET - gain:.4f}")
+                )
+                val = self.validation.get(task, {})
+                val_gain = val.get("stats+rep+gbm", {}).get(metric, math.nan) - val.get("stats+gbm", {}).get(
+                    metric, math.nan
                 )
                 lines.append(
                     f"  {task} {metric}: gain {gain:+.3f} ({with_rep:.3f} vs {stats:.3f}): {verdict}"
+                    + ("" if math.isnan(val_gain) else f"; on validation {val_gain:+.3f}")
                 )
         for method in ("finetune", "finetune+stats"):
             if not any(method in by_method for by_method in self.metrics.values()):
@@ -192,6 +199,7 @@ class CompareResult:
             "n_models": self.n_models,
             "featurize_seconds": self.featurize_seconds,
             "metrics": self.metrics,
+            "validation": self.validation,
             "seconds": self.seconds,
         }
 
@@ -315,8 +323,8 @@ def _head_uncertainty(run_dir: Path) -> dict[str, float]:
     return {k: v for k, v in test.items() if k.rsplit("/", 1)[-1] in keys and isinstance(v, float)}
 
 
-def _head_predictions(run_dir: Path, spec: TaskSpec) -> dict[str, np.ndarray]:
-    doc = RunFolder(run_dir).predictions("test")
+def _head_predictions(run_dir: Path, spec: TaskSpec, split: str = "test") -> dict[str, np.ndarray]:
+    doc = RunFolder(run_dir).predictions(split)
     return {t.name: np.asarray(doc["targets"][t.name]["predicted"], dtype=np.float64) for t in spec.targets}
 
 
@@ -383,14 +391,25 @@ def compare(
         arrays: dict[str, TargetArrays] = {s: target_arrays(spec, metas[s]) for s in splits}
         truth = {s: metric_space_targets(spec, arrays[s]) for s in splits}
         result.metrics[task] = {"_rows": dict.fromkeys(_rows_for(task, spec), math.nan)}
+        result.validation[task] = {}
         result.seconds[task] = {}
 
         def record(
-            method: str, preds: dict[str, np.ndarray], seconds: float, extra: dict[str, float] | None = None
+            method: str,
+            preds: dict[str, np.ndarray],
+            seconds: float,
+            extra: dict[str, float] | None = None,
+            val_preds: dict[str, np.ndarray] | None = None,
         ) -> None:
             result.metrics[task][method] = evaluate_predictions(spec, arrays["test"], preds)  # noqa: B023
             result.metrics[task][method].update(extra or {})  # noqa: B023
             result.seconds[task][method] = seconds  # noqa: B023
+            if val_preds:
+                result.validation[task][method] = evaluate_predictions(  # noqa: B023
+                    spec,  # noqa: B023
+                    arrays["validation"],  # noqa: B023
+                    val_preds,
+                )
 
         runs = output / "runs"
         for suffix, stats in (("", False), ("+stats", True)):
@@ -404,7 +423,8 @@ def compare(
             frozen_s = time.perf_counter() - start
             if frozen_name in methods:
                 preds = _head_predictions(frozen_dir, spec)
-                record(frozen_name, preds, frozen_s, _head_uncertainty(frozen_dir))
+                val_preds = _head_predictions(frozen_dir, spec, "validation")
+                record(frozen_name, preds, frozen_s, _head_uncertainty(frozen_dir), val_preds)
             if ft_name in methods:
                 cfg = head_run_config(base, task, "finetune", frozen_dir, finetune_epochs, stats)
                 start = time.perf_counter()
@@ -412,14 +432,20 @@ def compare(
                 # the fine-tuning run's time includes the frozen run it starts from
                 seconds = frozen_s + time.perf_counter() - start
                 ft_dir = runs / f"{task}-{ft_name}"
-                record(ft_name, _head_predictions(ft_dir, spec), seconds, _head_uncertainty(ft_dir))
+                record(
+                    ft_name,
+                    _head_predictions(ft_dir, spec),
+                    seconds,
+                    _head_uncertainty(ft_dir),
+                    _head_predictions(ft_dir, spec, "validation"),
+                )
         for method, features in (("stats+gbm", x), ("stats+rep+gbm", x_rep), ("stats+linear", x)):
             if method in methods:
                 start = time.perf_counter()
                 val: dict[str, np.ndarray] = {}
                 preds = _baseline_predictions(method.rsplit("+", 1)[1], spec, features, truth, val)
                 seconds = time.perf_counter() - start
-                record(method, preds, seconds, _calibrated_metrics(spec, truth, val, preds))
+                record(method, preds, seconds, _calibrated_metrics(spec, truth, val, preds), val)
         if "floor" in methods:
             start = time.perf_counter()
             zeros = {s: np.zeros((len(metas[s]), 1)) for s in splits}

@@ -146,7 +146,8 @@ def bench_encoder(
         "encoder_source_folder": str(encoder.source) if encoder.source else None,
         "encoder_parameters": encoder.encoder.num_parameters(),
         "encoder_config": encoder.config.to_dict(),
-        "window": encoder.preprocessing.window,
+        "architecture": getattr(encoder, "architecture", "tokens"),
+        "window": encoder.preprocessing.window if encoder.preprocessing is not None else None,
         "torch_threads": torch.get_num_threads(),
         "n_models": len(state_dicts),
     }
@@ -243,12 +244,24 @@ def format_report(result: Mapping[str, Any]) -> list[str]:
         f"zoo {r['zoo']}: {r['n_models']} final checkpoints ({r['n_train']} train / {r['n_test']} test); "
         f"encoder {r['encoder']} ({r['encoder_parameters']:,} parameters, window {r['window']}, "
         f"{r['torch_threads']} torch threads)",
-        f"encoding    : {r['models_per_s']:9.1f} models/s  {r['tokens_per_s']:12,.0f} tokens/s  "
-        f"({r['encode_seconds']:.2f} s: tokenize {r['tokenize_seconds']:.2f} s, forward "
-        f"{r['forward_seconds']:.2f} s; {r['n_windows']} windows, "
-        f"padding {100 * r['padding_fraction']:.1f}%)",
-        f"GFLOP/s     : encoder forward {r['encoder_gflops']:.1f}  vs  fp32 matmul n=1024 "
-        f"{r['matmul_gflops']:.1f}  ({100 * r['encoder_gflops'] / r['matmul_gflops']:.0f}% of the ceiling)",
+        *(
+            [
+                f"encoding    : {r['models_per_s']:9.1f} models/s  {r['tokens_per_s']:12,.0f} neurons/s  "
+                f"({r['encode_seconds']:.2f} s: parse {r['tokenize_seconds']:.2f} s, features + forward "
+                f"{r['forward_seconds']:.2f} s in {r['n_windows']} same-architecture batches)",
+                "GFLOP/s     : not counted for the neuron encoder (most of its time is per-neuron features)",
+            ]
+            if r.get("architecture") == "neurons"
+            else [
+                f"encoding    : {r['models_per_s']:9.1f} models/s  {r['tokens_per_s']:12,.0f} tokens/s  "
+                f"({r['encode_seconds']:.2f} s: tokenize {r['tokenize_seconds']:.2f} s, forward "
+                f"{r['forward_seconds']:.2f} s; {r['n_windows']} windows, "
+                f"padding {100 * r['padding_fraction']:.1f}%)",
+                f"GFLOP/s     : encoder forward {r['encoder_gflops']:.1f}  vs  fp32 matmul n=1024 "
+                f"{r['matmul_gflops']:.1f}  ({100 * r['encoder_gflops'] / r['matmul_gflops']:.0f}% of the "
+                "ceiling)",
+            ]
+        ),
         f"ridge R² (test accuracy, held-out test split): encoder embedding {r['r2_encoder']:.3f}  |  "
         f"weight statistics {r['r2_weight_stats']:.3f}  |  both {r['r2_encoder_plus_stats']:.3f}",
         f"LightGBM R² (test accuracy, early-stopped on validation): encoder embedding "

@@ -1,24 +1,41 @@
-"""Weight-space encoder: the transformer (`model`), function-preserving augmentations (`augment`), and
-saving and loading as a Hugging Face model folder with the exact preprocessing (`encoder_loader`).
+"""Weight-space encoders: the v2 token transformer (`model`), the v3 neuron-level encoder (`neuron_model`,
+`neuron_loader`), function-preserving augmentations (`augment`), configurations without torch (`config`),
+and saving and loading as a Hugging Face model folder (`encoder_loader`, `folders`: any format version).
 
-Pretraining is training: `zooprobe.training.pretrain`. The benchmark is `zooprobe.bench.encoder`."""
+Pretraining is training: `zooprobe.training.pretrain`. The benchmark is `zooprobe.bench.encoder`.
 
-from zooprobe.encoder.encoder_loader import LoadedEncoder, load_encoder_folder, save_encoder
-from zooprobe.encoder.model import (
-    EncoderConfig,
-    EncoderConfigError,
-    EncoderOutput,
-    TransformerBlock,
-    WeightEncoder,
-)
+Names are imported on first use (PEP 562): ``zooprobe.encoder.config`` stays importable without torch.
+"""
 
-__all__ = [
-    "EncoderConfig",
-    "EncoderConfigError",
-    "EncoderOutput",
-    "LoadedEncoder",
-    "TransformerBlock",
-    "WeightEncoder",
-    "load_encoder_folder",
-    "save_encoder",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "AnyEncoder": "zooprobe.encoder.folders",
+    "EncoderConfig": "zooprobe.encoder.config",
+    "EncoderConfigError": "zooprobe.encoder.config",
+    "EncoderOutput": "zooprobe.encoder.model",
+    "LoadedEncoder": "zooprobe.encoder.encoder_loader",
+    "LoadedNeuronEncoder": "zooprobe.encoder.neuron_loader",
+    "NeuronEncoder": "zooprobe.encoder.neuron_model",
+    "NeuronEncoderConfig": "zooprobe.encoder.config",
+    "PretrainTarget": "zooprobe.encoder.config",
+    "TransformerBlock": "zooprobe.encoder.model",
+    "WeightEncoder": "zooprobe.encoder.model",
+    "load_encoder_folder": "zooprobe.encoder.folders",
+    "save_encoder": "zooprobe.encoder.encoder_loader",
+    "save_neuron_encoder": "zooprobe.encoder.neuron_loader",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'zooprobe.encoder' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -52,7 +52,8 @@ from zooprobe.core.device import resolve_device
 from zooprobe.core.environment import library_versions
 from zooprobe.core.files import atomic_path, atomic_write_json, atomic_write_text, read_json
 from zooprobe.core.outputs import OutputKind, claim_output
-from zooprobe.encoder.model import EncoderConfig, EncoderConfigError, WeightEncoder
+from zooprobe.encoder.config import EncoderConfig, EncoderConfigError
+from zooprobe.encoder.model import WeightEncoder
 from zooprobe.errors import ConfigError, InvalidInputError, ZooFormatError, ZooprobeError
 from zooprobe.hub import is_repo_id, render_card
 from zooprobe.tokens import (
@@ -594,7 +595,8 @@ def _read_config(folder: Path) -> dict[str, Any]:
     return data
 
 
-def _load_weights(folder: Path, encoder: WeightEncoder) -> None:
+def load_weights(folder: Path, encoder: torch.nn.Module) -> None:
+    """Load model.safetensors of `folder` into `encoder` strictly; mismatches are named."""
 
     path = folder / WEIGHTS_FILE
     if not path.is_file():
@@ -646,8 +648,9 @@ def _parse_config(
     return config, tokenizer, preprocessing, summarizer
 
 
-def load_encoder_folder(folder: str | Path, device: str = "cpu") -> LoadedEncoder:
-    """Load an encoder from a local folder written by `save_encoder` (strict; see `load_encoder`)."""
+def load_token_encoder_folder(folder: str | Path, device: str = "cpu") -> LoadedEncoder:
+    """Load a v2 (token) encoder from a local folder written by `save_encoder` (strict; see `load_encoder`;
+    `zooprobe.encoder.folders.load_encoder_folder` reads any format version)."""
     folder = Path(folder)
     data = _read_config(folder)
     config, tokenizer, preprocessing, summarizer = _parse_config(folder, data)
@@ -658,7 +661,7 @@ def load_encoder_folder(folder: str | Path, device: str = "cpu") -> LoadedEncode
             f"{folder / CONFIG_FILE}: tokenizer.normalization is null but preprocessing.normalize is true"
         )
     encoder = WeightEncoder(config)
-    _load_weights(folder, encoder)
+    load_weights(folder, encoder)
     encoder.to(resolve_device(device)).eval()
     loaded = LoadedEncoder(encoder, tokenizer, preprocessing, dict(data["provenance"]), folder, summarizer)
     message = loaded.unfinished_message()
@@ -678,7 +681,8 @@ __all__ = [
     "LoadedEncoder",
     "Preprocessing",
     "UnfinishedEncoderWarning",
-    "load_encoder_folder",
+    "load_token_encoder_folder",
+    "load_weights",
     "model_card",
     "model_window",
     "prepare_tokens",

@@ -23,81 +23,13 @@ of silently aliasing two layers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zooprobe.core.config import check_field_types, config
-from zooprobe.errors import ConfigError
+from zooprobe.encoder.config import EncoderConfig, EncoderConfigError
 from zooprobe.tokens import TokenizedModel, collate, collate_summaries, iter_windows
-
-
-class EncoderConfigError(ConfigError):
-    """An `EncoderConfig` field is missing, unknown, mistyped or out of range; the message names it."""
-
-
-Pooling = Literal["mean", "cls", "mean+cls"]
-
-
-@config(EncoderConfigError, require_all=True)
-@dataclass(frozen=True)
-class EncoderConfig:
-    """Hyperparameters of `WeightEncoder`; saved with a trained encoder and validated strictly on load.
-
-    Attributes:
-        token_size: values per weight token; must equal the tokenizer's `TokenizerConfig.token_size`.
-        d_model, n_layers, n_heads, d_ff: transformer width, depth, heads and MLP hidden size.
-        latent_dim: size of the per-token latents and of the pooled model embedding.
-        dropout: dropout on attention weights and residual branches (0 disables it).
-        max_global_pos: size of the global-index table; larger indices wrap around (see module docs).
-        max_layers, max_in_layer_pos: sizes of the layer-index and in-layer-index tables; larger indices
-            raise.
-        pooling: model embedding from the ``"mean"`` of real token states, a learned ``"cls"`` token, or
-            both concatenated (``"mean+cls"``).
-        decoder_layers: transformer blocks in the reconstruction decoder (0: a per-token MLP).
-        summary_tokens: read one extra *summary token* per layer (standardized statistics of the layer's raw
-            weights, `zooprobe.tokens.summary`), attended to like any token; the pooled embedding then
-            also includes the mean of the summary-token states (see `WeightEncoder.forward`).
-        summary_dim: values per summary token (`zooprobe.tokens.SUMMARY_DIM`).
-    """
-
-    token_size: int = 32
-    d_model: int = 64
-    n_layers: int = 2
-    n_heads: int = 4
-    d_ff: int = 128
-    latent_dim: int = 32
-    dropout: float = 0.0
-    max_global_pos: int = 4096
-    max_layers: int = 64
-    max_in_layer_pos: int = 2048
-    pooling: Pooling = "mean"
-    decoder_layers: int = 1
-    summary_tokens: bool = False
-    summary_dim: int = 32
-
-    def __post_init__(self) -> None:
-        check_field_types(self, EncoderConfigError)
-        not_positive = ("dropout", "pooling", "decoder_layers", "summary_tokens")
-        positive = [name for name in self.to_dict() if name not in not_positive]
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise EncoderConfigError(f"EncoderConfig.{name}: must be >= 1, got {getattr(self, name)}")
-        if self.decoder_layers < 0:
-            raise EncoderConfigError(f"EncoderConfig.decoder_layers: must be >= 0, got {self.decoder_layers}")
-        if self.d_model % self.n_heads:
-            raise EncoderConfigError(
-                f"EncoderConfig.n_heads: d_model ({self.d_model}) must be divisible by "
-                f"n_heads ({self.n_heads})"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise EncoderConfigError(f"EncoderConfig.dropout: must be in [0, 1), got {self.dropout}")
-
-    @property
-    def uses_cls(self) -> bool:
-        return self.pooling in ("cls", "mean+cls")
 
 
 @dataclass

@@ -40,7 +40,7 @@ from typing import Any
 
 from zooprobe._version import __version__
 from zooprobe.core.files import read_json
-from zooprobe.encoder.encoder_loader import load_encoder_folder
+from zooprobe.encoder.folders import load_encoder_folder
 from zooprobe.errors import ZooprobeError
 from zooprobe.hub import (
     DEFAULT_PUSH_TIMEOUT,

@@ -73,21 +73,21 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from zooprobe.core.config import config, requirement
-from zooprobe.core.device import check_device_name, resolve_device
+from zooprobe.core.device import resolve_device
 from zooprobe.core.environment import library_versions
 from zooprobe.core.files import atomic_write_json, atomic_write_text
 from zooprobe.core.outputs import check_output, claim_output
 from zooprobe.core.progress import Progress, log, log_file
 from zooprobe.core.tensorfile import read_state, save_state
 from zooprobe.encoder.augment import erase_tokens, noise_tokens, permutation_plan, permute_neurons
+from zooprobe.encoder.config import EncoderConfig
 from zooprobe.encoder.encoder_loader import (
     CARD_FILE,
     CONFIG_FILE,
@@ -97,7 +97,7 @@ from zooprobe.encoder.encoder_loader import (
     prepare_tokens,
     save_encoder,
 )
-from zooprobe.encoder.model import EncoderConfig, WeightEncoder
+from zooprobe.encoder.model import WeightEncoder
 from zooprobe.errors import ConfigError, InvalidInputError, ZooprobeError
 from zooprobe.tokens import (
     SUMMARY_DIM,
@@ -107,6 +107,8 @@ from zooprobe.tokens import (
     collate_summaries,
     raw_layer_summaries,
 )
+from zooprobe.training.neuron_pretrain import pretrain_neurons
+from zooprobe.training.pretrain_config import NEURON_PRESETS, PRESETS, PretrainConfig
 from zooprobe.training.state import config_diff, pack_optimizer, unpack_optimizer, warmup_cosine
 from zooprobe.zoo.store import Zoo
 
@@ -116,232 +118,6 @@ LAST_DIR = "last"
 TB_DIR = "tensorboard"
 LOG_FILE = "train.log"
 _BUCKET_SPAN = 8  # batches per length-sorting span
-
-Pooling = Literal["mean", "cls", "mean+cls"]
-_ENCODER_FIELDS = (
-    "token_size",
-    "d_model",
-    "n_layers",
-    "n_heads",
-    "d_ff",
-    "latent_dim",
-    "dropout",
-    "max_global_pos",
-    "max_layers",
-    "max_in_layer_pos",
-    "pooling",
-    "decoder_layers",
-    "summary_tokens",
-    "summary_dim",
-)
-
-
-@config()
-@dataclass
-class PretrainConfig:
-    """Configuration of `pretrain_encoder`. Fields left as ``None`` take the preset's value.
-
-    Presets (times on two CPU cores): ``tiny`` (tests: a few seconds on the tiny zoo), ``small`` (the
-    default encoder: 18 epochs on the small built-in zoo, budget 90 s), ``bench`` (a larger encoder, 8
-    epochs on the bench zoo, budget 15 minutes; see docs/encoder.md for measured times and R²).
-    """
-
-    preset: Literal["tiny", "small", "bench"] = "small"
-    encoder: EncoderConfig | None = None
-    """A complete encoder configuration; when given it replaces the encoder fields below."""
-    token_size: int | None = None
-    """Values per weight token (the tokenizer's and the encoder's token size)."""
-    d_model: int | None = None
-    """Transformer width."""
-    n_layers: int | None = None
-    """Transformer blocks of the encoder."""
-    n_heads: int | None = None
-    d_ff: int | None = None
-    """Hidden size of the transformer MLPs."""
-    latent_dim: int | None = None
-    """Size of the pooled model embedding (and of per-token latents)."""
-    dropout: float | None = None
-    pooling: Pooling | None = None
-    """Model embedding: mean of token states, a learned cls token, or both."""
-    decoder_layers: int | None = None
-    """Transformer blocks of the reconstruction decoder (0: per-token MLP)."""
-    summary_tokens: bool | None = None
-    """Give the encoder one summary token per layer (statistics of the layer's raw weights)."""
-    summary_dim: int | None = None
-    """Values per summary token (must be zooprobe.tokens.SUMMARY_DIM)."""
-    summary_mask_ratio: float | None = None
-    """Fraction of summary tokens whose values are hidden from the encoder and reconstructed."""
-    summary_loss_weight: float | None = None
-    """Weight of the summary reconstruction MSE relative to the weight-token reconstruction MSE."""
-    max_global_pos: int | None = None
-    max_layers: int | None = None
-    """Most layers a network may have (size of the layer-position table)."""
-    max_in_layer_pos: int | None = None
-    """Size of the in-layer position table; larger indices wrap around."""
-    window: int | None = None
-    """Tokens per training crop and per encoding window."""
-    epochs: int | None = None
-    batch_size: int | None = None
-    """Models per batch (each contributes two views)."""
-    lr: float | None = None
-    """Peak learning rate (AdamW)."""
-    warmup_fraction: float | None = None
-    """Fraction of all steps spent in linear warmup before the cosine decay."""
-    min_lr_ratio: float | None = None
-    """Final learning rate as a fraction of lr."""
-    weight_decay: float | None = None
-    grad_clip: float | None = None
-    """Maximum gradient norm (0 disables clipping)."""
-    gamma: float | None = None
-    """Weight of the contrastive loss (1 - gamma weighs the reconstruction loss)."""
-    temperature: float | None = None
-    """NT-Xent temperature."""
-    mask_ratio: float | None = None
-    """Fraction of tokens hidden from the encoder and reconstructed."""
-    noise_sigma: float | None = None
-    """Multiplicative noise on token values."""
-    erase_ratio: float | None = None
-    """Fraction of tokens whose values are erased (set to zero) in each view."""
-    permute: bool | None = None
-    """Function-preserving neuron permutations of zooprobe subject models in each view."""
-    reconstruction: Literal["mse", "per_model"] | None = None
-    """Reconstruction loss: MSE over all masked real entries of the batch ("mse"), or each model's masked
-    MSE divided by the mean square of its own values, averaged over models ("per_model")."""
-    seed: int = 0
-    device: str = "cpu"
-    """``cpu``, ``cuda`` or ``cuda:N``."""
-    mixed_precision: bool = True
-    """bf16 autocast on CUDA (ignored on CPU)."""
-
-    def resolved(self) -> PretrainConfig:
-        """A copy with every ``None`` replaced by the preset's value (and `encoder` unpacked), validated."""
-        values = self.preset_values(PRESETS, "pretraining")
-        if self.encoder is not None:
-            if not isinstance(self.encoder, EncoderConfig):
-                raise ConfigError(f"PretrainConfig.encoder must be an EncoderConfig, got {self.encoder!r}")
-            values.update(self.encoder.to_dict())
-        values["encoder"] = None
-        cfg = PretrainConfig(**values)
-        cfg.validate()
-        return cfg
-
-    def validate(self) -> None:
-        need = requirement("PretrainConfig", ConfigError)
-
-        for f in dataclasses.fields(self):
-            if f.name != "encoder":
-                need(getattr(self, f.name) is not None, f"field {f.name!r} is not set")
-        self.encoder_config()  # validates the encoder fields (EncoderConfigError names the field)
-        v: Any = self
-        need(v.window >= 1, f"window must be >= 1, got {v.window}")
-        need(v.epochs >= 1, f"epochs must be >= 1, got {v.epochs}")
-        need(v.batch_size >= 1, f"batch_size must be >= 1, got {v.batch_size}")
-        need(v.lr > 0 and math.isfinite(v.lr), f"lr must be > 0, got {v.lr}")
-        need(0 <= v.warmup_fraction < 1, f"warmup_fraction must be in [0, 1), got {v.warmup_fraction}")
-        need(0 <= v.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {v.min_lr_ratio}")
-        need(v.weight_decay >= 0, f"weight_decay must be >= 0, got {v.weight_decay}")
-        need(v.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables it), got {v.grad_clip}")
-        need(0 <= v.gamma <= 1, f"gamma must be in [0, 1], got {v.gamma}")
-        need(v.temperature > 0, f"temperature must be > 0, got {v.temperature}")
-        need(0 < v.mask_ratio < 1, f"mask_ratio must be in (0, 1), got {v.mask_ratio}")
-        need(v.noise_sigma >= 0, f"noise_sigma must be >= 0, got {v.noise_sigma}")
-        need(0 <= v.erase_ratio < 1, f"erase_ratio must be in [0, 1), got {v.erase_ratio}")
-        need(
-            0 <= v.summary_mask_ratio < 1, f"summary_mask_ratio must be in [0, 1), got {v.summary_mask_ratio}"
-        )
-        need(v.summary_loss_weight >= 0, f"summary_loss_weight must be >= 0, got {v.summary_loss_weight}")
-        need(
-            v.summary_dim == SUMMARY_DIM,
-            f"summary_dim must be {SUMMARY_DIM} (zooprobe.tokens.SUMMARY_DIM), got {v.summary_dim}",
-        )
-        check_device_name(v.device, "PretrainConfig: device")
-        need(
-            v.reconstruction in ("mse", "per_model"),
-            f"reconstruction must be 'mse' or 'per_model', got {v.reconstruction!r}",
-        )
-        if v.window > v.max_global_pos:
-            raise ConfigError(
-                f"PretrainConfig: window ({v.window}) exceeds max_global_pos ({v.max_global_pos}); global "
-                "positions would wrap inside one window"
-            )
-
-    def encoder_config(self) -> EncoderConfig:
-        return EncoderConfig(**{name: getattr(self, name) for name in _ENCODER_FIELDS})
-
-
-_COMMON: dict[str, Any] = {
-    "dropout": 0.0,
-    "pooling": "mean",
-    "warmup_fraction": 0.1,
-    "min_lr_ratio": 0.05,
-    "weight_decay": 0.01,
-    "grad_clip": 1.0,
-    "gamma": 0.05,
-    "temperature": 0.1,
-    "mask_ratio": 0.2,
-    "noise_sigma": 0.1,
-    "erase_ratio": 0.05,
-    "permute": True,
-    "reconstruction": "mse",
-    "summary_tokens": True,
-    "summary_dim": SUMMARY_DIM,
-    "summary_mask_ratio": 0.2,
-    "summary_loss_weight": 1.0,
-}
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {
-        **_COMMON,
-        "token_size": 16,
-        "d_model": 32,
-        "n_layers": 1,
-        "n_heads": 2,
-        "d_ff": 64,
-        "latent_dim": 16,
-        "decoder_layers": 0,
-        "max_global_pos": 256,
-        "max_layers": 64,
-        "max_in_layer_pos": 256,
-        "window": 128,
-        "epochs": 2,
-        "batch_size": 8,
-        "lr": 3e-3,
-    },
-    "small": {
-        **_COMMON,
-        "token_size": 32,
-        "d_model": 64,
-        "n_layers": 2,
-        "n_heads": 4,
-        "d_ff": 128,
-        "latent_dim": 32,
-        "decoder_layers": 1,
-        "max_global_pos": 256,
-        "max_layers": 64,
-        "max_in_layer_pos": 512,
-        "window": 256,
-        "epochs": 18,
-        "batch_size": 32,
-        "lr": 1e-3,
-    },
-    "bench": {
-        **_COMMON,
-        "token_size": 32,
-        "d_model": 96,
-        "n_layers": 3,
-        "n_heads": 4,
-        "d_ff": 192,
-        "latent_dim": 64,
-        "decoder_layers": 1,
-        "max_global_pos": 256,
-        "max_layers": 64,
-        "max_in_layer_pos": 512,
-        "window": 256,
-        "epochs": 8,
-        "batch_size": 32,
-        "lr": 1e-3,
-    },
-}
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -619,6 +395,8 @@ def pretrain(
     each epoch's checkpoint is written (1-based epoch).
     """
     cfg = (config or PretrainConfig()).resolved()
+    if cfg.architecture == "neurons":
+        return pretrain_neurons(cfg, zoo, output, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
     enc_cfg = cfg.encoder_config()
     device = resolve_device(cfg.device)
     output = Path(output)
@@ -645,6 +423,10 @@ def pretrain(
             _mark_finished(output)  # a kill between the last state and this mark leaves it undone
             return output
 
+    if cfg.summary_dim != SUMMARY_DIM:  # the torch-free config cannot import tokens.SUMMARY_DIM
+        raise ConfigError(f"PretrainConfig: summary_dim must be {SUMMARY_DIM}, got {cfg.summary_dim}")
+    if list(cfg.splits) != ["train"]:
+        raise ConfigError("PretrainConfig.splits: the token architecture pretrains on the train split only")
     train_zoo = zoo.split("train").final()
     if len(train_zoo) == 0:
         raise InvalidInputError(f"zoo {zoo_source!s}: the train split is empty; nothing to pretrain on")
@@ -849,6 +631,7 @@ def training_history(output: str | Path) -> list[dict[str, Any]]:
 
 
 __all__ = [
+    "NEURON_PRESETS",
     "PRESETS",
     "PretrainConfig",
     "PretrainModel",

@@ -1,0 +1,353 @@
+"""Saving and loading v3 (neuron-level) encoders, and `LoadedNeuronEncoder`, their loaded form.
+
+An encoder folder of format version 3 holds the same files as version 2 (`encoder_loader`)::
+
+    config.json        format_version 3, library_name "zooprobe", architecture "neurons", the
+                       `NeuronEncoderConfig`, the pretraining targets (`PretrainTarget`: classes, mean, std)
+                       and the provenance
+    model.safetensors  the weights, including the zoo-level feature standardization (buffers)
+    README.md          the model card
+
+`LoadedNeuronEncoder` offers what the rest of zooprobe uses of a `LoadedEncoder` (``tokenize``,
+``embed``, ``encode``, ``latent_dim``, ``fingerprint``, provenance), so heads, representations, bench,
+push and predict work with either. Its "tokenized" form of a model is a `NeuronModel`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from zooprobe.core.config import check_record
+from zooprobe.core.device import resolve_device
+from zooprobe.core.environment import library_versions
+from zooprobe.core.files import atomic_path, atomic_write_json, atomic_write_text
+from zooprobe.core.outputs import claim_output
+from zooprobe.encoder.config import NeuronEncoderConfig, PretrainTarget
+from zooprobe.encoder.encoder_loader import (
+    CARD_FILE,
+    CONFIG_FILE,
+    ENCODER_OUTPUT,
+    LIBRARY_NAME,
+    WEIGHTS_FILE,
+    Embeddings,
+    EncoderFormatError,
+    UnfinishedEncoderWarning,
+    load_weights,
+)
+from zooprobe.encoder.neuron_model import NeuronEncoder
+from zooprobe.errors import ConfigError, InvalidInputError, ZooprobeError
+from zooprobe.hub import is_repo_id, render_card
+from zooprobe.tokens.neurons import NeuronModel, featurize_batch, neuron_model, stack_groups
+from zooprobe.zoo.store import Zoo
+
+NEURON_FORMAT_VERSION = 3
+ARCHITECTURE = "neurons"
+REQUIRED_FIELDS = ("format_version", "library_name", "architecture", "encoder", "targets", "provenance")
+_ENCODE_CHUNK = 512  # models parsed at a time by `encode`
+
+
+@dataclass
+class LoadedNeuronEncoder:
+    """A pretrained v3 encoder (eval mode); see the module docs.
+
+    Attributes:
+        encoder: the `NeuronEncoder` (its feature standardization is part of its weights).
+        provenance: what it was pretrained on (zoo source and fingerprint, ``model_ids``, config, ...).
+        source: the folder it was loaded from (None when built in memory).
+    """
+
+    encoder: NeuronEncoder
+    provenance: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+    architecture: str = ARCHITECTURE
+    preprocessing: None = None  # v3 encoders need no windows
+
+    def __post_init__(self) -> None:
+        self.encoder.eval()
+
+    @property
+    def config(self) -> NeuronEncoderConfig:
+        return self.encoder.config
+
+    @property
+    def targets(self) -> list[PretrainTarget]:
+        return self.encoder.targets
+
+    @property
+    def latent_dim(self) -> int:
+        """Size of the representation: the latent plus one value per target output."""
+        return self.encoder.representation_dim
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.encoder.parameters()).device
+
+    @property
+    def model_ids(self) -> list[str]:
+        return list(self.provenance.get("model_ids", []))
+
+    @property
+    def finished(self) -> bool:
+        return self.provenance.get("finished", True) is not False
+
+    def fingerprint(self) -> str:
+        """sha256 over architecture, targets and weights: equal fingerprints encode identically."""
+        h = hashlib.sha256()
+        meta = {
+            "architecture": ARCHITECTURE,
+            "config": self.config.to_dict(),
+            "targets": [t.to_dict() for t in self.targets],
+        }
+        h.update(json.dumps(meta, sort_keys=True, default=str).encode())
+        for name, t in sorted(self.encoder.state_dict().items()):
+            t = t.detach().to("cpu").contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        return h.hexdigest()
+
+    def unfinished_message(self) -> str | None:
+        if self.finished:
+            return None
+        prov = self.provenance
+        config = prov.get("pretrain_config") or {}
+        return (
+            f"encoder {self.source}: its pretraining was interrupted (saved after epoch "
+            f"{prov.get('epochs_trained', '?')} of {config.get('epochs', '?')}); run the same `zooprobe "
+            "encoder pretrain` command again to finish it"
+        )
+
+    def tokenize(self, state_dict: Mapping[str, torch.Tensor]) -> NeuronModel:
+        """The encoder's input for one state dict: its parsed layers (`zooprobe.tokens.neurons`)."""
+        return neuron_model(state_dict, self.config.max_layers)
+
+    def tokenize_checked(self, sd: Any, index: int) -> NeuronModel:
+        """`tokenize` for the `index`-th item of a batch; bad items are `InvalidInputError`s naming it."""
+        if not isinstance(sd, Mapping):
+            raise InvalidInputError(f"encode: item {index} is a {type(sd).__name__}, not a state dict")
+        try:
+            return self.tokenize(sd)
+        except InvalidInputError as e:
+            raise type(e)(f"encode: state dict {index}: {e}") from e
+
+    def embed(
+        self,
+        tokenized: Sequence[NeuronModel],
+        batch_size: int = 64,
+        token_outputs: bool = False,
+        stats: dict[str, float] | None = None,
+    ) -> Embeddings:
+        """Representations of parsed models; differentiable, in the encoder's current mode.
+
+        Models are grouped by signature (same shapes) and run `batch_size` at a time. `stats` (a dict)
+        accumulates ``n_windows`` (batches), ``featurize_s`` and ``forward_s``.
+        """
+        if batch_size < 1:
+            raise ConfigError(f"embed: batch_size must be >= 1, got {batch_size}")
+        if token_outputs:
+            raise ConfigError(
+                "this encoder (architecture 'neurons') has no per-token latents, so attention-pooling heads "
+                "cannot read it; use a head with mean pooling (the default)"
+            )
+        device = self.device
+        out = torch.zeros(len(tokenized), self.latent_dim, device=device)
+        rows: list[torch.Tensor] = []
+        index: list[list[int]] = []
+        for idx, stacked in stack_groups(tokenized):
+            for s in range(0, len(idx), batch_size):
+                part = idx[s : s + batch_size]
+                sel = torch.arange(s, s + len(part))
+                start = time.perf_counter()
+                features = featurize_batch([_select(layer, sel) for layer in stacked])
+                mid = time.perf_counter()
+                rows.append(self.encoder(features))
+                index.append(part)
+                if stats is not None:
+                    stats["n_windows"] = stats.get("n_windows", 0) + 1
+                    stats["featurize_s"] = stats.get("featurize_s", 0.0) + mid - start
+                    stats["model_forward_s"] = stats.get("model_forward_s", 0.0) + time.perf_counter() - mid
+        if not rows:
+            return Embeddings(out, None)
+        order = torch.tensor([i for part in index for i in part], device=device)
+        out = out.index_copy(0, order, torch.cat(rows).float())
+        return Embeddings(out, None)
+
+    @torch.no_grad()
+    def encode(
+        self,
+        state_dicts: Iterable[Mapping[str, torch.Tensor]] | Any,
+        batch_size: int = 64,
+        stats: dict[str, float] | None = None,
+    ) -> torch.Tensor:
+        """Representations ``[N, latent_dim]`` (float32, CPU) of state dicts (or of a `Zoo`'s rows); no
+        gradients, eval mode. `stats` receives ``n_models, tokenize_s, forward_s`` and the counters of
+        `embed`."""
+        if batch_size < 1:
+            raise ConfigError(f"encode: batch_size must be >= 1, got {batch_size}")
+        source: Iterator[Mapping[str, torch.Tensor]] = (
+            state_dicts.state_dicts() if isinstance(state_dicts, Zoo) else iter(state_dicts)
+        )
+        acc: dict[str, float] = {"n_models": 0, "n_windows": 0, "n_tokens": 0, "n_padded_tokens": 0}
+        acc.update({"tokenize_s": 0.0, "forward_s": 0.0, "flops": 0.0})
+        outputs: list[torch.Tensor] = []
+        was_training = self.encoder.training
+        self.encoder.eval()
+        try:
+            while chunk := list(islice(source, _ENCODE_CHUNK)):
+                start = time.perf_counter()
+                models = [self.tokenize_checked(sd, int(acc["n_models"]) + j) for j, sd in enumerate(chunk)]
+                acc["tokenize_s"] += time.perf_counter() - start
+                start = time.perf_counter()
+                outputs.append(self.embed(models, batch_size, stats=acc).pooled.float().cpu())
+                acc["forward_s"] += time.perf_counter() - start
+                acc["n_models"] += len(chunk)
+                acc["n_tokens"] += sum(m.num_tokens for m in models)
+        finally:
+            self.encoder.train(was_training)
+        if stats is not None:
+            stats.update({k: (int(v) if k.startswith("n_") else v) for k, v in acc.items()})
+        if not outputs:
+            return torch.empty(0, self.latent_dim)
+        return torch.cat(outputs)
+
+
+def _select(layer: Any, sel: torch.Tensor) -> Any:
+    """Rows `sel` of one stacked layer (weights, bias and norm leaves)."""
+
+    def pick(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else x[sel]
+
+    return type(layer)(
+        pick(layer.weight),
+        pick(layer.bias),
+        None if layer.bn is None else {k: pick(v) for k, v in layer.bn.items()},
+        None if layer.ln is None else {k: pick(v) for k, v in layer.ln.items()},
+        layer.span,
+    )
+
+
+# ------------------------------------------------------------------------------------------ saving
+def neuron_model_card(config: Mapping[str, Any]) -> str:
+    """The README.md model card of a v3 encoder folder, generated from its config.json content."""
+    enc = config["encoder"]
+    prov = config.get("provenance") or {}
+    targets = config.get("targets") or []
+    zoo_source = str(prov.get("zoo_source", ""))
+    header: dict[str, Any] = {
+        "library_name": "zooprobe",
+        "license": "mit",
+        "pipeline_tag": "feature-extraction",
+        "tags": ["zooprobe", "weight-space-learning", "model-zoo", "permutation-invariant"],
+    }
+    if zoo_source and is_repo_id(zoo_source):
+        header["datasets"] = [zoo_source]
+    n_params = prov.get("encoder_parameters")
+    names = ", ".join(f"`{t['name']}`" for t in targets) or "none"
+    dim = int(enc["latent_dim"]) + sum(
+        len(t["classes"]) if t["kind"] == "categorical" else 1 for t in targets
+    )
+    lines = [
+        "# zooprobe weight-space encoder (neuron-level, v3)",
+        "",
+        "Reads the **weights** of a trained neural network one neuron at a time and returns a fixed-size "
+        f"representation ({dim} values). Hidden-neuron permutations leave it unchanged by construction: no "
+        "input carries a within-layer position.",
+        "",
+        "- architecture: per-neuron MLP embeddings with DeepSets context"
+        + (
+            f" and {enc['message_passing_rounds']} message-passing round(s)"
+            if enc["message_passing_rounds"]
+            else ""
+        )
+        + f", per-layer pooling, {enc['n_layers']} transformer block(s) of width {enc['d_model']} over the "
+        "layer tokens" + (f", {n_params:,} parameters" if isinstance(n_params, int) else ""),
+        f"- pretrained **supervised** (multi-task) on the metadata of its pretraining zoo: {names}",
+        f"- representation: latent ({enc['latent_dim']}) + the encoder's own predictions of those targets",
+        "",
+        "## How to load",
+        "",
+        "```python",
+        "import zooprobe",
+        "",
+        'encoder = zooprobe.load_encoder("PATH_OR_REPO_ID")',
+        "representations = encoder.encode([state_dict])",
+        "```",
+        "",
+        "## Training data",
+        "",
+        f"- zoo: `{zoo_source or 'unknown'}`, {prov.get('n_models', '?')} models of its train split",
+        f"- epochs trained: {prov.get('epochs_trained', '?')}"
+        + ("" if prov.get("finished", True) is not False else " (**unfinished**)"),
+    ]
+    return render_card(header, lines)
+
+
+def save_neuron_encoder(encoder: NeuronEncoder, provenance: Mapping[str, Any], folder: str | Path) -> Path:
+    """Write a v3 encoder folder (see the module docs) atomically; weights first, config.json after."""
+    folder = Path(folder)
+    claim_output(folder, ENCODER_OUTPUT, option="encoder folder")
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in encoder.state_dict().items()}
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "library": LIBRARY_NAME})
+    prov = dict(provenance)
+    prov.setdefault("encoder_parameters", encoder.num_parameters())
+    config = {
+        "format_version": NEURON_FORMAT_VERSION,
+        "library_name": LIBRARY_NAME,
+        "model_type": "zooprobe-weight-encoder",
+        "architecture": ARCHITECTURE,
+        "encoder": encoder.config.to_dict(),
+        "targets": [t.to_dict() for t in encoder.targets],
+        "provenance": prov,
+        "library_versions": library_versions(),
+    }
+    atomic_write_json(folder / CONFIG_FILE, config)
+    atomic_write_text(folder / CARD_FILE, neuron_model_card(config))
+    return folder
+
+
+def load_neuron_encoder_folder(
+    folder: Path, data: dict[str, Any], device: str = "cpu"
+) -> LoadedNeuronEncoder:
+    """Load a v3 encoder folder whose config.json content is `data` (strict: every field checked)."""
+    path = folder / CONFIG_FILE
+    check_record(data, str(path), EncoderFormatError, fields=REQUIRED_FIELDS, version=NEURON_FORMAT_VERSION)
+    if data["library_name"] != LIBRARY_NAME or data["architecture"] != ARCHITECTURE:
+        raise EncoderFormatError(
+            f"{path}: library_name {data['library_name']!r} / architecture {data['architecture']!r} is not a "
+            f"zooprobe {ARCHITECTURE!r} encoder"
+        )
+    if not isinstance(data["provenance"], dict) or not isinstance(data["targets"], list):
+        raise EncoderFormatError(f"{path}: provenance must be an object and targets a list")
+    try:
+        config = NeuronEncoderConfig.from_dict(data["encoder"])
+        targets = [PretrainTarget.from_dict(t) for t in data["targets"]]
+        encoder = NeuronEncoder(config, targets)
+    except ZooprobeError as e:
+        raise EncoderFormatError(f"{path}: {e}") from e
+    load_weights(folder, encoder)
+    encoder.to(resolve_device(device)).eval()
+    loaded = LoadedNeuronEncoder(encoder, dict(data["provenance"]), folder)
+    message = loaded.unfinished_message()
+    if message is not None:
+        warnings.warn(message, UnfinishedEncoderWarning, stacklevel=3)
+    return loaded
+
+
+__all__ = [
+    "NEURON_FORMAT_VERSION",
+    "LoadedNeuronEncoder",
+    "load_neuron_encoder_folder",
+    "neuron_model_card",
+    "save_neuron_encoder",
+]
