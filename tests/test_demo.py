@@ -29,3 +29,8 @@ def test_demo_trains_three_heads_and_a_finetune_and_writes_reports(
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert metrics["task"] == task and metrics["mode"] == mode
         assert report.is_file() and str(report) in text.replace("\n", "")
+        card = (run_dir / "head" / "README.md").read_text()  # written at train time, not only at push
+        assert f"trained on {metrics['n_models']['train']} networks (the train split" in card
+    # an honest table: statistics + LightGBM on the same split, under each task
+    assert text.count("statistics + LightGBM") == len({task for task, _ in DEMO_RUNS})
+    assert set(result.baselines) == {task for task, _ in DEMO_RUNS} and all(result.baselines.values())

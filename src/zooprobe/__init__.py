@@ -44,12 +44,15 @@ _EXPORTS: dict[str, str] = {
     "train": "zooprobe.api",
     "evaluate": "zooprobe.api",
     # encoder
-    "EncoderConfig": "zooprobe.encoder.model",
+    "EncoderConfig": "zooprobe.encoder.config",
     "WeightEncoder": "zooprobe.encoder.model",
     "LoadedEncoder": "zooprobe.encoder.encoder_loader",
     "save_encoder": "zooprobe.encoder.encoder_loader",
+    "NeuronEncoderConfig": "zooprobe.encoder.config",
+    "NeuronEncoder": "zooprobe.encoder.neuron_model",
+    "LoadedNeuronEncoder": "zooprobe.encoder.neuron_loader",
     # heads
-    "HeadConfig": "zooprobe.heads.prediction_heads",
+    "HeadConfig": "zooprobe.heads.config",
     "PatternClassificationHead": "zooprobe.heads.prediction_heads",
     "AccuracyPredictionHead": "zooprobe.heads.prediction_heads",
     "HyperparameterPredictionHead": "zooprobe.heads.prediction_heads",
@@ -57,7 +60,7 @@ _EXPORTS: dict[str, str] = {
     "LoadedHead": "zooprobe.heads.head_loader",
     "save_head": "zooprobe.heads.head_loader",
     # training
-    "PretrainConfig": "zooprobe.training.pretrain",
+    "PretrainConfig": "zooprobe.training.pretrain_config",
     "TrainConfig": "zooprobe.training.config",
     "OptimConfig": "zooprobe.training.config",
     "StopConfig": "zooprobe.training.config",

@@ -3,8 +3,10 @@
 1. the default zoo (built once into the cache: ``zooprobe zoo build --preset small``);
 2. the default encoder (pretrained once on it into the cache: ``zooprobe encoder pretrain``);
 3. the three heads trained in frozen mode on cached representations, plus one fine-tuning run (accuracy);
-4. a table of test metrics and an HTML report per run (``RUN/report/index.html``). Run folders go to
-   ``--output`` (default ``runs/demo``); every number is in their ``metrics.json``.
+4. weight statistics + LightGBM (`zooprobe.report.baseline`) trained per task on the same zoo, split and
+   targets, so the table shows where the heads stand;
+5. a table of test metrics and an HTML report per run (``RUN/report/index.html``, with the same baseline).
+   Run folders go to ``--output`` (default ``runs/demo``); every number is in their ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from rich.console import Console
 from rich.table import Table
 
 from zooprobe.api import builtin_zoo, load_encoder, train
+from zooprobe.publish.card import write_run_card
 from zooprobe.report import write_report
+from zooprobe.report.baseline import BASELINE_NAME, stats_gbm_baseline
 from zooprobe.training.config import TrainConfig, preset_config
 from zooprobe.zoo.store import Zoo
 
@@ -51,6 +55,8 @@ class DemoResult:
     runs: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     reports: dict[str, Path] = field(default_factory=dict)
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Test metrics of statistics + LightGBM per task, on the same split as the heads."""
 
 
 def demo_config(task: str, mode: str, zoo: str, encoder: str) -> TrainConfig:
@@ -88,12 +94,19 @@ def run_demo(
         )
         result.seconds[f"{task}/{mode}"] = time.perf_counter() - start
         result.runs[f"{task}/{mode}"] = run
+        write_run_card(run.output)
+        if task not in result.baselines:
+            start = time.perf_counter()
+            result.baselines[task] = stats_gbm_baseline(cfg, zoo=zoo, encoder=encoder) or {}
+            result.seconds[f"{task}/baseline"] = time.perf_counter() - start
     console.print(demo_table(result))
     console.print(f"run folders (metrics.json, head/, tensorboard/): {Path(output).resolve()}")
 
     for key in result.runs:
         task, mode = key.split("/")
-        result.reports[key] = write_report(Path(output) / f"{task}-{mode}")
+        result.reports[key] = write_report(
+            Path(output) / f"{task}-{mode}", baseline=result.baselines.get(task) or False
+        )
     console.print("reports (self-contained HTML):")
     for path in result.reports.values():
         console.print(f"  {path.resolve()}")
@@ -101,15 +114,27 @@ def run_demo(
 
 
 def demo_table(result: DemoResult) -> Table:
+    """The demo's table: each run's test metrics, and under each task statistics + LightGBM on the same
+    split (``baseline`` rows), so the heads are seen next to the strongest simple predictor."""
     table = Table(title="zooprobe demo: test metrics (best validation checkpoint)")
     for col in ("task", "mode", "metric", "test", "epochs", "seconds"):
         table.add_column(col, justify="right" if col in ("test", "epochs", "seconds") else "left")
+    rows: list[tuple[str, str, dict[str, Any], str, float]] = []
     for key, run in result.runs.items():
         task, mode = key.split("/")
+        rows.append((task, mode, run.test, str(run.epochs_run), result.seconds[key]))
+        last_of_task = not any(
+            k.split("/")[0] == task for k in list(result.runs)[list(result.runs).index(key) + 1 :]
+        )
+        if last_of_task and result.baselines.get(task):
+            rows.append(
+                (task, BASELINE_NAME, result.baselines[task], "", result.seconds.get(f"{task}/baseline", 0.0))
+            )
+    for task, mode, test, epochs, seconds in rows:
         for i, (metric, label) in enumerate(DEMO_METRICS[task]):
-            value = run.test.get(metric, math.nan)
-            shown = "undefined" if math.isnan(value) else f"{value:.3f}"
-            extra = (str(run.epochs_run), f"{result.seconds[key]:.1f}") if i == 0 else ("", "")
+            value = test.get(metric, math.nan)
+            shown = "undefined" if value is None or math.isnan(value) else f"{value:.3f}"
+            extra = (epochs, f"{seconds:.1f}") if i == 0 else ("", "")
             table.add_row(task if i == 0 else "", mode if i == 0 else "", label, shown, *extra)
     return table
 

@@ -105,6 +105,13 @@ def test_report_of_each_task(runs: dict[str, Path], task: str) -> None:
     assert (index.parent / "learning_curves.png").is_file()
     assert html.escape((run / "config.yaml").read_text()) in text
     assert "Overlap check: no evaluation model was seen" in text and "Missing targets" in text
+    # where the head stands: statistics + LightGBM, trained on the same zoo and split, scored the same way
+    section = text.split("Where this head stands: statistics + LightGBM on the same split</h2>")[1]
+    section = section.split("</table>")[0]
+    compared = re.findall(r"<tr><td>([^<]+)</td><td>([^<]*)</td><td>([^<]*)</td></tr>", section)
+    assert compared and {k for k, _, _ in compared} >= {"r2", "macro_f1", "score"} & set(metrics["test"])
+    assert all(head == fmt(metrics["test"][k]) for k, head, _ in compared)
+    assert any(re.fullmatch(r"-?\d+\.\d{4}", base) for _, _, base in compared)
 
 
 def test_undefined_metrics_escaping_and_output_folder(runs: dict[str, Path], tmp_path: Path) -> None:

@@ -1,24 +1,221 @@
-"""Pieces every subcommand shares: the parser factory and the ``--push_to_hub`` options."""
+"""Pieces every subcommand shares: the parser factory, arguments as users type them, parse errors that
+help, and the ``--push_to_hub`` options.
+
+Arguments as users type them (`normalize_arguments`, applied before jsonargparse parses):
+
+- a bare boolean flag is true (``--overwrite``), ``--no-overwrite`` / ``--no_overwrite`` is false, and
+  ``--overwrite true|false`` still works;
+- a list option takes comma-separated values (``--methods frozen,finetune``, ``--head.hidden_sizes 256,128``)
+  as well as a JSON/YAML list (``'[frozen, finetune]'``).
+
+Help shows types in user words (path, int, float, list of ...), never Python's ``<class 'Path'>``.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
+
+from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter
 
 from zooprobe.errors import ZooprobeError
 from zooprobe.hub import check_repo_id, push_folder, repo_url
 
+_BOOL_WORDS = {"true", "false", "yes", "no"}
 
-def config_parser(description: str) -> Any:
-    """A jsonargparse parser that also takes ``--config FILE.yaml`` (every zooprobe subcommand has one)."""
-    from jsonargparse import (  # heavy: jsonargparse
-        ActionConfigFile,
-        ArgumentParser,
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """(`tp` without ``None``, whether ``None`` was allowed)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) < len(typing.get_args(tp)):
+            return (args[0] if len(args) == 1 else typing.Union[tuple(args)]), True  # noqa: UP007
+    return tp, False
+
+
+def user_type(tp: Any) -> str:
+    """A type hint in the words of the ``--help`` text: path, int, float, text, flag, list of int..."""
+    tp, optional = _unwrap_optional(tp)
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        word = "flag"
+    elif tp is int:
+        word = "int"
+    elif tp is float:
+        word = "float"
+    elif tp is str:
+        word = "text"
+    elif isinstance(tp, type) and issubclass(tp, Path):
+        word = "path"
+    elif getattr(tp, "__name__", "") == "SecretStr":
+        word = "secret text"
+    elif origin is Literal:
+        word = "one of " + ", ".join(str(a) for a in typing.get_args(tp))
+    elif origin in (list, tuple, set, Sequence):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        inner = user_type(args[0]) if args else "text"
+        count = f"{len(args)} " if origin is tuple and len(args) > 1 else ""
+        word = f"comma-separated list of {count}{inner}"
+    elif origin is dict:
+        word = "mapping (JSON or YAML, e.g. '{a: 1}')"
+    elif dataclasses.is_dataclass(tp):
+        word = "YAML file or mapping"
+    else:
+        word = str(getattr(tp, "__name__", tp))
+    return f"{word}, or none" if optional and word != "flag" else word
+
+
+def _typehint(action: Any) -> Any:
+    """The type an option was declared with (None for actions without one)."""
+    return getattr(action, "_typehint", None) or getattr(action, "type", None)
+
+
+def _is_flag(action: Any) -> bool:
+    return _unwrap_optional(_typehint(action))[0] is bool
+
+
+def _is_list(action: Any) -> bool:
+    tp = _unwrap_optional(_typehint(action))[0]
+    return typing.get_origin(tp) in (list, tuple, set, Sequence) and action.nargs in (None, 1)
+
+
+class HelpFormatter(DefaultHelpFormatter):
+    """jsonargparse's help with types in user words and ``none`` for an unset default."""
+
+    def _get_type_str(self, action: Any) -> str | None:
+        tp = _typehint(action)
+        return None if tp is None or isinstance(action, ActionConfigFile) else user_type(tp)
+
+    def _get_help_string(self, action: Any) -> str:
+        return super()._get_help_string(action).replace("type: ", "")
+
+    def _expand_help(self, action: Any) -> str:
+        text = re.sub(r"default: null\b", "default: none", super()._expand_help(action))
+        if _is_flag(action) and action.option_strings:
+            name = action.option_strings[0][2:]
+            text = text.replace("(flag", f"(flag: --{name} or --no-{name}", 1)
+        return text
+
+
+def new_parser(description: str, **kwargs: Any) -> ArgumentParser:
+    """A parser of the zooprobe command line: user-word help, errors raised (`main` formats them)."""
+    return ArgumentParser(
+        description=description, formatter_class=HelpFormatter, exit_on_error=False, **kwargs
     )
 
-    p = ArgumentParser(description=description)
+
+def config_parser(description: str) -> ArgumentParser:
+    """A parser that also takes ``--config FILE.yaml`` (every zooprobe subcommand has one)."""
+    p = new_parser(description)
     p.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below.")
     return p
+
+
+def describe_options(parser: Any, helps: dict[str, str]) -> None:
+    """Give options without a description of their own the one in `helps` (by option name)."""
+    for action in parser._actions:
+        for option in action.option_strings:
+            name = option.lstrip("-")
+            if name in helps and not action.help:
+                action.help = helps[name]
+
+
+def subcommands_of(parser: Any) -> dict[str, Any]:
+    """The subcommand parsers of `parser` by name ({} if it has none)."""
+    action = getattr(parser, "_subcommands_action", None)
+    return dict(action.choices) if action is not None else {}
+
+
+def normalize_arguments(root: Any, argv: Sequence[str]) -> tuple[list[str], list[str], Any]:
+    """`argv` as jsonargparse expects it, the subcommand path it names (``["zoo", "merge"]``) and that
+    subcommand's parser: bare flags get ``true``, ``--no-X`` becomes ``--X false``, comma-separated
+    lists become YAML lists."""
+    out: list[str] = []
+    path: list[str] = []
+    parser = root
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        token = args[i]
+        i += 1
+        if token == "--":
+            out += args[i - 1 :]
+            break
+        if not token.startswith("--"):
+            sub = subcommands_of(parser)
+            if token in sub:
+                parser = sub[token]
+                path.append(token)
+            out.append(token)
+            continue
+        name, eq, inline = token.partition("=")
+        actions = parser._option_string_actions
+        if name not in actions and re.match(r"^--no[-_]", name):
+            base = "--" + name[5:]
+            if base in actions and _is_flag(actions[base]) and not eq:
+                out += [base, "false"]
+                continue
+        action = actions.get(name)
+        if action is None or action.nargs == 0:
+            out.append(token)
+            continue
+        if eq:
+            value: str | None = inline
+        elif i < len(args) and not (args[i].startswith("--") and len(args[i]) > 2):
+            value = args[i]
+            i += 1
+        else:
+            value = None
+        if _is_flag(action):
+            if value is not None and value.lower() not in _BOOL_WORDS:
+                i -= 1  # a bare flag followed by something else (a positional)
+                value = None
+            out += [name, "true" if value is None else value]
+            continue
+        if value is not None and _is_list(action):
+            stripped = value.strip()
+            if stripped and stripped[0] not in "[{" and stripped.lower() not in ("null", "none"):
+                value = "[" + ", ".join(v.strip() for v in stripped.split(",") if v.strip()) + "]"
+        out += [name] if value is None else [name, value]
+    return out, path, parser
+
+
+def _clean_message(message: str, path: Sequence[str]) -> str:
+    """jsonargparse's message with nested keys (``train.output``, ``zoo.build.shards``) as the user's
+    options (``--output``) and Python type names in user words."""
+    prefix = ".".join(path)
+    if prefix:
+        message = re.sub(rf'"{re.escape(prefix)}\.([\w.]+)"', lambda m: f'"--{m.group(1)}"', message)
+        message = re.sub(rf"\b{re.escape(prefix)}\.([\w.]+)", lambda m: f"--{m.group(1)}", message)
+    message = re.sub(r'(?:Parser key|Key) "([\w.]+)"', lambda m: f"option --{m.group(1)}", message)
+    message = message.replace("NoneType", "none").replace("Expected a int", "Expected an int")
+    message = message.replace("<class 'pathlib.Path'>", "path").replace("<class 'Path'>", "path")
+    return re.sub(r"<class '(\w+)'>", r"\1", message)
+
+
+def parse_error_message(message: str, path: Sequence[str], parser: Any) -> str:
+    """What `main` prints for a command line jsonargparse refused: the message in the user's words, a
+    "did you mean" for each unknown option, and the subcommand's own ``--help``."""
+    command = " ".join(["zooprobe", *path])
+    lines = [f"{command}: error: {_clean_message(message.strip(), path)}"]
+    known = [o for o in parser._option_string_actions if o.startswith("--")]
+    for unknown in dict.fromkeys(re.findall(r"(?<![\w-])(--[\w.-]+)", message)):
+        if unknown in known:
+            continue
+        close = difflib.get_close_matches(unknown.replace("-", "_"), known, n=3, cutoff=0.6)
+        if not close:
+            close = difflib.get_close_matches(unknown, known, n=3, cutoff=0.6)
+        if close:
+            lines.append(f"  {unknown}: did you mean {' or '.join(close)}?")
+    subs = subcommands_of(parser)
+    lines.append(f"See `{command} --help` for the options{' and subcommands' if subs else ''}.")
+    return "\n".join(lines)
 
 
 def add_output_arguments(parser: Any, what: str) -> None:

@@ -20,23 +20,45 @@ from zooprobe.cli.common import (
     add_push_arguments,
     check_push_arguments,
     config_parser,
+    describe_options,
+    new_parser,
     push_cli_output,
 )
-from zooprobe.training.pretrain import PretrainConfig
+from zooprobe.training.pretrain_config import PretrainConfig
+
+PRETRAIN_DESCRIPTION = (
+    "Pretrain an encoder on a zoo: --architecture tokens (default) self-supervised on the train split "
+    "(masked reconstruction + contrastive); --architecture neurons (encoder v3, permutation-invariant) "
+    "supervised on the zoo's metadata: give it a zoo the heads will not be evaluated on. Options left unset "
+    "take the preset's value (tiny: tests; small: the default encoder; bench: a larger encoder; `zooprobe "
+    "presets encoder` lists them). Interrupted runs resume."
+)
+
+#: Help of `PretrainConfig` fields that carry no docstring of their own.
+PRETRAIN_HELP = {
+    "preset": "Base values for every option left unset: tiny (tests), small (the default encoder), bench.",
+    "n_heads": "Attention heads per transformer block.",
+    "dropout": "Dropout in the transformer blocks.",
+    "max_global_pos": "Size of the global token-position table (longer sequences are windowed).",
+    "epochs": "Training epochs.",
+    "weight_decay": "AdamW weight decay.",
+    "seed": "Seed of the initialization, batch order and augmentations.",
+}
 
 
-def add_encoder_commands(top_subcommands: Any) -> ArgumentParser:
-    """Add the ``encoder`` subcommand (with ``pretrain`` and ``bench``) to `top_subcommands`."""
-    encoder = ArgumentParser(description="Weight-space encoder: pretrain on a zoo, benchmark.")
+def add_encoder_commands(top_subcommands: Any, wanted: Any = None) -> ArgumentParser:
+    """Add the ``encoder`` subcommand (with ``pretrain`` and ``bench``) to `top_subcommands`; with
+    `wanted` (a name predicate) only the wanted ones are built in full (``pretrain`` imports torch)."""
+    wanted = wanted or (lambda name: True)
+    encoder = new_parser("Weight-space encoder: pretrain on a zoo, benchmark.")
     top_subcommands.add_subcommand("encoder", encoder, help="Weight-space encoder: pretrain, bench.")
+    if not wanted("encoder"):
+        return encoder
     actions = encoder.add_subcommands(dest="action")
 
-    pretrain = config_parser(
-        "Pretrain an encoder self-supervised on the train split of a zoo (masked reconstruction + "
-        "contrastive). Options left unset take the preset's value (tiny: tests; small: the default "
-        "encoder; bench: a larger encoder). Interrupted runs resume."
-    )
-    pretrain.add_class_arguments(PretrainConfig, nested_key=None, skip={"encoder"})
+    pretrain = config_parser(PRETRAIN_DESCRIPTION)
+    if wanted("pretrain"):
+        pretrain.add_class_arguments(PretrainConfig, nested_key=None, skip={"encoder"})
     pretrain.add_argument(
         "--zoo",
         type=str,
@@ -45,6 +67,7 @@ def add_encoder_commands(top_subcommands: Any) -> ArgumentParser:
     )
     add_output_arguments(pretrain, "encoder and its training state")
     add_push_arguments(pretrain, "encoder")
+    describe_options(pretrain, PRETRAIN_HELP)
     actions.add_subcommand("pretrain", pretrain, help="Pretrain an encoder (resumable).")
 
     bench = config_parser(
@@ -68,7 +91,9 @@ def add_encoder_commands(top_subcommands: Any) -> ArgumentParser:
     return encoder
 
 
-def _pretrain_config(ns: Namespace) -> PretrainConfig:
+def pretrain_config(ns: Namespace) -> PretrainConfig:
+    """The `PretrainConfig` of a parsed ``encoder pretrain`` namespace (preset fields still unset)."""
+
     names = [f.name for f in dataclasses.fields(PretrainConfig) if f.name != "encoder"]
     return PretrainConfig(**{name: ns.get(name) for name in names if name in ns})
 
@@ -88,7 +113,7 @@ def run_encoder_command(ns: Namespace, console: Any) -> int:
 
         check_push_arguments(sub)
         out = pretrain_encoder(
-            _pretrain_config(sub), sub.zoo, sub.output, resume=not sub.overwrite, progress=sub.progress
+            pretrain_config(sub), sub.zoo, sub.output, resume=not sub.overwrite, progress=sub.progress
         )
         history = training_history(out)
         last = history[-1] if history else {}
@@ -96,7 +121,7 @@ def run_encoder_command(ns: Namespace, console: Any) -> int:
         console.print(
             f"encoder written to {out} (best epoch {best.get('epoch')}, "
             f"loss {best.get('val_loss', best.get('train_loss', float('nan'))):.4f}; "
-            f"{last.get('epoch', 0)} epoch(s) trained); TensorBoard logs in {out / 'tb'}"
+            f"{last.get('epoch', 0)} epoch(s) trained); TensorBoard logs in {out / TB_DIR}"
         )
         push_cli_output(  # the encoder and its TensorBoard logs; not the resumable training state
             sub,
@@ -126,4 +151,4 @@ def run_encoder_command(ns: Namespace, console: Any) -> int:
     raise AssertionError(f"unhandled encoder action {action!r}")
 
 
-__all__ = ["add_encoder_commands", "run_encoder_command"]
+__all__ = ["add_encoder_commands", "pretrain_config", "run_encoder_command"]

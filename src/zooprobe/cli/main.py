@@ -1,7 +1,9 @@
 """The ``zooprobe`` command line: a thin layer over the Python API.
 
 Every subcommand takes ``--config FILE.yaml`` and ``--print_config`` (jsonargparse); options are the
-fields of the same typed dataclasses the Python API uses.
+fields of the same typed dataclasses the Python API uses. Nothing heavy (torch, pandas) is imported before
+the arguments are parsed, and only the subcommand a command line names is built in full, so ``--help``
+answers at once.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,46 +24,102 @@ from zooprobe.cli.common import (
     add_push_arguments,
     check_push_arguments,
     config_parser,
+    new_parser,
+    normalize_arguments,
+    parse_error_message,
     push_cli_output,
 )
 from zooprobe.cli.encoder import add_encoder_commands, run_encoder_command
 from zooprobe.cli.push import add_push_command, run_push_command
 from zooprobe.cli.report import add_report_commands, run_report_command
 from zooprobe.cli.train import add_training_commands, run_training_command
-from zooprobe.core.checkpoints import DEFAULT_MAX_PARAMS
 from zooprobe.core.progress import configure_logging
+from zooprobe.core.state_dicts import DEFAULT_MAX_PARAMS
 from zooprobe.errors import ZooprobeError
 from zooprobe.zoo.space import ZooConfig
 
-set_parsing_settings(docstring_parse_attribute_docstrings=True)  # dataclass field docs become --help text
+set_parsing_settings(  # dataclass field docs become --help text; `--print_completion shtab-bash|zsh`
+    docstring_parse_attribute_docstrings=True, add_print_completion_argument=True
+)
+
+Wanted = Callable[[str], bool]
+"""Whether a (sub)command is built in full; the others are placeholders carrying only their help."""
 
 
-def build_parser() -> ArgumentParser:
-    root = ArgumentParser(
+def add_command(
+    top: Any, name: str, help: str, description: str, build: Callable[[], Any], wanted: Wanted
+) -> None:
+    """Add subcommand `name` to `top`: built by `build` if `wanted`, else a placeholder (fast ``--help``)."""
+    top.add_subcommand(name, build() if wanted(name) else new_parser(description), help=help)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> ArgumentParser:
+    """The whole command line, or (given `argv`) the subcommands `argv` names in full and the others as
+    placeholders: building a parser imports nothing heavy, and only what the command needs is built."""
+    named = None if argv is None or "--print_completion" in argv else set(argv)
+
+    def wanted(name: str) -> bool:
+        return named is None or name in named
+
+    root = new_parser(
+        "Read a neural network's weights and tell what it is. "
+        "Subcommands: zoo, encoder, train, evaluate, report, predict, push, bench, demo, presets.",
         prog="zooprobe",
-        description=(
-            "Read a neural network's weights and tell what it is. "
-            "Subcommands: zoo, encoder, train, evaluate, report, predict, push, bench, demo."
-        ),
     )
     root.add_argument("--version", action="version", version=f"zooprobe {__version__}")
     top = root.add_subcommands(dest="command")
 
-    zoo = ArgumentParser(description="Subject-model zoos: build, merge, import, summarize, benchmark.")
-    demo = config_parser(
-        "The main job on the built-in default: the default zoo and encoder (built once, cached), the three "
-        "heads trained frozen plus one fine-tuning run, and a table of test metrics."
-    )
-    demo.add_argument("--preset", type=str, default="small", help="Built-in zoo preset to use.")
-    demo.add_argument("--output", type=Path, default=Path("runs/demo"), help="Folder for the run folders.")
-    add_progress_arguments(demo)
+    zoo = new_parser("Subject-model zoos: build, merge, import, summarize, benchmark.")
     top.add_subcommand("zoo", zoo, help="Subject-model zoos.")
-    top.add_subcommand("demo", demo, help="Run the main job on the built-in default.")
-    add_encoder_commands(top)  # before the zoo's own subcommands: jsonargparse adds levels in order
-    add_training_commands(top)
-    add_report_commands(top)
-    add_push_command(top)
 
+    def demo() -> Any:
+        parser = config_parser(DEMO_DESCRIPTION)
+        parser.add_argument(
+            "--preset", type=str, default="small", help="Built-in zoo preset to use (tiny, small, bench)."
+        )
+        parser.add_argument(
+            "--output", type=Path, default=Path("runs/demo"), help="Folder for the run folders."
+        )
+        add_progress_arguments(parser)
+        return parser
+
+    add_command(top, "demo", "Run the main job on the built-in default.", DEMO_DESCRIPTION, demo, wanted)
+
+    def presets() -> Any:
+        parser = config_parser(PRESETS_DESCRIPTION)
+        parser.add_argument(
+            "kind",
+            type=str | None,
+            default=None,
+            nargs="?",
+            help="Only this kind: zoo, encoder, head or demo (default: all of them).",
+        )
+        return parser
+
+    add_command(top, "presets", "Print every preset and its values.", PRESETS_DESCRIPTION, presets, wanted)
+    add_encoder_commands(top, wanted)  # before the zoo's own subcommands: jsonargparse adds levels in order
+    add_training_commands(top, wanted)
+    add_report_commands(top, wanted)
+    add_push_command(top, wanted)
+    add_zoo_commands(zoo, wanted)
+    return root
+
+
+DEMO_DESCRIPTION = (
+    "The main job on the built-in default: the default zoo and encoder (built once, cached), the three "
+    "heads trained frozen plus one fine-tuning run, and a table of test metrics next to weight statistics "
+    "+ LightGBM on the same split."
+)
+PRESETS_DESCRIPTION = (
+    "Print every preset with its values: zoo presets (zoo build --preset), encoder presets (encoder "
+    "pretrain --preset), the head-training settings the demo uses (per mode) and the demo's runs."
+)
+
+
+def add_zoo_commands(zoo: Any, wanted: Wanted) -> None:
+    """The ``zoo`` subcommands (build, merge, summary, bench, import-*)."""
+    if not wanted("zoo"):
+        return
     zs = zoo.add_subcommands(dest="action")
     build = config_parser(
         "Generate a zoo offline. Options left unset take the preset's value (tiny: tests; small: the "
@@ -75,9 +134,19 @@ def build_parser() -> ArgumentParser:
     add_push_arguments(build, "zoo")
     zs.add_subcommand("build", build, help="Generate a zoo (resumable, shardable).")
 
-    merge = config_parser("Merge shard folders built with the same configuration into one zoo.")
-    merge.add_argument("--output", type=Path, required=True, help="Zoo folder to write.")
-    merge.add_argument("shards", type=list[Path], help="Shard folders (their --output).")
+    merge = config_parser(
+        "Merge shard folders built with the same configuration into one zoo: `zooprobe zoo merge OUT SHARD "
+        "SHARD...` (or `--output OUT SHARD...`)."
+    )
+    merge.add_argument(
+        "--output",
+        type=Path | None,
+        default=None,
+        help="Zoo folder to write (default: the first folder given).",
+    )
+    merge.add_argument(
+        "folders", type=Path, nargs="+", help="OUT (unless --output is given), then the shard folders."
+    )
     zs.add_subcommand("merge", merge, help="Merge shard folders into one zoo.")
 
     summary = config_parser("Print counts per field and accuracy quantiles of a zoo.")
@@ -188,7 +257,6 @@ def build_parser() -> ArgumentParser:
         )
     zs.add_subcommand("import-flat", flat, help="Import flat weight vectors + a layout + a metadata table.")
     zs.add_subcommand("import-cnnzoo", cnnzoo, help="Import the Small CNN Zoo (Unterthiner et al. 2020).")
-    return root
 
 
 def _zoo_config(ns: Namespace) -> ZooConfig:
@@ -221,6 +289,9 @@ def _run(cfg: Namespace) -> int:
         return run_report_command(cfg, console)
     if cfg.command == "push":
         return run_push_command(cfg, console)
+    if cfg.command == "presets":
+        _print_presets(cfg.presets.kind)
+        return 0
     if cfg.command == "demo":
         from zooprobe.demo import run_demo  # heavy: imports torch
 
@@ -258,13 +329,22 @@ def _run(cfg: Namespace) -> int:
         )
         return 0
     if action == "merge":
+        import yaml  # heavy: yaml (only for this command)
+
         from zooprobe.zoo.build import merge_zoo  # heavy: imports torch
         from zooprobe.zoo.store import Zoo  # heavy: imports torch
         from zooprobe.zoo.summary import print_summary  # heavy: imports torch
 
-        report = merge_zoo(ns.output, ns.shards)
+        folders = []
+        for f in map(str, ns.folders):  # `'["a", "b"]'` (the list form before zooprobe 0.2) still works
+            items = yaml.safe_load(f) if f.lstrip().startswith("[") else [f]
+            folders += [Path(str(item)) for item in items]
+        output, shards = (Path(ns.output), folders) if ns.output is not None else (folders[0], folders[1:])
+        if not shards:
+            raise ZooprobeError("zoo merge: no shard folders given; usage: zooprobe zoo merge OUT SHARD...")
+        report = merge_zoo(output, shards)
         console.print(report.summary())
-        print_summary(Zoo.open(ns.output), console)
+        print_summary(Zoo.open(output), console)
         return 0
     if action == "summary":
         from zooprobe.api import load_zoo  # heavy: imports torch
@@ -298,10 +378,87 @@ def _run(cfg: Namespace) -> int:
     raise AssertionError(f"unhandled command {cfg}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    cfg = parser.parse_args(sys.argv[1:] if argv is None else argv)
+PRESET_COMMANDS = (("zoo", "build"), ("zoo", "bench"), ("encoder", "pretrain"))
+"""Commands whose unset options take a preset's value: ``--print_config`` shows the resolved values."""
+
+
+def _print_resolved_config(cfg: Namespace, path: list[str], leaf: Any) -> None:
+    """``--print_config`` of a preset command: every option with the value the run will use (preset
+    fields resolved), as YAML that ``--config`` reads back."""
+    ns = cfg
+    for name in path:
+        ns = ns[name]
+    if tuple(path) == ("encoder", "pretrain"):
+        from zooprobe.cli.encoder import pretrain_config  # heavy: imports torch
+
+        resolved: Any = pretrain_config(ns).resolved()
+    else:
+        resolved = _zoo_config(ns).resolved()
+    for f in dataclasses.fields(resolved):
+        if f.name in ns and not dataclasses.is_dataclass(getattr(resolved, f.name)):
+            value = getattr(resolved, f.name)
+            ns[f.name] = list(value) if isinstance(value, tuple) else value
+    ns = ns.clone()
+    ns.pop("config", None)
+    print(leaf.dump(ns, skip_validation=True), end="")
+
+
+def _print_presets(kind: str | None) -> None:
+    """``zooprobe presets [KIND]``: every preset and its values."""
+    import yaml  # heavy: yaml (only for this command)
+
+    from zooprobe.api import list_presets  # heavy: imports torch
+    from zooprobe.demo import DEMO_RUNS  # heavy: imports torch
+
+    kinds: dict[str, Any] = dict(list_presets())
+    kinds["demo"] = {
+        "runs": [
+            {"task": task, "mode": mode, "settings": f"head preset {mode!r}"} for task, mode in DEMO_RUNS
+        ],
+        "zoo": "the built-in zoo of `zooprobe demo --preset` (default small)",
+        "encoder": "default (encoder preset small, pretrained on the default zoo)",
+    }
+    if kind is not None and kind not in kinds:
+        raise ZooprobeError(f"presets: unknown kind {kind!r}; choose one of {', '.join(kinds)}")
+    notes = {
+        "zoo": "zooprobe zoo build --preset NAME (unset options take these values)",
+        "encoder": "zooprobe encoder pretrain --preset NAME (unset options take these values)",
+        "encoder-neurons": "zooprobe encoder pretrain --architecture neurons --preset NAME",
+        "head": "head-training settings the demo uses, by mode (zooprobe train: add them as options)",
+        "demo": "what zooprobe demo runs",
+    }
+
+    class _NoAliases(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    for name, presets in kinds.items():
+        if kind is not None and name != kind:
+            continue
+        text = yaml.dump(
+            {name: presets}, Dumper=_NoAliases, sort_keys=False, default_flow_style=None, width=1000
+        )
+        print(f"# {name}: {notes.get(name, '')}\n{text}", end="")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    raw = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(raw)
+    args, path, leaf = normalize_arguments(parser, raw)
+    resolve = tuple(path) in PRESET_COMMANDS and "--print_config" in args and "--help" not in args
+    if resolve:
+        args = [a for a in args if a != "--print_config"]
     try:
+        cfg = parser.parse_args(args)
+    except Exception as e:  # jsonargparse's ArgumentError: a command line it refused
+        if type(e).__name__ != "ArgumentError":
+            raise
+        print(parse_error_message(str(e), path, leaf), file=sys.stderr)
+        return 2
+    try:
+        if resolve:
+            _print_resolved_config(cfg, path, leaf)
+            return 0
         configure_logging(_option(cfg, "log_level") or "info")
         return _run(cfg)
     except ZooprobeError as e:

@@ -13,11 +13,16 @@ from typing import Any
 
 from jsonargparse import Namespace
 
-from zooprobe.cli.common import add_private_argument, add_token_argument, config_parser
+from zooprobe.cli.common import add_private_argument, add_token_argument, config_parser, new_parser
+
+PUSH_HELP = "Upload a finished head-training run to the Hub."
 
 
-def add_push_command(top: Any) -> None:
-    """Add the ``push`` subcommand to the top-level subcommands `top`."""
+def add_push_command(top: Any, wanted: Any = None) -> None:
+    """Add the ``push`` subcommand to the top-level subcommands `top` (a placeholder unless `wanted`)."""
+    if wanted is not None and not wanted("push"):
+        top.add_subcommand("push", new_parser(PUSH_HELP), help=PUSH_HELP)
+        return
 
     push = config_parser(
         "Upload a finished head-training run (`zooprobe train --output RUN_DIR`) to a Hub model "
@@ -57,7 +62,7 @@ def add_push_command(top: Any) -> None:
         help="Download --encoder_repo_id and check that it is the head's encoder before pushing.",
     )
     push.add_argument("--commit_message", type=str | None, default=None, help="Message of the Hub commit.")
-    top.add_subcommand("push", push, help="Upload a finished head-training run to the Hub.")
+    top.add_subcommand("push", push, help=PUSH_HELP)
 
 
 def _secret(value: Any) -> str | None:

@@ -19,14 +19,29 @@ from typing import Any
 
 from jsonargparse import Namespace
 
-from zooprobe.cli.common import config_parser
-from zooprobe.core.checkpoints import DEFAULT_MAX_PARAMS
+from zooprobe.cli.common import config_parser, new_parser
 from zooprobe.core.files import atomic_write_json
+from zooprobe.core.state_dicts import DEFAULT_MAX_PARAMS
 from zooprobe.errors import InvalidInputError, ZooprobeError
 
 
-def add_report_commands(top: Any) -> None:
-    """Add the ``report`` and ``predict`` subcommands to the top-level subcommands `top`."""
+def add_report_commands(top: Any, wanted: Any = None) -> None:
+    """Add the ``report`` and ``predict`` subcommands to the top-level subcommands `top` (with `wanted`, a
+    name predicate, the others as placeholders)."""
+    if wanted is None or wanted("report"):
+        top.add_subcommand("report", _report_parser(), help="HTML report of a trained run.")
+    else:
+        top.add_subcommand(
+            "report", new_parser("HTML report of a trained run."), help="HTML report of a trained run."
+        )
+    predict_help = "Predict a network's properties from its weights."
+    if wanted is None or wanted("predict"):
+        top.add_subcommand("predict", _predict_parser(), help=predict_help)
+    else:
+        top.add_subcommand("predict", new_parser(predict_help), help=predict_help)
+
+
+def _report_parser() -> Any:
     report = config_parser(
         "Write a self-contained HTML report of a finished run (predicted vs true plots, confusion matrices, "
         "per-pattern F1, learning curves, metrics, overlap and missing targets, configuration) and print "
@@ -39,8 +54,17 @@ def add_report_commands(top: Any) -> None:
         default=None,
         help="Folder for index.html and the PNG figures (default: RUN_DIR/report).",
     )
-    top.add_subcommand("report", report, help="HTML report of a trained run.")
+    report.add_argument(
+        "--baseline",
+        type=bool,
+        default=True,
+        help="Also train weight statistics + LightGBM on the run's zoo and split and show its test metrics "
+        "beside the run's (seconds; --no-baseline leaves it out).",
+    )
+    return report
 
+
+def _predict_parser() -> Any:
     predict = config_parser(
         "Predict properties of networks from their checkpoint files (.safetensors; .pt/.pth/.bin/.ckpt are "
         "read with torch.load(weights_only=True) only, anything needing more is refused) with a trained head."
@@ -97,7 +121,7 @@ def add_report_commands(top: Any) -> None:
         help="Predict with the head of a run whose training is unfinished or was interrupted (warns).",
     )
     predict.add_argument("files", type=Path, nargs="+", help="Checkpoint file(s) to predict on.")
-    top.add_subcommand("predict", predict, help="Predict a network's properties from its weights.")
+    return predict
 
 
 def run_report_command(cfg: Namespace, console: Any) -> int:
@@ -106,7 +130,7 @@ def run_report_command(cfg: Namespace, console: Any) -> int:
         from zooprobe.report.html import write_report  # heavy: imports torch
 
         ns = cfg.report
-        index = write_report(ns.run_dir, ns.output)
+        index = write_report(ns.run_dir, ns.output, baseline=ns.baseline)
         console.print(str(index), markup=False, highlight=False, soft_wrap=True)
         return 0
     if cfg.command == "predict":

@@ -15,17 +15,32 @@ from typing import Any
 
 from jsonargparse import Namespace
 
-from zooprobe.bench.compare import METHODS
 from zooprobe.cli.common import (
     add_output_arguments,
     add_progress_arguments,
     add_push_arguments,
     check_push_arguments,
     config_parser,
+    new_parser,
 )
 from zooprobe.core.files import atomic_write_json
 from zooprobe.core.progress import rank
+from zooprobe.errors import ConfigError
 from zooprobe.training.config import TrainConfig
+
+METHODS = (
+    "frozen",
+    "finetune",
+    "frozen+stats",
+    "finetune+stats",
+    "stats+gbm",
+    "stats+rep+gbm",
+    "stats+linear",
+    "floor",
+    "hparams+gbm",
+)
+"""`zooprobe.bench.compare.METHODS`, repeated so that ``--help`` needs no torch (a test keeps them equal)."""
+TASK_NAMES = ("patterns", "accuracy", "hyperparameters")
 
 #: Metrics printed in the summary table, per task (all of them are in metrics.json).
 SUMMARY_METRICS = {
@@ -35,18 +50,31 @@ SUMMARY_METRICS = {
 }
 
 
-def add_training_commands(top: Any) -> None:
-    train = config_parser(
-        "Train a prediction head on a weight-space encoder (frozen: cached representations; finetune: end "
-        "to end). Writes config.yaml, head/, checkpoints/, metrics.json, predictions/ and tensorboard/ into "
-        "--output; an interrupted run resumes when started again with the same options."
-    )
+TRAIN_DESCRIPTION = (
+    "Train a prediction head on a weight-space encoder (frozen: cached representations; finetune: end "
+    "to end). Writes config.yaml, train.log, head/ (with a README.md model card), checkpoints/, "
+    "metrics.json, predictions/ and tensorboard/ into --output; an interrupted run resumes when started "
+    "again with the same options. The demo's settings differ from these defaults: `zooprobe presets head`."
+)
+EVALUATE_DESCRIPTION = "Evaluate a trained run's best checkpoint on a split and print its metrics."
+BENCH_DESCRIPTION = (
+    "Without a subcommand: every task and target of a zoo for frozen head, fine-tuned head, weight "
+    "statistics + LightGBM, weight statistics + ridge/logistic, the mean/majority floor and (accuracy) "
+    "hyperparameters + LightGBM, on identical splits: a markdown table (terminal and OUTPUT/bench.md), "
+    "OUTPUT/bench.json, plots. `zooprobe bench heads`: the head-training benchmark."
+)
+
+
+def _train_parser() -> Any:
+    train = config_parser(TRAIN_DESCRIPTION)
     train.add_class_arguments(TrainConfig, nested_key=None)
     add_output_arguments(train, "run")
     add_push_arguments(train, "head-training run")
-    top.add_subcommand("train", train, help="Train a prediction head.")
+    return train
 
-    evaluate = config_parser("Evaluate a trained run's best checkpoint on a split and print its metrics.")
+
+def _evaluate_parser() -> Any:
+    evaluate = config_parser(EVALUATE_DESCRIPTION)
     evaluate.add_argument("run_dir", type=Path, help="Run folder written by `zooprobe train`.")
     evaluate.add_argument("--split", type=str, default="test", help="train, validation or test.")
     evaluate.add_argument("--zoo", type=str | None, default=None, help="Evaluate on another zoo's split.")
@@ -59,23 +87,20 @@ def add_training_commands(top: Any) -> None:
         default=None,
         help="Also write the metrics to this JSON file (strict JSON: undefined metrics are null).",
     )
-    top.add_subcommand("evaluate", evaluate, help="Evaluate a trained head.")
+    return evaluate
 
-    bench = config_parser(
-        "Without a subcommand: every task and target of a zoo for frozen head, fine-tuned head, weight "
-        "statistics + LightGBM, weight statistics + ridge/logistic, the mean/majority floor and (accuracy) "
-        "hyperparameters + LightGBM, on identical splits: a markdown table (terminal and OUTPUT/bench.md), "
-        "OUTPUT/bench.json, plots. `zooprobe bench heads`: the head-training benchmark."
-    )
+
+def _bench_parser() -> Any:
+    bench = config_parser(BENCH_DESCRIPTION)
     bench.add_argument("--zoo", type=str, default="builtin:bench", help="Zoo (default: the bench zoo).")
     bench.add_argument("--encoder", type=str, default="default", help="Encoder folder or Hub id.")
     bench.add_argument("--output", type=Path, default=Path("bench"), help="Folder for results and runs.")
     bench.add_argument("--finetune_epochs", type=int, default=10, help="Epochs of each fine-tuning run.")
-    bench.add_argument("--tasks", type=list[str], default=["patterns", "accuracy", "hyperparameters"])
     bench.add_argument(
-        "--methods",
-        type=list[str],
-        default=list(METHODS),
+        "--tasks", type=list[str], default=list(TASK_NAMES), help=f"Tasks to run: {', '.join(TASK_NAMES)}."
+    )
+    bench.add_argument(
+        "--methods", type=list[str], default=list(METHODS), help=f"Methods to compare: {', '.join(METHODS)}."
     )
     bench.add_argument(
         "--allow_split_leaks", type=bool, default=False, help="Allow models copied between splits."
@@ -87,7 +112,11 @@ def add_training_commands(top: Any) -> None:
         help="literature: show the published Small CNN Zoo numbers (with sources) beside the results.",
     )
     add_progress_arguments(bench)
-    top.add_subcommand("bench", bench, help="Benchmarks: heads vs baselines (table), heads.")
+    return bench
+
+
+def _add_bench_subcommands(bench: Any) -> None:
+    """``bench heads`` (added after ``bench`` itself: jsonargparse adds subcommand levels in order)."""
     bs = bench.add_subcommands(dest="what", required=False)
     heads = config_parser(
         "Seconds per epoch of frozen head training with and without the representation cache, peak memory "
@@ -102,12 +131,31 @@ def add_training_commands(top: Any) -> None:
         help="Folder for the runs (shared with `zooprobe bench`).",
     )
     heads.add_argument("--finetune_epochs", type=int, default=10, help="Epochs of each fine-tuning run.")
-    heads.add_argument("--tasks", type=list[str], default=["patterns", "accuracy", "hyperparameters"])
-    heads.add_argument("--modes", type=list[str], default=["frozen", "finetune"])
+    heads.add_argument(
+        "--tasks", type=list[str], default=list(TASK_NAMES), help=f"Tasks to run: {', '.join(TASK_NAMES)}."
+    )
+    heads.add_argument(
+        "--modes", type=list[str], default=["frozen", "finetune"], help="Modes to train: frozen, finetune."
+    )
     heads.add_argument("--memory", type=bool, default=True, help="Measure step memory.")
     add_progress_arguments(heads)
     heads.add_argument("--json", type=Path | None, default=None, help="Also write every number as JSON.")
     bs.add_subcommand("heads", heads, help="Benchmark head training.")
+
+
+def add_training_commands(top: Any, wanted: Any = None) -> None:
+    """Add ``train``, ``evaluate`` and ``bench`` to the top-level subcommands `top`; with `wanted` (a name
+    predicate) the others are placeholders."""
+    for name, help_text, description, build in (
+        ("train", "Train a prediction head.", TRAIN_DESCRIPTION, _train_parser),
+        ("evaluate", "Evaluate a trained head.", EVALUATE_DESCRIPTION, _evaluate_parser),
+        ("bench", "Benchmarks: heads vs baselines (table), heads.", BENCH_DESCRIPTION, _bench_parser),
+    ):
+        full = wanted is None or wanted(name)
+        parser = build() if full else new_parser(description)
+        top.add_subcommand(name, parser, help=help_text)
+        if full and name == "bench":
+            _add_bench_subcommands(parser)
 
 
 def config_from_namespace(ns: Namespace) -> TrainConfig:
@@ -154,6 +202,9 @@ def run_training_command(cfg: Namespace, console: Any) -> int:
         result = train(tc, ns.output, resume=not ns.overwrite, progress=ns.progress)
         if rank() != 0:
             return 0  # under torchrun only rank 0 reports (and pushes)
+        from zooprobe.publish.card import write_run_card  # heavy: imports torch
+
+        write_run_card(result.output)  # head/README.md: the model card a push would upload
         console.print(
             f"run folder: {result.output} (best epoch {result.best_epoch}, {result.epochs_run} epochs)"
         )
@@ -204,9 +255,7 @@ def run_training_command(cfg: Namespace, console: Any) -> int:
         ns = cfg.bench
         unknown = sorted(set(ns.methods) - set(METHODS))
         if unknown:
-            from zooprobe.errors import ConfigError  # heavy: imports torch
-
-            raise ConfigError(f"--methods: unknown {unknown}; choose from {list(METHODS)}")
+            raise ConfigError(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}")
         result = compare(
             ns.zoo,
             ns.encoder,

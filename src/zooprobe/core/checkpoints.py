@@ -72,7 +72,7 @@ from typing import Any, Literal
 import torch
 from safetensors import safe_open
 
-from zooprobe.core.state_dicts import canonical_key, split_name
+from zooprobe.core.state_dicts import DEFAULT_MAX_PARAMS, canonical_key, split_name
 from zooprobe.errors import ConfigError, InvalidInputError
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
@@ -82,9 +82,6 @@ CHECKPOINT_SUFFIXES = SAFETENSORS_SUFFIXES + TORCH_SUFFIXES
 
 CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "module")
 """Entries of a training checkpoint that hold the model's state dict, in the order they are looked for."""
-
-DEFAULT_MAX_PARAMS = 2**31
-"""Default limit on the number of values in one checkpoint (8 GiB of float32)."""
 
 MAX_HEADER_BYTES = 100_000_000
 """Largest safetensors JSON header read (the safetensors library's own limit)."""

@@ -19,6 +19,10 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+DEFAULT_MAX_PARAMS = 2**31
+"""Default limit on the number of values in one checkpoint (8 GiB of float32); `zooprobe.core.checkpoints`
+enforces it. Here so that the command line shows it without importing torch."""
+
 RUNNING_STATS = ("running_mean", "running_var")
 """BatchNorm's running statistics: activation statistics, not parameters."""
 BATCHNORM_MARKERS = ("running_mean", "running_var", "num_batches_tracked")
@@ -73,6 +77,7 @@ def canonical_key(name: str) -> tuple[Any, ...]:
 
 __all__ = [
     "BATCHNORM_MARKERS",
+    "DEFAULT_MAX_PARAMS",
     "LEAF_ORDER",
     "RUNNING_STATS",
     "bias_name",

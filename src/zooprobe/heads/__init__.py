@@ -1,32 +1,44 @@
 """Prediction heads over weight-space representations.
 
-`targets` (what to predict, from a zoo's metadata), `prediction_heads` (the three heads and `HeadConfig`),
-`encoder_with_head` (`EncoderWithHead`: frozen or fine-tuned encoder + head), `head_loader` (`save_head`,
-`load_head_folder`, `LoadedHead`). Training them is `zooprobe.training`.
+`config` (`HeadConfig`, torch-free), `targets` (what to predict, from a zoo's metadata),
+`prediction_heads` (the three heads), `encoder_with_head` (`EncoderWithHead`: frozen or fine-tuned
+encoder + head), `head_loader` (`save_head`, `load_head_folder`, `LoadedHead`). Training them is
+`zooprobe.training`.
+
+Names are imported on first use (PEP 562): ``zooprobe.heads.config`` stays importable without torch.
 """
 
-from zooprobe.heads.encoder_with_head import EncoderWithHead
-from zooprobe.heads.head_loader import LoadedHead, load_head_folder, save_head
-from zooprobe.heads.prediction_heads import (
-    AccuracyPredictionHead,
-    HeadConfig,
-    HyperparameterPredictionHead,
-    PatternClassificationHead,
-    build_head,
-)
-from zooprobe.heads.targets import TargetSpec, TaskSpec, build_task_spec
+from __future__ import annotations
 
-__all__ = [
-    "AccuracyPredictionHead",
-    "EncoderWithHead",
-    "HeadConfig",
-    "HyperparameterPredictionHead",
-    "LoadedHead",
-    "PatternClassificationHead",
-    "TargetSpec",
-    "TaskSpec",
-    "build_head",
-    "build_task_spec",
-    "load_head_folder",
-    "save_head",
-]
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "AccuracyPredictionHead": "zooprobe.heads.prediction_heads",
+    "EncoderWithHead": "zooprobe.heads.encoder_with_head",
+    "HeadConfig": "zooprobe.heads.config",
+    "HyperparameterPredictionHead": "zooprobe.heads.prediction_heads",
+    "LoadedHead": "zooprobe.heads.head_loader",
+    "PatternClassificationHead": "zooprobe.heads.prediction_heads",
+    "TargetSpec": "zooprobe.heads.targets",
+    "TaskSpec": "zooprobe.heads.targets",
+    "build_head": "zooprobe.heads.prediction_heads",
+    "build_task_spec": "zooprobe.heads.targets",
+    "load_head_folder": "zooprobe.heads.head_loader",
+    "save_head": "zooprobe.heads.head_loader",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'zooprobe.heads' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

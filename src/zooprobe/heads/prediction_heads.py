@@ -18,24 +18,16 @@ the per-token latents, pooled by learned queries (masked attention over real tok
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zooprobe.core.config import config
 from zooprobe.errors import ConfigError
+from zooprobe.heads.config import HeadConfig
 from zooprobe.heads.targets import TargetSpec, TaskSpec
 from zooprobe.tokens.statistics import N_FEATURES
-
-HeadKind = Literal["mlp", "gbm"]
-GBMFeatures = Literal["stats", "stats+rep"]
-Activation = Literal["gelu", "relu", "silu", "tanh"]
-Norm = Literal["none", "layernorm", "batchnorm"]
-HeadPooling = Literal["mean", "attention"]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "gelu": nn.GELU,
@@ -43,75 +35,6 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "silu": nn.SiLU,
     "tanh": nn.Tanh,
 }
-
-
-@config(ConfigError, require_all=True)
-@dataclass
-class HeadConfig:
-    """Architecture of a prediction head (saved with it)."""
-
-    hidden_sizes: list[int] = field(default_factory=lambda: [128, 128])
-    """Hidden layer sizes of the shared trunk MLP (empty: a linear head)."""
-    dropout: float = 0.1
-    """Dropout after each hidden layer."""
-    activation: Activation = "gelu"
-    """Nonlinearity of the trunk and branches."""
-    norm: Norm = "layernorm"
-    """Normalization after each hidden linear layer."""
-    pooling: HeadPooling = "mean"
-    """``mean``: the encoder's pooled representation; ``attention``: learned-query attention over tokens."""
-    attention_queries: int = 4
-    """Learned queries of attention pooling (their outputs are concatenated)."""
-    branch_hidden: int = 64
-    """Hyperparameter head: hidden size of each target's branch (0: a linear branch)."""
-    input_norm: bool = True
-    """LayerNorm on the head's input (representations of different encoders differ in scale)."""
-    statistics: bool = False
-    """Also give the head each model's weight-statistics features (`zooprobe.tokens.statistics`,
-    standardized with the train split's mean and std, which are saved with the head): the field's
-    strongest simple signal, given directly next to the encoder's representation."""
-    kind: HeadKind = "mlp"
-    """``mlp``: the neural head described by the fields above; ``gbm``: gradient boosting (LightGBM, one
-    model per target, early-stopped on the validation split) on `features`, saved as LightGBM text
-    (`zooprobe.heads.gbm_head`). The MLP fields are then unused."""
-    features: GBMFeatures = "stats"
-    """``gbm`` heads: their input, the weight statistics (``stats``) or the statistics and the frozen
-    encoder's pooled representation (``stats+rep``)."""
-
-    @property
-    def uses_statistics(self) -> bool:
-        """Whether the head reads weight statistics (``statistics``, or any ``gbm`` head)."""
-        return self.statistics or self.kind == "gbm"
-
-    def __post_init__(self) -> None:
-        self.hidden_sizes = [int(h) for h in self.hidden_sizes]
-        if any(h < 1 for h in self.hidden_sizes):
-            raise ConfigError(f"HeadConfig.hidden_sizes must be positive, got {self.hidden_sizes}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"HeadConfig.dropout must be in [0, 1), got {self.dropout}")
-        if self.activation not in _ACTIVATIONS:
-            raise ConfigError(
-                f"HeadConfig.activation must be one of {list(_ACTIVATIONS)}, got {self.activation!r}"
-            )
-        if self.norm not in ("none", "layernorm", "batchnorm"):
-            raise ConfigError(f"HeadConfig.norm must be none, layernorm or batchnorm, got {self.norm!r}")
-        if self.pooling not in ("mean", "attention"):
-            raise ConfigError(f"HeadConfig.pooling must be mean or attention, got {self.pooling!r}")
-        if self.attention_queries < 1 or self.branch_hidden < 0:
-            raise ConfigError("HeadConfig.attention_queries must be >= 1 and branch_hidden >= 0")
-        if self.kind not in ("mlp", "gbm"):
-            raise ConfigError(f"HeadConfig.kind must be mlp or gbm, got {self.kind!r}")
-        if self.features not in ("stats", "stats+rep"):
-            raise ConfigError(f"HeadConfig.features must be stats or stats+rep, got {self.features!r}")
-        if self.kind == "gbm" and self.pooling != "mean":
-            raise ConfigError("HeadConfig: a gbm head reads the pooled representation; use pooling=mean")
-
-    @classmethod
-    def from_saved(cls, data: Mapping[str, Any]) -> HeadConfig:
-        """`from_dict` of a head's saved config.json entry; fields added since it was saved (``kind``,
-        ``features``) take their defaults, which is what such a head was."""
-        defaults = {"kind": "mlp", "features": "stats"}
-        return cls.from_dict({**defaults, **dict(data)})  # type: ignore[attr-defined,no-any-return]
 
 
 def mlp(in_dim: int, hidden: list[int], config: HeadConfig) -> tuple[nn.Sequential, int]:

@@ -34,9 +34,9 @@ import numpy as np
 import pandas as pd
 
 from zooprobe.errors import ConfigError, InvalidInputError
+from zooprobe.heads.config import TASKS
 
 Task = Literal["patterns", "accuracy", "hyperparameters"]
-TASKS: tuple[str, ...] = ("patterns", "accuracy", "hyperparameters")
 TargetKind = Literal["binary", "continuous", "categorical"]
 
 #: Default targets per task (used when the config does not list them; those absent from a zoo are skipped).

@@ -11,7 +11,9 @@ user to complete.
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from typing import Any
 import yaml
 
 from zooprobe.api import BUILTIN_PREFIX
-from zooprobe.core.files import read_json, read_yaml
+from zooprobe.core.files import atomic_write_text, read_json, read_yaml
 from zooprobe.errors import ZooprobeError
 from zooprobe.hub import check_repo_id, is_repo_id, render_card
 from zooprobe.training.run_folder import RunFolder
@@ -143,6 +145,19 @@ def head_model_card(
     )
     body = _body(repo_id, root, head, metrics, train_cfg, encoder_config)
     return render_card(data, body)
+
+
+def write_run_card(run_dir: str | Path) -> Path:
+    """Write the model card of a finished run into ``RUN/head/README.md`` (what a push uploads as the repo's
+    README.md, with the run folder in place of a Hub repo id); returns its path."""
+    run = RunFolder(run_dir)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", run.path.resolve().name).strip("-.") or "run"
+    placeholder = f"local/{name}"
+    text = head_model_card(run.path, placeholder)
+    text = text.replace(f'"{placeholder}"', json.dumps(str(run.path)))
+    path = run.path / "head" / "README.md"
+    atomic_write_text(path, text)
+    return path
 
 
 def _tags(task: str, mode: str) -> list[str]:
@@ -488,10 +503,12 @@ def _limitations(
 ) -> list[str]:
     n_models = metrics.get("n_models") or {}
     total = sum(int(v) for v in n_models.values() if isinstance(v, int))
+    trained = n_models.get("train") if isinstance(n_models.get("train"), int) else total
     families = next((t.get("classes") for t in targets if t.get("name") == "family"), None)
     contents = zoo_contents(zoo_source)
     lines = [
-        f"- It was trained on {total} networks of {zoo_phrase}"
+        f"- It was trained on {trained} networks (the train split; {total} in all with validation and test) "
+        f"of {zoo_phrase}"
         + (f" ({contents})" if contents else "")
         + (f" (families: {', '.join(str(f) for f in families)})" if families and not contents else "")
         + ". Networks of other architectures, sizes, tasks or training setups are out of distribution: "
@@ -541,4 +558,4 @@ def _limitations(
     return lines
 
 
-__all__ = ["describe_source", "head_model_card"]
+__all__ = ["describe_source", "head_model_card", "write_run_card"]

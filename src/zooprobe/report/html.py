@@ -417,8 +417,47 @@ p.verdict{font-weight:600}
 """
 
 
-def render_html(run: RunFiles, page: _Page) -> str:
-    """The complete page for `run` (figures are added to `page`)."""
+#: Test metrics compared with the baseline, per task (those the run has).
+COMPARED_METRICS = {
+    "patterns": ("macro_f1", "macro_roc_auc", "subset_accuracy", "hamming_loss"),
+    "accuracy": ("r2", "kendall_tau", "mae", "rmse"),
+    "hyperparameters": ("score",),
+}
+
+
+def compared_metrics(task: str, test: Mapping[str, Any]) -> list[str]:
+    """The test metrics a head and its baseline are compared on (per target for hyperparameters)."""
+    keys = [k for k in COMPARED_METRICS.get(task, ()) if k in test]
+    if task == "hyperparameters":
+        keys += sorted(k for k in test if k.endswith(("/r2", "/accuracy")))
+    return keys
+
+
+def _baseline_section(m: Mapping[str, Any], baseline: Mapping[str, Any] | None, why: str | None) -> str:
+    from zooprobe.report.baseline import BASELINE_NAME  # heavy: imports torch (through the API)
+
+    intro = (
+        f"<h2>Where this head stands: {BASELINE_NAME} on the same split</h2><p>Weight statistics + "
+        "LightGBM (the 131 per-tensor statistics of <code>zooprobe.tokens.statistics</code>, one model per "
+        "target, early-stopped on the validation split), trained on this run's zoo, split and targets and "
+        "scored by the same evaluator on the same test models.</p>"
+    )
+    if baseline is None:
+        return intro + f"<p>Not computed: {html.escape(why or 'not requested')}.</p>"
+    test = m.get("test") or {}
+    rows = [(k, fmt(test.get(k)), fmt(baseline.get(k))) for k in compared_metrics(str(m.get("task")), test)]
+    return intro + _table(("test metric", "this head", BASELINE_NAME), rows, "metrics")
+
+
+def render_html(
+    run: RunFiles,
+    page: _Page,
+    baseline: Mapping[str, Any] | None = None,
+    baseline_note: str | None = "not requested",
+) -> str:
+    """The complete page for `run` (figures are added to `page`); `baseline`: the test metrics of
+    statistics + LightGBM on the same split (`zooprobe.report.baseline`), else `baseline_note` says why
+    there are none."""
     m = run.metrics
     task = str(m.get("task"))
     test_metrics = m.get("test") or {}
@@ -480,6 +519,7 @@ def render_html(run: RunFiles, page: _Page) -> str:
         "<h2>Metrics (best checkpoint)</h2><p>Undefined metrics (a single class in a split, a constant "
         "target, fewer than two samples) are shown as “undefined”, never as 0.</p>" + _metrics_table(m)
     )
+    out.append(_baseline_section(m, baseline, baseline_note))
     out.append(
         "<h2>Evaluation data: overlap with pretraining, missing targets</h2>" + _overlap_and_missing(m)
     )
@@ -500,19 +540,34 @@ REPORT_OUTPUT = OutputKind("report", owned=("index.html", "*.png"))
 """The files of a report folder (see `zooprobe.core.outputs`)."""
 
 
-def write_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
+def write_report(
+    run_dir: str | Path,
+    output: str | Path | None = None,
+    *,
+    baseline: bool | Mapping[str, Any] = True,
+) -> Path:
     """Write the HTML report of a finished run (see the module docs); returns the path of index.html.
 
-    `output` is the folder for ``index.html`` and the PNG files (default ``RUN_DIR/report``). Raises
-    `InvalidInputError` if `run_dir` is not a finished run folder.
+    `output` is the folder for ``index.html`` and the PNG files (default ``RUN_DIR/report``). `baseline`:
+    True trains statistics + LightGBM on the run's zoo and split to show beside the run's metrics (the
+    `zooprobe.report.baseline` module; seconds), a mapping gives its test metrics already computed, False
+    leaves it out. Raises `InvalidInputError` if `run_dir` is not a finished run folder.
     """
     run = read_run(run_dir)
     folder = Path(output) if output is not None else run.run_dir / "report"
     # RUN_DIR/report lies in a run folder zooprobe wrote: a report there from before markers is its own
     kind = REPORT_OUTPUT if output is not None else replace(REPORT_OUTPUT, signature=("index.html",))
     check_output(folder, kind, overwrite=True)  # reads only: fail before rendering
+    note: str | None = "not requested (baseline=False)"
+    metrics: Mapping[str, Any] | None = None
+    if baseline is True:
+        from zooprobe.report.baseline import run_baseline  # heavy: imports torch (trains the baseline)
+
+        metrics, note = run_baseline(run.run_dir)
+    elif baseline is not False:
+        metrics, note = baseline, None
     page = _Page()
-    text = render_html(run, page)
+    text = render_html(run, page, metrics, note)
     claim_output(folder, kind, overwrite=True)  # a report is written whole: drop the old one
     for filename, png in page.pngs.items():
         atomic_write_bytes(folder / filename, png)

@@ -2,20 +2,36 @@
 the evaluator, run folders, training state and distributed helpers.
 
 These work on loaded objects; `zooprobe.train` and `zooprobe.pretrain_encoder` take sources by name.
+Names are imported on first use (PEP 562): ``zooprobe.training.config`` stays importable without torch.
 """
 
-from zooprobe.training.config import OptimConfig, StopConfig, TrainConfig
-from zooprobe.training.pretrain import PretrainConfig, pretrain
-from zooprobe.training.run_folder import RunFolder
-from zooprobe.training.trainer import TrainResult, fit
+from __future__ import annotations
 
-__all__ = [
-    "OptimConfig",
-    "PretrainConfig",
-    "RunFolder",
-    "StopConfig",
-    "TrainConfig",
-    "TrainResult",
-    "fit",
-    "pretrain",
-]
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "OptimConfig": "zooprobe.training.config",
+    "PretrainConfig": "zooprobe.training.pretrain_config",
+    "RunFolder": "zooprobe.training.run_folder",
+    "StopConfig": "zooprobe.training.config",
+    "TrainConfig": "zooprobe.training.config",
+    "TrainResult": "zooprobe.training.trainer",
+    "fit": "zooprobe.training.trainer",
+    "pretrain": "zooprobe.training.pretrain",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'zooprobe.training' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

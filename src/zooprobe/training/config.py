@@ -15,8 +15,7 @@ from typing import Any, Literal
 from zooprobe.core.config import config, dataclass_from_dict, requirement
 from zooprobe.core.device import check_device_name
 from zooprobe.errors import ConfigError
-from zooprobe.heads.prediction_heads import HeadConfig
-from zooprobe.heads.targets import TASKS
+from zooprobe.heads.config import TASKS, HeadConfig
 
 Task = Literal["patterns", "accuracy", "hyperparameters"]
 
@@ -95,8 +94,11 @@ class TrainConfig:
     checkpoints: Literal["final", "all"] = "final"
     """Use only each run's final checkpoint (``final``) or every stored checkpoint (``all``)."""
     head: HeadConfig = field(default_factory=HeadConfig)
+    """The head's architecture (``--head.hidden_sizes 256,128``, ``--head.kind gbm``...)."""
     optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizer and schedule (``--optim.lr``, ``--optim.epochs``...)."""
     stop: StopConfig = field(default_factory=StopConfig)
+    """Early stopping (``--stop.patience``, ``--stop.monitor``...)."""
     encoder_lr_ratio: float = 0.1
     """Fine-tuning: the encoder's learning rate as a fraction of the head's."""
     unfreeze_top_layers: int | None = None

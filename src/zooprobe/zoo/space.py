@@ -17,11 +17,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numpy as np
-
 from zooprobe.core.config import config, requirement
 from zooprobe.errors import ConfigError
-from zooprobe.zoo.data import TASKS, load_task
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid", "leaky_relu")
@@ -56,23 +53,36 @@ class ZooConfig:
     mlp_depths: list[int] | None = None
     """Hidden layers of an MLP (residual connections join layers 2..depth)."""
     mlp_widths: list[int] | None = None
+    """Units of each hidden layer of an MLP (one width per model, sampled from this list)."""
     cnn_depths: list[int] | None = None
     """Convolution blocks of a CNN."""
     cnn_widths: list[int] | None = None
     """Channels of each convolution block."""
     batch_sizes: list[int] | None = None
+    """Training batch sizes (one per cohort, sampled from this list)."""
     min_epochs: int | None = None
+    """Fewest training epochs of a run (each run's epochs are uniform in min_epochs..max_epochs)."""
     max_epochs: int | None = None
+    """Most training epochs of a run."""
     optimizers: list[str] | None = None
+    """Optimizers to sample from: sgd (momentum 0.9), adam, adamw, rmsprop."""
     activations: list[str] | None = None
+    """Activations to sample from: relu, tanh, gelu, sigmoid, leaky_relu."""
     inits: list[str] | None = None
+    """Weight initializations to sample from: default (PyTorch's), kaiming_normal, xavier_uniform,
+    xavier_normal, orthogonal, normal (std 0.05)."""
     weight_decay_log10: tuple[float, float] | None = None
     """Weight decay is 10**U(lo, hi); with probability ``p_zero_weight_decay`` it is exactly 0."""
     p_zero_weight_decay: float | None = None
+    """Probability that a run's weight decay is exactly 0."""
     p_batch_norm: float | None = None
+    """Probability that a cohort's architecture has batch norm."""
     p_layer_norm: float | None = None
+    """Probability that a cohort's architecture has layer norm."""
     p_dropout: float | None = None
+    """Probability that a run uses dropout (rate uniform in 0.1-0.5)."""
     p_residual: float | None = None
+    """Probability that a run has residual connections."""
     checkpoint_epochs: list[int] | None = None
     """Extra checkpoints kept per run (epochs, if the run reaches them) besides the final one."""
     max_train_samples: int | None = None
@@ -80,6 +90,7 @@ class ZooConfig:
     split_fractions: tuple[float, float, float] | None = None
     """Fractions of models in the zoo's train/validation/test splits (split by model, never by checkpoint)."""
     seed: int = 0
+    """Seed of the sampling and of every run's training: the same config builds the same zoo."""
 
     def resolved(self) -> ZooConfig:
         """A copy with every ``None`` replaced by the preset's value, validated."""
@@ -88,6 +99,8 @@ class ZooConfig:
         return cfg
 
     def validate(self) -> None:
+        from zooprobe.zoo.data import TASKS  # heavy: imports torch (the command line parses without it)
+
         need = requirement("", ConfigError)
 
         for f in dataclasses.fields(self):
@@ -254,6 +267,9 @@ class ModelSpec:
 
 def sample_cohort(cfg: ZooConfig, cohort: int) -> list[ModelSpec]:
     """Sample cohort ``cohort`` of a resolved config. Pure function of (config, cohort index)."""
+    import numpy as np  # heavy: numpy (the command line parses without it)
+
+    from zooprobe.zoo.data import load_task  # heavy: imports torch
 
     rng = np.random.default_rng([cfg.seed, cohort, 0x5EED])
     task = str(rng.choice(cfg.tasks))
