@@ -242,8 +242,9 @@ def format_report(result: Mapping[str, Any]) -> list[str]:
     r = result
     lines = [
         f"zoo {r['zoo']}: {r['n_models']} final checkpoints ({r['n_train']} train / {r['n_test']} test); "
-        f"encoder {r['encoder']} ({r['encoder_parameters']:,} parameters, window {r['window']}, "
-        f"{r['torch_threads']} torch threads)",
+        f"encoder {r['encoder']} ({r['encoder_parameters']:,} parameters, "
+        + (f"window {r['window']}, " if r.get("window") else "")
+        + f"{r['torch_threads']} torch threads)",
         *(
             [
                 f"encoding    : {r['models_per_s']:9.1f} models/s  {r['tokens_per_s']:12,.0f} neurons/s  "
@@ -277,9 +278,11 @@ def format_report(result: Mapping[str, Any]) -> list[str]:
     if "resnet18_error" in r:
         lines.append(f"ResNet-18   : not encodable with this encoder: {r['resnet18_error']}")
     if "resnet18_seconds" in r:
+        neurons = r.get("architecture") == "neurons"
+        units, parts, step = ("neurons", "batches", "parse") if neurons else ("tokens", "windows", "tokenize")
         lines.append(
-            f"ResNet-18   : {r['resnet18_parameters']:,} parameters -> {r['resnet18_tokens']:,} tokens, "
-            f"{r['resnet18_windows']} windows; tokenize + encode {r['resnet18_seconds']:.2f} s (tokenize "
+            f"ResNet-18   : {r['resnet18_parameters']:,} parameters -> {r['resnet18_tokens']:,} {units}, "
+            f"{r['resnet18_windows']} {parts}; {step} + encode {r['resnet18_seconds']:.2f} s ({step} "
             f"{r['resnet18_tokenize_seconds']:.2f} s); "
             f"peak extra memory {r['resnet18_peak_extra_mib']:.0f} MiB "
             f"({r['resnet18_memory_method']})"
