@@ -35,7 +35,11 @@ def test_import_is_light_and_every_exported_name_resolves() -> None:
 
 def test_list_presets_shows_every_preset_with_values() -> None:
     presets = zooprobe.list_presets()
-    assert set(presets) == {"zoo", "encoder", "head"}
+    assert set(presets) == {"zoo", "encoder", "encoder-neurons", "head"}
+    assert (
+        presets["encoder-neurons"]["bench"]["epochs"] == 20
+        and "window" not in presets["encoder-neurons"]["tiny"]
+    )
     assert {"tiny", "small", "bench"} <= set(presets["zoo"]) and presets["zoo"]["small"]["n_models"] == 256
     assert presets["encoder"]["small"]["epochs"] > 0 and "d_model" in presets["encoder"]["bench"]
     assert presets["head"]["frozen"]["optim"]["epochs"] == 200  # the demo's settings
