@@ -39,9 +39,8 @@ from zooprobe.hub import resolve_source
 from zooprobe.training import distributed
 from zooprobe.training.config import HEAD_PRESETS, TrainConfig
 from zooprobe.training.evaluator import evaluate_run
-from zooprobe.training.pretrain import NEURON_PRESETS
+from zooprobe.training.pretrain import NEURON_PRESETS, PretrainConfig, pretrain
 from zooprobe.training.pretrain import PRESETS as PRETRAIN_PRESETS
-from zooprobe.training.pretrain import PretrainConfig, pretrain
 from zooprobe.training.run_folder import RunFolder
 from zooprobe.training.trainer import TrainResult, check_run_output, fit
 from zooprobe.zoo.build import build_zoo, finished_zoo

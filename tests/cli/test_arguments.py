@@ -173,3 +173,14 @@ def test_bench_methods_mirror_the_benchmark() -> None:
     from zooprobe.cli.train import METHODS as CLI_METHODS
 
     assert CLI_METHODS == METHODS
+
+
+def test_zooprobe_warnings_print_as_one_line_like_errors() -> None:
+    from zooprobe.cli.main import _format_warning
+
+    ours = _format_warning(
+        "the encoder saw these models", UserWarning, "/x/zooprobe/training/trainer.py", 256
+    )
+    assert ours == "zooprobe: warning: the encoder saw these models\n"
+    theirs = _format_warning("deprecated", DeprecationWarning, "/x/site-packages/lib.py", 3)
+    assert "lib.py:3" in theirs and "DeprecationWarning" in theirs

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -441,7 +442,21 @@ def _print_presets(kind: str | None) -> None:
         print(f"# {name}: {notes.get(name, '')}\n{text}", end="")
 
 
+_DEFAULT_FORMATWARNING = warnings.formatwarning
+
+
+def _format_warning(
+    message: Any, category: type[Warning], filename: str, lineno: int, line: Any = None
+) -> str:
+    """zooprobe's own warnings (user warnings) as one ``zooprobe: warning: ...`` line, like its errors;
+    other libraries' warnings keep Python's format (file and line help report them upstream)."""
+    if issubclass(category, UserWarning) and "zooprobe" in filename:
+        return f"zooprobe: warning: {message}\n"
+    return _DEFAULT_FORMATWARNING(message, category, filename, lineno, line)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.formatwarning = _format_warning
     raw = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(raw)
     args, path, leaf = normalize_arguments(parser, raw)
