@@ -24,6 +24,7 @@ from zooprobe.cli.common import (
     new_parser,
     push_cli_output,
 )
+from zooprobe.core.progress import rank
 from zooprobe.training.pretrain_config import PretrainConfig
 
 PRETRAIN_DESCRIPTION = (
@@ -115,6 +116,8 @@ def run_encoder_command(ns: Namespace, console: Any) -> int:
         out = pretrain_encoder(
             pretrain_config(sub), sub.zoo, sub.output, resume=not sub.overwrite, progress=sub.progress
         )
+        if rank() != 0:
+            return 0  # under torchrun only rank 0 reports (and pushes)
         history = training_history(out)
         last = history[-1] if history else {}
         best = min(history, key=lambda r: r.get("val_loss", r["train_loss"])) if history else {}

@@ -68,9 +68,39 @@ def any_rank(info: DistInfo, flag: bool) -> bool:
     return bool(t.item() > 0)
 
 
+def sum_gradients(info: DistInfo, module: torch.nn.Module) -> None:
+    """Sum every parameter's gradient over the ranks (a missing gradient counts as zero), in place."""
+    if not info.enabled:
+        return
+    for p in module.parameters():
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+
+
+def sum_value(info: DistInfo, value: float) -> float:
+    """`value` summed over the ranks (itself without distribution)."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return float(t.item())
+
+
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
 
 
-__all__ = ["DistInfo", "all_gather_objects", "any_rank", "barrier", "cleanup", "init_distributed"]
+__all__ = [
+    "DistInfo",
+    "all_gather_objects",
+    "any_rank",
+    "barrier",
+    "cleanup",
+    "init_distributed",
+    "sum_gradients",
+    "sum_value",
+]

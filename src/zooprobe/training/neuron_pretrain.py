@@ -66,6 +66,7 @@ from zooprobe.tokens.neurons import (
     noise_stack,
     stack_groups,
 )
+from zooprobe.training import distributed as D
 from zooprobe.training.state import config_diff, pack_optimizer, unpack_optimizer, warmup_cosine
 from zooprobe.zoo.store import Zoo
 
@@ -176,11 +177,21 @@ class _Prepared:
         return chunks
 
     def features(
-        self, g: int, pos: np.ndarray, noise: float = 0.0, gen: torch.Generator | None = None
+        self,
+        g: int,
+        pos: np.ndarray,
+        noise: float = 0.0,
+        gen: torch.Generator | None = None,
+        part: np.ndarray | None = None,
     ) -> Any:
+        """Features of the models at `pos` of group `g`, with weight noise drawn for all of them; `part`
+        (indices into `pos`) keeps only those: under torchrun each rank draws the whole batch's noise, so
+        every rank's generator stays in step and the noise equals a single process's."""
         stacked = index_stack(self.groups[g][1], torch.as_tensor(pos))
         if noise > 0:
             stacked = noise_stack(stacked, noise, gen)
+        if part is not None:
+            stacked = index_stack(stacked, torch.as_tensor(part))
         return featurize_batch(stacked)
 
     def rows(self, g: int, pos: np.ndarray) -> torch.Tensor:
@@ -209,10 +220,16 @@ def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.
 
 
 def _loss(
-    model: NeuronEncoder, data: _Prepared, ys: dict[str, torch.Tensor], g: int, pos: np.ndarray, **kw: Any
+    model: NeuronEncoder,
+    data: _Prepared,
+    ys: dict[str, torch.Tensor],
+    g: int,
+    pos: np.ndarray,
+    part: np.ndarray | None = None,
+    **kw: Any,
 ) -> torch.Tensor:
-    rows = data.rows(g, pos)
-    out = model.predict(model.latent(data.features(g, pos, **kw)))
+    rows = data.rows(g, pos if part is None else pos[part])
+    out = model.predict(model.latent(data.features(g, pos, part=part, **kw)))
     return multitask_loss(model.targets, out, {k: v[rows] for k, v in ys.items()})
 
 
@@ -245,7 +262,10 @@ def pretrain_neurons(
 ) -> Path:
     """Pretrain a v3 encoder on `zoo` with the resolved `PretrainConfig` `cfg` (architecture ``neurons``);
     returns `output`. Resume, overwrite and the callback behave as in `training.pretrain.pretrain`."""
+    info = D.init_distributed(str(cfg.device))
     device = resolve_device(cfg.device)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
     output = Path(output)
     check_output(output, ENCODER_OUTPUT, overwrite=not resume)
     fingerprint = zoo.fingerprint()
@@ -315,7 +335,10 @@ def pretrain_neurons(
     steps_per_epoch = len(train.batches(bs, None))
     total_steps = steps_per_epoch * epochs
     warmup = round(float(cfg.warmup_fraction) * total_steps)
-    claim_output(output, ENCODER_OUTPUT, overwrite=not resume)  # the input is valid: now write
+    if info.is_main:
+        claim_output(output, ENCODER_OUTPUT, overwrite=not resume)  # the input is valid: now write
+    D.barrier(info)
+    progress = progress and info.is_main
     provenance_base = {
         "zoo_source": str(zoo.source),
         "zoo_fingerprint": fingerprint,
@@ -329,6 +352,7 @@ def pretrain_neurons(
         "selection": "lowest validation loss" if val is not None else "lowest training loss (no validation)",
         "pretrain_config": cfg.to_dict(),
         "library_versions": library_versions(),
+        "world_size": info.world_size,
     }
 
     with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
@@ -366,19 +390,41 @@ def pretrain_neurons(
 
         from tensorboardX import SummaryWriter  # heavy: tensorboardX
 
-        writer = SummaryWriter(str(output / TB_DIR), purge_step=step if saved is not None else None)
+        writer: Any = (
+            SummaryWriter(str(output / TB_DIR), purge_step=step if saved is not None else None)
+            if info.is_main
+            else _NoWriter()
+        )
         writer.add_text("config", "```yaml\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False) + "```", step)
         bar = Progress("pretrain", total_steps, unit="steps", enabled=progress, done=step, loss="-")
-        with log_file(output / LOG_FILE), bar, contextlib.closing(writer):
+        logging: Any = log_file(output / LOG_FILE) if info.is_main else contextlib.nullcontext()
+        with logging, bar, contextlib.closing(writer):
             while epoch < epochs:
                 start = time.perf_counter()
                 model.train()
                 bar.describe(f"pretrain epoch {epoch + 1}/{epochs}")
                 total, count = 0.0, 0
                 for g, pos in train.batches(bs, gen):
-                    loss = _loss(model, train, y_train, g, pos, noise=float(cfg.noise_sigma), gen=gen)
+                    # under torchrun each rank takes a slice of the global batch; its loss is weighted by
+                    # its share, and the summed gradients equal the whole batch's (a rank with an empty
+                    # slice computes one model at weight 0, to draw the same noise and join the sum)
+                    part = np.array_split(np.arange(len(pos)), info.world_size)[info.rank]
+                    share = len(part) / len(pos)
+                    part = part if len(part) else np.arange(1)
+                    loss = _loss(
+                        model,
+                        train,
+                        y_train,
+                        g,
+                        pos,
+                        part if info.enabled else None,
+                        noise=float(cfg.noise_sigma),
+                        gen=gen,
+                    )
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    (loss * share).backward()
+                    D.sum_gradients(info, model)
+                    loss = torch.tensor(D.sum_value(info, float(loss.detach()) * share))
                     if float(cfg.grad_clip) > 0:
                         nn.utils.clip_grad_norm_(model.parameters(), float(cfg.grad_clip))
                     opt.step()
@@ -424,51 +470,71 @@ def pretrain_neurons(
                 improved = score < best
                 if improved:
                     best, best_epoch = score, epoch
-                save_neuron_encoder(
-                    model, {**provenance, "checkpoint": "last", "best_epoch": best_epoch}, output / LAST_DIR
-                )
-                if improved or finished:
-                    # the best encoder; on the last epoch rewritten so its provenance says finished
-                    if improved:
-                        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    else:
-                        best_state = _best_state(output)
-                    keep = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    model.load_state_dict(best_state)
+                if info.is_main:  # rank 0 writes; the others wait for it
                     save_neuron_encoder(
                         model,
-                        {**provenance, "checkpoint": "best", "best_epoch": best_epoch, "best_loss": best},
-                        output,
+                        {**provenance, "checkpoint": "last", "best_epoch": best_epoch},
+                        output / LAST_DIR,
                     )
-                    model.load_state_dict(keep)
-                opt_tensors, opt_meta = pack_optimizer(opt)
-                tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-                tensors.update(opt_tensors)
-                tensors["rng.generator"] = gen.get_state()
-                tensors["rng.torch"] = torch.get_rng_state()
-                save_state(
-                    state_path,
-                    tensors,
-                    {
-                        "format_version": STATE_FORMAT_VERSION,
-                        "architecture": "neurons",
-                        "config": cfg.to_dict(),
-                        "zoo_source": str(zoo.source),
-                        "zoo_fingerprint": fingerprint,
-                        "targets": [t.to_dict() for t in specs],
-                        "epoch": epoch,
-                        "step": step,
-                        "best_loss": None if math.isinf(best) else best,
-                        "best_epoch": best_epoch,
-                        "history": history,
-                        "optimizer": opt_meta,
-                        "scheduler": sched.state_dict(),
-                        "finished": finished,
-                    },
-                )
+                    if improved or finished:
+                        # the best encoder; on the last epoch rewritten so its provenance says finished
+                        if improved:
+                            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                        else:
+                            best_state = _best_state(output)
+                        keep = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                        model.load_state_dict(best_state)
+                        save_neuron_encoder(
+                            model,
+                            {**provenance, "checkpoint": "best", "best_epoch": best_epoch, "best_loss": best},
+                            output,
+                        )
+                        model.load_state_dict(keep)
+                    opt_tensors, opt_meta = pack_optimizer(opt)
+                    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+                    tensors.update(opt_tensors)
+                    tensors["rng.generator"] = gen.get_state()
+                    tensors["rng.torch"] = torch.get_rng_state()
+                    save_state(
+                        state_path,
+                        tensors,
+                        {
+                            "format_version": STATE_FORMAT_VERSION,
+                            "architecture": "neurons",
+                            "config": cfg.to_dict(),
+                            "zoo_source": str(zoo.source),
+                            "zoo_fingerprint": fingerprint,
+                            "targets": [t.to_dict() for t in specs],
+                            "epoch": epoch,
+                            "step": step,
+                            "best_loss": None if math.isinf(best) else best,
+                            "best_epoch": best_epoch,
+                            "history": history,
+                            "optimizer": opt_meta,
+                            "scheduler": sched.state_dict(),
+                            "finished": finished,
+                        },
+                    )
+                D.barrier(info)
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, record)
     return output
+
+
+class _NoWriter:
+    """TensorBoard writer of ranks other than 0: they log nothing."""
+
+    def add_scalar(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def add_text(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _best_state(output: Path) -> dict[str, torch.Tensor]:

@@ -69,6 +69,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -423,6 +424,11 @@ def pretrain(
             _mark_finished(output)  # a kill between the last state and this mark leaves it undone
             return output
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(
+            "distributed pretraining (torchrun) is implemented for --architecture neurons; pretrain the "
+            "token encoder in one process"
+        )
     if cfg.summary_dim != SUMMARY_DIM:  # the torch-free config cannot import tokens.SUMMARY_DIM
         raise ConfigError(f"PretrainConfig: summary_dim must be {SUMMARY_DIM}, got {cfg.summary_dim}")
     if list(cfg.splits) != ["train"]:
