@@ -197,3 +197,29 @@ def test_heads_train_on_the_neuron_encoder_frozen_and_finetuned(
     )
     with pytest.raises(ConfigError, match="no per-token latents"):
         train(attention, tmp_path / "attention", progress=False)
+
+
+def test_features_are_computed_once_per_model_and_reused(
+    tiny_zoo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fine-tuning embeds the same parsed models every epoch: their features are kept, not recomputed."""
+    import zooprobe.encoder.neuron_loader as loader
+
+    calls: list[int] = []
+    real = loader.featurize_batch
+
+    def counting(stacked: list, edges: bool = True) -> object:
+        calls.append(int(stacked[0].weight.shape[0]))
+        return real(stacked, edges=edges)
+
+    monkeypatch.setattr(loader, "featurize_batch", counting)
+    enc = LoadedNeuronEncoder(_encoder(0))
+    zoo = load_zoo(tiny_zoo)
+    models = [enc.tokenize(zoo.state_dict(i)) for i in range(len(zoo))]
+    with torch.no_grad():
+        first = enc.embed(models, batch_size=4).pooled
+        assert sum(calls) == len(models) and all(m.features is not None for m in models)
+        again = enc.embed(models[::-1], batch_size=3).pooled.flip(0)  # other batches, cached features
+    assert sum(calls) == len(models)  # nothing featurized the second time
+    assert torch.allclose(first, again, atol=1e-6)
+    assert all(e is None for m in models for e in m.features.edges)  # DeepSets reads no edge channels

@@ -48,7 +48,7 @@ from zooprobe.encoder.encoder_loader import (
 from zooprobe.encoder.neuron_model import NeuronEncoder
 from zooprobe.errors import ConfigError, InvalidInputError, ZooprobeError
 from zooprobe.hub import is_repo_id, render_card
-from zooprobe.tokens.neurons import NeuronModel, featurize_batch, neuron_model, stack_groups
+from zooprobe.tokens.neurons import BatchFeatures, NeuronModel, featurize_batch, neuron_model, stack_models
 from zooprobe.zoo.store import Zoo
 
 NEURON_FORMAT_VERSION = 3
@@ -163,12 +163,14 @@ class LoadedNeuronEncoder:
         out = torch.zeros(len(tokenized), self.latent_dim, device=device)
         rows: list[torch.Tensor] = []
         index: list[list[int]] = []
-        for idx, stacked in stack_groups(tokenized):
+        groups: dict[tuple, list[int]] = {}
+        for i, m in enumerate(tokenized):
+            groups.setdefault(m.signature, []).append(i)
+        for idx in groups.values():
             for s in range(0, len(idx), batch_size):
                 part = idx[s : s + batch_size]
-                sel = torch.arange(s, s + len(part))
                 start = time.perf_counter()
-                features = featurize_batch([_select(layer, sel) for layer in stacked])
+                features = self.features([tokenized[i] for i in part])
                 mid = time.perf_counter()
                 rows.append(self.encoder(features))
                 index.append(part)
@@ -181,6 +183,17 @@ class LoadedNeuronEncoder:
         order = torch.tensor([i for part in index for i in part], device=device)
         out = out.index_copy(0, order, torch.cat(rows).float())
         return Embeddings(out, None)
+
+    def features(self, models: Sequence[NeuronModel]) -> BatchFeatures:
+        """Features of same-architecture `models`: computed together for those that have none yet (and
+        kept on each model), reused for the others."""
+        missing = [m for m in models if m.features is None]
+        if missing:
+            stacked = stack_models([m.layers for m in missing])
+            computed = featurize_batch(stacked, edges=self.config.message_passing_rounds > 0)
+            for m, f in zip(missing, computed.split(), strict=True):
+                m.features = f
+        return BatchFeatures.concat([m.features for m in models])  # type: ignore[misc]
 
     @torch.no_grad()
     def encode(
@@ -219,21 +232,6 @@ class LoadedNeuronEncoder:
         if not outputs:
             return torch.empty(0, self.latent_dim)
         return torch.cat(outputs)
-
-
-def _select(layer: Any, sel: torch.Tensor) -> Any:
-    """Rows `sel` of one stacked layer (weights, bias and norm leaves)."""
-
-    def pick(x: torch.Tensor | None) -> torch.Tensor | None:
-        return None if x is None else x[sel]
-
-    return type(layer)(
-        pick(layer.weight),
-        pick(layer.bias),
-        None if layer.bn is None else {k: pick(v) for k, v in layer.bn.items()},
-        None if layer.ln is None else {k: pick(v) for k, v in layer.ln.items()},
-        layer.span,
-    )
 
 
 # ------------------------------------------------------------------------------------------ saving

@@ -135,6 +135,9 @@ class NeuronModel:
     """One parsed network: its main layers (with norms and connectivity) and their joint signature."""
 
     layers: list[Layer]
+    features: BatchFeatures | None = field(default=None, repr=False, compare=False)
+    """This model's features alone, kept by the first encode that computes them (the weights of a
+    `NeuronModel` never change, so fine-tuning epochs reuse them instead of featurizing again)."""
 
     @property
     def signature(self) -> tuple:
@@ -462,19 +465,48 @@ def edge_channels(st: list[StackedLayer], li: int) -> torch.Tensor | None:
 
 @dataclass
 class BatchFeatures:
+    """Features of B same-architecture models (see the module docs, step 2)."""
+
     neurons: list[torch.Tensor]  # per layer [B, out_l, N_NEURON_F]
     inputs: torch.Tensor  # [B, in, N_INPUT_F]
     layers: torch.Tensor  # [B, L, N_LAYER_F]
-    edges: list[torch.Tensor | None]  # per layer [B, out_l, n_prev, 2]
-    stats: torch.Tensor | None = None  # [B, n_stats] optional global statistics
+    edges: list[torch.Tensor | None]  # per layer [B, out_l, n_prev, 2]; None when not computed
+
+    def split(self) -> list[BatchFeatures]:
+        """One `BatchFeatures` per model (B = 1 each), sharing no storage with this batch."""
+        n = int(self.inputs.shape[0])
+        return [
+            BatchFeatures(
+                [x[i : i + 1].clone() for x in self.neurons],
+                self.inputs[i : i + 1].clone(),
+                self.layers[i : i + 1].clone(),
+                [None if e is None else e[i : i + 1].clone() for e in self.edges],
+            )
+            for i in range(n)
+        ]
+
+    @staticmethod
+    def concat(parts: Sequence[BatchFeatures]) -> BatchFeatures:
+        """The batch of same-architecture `parts`, in order (inverse of `split`)."""
+        first = parts[0]
+        return BatchFeatures(
+            [torch.cat([p.neurons[li] for p in parts]) for li in range(len(first.neurons))],
+            torch.cat([p.inputs for p in parts]),
+            torch.cat([p.layers for p in parts]),
+            [
+                None if first.edges[li] is None else torch.cat([p.edges[li] for p in parts])  # type: ignore[misc]
+                for li in range(len(first.edges))
+            ],
+        )
 
 
-def featurize_batch(st: list[StackedLayer], stats: torch.Tensor | None = None) -> BatchFeatures:
+def featurize_batch(st: list[StackedLayer], edges: bool = True) -> BatchFeatures:
+    """Features of stacked same-architecture models; ``edges=False`` skips the per-weight edge channels
+    (only message passing reads them, and they are the largest part)."""
     with torch.no_grad():
         return BatchFeatures(
             neurons=[neuron_features(st, i) for i in range(len(st))],
             inputs=input_features(st),
             layers=torch.stack([layer_features(st, i) for i in range(len(st))], 1),
-            edges=[edge_channels(st, i) for i in range(len(st))],
-            stats=stats,
+            edges=[edge_channels(st, i) if edges else None for i in range(len(st))],
         )

@@ -158,8 +158,9 @@ def target_tensors(meta: pd.DataFrame, specs: list[PretrainTarget]) -> dict[str,
 class _Prepared:
     """Models parsed once and stacked by signature; batches are index selections of those stacks."""
 
-    def __init__(self, models: list[NeuronModel]) -> None:
+    def __init__(self, models: list[NeuronModel], edges: bool = True) -> None:
         self.n = len(models)
+        self.edges = edges  # per-weight edge channels: only message passing reads them
         self.groups: list[tuple[np.ndarray, list[StackedLayer]]] = [
             (np.asarray(idx), stacked) for idx, stacked in stack_groups(models)
         ]
@@ -192,7 +193,7 @@ class _Prepared:
             stacked = noise_stack(stacked, noise, gen)
         if part is not None:
             stacked = index_stack(stacked, torch.as_tensor(part))
-        return featurize_batch(stacked)
+        return featurize_batch(stacked, edges=self.edges)
 
     def rows(self, g: int, pos: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(self.groups[g][0][pos])
@@ -313,8 +314,9 @@ def pretrain_neurons(
             "of test_accuracy, learning_rate, optimizer, activation, ... with two or more distinct values)"
         )
     log.info("supervised pretraining targets: %s", ", ".join(t.name for t in specs))
-    train = _Prepared(_parse(train_zoo, "train", progress))
-    val = _Prepared(_parse(val_zoo, "validation", progress)) if len(val_zoo) else None
+    edges = int(cfg.message_passing_rounds) > 0
+    train = _Prepared(_parse(train_zoo, "train", progress), edges)
+    val = _Prepared(_parse(val_zoo, "validation", progress), edges) if len(val_zoo) else None
     y_train = target_tensors(train_zoo.metadata().reset_index(drop=True), specs)
     y_val = target_tensors(val_zoo.metadata().reset_index(drop=True), specs) if val is not None else {}
     enc_cfg = NeuronEncoderConfig(
