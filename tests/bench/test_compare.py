@@ -77,6 +77,10 @@ def test_bench_heads_cache_speedup_memory_and_shared_runs(
     assert set(result.runs) == {"accuracy/frozen", "accuracy/finetune"}
     lines = "\n".join(result.lines())
     assert "ratio" in lines and "saved for backward" in lines and "| accuracy | finetune | r2 |" in lines
+    # fine-tuning epoch time, the number the throughput issue targets (1 epoch here: no later epochs)
+    epochs = result.finetune_epoch_seconds()
+    assert len(epochs["first"]) == 1 and epochs["first"][0] > 0 and epochs["later"] == []
+    assert "fine-tuning, seconds per epoch" in lines and "later epochs: median -" in lines
     # the runs live where `zooprobe bench` looks for them: a second call re-scores instead of retraining
     assert (tmp_path / "runs" / "accuracy-finetune" / "metrics.json").is_file()
     again = bench_heads(str(head_zoo), str(head_encoder), tmp_path, memory=False, **options)

@@ -65,6 +65,16 @@ class HeadBenchResult:
     memory_unit: str = "RSS growth"
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    def finetune_epoch_seconds(self) -> dict[str, list[float]]:
+        """Epoch seconds of the fine-tuning runs: ``first`` epochs and ``later`` ones ({} without runs)."""
+        runs = [r for key, r in self.runs.items() if key.endswith("/finetune") and r.get("epoch_seconds")]
+        if not runs:
+            return {}
+        return {
+            "first": [r["epoch_seconds"][0] for r in runs],
+            "later": [x for r in runs for x in r["epoch_seconds"][1:]],
+        }
+
     @property
     def cache_ratio(self) -> float:
         return self.uncached_epoch_s / self.cached_epoch_s
@@ -90,6 +100,14 @@ class HeadBenchResult:
                 + (f" ({saved_t / saved_f:.0f}x)" if saved_f > 0 else ""),
                 f"  peak {self.memory_unit}: frozen {self.memory['frozen']:.1f} MiB, fine-tuning "
                 f"{self.memory['finetune']:.1f} MiB",
+            ]
+        epochs = self.finetune_epoch_seconds()
+        if epochs:
+            out += [
+                "",
+                "fine-tuning, seconds per epoch (all tasks; a run's first epoch also prepares its inputs):",
+                f"  first epochs: median {float(np.median(epochs['first'])):.2f} s; later epochs: median "
+                + (f"{float(np.median(epochs['later'])):.2f} s" if epochs["later"] else "-"),
             ]
         if self.runs:
             out += ["", "test metrics (best validation checkpoint):"]
@@ -262,6 +280,7 @@ def bench_heads(
                     "epochs_run": run.epochs_run,
                     # training time from the run's history (a finished run is only re-scored here)
                     "seconds": sum(float(h.get("seconds", 0.0)) for h in run.history),
+                    "epoch_seconds": [float(h.get("seconds", math.nan)) for h in run.history],
                     "wall_seconds": time.perf_counter() - start,
                 }
     return result
