@@ -223,3 +223,15 @@ def test_features_are_computed_once_per_model_and_reused(
     assert sum(calls) == len(models)  # nothing featurized the second time
     assert torch.allclose(first, again, atol=1e-6)
     assert all(e is None for m in models for e in m.features.edges)  # DeepSets reads no edge channels
+
+
+def test_a_message_passing_encoder_does_not_reuse_features_without_edges(tiny_zoo: Path) -> None:
+    zoo = load_zoo(tiny_zoo)
+    models = [neuron_model(zoo.state_dict(i)) for i in range(4)]
+    deepsets, mp = LoadedNeuronEncoder(_encoder(0)), LoadedNeuronEncoder(_encoder(1))
+    with torch.no_grad():
+        deepsets.embed(models)  # keeps features without edge channels
+        reused = mp.embed(models).pooled
+        fresh = mp.embed([neuron_model(zoo.state_dict(i)) for i in range(4)]).pooled
+    assert all(m.features.with_edges for m in models)
+    assert torch.allclose(reused, fresh, atol=1e-6)

@@ -149,8 +149,9 @@ class LoadedNeuronEncoder:
     ) -> Embeddings:
         """Representations of parsed models; differentiable, in the encoder's current mode.
 
-        Models are grouped by signature (same shapes) and run `batch_size` at a time. `stats` (a dict)
-        accumulates ``n_windows`` (batches), ``featurize_s`` and ``forward_s``.
+        Models are grouped by signature (same shapes) and run `batch_size` at a time; each model's
+        features are computed once and kept on it (`features`). `stats` (a dict) accumulates
+        ``n_windows`` (batches), ``featurize_s`` and ``model_forward_s``.
         """
         if batch_size < 1:
             raise ConfigError(f"embed: batch_size must be >= 1, got {batch_size}")
@@ -187,10 +188,11 @@ class LoadedNeuronEncoder:
     def features(self, models: Sequence[NeuronModel]) -> BatchFeatures:
         """Features of same-architecture `models`: computed together for those that have none yet (and
         kept on each model), reused for the others."""
-        missing = [m for m in models if m.features is None]
+        edges = self.config.message_passing_rounds > 0  # only message passing reads edge channels
+        missing = [m for m in models if m.features is None or (edges and not m.features.with_edges)]
         if missing:
             stacked = stack_models([m.layers for m in missing])
-            computed = featurize_batch(stacked, edges=self.config.message_passing_rounds > 0)
+            computed = featurize_batch(stacked, edges=edges)
             for m, f in zip(missing, computed.split(), strict=True):
                 m.features = f
         return BatchFeatures.concat([m.features for m in models])  # type: ignore[misc]

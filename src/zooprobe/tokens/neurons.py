@@ -471,6 +471,7 @@ class BatchFeatures:
     inputs: torch.Tensor  # [B, in, N_INPUT_F]
     layers: torch.Tensor  # [B, L, N_LAYER_F]
     edges: list[torch.Tensor | None]  # per layer [B, out_l, n_prev, 2]; None when not computed
+    with_edges: bool = True  # whether the edge channels were computed at all
 
     def split(self) -> list[BatchFeatures]:
         """One `BatchFeatures` per model (B = 1 each), sharing no storage with this batch."""
@@ -481,6 +482,7 @@ class BatchFeatures:
                 self.inputs[i : i + 1].clone(),
                 self.layers[i : i + 1].clone(),
                 [None if e is None else e[i : i + 1].clone() for e in self.edges],
+                self.with_edges,
             )
             for i in range(n)
         ]
@@ -497,6 +499,7 @@ class BatchFeatures:
                 None if first.edges[li] is None else torch.cat([p.edges[li] for p in parts])  # type: ignore[misc]
                 for li in range(len(first.edges))
             ],
+            all(p.with_edges for p in parts),
         )
 
 
@@ -509,4 +512,5 @@ def featurize_batch(st: list[StackedLayer], edges: bool = True) -> BatchFeatures
             inputs=input_features(st),
             layers=torch.stack([layer_features(st, i) for i in range(len(st))], 1),
             edges=[edge_channels(st, i) if edges else None for i in range(len(st))],
+            with_edges=edges,
         )
