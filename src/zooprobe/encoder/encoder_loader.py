@@ -214,8 +214,130 @@ class Embeddings:
     tokens: list[torch.Tensor] | None = None
 
 
+class EncoderRuntime:
+    """What every loaded encoder shares (`LoadedEncoder`, `LoadedNeuronEncoder`): provenance, the
+    fingerprint, and `encode` over the subclass's ``tokenize`` and ``embed``.
+
+    A subclass has the attributes ``encoder`` (the module), ``provenance`` and ``source``, the property
+    ``latent_dim``, and the methods ``tokenize``, ``embed`` and ``_fingerprint_meta`` (what, besides the
+    weights, decides how it encodes).
+    """
+
+    encoder: Any
+    provenance: dict[str, Any]
+    source: Path | None
+
+    @property
+    def latent_dim(self) -> int:
+        raise NotImplementedError
+
+    def tokenize(self, state_dict: Mapping[str, torch.Tensor]) -> Any:
+        raise NotImplementedError
+
+    def embed(
+        self, tokenized: Sequence[Any], batch_size: int = 64, token_outputs: bool = False, stats: Any = None
+    ) -> Embeddings:
+        raise NotImplementedError
+
+    def _fingerprint_meta(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.encoder.parameters()).device
+
+    @property
+    def model_ids(self) -> list[str]:
+        """Model ids the encoder was pretrained on (evaluate heads on models outside this list)."""
+        return list(self.provenance.get("model_ids", []))
+
+    @property
+    def finished(self) -> bool:
+        """False for an encoder saved by a pretraining run that has not reached its last epoch (yet)."""
+        return self.provenance.get("finished", True) is not False
+
+    def fingerprint(self) -> str:
+        """sha256 over the encoder's weights and everything else that decides how it encodes (architecture,
+        tokenizer, preprocessing, targets): equal fingerprints encode every state dict identically."""
+        h = hashlib.sha256()
+        h.update(json.dumps(self._fingerprint_meta(), sort_keys=True, default=str).encode())
+        for name, t in sorted(self.encoder.state_dict().items()):
+            t = t.detach().to("cpu").contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        return h.hexdigest()
+
+    def unfinished_message(self) -> str | None:
+        """Why this encoder is unfinished (for warnings), or None when it is finished."""
+        if self.finished:
+            return None
+        prov = self.provenance
+        config = prov.get("pretrain_config") or {}
+        return (
+            f"encoder {self.source}: its pretraining was interrupted (saved after epoch "
+            f"{prov.get('epochs_trained', '?')} of {config.get('epochs', '?')}); run the same `zooprobe "
+            "encoder pretrain` command again to finish it"
+        )
+
+    @torch.no_grad()
+    def encode(
+        self,
+        state_dicts: Iterable[Mapping[str, torch.Tensor]] | Any,
+        batch_size: int = 64,
+        stats: dict[str, float] | None = None,
+    ) -> torch.Tensor:
+        """Pooled embeddings ``[N, latent_dim]`` (float32, CPU) of state dicts (or of a `Zoo`'s rows).
+
+        Models are tokenized exactly as in pretraining and embedded `_ENCODE_CHUNK` at a time by `embed`;
+        no gradients, eval mode. If `stats` is a dict, it receives counts and times: ``n_models,
+        n_windows, n_tokens, n_padded_tokens, tokenize_s, forward_s, flops`` (and what `embed` adds).
+        """
+
+        if batch_size < 1:
+            raise ConfigError(f"encode: batch_size must be >= 1, got {batch_size}")
+
+        source: Iterator[Mapping[str, torch.Tensor]] = (
+            state_dicts.state_dicts() if isinstance(state_dicts, Zoo) else iter(state_dicts)
+        )
+        acc: dict[str, float] = {"n_models": 0, "n_windows": 0, "n_tokens": 0, "n_padded_tokens": 0}
+        acc.update({"tokenize_s": 0.0, "forward_s": 0.0, "flops": 0.0})
+        outputs: list[torch.Tensor] = []
+        was_training = self.encoder.training
+        self.encoder.eval()
+        try:
+            while chunk := list(islice(source, _ENCODE_CHUNK)):
+                start = time.perf_counter()
+                tms = [self.tokenize_checked(sd, int(acc["n_models"]) + j) for j, sd in enumerate(chunk)]
+                acc["tokenize_s"] += time.perf_counter() - start
+                start = time.perf_counter()
+                outputs.append(self.embed(tms, batch_size, stats=acc).pooled.float().cpu())
+                acc["forward_s"] += time.perf_counter() - start
+                acc["n_models"] += len(chunk)
+                acc["n_tokens"] += sum(tm.num_tokens for tm in tms)
+        finally:
+            self.encoder.train(was_training)
+        if stats is not None:
+            stats.update({k: (int(v) if k.startswith("n_") else v) for k, v in acc.items()})
+        if not outputs:
+            return torch.empty(0, self.latent_dim)
+        return torch.cat(outputs)
+
+    def tokenize_checked(self, sd: Any, index: int) -> Any:
+        """`tokenize` for the `index`-th item of a batch: a non-state-dict, an unrepresentable tensor or an
+        empty model is an `InvalidInputError` naming the item."""
+        if not isinstance(sd, Mapping):
+            raise InvalidInputError(f"encode: item {index} is a {type(sd).__name__}, not a state dict")
+        try:
+            tm = self.tokenize(sd)
+        except InvalidInputError as e:
+            raise type(e)(f"encode: state dict {index}: {e}") from e
+        if tm.num_tokens == 0:
+            raise InvalidInputError(f"encode: state dict {index} has no weights to encode")
+        return tm
+
+
 @dataclass
-class LoadedEncoder:
+class LoadedEncoder(EncoderRuntime):
     """A pretrained encoder (eval mode) with the exact preprocessing it was pretrained with.
 
     Attributes:
@@ -250,48 +372,13 @@ class LoadedEncoder:
     def latent_dim(self) -> int:
         return self.encoder.config.latent_dim
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.encoder.parameters()).device
-
-    @property
-    def model_ids(self) -> list[str]:
-        """Model ids the encoder was pretrained on (evaluate heads on models outside this list)."""
-        return list(self.provenance.get("model_ids", []))
-
-    @property
-    def finished(self) -> bool:
-        """False for an encoder saved by a pretraining run that has not reached its last epoch (yet)."""
-        return self.provenance.get("finished", True) is not False
-
-    def fingerprint(self) -> str:
-        """sha256 over the encoder's weights, architecture, tokenizer and preprocessing: two loaded encoders
-        with the same fingerprint encode every state dict identically."""
-        h = hashlib.sha256()
-        meta = {
+    def _fingerprint_meta(self) -> dict[str, Any]:
+        return {
             "config": self.config.to_dict(),
             "tokenizer": self.tokenizer.to_dict(),
             "preprocessing": self.preprocessing.to_dict(),
             "summaries": None if self.summarizer is None else self.summarizer.to_dict(),
         }
-        h.update(json.dumps(meta, sort_keys=True, default=str).encode())
-        for name, t in sorted(self.encoder.state_dict().items()):
-            t = t.detach().to("cpu").contiguous()
-            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        return h.hexdigest()
-
-    def unfinished_message(self) -> str | None:
-        """Why this encoder is unfinished (for warnings), or None when it is finished."""
-        if self.finished:
-            return None
-        prov = self.provenance
-        config = prov.get("pretrain_config") or {}
-        return (
-            f"encoder {self.source}: its pretraining was interrupted (saved after epoch "
-            f"{prov.get('epochs_trained', '?')} of {config.get('epochs', '?')}); run the same `zooprobe "
-            "encoder pretrain` command again to finish it"
-        )
 
     def tokenize(self, state_dict: Mapping[str, torch.Tensor]) -> TokenizedModel:
         """The encoder's input for one state dict (normalized, positions wrapped; not yet windowed)."""
@@ -371,63 +458,6 @@ class LoadedEncoder:
                 for j in range(n_models)
             ]
         return Embeddings(embedded, tokens_out)
-
-    @torch.no_grad()
-    def encode(
-        self,
-        state_dicts: Iterable[Mapping[str, torch.Tensor]] | Any,
-        batch_size: int = 64,
-        stats: dict[str, float] | None = None,
-    ) -> torch.Tensor:
-        """Pooled embeddings ``[N, latent_dim]`` (float32, CPU) of state dicts (or of a `Zoo`'s rows).
-
-        Models are tokenized with the pretraining preprocessing and embedded `_ENCODE_CHUNK` at a time by
-        `embed` (windows sorted by length, so padding stays small); no gradients, eval mode. If `stats` is a
-        dict, it receives counts and times: ``n_models, n_windows, n_tokens, n_padded_tokens, tokenize_s,
-        forward_s, flops``.
-        """
-
-        if batch_size < 1:
-            raise ConfigError(f"encode: batch_size must be >= 1, got {batch_size}")
-
-        source: Iterator[Mapping[str, torch.Tensor]] = (
-            state_dicts.state_dicts() if isinstance(state_dicts, Zoo) else iter(state_dicts)
-        )
-        acc: dict[str, float] = {"n_models": 0, "n_windows": 0, "n_tokens": 0, "n_padded_tokens": 0}
-        acc.update({"tokenize_s": 0.0, "forward_s": 0.0, "flops": 0.0})
-        outputs: list[torch.Tensor] = []
-        was_training = self.encoder.training
-        self.encoder.eval()
-        try:
-            while chunk := list(islice(source, _ENCODE_CHUNK)):
-                start = time.perf_counter()
-                tms = [self.tokenize_checked(sd, int(acc["n_models"]) + j) for j, sd in enumerate(chunk)]
-                acc["tokenize_s"] += time.perf_counter() - start
-                start = time.perf_counter()
-                outputs.append(self.embed(tms, batch_size, stats=acc).pooled.float().cpu())
-                acc["forward_s"] += time.perf_counter() - start
-                acc["n_models"] += len(chunk)
-                acc["n_tokens"] += sum(tm.num_tokens for tm in tms)
-        finally:
-            self.encoder.train(was_training)
-        if stats is not None:
-            stats.update({k: (int(v) if k.startswith("n_") else v) for k, v in acc.items()})
-        if not outputs:
-            return torch.empty(0, self.latent_dim)
-        return torch.cat(outputs)
-
-    def tokenize_checked(self, sd: Any, index: int) -> TokenizedModel:
-        """`tokenize` for the `index`-th item of a batch: a non-state-dict, an unrepresentable tensor or an
-        empty model is an `InvalidInputError` naming the item."""
-        if not isinstance(sd, Mapping):
-            raise InvalidInputError(f"encode: item {index} is a {type(sd).__name__}, not a state dict")
-        try:
-            tm = self.tokenize(sd)
-        except InvalidInputError as e:
-            raise type(e)(f"encode: state dict {index}: {e}") from e
-        if tm.num_tokens == 0:
-            raise InvalidInputError(f"encode: state dict {index} has no weights to encode")
-        return tm
 
 
 # ------------------------------------------------------------------------------------------ saving
@@ -677,6 +707,7 @@ __all__ = [
     "WEIGHTS_FILE",
     "Embeddings",
     "EncoderFormatError",
+    "EncoderRuntime",
     "EncoderWeightsError",
     "LoadedEncoder",
     "Preprocessing",

@@ -15,13 +15,10 @@ push and predict work with either. Its "tokenized" form of a model is a `NeuronM
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +39,14 @@ from zooprobe.encoder.encoder_loader import (
     WEIGHTS_FILE,
     Embeddings,
     EncoderFormatError,
+    EncoderRuntime,
     UnfinishedEncoderWarning,
     load_weights,
 )
 from zooprobe.encoder.neuron_model import NeuronEncoder
-from zooprobe.errors import ConfigError, InvalidInputError, ZooprobeError
+from zooprobe.errors import ConfigError, ZooprobeError
 from zooprobe.hub import is_repo_id, render_card
 from zooprobe.tokens.neurons import BatchFeatures, NeuronModel, featurize_batch, neuron_model, stack_models
-from zooprobe.zoo.store import Zoo
 
 NEURON_FORMAT_VERSION = 3
 ARCHITECTURE = "neurons"
@@ -58,7 +55,7 @@ _ENCODE_CHUNK = 512  # models parsed at a time by `encode`
 
 
 @dataclass
-class LoadedNeuronEncoder:
+class LoadedNeuronEncoder(EncoderRuntime):
     """A pretrained v3 encoder (eval mode); see the module docs.
 
     Attributes:
@@ -89,56 +86,16 @@ class LoadedNeuronEncoder:
         """Size of the representation: the latent plus one value per target output."""
         return self.encoder.representation_dim
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.encoder.parameters()).device
-
-    @property
-    def model_ids(self) -> list[str]:
-        return list(self.provenance.get("model_ids", []))
-
-    @property
-    def finished(self) -> bool:
-        return self.provenance.get("finished", True) is not False
-
-    def fingerprint(self) -> str:
-        """sha256 over architecture, targets and weights: equal fingerprints encode identically."""
-        h = hashlib.sha256()
-        meta = {
+    def _fingerprint_meta(self) -> dict[str, Any]:
+        return {
             "architecture": ARCHITECTURE,
             "config": self.config.to_dict(),
             "targets": [t.to_dict() for t in self.targets],
         }
-        h.update(json.dumps(meta, sort_keys=True, default=str).encode())
-        for name, t in sorted(self.encoder.state_dict().items()):
-            t = t.detach().to("cpu").contiguous()
-            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        return h.hexdigest()
-
-    def unfinished_message(self) -> str | None:
-        if self.finished:
-            return None
-        prov = self.provenance
-        config = prov.get("pretrain_config") or {}
-        return (
-            f"encoder {self.source}: its pretraining was interrupted (saved after epoch "
-            f"{prov.get('epochs_trained', '?')} of {config.get('epochs', '?')}); run the same `zooprobe "
-            "encoder pretrain` command again to finish it"
-        )
 
     def tokenize(self, state_dict: Mapping[str, torch.Tensor]) -> NeuronModel:
         """The encoder's input for one state dict: its parsed layers (`zooprobe.tokens.neurons`)."""
         return neuron_model(state_dict, self.config.max_layers)
-
-    def tokenize_checked(self, sd: Any, index: int) -> NeuronModel:
-        """`tokenize` for the `index`-th item of a batch; bad items are `InvalidInputError`s naming it."""
-        if not isinstance(sd, Mapping):
-            raise InvalidInputError(f"encode: item {index} is a {type(sd).__name__}, not a state dict")
-        try:
-            return self.tokenize(sd)
-        except InvalidInputError as e:
-            raise type(e)(f"encode: state dict {index}: {e}") from e
 
     def embed(
         self,
@@ -196,44 +153,6 @@ class LoadedNeuronEncoder:
             for m, f in zip(missing, computed.split(), strict=True):
                 m.features = f
         return BatchFeatures.concat([m.features for m in models])  # type: ignore[misc]
-
-    @torch.no_grad()
-    def encode(
-        self,
-        state_dicts: Iterable[Mapping[str, torch.Tensor]] | Any,
-        batch_size: int = 64,
-        stats: dict[str, float] | None = None,
-    ) -> torch.Tensor:
-        """Representations ``[N, latent_dim]`` (float32, CPU) of state dicts (or of a `Zoo`'s rows); no
-        gradients, eval mode. `stats` receives ``n_models, tokenize_s, forward_s`` and the counters of
-        `embed`."""
-        if batch_size < 1:
-            raise ConfigError(f"encode: batch_size must be >= 1, got {batch_size}")
-        source: Iterator[Mapping[str, torch.Tensor]] = (
-            state_dicts.state_dicts() if isinstance(state_dicts, Zoo) else iter(state_dicts)
-        )
-        acc: dict[str, float] = {"n_models": 0, "n_windows": 0, "n_tokens": 0, "n_padded_tokens": 0}
-        acc.update({"tokenize_s": 0.0, "forward_s": 0.0, "flops": 0.0})
-        outputs: list[torch.Tensor] = []
-        was_training = self.encoder.training
-        self.encoder.eval()
-        try:
-            while chunk := list(islice(source, _ENCODE_CHUNK)):
-                start = time.perf_counter()
-                models = [self.tokenize_checked(sd, int(acc["n_models"]) + j) for j, sd in enumerate(chunk)]
-                acc["tokenize_s"] += time.perf_counter() - start
-                start = time.perf_counter()
-                outputs.append(self.embed(models, batch_size, stats=acc).pooled.float().cpu())
-                acc["forward_s"] += time.perf_counter() - start
-                acc["n_models"] += len(chunk)
-                acc["n_tokens"] += sum(m.num_tokens for m in models)
-        finally:
-            self.encoder.train(was_training)
-        if stats is not None:
-            stats.update({k: (int(v) if k.startswith("n_") else v) for k, v in acc.items()})
-        if not outputs:
-            return torch.empty(0, self.latent_dim)
-        return torch.cat(outputs)
 
 
 # ------------------------------------------------------------------------------------------ saving
