@@ -19,10 +19,8 @@ Names are imported on first use (PEP 562), so ``import zooprobe`` and ``zooprobe
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from zooprobe._version import __version__
+from zooprobe.core.lazy import lazy_exports
 from zooprobe.errors import ConfigError, InvalidInputError, ZooFormatError, ZooprobeError
 
 _EXPORTS: dict[str, str] = {
@@ -83,14 +81,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'zooprobe' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

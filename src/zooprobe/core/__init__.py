@@ -5,5 +5,6 @@
 - `device`: the one device check (``cpu``, ``cuda``, ``cuda:N``);
 - `outputs`: output folders zooprobe may write into, and removing only what it wrote;
 - `checkpoints`: the one reader of checkpoint files (safetensors, ``weights_only`` torch files);
-- `progress`: progress bars; `environment`: library versions recorded in manifests.
+- `progress`: progress bars; `environment`: library versions recorded in manifests;
+- `lazy`: package names imported on first use (``import zooprobe`` without torch).
 """

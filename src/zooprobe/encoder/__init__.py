@@ -9,8 +9,7 @@ Names are imported on first use (PEP 562): ``zooprobe.encoder.config`` stays imp
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from zooprobe.core.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "AnyEncoder": "zooprobe.encoder.folders",
@@ -32,10 +31,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'zooprobe.encoder' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -7,8 +7,7 @@ Names are imported on first use (PEP 562): ``zooprobe.training.config`` stays im
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from zooprobe.core.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "OptimConfig": "zooprobe.training.config",
@@ -24,14 +23,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'zooprobe.training' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
