@@ -66,7 +66,6 @@ import math
 import mmap
 import random
 import re
-import shutil
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -81,7 +80,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from zooprobe.core.files import atomic_path, atomic_write_json, atomic_write_text
+from zooprobe.core.files import atomic_path, atomic_write_json
 from zooprobe.core.outputs import MARKER, OutputFolderError, check_output, claim_output
 from zooprobe.core.progress import Progress
 from zooprobe.core.state_dicts import canonical_key, is_running_stat
@@ -108,12 +107,13 @@ from zooprobe.zoo.store import (
     MANIFEST,
     ROW_GROUP,
     ROWS_PER_FILE,
-    STAGING,
     WRITING,
     ZOO_OUTPUT,
     base_manifest,
+    begin_zoo_write,
     dataset_card,
     encode_weights,
+    finish_zoo_write,
     payload_hash,
 )
 
@@ -1171,12 +1171,7 @@ def _finalize(
     )
     report.warnings += messages
 
-    marker = output / WRITING
-    marker.touch()
-    staging = output / STAGING
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
+    staging = begin_zoo_write(output)
     schema = pq.read_schema(parts[0]).remove_metadata()
     schema = schema.remove(schema.get_field_index("split"))
     writers = {s: _SplitWriter(staging, s, counts[s], schema) for s in SPLITS if counts[s]}
@@ -1226,17 +1221,7 @@ def _finalize(
         dropped_runs=dropped,
         **manifest_warnings,
     )
-    (output / MANIFEST).unlink(missing_ok=True)
-    data = output / "data"
-    data.mkdir(exist_ok=True)
-    for old in data.glob("*.parquet"):
-        old.unlink()
-    for new in sorted(staging.iterdir()):
-        new.rename(data / new.name)
-    staging.rmdir()
-    atomic_write_text(output / "README.md", card)
-    atomic_write_json(output / MANIFEST, {"format_version": FORMAT_VERSION, **manifest})
-    marker.unlink()
+    finish_zoo_write(output, manifest, card)
     for path in parts:
         path.unlink(missing_ok=True)
     (output / IMPORT_CONFIG).unlink(missing_ok=True)

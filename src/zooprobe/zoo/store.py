@@ -145,13 +145,7 @@ def write_zoo(
     a folder zooprobe may write (`zooprobe.core.outputs.claim_output` with `ZOO_OUTPUT`).
     """
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    marker = root / WRITING
-    marker.touch()
-    staging = root / STAGING
-    if staging.exists():
-        shutil.rmtree(staging)  # zooprobe's own hidden staging folder, left by an interrupted write
-    staging.mkdir()
+    staging = begin_zoo_write(root)
     for split in SPLITS:
         table = tables.get(split)
         if table is None or table.num_rows == 0:
@@ -161,6 +155,25 @@ def write_zoo(
             part = table.slice(i * ROWS_PER_FILE, ROWS_PER_FILE)
             with atomic_path(staging / f"{split}-{i:05d}-of-{n_files:05d}.parquet") as tmp:
                 pq.write_table(part, tmp, row_group_size=ROW_GROUP, compression="zstd")
+    finish_zoo_write(root, manifest, card)
+
+
+def begin_zoo_write(root: Path) -> Path:
+    """Start writing the zoo folder `root` (see `write_zoo`): the ``.zooprobe-writing`` marker, and a fresh
+    staging folder for the new data files, which is returned."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / WRITING).touch()
+    staging = root / STAGING
+    if staging.exists():
+        shutil.rmtree(staging)  # zooprobe's own hidden staging folder, left by an interrupted write
+    staging.mkdir()
+    return staging
+
+
+def finish_zoo_write(root: Path, manifest: dict[str, Any], card: str) -> None:
+    """End a `begin_zoo_write`: swap the staged data files in for the old ones, write the card, the
+    manifest last, and remove the marker."""
+    staging = root / STAGING
     (root / MANIFEST).unlink(missing_ok=True)
     data = root / "data"
     data.mkdir(exist_ok=True)
@@ -171,7 +184,7 @@ def write_zoo(
     staging.rmdir()
     atomic_write_text(root / "README.md", card)
     atomic_write_json(root / MANIFEST, {"format_version": FORMAT_VERSION, **manifest})
-    marker.unlink()
+    (root / WRITING).unlink()
 
 
 def base_manifest(kind: str, **extra: Any) -> dict[str, Any]:
