@@ -67,7 +67,12 @@ from zooprobe.tokens.neurons import (
     stack_groups,
 )
 from zooprobe.training import distributed as D
-from zooprobe.training.state import config_diff, pack_optimizer, unpack_optimizer, warmup_cosine
+from zooprobe.training.state import (
+    check_resumable,
+    pack_training_state,
+    restore_training_state,
+    warmup_cosine,
+)
 from zooprobe.zoo.store import Zoo
 
 STATE_FILE = "training_state.safetensors"
@@ -280,17 +285,7 @@ def pretrain_neurons(
                 f"{output} holds a pretraining run of another kind or version; use another output folder or "
                 "--overwrite"
             )
-        diff = config_diff(meta["config"], cfg.to_dict())
-        if diff:
-            raise ConfigError(
-                f"{output} holds a pretraining run with a different configuration ({'; '.join(diff)}); "
-                "use another output folder or --overwrite to start over"
-            )
-        if meta["zoo_fingerprint"] != fingerprint:
-            raise ConfigError(
-                f"{output} holds a pretraining run on a different zoo ({meta['zoo_source']!r}); use another "
-                "output folder or --overwrite"
-            )
+        check_resumable(output, meta, cfg.to_dict(), fingerprint)
         if meta["finished"]:
             return output
 
@@ -377,15 +372,7 @@ def pretrain_neurons(
         epoch, step, best, best_epoch, history = 0, 0, math.inf, None, []
         if saved is not None:
             tensors, meta = saved
-            model.load_state_dict(
-                {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")},
-                strict=True,
-            )
-            model.to(device)
-            unpack_optimizer(opt, tensors, meta["optimizer"])
-            sched.load_state_dict(meta["scheduler"])
-            gen.set_state(tensors["rng.generator"])
-            torch.set_rng_state(tensors["rng.torch"])
+            restore_training_state(model, opt, sched, gen, tensors, meta, device)
             epoch, step = int(meta["epoch"]), int(meta["step"])
             best = math.inf if meta["best_loss"] is None else float(meta["best_loss"])
             best_epoch, history = meta["best_epoch"], list(meta["history"])
@@ -492,11 +479,7 @@ def pretrain_neurons(
                             output,
                         )
                         model.load_state_dict(keep)
-                    opt_tensors, opt_meta = pack_optimizer(opt)
-                    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-                    tensors.update(opt_tensors)
-                    tensors["rng.generator"] = gen.get_state()
-                    tensors["rng.torch"] = torch.get_rng_state()
+                    tensors, opt_meta = pack_training_state(model, opt, gen, device)
                     save_state(
                         state_path,
                         tensors,

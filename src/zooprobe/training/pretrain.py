@@ -110,7 +110,12 @@ from zooprobe.tokens import (
 )
 from zooprobe.training.neuron_pretrain import pretrain_neurons
 from zooprobe.training.pretrain_config import NEURON_PRESETS, PRESETS, PretrainConfig
-from zooprobe.training.state import config_diff, pack_optimizer, unpack_optimizer, warmup_cosine
+from zooprobe.training.state import (
+    check_resumable,
+    pack_training_state,
+    restore_training_state,
+    warmup_cosine,
+)
 from zooprobe.zoo.store import Zoo
 
 STATE_FILE = "training_state.safetensors"
@@ -409,17 +414,7 @@ def pretrain(
     if state_path.exists() and resume:
         saved = _read_pretraining_state(state_path)
         meta = saved[1]
-        diff = config_diff(meta["config"], cfg.to_dict())
-        if diff:
-            raise ConfigError(
-                f"{output} holds a pretraining run with a different configuration ({'; '.join(diff)}); "
-                "use another output folder or resume=False to start over"
-            )
-        if meta["zoo_fingerprint"] != fingerprint:
-            raise ConfigError(
-                f"{output} holds a pretraining run on a different zoo ({meta['zoo_source']!r}, "
-                f"fingerprint {meta['zoo_fingerprint'][:12]}); use another output folder or resume=False"
-            )
+        check_resumable(output, meta, cfg.to_dict(), fingerprint)
         if meta["finished"]:
             _mark_finished(output)  # a kill between the last state and this mark leaves it undone
             return output
@@ -486,17 +481,7 @@ def pretrain(
         epoch, step, best, best_epoch, history = 0, 0, math.inf, None, []
         if saved is not None:
             tensors, meta = saved
-            model.load_state_dict(
-                {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")},
-                strict=True,
-            )
-            model.to(device)
-            unpack_optimizer(opt, tensors, meta["optimizer"])
-            sched.load_state_dict(meta["scheduler"])
-            gen.set_state(tensors["rng.generator"])
-            torch.set_rng_state(tensors["rng.torch"])
-            if device.type == "cuda" and "rng.cuda" in tensors:
-                torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+            restore_training_state(model, opt, sched, gen, tensors, meta, device)
             epoch, step = int(meta["epoch"]), int(meta["step"])
             best = math.inf if meta["best_loss"] is None else float(meta["best_loss"])
             best_epoch, history = meta["best_epoch"], list(meta["history"])
@@ -594,13 +579,7 @@ def pretrain(
                         preprocessing=preprocessing,
                         summarizer=summarizer,
                     )
-                opt_tensors, opt_meta = pack_optimizer(opt)
-                tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-                tensors.update(opt_tensors)
-                tensors["rng.generator"] = gen.get_state()
-                tensors["rng.torch"] = torch.get_rng_state()
-                if device.type == "cuda":
-                    tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
+                tensors, opt_meta = pack_training_state(model, opt, gen, device)
                 save_state(
                     state_path,
                     tensors,
