@@ -341,3 +341,67 @@ def test_bench_and_cli(pretrained: Path, tiny_zoo: Path, tmp_path: Path) -> None
     console.file.close()
     assert json.loads((tmp_path / "b.json").read_text())["n_models"] == result["n_models"]
     assert "encoder written to" in (tmp_path / "out.txt").read_text()
+
+
+# ---------------------------------------------------------------------------------------------- batched
+def test_tokenize_many_equals_tokenizing_each_model(pretrained: Path, tiny_zoo: Path, head_zoo: Path) -> None:
+    """Models of one architecture are tokenized together (the fast path of `encode`); every output equals
+    tokenizing that model alone, bit for bit: tokens, masks, positions, summaries, layouts (passthrough
+    values such as BatchNorm's num_batches_tracked are each model's own)."""
+    enc = load_encoder(pretrained)
+    sds = _state_dicts(tiny_zoo) + _state_dicts(head_zoo)
+    assert len({tuple((k, tuple(v.shape)) for k, v in sd.items()) for sd in sds}) >= 3  # mixed architectures
+    bn = next(sd for sd in sds if any(k.endswith("num_batches_tracked") for k in sd))
+    twin = {k: (v + 7 if k.endswith("num_batches_tracked") else v * 1.5) for k, v in bn.items()}
+    sds = [*sds, twin, bn]
+    many = enc.tokenize_many(sds)
+    for sd, got in zip(sds, many, strict=True):
+        want = enc.tokenize(sd)
+        assert torch.equal(got.tokens, want.tokens) and torch.equal(got.mask, want.mask)
+        assert torch.equal(got.positions, want.positions)
+        assert got.summaries is not None and want.summaries is not None
+        assert torch.equal(got.summaries, want.summaries)
+        assert got.layout == want.layout
+    assert many[-2].passthrough_values() != many[-1].passthrough_values()
+    alone = torch.cat([enc.encode([sd]) for sd in sds])  # batches differ in padding only
+    torch.testing.assert_close(enc.encode(sds, batch_size=4), alone, atol=1e-5, rtol=0)
+
+
+def test_tokenize_many_names_the_bad_model(pretrained: Path, tiny_zoo: Path) -> None:
+    enc = load_encoder(pretrained)
+    sds = _state_dicts(tiny_zoo)[:6]
+    bad = dict(sds[4])
+    name = next(k for k, v in bad.items() if v.is_floating_point())
+    bad[name] = bad[name].clone()
+    bad[name].view(-1)[0] = float("nan")
+    sds[4] = bad
+    with pytest.raises(ZooprobeError, match=rf"state dict 4: tensor '{name}'.*non-finite"):
+        enc.encode(sds)
+    with pytest.raises(ZooprobeError, match=r"item 2 is a str"):
+        enc.encode([sds[0], sds[1], "weights.pt"])
+
+
+def test_value_stats_rows_is_numpy_quantile() -> None:
+    import numpy as np
+
+    from zooprobe.tokens.statistics import value_stats, value_stats_rows
+
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 2, 3, 4, 5, 8, 97, 1000):
+        for x in (rng.standard_normal((4, n)), rng.integers(-2, 3, (4, n)).astype(float)):
+            want = np.stack(
+                [
+                    np.r_[r.mean(), r.std(), np.quantile(r, (0, 0.25, 0.5, 0.75, 1))] if n else np.zeros(7)
+                    for r in x
+                ]
+            )
+            assert np.array_equal(value_stats_rows(x), want)
+            assert np.array_equal(np.stack([value_stats(r) for r in x]), want)
+
+
+def test_encode_chunks_are_bounded_by_models_and_bytes() -> None:
+    sd = {"w": torch.zeros(256, 256)}  # 256 KiB
+    chunks = list(encoder_io.encode_chunks(iter([sd] * 10), max_models=4, max_bytes=1 << 30))
+    assert [len(c) for c in chunks] == [4, 4, 2]
+    chunks = list(encoder_io.encode_chunks(iter([sd] * 10), max_models=100, max_bytes=600 * 1024))
+    assert [len(c) for c in chunks] == [3, 3, 3, 1]

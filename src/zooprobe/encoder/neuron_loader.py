@@ -51,7 +51,6 @@ from zooprobe.tokens.neurons import BatchFeatures, NeuronModel, featurize_batch,
 NEURON_FORMAT_VERSION = 3
 ARCHITECTURE = "neurons"
 REQUIRED_FIELDS = ("format_version", "library_name", "architecture", "encoder", "targets", "provenance")
-_ENCODE_CHUNK = 512  # models parsed at a time by `encode`
 
 
 @dataclass

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from zooprobe.tokens.tokenizer import TokenizedModel, TokenizerError
 
@@ -90,16 +91,9 @@ def collate(items: Sequence[TokenSequence]) -> dict[str, torch.Tensor]:
                 f"collate: item {i} has tokens of shape {tuple(item.tokens.shape)}, expected [N, {size}]"
             )
     lengths = torch.tensor([int(item.tokens.shape[0]) for item in items], dtype=torch.int64)
-    batch, longest = len(items), int(lengths.max())
-    device = items[0].tokens.device
-    tokens = torch.zeros(batch, longest, size, dtype=torch.float32, device=device)
-    mask = torch.zeros(batch, longest, size, dtype=torch.bool, device=device)
-    positions = torch.zeros(batch, longest, 3, dtype=torch.int64, device=device)
-    for i, item in enumerate(items):
-        n = int(lengths[i])
-        tokens[i, :n] = item.tokens
-        mask[i, :n] = item.mask
-        positions[i, :n] = item.positions
+    tokens = pad_sequence([item.tokens for item in items], batch_first=True)
+    mask = pad_sequence([item.mask for item in items], batch_first=True)
+    positions = pad_sequence([item.positions for item in items], batch_first=True)
     return {
         "tokens": tokens,
         "mask": mask,

@@ -27,13 +27,13 @@ leaves every summary unchanged.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 
 from zooprobe.core.config import check_record
-from zooprobe.tokens.statistics import STAT_NAMES, value_stats
+from zooprobe.tokens.statistics import STAT_NAMES, value_stats_rows
 from zooprobe.tokens.tokenizer import TokenizerError
 
 MEMBER_SLOTS = 4
@@ -56,22 +56,33 @@ def raw_layer_summaries(state_dict: Mapping[str, torch.Tensor], layout: Mapping[
     `layout` is a `TokenizedModel.layout` of `state_dict`; member values are read from the state dict (raw,
     whatever normalization the tokens got).
     """
+    return raw_layer_summaries_many([state_dict], layout)[0]
+
+
+def raw_layer_summaries_many(
+    state_dicts: Sequence[Mapping[str, torch.Tensor]], layout: Mapping[str, Any]
+) -> torch.Tensor:
+    """`raw_layer_summaries` ``[M, num_layers, SUMMARY_DIM]`` of M state dicts that share `layout` (same
+    tensor names and shapes: one architecture), each layer's statistics computed for all M at once."""
     layers = layout["layers"]
-    out = torch.zeros(len(layers), SUMMARY_DIM, dtype=torch.float64)
+    out = torch.zeros(len(state_dicts), len(layers), SUMMARY_DIM, dtype=torch.float64)
     width = len(STAT_NAMES)
+    base = MEMBER_SLOTS * width
     for i, layer in enumerate(layers):
         members = layer["members"]
         groups: list[list[torch.Tensor]] = [[] for _ in range(MEMBER_SLOTS)]
         numel = 0
         for j, member in enumerate(members):
-            tensor = state_dict[member["name"]]
-            groups[min(j, MEMBER_SLOTS - 1)].append(tensor.detach().reshape(-1))
-            numel += tensor.numel()
+            name = member["name"]
+            with torch.no_grad():
+                values = torch.stack([sd[name] for sd in state_dicts]).reshape(len(state_dicts), -1)
+            groups[min(j, MEMBER_SLOTS - 1)].append(values)
+            numel += values.shape[1]
         for j, group in enumerate(groups):
             if group:
-                out[i, j * width : (j + 1) * width] = torch.from_numpy(value_stats(torch.cat(group)))
-        base = MEMBER_SLOTS * width
-        out[i, base : base + 4] = torch.tensor(
+                values = group[0] if len(group) == 1 else torch.cat(group, dim=1)
+                out[:, i, j * width : (j + 1) * width] = torch.from_numpy(value_stats_rows(values))
+        out[:, i, base : base + 4] = torch.tensor(
             [math.log1p(numel), math.log1p(layer["rows"]), math.log1p(layer["cols"]), float(len(members))],
             dtype=torch.float64,
         )
@@ -141,18 +152,30 @@ class LayerSummarizer:
     # -- use --------------------------------------------------------------------------------------------
     def normalize(self, raw: torch.Tensor, kinds: list[str]) -> torch.Tensor:
         """Standardized, clipped summaries ``[num_layers, SUMMARY_DIM]`` (float32) of raw summaries."""
+        return self.normalize_many(raw[None], kinds)[0]
+
+    def normalize_many(self, raw: torch.Tensor, kinds: list[str]) -> torch.Tensor:
+        """`normalize` of ``[M, num_layers, SUMMARY_DIM]`` raw summaries of M models with the same layers."""
         if not self.fitted:
             raise TokenizerError("LayerSummarizer: not fitted (call fit on the pretraining zoo first)")
-        out = torch.empty(raw.shape, dtype=torch.float64)
-        for i, kind in enumerate(kinds):
-            mean, std = self._mean_std(kind)
-            out[i] = (raw[i].to(torch.float64) - mean) / std
+        if raw.ndim != 3 or raw.shape[1] != len(kinds):
+            raise TokenizerError(f"normalize: raw summaries {tuple(raw.shape)} for {len(kinds)} layers")
+        by_kind = {kind: self._mean_std(kind) for kind in set(kinds)}
+        mean = torch.stack([by_kind[kind][0] for kind in kinds]) if kinds else torch.zeros(0, SUMMARY_DIM)
+        std = torch.stack([by_kind[kind][1] for kind in kinds]) if kinds else torch.ones(0, SUMMARY_DIM)
+        out = (raw.to(torch.float64) - mean.to(torch.float64)) / std.to(torch.float64)
         return out.clamp(-self.clip, self.clip).to(torch.float32)
 
     def summarize(self, state_dict: Mapping[str, torch.Tensor], layout: Mapping[str, Any]) -> torch.Tensor:
         """Standardized summaries of the layers of `layout` (a `TokenizedModel.layout` of `state_dict`)."""
+        return self.summarize_many([state_dict], layout)[0]
+
+    def summarize_many(
+        self, state_dicts: Sequence[Mapping[str, torch.Tensor]], layout: Mapping[str, Any]
+    ) -> torch.Tensor:
+        """`summarize` ``[M, num_layers, SUMMARY_DIM]`` of M state dicts that share `layout`."""
         kinds = [layer["kind"] for layer in layout["layers"]]
-        return self.normalize(raw_layer_summaries(state_dict, layout), kinds)
+        return self.normalize_many(raw_layer_summaries_many(state_dicts, layout), kinds)
 
     # -- serialisation ----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -226,6 +249,7 @@ __all__ = [
     "LayerSummarizer",
     "collate_summaries",
     "raw_layer_summaries",
+    "raw_layer_summaries_many",
     "summary_feature_names",
 ]
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -763,6 +763,74 @@ class WeightTokenizer:
             skipped=tuple(name for name, _ in plan.skipped),
         )
 
+    def tokenize_many(
+        self, state_dicts: Sequence[Mapping[str, torch.Tensor]], normalize: bool = False
+    ) -> list[TokenizedModel]:
+        """`tokenize` of many state dicts, equal to tokenizing each one, bit for bit.
+
+        State dicts with the same tensor names, shapes and dtypes (the models of one architecture in a zoo)
+        share one plan: the first is tokenized as usual, and the others are copied into their tokens with
+        one batched copy (and normalization) per tensor instead of one per tensor and model. Models of a
+        group share their `mask` and the layer entries of their layouts (read them, do not modify them);
+        each has its own tokens and passthrough values. An invalid model (a non-finite value, say) raises the
+        same error as `tokenize` would.
+        """
+        out: list[TokenizedModel | None] = [None] * len(state_dicts)
+        groups: dict[Any, list[int]] = {}
+        for i, sd in enumerate(state_dicts):
+            groups.setdefault(_signature(sd, i), []).append(i)
+        for rows in groups.values():
+            first = self.tokenize(state_dicts[rows[0]], normalize=normalize)
+            out[rows[0]] = first
+            if len(rows) > 1:
+                others = [state_dicts[i] for i in rows[1:]]
+                try:
+                    tokenized = self._tokenize_like(first, others)
+                except TokenizerError:  # name the offending model's tensor exactly as `tokenize` does
+                    tokenized = [self.tokenize(sd, normalize=normalize) for sd in others]
+                for i, tm in zip(rows[1:], tokenized, strict=True):
+                    out[i] = tm
+        return out  # type: ignore[return-value]
+
+    def _tokenize_like(
+        self, first: TokenizedModel, state_dicts: Sequence[Mapping[str, torch.Tensor]]
+    ) -> list[TokenizedModel]:
+        """Tokenize `state_dicts` (same names, shapes and dtypes as the model of `first`) with its layout."""
+        size = first.token_size
+        m = len(state_dicts)
+        tokens = torch.zeros(m, first.num_tokens, size, dtype=torch.float32)
+        for layer in first.layout["layers"]:
+            n, rows = layer["num_tokens"], layer["rows"]
+            if not n:
+                continue
+            offset = layer["token_offset"]
+            block = tokens[:, offset : offset + n].view(m, rows, layer["tokens_per_row"] * size)
+            for member in layer["members"]:
+                name, width = member["name"], member["width"]
+                with torch.no_grad():
+                    stacked = torch.stack([sd[name] for sd in state_dicts])
+                _check_finite(name, stacked)
+                if not width:
+                    continue
+                src = stacked.transpose(1, 2) if member["transpose"] else stacked
+                dst = block[:, :, member["start"] : member["start"] + width]
+                dst.copy_(src.reshape(m, rows, width))
+                norm = member["norm"]
+                if norm is not None:
+                    dst.sub_(norm["mean"]).div_(norm["std"])
+        out = []
+        for j, sd in enumerate(state_dicts):
+            passthrough = []
+            for name in first.passthrough:
+                tensor = sd[name]
+                if tensor.is_floating_point():
+                    _check_finite(name, tensor)
+                passthrough.append(_encode_passthrough(name, tensor))
+            layout = {**first.layout, "passthrough": passthrough}
+            shared = (first.mask, first.positions, layout, first.passthrough, first.skipped)
+            out.append(TokenizedModel(tokens[j], *shared))
+        return out
+
     def detokenize(self, tokenized: TokenizedModel) -> dict[str, torch.Tensor]:
         """Exact inverse of `tokenize` (see the module-level `detokenize`)."""
         if tokenized.layout.get("token_size") != self.config.token_size:
@@ -805,6 +873,16 @@ class WeightTokenizer:
     @classmethod
     def from_json(cls, text: str) -> WeightTokenizer:
         return cls.from_dict(_loads(text, "WeightTokenizer"))
+
+
+def _signature(state_dict: Any, index: int) -> Any:
+    """What decides a state dict's tokenization plan: its names, shapes and dtypes (in order); anything that
+    is not a plain mapping of tensors gets a key of its own (`tokenize` reports what is wrong with it)."""
+    if not isinstance(state_dict, Mapping) or any(
+        not isinstance(t, torch.Tensor) for t in state_dict.values()
+    ):
+        return ("unique", index)
+    return tuple((name, tuple(t.shape), t.dtype, t.layout) for name, t in state_dict.items())
 
 
 def _all_finite(tensor: torch.Tensor) -> bool:

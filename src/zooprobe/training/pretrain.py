@@ -272,6 +272,7 @@ def _losses(
             k: b[k] for k in ("summaries", "summary_layers", "summary_attention", "summary_keep") if k in b
         }
         out = model.encoder(b["inputs"], b["input_mask"], b["positions"], b["attention_mask"], **extra)
+        assert out.latent_tokens is not None
         recon = model.encoder.decode(out.latent_tokens, b["positions"], b["attention_mask"])
         z = model.projection(out.pooled)
     sel = (b["real"] & b["hidden"].unsqueeze(-1)).float()
