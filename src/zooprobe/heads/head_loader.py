@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -103,17 +104,19 @@ class LoadedHead:
         """Predictions, representations, statistics and architectures of each state dict (see
         `HeadOutputs`). Unreadable networks are `InvalidInputError`s, non-finite representations or outputs
         `NonFiniteError`s, each naming the state dict (its position) and the cause. `statistics` passes the
-        weight statistics when they are known already (several heads on the same networks)."""
+        weight statistics when they are known already (several heads on the same networks). The state dicts
+        are read `batch_size` at a time (a `Zoo`'s ``state_dicts()`` streams), so only the outputs grow with
+        their number."""
         self.model.eval()
-        sds = list(state_dicts)
+        source = iter(state_dicts)
         device = self.model.loaded.device
         raw: dict[str, list[np.ndarray]] = {t.name: [] for t in self.spec.targets}
         reps: list[np.ndarray] = []
         stats: list[np.ndarray] = []
         archs: list[Architecture] = []
-        for s in range(0, len(sds), batch_size):
-            chunk = sds[s : s + batch_size]
-            tms = [self.model.loaded.tokenize_checked(sd, s + j) for j, sd in enumerate(chunk)]
+        s = 0
+        while chunk := list(islice(source, batch_size)):
+            tms = self.model.loaded.tokenize_many(chunk, s)
             feats = featurize(chunk) if statistics is None else statistics[s : s + batch_size]
             archs += [architecture(sd) for sd in chunk]
             inputs = self.model.head_inputs(tms)
@@ -143,6 +146,7 @@ class LoadedHead:
                 raw[k].append(values)
             reps.append(pooled.double().cpu().numpy())
             stats.append(feats)
+            s += len(chunk)
         preds = self.model.head.predict({k: np.concatenate(v) for k, v in raw.items()})
         if self.trust is not None and self.trust.calibration is not None:
             preds = self.trust.calibration.apply(self.spec, preds)

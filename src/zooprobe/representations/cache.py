@@ -63,30 +63,59 @@ def _checksum(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+ENCODE_CHUNK_BYTES = 128 * 2**20
+"""`compute_representations` decodes and tokenizes at most this many bytes of weights (or `chunk` models)
+before embedding them: its memory does not grow with the zoo."""
+
+
+def state_dict_bytes(state_dict: Any) -> int:
+    """Bytes of the tensors of a state dict (its decoded size)."""
+    return sum(int(t.nbytes) for t in state_dict.values() if isinstance(t, torch.Tensor))
+
+
 def compute_representations(
     encoder: LoadedEncoder,
     zoo: Any,
     *,
     token_outputs: bool = False,
     batch_size: int = 64,
-    chunk: int = 256,
+    chunk: int = 2048,
+    chunk_bytes: int = ENCODE_CHUNK_BYTES,
     progress: bool = True,
 ) -> Representations:
-    """Encode every row of `zoo` (a `Zoo` view) without gradients; optionally keep per-token latents."""
+    """Encode every row of `zoo` (a `Zoo` view) without gradients; optionally keep per-token latents.
+
+    Rows are read in order and embedded a chunk at a time: at most `chunk` models and about `chunk_bytes`
+    bytes of decoded weights (always at least one model), so only the chunk's models (their weights, then
+    their tokens) and the outputs are held, whatever the zoo's size. The result does not depend on the
+    chunking."""
     pooled: list[torch.Tensor] = []
     tokens: list[torch.Tensor] = []
     n = len(zoo)
     was_training = encoder.encoder.training
     encoder.encoder.eval()
+
+    def flush(sds: list[Any], first: int, bar: Progress) -> None:
+        tms = encoder.tokenize_many(sds, first)  # same-architecture models tokenized together
+        sds.clear()
+        emb = encoder.embed(tms, batch_size, token_outputs=token_outputs)
+        pooled.append(emb.pooled.float().cpu())
+        if emb.tokens is not None:
+            tokens.extend(t.float().cpu() for t in emb.tokens)
+        bar.advance(len(tms))
+
     try:
         with torch.no_grad(), Progress("encoding models", n, unit="models", enabled=progress) as bar:
-            for s in range(0, n, chunk):
-                tms = [encoder.tokenize_checked(zoo.state_dict(i), i) for i in range(s, min(n, s + chunk))]
-                emb = encoder.embed(tms, batch_size, token_outputs=token_outputs)
-                pooled.append(emb.pooled.float().cpu())
-                if emb.tokens is not None:
-                    tokens += [t.float().cpu() for t in emb.tokens]
-                bar.advance(len(tms))
+            sds: list[Any] = []
+            held = 0
+            for i in range(n):
+                sds.append(zoo.state_dict(i))
+                held += state_dict_bytes(sds[-1])
+                if len(sds) >= chunk or held >= chunk_bytes:
+                    flush(sds, i + 1 - len(sds), bar)
+                    held = 0
+            if sds:
+                flush(sds, n - len(sds), bar)
     finally:
         encoder.encoder.train(was_training)
     out = torch.cat(pooled) if pooled else torch.empty(0, encoder.latent_dim)
@@ -162,18 +191,25 @@ class RepresentationCache:
         *,
         token_outputs: bool = False,
         batch_size: int = 64,
+        chunk_bytes: int = ENCODE_CHUNK_BYTES,
         progress: bool = True,
         stats: dict[str, Any] | None = None,
     ) -> Representations:
-        """Representations of `zoo`'s rows: read from the cache, or computed and stored. `stats` (a dict)
-        receives ``hit`` (bool), ``seconds`` and ``path``."""
+        """Representations of `zoo`'s rows: read from the cache, or computed (`compute_representations`,
+        ``chunk_bytes`` at a time) and stored. `stats` (a dict) receives ``hit`` (bool), ``seconds`` and
+        ``path``."""
         start = time.perf_counter()
         key = self.key(encoder, zoo, token_outputs)
         reps = self.load(key, len(zoo), encoder.latent_dim, token_outputs)
         hit = reps is not None
         if reps is None:
             reps = compute_representations(
-                encoder, zoo, token_outputs=token_outputs, batch_size=batch_size, progress=progress
+                encoder,
+                zoo,
+                token_outputs=token_outputs,
+                batch_size=batch_size,
+                chunk_bytes=chunk_bytes,
+                progress=progress,
             )
             self.save(key, reps)
         if stats is not None:
@@ -181,4 +217,10 @@ class RepresentationCache:
         return reps
 
 
-__all__ = ["RepresentationCache", "Representations", "compute_representations"]
+__all__ = [
+    "ENCODE_CHUNK_BYTES",
+    "RepresentationCache",
+    "Representations",
+    "compute_representations",
+    "state_dict_bytes",
+]

@@ -126,6 +126,13 @@ class TrainConfig:
     """Mixed precision (bfloat16 autocast) on GPU; ignored on CPU."""
     encode_batch_size: int = 64
     """Windows per encoder forward pass."""
+    weights_memory_mb: float = 512.0
+    """How many MiB of the zoo's weights (their stored size; decoded and tokenized models take about 1-3x
+    that) head training holds in memory at once. Encoding works in chunks of at most this size. Fine-tuning
+    tokenizes the selected models once and keeps them when their weights fit (fastest); a larger zoo is read
+    from its files batch by batch instead (every epoch decodes and tokenizes again; batches are drawn from a
+    few shuffled row groups at a time, in a seeded order). Lower it to stream a zoo that does not fit in
+    memory."""
 
     def validate(self) -> None:
         need = requirement("TrainConfig", ConfigError)
@@ -148,6 +155,10 @@ class TrainConfig:
         need(self.encoder_lr_ratio > 0, f"encoder_lr_ratio must be > 0, got {self.encoder_lr_ratio}")
         need(self.noise_sigma >= 0, f"noise_sigma must be >= 0, got {self.noise_sigma}")
         need(self.encode_batch_size >= 1, "encode_batch_size must be >= 1")
+        need(
+            math.isfinite(self.weights_memory_mb) and self.weights_memory_mb > 0,
+            f"weights_memory_mb must be a finite number > 0, got {self.weights_memory_mb}",
+        )
         weights = self.loss_weights
         need(isinstance(weights, dict), f"loss_weights must be a mapping, got {weights!r}")
         for name, w in weights.items():

@@ -16,6 +16,12 @@
   encoded, and every warning is also kept in `RunData.warnings` for metrics.json.
 - Frozen mode reads representations from `RepresentationCache` (or recomputes them when the cache is
   off); fine-tuning tokenizes once (or keeps state dicts to augment on the fly).
+- Large zoos (``TrainConfig.weights_memory_mb``): no step holds every model's weights. Statistics and
+  architectures are computed one model at a time, representations a chunk of at most that size at a time
+  (`compute_representations`), and fine-tuning keeps tokenized models only when the selected models'
+  stored weights fit; otherwise the splits are *streamed* (`SplitData.streamed`): every batch reads its
+  models from the zoo and tokenizes them, and `train_batches` draws training batches from a few shuffled
+  row groups at a time so each row group is read once per epoch.
 - Every split also gets each model's weight statistics and architecture (`SplitData.features`,
   `SplitData.architectures`): the applicability domain is fitted and measured on them, and heads that
   read statistics (`HeadConfig.uses_statistics`) take theirs from the same array.
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +56,7 @@ from zooprobe.representations.cache import (
     RepresentationCache,
     Representations,
     compute_representations,
+    state_dict_bytes,
 )
 from zooprobe.tokens import TokenizedModel
 from zooprobe.tokens.statistics import N_FEATURES, featurize, weight_statistics_features
@@ -70,6 +78,9 @@ class SplitData:
     reps: Representations | None = None
     tokenized: list[TokenizedModel] | None = None
     state_dicts: list[dict[str, torch.Tensor]] | None = None
+    streamed: bool = False
+    """Fine-tuning reads this split's models from `zoo` batch by batch (neither `tokenized` nor
+    `state_dicts` is kept; see the module docs)."""
     stats: torch.Tensor | None = None
     """Weight-statistics features [N, F] as the head reads them (``HeadConfig.uses_statistics``)."""
     features: np.ndarray | None = None
@@ -261,7 +272,8 @@ def load_inputs(
     """
     splits = data.splits
     cache_info = data.cache
-    for split in splits.values():
+    budget = memory_budget(cfg)
+    for split in splits.values():  # one model at a time: only the features and architectures are kept
         rows, archs = [], []
         for i in range(len(split)):
             sd = _float32(split.zoo.state_dict(i))
@@ -284,6 +296,7 @@ def load_inputs(
                     split.zoo,
                     token_outputs=token_outputs,
                     batch_size=cfg.encode_batch_size,
+                    chunk_bytes=budget,
                     progress=progress and main_process,
                     stats=stats,
                 )
@@ -294,18 +307,104 @@ def load_inputs(
                     split.zoo,
                     token_outputs=token_outputs,
                     batch_size=cfg.encode_batch_size,
+                    chunk_bytes=budget,
                     progress=False,
                 )
         if main_process and wait is not None:
             wait()
     else:
+        stored = sum(split.zoo.weight_bytes() for split in splits.values())
+        stream = stored > budget
+        if stream:
+            log.info(
+                "fine-tuning streams the models from the zoo: their weights (%.0f MiB stored) exceed "
+                "weights_memory_mb=%g",
+                stored / 2**20,
+                cfg.weights_memory_mb,
+            )
         for name, split in splits.items():
-            sds = [_float32(split.zoo.state_dict(i)) for i in range(len(split))]
-            if cfg.augment and name == "train":
-                split.state_dicts = sds
+            if stream:
+                split.streamed = True
+            elif cfg.augment and name == "train":
+                split.state_dicts = [_float32(split.zoo.state_dict(i)) for i in range(len(split))]
             else:
-                split.tokenized = [encoder.tokenize_checked(sd, i) for i, sd in enumerate(sds)]
+                split.tokenized = [tm for chunk in tokenized_chunks(encoder, split, budget) for tm in chunk]
     return data
+
+
+def memory_budget(cfg: TrainConfig) -> int:
+    """``cfg.weights_memory_mb`` in bytes."""
+    return max(1, int(cfg.weights_memory_mb * 2**20))
+
+
+STREAM_GROUPS = 8
+"""Row groups whose rows are shuffled together when fine-tuning streams a split (`train_batches`); fewer
+when that many would not fit the zoo's `RowGroupCache`."""
+
+
+def train_batches(split: SplitData, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The row indices of every training batch of an epoch, drawn from a generator seeded by ``(seed,
+    epoch)`` (so a resumed run sees the same batches). In memory: a random permutation of the rows. Streamed
+    (`SplitData.streamed`): the row groups in random order, and the rows of every `STREAM_GROUPS` consecutive
+    groups shuffled together, so each group is read once per epoch while batches still mix several groups."""
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    n = len(split)
+    perm = _stream_order(split.zoo, gen) if split.streamed else torch.randperm(n, generator=gen).numpy()
+    return [perm[s : s + batch_size] for s in range(0, n, batch_size)]
+
+
+def _stream_order(zoo: Any, gen: torch.Generator) -> np.ndarray:
+    groups = zoo.row_groups()
+    ids, members = np.unique(groups, return_inverse=True)
+    if not len(ids):
+        return np.zeros(0, dtype=np.int64)
+    mean_bytes = zoo.weight_bytes() / len(ids)
+    cache = zoo.cache
+    window = min(STREAM_GROUPS, cache.max_groups, max(1, int(cache.max_bytes // max(mean_bytes, 1.0))))
+    window = max(1, window)
+    rows_of = [np.flatnonzero(members == k) for k in range(len(ids))]
+    order = torch.randperm(len(ids), generator=gen).numpy()
+    parts = []
+    for s in range(0, len(order), window):
+        rows = np.concatenate([rows_of[k] for k in order[s : s + window]])
+        parts.append(rows[torch.randperm(len(rows), generator=gen).numpy()])
+    return np.concatenate(parts)
+
+
+def split_state_dict(split: SplitData, i: int) -> dict[str, torch.Tensor]:
+    """Row `i`'s state dict (float64 tensors as float32): kept in memory, or read from the zoo."""
+    if split.state_dicts is not None:
+        return split.state_dicts[i]
+    return _float32(split.zoo.state_dict(i))
+
+
+def tokenized_chunks(
+    loaded: Any, split: SplitData, max_bytes: int, max_models: int = 2048
+) -> Iterator[list[Any]]:
+    """The encoder inputs of every row of a fine-tuning split, in order, in chunks of at most `max_models`
+    models and about `max_bytes` bytes of decoded weights (kept ones are sliced; others are tokenized now,
+    read from the zoo when the split is streamed)."""
+    if split.tokenized is not None:
+        for s in range(0, len(split), max_models):
+            yield split.tokenized[s : s + max_models]
+        return
+    sds: list[Any] = []
+    held = 0
+    for i in range(len(split)):
+        sds.append(split_state_dict(split, i))
+        held += state_dict_bytes(sds[-1])
+        if len(sds) >= max_models or held >= max_bytes or i == len(split) - 1:
+            yield loaded.tokenize_many(sds, i + 1 - len(sds))  # same-architecture models together
+            sds, held = [], 0
+
+
+def split_tokenized(loaded: Any, split: SplitData, index: Any) -> list[Any]:
+    """The encoder inputs of the rows `index` of a fine-tuning split, without augmentation: kept in memory,
+    or tokenized now (from kept state dicts, or read from the zoo when streamed)."""
+    rows = [int(i) for i in index]
+    if split.tokenized is not None:
+        return [split.tokenized[i] for i in rows]
+    return loaded.tokenize_many([split_state_dict(split, i) for i in rows], rows)
 
 
 def _float32(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -361,15 +460,15 @@ def model_inputs(
         if split.reps is None:
             raise InvalidInputError("frozen mode without representations")
         return {"features": split_features(split, index, device)}
-    if split.tokenized is not None:
+    augmented = split.tokenized is None and cfg.augment and split.name == "train"
+    if not augmented:
         return {
-            "tokenized": [split.tokenized[int(i)] for i in index],
+            "tokenized": split_tokenized(model.loaded, split, index),
             "extra": split_extra(split, index, device),
         }
-    assert split.state_dicts is not None
     tms, sds = [], []
     for i in index:
-        sd = permute_neurons(split.state_dicts[int(i)], gen)
+        sd = permute_neurons(split_state_dict(split, int(i)), gen)
         if cfg.noise_sigma > 0:
             sd = noise_state_dict(sd, cfg.noise_sigma, gen)
         tms.append(model.loaded.tokenize(sd))
@@ -386,11 +485,16 @@ __all__ = [
     "check_split_leaks",
     "find_overlap",
     "load_inputs",
+    "memory_budget",
     "model_inputs",
     "plan_data",
     "prepare_data",
     "select_checkpoints",
     "split_extra",
     "split_features",
+    "split_state_dict",
     "split_targets",
+    "split_tokenized",
+    "tokenized_chunks",
+    "train_batches",
 ]

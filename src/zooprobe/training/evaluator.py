@@ -56,7 +56,15 @@ from zooprobe.metrics import (
 )
 from zooprobe.training import distributed as D
 from zooprobe.training.config import TrainConfig
-from zooprobe.training.data_loader import RunData, SplitData, model_inputs, prepare_data, split_targets
+from zooprobe.training.data_loader import (
+    RunData,
+    SplitData,
+    memory_budget,
+    model_inputs,
+    prepare_data,
+    split_targets,
+    tokenized_chunks,
+)
 from zooprobe.zoo.store import Zoo
 
 #: Metrics where lower is better (early stopping and reports use this to pick a direction).
@@ -258,20 +266,16 @@ def split_representations(
     model: EncoderWithHead, split: SplitData, device: torch.device, cfg: TrainConfig
 ) -> np.ndarray:
     """The pooled representations [N, D] (float64) the head reads for every model of `split`: the cached
-    ones in frozen mode, otherwise encoded now with the (fine-tuned) encoder."""
+    ones in frozen mode, otherwise encoded now with the (fine-tuned) encoder, in chunks of at most 256 models
+    and ``cfg.weights_memory_mb`` of weights (read from the zoo when the split is streamed)."""
     if model.frozen and split.reps is not None:
         return split.reps.pooled.double().cpu().numpy()
     was_training = model.training
     model.eval()
     try:
-        if split.tokenized is not None:
-            tms = split.tokenized
-        else:
-            assert split.state_dicts is not None
-            tms = [model.loaded.tokenize(sd) for sd in split.state_dicts]
         parts = [
-            model.loaded.embed(tms[s : s + 256], cfg.encode_batch_size).pooled.double().cpu()
-            for s in range(0, len(tms), 256)
+            model.loaded.embed(tms, cfg.encode_batch_size).pooled.double().cpu()
+            for tms in tokenized_chunks(model.loaded, split, memory_budget(cfg))
         ]
     finally:
         model.train(was_training)

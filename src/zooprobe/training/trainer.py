@@ -50,6 +50,7 @@ from zooprobe.training.data_loader import (
     plan_data,
     split_features,
     split_targets,
+    train_batches,
 )
 from zooprobe.training.evaluator import (
     NonFiniteOutputError,
@@ -139,12 +140,6 @@ def _cosine(cfg: TrainConfig, total_steps: int) -> Any:
     """The LambdaLR factor of the cosine schedule (linear warmup, then cosine decay)."""
     warmup = round(cfg.optim.warmup_fraction * total_steps)
     return lambda step: warmup_cosine(step, total_steps, warmup, cfg.optim.min_lr_ratio)
-
-
-def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
-    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    perm = torch.randperm(n, generator=gen).numpy()
-    return [perm[s : s + batch_size] for s in range(0, n, batch_size)]
 
 
 # ------------------------------------------------------------------------------------------ run folder
@@ -352,7 +347,7 @@ def fit(
                 sums: dict[str, float] = {}
                 n_batches = 0
                 epoch_start = time.perf_counter()
-                for batch in _batches(len(train_split), cfg.optim.batch_size, cfg.seed, epoch - 1):
+                for batch in train_batches(train_split, cfg.optim.batch_size, cfg.seed, epoch - 1):
                     mine = batch[info.rank :: info.world_size]
                     if len(mine) == 0 or (info.enabled and len(batch) < info.world_size):
                         continue  # every rank must take part in every step

@@ -194,8 +194,12 @@ def build_zoo(
     batched: bool = True,
     overwrite: bool = False,
     progress: bool = True,
+    row_group_size: int | None = None,
 ) -> BuildReport:
-    """Generate (or resume) the zoo of ``config`` into ``output``; finalize when every cohort is done."""
+    """Generate (or resume) the zoo of ``config`` into ``output``; finalize when every cohort is done.
+
+    ``row_group_size``: rows per Parquet row group of the final files (`store.write_zoo`; default: 64, fewer
+    for large models)."""
     cfg = config.resolved()
     root = Path(output)
     sh = parse_shard(shard)
@@ -237,13 +241,14 @@ def build_zoo(
             bar.advance(len(specs))
     report.seconds = time.perf_counter() - start
     if all(_part_path(parts, k).exists() for k in range(cfg.n_cohorts)):
-        finalize(root, cfg, [parts])
+        finalize(root, cfg, [parts], row_group_size)
         report.finalized = True
     return report
 
 
-def finalize(root: Path, cfg: ZooConfig, part_dirs: list[Path]) -> None:
-    """Merge every cohort part into the final dataset folder, then drop ``root/.parts``."""
+def finalize(root: Path, cfg: ZooConfig, part_dirs: list[Path], row_group_size: int | None = None) -> None:
+    """Merge every cohort part into the final dataset folder (``row_group_size``: see `store.write_zoo`),
+    then drop ``root/.parts``."""
     tables, diverged = [], []
     for k in range(cfg.n_cohorts):
         found = [d / _part_path(d, k).name for d in part_dirs if (d / _part_path(d, k).name).exists()]
@@ -281,7 +286,7 @@ def finalize(root: Path, cfg: ZooConfig, part_dirs: list[Path]) -> None:
         counts={s: by_split[s].num_rows for s in SPLITS} | {"runs": n_runs, "diverged": len(diverged)},
         diverged=diverged,
     )
-    write_zoo(root, by_split, manifest, card)
+    write_zoo(root, by_split, manifest, card, row_group_size)
     local_parts = root / PARTS
     if local_parts in part_dirs and local_parts.exists():
         for part in local_parts.glob("cohort-*.parquet"):
@@ -289,8 +294,9 @@ def finalize(root: Path, cfg: ZooConfig, part_dirs: list[Path]) -> None:
         _drop_leftovers(root)
 
 
-def merge_zoo(output: str | Path, inputs: list[str | Path]) -> BuildReport:
-    """Merge shard folders built with the same configuration into one zoo at ``output``."""
+def merge_zoo(output: str | Path, inputs: list[str | Path], row_group_size: int | None = None) -> BuildReport:
+    """Merge shard folders built with the same configuration into one zoo at ``output`` (``row_group_size``:
+    see `store.write_zoo`)."""
     if not inputs:
         raise ConfigError("give at least one shard folder to merge")
     configs = []
@@ -311,5 +317,5 @@ def merge_zoo(output: str | Path, inputs: list[str | Path]) -> BuildReport:
             f"folders {', '.join(map(str, inputs))}; build the missing shards first (zoo build --shard i/n)"
         )
     _claim(root, cfg, overwrite=False)
-    finalize(root, cfg, part_dirs)
+    finalize(root, cfg, part_dirs, row_group_size)
     return BuildReport(root=root, cohorts_total=cfg.n_cohorts, cohorts_skipped=cfg.n_cohorts, finalized=True)

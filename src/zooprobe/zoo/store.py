@@ -8,8 +8,14 @@ Layout::
     data/validation-...parquet
     data/test-...parquet
 
-`Zoo.load` takes a local folder or a Hub repo id (resolved to a local snapshot first), memory-maps the
-Parquet files, reads the metadata columns eagerly and decodes weights lazily, a row group at a time.
+`Zoo.load` takes a local folder or a Hub repo id (resolved to a local snapshot first), reads the metadata
+columns eagerly and decodes weights lazily, a row group at a time.
+
+Large zoos: only metadata (a few hundred bytes a row) and one 16-character content hash per row read so far
+stay in memory. Weights are read from the files a row group at a time into a `RowGroupCache` bounded by
+count and bytes (`GROUP_CACHE_GROUPS`, `GROUP_CACHE_BYTES`), so walking a zoo in row order holds at most
+that much however large the zoo is. A row group is the unit of reading: `write_zoo` keeps groups at
+`ROW_GROUP` rows and at most `ROW_GROUP_BYTES` of weights unless told otherwise (``row_group_size``).
 """
 
 from __future__ import annotations
@@ -56,7 +62,14 @@ MANIFEST = "zooprobe_manifest.json"
 WRITING = ".zooprobe-writing"
 STAGING = ".data-staging"
 ROW_GROUP = 64
+"""Most rows per Parquet row group `write_zoo` writes (fewer for large models: `ROW_GROUP_BYTES`)."""
+ROW_GROUP_BYTES = 64 * 2**20
+"""`write_zoo` picks fewer rows per row group when `ROW_GROUP` rows would hold more weights than this."""
 ROWS_PER_FILE = 4096
+GROUP_CACHE_GROUPS = 8
+"""Row groups of weights a `Zoo` keeps read (shared by its views), least recently used dropped first..."""
+GROUP_CACHE_BYTES = 256 * 2**20
+"""...and at most this many bytes of them (the group being read is always kept, however large)."""
 
 ZOO_OUTPUT = OutputKind(
     "zoo",
@@ -131,13 +144,31 @@ def rows_to_table(rows: list[dict[str, Any]], extra: dict[str, pa.DataType] | No
     return pa.Table.from_pydict(columns, schema=schema)
 
 
+def row_group_rows(table: pa.Table, row_group_size: int | None = None) -> int:
+    """Rows per Parquet row group for writing `table`: `row_group_size` when given, else `ROW_GROUP` rows or
+    fewer, so that a group holds about `ROW_GROUP_BYTES` of weights at most (never fewer than one row)."""
+    if row_group_size is not None:
+        if isinstance(row_group_size, bool) or not isinstance(row_group_size, int) or row_group_size < 1:
+            raise InvalidInputError(f"row_group_size must be an integer >= 1, got {row_group_size!r}")
+        return row_group_size
+    if WEIGHTS not in table.column_names or table.num_rows == 0:
+        return ROW_GROUP
+    per_row = table.column(WEIGHTS).nbytes / table.num_rows
+    return max(1, min(ROW_GROUP, int(ROW_GROUP_BYTES // max(per_row, 1.0))))
+
+
 def write_zoo(
     root: Path,
     tables: dict[str, pa.Table],
     manifest: dict[str, Any],
     card: str,
+    row_group_size: int | None = None,
 ) -> None:
     """Write a zoo folder. New data is written beside the old and swapped in; the manifest comes last.
+
+    ``row_group_size``: rows per Parquet row group (the unit `Zoo` reads weights in); default
+    `row_group_rows` (`ROW_GROUP` rows, fewer for large models). Small groups make random access to a large
+    zoo cheap (fine-tuning that streams models reads a whole group for any row of it).
 
     While writing, a ``.zooprobe-writing`` marker exists: `Zoo.open` refuses such a folder, so a crash
     never leaves something that loads as a complete zoo (running the writing command again finishes it).
@@ -145,16 +176,19 @@ def write_zoo(
     a folder zooprobe may write (`zooprobe.core.outputs.claim_output` with `ZOO_OUTPUT`).
     """
     root = Path(root)
+    for table in tables.values():
+        row_group_rows(table, row_group_size)  # a bad size fails before anything is written
     staging = begin_zoo_write(root)
     for split in SPLITS:
         table = tables.get(split)
         if table is None or table.num_rows == 0:
             continue
+        group = row_group_rows(table, row_group_size)
         n_files = max(1, math.ceil(table.num_rows / ROWS_PER_FILE))
         for i in range(n_files):
             part = table.slice(i * ROWS_PER_FILE, ROWS_PER_FILE)
             with atomic_path(staging / f"{split}-{i:05d}-of-{n_files:05d}.parquet") as tmp:
-                pq.write_table(part, tmp, row_group_size=ROW_GROUP, compression="zstd")
+                pq.write_table(part, tmp, row_group_size=group, compression="zstd")
     finish_zoo_write(root, manifest, card)
 
 
@@ -277,6 +311,45 @@ def dataset_card(
 
 
 # ---------------------------------------------------------------------------------------------- loading
+class RowGroupCache:
+    """The weights payloads of recently read row groups, least recently used dropped first: at most
+    ``max_groups`` groups and ``max_bytes`` bytes, except that the group read last is always kept (a single
+    group larger than ``max_bytes`` is the floor). One is shared by a `Zoo` and all its views; set its limits
+    (``zoo.cache.max_bytes = ...``) to trade memory for re-reads."""
+
+    def __init__(self, max_groups: int = GROUP_CACHE_GROUPS, max_bytes: int = GROUP_CACHE_BYTES) -> None:
+        self.max_groups = max_groups
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        """Bytes of the payloads held now."""
+        self._groups: OrderedDict[tuple[int, int], list[bytes]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._groups)
+
+    def get(self, key: tuple[int, int]) -> list[bytes] | None:
+        payloads = self._groups.get(key)
+        if payloads is not None:
+            self._groups.move_to_end(key)
+        return payloads
+
+    def put(self, key: tuple[int, int], payloads: list[bytes]) -> None:
+        old = self._groups.pop(key, None)
+        if old is not None:
+            self.nbytes -= sum(len(b) for b in old)
+        self._groups[key] = payloads
+        self.nbytes += sum(len(b) for b in payloads)
+        while len(self._groups) > 1 and (
+            len(self._groups) > max(1, self.max_groups) or self.nbytes > self.max_bytes
+        ):
+            _, dropped = self._groups.popitem(last=False)
+            self.nbytes -= sum(len(b) for b in dropped)
+
+    def clear(self) -> None:
+        self._groups.clear()
+        self.nbytes = 0
+
+
 class Zoo:
     """A zoo (or a selection of one): metadata in memory, weights decoded lazily on access.
 
@@ -300,7 +373,10 @@ class Zoo:
         """What the user named to get this zoo (a folder, a Hub repo id, ``default``); recorded by
         pretraining and head training so a run says which zoo it used."""
         self._handles: dict[int, pq.ParquetFile] = {}
-        self._groups: OrderedDict[tuple[int, int], list[bytes]] = OrderedDict()
+        self._group_starts: dict[int, np.ndarray] = {}
+        self._hashes: dict[tuple[int, int], str] = {}
+        self.cache = RowGroupCache()
+        """The row groups of weights read last (`RowGroupCache`; shared with every view)."""
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -358,7 +434,9 @@ class Zoo:
     def _view(self, meta: pd.DataFrame) -> Zoo:
         z = Zoo(self.root, self.files, meta, self.manifest, self.source)
         z._handles = self._handles
-        z._groups = self._groups
+        z._group_starts = self._group_starts
+        z._hashes = self._hashes
+        z.cache = self.cache
         return z
 
     # ---------------------------------------------------------------- selection
@@ -418,26 +496,75 @@ class Zoo:
         return self._view(self._meta[self._meta["is_final"].fillna(True).astype(bool)])
 
     # ---------------------------------------------------------------- weights
-    def _payload(self, i: int) -> bytes:
-        row = self._meta.iloc[i]
-        fi, r = int(row["_file"]), int(row["_row"])
+    def _handle(self, fi: int) -> pq.ParquetFile:
+        """The open data file `fi`. Not memory-mapped: a mapping would keep every page read so far resident
+        (counted in the process's memory) until the file is closed."""
         pf = self._handles.get(fi)
         if pf is None:
-            pf = self._handles[fi] = pq.ParquetFile(self.files[fi], memory_map=True)
-        # locate the row group holding row r
-        start = 0
-        for g in range(pf.metadata.num_row_groups):
-            n = pf.metadata.row_group(g).num_rows
-            if r < start + n:
-                break
-            start += n
+            pf = self._handles[fi] = pq.ParquetFile(self.files[fi], memory_map=False)
+        return pf
+
+    def _starts(self, fi: int) -> np.ndarray:
+        """First row of every row group of data file `fi`, and the file's row count last."""
+        starts = self._group_starts.get(fi)
+        if starts is None:
+            md = self._handle(fi).metadata
+            sizes = [md.row_group(g).num_rows for g in range(md.num_row_groups)]
+            starts = self._group_starts[fi] = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        return starts
+
+    def _locate(self, i: int) -> tuple[int, int, int]:
+        """(data file, row group, row within the group) of row ``i``."""
+        row = self._meta.iloc[i]
+        fi, r = int(row["_file"]), int(row["_row"])
+        starts = self._starts(fi)
+        g = int(np.searchsorted(starts, r, side="right")) - 1
+        return fi, g, r - int(starts[g])
+
+    def _payload(self, i: int) -> bytes:
+        fi, g, j = self._locate(i)
         key = (fi, g)
-        if key not in self._groups:
-            self._groups[key] = pf.read_row_group(g, columns=[WEIGHTS]).column(0).to_pylist()
-            while len(self._groups) > 8:
-                self._groups.popitem(last=False)
-        self._groups.move_to_end(key)
-        return self._groups[key][r - start]
+        payloads = self.cache.get(key)
+        if payloads is None:
+            payloads = self._handle(fi).read_row_group(g, columns=[WEIGHTS]).column(0).to_pylist()
+            self.cache.put(key, payloads)
+        return payloads[j]
+
+    def row_groups(self) -> np.ndarray:
+        """The row group (a number unique within the zoo) that holds each row of this view: rows of one group
+        are read together, so reading a large zoo group by group reads every group once."""
+        if not len(self):
+            return np.zeros(0, dtype=np.int64)
+        files = self._meta["_file"].to_numpy(dtype=np.int64)
+        rows = self._meta["_row"].to_numpy(dtype=np.int64)
+        groups = np.empty(len(self), dtype=np.int64)
+        offset = 0
+        for fi in range(len(self.files)):
+            starts = self._starts(fi)
+            mine = files == fi
+            if mine.any():
+                groups[mine] = offset + np.searchsorted(starts, rows[mine], side="right") - 1
+            offset += len(starts) - 1
+        return groups
+
+    def weight_bytes(self) -> int:
+        """The stored (uncompressed) size of this view's weights in bytes, from the Parquet metadata (each row
+        counted as its row group's mean; nothing is read). Decoded state dicts take about as much."""
+        total = 0.0
+        for fi in sorted({int(f) for f in self._meta["_file"].unique()}):
+            md = self._handle(fi).metadata
+            if not md.num_row_groups:
+                continue
+            first = md.row_group(0)
+            col = next(c for c in range(first.num_columns) if first.column(c).path_in_schema == WEIGHTS)
+            starts = self._starts(fi)
+            rows = self._meta.loc[self._meta["_file"] == fi, "_row"].to_numpy(dtype=np.int64)
+            counts = np.bincount(np.searchsorted(starts, rows, side="right") - 1, minlength=len(starts) - 1)
+            for g, n in enumerate(counts):
+                if n:
+                    group = md.row_group(g)
+                    total += n * group.column(col).total_uncompressed_size / max(group.num_rows, 1)
+        return int(total)
 
     def state_dict(self, i: int) -> dict[str, torch.Tensor]:
         """The state dict of row ``i`` (position in this view)."""
@@ -451,7 +578,12 @@ class Zoo:
         """sha256 (hex, 16 chars) of row ``i``'s stored weights: identifies a checkpoint across zoos."""
         if not 0 <= i < len(self):
             raise IndexError(f"row {i} out of range for a zoo of {len(self)} rows")
-        return payload_hash(self._payload(i))
+        row = self._meta.iloc[i]
+        key = (int(row["_file"]), int(row["_row"]))
+        h = self._hashes.get(key)
+        if h is None:  # kept (16 characters a row): split-leak, overlap and cache checks each hash every row
+            h = self._hashes[key] = payload_hash(self._payload(i))
+        return h
 
     def fingerprint(self) -> str:
         """sha256 of the zoo's manifest and its data files' names and sizes (identifies the whole zoo, not
