@@ -48,6 +48,7 @@ from zooprobe.zoo.schema import FORMAT_VERSION as ZOO_FORMAT_VERSION
 from zooprobe.zoo.space import PRESETS as ZOO_PRESETS
 from zooprobe.zoo.space import ZooConfig
 from zooprobe.zoo.store import Zoo
+from zooprobe.zoo.train import GENERATOR_VERSION
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -61,7 +62,8 @@ DEFAULT_ENCODER_ZOO = "builtin:small"
 def builtin_zoo(preset: str = "small", progress: bool = True) -> Path:
     """Folder of a built-in zoo, generated once into the cache (resuming if interrupted)."""
     cfg = ZooConfig(preset=preset).resolved()  # type: ignore[arg-type]
-    digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+    key = {"config": cfg.to_dict(), "generator": GENERATOR_VERSION}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     root = cache_dir() / "zoos" / f"{preset}-v{ZOO_FORMAT_VERSION}-{digest}"
     if not finished_zoo(root):
         build_zoo(cfg, root, progress=progress)
@@ -93,7 +95,12 @@ def default_encoder_path(progress: bool = True) -> Path:
     """
     cfg = PretrainConfig(preset=DEFAULT_ENCODER_PRESET).resolved()  # type: ignore[arg-type]
     key = json.dumps(
-        {"config": cfg.to_dict(), "zoo": DEFAULT_ENCODER_ZOO, "format_version": FORMAT_VERSION},
+        {
+            "config": cfg.to_dict(),
+            "zoo": DEFAULT_ENCODER_ZOO,
+            "generator": GENERATOR_VERSION,  # the built-in zoo it is pretrained on
+            "format_version": FORMAT_VERSION,
+        },
         sort_keys=True,
     )
     name = f"{DEFAULT_ENCODER_PRESET}-v{FORMAT_VERSION}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"

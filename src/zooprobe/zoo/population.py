@@ -54,18 +54,32 @@ def _act_forward(name: str, x: torch.Tensor, out: torch.Tensor) -> None:
         raise ValueError(f"unknown activation {name!r}")
 
 
-def _act_backward(name: str, g: torch.Tensor, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> None:
-    """``out = g * act'(x)`` written in place, using the saved output ``y`` where that is cheaper."""
+_ONE = torch.tensor(1.0)
+_ONES = [torch.ones(0)]
+
+
+def _ones(n: int) -> torch.Tensor:
+    """``n`` ones, flat, read-only and reused (gelu_backward is slow on a broadcast scalar)."""
+    if _ONES[0].numel() < n:
+        _ONES[0] = torch.ones(n)
+    return _ONES[0][:n]
+
+
+_SLOPE = torch.tensor(LEAKY_SLOPE)
+
+
+def _act_derivative(name: str, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> None:
+    """``out = act'(x)`` written in place, from the input ``x`` or the output ``y = act(x)``."""
     if name == "relu":
-        torch.mul(g, y > 0, out=out)
+        torch.sign(y, out=out)
     elif name == "leaky_relu":
-        torch.mul(g, torch.where(x > 0, 1.0, LEAKY_SLOPE), out=out)
+        torch.where(x > 0, _ONE, _SLOPE, out=out)
     elif name == "tanh":
-        torch.mul(g, torch.addcmul(torch.ones((), dtype=y.dtype), y, y, value=-1.0), out=out)
+        torch.addcmul(_ONE, y, y, value=-1.0, out=out)
     elif name == "sigmoid":
-        torch.mul(g, y * (1 - y), out=out)
+        torch.addcmul(y, y, y, value=-1.0, out=out)
     elif name == "gelu":
-        out.copy_(torch.ops.aten.gelu_backward(g, x))
+        torch.ops.aten.gelu_backward.grad_input(_ones(x.numel()).view(x.shape), x, grad_input=out)
     else:
         raise ValueError(f"unknown activation {name!r}")
 
@@ -74,33 +88,32 @@ class _SegmentedActivation(torch.autograd.Function):
     """Apply a different activation to each contiguous block of models (dimension 0), in one buffer.
 
     Plain autograd over ``cat([act(x[s:e]) ...])`` back-propagates each slice into a full-size zero
-    tensor; this writes every block's result and gradient straight into its slice instead.
+    tensor and runs a few small operations per block. Here the forward pass writes every block's result
+    and its derivative straight into two buffers, so the backward pass is a single multiplication.
     """
 
     @staticmethod
     def forward(
         ctx, x: torch.Tensor, segments: tuple[tuple[str, int, int], ...], dim: int, unit: int
     ) -> torch.Tensor:
-        x = x.contiguous()
-        out = torch.empty(x.shape, dtype=x.dtype)
+        out = torch.empty_like(x)  # same strides as x when x is dense (channels last, transposed views)
+        if out.stride() != x.stride():
+            x = x.contiguous()
+            out = torch.empty_like(x)
+        deriv = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         for name, s, e in segments:
-            _act_forward(
-                name, x.narrow(dim, s * unit, (e - s) * unit), out.narrow(dim, s * unit, (e - s) * unit)
-            )
-        ctx.segments, ctx.dim, ctx.unit = segments, dim, unit
-        ctx.save_for_backward(x, out)
+            xs, ys = x.narrow(dim, s * unit, (e - s) * unit), out.narrow(dim, s * unit, (e - s) * unit)
+            _act_forward(name, xs, ys)
+            if deriv is not None:
+                _act_derivative(name, xs, ys, deriv.narrow(dim, s * unit, (e - s) * unit))
+        if deriv is not None:
+            ctx.save_for_backward(deriv)
         return out
 
     @staticmethod
     def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
-        x, y = ctx.saved_tensors
-        g = g.contiguous()
-        gi = torch.empty(g.shape, dtype=g.dtype)
-        d, u = ctx.dim, ctx.unit
-        for name, s, e in ctx.segments:
-            a, n = s * u, (e - s) * u
-            _act_backward(name, g.narrow(d, a, n), x.narrow(d, a, n), y.narrow(d, a, n), gi.narrow(d, a, n))
-        return gi, None, None, None
+        (deriv,) = ctx.saved_tensors
+        return g * deriv, None, None, None
 
 
 def _runs(keys: list[str]) -> list[tuple[str, int, int]]:
@@ -155,7 +168,11 @@ class Population:
         self.dropout = torch.tensor([s.dropout for s in specs], dtype=torch.float32)
         self.residual = torch.tensor([float(s.has_residual) for s in specs])
         self.act_segments = tuple(_runs([s.activation for s in specs]))
-        self.dropout_runs = [(a, b) for k, a, b in _runs([str(s.dropout > 0) for s in specs]) if k == "True"]
+        # rows of the models that use dropout, their rates and kept-unit scales 1/(1-p)
+        rows = [i for i, s in enumerate(specs) if s.dropout > 0]
+        self.dropout_rows = torch.tensor(rows, dtype=torch.long) if len(rows) < len(specs) else None
+        self.dropout_p = self.dropout[rows].view(-1, 1, 1)
+        self.dropout_scale = 1.0 / (1.0 - self.dropout_p)
         if len({a for a, _, _ in self.act_segments}) != len(self.act_segments):
             raise ValueError("specs must be grouped by activation (see order_for_population)")
 
@@ -249,25 +266,29 @@ class Population:
                 self.param(f"{prefix}.ln.weight").unsqueeze(1),
             )
         x = self._act(x)
-        if train and self.dropout_runs:
-            # one scale tensor (0 or 1/(1-p)) drawn only for models that use dropout
-            scale = torch.ones(x.shape)
-            for s, e in self.dropout_runs:
-                p = self.dropout[s:e].view(-1, 1, 1)
-                scale[s:e] = (torch.rand((e - s, *x.shape[1:]), generator=gen) >= p) / (1.0 - p)
-            x = x * scale
+        if train and len(self.dropout_p):
+            # one draw, for the models that use dropout only (in row order); scale 0 or 1/(1-p)
+            keep = torch.rand((len(self.dropout_p), *x.shape[1:]), generator=gen)
+            keep = keep.ge_(self.dropout_p).mul_(self.dropout_scale)
+            if self.dropout_rows is not None:
+                keep = torch.ones(x.shape).index_copy_(0, self.dropout_rows, keep)
+            x = x * keep
         return x
 
     def _conv(self, x: torch.Tensor, prefix: str, train: bool) -> torch.Tensor:
-        """``[B, M*C_in, *S]`` -> ``[B, M*C_out, *S]``: kernel-3 same-size convolution, a group per model."""
+        """``[B, M*C_in, H, W]`` -> ``[B, M*C_out, H, W]``: kernel-3 same-size convolution, a group per model.
+
+        1-D signals run as images of height 1 (kernel ``1 x 3``): on CPU a channels-last grouped 2-D
+        convolution is several times faster than the grouped 1-D one.
+        """
         w = self.param(f"{prefix}.conv.weight")  # [M, out, in, *k]
         m, c_out = w.shape[:2]
-        conv = F.conv2d if x.dim() == 4 else F.conv1d
-        y = conv(
+        one_d = w.dim() == 4
+        y = F.conv2d(
             x,
-            w.reshape(m * c_out, *w.shape[2:]),
+            w.reshape(m * c_out, w.shape[2], 1, 3) if one_d else w.reshape(m * c_out, *w.shape[2:]),
             self.param(f"{prefix}.conv.bias").reshape(-1),
-            padding=1,
+            padding=(0, 1) if one_d else 1,
             groups=m,
         )
         if self.arch.has_batch_norm:
@@ -295,16 +316,18 @@ class Population:
             else:
                 b = x.shape[1]
                 h = x.transpose(0, 1).reshape(b, m * x.shape[2], *x.shape[3:])
-            if h.dim() == 4:
-                h = h.contiguous(memory_format=torch.channels_last)  # faster grouped 2-D convolution on CPU
+            one_d = h.dim() == 3
+            if one_d:  # [B, M*C, L] -> [B, M*C, 1, L]: see _conv
+                h = h.unsqueeze(2)
+            h = h.contiguous(memory_format=torch.channels_last)  # faster grouped convolution on CPU
             c = self.arch.width
-            r_channels = r.repeat_interleave(c).view((1, m * c) + (1,) * (h.dim() - 2))
+            r_channels = r.repeat_interleave(c).view(1, m * c, 1, 1)
             for i in range(self.arch.depth):
                 out = self._conv(h, f"blocks.{i}", train)
                 h = torch.addcmul(out, r_channels, h) if i > 0 else out
-                if i == 0:  # as SubjectModel: halve the resolution once (1-D: a cheap reshape-mean)
-                    h = F.avg_pool2d(h, 2) if h.dim() == 4 else h.unflatten(-1, (-1, 2)).mean(-1)
-            h = F.adaptive_avg_pool2d(h, 2) if h.dim() == 4 else h.unflatten(-1, (4, -1)).mean(-1)
+                if i == 0:  # as SubjectModel: halve the resolution once
+                    h = F.avg_pool2d(h, (1, 2) if one_d else 2)
+            h = F.adaptive_avg_pool2d(h, (1, 4) if one_d else 2)
             # per-model flatten order (channel-major) as in SubjectModel
             h = self._dense(h.reshape(b, m, -1).transpose(0, 1), "hidden", train, gen)
             assert h.shape[-1] == CNN_HIDDEN
@@ -357,6 +380,13 @@ class PopulationOptimizer:
         self.uses_v = col([k != "sgd" for k in kinds])
         self.exp_avg = torch.zeros(pop.flat.shape)
         self.exp_avg_sq = torch.zeros(pop.flat.shape)
+        self._derived()
+
+    def _derived(self) -> None:
+        """Per-model columns that are constant over the steps (a step then needs no extra small ops)."""
+        self.not_adam = 1.0 - self.is_adam
+        self.uses_v_not_adam = self.uses_v * self.not_adam
+        self.decay = 1 - self.lr * self.decoupled
         self.any_decoupled = bool((self.decoupled > 0).any())
 
     @torch.no_grad()
@@ -369,11 +399,11 @@ class PopulationOptimizer:
         # Adam's bias corrections depend on the step only; other optimizers use 1.
         bc1 = 1 - self.BETA1**self.t
         bc2 = 1 - self.BETA2**self.t
-        lr_t = self.lr * torch.where(self.is_adam > 0, 1.0 / bc1, 1.0)
-        e_t = self.uses_v * torch.where(self.is_adam > 0, 1.0 / math.sqrt(bc2), 1.0)
+        lr_t = self.lr * torch.add(self.not_adam, self.is_adam, alpha=1.0 / bc1)
+        e_t = torch.add(self.uses_v_not_adam, self.is_adam, alpha=1.0 / math.sqrt(bc2))
         g = torch.addcmul(grad, self.l2, p)
         if self.any_decoupled:
-            p.mul_(1 - self.lr * self.decoupled)
+            p.mul_(self.decay)
         m, v = self.exp_avg, self.exp_avg_sq
         m.mul_(self.a).addcmul_(g, self.b)
         v.mul_(self.c).addcmul_(g * g, self.d)
@@ -387,7 +417,7 @@ class PopulationOptimizer:
             setattr(self, name, getattr(self, name)[idx])
         self.exp_avg = self.exp_avg[idx]
         self.exp_avg_sq = self.exp_avg_sq[idx]
-        self.any_decoupled = bool((self.decoupled > 0).any())
+        self._derived()
 
 
 def order_for_population(specs: list[ModelSpec]) -> list[ModelSpec]:

@@ -21,6 +21,11 @@ from zooprobe.zoo.models import build_model
 from zooprobe.zoo.population import Population, PopulationOptimizer, order_for_population
 from zooprobe.zoo.space import ModelSpec
 
+GENERATOR_VERSION = 2
+"""Bumped whenever the same `ZooConfig` would generate different weights (even by rounding): built-in zoos
+are cached under a key that includes it, so a zoo cached by an older zooprobe is rebuilt, never mixed in.
+2: population training computes the activation's derivative in the forward pass and runs 1-D convolutions
+as 2-D ones (same runs and random streams, different float rounding)."""
 EVAL_CHUNK = 512
 
 
