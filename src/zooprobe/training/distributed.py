@@ -89,6 +89,53 @@ def sum_value(info: DistInfo, value: float) -> float:
     return float(t.item())
 
 
+def sum_values(info: DistInfo, values: list[float]) -> list[float]:
+    """Each of `values` summed over the ranks, in one reduction (themselves without distribution)."""
+    if not info.enabled:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return [float(v) for v in t.tolist()]
+
+
+def all_gather_rows(info: DistInfo, tensor: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's `tensor` (the row counts may differ; the other dimensions may not), in rank order.
+
+    This rank's entry is `tensor` itself, with its autograd graph; the others' are constants. A loss over
+    all rows then gives each rank the gradient through its own rows, and summing the ranks' gradients
+    (`sum_gradients`) gives the gradient of that loss over the whole batch.
+    """
+    if not info.enabled:
+        return [tensor]
+    rows = torch.tensor([tensor.shape[0]], dtype=torch.int64, device=tensor.device)
+    counts = [torch.zeros_like(rows) for _ in range(info.world_size)]
+    dist.all_gather(counts, rows)
+    sizes = [int(c.item()) for c in counts]
+    padded = tensor.detach().new_zeros((max(sizes), *tensor.shape[1:]))
+    padded[: tensor.shape[0]] = tensor.detach()
+    out = [torch.empty_like(padded) for _ in range(info.world_size)]
+    dist.all_gather(out, padded.contiguous())
+    return [tensor if r == info.rank else out[r][:n] for r, n in enumerate(sizes)]
+
+
+class NoWriter:
+    """Stands in for the TensorBoard writer on ranks other than 0: they log nothing."""
+
+    def add_scalar(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def add_text(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
@@ -96,11 +143,14 @@ def cleanup(info: DistInfo) -> None:
 
 __all__ = [
     "DistInfo",
+    "NoWriter",
     "all_gather_objects",
+    "all_gather_rows",
     "any_rank",
     "barrier",
     "cleanup",
     "init_distributed",
     "sum_gradients",
     "sum_value",
+    "sum_values",
 ]

@@ -382,7 +382,7 @@ def pretrain_neurons(
         writer: Any = (
             SummaryWriter(str(output / TB_DIR), purge_step=step if saved is not None else None)
             if info.is_main
-            else _NoWriter()
+            else D.NoWriter()
         )
         writer.add_text("config", "```yaml\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False) + "```", step)
         bar = Progress("pretrain", total_steps, unit="steps", enabled=progress, done=step, loss="-")
@@ -504,22 +504,6 @@ def pretrain_neurons(
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, record)
     return output
-
-
-class _NoWriter:
-    """TensorBoard writer of ranks other than 0: they log nothing."""
-
-    def add_scalar(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def add_text(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def _best_state(output: Path) -> dict[str, torch.Tensor]:

@@ -41,6 +41,15 @@ Batches are **bucketed by length**: each epoch the models are shuffled, cut into
 (the field notes measured that padding everything to the longest model wasted most of the compute). The
 number of batches per epoch is always ``ceil(N / batch_size)``, so the schedule is known up front.
 
+Distributed (``torchrun``): gloo on CPU, nccl on GPU (one device per local rank). Every rank draws the
+same batch order and the whole batch's views from the shared generator (so the augmentations equal a
+single process's), then computes an equal slice of the models: the reconstruction terms are divided by
+the whole batch's counts, the contrastive term sees every rank's projections (gathered; each rank
+backpropagates through its own), and the gradients are summed over the ranks, so N processes train the
+model one process would (up to float summation order). Only rank 0 writes (encoder folders, training
+state, TensorBoard, ``train.log``); the state holds nothing per rank, so a run resumes under another
+number of processes.
+
 Optimization: AdamW (no weight decay on biases and norm parameters), linear warmup over
 ``warmup_fraction`` of the steps then cosine decay to ``min_lr_ratio * lr``, gradient-norm clipping,
 bf16 autocast on CUDA when ``mixed_precision`` (never on CPU).
@@ -69,7 +78,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -108,6 +116,7 @@ from zooprobe.tokens import (
     collate_summaries,
     raw_layer_summaries,
 )
+from zooprobe.training import distributed as D
 from zooprobe.training.neuron_pretrain import pretrain_neurons
 from zooprobe.training.pretrain_config import NEURON_PRESETS, PRESETS, PretrainConfig
 from zooprobe.training.state import (
@@ -262,10 +271,36 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
 
 
 def _losses(
-    model: PretrainModel, batch: dict[str, torch.Tensor], cfg: PretrainConfig, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(total loss, token reconstruction MSE, NT-Xent, summary reconstruction MSE) of one batch."""
-    b = {k: v.to(device) for k, v in batch.items()}
+    model: PretrainModel,
+    batch: dict[str, torch.Tensor],
+    cfg: PretrainConfig,
+    device: torch.device,
+    info: D.DistInfo | None = None,
+    part: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss to backpropagate, then detached: its value, token reconstruction MSE, NT-Xent, summary
+    reconstruction MSE) of one batch of B models (2B views).
+
+    Under torchrun every rank holds the whole batch and computes the models `part` of it (indices into
+    the B; empty on a rank that got none). The reconstruction terms are divided by the whole batch's
+    counts, so the ranks' shares add up to the single process's; the contrastive term is computed over the
+    projections of every rank (`distributed.all_gather_rows`), each rank backpropagating through its own.
+    The summed gradients are then the whole batch's. The value and both MSEs returned are this rank's
+    shares (they add up over the ranks; rank 0's value includes the contrastive term); the NT-Xent is the
+    whole batch's on every rank.
+    """
+    info = info or D.DistInfo()
+    n_models = batch["inputs"].shape[0] // 2
+    weight = 1.0
+    if part is not None:
+        if len(part) == 0:  # no model for this rank: compute one at weight 0 and contribute no projection
+            part, weight = torch.zeros(1, dtype=torch.long), 0.0
+        rows = torch.cat([part, part + n_models])
+        b = {k: v[rows].to(device) for k, v in batch.items()}
+    else:
+        b = {k: v.to(device) for k, v in batch.items()}
+    # denominators of the whole batch (the masks are not learned)
+    masked = float((batch["real"] & batch["hidden"].unsqueeze(-1)).sum())
     autocast = device.type == "cuda" and bool(cfg.mixed_precision)
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
         extra = {
@@ -284,27 +319,35 @@ def _losses(
         real = b["real"].float()
         scale = (b["target"] ** 2 * real).sum(dim=(1, 2)) / real.sum(dim=(1, 2)).clamp_min(1.0)
         per_view = sq.sum(dim=(1, 2)) / sel.sum(dim=(1, 2)).clamp_min(1.0)
-        mse = (per_view / scale.clamp_min(1e-3)).mean()
+        mse = (per_view / scale.clamp_min(1e-3)).sum() / (2 * n_models)
     else:
-        mse = sq.sum() / sel.sum().clamp_min(1.0)
+        mse = sq.sum() / max(masked, 1.0)
     summary_mse = torch.zeros((), device=mse.device)
     if out.summary_latents is not None and model.encoder.summary_out is not None:
         # hidden summaries are reconstructed from their own latent (the encoder sees the layer's weight
         # tokens and the other layers' summaries): it has to compute the statistics itself
         pred = model.encoder.summary_out(out.summary_latents).float()
         ssel = b["summary_hidden"].unsqueeze(-1).float()
-        summary_mse = (((pred - b["summaries"]) ** 2) * ssel).sum() / (ssel.sum() * pred.shape[-1]).clamp_min(
-            1.0
-        )
-    n = z.shape[0] // 2
-    contrastive = nt_xent(z[:n], z[n:], float(cfg.temperature))  # type: ignore[arg-type]
+        hidden_summaries = float(batch["summary_hidden"].sum()) * pred.shape[-1]
+        summary_mse = (((pred - b["summaries"]) ** 2) * ssel).sum() / max(hidden_summaries, 1.0)
+    if info.enabled:
+        # every rank's projections, in rank order (the parts are consecutive): view 1 of all, then view 2
+        chunks = D.all_gather_rows(info, z if weight else z[:0])
+        z1 = torch.cat([c[: c.shape[0] // 2] for c in chunks])
+        z2 = torch.cat([c[c.shape[0] // 2 :] for c in chunks])
+    else:
+        z1, z2 = z[: z.shape[0] // 2], z[z.shape[0] // 2 :]
+    contrastive = nt_xent(z1, z2, float(cfg.temperature))  # type: ignore[arg-type]
     gamma = float(cfg.gamma)  # type: ignore[arg-type]
-    recon = mse + float(cfg.summary_loss_weight) * summary_mse  # type: ignore[arg-type]
+    recon_loss = weight * (mse + float(cfg.summary_loss_weight) * summary_mse)  # type: ignore[arg-type]
+    loss = (1 - gamma) * recon_loss + gamma * contrastive
+    value = loss if info.is_main else (1 - gamma) * recon_loss
     return (
-        (1 - gamma) * recon + gamma * contrastive,
-        mse.detach(),
+        loss,
+        value.detach(),
+        weight * mse.detach(),
         contrastive.detach(),
-        summary_mse.detach(),
+        weight * summary_mse.detach(),
     )
 
 
@@ -378,7 +421,7 @@ def _evaluate(
     model.eval()
     with torch.no_grad():
         for n, batch in batches:
-            losses = _losses(model, batch, cfg, device)
+            losses = _losses(model, batch, cfg, device)[1:]
             for key, value in zip(totals, losses, strict=True):
                 totals[key] += float(value) * n
     model.train()
@@ -405,7 +448,10 @@ def pretrain(
     if cfg.architecture == "neurons":
         return pretrain_neurons(cfg, zoo, output, resume=resume, progress=progress, on_epoch_end=on_epoch_end)
     enc_cfg = cfg.encoder_config()
+    info = D.init_distributed(str(cfg.device))
     device = resolve_device(cfg.device)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
     output = Path(output)
     check_output(output, ENCODER_OUTPUT, overwrite=not resume)  # before anything is read or written
     zoo_source = zoo.source
@@ -417,14 +463,11 @@ def pretrain(
         meta = saved[1]
         check_resumable(output, meta, cfg.to_dict(), fingerprint)
         if meta["finished"]:
-            _mark_finished(output)  # a kill between the last state and this mark leaves it undone
+            if info.is_main:
+                _mark_finished(output)  # a kill between the last state and this mark leaves it undone
+            D.barrier(info)
             return output
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError(
-            "distributed pretraining (torchrun) is implemented for --architecture neurons; pretrain the "
-            "token encoder in one process"
-        )
     if cfg.summary_dim != SUMMARY_DIM:  # the torch-free config cannot import tokens.SUMMARY_DIM
         raise ConfigError(f"PretrainConfig: summary_dim must be {SUMMARY_DIM}, got {cfg.summary_dim}")
     if list(cfg.splits) != ["train"]:
@@ -453,7 +496,10 @@ def pretrain(
     total_steps = steps_per_epoch * int(cfg.epochs)  # type: ignore[arg-type]
     warmup = round(float(cfg.warmup_fraction) * total_steps)  # type: ignore[arg-type]
     lengths = [min(it.num_tokens, int(cfg.window)) for it in train_items]  # type: ignore[arg-type]
-    claim_output(output, ENCODER_OUTPUT, overwrite=not resume)  # the input is valid: now write
+    if info.is_main:
+        claim_output(output, ENCODER_OUTPUT, overwrite=not resume)  # the input is valid: now write
+    D.barrier(info)
+    progress = progress and info.is_main
     provenance_base = {
         "zoo_source": str(zoo_source),
         "zoo_fingerprint": fingerprint,
@@ -466,6 +512,7 @@ def pretrain(
         "selection": "lowest validation loss" if val_items else "lowest training loss (no validation split)",
         "pretrain_config": cfg.to_dict(),
         "library_versions": library_versions(),
+        "world_size": info.world_size,
     }
 
     # The caller's RNG states are restored afterwards; inside, every random draw is seeded or resumed.
@@ -491,10 +538,15 @@ def pretrain(
 
         from tensorboardX import SummaryWriter  # heavy: tensorboardX
 
-        writer = SummaryWriter(str(output / TB_DIR), purge_step=step if saved is not None else None)
+        writer: Any = (
+            SummaryWriter(str(output / TB_DIR), purge_step=step if saved is not None else None)
+            if info.is_main
+            else D.NoWriter()
+        )
         writer.add_text("config", "```yaml\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False) + "```", step)
         bar = Progress("pretrain", total_steps, unit="steps", enabled=progress, done=step, loss="-")
-        with log_file(output / LOG_FILE), bar, contextlib.closing(writer):
+        logging: Any = log_file(output / LOG_FILE) if info.is_main else contextlib.nullcontext()
+        with logging, bar, contextlib.closing(writer):
             while epoch < int(cfg.epochs):  # type: ignore[arg-type]
                 start = time.perf_counter()
                 model.train()
@@ -502,17 +554,24 @@ def pretrain(
                 label = f"pretrain epoch {epoch + 1}/{cfg.epochs}"
                 bar.describe(label)
                 for batch_idx in length_buckets(lengths, bs, gen):
+                    # every rank draws the whole batch's views (so the generator stays in step and the
+                    # augmentations equal a single process's) and computes its slice of the models
                     batch = views.batch([train_items[i] for i in batch_idx], gen)
-                    loss, mse, con, smse = _losses(model, batch, cfg, device)
+                    part = torch.arange(len(batch_idx)).tensor_split(info.world_size)[info.rank]
+                    loss, value, mse, con, smse = _losses(
+                        model, batch, cfg, device, info, part if info.enabled else None
+                    )
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
+                    D.sum_gradients(info, model)
                     if float(cfg.grad_clip) > 0:  # type: ignore[arg-type]
                         nn.utils.clip_grad_norm_(model.parameters(), float(cfg.grad_clip))  # type: ignore[arg-type]
                     opt.step()
                     lr = opt.param_groups[0]["lr"]
                     sched.step()
                     step += 1
-                    values = (float(loss.detach()), float(mse), float(con), float(smse))
+                    summed = D.sum_values(info, [float(value), float(mse), float(smse)])
+                    values = (summed[0], summed[1], float(con), summed[2])
                     if not math.isfinite(values[0]):
                         kept = (
                             f"the state after epoch {epoch} is kept in {output} (best encoder included)"
@@ -563,46 +622,48 @@ def pretrain(
                 improved = score < best
                 if improved:
                     best, best_epoch = score, epoch
-                save_encoder(
-                    model.encoder,
-                    tokenizer,
-                    {**provenance, "checkpoint": "last", "best_epoch": best_epoch, "best_loss": best},
-                    output / LAST_DIR,
-                    preprocessing=preprocessing,
-                    summarizer=summarizer,
-                )
-                if improved:
+                if info.is_main:  # rank 0 writes; the others wait for it
                     save_encoder(
                         model.encoder,
                         tokenizer,
-                        {**provenance, "checkpoint": "best", "best_epoch": epoch, "best_loss": score},
-                        output,
+                        {**provenance, "checkpoint": "last", "best_epoch": best_epoch, "best_loss": best},
+                        output / LAST_DIR,
                         preprocessing=preprocessing,
                         summarizer=summarizer,
                     )
-                tensors, opt_meta = pack_training_state(model, opt, gen, device)
-                save_state(
-                    state_path,
-                    tensors,
-                    {
-                        "format_version": STATE_FORMAT_VERSION,
-                        "config": cfg.to_dict(),
-                        "zoo_source": str(zoo_source),
-                        "zoo_fingerprint": fingerprint,
-                        "tokenizer": tokenizer.to_dict(),
-                        "summaries": None if summarizer is None else summarizer.to_dict(),
-                        "epoch": epoch,
-                        "step": step,
-                        "best_loss": None if math.isinf(best) else best,
-                        "best_epoch": best_epoch,
-                        "history": history,
-                        "optimizer": opt_meta,
-                        "scheduler": sched.state_dict(),
-                        "finished": finished,
-                    },
-                )
-                if finished:
-                    _mark_finished(output)
+                    if improved:
+                        save_encoder(
+                            model.encoder,
+                            tokenizer,
+                            {**provenance, "checkpoint": "best", "best_epoch": epoch, "best_loss": score},
+                            output,
+                            preprocessing=preprocessing,
+                            summarizer=summarizer,
+                        )
+                    tensors, opt_meta = pack_training_state(model, opt, gen, device)
+                    save_state(
+                        state_path,
+                        tensors,
+                        {
+                            "format_version": STATE_FORMAT_VERSION,
+                            "config": cfg.to_dict(),
+                            "zoo_source": str(zoo_source),
+                            "zoo_fingerprint": fingerprint,
+                            "tokenizer": tokenizer.to_dict(),
+                            "summaries": None if summarizer is None else summarizer.to_dict(),
+                            "epoch": epoch,
+                            "step": step,
+                            "best_loss": None if math.isinf(best) else best,
+                            "best_epoch": best_epoch,
+                            "history": history,
+                            "optimizer": opt_meta,
+                            "scheduler": sched.state_dict(),
+                            "finished": finished,
+                        },
+                    )
+                    if finished:
+                        _mark_finished(output)
+                D.barrier(info)
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, record)
     return output
