@@ -405,3 +405,48 @@ def test_encode_chunks_are_bounded_by_models_and_bytes() -> None:
     assert [len(c) for c in chunks] == [4, 4, 2]
     chunks = list(encoder_io.encode_chunks(iter([sd] * 10), max_models=100, max_bytes=600 * 1024))
     assert [len(c) for c in chunks] == [3, 3, 3, 1]
+
+
+def test_frozen_blocks_are_computed_once_and_reused(pretrained: Path, tiny_zoo: Path) -> None:
+    """Fine-tuning only the top blocks: the frozen blocks' output is kept on each tokenized model and
+    reused while their weights are unchanged; results equal the full forward; gradients reach the top only."""
+    import dataclasses
+
+    tiny = load_encoder(pretrained)
+    torch.manual_seed(0)
+    two_blocks = WeightEncoder(dataclasses.replace(tiny.config, n_layers=2)).eval()
+    enc = LoadedEncoder(two_blocks, tiny.tokenizer, tiny.preprocessing, summarizer=tiny.summarizer)
+    n_blocks = len(enc.encoder.blocks)
+    tms = enc.tokenize_many(_state_dicts(tiny_zoo))
+    assert any(tm.num_tokens > enc.preprocessing.window for tm in tms)  # models of several windows
+    with torch.no_grad():
+        full = enc.embed(tms, batch_size=4).pooled
+        unfrozen = enc.embed(tms, batch_size=4, frozen_blocks=1).pooled  # bottom still trainable: no caching
+    assert all(tm.prefix_states is None for tm in tms)
+    torch.testing.assert_close(unfrozen, full, atol=0, rtol=0)
+    for p in enc.encoder.prefix_parameters(1):
+        p.requires_grad_(False)
+    calls = {"n": 0}
+    block0 = enc.encoder.blocks[0]
+    hook = block0.register_forward_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1))
+    with torch.no_grad():
+        first = enc.embed(tms, batch_size=4, frozen_blocks=1).pooled
+        after_first = calls["n"]
+        again = enc.embed(tms[::-1], batch_size=3, frozen_blocks=1).pooled.flip(0)  # other batches, reused
+    assert after_first > 0 and calls["n"] == after_first  # the bottom block ran once per window, then never
+    torch.testing.assert_close(first, full, atol=1e-5, rtol=0)
+    torch.testing.assert_close(again, full, atol=1e-5, rtol=0)
+    # new weights in a frozen block (a checkpoint loaded into it): the kept outputs are stale and recomputed
+    with torch.no_grad():
+        block0.ff2.weight.mul_(1.5)
+        changed = enc.embed(tms, batch_size=4, frozen_blocks=1).pooled
+        reference = enc.embed(tms, batch_size=4).pooled
+    assert calls["n"] > after_first
+    torch.testing.assert_close(changed, reference, atol=1e-5, rtol=0)
+    assert not torch.allclose(changed, full, atol=1e-4)
+    hook.remove()
+    # gradients: the top block trains, the frozen one is not even differentiated
+    enc.encoder.train()
+    enc.embed(tms[:5], batch_size=2, frozen_blocks=1).pooled.sum().backward()
+    assert enc.encoder.blocks[n_blocks - 1].qkv.weight.grad is not None
+    assert block0.qkv.weight.grad is None

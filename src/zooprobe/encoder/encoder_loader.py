@@ -52,7 +52,7 @@ from zooprobe.core.environment import library_versions
 from zooprobe.core.files import atomic_path, atomic_write_json, atomic_write_text, read_json
 from zooprobe.core.outputs import OutputKind, claim_output
 from zooprobe.encoder.config import EncoderConfig, EncoderConfigError
-from zooprobe.encoder.model import WeightEncoder
+from zooprobe.encoder.model import EncoderSequence, WeightEncoder
 from zooprobe.errors import ConfigError, InvalidInputError, ZooFormatError, ZooprobeError
 from zooprobe.hub import is_repo_id, render_card
 from zooprobe.tokens import (
@@ -281,7 +281,12 @@ class EncoderRuntime:
         raise NotImplementedError
 
     def embed(
-        self, tokenized: Sequence[Any], batch_size: int = 64, token_outputs: bool = False, stats: Any = None
+        self,
+        tokenized: Sequence[Any],
+        batch_size: int = 64,
+        token_outputs: bool = False,
+        stats: Any = None,
+        frozen_blocks: int = 0,
     ) -> Embeddings:
         raise NotImplementedError
 
@@ -464,6 +469,7 @@ class LoadedEncoder(EncoderRuntime):
         batch_size: int = 64,
         token_outputs: bool = False,
         stats: dict[str, float] | None = None,
+        frozen_blocks: int = 0,
     ) -> Embeddings:
         """Embed already-tokenized models (from `tokenize`); differentiable, in the encoder's current mode.
 
@@ -473,15 +479,22 @@ class LoadedEncoder(EncoderRuntime):
         mean of its window embeddings weighted by their real-token counts. With ``token_outputs`` the
         per-token latents of every model are returned too (windows do not overlap, so each real token has
         exactly one latent). `stats` (if a dict) accumulates ``n_windows, n_padded_tokens, flops``.
+
+        ``frozen_blocks=k``: the input embeddings and the first k blocks do not train (fine-tuning with
+        ``unfreeze_top_layers``), so their output is computed once per model, kept on the `TokenizedModel`
+        (``prefix_states``) and reused by later calls while those weights are unchanged; only the top blocks
+        run again. Results equal the full forward up to float rounding. Not used when those parameters
+        require gradients or dropout is active in training mode (the output would not be fixed).
         """
         if batch_size < 1:
             raise ConfigError(f"embed: batch_size must be >= 1, got {batch_size}")
         device = self.device
-        windows = [
-            (j, model_window(w))
-            for j, tm in enumerate(tokenized)
-            for w in iter_windows(tm, self.preprocessing.window)
-        ]
+        windows: list[tuple[int, TokenWindow]] = []
+        ordinal: list[int] = []  # each window's index within its model
+        for j, tm in enumerate(tokenized):
+            for w_index, w in enumerate(iter_windows(tm, self.preprocessing.window)):
+                windows.append((j, model_window(w)))
+                ordinal.append(w_index)
         if not windows:
             return Embeddings(torch.empty(0, self.latent_dim, device=device), None)
 
@@ -489,21 +502,21 @@ class LoadedEncoder(EncoderRuntime):
             return windows[k][1].num_tokens, tokenized[windows[k][0]].num_layers
 
         order = sorted(range(len(windows)), key=window_key)
+        keys = [window_key(k) for k in order]
+        frozen = self._cacheable_prefix(frozen_blocks)
+        if frozen:
+            self._fill_prefix(tokenized, windows, ordinal, order, keys, frozen, batch_size)
         pooled_parts: list[torch.Tensor] = []
         count_parts: list[torch.Tensor] = []
         token_parts: dict[int, torch.Tensor] = {}
-        for idx in _batches(order, [window_key(k) for k in order], batch_size):
-            batch = collate([windows[k][1] for k in idx])
-            attention = batch["attention_mask"].to(device)
-            extra = self.encoder.summary_inputs([tokenized[windows[k][0]] for k in idx], len(idx), device)
-            out = self.encoder(
-                batch["tokens"].to(device),
-                batch["mask"].to(device),
-                batch["positions"].to(device),
-                attention,
-                **extra,
-                token_latents=token_outputs,
-            )
+        for idx in _batches(order, keys, batch_size):
+            if frozen:
+                kept = [tokenized[windows[k][0]].prefix_states[1][ordinal[k]] for k in idx]
+                seq = _assemble_prefix(kept, device, self.config.summary_tokens)
+            else:
+                seq = self._sequence(tokenized, windows, idx)
+            out = self.encoder.finish(self.encoder.run_blocks(seq, frozen), token_latents=token_outputs)
+            attention = seq.attention_mask
             pooled_parts.append(out.pooled.float())
             count_parts.append(attention.sum(dim=1).float())
             if token_outputs:
@@ -514,9 +527,8 @@ class LoadedEncoder(EncoderRuntime):
                 b, length = attention.shape
                 stats["n_windows"] = stats.get("n_windows", 0) + b
                 stats["n_padded_tokens"] = stats.get("n_padded_tokens", 0) + b * length
-                n_summary = int(extra["summaries"].shape[1]) if extra else 0
                 stats["flops"] = stats.get("flops", 0.0) + self.encoder.flops_per_forward(
-                    length, b, n_summary, token_latents=token_outputs
+                    length, b, seq.n_summary, token_latents=token_outputs
                 )
         position = torch.empty(len(windows), dtype=torch.long)
         position[torch.tensor(order)] = torch.arange(len(windows))
@@ -535,6 +547,105 @@ class LoadedEncoder(EncoderRuntime):
                 for j in range(n_models)
             ]
         return Embeddings(embedded, tokens_out)
+
+    def _sequence(
+        self, tokenized: Sequence[TokenizedModel], windows: list[tuple[int, TokenWindow]], idx: list[int]
+    ) -> EncoderSequence:
+        """The embedded input sequence of the windows `idx` (collated and padded)."""
+        device = self.device
+        batch = collate([windows[k][1] for k in idx])
+        extra = self.encoder.summary_inputs([tokenized[windows[k][0]] for k in idx], len(idx), device)
+        return self.encoder.embed_sequence(
+            batch["tokens"].to(device),
+            batch["mask"].to(device),
+            batch["positions"].to(device),
+            batch["attention_mask"].to(device),
+            **extra,
+        )
+
+    def _cacheable_prefix(self, frozen_blocks: int) -> int:
+        """`frozen_blocks` when its output can be kept (see `embed`), else 0."""
+        if frozen_blocks <= 0:
+            return 0
+        if self.encoder.training and self.config.dropout > 0:
+            return 0
+        if any(p.requires_grad for p in self.encoder.prefix_parameters(frozen_blocks)):
+            return 0
+        return min(frozen_blocks, len(self.encoder.blocks))
+
+    def _prefix_key(self, frozen: int) -> tuple[Any, ...]:
+        """Identifies the weights a kept prefix output was computed with (in-place updates bump versions)."""
+        params = self.encoder.prefix_parameters(frozen)
+        return (id(self.encoder), frozen, tuple((p.data_ptr(), p._version) for p in params))
+
+    def _fill_prefix(
+        self,
+        tokenized: Sequence[TokenizedModel],
+        windows: list[tuple[int, TokenWindow]],
+        ordinal: list[int],
+        order: list[int],
+        keys: list[Any],
+        frozen: int,
+        batch_size: int,
+    ) -> None:
+        """Compute and keep the prefix output of every window of the models that lack a current one."""
+        key = self._prefix_key(frozen)
+        missing = {
+            j for j, tm in enumerate(tokenized) if tm.prefix_states is None or tm.prefix_states[0] != key
+        }
+        if not missing:
+            return
+        states: dict[int, list[Any]] = {j: [] for j in missing}
+        todo = [(k, key_) for k, key_ in zip(order, keys, strict=True) if windows[k][0] in missing]
+        with torch.no_grad():
+            for idx in _batches([k for k, _ in todo], [key_ for _, key_ in todo], batch_size):
+                seq = self.encoder.run_blocks(self._sequence(tokenized, windows, idx), 0, frozen)
+                n_cls, n_sum = seq.n_cls, seq.n_summary
+                for row, k in enumerate(idx):
+                    j, length = windows[k][0], windows[k][1].num_tokens
+                    s_i = tokenized[j].num_layers if seq.summary_attention is not None else 0
+                    x = seq.x[row]
+                    part = torch.cat(
+                        [x[:n_cls], x[n_cls : n_cls + s_i], x[n_cls + n_sum : n_cls + n_sum + length]]
+                    )
+                    states[j].append(
+                        (ordinal[k], _PrefixState(part, n_cls, s_i, seq.attention_mask[row, :length]))
+                    )
+        for j, items in states.items():
+            tokenized[j].prefix_states = (key, [state for _, state in sorted(items, key=lambda t: t[0])])
+
+
+@dataclass
+class _PrefixState:
+    """One window's sequence after the frozen blocks, without padding: ``[cls] + its summary tokens + its
+    weight tokens`` (`LoadedEncoder.embed` with ``frozen_blocks``)."""
+
+    x: torch.Tensor  # [n_cls + n_summary + length, d_model]
+    n_cls: int
+    n_summary: int  # 0 without summary tokens
+    attention: torch.Tensor  # [length] bool
+
+
+def _assemble_prefix(
+    items: list[_PrefixState], device: torch.device, summary_tokens: bool
+) -> EncoderSequence:
+    """Pad kept prefix outputs into one `EncoderSequence` (the layout of `WeightEncoder.embed_sequence`)."""
+    n_cls = items[0].n_cls
+    n_sum = max(it.n_summary for it in items)
+    length = max(int(it.attention.shape[0]) for it in items)
+    d = int(items[0].x.shape[-1])
+    b = len(items)
+    x = items[0].x.new_zeros(b, n_cls + n_sum + length, d)
+    attention = torch.zeros(b, length, dtype=torch.bool, device=device)
+    summary_attention = torch.zeros(b, n_sum, dtype=torch.bool, device=device)
+    for row, it in enumerate(items):
+        n = int(it.attention.shape[0])
+        x[row, : n_cls + it.n_summary] = it.x[: n_cls + it.n_summary]
+        x[row, n_cls + n_sum : n_cls + n_sum + n] = it.x[n_cls + it.n_summary :]
+        attention[row, :n] = it.attention
+        summary_attention[row, : it.n_summary] = True
+    keys = torch.cat([attention.new_ones(b, n_cls), summary_attention, attention], dim=1)
+    return EncoderSequence(x, keys, attention, summary_attention if summary_tokens else None)
 
 
 def _batches(order: list[int], keys: list[Any], batch_size: int) -> Iterator[list[int]]:

@@ -22,7 +22,7 @@ of silently aliasing two layers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,25 @@ class EncoderOutput:
     latent_tokens: torch.Tensor | None  # [B, L, latent_dim] (None when forward(token_latents=False))
     summary_states: torch.Tensor | None = None  # [B, S, d_model] (summary_tokens only)
     summary_latents: torch.Tensor | None = None  # [B, S, latent_dim] (summary_tokens only)
+
+
+@dataclass
+class EncoderSequence:
+    """The encoder's token sequence between its stages (`WeightEncoder.embed_sequence`, `run_blocks`,
+    `finish`): ``[cls] + summary tokens + weight tokens``, each part padded at its end."""
+
+    x: torch.Tensor  # [B, T, d_model]
+    keys: torch.Tensor  # [B, T] bool: real positions (attention keys)
+    attention_mask: torch.Tensor  # [B, L] bool: real weight tokens
+    summary_attention: torch.Tensor | None  # [B, S] bool: real summary tokens (summary_tokens only)
+
+    @property
+    def n_summary(self) -> int:
+        return 0 if self.summary_attention is None else int(self.summary_attention.shape[1])
+
+    @property
+    def n_cls(self) -> int:
+        return int(self.x.shape[1]) - self.n_summary - int(self.attention_mask.shape[1])
 
 
 class TransformerBlock(nn.Module):
@@ -207,13 +226,28 @@ class WeightEncoder(nn.Module):
         real summary tokens (``summary_tokens``). ``token_latents=False`` skips the per-token (and
         per-summary) latents, which pooling does not need (`LoadedEncoder.embed` without token outputs).
         """
+        summary = (summaries, summary_layers, summary_attention, summary_keep)
+        seq = self.embed_sequence(tokens, mask, positions, attention_mask, *summary)
+        return self.finish(self.run_blocks(seq), token_latents)
+
+    def embed_sequence(
+        self,
+        tokens: torch.Tensor,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        attention_mask: torch.Tensor,
+        summaries: torch.Tensor | None = None,
+        summary_layers: torch.Tensor | None = None,
+        summary_attention: torch.Tensor | None = None,
+        summary_keep: torch.Tensor | None = None,
+    ) -> EncoderSequence:
+        """The input sequence ``[cls] + summary tokens + weight tokens`` of `forward`, before the blocks."""
         self._check_inputs(tokens, mask, positions, attention_mask)
         cfg = self.config
         b = tokens.shape[0]
         maskf = mask.to(tokens.dtype)
         x = self.token_embed(torch.cat([tokens * maskf, maskf], dim=-1)) + self.positions(positions)
         keys = attention_mask
-        n_summary = 0
         if cfg.summary_tokens:
             summaries, summary_layers, summary_attention = self._check_summaries(
                 b, summaries, summary_layers, summary_attention
@@ -223,16 +257,28 @@ class WeightEncoder(nn.Module):
             assert self.summary_embed is not None and self.summary_type is not None
             s = self.summary_embed(torch.cat([summaries * keepf, keepf.expand_as(summaries)], dim=-1))
             s = s + self.summary_type + self.positions.layer_index(summary_layers)
-            n_summary = s.shape[1]
             x = torch.cat([s, x], dim=1)
             keys = torch.cat([summary_attention, keys], dim=1)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(b, 1, cfg.d_model), x], dim=1)
             keys = torch.cat([attention_mask.new_ones(b, 1), keys], dim=1)
+        return EncoderSequence(x, keys, attention_mask, summary_attention if cfg.summary_tokens else None)
+
+    def run_blocks(self, seq: EncoderSequence, start: int = 0, stop: int | None = None) -> EncoderSequence:
+        """`seq` through blocks ``start:stop`` (all by default)."""
+        keys = seq.keys
         key_mask = None if bool(keys.all()) else _key_mask(keys)
-        for block in self.blocks:
+        x = seq.x
+        for block in self.blocks[start:stop]:
             x = block(x, key_mask)
-        x = self.norm(x)
+        return replace(seq, x=x)
+
+    def finish(self, seq: EncoderSequence, token_latents: bool = True) -> EncoderOutput:
+        """The outputs of `forward` from the sequence after the last block: final norm, latents, pooling."""
+        cfg = self.config
+        x = self.norm(seq.x)
+        attention_mask, summary_attention = seq.attention_mask, seq.summary_attention
+        n_summary = seq.n_summary
         real = attention_mask.unsqueeze(-1).to(x.dtype)
         parts: list[torch.Tensor] = []
         cls_state: torch.Tensor | None = None
@@ -261,6 +307,12 @@ class WeightEncoder(nn.Module):
             summary_states=summary_states,
             summary_latents=summary_latents,
         )
+
+    def prefix_parameters(self, n_blocks: int) -> list[nn.Parameter]:
+        """What the sequence after block ``n_blocks`` depends on: input embeddings and the first blocks."""
+        names = ("token_embed.", "positions.", "cls_token", "summary_embed.", "summary_type")
+        names += tuple(f"blocks.{i}." for i in range(n_blocks))
+        return [p for n, p in self.named_parameters() if n.startswith(names)]
 
     def _check_summaries(
         self,
@@ -410,6 +462,7 @@ __all__ = [
     "EncoderConfig",
     "EncoderConfigError",
     "EncoderOutput",
+    "EncoderSequence",
     "TransformerBlock",
     "WeightEncoder",
 ]

@@ -102,12 +102,14 @@ class LoadedNeuronEncoder(EncoderRuntime):
         batch_size: int = 64,
         token_outputs: bool = False,
         stats: dict[str, float] | None = None,
+        frozen_blocks: int = 0,
     ) -> Embeddings:
         """Representations of parsed models; differentiable, in the encoder's current mode.
 
         Models are grouped by signature (same shapes) and run `batch_size` at a time; each model's
         features are computed once and kept on it (`features`). `stats` (a dict) accumulates
-        ``n_windows`` (batches), ``featurize_s`` and ``model_forward_s``.
+        ``n_windows`` (batches), ``featurize_s`` and ``model_forward_s``. `frozen_blocks` is accepted for
+        the interface of `LoadedEncoder.embed` and not used (the kept features are what is reused).
         """
         if batch_size < 1:
             raise ConfigError(f"embed: batch_size must be >= 1, got {batch_size}")

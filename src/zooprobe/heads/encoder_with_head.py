@@ -6,7 +6,8 @@
   (`forward_features`).
 - ``finetune``: the encoder trains too, at ``encoder_lr_ratio`` times the head's learning rate (0.1 by
   default); with ``unfreeze_top_layers=k`` only the top ``k`` transformer blocks (plus the final norm and
-  the latent projection) are trained and the rest stays frozen.
+  the latent projection) are trained and the rest stays frozen: the output of the frozen blocks is computed
+  once per model and reused in later epochs (`LoadedEncoder.embed` with ``frozen_blocks``).
 """
 
 from __future__ import annotations
@@ -88,6 +89,14 @@ class EncoderWithHead(nn.Module):
     def frozen(self) -> bool:
         return self.mode == "frozen"
 
+    @property
+    def frozen_blocks(self) -> int:
+        """Fine-tuning with ``unfreeze_top_layers=k``: the bottom blocks that do not train; their output is
+        computed once per kept model and reused every epoch (`LoadedEncoder.embed`)."""
+        if self.frozen or self.unfreeze_top_layers is None:
+            return 0
+        return len(self.encoder.blocks) - self.unfreeze_top_layers
+
     def train(self, mode: bool = True) -> EncoderWithHead:
         super().train(mode)
         if self.frozen:
@@ -99,7 +108,9 @@ class EncoderWithHead(nn.Module):
         """Encoder outputs for the head: pooled [B, D] (+ padded token latents with attention pooling)."""
         want_tokens = self.head.pool is not None
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            emb = self.loaded.embed(tokenized, self.encode_batch_size, token_outputs=want_tokens)
+            emb = self.loaded.embed(
+                tokenized, self.encode_batch_size, token_outputs=want_tokens, frozen_blocks=self.frozen_blocks
+            )
         inputs = {"pooled": emb.pooled}
         if want_tokens and emb.tokens is not None:
             inputs["tokens"], inputs["token_mask"] = pad_tokens(emb.tokens)

@@ -434,6 +434,7 @@ class TokenizedModel:
         summaries: optional float32 ``[num_layers, summary_dim]``: one standardized statistics vector per
             layer (`zooprobe.tokens.summary`), attached by encoders that read summary tokens; None
             otherwise. Not needed by `detokenize`.
+        prefix_states: kept by `LoadedEncoder.embed` (see there); not saved, not compared.
     """
 
     tokens: torch.Tensor
@@ -443,6 +444,7 @@ class TokenizedModel:
     passthrough: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
     summaries: torch.Tensor | None = None
+    prefix_states: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         t = self.tokens
