@@ -125,3 +125,21 @@ def test_cohort_order_groups_activations_and_keeps_every_model() -> None:
     assert sorted(s.model_id for s in ordered) == sorted(s.model_id for s in specs)
     acts = [s.activation for s in ordered]
     assert acts == sorted(acts)
+
+
+@pytest.mark.parametrize("family", ["mlp", "cnn"])
+def test_evaluation_in_small_chunks_matches_one_chunk(family: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from zooprobe.zoo import train
+
+    arch = _arch("mnist1d", family, True, False)
+    specs = _specs(arch, 5)
+    pop = Population(arch, specs, [build_model(s).state_dict() for s in specs])
+    data = load_task("mnist1d")
+    x, y = data.x_train[:300], data.y_train[:300]
+    monkeypatch.setattr(train, "EVAL_ELEMENTS", 1 << 40)  # one chunk of EVAL_CHUNK samples
+    whole = train.evaluate_population(pop, data, x, y)
+    monkeypatch.setattr(train, "EVAL_ELEMENTS", 1)  # the smallest chunks (32 samples)
+    assert train._population_eval_chunk(pop) == 32
+    chunked = train.evaluate_population(pop, data, x, y)
+    for name, v in whole.items():
+        torch.testing.assert_close(chunked[name], v, rtol=1e-5, atol=1e-6)

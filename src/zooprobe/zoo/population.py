@@ -55,31 +55,38 @@ def _act_forward(name: str, x: torch.Tensor, out: torch.Tensor) -> None:
 
 
 _ONE = torch.tensor(1.0)
-_ONES = [torch.ones(0)]
+_ONES_LIKE: dict[tuple[tuple[int, ...], tuple[int, ...]], torch.Tensor] = {}
 
 
-def _ones(n: int) -> torch.Tensor:
-    """``n`` ones, flat, read-only and reused (gelu_backward is slow on a broadcast scalar)."""
-    if _ONES[0].numel() < n:
-        _ONES[0] = torch.ones(n)
-    return _ONES[0][:n]
+def _ones_like(x: torch.Tensor) -> torch.Tensor:
+    """Ones with ``x``'s shape and strides, read-only and reused.
+
+    ``*_backward(ones, x)`` yields an activation's derivative; the ones must share ``x``'s memory layout
+    (a contiguous or broadcast operand next to a channels-last slice is several times slower).
+    """
+    key = (tuple(x.shape), x.stride())
+    ones = _ONES_LIKE.get(key)
+    if ones is None:
+        if len(_ONES_LIKE) >= 16:
+            _ONES_LIKE.clear()
+        ones = _ONES_LIKE[key] = torch.ones_like(x)
+    return ones
 
 
-_SLOPE = torch.tensor(LEAKY_SLOPE)
-
-
-def _act_derivative(name: str, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor) -> None:
-    """``out = act'(x)`` written in place, from the input ``x`` or the output ``y = act(x)``."""
+def _act_derivative(
+    name: str, x: torch.Tensor, y: torch.Tensor, ones: torch.Tensor, out: torch.Tensor
+) -> None:
+    """``out = act'(x)`` written in place, from the input ``x``, the output ``y = act(x)`` or ``ones``."""
     if name == "relu":
         torch.sign(y, out=out)
     elif name == "leaky_relu":
-        torch.where(x > 0, _ONE, _SLOPE, out=out)
+        torch.ops.aten.leaky_relu_backward.grad_input(ones, x, LEAKY_SLOPE, False, grad_input=out)
     elif name == "tanh":
         torch.addcmul(_ONE, y, y, value=-1.0, out=out)
     elif name == "sigmoid":
         torch.addcmul(y, y, y, value=-1.0, out=out)
     elif name == "gelu":
-        torch.ops.aten.gelu_backward.grad_input(_ones(x.numel()).view(x.shape), x, grad_input=out)
+        torch.ops.aten.gelu_backward.grad_input(ones, x, grad_input=out)
     else:
         raise ValueError(f"unknown activation {name!r}")
 
@@ -101,11 +108,15 @@ class _SegmentedActivation(torch.autograd.Function):
             x = x.contiguous()
             out = torch.empty_like(x)
         deriv = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+        ones = _ones_like(x) if deriv is not None else x
         for name, s, e in segments:
-            xs, ys = x.narrow(dim, s * unit, (e - s) * unit), out.narrow(dim, s * unit, (e - s) * unit)
+            start, length = s * unit, (e - s) * unit
+            xs, ys = x.narrow(dim, start, length), out.narrow(dim, start, length)
             _act_forward(name, xs, ys)
             if deriv is not None:
-                _act_derivative(name, xs, ys, deriv.narrow(dim, s * unit, (e - s) * unit))
+                _act_derivative(
+                    name, xs, ys, ones.narrow(dim, start, length), deriv.narrow(dim, start, length)
+                )
         if deriv is not None:
             ctx.save_for_backward(deriv)
         return out

@@ -9,6 +9,7 @@ longest run and every model is snapshotted at its own epoch count.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,12 +22,17 @@ from zooprobe.zoo.models import build_model
 from zooprobe.zoo.population import Population, PopulationOptimizer, order_for_population
 from zooprobe.zoo.space import ModelSpec
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 """Bumped whenever the same `ZooConfig` would generate different weights (even by rounding): built-in zoos
 are cached under a key that includes it, so a zoo cached by an older zooprobe is rebuilt, never mixed in.
 2: population training computes the activation's derivative in the forward pass and runs 1-D convolutions
-as 2-D ones (same runs and random streams, different float rounding)."""
+as 2-D ones (same runs and random streams, different float rounding).
+3: population training computes gelu/leaky-ReLU derivatives from operands in the activation's own memory
+layout (different float rounding); population metrics are evaluated in cache-sized chunks."""
 EVAL_CHUNK = 512
+EVAL_ELEMENTS = 1 << 21
+"""Population evaluation runs in chunks whose widest layer output holds about this many floats (8 MiB):
+larger chunks fall out of cache (a 16-channel CNN cohort evaluated 2.5x faster in chunks of ~100 than 512)."""
 
 
 @dataclass
@@ -76,10 +82,21 @@ def _optimizer(spec: ModelSpec, params) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {spec.optimizer!r}")
 
 
+def _population_eval_chunk(pop: Population) -> int:
+    """Samples per evaluation chunk: `EVAL_CHUNK`, fewer when the cohort's layer outputs are large."""
+    arch = pop.arch
+    if arch.family == "mlp":
+        per_sample = max(arch.width, math.prod(arch.input_shape))
+    else:  # the first convolution's output is the widest
+        per_sample = arch.width * math.prod(arch.input_shape[1:])
+    return max(32, min(EVAL_CHUNK, EVAL_ELEMENTS // (pop.m * per_sample)))
+
+
 @torch.no_grad()
 def evaluate_population(pop: Population, data: TaskData, x_train: torch.Tensor, y_train: torch.Tensor):
     """Per-model accuracy and mean loss on the train/validation/test splits (eval mode)."""
     out: dict[str, torch.Tensor] = {}
+    chunk = _population_eval_chunk(pop)
     for split, x, y in (
         ("train", x_train, y_train),
         ("val", data.x_val, data.y_val),
@@ -87,8 +104,8 @@ def evaluate_population(pop: Population, data: TaskData, x_train: torch.Tensor, 
     ):
         correct = torch.zeros(pop.m)
         loss = torch.zeros(pop.m)
-        for s in range(0, len(y), EVAL_CHUNK):
-            xb, yb = x[s : s + EVAL_CHUNK], y[s : s + EVAL_CHUNK]
+        for s in range(0, len(y), chunk):
+            xb, yb = x[s : s + chunk], y[s : s + chunk]
             logits = pop.forward(xb, train=False)  # [M, b, K]
             ce = F.cross_entropy(logits.flatten(0, 1), yb.repeat(pop.m), reduction="none").view(pop.m, -1)
             loss += ce.sum(1)
