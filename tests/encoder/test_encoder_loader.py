@@ -318,6 +318,12 @@ def test_bench_and_cli(pretrained: Path, tiny_zoo: Path, tmp_path: Path) -> None
     report = "\n".join(format_report(result))
     assert "LightGBM R²" in report and "strongest statistics baseline" in report
     assert any("ridge R²" in line for line in format_report(result))
+    # the forward's own kernels at its shapes, and the stored reference (another zoo here: not comparable)
+    assert result["attention_gflops"] > 0 and result["qkv_gflops"] > 0
+    assert "its kernels alone" in report and "not comparable here" in report
+    same = dict(result, reference=dict(result["reference"], comparable=True))
+    ratio = result["models_per_s"] / result["reference"]["models_per_s"]
+    assert f"{ratio:.2f}x" in "\n".join(format_report(same))
 
     from jsonargparse import ArgumentParser
     from rich.console import Console

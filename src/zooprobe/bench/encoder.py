@@ -111,6 +111,24 @@ def _reset_peak_rss() -> bool:
 
 
 # ------------------------------------------------------------------------------------------ bench
+REFERENCE: dict[str, Any] = {
+    "commit": "03038b6",
+    "date": "2026-11-30",
+    "zoo_models": 2046,
+    "zoo": "zooprobe zoo build --preset bench (2046 final checkpoints)",
+    "encoder": "default",
+    "models_per_s": 154.9,
+    "tokenize_share": 0.74,
+    "machine": "2-core x86-64 CPU (AVX-512), 2 torch threads",
+}
+"""Encoding throughput of the previous release's path (commit 03038b6: one model tokenized at a time) on the
+bench zoo with the default encoder: the mean of four runs of ``zooprobe encoder bench`` on the machine named
+(161.6, 177.0, 140.7 and 140.3 models/s; each was run back to back with this path, which measured 2.7-3.4x
+as fast in the same four pairs). `format_report` prints the ratio to it when the zoo and encoder are the
+same; other machines differ (and this one varies by about 20% between runs), so rerun that commit there
+for an exact comparison."""
+
+
 def matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
     """GFLOP/s of a plain fp32 n x n matmul on this process's threads (best of `repeats`)."""
     g = torch.Generator().manual_seed(0)
@@ -124,6 +142,39 @@ def matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
         a @ b
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best / 1e9
+
+
+def _best_seconds(fn: Any, repeats: int) -> float:
+    fn()
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def kernel_gflops(config: Any, batch: int, length: int, repeats: int = 5) -> dict[str, float]:
+    """GFLOP/s of the token encoder's two kinds of kernels alone, at its own shapes: attention (SDPA,
+    ``batch`` sequences of ``length`` over ``n_heads`` heads of ``d_model / n_heads``; with a key mask, as
+    most batches need one) and the QKV projection (``batch * length`` rows, ``d_model -> 3 d_model``). What
+    the forward pass can reach is bounded by these, not by a square 1024 matmul."""
+    g = torch.Generator().manual_seed(0)
+    heads, dim = config.n_heads, config.d_model // config.n_heads
+    q, k, v = (torch.randn(batch, heads, length, dim, generator=g) for _ in range(3))
+    mask = torch.ones(batch, 1, 1, length, dtype=torch.bool)
+    mask[: batch // 2, ..., length - length // 8 :] = False
+    with torch.no_grad():
+        attention = _best_seconds(
+            lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask), repeats
+        )
+        x = torch.randn(batch * length, config.d_model, generator=g)
+        w = torch.randn(3 * config.d_model, config.d_model, generator=g)
+        linear = _best_seconds(lambda: x @ w.T, repeats)
+    return {
+        "attention_gflops": 4 * batch * heads * length * length * dim / attention / 1e9,
+        "qkv_gflops": 2 * batch * length * config.d_model * 3 * config.d_model / linear / 1e9,
+    }
 
 
 def bench_encoder(
@@ -170,6 +221,16 @@ def bench_encoder(
             "matmul_gflops": matmul_gflops(1024),
         }
     )
+    if result["architecture"] == "tokens":
+        cfg = encoder.config
+        length = encoder.preprocessing.window + 1 + (8 if cfg.summary_tokens else 0)
+        result.update(kernel_gflops(cfg, batch_size, length))
+    comparable = (
+        str(encoder_source) == REFERENCE["encoder"]
+        and len(state_dicts) == REFERENCE["zoo_models"]
+        and result["architecture"] == "tokens"
+    )
+    result["reference"] = dict(REFERENCE, comparable=comparable)
     # 2. probes
     y = meta["test_accuracy"].to_numpy(dtype=float)
     train = (meta["split"] == "train").to_numpy()
@@ -255,14 +316,24 @@ def format_report(result: Mapping[str, Any]) -> list[str]:
             if r.get("architecture") == "neurons"
             else [
                 f"encoding    : {r['models_per_s']:9.1f} models/s  {r['tokens_per_s']:12,.0f} tokens/s  "
-                f"({r['encode_seconds']:.2f} s: tokenize {r['tokenize_seconds']:.2f} s, forward "
+                f"({r['encode_seconds']:.2f} s: tokenize {r['tokenize_seconds']:.2f} s = "
+                f"{100 * r['tokenize_seconds'] / r['encode_seconds']:.0f}%, forward "
                 f"{r['forward_seconds']:.2f} s; {r['n_windows']} windows, "
                 f"padding {100 * r['padding_fraction']:.1f}%)",
                 f"GFLOP/s     : encoder forward {r['encoder_gflops']:.1f}  vs  fp32 matmul n=1024 "
                 f"{r['matmul_gflops']:.1f}  ({100 * r['encoder_gflops'] / r['matmul_gflops']:.0f}% of the "
                 "ceiling)",
+                *(
+                    [
+                        "              its kernels alone at its shapes: attention "
+                        f"{r['attention_gflops']:.1f}, QKV projection {r['qkv_gflops']:.1f}"
+                    ]
+                    if "attention_gflops" in r
+                    else []
+                ),
             ]
         ),
+        *_reference_lines(r),
         f"ridge R² (test accuracy, held-out test split): encoder embedding {r['r2_encoder']:.3f}  |  "
         f"weight statistics {r['r2_weight_stats']:.3f}  |  both {r['r2_encoder_plus_stats']:.3f}",
         f"LightGBM R² (test accuracy, early-stopped on validation): encoder embedding "
@@ -290,10 +361,28 @@ def format_report(result: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _reference_lines(r: Mapping[str, Any]) -> list[str]:
+    ref = r.get("reference")
+    if not ref:
+        return []
+    if not ref["comparable"]:
+        return [
+            f"reference   : {ref['models_per_s']:.1f} models/s at commit {ref['commit']} is for the bench "
+            "zoo with the default encoder; not comparable here"
+        ]
+    return [
+        f"reference   : {ref['models_per_s']:.1f} models/s at commit {ref['commit']} ({ref['date']}, "
+        f"{ref['machine']}; tokenizing {100 * ref['tokenize_share']:.0f}% of it): "
+        f"{r['models_per_s'] / ref['models_per_s']:.2f}x"
+    ]
+
+
 __all__ = [
+    "REFERENCE",
     "bench_encoder",
     "format_report",
     "gbm_r2",
+    "kernel_gflops",
     "matmul_gflops",
     "resnet18_state_dict",
     "ridge_r2",
