@@ -266,8 +266,9 @@ def split_representations(
     model: EncoderWithHead, split: SplitData, device: torch.device, cfg: TrainConfig
 ) -> np.ndarray:
     """The pooled representations [N, D] (float64) the head reads for every model of `split`: the cached
-    ones in frozen mode, otherwise encoded now with the (fine-tuned) encoder, in chunks of at most 256 models
-    and ``cfg.weights_memory_mb`` of weights (read from the zoo when the split is streamed)."""
+    ones in frozen mode, otherwise encoded now with the (fine-tuned) encoder, in chunks of at most 2048 models
+    and ``cfg.weights_memory_mb`` of weights (`tokenized_chunks`; read from the zoo when the split is
+    streamed)."""
     if model.frozen and split.reps is not None:
         return split.reps.pooled.double().cpu().numpy()
     was_training = model.training
