@@ -32,7 +32,7 @@ from safetensors.torch import save_file
 
 from zooprobe.core.files import atomic_path, cache_dir
 from zooprobe.core.progress import Progress
-from zooprobe.encoder.encoder_loader import LoadedEncoder
+from zooprobe.encoder.encoder_loader import LoadedEncoder, encode_chunks
 
 CACHE_FORMAT = 1
 log = logging.getLogger(__name__)
@@ -68,11 +68,6 @@ ENCODE_CHUNK_BYTES = 128 * 2**20
 before embedding them: its memory does not grow with the zoo."""
 
 
-def state_dict_bytes(state_dict: Any) -> int:
-    """Bytes of the tensors of a state dict (its decoded size)."""
-    return sum(int(t.nbytes) for t in state_dict.values() if isinstance(t, torch.Tensor))
-
-
 def compute_representations(
     encoder: LoadedEncoder,
     zoo: Any,
@@ -94,28 +89,18 @@ def compute_representations(
     n = len(zoo)
     was_training = encoder.encoder.training
     encoder.encoder.eval()
-
-    def flush(sds: list[Any], first: int, bar: Progress) -> None:
-        tms = encoder.tokenize_many(sds, first)  # same-architecture models tokenized together
-        sds.clear()
-        emb = encoder.embed(tms, batch_size, token_outputs=token_outputs)
-        pooled.append(emb.pooled.float().cpu())
-        if emb.tokens is not None:
-            tokens.extend(t.float().cpu() for t in emb.tokens)
-        bar.advance(len(tms))
-
     try:
         with torch.no_grad(), Progress("encoding models", n, unit="models", enabled=progress) as bar:
-            sds: list[Any] = []
-            held = 0
-            for i in range(n):
-                sds.append(zoo.state_dict(i))
-                held += state_dict_bytes(sds[-1])
-                if len(sds) >= chunk or held >= chunk_bytes:
-                    flush(sds, i + 1 - len(sds), bar)
-                    held = 0
-            if sds:
-                flush(sds, n - len(sds), bar)
+            first = 0
+            for sds in encode_chunks((zoo.state_dict(i) for i in range(n)), chunk, chunk_bytes):
+                tms = encoder.tokenize_many(sds, first)  # same-architecture models tokenized together
+                sds.clear()  # the weights are not needed once tokenized
+                emb = encoder.embed(tms, batch_size, token_outputs=token_outputs)
+                pooled.append(emb.pooled.float().cpu())
+                if emb.tokens is not None:
+                    tokens.extend(t.float().cpu() for t in emb.tokens)
+                bar.advance(len(tms))
+                first += len(tms)
     finally:
         encoder.encoder.train(was_training)
     out = torch.cat(pooled) if pooled else torch.empty(0, encoder.latent_dim)
@@ -222,5 +207,4 @@ __all__ = [
     "RepresentationCache",
     "Representations",
     "compute_representations",
-    "state_dict_bytes",
 ]

@@ -563,6 +563,19 @@ def _encode_passthrough(name: str, tensor: torch.Tensor) -> dict[str, Any]:
     }
 
 
+def _passthrough_entries(
+    names: Iterable[str], state_dict: Mapping[str, torch.Tensor]
+) -> list[dict[str, Any]]:
+    """The layout entries of a state dict's passthrough tensors (floating ones must be finite)."""
+    entries = []
+    for name in names:
+        tensor = state_dict[name]
+        if tensor.is_floating_point():
+            _check_finite(name, tensor)
+        entries.append(_encode_passthrough(name, tensor))
+    return entries
+
+
 def _decode_passthrough(entry: Mapping[str, Any]) -> torch.Tensor:
     dtype = _dtype_from_str(entry["dtype"])
     values = entry["values"]
@@ -741,19 +754,13 @@ class WeightTokenizer:
                 }
             )
             offset += n
-        passthrough = []
-        for name in plan.passthrough:
-            tensor = state_dict[name]
-            if tensor.is_floating_point():
-                _check_finite(name, tensor)
-            passthrough.append(_encode_passthrough(name, tensor))
         layout = {
             "format_version": LAYOUT_FORMAT_VERSION,
             "token_size": size,
             "normalized": bool(normalize),
             "order": plan.order,
             "layers": layers_json,
-            "passthrough": passthrough,
+            "passthrough": _passthrough_entries(plan.passthrough, state_dict),
             "skipped": [{"name": name, "reason": reason} for name, reason in plan.skipped],
         }
         return TokenizedModel(
@@ -822,13 +829,7 @@ class WeightTokenizer:
                     dst.sub_(norm["mean"]).div_(norm["std"])
         out = []
         for j, sd in enumerate(state_dicts):
-            passthrough = []
-            for name in first.passthrough:
-                tensor = sd[name]
-                if tensor.is_floating_point():
-                    _check_finite(name, tensor)
-                passthrough.append(_encode_passthrough(name, tensor))
-            layout = {**first.layout, "passthrough": passthrough}
+            layout = {**first.layout, "passthrough": _passthrough_entries(first.passthrough, sd)}
             shared = (first.mask, first.positions, layout, first.passthrough, first.skipped)
             out.append(TokenizedModel(tokens[j], *shared))
         return out

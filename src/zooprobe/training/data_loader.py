@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 
 from zooprobe.encoder.augment import noise_state_dict, permute_neurons
-from zooprobe.encoder.encoder_loader import LoadedEncoder
+from zooprobe.encoder.encoder_loader import LoadedEncoder, encode_chunks
 from zooprobe.errors import InvalidInputError
 from zooprobe.heads.domain import Architecture, architecture
 from zooprobe.heads.encoder_with_head import pad_tokens
@@ -56,7 +56,6 @@ from zooprobe.representations.cache import (
     RepresentationCache,
     Representations,
     compute_representations,
-    state_dict_bytes,
 )
 from zooprobe.tokens import TokenizedModel
 from zooprobe.tokens.statistics import N_FEATURES, featurize, weight_statistics_features
@@ -388,14 +387,11 @@ def tokenized_chunks(
         for s in range(0, len(split), max_models):
             yield split.tokenized[s : s + max_models]
         return
-    sds: list[Any] = []
-    held = 0
-    for i in range(len(split)):
-        sds.append(split_state_dict(split, i))
-        held += state_dict_bytes(sds[-1])
-        if len(sds) >= max_models or held >= max_bytes or i == len(split) - 1:
-            yield loaded.tokenize_many(sds, i + 1 - len(sds))  # same-architecture models together
-            sds, held = [], 0
+    first = 0
+    rows = (split_state_dict(split, i) for i in range(len(split)))
+    for sds in encode_chunks(rows, max_models, max_bytes):
+        yield loaded.tokenize_many(sds, first)  # same-architecture models together
+        first += len(sds)
 
 
 def split_tokenized(loaded: Any, split: SplitData, index: Any) -> list[Any]:
