@@ -100,6 +100,7 @@ def encode_chunks(
         if isinstance(item, Mapping):
             size += sum(t.nbytes for t in item.values() if isinstance(t, torch.Tensor))
         if len(chunk) >= max_models or size >= max_bytes:
+            del item  # while suspended, hold only the chunk (a caller may empty it to free its weights)
             yield chunk
             chunk, size = [], 0
     if chunk:
