@@ -147,6 +147,49 @@ def test_shards_merge_into_the_same_zoo(tmp_path: Path) -> None:
     assert _rows(tmp_path / "merged") == _rows(tmp_path / "full")
 
 
+def test_worker_processes_build_the_same_zoo_and_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = dataclasses.replace(TINY, n_models=12)  # 3 cohorts over 2 workers
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # 1 thread per worker, as in this process:
+    report = build_zoo(cfg, tmp_path / "w", workers=2, progress=False)
+    assert report.finalized and report.workers == 2 and report.cohorts_built == 3
+    assert "by 2 worker processes" in report.summary()
+    monkeypatch.undo()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same threads per process give the same bits
+    try:
+        build_zoo(cfg, tmp_path / "one", workers=1, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert _rows(tmp_path / "w") == _rows(tmp_path / "one")
+    # a resumed build hands only the missing cohorts to its workers
+    (tmp_path / "w2").mkdir()
+    build_zoo(cfg, tmp_path / "w2", shard="0/3", progress=False)
+    report = build_zoo(cfg, tmp_path / "w2", workers=2, progress=False)
+    assert report.finalized and report.cohorts_skipped == 1 and report.cohorts_built == 2
+    assert _rows(tmp_path / "w2").keys() == _rows(tmp_path / "one").keys()
+
+
+def test_a_failing_worker_job_raises_with_the_workers_traceback(tmp_path: Path) -> None:
+    from zooprobe.errors import ZooprobeError
+    from zooprobe.zoo.workers import CohortWorkers, resolve_workers
+
+    cfg = TINY.resolved()
+    with CohortWorkers(1, 1, cfg.to_dict()) as pool:
+        answers = list(pool.run([{"op": "train", "cohort": 0, "batched": True}]))
+        assert answers[0]["cohort"] == 0 and len(answers[0]["test_accuracy"]) == 4
+        (tmp_path / "a-file").write_text("not a folder")
+        bad = tmp_path / "a-file" / "cohort-000001.parquet"
+        with pytest.raises(ZooprobeError, match=r"(?s)worker process failed.*a-file"):
+            list(pool.run([{"op": "build", "cohort": 1, "part": str(bad), "batched": True}]))
+    # automatic: one process for small builds, never more workers than cohorts
+    assert resolve_workers(None, 4, 16) == 1 and resolve_workers(0, 40, 100) == 1
+    assert resolve_workers(8, 3, 1000) == 3 and resolve_workers(2, 8, 256) == 2
+    with pytest.raises(ConfigError, match="workers"):
+        resolve_workers(-1, 3, 12)
+
+
 def test_refuses_mixing_configurations(tmp_path: Path) -> None:
     build_zoo(TINY, tmp_path / "z", shard="0/2", progress=False)
     with pytest.raises(ConfigError, match=r"different configuration.*n_models"):
@@ -241,3 +284,4 @@ def test_bench_trains_the_same_runs_both_ways() -> None:
     diffs = [abs(result.batched_acc[k] - result.sequential_acc[k]) for k in result.batched_acc]
     assert float(np.median(diffs)) < 0.02  # same init, data order and updates: same models up to rounding
     assert result.ratio > 0 and any("speed-up" in line for line in result.lines())
+    assert result.workers == 1 and any("one process" in line for line in result.lines())

@@ -130,6 +130,13 @@ def add_zoo_commands(zoo: Any, wanted: Wanted) -> None:
     add_output_arguments(build, "zoo")
     build.add_argument("--shard", type=str | None, default=None, help="Build only shard i of n, e.g. 0/4.")
     build.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="Processes training cohorts side by side (0: one per core, at most 8, for builds of at least "
+        "128 runs; 1: in this process). Torch threads are shared out among them.",
+    )
+    build.add_argument(
         "--batched", type=bool, default=True, help="Population-batched training (False: one at a time)."
     )
     add_push_arguments(build, "zoo")
@@ -163,6 +170,12 @@ def add_zoo_commands(zoo: Any, wanted: Wanted) -> None:
     bench.add_class_arguments(ZooConfig, nested_key=None, skip={"n_models"})
     bench.set_defaults(preset="bench")
     bench.add_argument("--n_models", type=int, default=256, help="Runs to train on each path.")
+    bench.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="Worker processes of the batched path, as in `zoo build` (0: automatic; 1: one process).",
+    )
     add_progress_arguments(bench)
     zs.add_subcommand("bench", bench, help="Benchmark population-batched training.")
 
@@ -311,6 +324,7 @@ def _run(cfg: Namespace) -> int:
             ns.output,
             shard=ns.shard,
             batched=ns.batched,
+            workers=ns.workers,
             overwrite=ns.overwrite,
             progress=ns.progress,
         )
@@ -356,7 +370,7 @@ def _run(cfg: Namespace) -> int:
     if action == "bench":
         from zooprobe.bench.zoo import bench_zoo  # heavy: imports torch
 
-        result = bench_zoo(_zoo_config(ns), n_models=ns.n_models)
+        result = bench_zoo(_zoo_config(ns), n_models=ns.n_models, workers=ns.workers, progress=ns.progress)
         for line in result.lines():
             console.print(line)
         return 0

@@ -3,8 +3,10 @@
 Work is done per cohort (see `space.py`). Each finished cohort is written atomically to
 ``OUTPUT/.parts/cohort-NNNNNN.parquet``; an interrupted build skips finished cohorts when run again.
 ``--shard i/n`` builds the cohorts ``k`` with ``k % n == i`` only, so any scheduler can run shards on many
-machines (into one shared folder, or separate folders merged with ``zooprobe zoo merge``). When every
-cohort is present the parts are merged into the final dataset folder (`store.write_zoo`).
+machines (into one shared folder, or separate folders merged with ``zooprobe zoo merge``). On one machine,
+``--workers N`` trains N cohorts at a time in worker processes (`workers.py`; by default one per core for
+builds of at least 128 runs). When every cohort is present the parts are merged into the final dataset
+folder (`store.write_zoo`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -40,6 +43,7 @@ from zooprobe.zoo.store import (
     write_zoo,
 )
 from zooprobe.zoo.train import Checkpoint, CohortResult, train_cohort, train_single
+from zooprobe.zoo.workers import CohortWorkers, resolve_workers, threads_per_worker
 
 PARTS = ".parts"
 CONFIG_FILE = "zoo_config.yaml"
@@ -56,11 +60,13 @@ class BuildReport:
     diverged: list[str] = field(default_factory=list)
     seconds: float = 0.0
     finalized: bool = False
+    workers: int = 1
 
     def summary(self) -> str:
         parts = [
             f"{self.cohorts_built} cohort(s) trained, {self.cohorts_skipped} already done "
-            f"(of {self.cohorts_total}) in {self.seconds:.1f}s",
+            f"(of {self.cohorts_total}) in {self.seconds:.1f}s"
+            + (f" by {self.workers} worker processes" if self.workers > 1 else ""),
         ]
         if self.diverged:
             parts.append(f"{len(self.diverged)} run(s) diverged (non-finite weights) and were left out")
@@ -173,6 +179,28 @@ def _drop_leftovers(root: Path) -> None:
             folder.rmdir()
 
 
+def build_part(cfg: ZooConfig, k: int, part: Path, batched: bool = True) -> dict[str, Any]:
+    """Train cohort ``k`` and write its part file (a worker's ``build`` job); returns what the build
+    reports."""
+    specs = sample_cohort(cfg, k)
+    result = _train(specs, cfg, batched)
+    _write_part(part, result)
+    return {
+        "cohort": k,
+        "models": len(specs),
+        "diverged": [s.model_id for s in result.diverged],
+        "seconds": result.seconds,
+    }
+
+
+def train_part(cfg: ZooConfig, k: int, batched: bool = True) -> dict[str, Any]:
+    """Train cohort ``k`` without writing it (``zoo bench``): its training seconds and each run's final test
+    accuracy."""
+    result = _train(sample_cohort(cfg, k), cfg, batched)
+    final = {c.spec.model_id: c.metrics["test_accuracy"] for c in result.checkpoints if c.is_final}
+    return {"cohort": k, "seconds": result.seconds, "test_accuracy": final}
+
+
 def _train(
     specs: list[ModelSpec], cfg: ZooConfig, batched: bool, on_epoch: Callable[[int, int], None] | None = None
 ) -> CohortResult:
@@ -195,11 +223,13 @@ def build_zoo(
     overwrite: bool = False,
     progress: bool = True,
     row_group_size: int | None = None,
+    workers: int | None = None,
 ) -> BuildReport:
     """Generate (or resume) the zoo of ``config`` into ``output``; finalize when every cohort is done.
 
     ``row_group_size``: rows per Parquet row group of the final files (`store.write_zoo`; default: 64, fewer
-    for large models)."""
+    for large models). ``workers``: processes training cohorts side by side (`zooprobe.zoo.workers`; ``None``
+    or 0: one per core for builds of at least 128 runs)."""
     cfg = config.resolved()
     root = Path(output)
     sh = parse_shard(shard)
@@ -224,21 +254,39 @@ def build_zoo(
     start = time.perf_counter()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     already = sum(n_models[k] for k in mine if k not in todo)
+    n_workers = resolve_workers(workers, len(todo), sum(n_models[k] for k in todo))
+    report.workers = n_workers
     with Progress(
         "building zoo", sum(n_models.values()), unit="models", enabled=progress, done=already
     ) as bar:
-        for k in todo:
-            specs = sample_cohort(cfg, k)
-            a = specs[0].arch
-            label = f"cohort {k}: {a.task} {a.family} depth {a.depth} width {a.width}"
-            bar.describe(label)
-            result = _train(
-                specs, cfg, batched, lambda e, n, label=label: bar.describe(f"{label} epoch {e}/{n}")
-            )
-            _write_part(_part_path(parts, k), result)
-            report.cohorts_built += 1
-            report.diverged += [s.model_id for s in result.diverged]
-            bar.advance(len(specs))
+        if n_workers == 1:
+            for k in todo:
+                specs = sample_cohort(cfg, k)
+                a = specs[0].arch
+                label = f"cohort {k}: {a.task} {a.family} depth {a.depth} width {a.width}"
+                bar.describe(label)
+                result = _train(
+                    specs, cfg, batched, lambda e, n, label=label: bar.describe(f"{label} epoch {e}/{n}")
+                )
+                _write_part(_part_path(parts, k), result)
+                report.cohorts_built += 1
+                report.diverged += [s.model_id for s in result.diverged]
+                bar.advance(len(specs))
+        else:
+            threads = threads_per_worker(n_workers)
+            bar.describe(f"starting {n_workers} worker processes ({threads} thread(s) each)")
+            tasks = {sample_cohort(cfg, k)[0].arch.task for k in todo}
+            jobs = [
+                {"op": "build", "cohort": k, "part": str(_part_path(parts, k)), "batched": batched}
+                for k in todo
+            ]
+            with CohortWorkers(n_workers, threads, cfg.to_dict(), tasks) as pool:
+                bar.describe(f"{n_workers} workers")
+                for answer in pool.run(jobs):
+                    report.cohorts_built += 1
+                    report.diverged += answer["diverged"]
+                    bar.advance(answer["models"])
+                    bar.describe(f"{n_workers} workers: cohort {answer['cohort']} done")
     report.seconds = time.perf_counter() - start
     if all(_part_path(parts, k).exists() for k in range(cfg.n_cohorts)):
         finalize(root, cfg, [parts], row_group_size)
