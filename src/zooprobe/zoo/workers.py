@@ -4,10 +4,10 @@ Population batching (`population.py`) makes a cohort's operations larger, but a 
 still bound by per-operation overhead, which torch's intra-op threads do not split. Two processes with one
 thread each train two cohorts in about the time of one: on 2 cores a zoo builds about 1.5x faster.
 
-`CohortWorkers` starts ``n`` processes (``python -m zooprobe.zoo.workers``: no re-import of the caller's
-``__main__``, unlike multiprocessing's spawn) and hands them cohorts one at a time over their stdin, so a
-slow cohort never holds up a queue of others. Each answer is one JSON line on the worker's stdout. A
-worker's stderr goes to a temporary file that is shown if it fails.
+`CohortWorkers` starts ``n`` processes (``python -m zooprobe.zoo.cohort_worker``: no re-import of the
+caller's ``__main__``, unlike multiprocessing's spawn) and hands them cohorts one at a time over their
+stdin, so a slow cohort never holds up a queue of others. Each answer is one JSON line on the worker's
+stdout. A worker's stderr goes to a temporary file that is shown if it fails.
 
 Work is a pure function of (configuration, cohort index), so which worker trains a cohort does not matter;
 with the same threads per process a build with workers equals one without (tested).
@@ -23,9 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import IO, Any
 
 from zooprobe.errors import ConfigError, ZooprobeError
@@ -33,6 +31,8 @@ from zooprobe.errors import ConfigError, ZooprobeError
 AUTO_MIN_MODELS = 128
 """Automatic worker count: builds of fewer models stay in one process (starting a worker takes ~2 s)."""
 AUTO_MAX_WORKERS = 8
+WORKER_MODULE = "zooprobe.zoo.cohort_worker"
+"""What each worker process runs (``python -m``): reads jobs on stdin, answers on stdout."""
 
 
 def available_cores() -> int:
@@ -63,7 +63,8 @@ def threads_per_worker(workers: int) -> int:
 
 
 class CohortWorkers:
-    """``n`` worker processes that run jobs (JSON-able dicts, see `_handle`) and answer with dicts.
+    """``n`` worker processes that run jobs (JSON-able dicts, see `cohort_worker.handle`) and answer with
+    dicts.
 
     Use as a context manager; `run` yields answers as they arrive (not in job order). A failed job raises
     `ZooprobeError` with the worker's traceback, and every worker is stopped on exit or on an error.
@@ -87,7 +88,7 @@ class CohortWorkers:
                 log = tempfile.TemporaryFile()
                 self._logs.append(log)
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "zooprobe.zoo.workers"],
+                    [sys.executable, "-m", WORKER_MODULE],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=log,
@@ -183,44 +184,3 @@ def map_cohorts(
             yield local(job)
     else:
         yield from workers.run(jobs)
-
-
-# ---------------------------------------------------------------------------------------------- worker side
-def _handle(job: dict[str, Any], cfg: Any) -> dict[str, Any]:
-    """One job: ``build`` trains a cohort and writes its part file (`build.build_part`); ``train`` trains it
-    and returns its runs' final test accuracies (`build.train_part`)."""
-    from zooprobe.zoo import build  # heavy: imports torch
-
-    if job["op"] == "build":
-        return build.build_part(cfg, job["cohort"], Path(job["part"]), job["batched"])
-    if job["op"] == "train":
-        return build.train_part(cfg, job["cohort"], job["batched"])
-    raise ValueError(f"unknown job {job['op']!r}")
-
-
-def main() -> None:
-    cfg = None
-    for line in sys.stdin:
-        job = json.loads(line)
-        try:
-            if job["op"] == "init":
-                import torch  # heavy
-
-                from zooprobe.zoo.data import load_task
-                from zooprobe.zoo.space import ZooConfig
-
-                torch.set_num_threads(int(job["threads"]))
-                cfg = ZooConfig(**job["config"]).resolved()
-                for task in job["tasks"]:
-                    load_task(task)
-                answer: dict[str, Any] = {"ready": True}
-            else:
-                answer = _handle(job, cfg)
-        except Exception:
-            answer = {"error": traceback.format_exc()}
-        sys.stdout.write(json.dumps(answer) + "\n")
-        sys.stdout.flush()
-
-
-if __name__ == "__main__":
-    main()
