@@ -328,8 +328,10 @@ def test_encoding_and_head_training_stream_a_large_zoo_in_bounded_memory(
     assert result["full"]["streamed"] and all(result["full"]["streamed"])  # fine-tuning read batch by batch
     for phase in ("encode", "frozen", "finetune"):
         full, quarter = result["full"][phase]["peak_extra_mib"], result["quarter"][phase]["peak_extra_mib"]
-        # Well below the zoo's weights (about 15-23 MiB measured, mostly the encoder's own working memory;
-        # holding every model, as with weights_memory_mb=1024, takes 140-205 MiB), and about the same as for
-        # a zoo four times smaller (holding the train split's tokenized models alone would add ~40 MiB).
-        assert full < total_mib / 2, (phase, result, total_mib)
+        # Below the zoo's weights, and about the same as for a zoo four times smaller. Measured: 15-20 MiB
+        # encoding, 17-21 MiB frozen, 22-28 MiB fine-tuning: the encoder's working memory and the allocator's
+        # retention, whatever the zoo's size (a 58 MiB zoo is small beside them, hence 3/4 rather than 1/2).
+        # Holding every model, as with weights_memory_mb=1024, takes 140-205 MiB; holding the train split's
+        # tokenized models alone would add ~40 MiB to the difference with the quarter zoo.
+        assert full < total_mib * 3 / 4, (phase, result, total_mib)
         assert full - quarter < total_mib / 6, (phase, result, total_mib)
