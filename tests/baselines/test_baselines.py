@@ -84,6 +84,22 @@ def test_features_fixed_length_and_finite_across_architectures() -> None:
     assert _f(cnn, "middle.bias_frac") == 0 and _f(cnn, "first.bias_frac") == 1  # bias-free middle conv
 
 
+def test_featurize_computes_same_architecture_models_together_with_the_same_numbers() -> None:
+    torch.manual_seed(1)
+    models = [_mlp([16, 16, 8]) for _ in range(5)] + [_cnn_bn(4) for _ in range(4)] + [_layer_norm_model()]
+    sds = [m.state_dict() for m in models]
+    diverged = {k: v.clone() for k, v in sds[1].items()}
+    diverged["0.weight"][0, :4] = float("nan")  # the batched pass falls back for its group
+    sds.insert(2, diverged)
+    one_at_a_time = np.stack([weight_statistics_features(sd) for sd in sds])
+    together = featurize(sds)
+    # bit for bit: the same order statistics and reductions, whatever the grouping or chunking
+    assert np.array_equal(together, one_at_a_time)
+    assert np.array_equal(featurize(iter(sds), chunk_bytes=1), one_at_a_time)  # one model a chunk
+    assert _f(together[2], "nonfinite_fraction") == pytest.approx(4 / sum(t.numel() for t in sds[2].values()))
+    assert np.isfinite(together).all() and not np.array_equal(together[1], together[2])
+
+
 def test_known_tensor_statistics_at_named_positions() -> None:
     model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     with torch.no_grad():

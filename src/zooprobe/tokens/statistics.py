@@ -69,7 +69,7 @@ statistics input (`HeadConfig.statistics`), the encoder benchmark's probe and th
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sized
+from collections.abc import Callable, Iterable, Mapping, Sized
 from dataclasses import dataclass
 
 import numpy as np
@@ -184,181 +184,281 @@ def _finite_values(t: torch.Tensor) -> tuple[np.ndarray, int]:
     return x[finite], int(x.size - finite.sum())
 
 
-def _pooled_stats(parts: list[np.ndarray]) -> np.ndarray:
-    if not parts:
-        return np.zeros(_N_STATS)
-    return value_stats(parts[0] if len(parts) == 1 else np.concatenate(parts))
-
-
-def _profile(values: list[float]) -> np.ndarray:
-    if not values:
-        return np.zeros(len(_PROFILE_STATS))
-    v = np.asarray(values, dtype=np.float64)
-    return np.array([v.mean(), v.std(), v.min(), v.max()])
-
-
-@dataclass
-class _Layer:
-    weight: np.ndarray
-    bias: np.ndarray | None
+# ---------------------------------------------------------------------------------------------- features
+@dataclass(frozen=True)
+class _LayerPlan:
+    weight: str
+    bias: str | None
     fan_in: int
     fan_out: int
     numel: int
     is_conv: bool
 
-    def block(self) -> np.ndarray:
-        """The per-layer values without ``present`` (18): s(w), scaled std, fans, s(b), has bias."""
-        w = value_stats(self.weight)
-        scaled = w[1] * math.sqrt(max(self.fan_in, 1))
-        b = value_stats(self.bias) if self.bias is not None else np.zeros(_N_STATS)
-        return np.concatenate(
-            [
-                w,
-                [scaled, math.log(max(self.fan_in, 1)), math.log(max(self.fan_out, 1))],
-                b,
-                [1.0 if self.bias is not None else 0.0],
-            ]
+
+@dataclass(frozen=True)
+class _Plan:
+    """The role of every floating tensor of a state dict (see the module docs): the same for every state
+    dict with the same tensor names and shapes, so a chunk of one architecture is planned once."""
+
+    layers: tuple[_LayerPlan, ...]
+    norm_w: tuple[str, ...]
+    norm_b: tuple[str, ...]
+    n_norm_modules: int
+    running_mean: tuple[str, ...]
+    running_var: tuple[str, ...]
+    pooled: tuple[str, ...]
+    n_pooled: int
+    n_total: int
+
+
+def _plan(shapes: Mapping[str, tuple[int, ...]]) -> _Plan:
+    """Roles of the floating tensors ``name -> shape`` (in the state dict's order)."""
+    layers: list[_LayerPlan] = []
+    used: set[str] = set()
+    for name, shape in shapes.items():
+        bias_key = bias_name(name)
+        if len(shape) < 2 or bias_key is None:
+            continue
+        bias_shape = shapes.get(bias_key)
+        has_bias = bias_shape is not None and len(bias_shape) == 1
+        used.add(name)
+        if has_bias:
+            used.add(bias_key)
+        layers.append(
+            _LayerPlan(
+                weight=name,
+                bias=bias_key if has_bias else None,
+                fan_in=math.prod(shape[1:]),
+                fan_out=int(shape[0]),
+                numel=math.prod(shape)
+                + (math.prod(bias_shape) if has_bias and bias_shape is not None else 0),
+                is_conv=len(shape) >= 3,
+            )
         )
+    norm_w: list[str] = []
+    norm_b: list[str] = []
+    norm_modules: set[str] = set()
+    running_mean: list[str] = []
+    running_var: list[str] = []
+    pooled: list[str] = []
+    for name, shape in shapes.items():
+        if name.endswith(RUNNING_STATS[0]):
+            running_mean.append(name)
+            continue
+        if name.endswith(RUNNING_STATS[1]):
+            running_var.append(name)
+            continue
+        pooled.append(name)
+        if name in used or len(shape) != 1:
+            continue
+        if name.endswith("weight"):
+            norm_w.append(name)
+            norm_modules.add(name[: -len("weight")])
+        elif name.endswith("bias"):
+            norm_b.append(name)
+            norm_modules.add(name[: -len("bias")])
+    return _Plan(
+        layers=tuple(layers),
+        norm_w=tuple(norm_w),
+        norm_b=tuple(norm_b),
+        n_norm_modules=len(norm_modules),
+        running_mean=tuple(running_mean),
+        running_var=tuple(running_var),
+        pooled=tuple(pooled),
+        n_pooled=sum(math.prod(shapes[n]) for n in pooled),
+        n_total=sum(math.prod(shape) for shape in shapes.values()),
+    )
 
 
-def _layer_block(layer: _Layer | None) -> np.ndarray:
-    if layer is None:
-        return np.zeros(_LAYER_BLOCK)
-    return np.concatenate([layer.block(), [1.0]])
+def _profile_rows(values: list[np.ndarray], m: int) -> np.ndarray:
+    """[mean, std, min, max] across layers of a per-layer value ``[m]`` each: ``[m, 4]``."""
+    if not values:
+        return np.zeros((m, len(_PROFILE_STATS)))
+    v = np.stack(values, axis=1)
+    return np.stack([v.mean(axis=1), v.std(axis=1), v.min(axis=1), v.max(axis=1)], axis=1)
 
 
-def _middle_block(layers: list[_Layer]) -> np.ndarray:
-    if not layers:
-        return np.zeros(_LAYER_BLOCK)
-    blocks = np.stack([layer.block() for layer in layers])
-    out = blocks.mean(axis=0)
-    bias_slice = slice(_N_STATS + 3, 2 * _N_STATS + 3)
-    with_bias = blocks[:, -1] > 0
-    out[bias_slice] = blocks[with_bias, bias_slice].mean(axis=0) if with_bias.any() else 0.0
-    return np.concatenate([out, [1.0]])
+def _features_rows(
+    plan: _Plan, stats: Callable[[tuple[str, ...]], np.ndarray], m: int, nonfinite: np.ndarray
+) -> np.ndarray:
+    """The features ``[m, N_FEATURES]`` of ``m`` state dicts of one plan. ``stats(names)`` is s(x) ``[m, 7]``
+    of the named tensors' values pooled; ``nonfinite`` the count of non-finite values of each state dict."""
+
+    def s(names: tuple[str, ...]) -> np.ndarray:
+        return stats(names) if names else np.zeros((m, _N_STATS))
+
+    def full(value: float) -> np.ndarray:
+        return np.full((m, 1), value)
+
+    layer_w = [s((layer.weight,)) for layer in plan.layers]
+    blocks = []  # per layer [m, 18]: s(w), scaled std, log fans, s(b), has bias
+    for layer, w in zip(plan.layers, layer_w, strict=True):
+        scaled = w[:, 1:2] * math.sqrt(max(layer.fan_in, 1))
+        b = s((layer.bias,)) if layer.bias is not None else np.zeros((m, _N_STATS))
+        log_fans = [full(math.log(max(layer.fan_in, 1))), full(math.log(max(layer.fan_out, 1)))]
+        blocks.append(np.concatenate([w, scaled, *log_fans, b, full(float(layer.bias is not None))], axis=1))
+
+    def layer_block(i: int | None) -> np.ndarray:
+        return np.zeros((m, _LAYER_BLOCK)) if i is None else np.concatenate([blocks[i], full(1.0)], axis=1)
+
+    n = len(plan.layers)
+    first = layer_block(0 if n else None)
+    last = layer_block(n - 1 if n >= 2 else None)
+    if n >= 3:
+        mid = np.stack(blocks[1:-1])  # [layers, m, 18]
+        middle_values = mid.mean(axis=0)
+        bias_slice = slice(_N_STATS + 3, 2 * _N_STATS + 3)
+        with_bias = np.array([layer.bias is not None for layer in plan.layers[1:-1]])
+        middle_values[:, bias_slice] = (
+            mid[with_bias][:, :, bias_slice].mean(axis=0) if with_bias.any() else 0.0
+        )
+        middle = np.concatenate([middle_values, full(1.0)], axis=1)
+    else:
+        middle = np.zeros((m, _LAYER_BLOCK))
+
+    biases = tuple(layer.bias for layer in plan.layers if layer.bias is not None)
+    bias_frac = len(biases) / n if n else 0.0
+    main = np.concatenate(
+        [s(tuple(layer.weight for layer in plan.layers)), s(biases), full(bias_frac)], axis=1
+    )
+    has_w, has_b = float(bool(plan.norm_w)), float(bool(plan.norm_b))
+    norms = np.concatenate([s(plan.norm_w), s(plan.norm_b), full(has_w), full(has_b)], axis=1)
+    has_running = bool(plan.running_mean or plan.running_var)
+    running = np.concatenate([s(plan.running_mean), s(plan.running_var), full(float(has_running))], axis=1)
+
+    w_stds = [w[:, 1] for w in layer_w]
+    scaled = [sd * math.sqrt(max(layer.fan_in, 1)) for sd, layer in zip(w_stds, plan.layers, strict=True)]
+    profile = np.concatenate(
+        [_profile_rows(w_stds, m), _profile_rows(scaled, m), _profile_rows([w[:, 0] for w in layer_w], m)],
+        axis=1,
+    )
+
+    n_main = sum(layer.numel for layer in plan.layers)
+    n_conv_params = sum(layer.numel for layer in plan.layers if layer.is_conv)
+    counts = [
+        math.log1p(plan.n_pooled),
+        math.log1p(n_main),
+        n,
+        sum(layer.is_conv for layer in plan.layers),
+        plan.n_norm_modules,
+        n_conv_params / n_main if n_main else 0.0,
+        float(bool(plan.norm_w or plan.norm_b) or has_running),
+        float(has_running),
+    ]
+    frac = nonfinite.reshape(m, 1) / plan.n_total if plan.n_total else np.zeros((m, 1))
+    global_ = np.concatenate(
+        [s(plan.pooled), np.tile(np.asarray(counts, dtype=np.float64), (m, 1)), frac], axis=1
+    )
+    out = np.concatenate([first, last, middle, main, norms, running, profile, global_], axis=1).astype(
+        np.float64
+    )
+    assert out.shape == (m, N_FEATURES), out.shape
+    # Finite inputs give finite statistics; guard against overflow of huge (but finite) weights.
+    return np.nan_to_num(out, nan=0.0, posinf=np.finfo(np.float64).max, neginf=-np.finfo(np.float64).max)
 
 
-# ---------------------------------------------------------------------------------------------- features
+def _floating(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+
+
 def weight_statistics_features(state_dict: Mapping[str, torch.Tensor]) -> np.ndarray:
     """The fixed-length weight-statistics vector (float64, `N_FEATURES` values) of one state dict.
 
     Layout and tensor roles are in the module docs; `feature_names` names every value.
     """
-    tensors = {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+    tensors = _floating(state_dict)
     values: dict[str, np.ndarray] = {}
-    n_total = 0
     n_nonfinite = 0
     for name, t in tensors.items():
         values[name], dropped = _finite_values(t)
-        n_total += t.numel()
         n_nonfinite += dropped
 
-    layers: list[_Layer] = []
-    used: set[str] = set()
-    for name, t in tensors.items():
-        bias_key = bias_name(name)
-        if t.ndim < 2 or bias_key is None:
-            continue
-        bias_t = tensors.get(bias_key)
-        has_bias = bias_t is not None and bias_t.ndim == 1
-        used.add(name)
-        if has_bias:
-            used.add(bias_key)
-        fan_in = math.prod(t.shape[1:])
-        layers.append(
-            _Layer(
-                weight=values[name],
-                bias=values[bias_key] if has_bias else None,
-                fan_in=fan_in,
-                fan_out=int(t.shape[0]),
-                numel=t.numel() + (bias_t.numel() if has_bias and bias_t is not None else 0),
-                is_conv=t.ndim >= 3,
-            )
-        )
+    def stats(names: tuple[str, ...]) -> np.ndarray:
+        parts = [values[n] for n in names]
+        return value_stats_rows((parts[0] if len(parts) == 1 else np.concatenate(parts)).reshape(1, -1))
 
-    norm_w: list[np.ndarray] = []
-    norm_b: list[np.ndarray] = []
-    norm_modules: set[str] = set()
-    running_mean: list[np.ndarray] = []
-    running_var: list[np.ndarray] = []
-    pooled: list[np.ndarray] = []
-    for name, t in tensors.items():
-        if name.endswith(RUNNING_STATS[0]):
-            running_mean.append(values[name])
-            continue
-        if name.endswith(RUNNING_STATS[1]):
-            running_var.append(values[name])
-            continue
-        pooled.append(values[name])
-        if name in used or t.ndim != 1:
-            continue
-        if name.endswith("weight"):
-            norm_w.append(values[name])
-            norm_modules.add(name[: -len("weight")])
-        elif name.endswith("bias"):
-            norm_b.append(values[name])
-            norm_modules.add(name[: -len("bias")])
-
-    first = _layer_block(layers[0] if layers else None)
-    last = _layer_block(layers[-1] if len(layers) >= 2 else None)
-    middle = _middle_block(layers[1:-1])
-
-    biases = [layer.bias for layer in layers if layer.bias is not None]
-    bias_frac = len(biases) / len(layers) if layers else 0.0
-    main = np.concatenate(
-        [_pooled_stats([layer.weight for layer in layers]), _pooled_stats(biases), [bias_frac]]
-    )
-    norms = np.concatenate(
-        [_pooled_stats(norm_w), _pooled_stats(norm_b), [float(bool(norm_w)), float(bool(norm_b))]]
-    )
-    has_running = bool(running_mean or running_var)
-    running = np.concatenate([_pooled_stats(running_mean), _pooled_stats(running_var), [float(has_running)]])
-
-    w_stds = [float(layer.weight.std()) if layer.weight.size else 0.0 for layer in layers]
-    w_means = [float(layer.weight.mean()) if layer.weight.size else 0.0 for layer in layers]
-    scaled = [s * math.sqrt(max(layer.fan_in, 1)) for s, layer in zip(w_stds, layers, strict=True)]
-    profile = np.concatenate([_profile(w_stds), _profile(scaled), _profile(w_means)])
-
-    n_main = sum(layer.numel for layer in layers)
-    n_conv_params = sum(layer.numel for layer in layers if layer.is_conv)
-    n_pooled = sum(t.numel() for n, t in tensors.items() if not n.endswith(("running_mean", "running_var")))
-    global_ = np.concatenate(
-        [
-            _pooled_stats(pooled),
-            [
-                math.log1p(n_pooled),
-                math.log1p(n_main),
-                len(layers),
-                sum(layer.is_conv for layer in layers),
-                len(norm_modules),
-                n_conv_params / n_main if n_main else 0.0,
-                float(bool(norm_w or norm_b) or has_running),
-                float(has_running),
-                n_nonfinite / n_total if n_total else 0.0,
-            ],
-        ]
-    )
-    out = np.concatenate([first, last, middle, main, norms, running, profile, global_]).astype(np.float64)
-    assert out.shape == (N_FEATURES,), out.shape
-    # Finite inputs give finite statistics; guard against overflow of huge (but finite) weights.
-    return np.nan_to_num(out, nan=0.0, posinf=np.finfo(np.float64).max, neginf=-np.finfo(np.float64).max)
+    plan = _plan({k: tuple(t.shape) for k, t in tensors.items()})
+    return _features_rows(plan, stats, 1, np.array([n_nonfinite]))[0]
 
 
-def featurize(state_dicts: Iterable[Mapping[str, torch.Tensor]], progress: bool = False) -> np.ndarray:
+def _features_of_one_plan(state_dicts: list[Mapping[str, torch.Tensor]], plan: _Plan) -> np.ndarray | None:
+    """Features of state dicts that share `plan`, each statistic computed for all of them at once; None if
+    any value is not finite (then each is featurized alone, which leaves those values out)."""
+    m = len(state_dicts)
+    values: dict[str, np.ndarray] = {}
+    for name in {n for n in _floating(state_dicts[0])}:
+        with torch.no_grad():
+            stacked = torch.stack([sd[name].detach().reshape(-1) for sd in state_dicts])
+        x = _as_float64(stacked)
+        if not np.isfinite(x).all():
+            return None
+        values[name] = x
+
+    def stats(names: tuple[str, ...]) -> np.ndarray:
+        parts = [values[n] for n in names]
+        return value_stats_rows(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1))
+
+    return _features_rows(plan, stats, m, np.zeros(m))
+
+
+FEATURIZE_CHUNK_BYTES = 32 * 2**20
+"""State dicts featurized together at most (their floating values, as stored). Featurizing a chunk takes
+about `FEATURIZE_WORKING_COPIES` times that in working memory (float64 copies, pools, partitions)."""
+FEATURIZE_WORKING_COPIES = 5
+
+
+def featurize(
+    state_dicts: Iterable[Mapping[str, torch.Tensor]],
+    progress: bool = False,
+    chunk_bytes: int = FEATURIZE_CHUNK_BYTES,
+) -> np.ndarray:
     """`weight_statistics_features` of every state dict, stacked: float64 ``[N, N_FEATURES]``.
 
-    ``progress`` draws a progress bar on stderr (the total is shown when ``state_dicts`` has a length).
-    An empty input gives a ``[0, N_FEATURES]`` array.
+    State dicts are read in chunks of at most ``chunk_bytes`` of values; within a chunk, those of one
+    architecture (same floating tensor names and shapes) are featurized together, each statistic computed
+    for all of them in one vectorized pass (the same numbers as one at a time). ``progress`` draws a
+    progress bar on stderr (the total is shown when ``state_dicts`` has a length). An empty input gives a
+    ``[0, N_FEATURES]`` array.
     """
     total = len(state_dicts) if isinstance(state_dicts, Sized) else 0
     rows: list[np.ndarray] = []
+    chunk: list[Mapping[str, torch.Tensor]] = []
+    held = 0
     with Progress("weight statistics", total, unit="models", enabled=progress and total > 0) as bar:
+
+        def flush() -> None:
+            rows.extend(_featurize_chunk(chunk))
+            bar.advance(len(chunk))
+            chunk.clear()
+
         for sd in state_dicts:
-            rows.append(weight_statistics_features(sd))
-            bar.advance()
+            chunk.append(sd)
+            held += sum(t.nbytes for t in _floating(sd).values())
+            if held >= chunk_bytes:
+                flush()
+                held = 0
+        if chunk:
+            flush()
     if not rows:
         return np.zeros((0, N_FEATURES), dtype=np.float64)
     return np.stack(rows).astype(np.float64, copy=False)
+
+
+def _featurize_chunk(state_dicts: list[Mapping[str, torch.Tensor]]) -> list[np.ndarray]:
+    """Rows of `featurize` for a chunk, in order: same-architecture state dicts together."""
+    groups: dict[tuple, list[int]] = {}
+    for i, sd in enumerate(state_dicts):
+        key = tuple((k, tuple(t.shape), t.dtype) for k, t in _floating(sd).items())
+        groups.setdefault(key, []).append(i)
+    out: list[np.ndarray | None] = [None] * len(state_dicts)
+    for key, idx in groups.items():
+        batch = None
+        if len(idx) > 1:
+            plan = _plan({name: shape for name, shape, _ in key})
+            batch = _features_of_one_plan([state_dicts[i] for i in idx], plan)
+        for j, i in enumerate(idx):
+            out[i] = batch[j] if batch is not None else weight_statistics_features(state_dicts[i])
+    return out  # type: ignore[return-value]
 
 
 __all__ = [

@@ -58,7 +58,7 @@ from zooprobe.representations.cache import (
     compute_representations,
 )
 from zooprobe.tokens import TokenizedModel
-from zooprobe.tokens.statistics import N_FEATURES, featurize, weight_statistics_features
+from zooprobe.tokens.statistics import FEATURIZE_WORKING_COPIES, featurize
 from zooprobe.training.config import TrainConfig
 from zooprobe.zoo.store import describe_split_leaks, split_leaks
 
@@ -272,13 +272,16 @@ def load_inputs(
     splits = data.splits
     cache_info = data.cache
     budget = memory_budget(cfg)
-    for split in splits.values():  # one model at a time: only the features and architectures are kept
-        rows, archs = [], []
-        for i in range(len(split)):
-            sd = _float32(split.zoo.state_dict(i))
-            rows.append(weight_statistics_features(sd))
-            archs.append(architecture(sd))
-        split.features = np.stack(rows) if rows else np.zeros((0, N_FEATURES))
+    for split in splits.values():  # in chunks within the budget: only the features and architectures are kept
+        archs: list[Any] = []
+
+        def models(split: SplitData = split, archs: list[Any] = archs) -> Iterator[dict[str, torch.Tensor]]:
+            for i in range(len(split)):
+                sd = _float32(split.zoo.state_dict(i))
+                archs.append(architecture(sd))
+                yield sd
+
+        split.features = featurize(models(), chunk_bytes=max(1, budget // FEATURIZE_WORKING_COPIES))
         split.architectures = archs
         if cfg.head.uses_statistics:
             split.stats = torch.as_tensor(split.features, dtype=torch.float32)
