@@ -403,6 +403,19 @@ def test_value_stats_rows_is_numpy_quantile() -> None:
             )
             assert np.array_equal(value_stats_rows(x), want)
             assert np.array_equal(np.stack([value_stats(r) for r in x]), want)
+            # float32 (sorted in float32), bfloat16 and float16 tensors: the quantiles of their exact values
+            for dtype in (torch.float32, torch.bfloat16, torch.float16):
+                t = torch.from_numpy(x).to(dtype)
+                exact = t.double().numpy()
+                want = np.stack(
+                    [
+                        np.r_[r.mean(), r.std(), np.quantile(r, (0, 0.25, 0.5, 0.75, 1))]
+                        if n
+                        else np.zeros(7)
+                        for r in exact
+                    ]
+                )
+                assert np.array_equal(value_stats_rows(t), want), dtype
 
 
 def test_encode_chunks_are_bounded_by_models_and_bytes() -> None:

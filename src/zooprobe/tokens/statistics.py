@@ -150,23 +150,41 @@ def value_stats_rows(values: np.ndarray | torch.Tensor) -> np.ndarray:
     One vectorized pass instead of one call per set: tokenizing a chunk of same-architecture models computes
     each layer's summaries for all of them together (`zooprobe.tokens.summary.raw_layer_summaries_many`).
     """
-    x = _as_float64(values)
+    native = _as_float32_or_64(values)
+    x = native.astype(np.float64, copy=False)
     if x.ndim != 2:
         raise ValueError(f"value_stats_rows: expected a 2-D array [M, n], got shape {x.shape}")
     n = x.shape[1]
     if n == 0:
         return np.zeros((x.shape[0], _N_STATS))
     # np.quantile's "linear" method without its per-call overhead (it dominated tokenizing small layers):
-    # the order statistics around q * (n - 1), interpolated with numpy's own two-sided lerp.
+    # the order statistics around q * (n - 1), interpolated with numpy's own two-sided lerp. The order
+    # statistics come from a full sort in the values' own precision (exact: sorting only moves values),
+    # which numpy's SIMD sort does several times faster than np.partition on float64.
     pos = np.asarray(_QUANTILES) * (n - 1)
     low = np.floor(pos).astype(np.intp)
     high = np.minimum(low + 1, n - 1)
     gamma = pos - low
-    part = np.partition(x, np.unique(np.concatenate([low, high])), axis=1)
-    a, b = part[:, low], part[:, high]
+    ordered = np.sort(native, axis=1)
+    a, b = ordered[:, low].astype(np.float64), ordered[:, high].astype(np.float64)
     diff = b - a
     quantiles = np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
     return np.concatenate([x.mean(axis=1)[:, None], x.std(axis=1)[:, None], quantiles], axis=1)
+
+
+def _as_float32_or_64(values: np.ndarray | torch.Tensor) -> np.ndarray:
+    """The values as a numpy array of float32 when that holds them exactly (float32, float16, bfloat16),
+    else float64."""
+    if isinstance(values, torch.Tensor):
+        t = values.detach().to(device="cpu")
+        exact32 = t.dtype in (torch.float32, torch.float16, torch.bfloat16)
+        return t.to(torch.float32 if exact32 else torch.float64).numpy()
+    x = np.asarray(values)
+    return (
+        x
+        if x.dtype in (np.float32, np.float64)
+        else x.astype(np.float32 if x.dtype == np.float16 else np.float64)
+    )
 
 
 def _as_float64(values: np.ndarray | torch.Tensor) -> np.ndarray:
