@@ -30,6 +30,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from zooprobe.errors import InvalidInputError
@@ -265,7 +266,11 @@ N_LAYER_F = 33
 def _sorted_quantiles(x: torch.Tensor) -> torch.Tensor:
     """Nearest-rank quantiles QUANTS along the last dim: [..., n] -> [..., 7]."""
     n = x.shape[-1]
-    s = x.sort(dim=-1).values
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not x.requires_grad:
+        # numpy's SIMD sort is several times faster than torch's on CPU; sorting only moves values
+        s = torch.from_numpy(np.sort(x.numpy(), axis=-1))
+    else:
+        s = x.sort(dim=-1).values
     idx = torch.tensor([round(q * (n - 1)) for q in QUANTS])
     return s[..., idx]
 
