@@ -33,6 +33,8 @@ def handle(job: dict[str, Any], cfg: ZooConfig | None) -> dict[str, Any]:
 
 
 def main() -> None:
+    answers = sys.stdout
+    sys.stdout = sys.stderr  # a stray print (a library's) must not break the one-line answers
     cfg = None
     for line in sys.stdin:
         job = json.loads(line)
@@ -47,8 +49,8 @@ def main() -> None:
                 answer = handle(job, cfg)
         except Exception:
             answer = {"error": traceback.format_exc()}
-        sys.stdout.write(json.dumps(answer) + "\n")
-        sys.stdout.flush()
+        answers.write(json.dumps(answer) + "\n")
+        answers.flush()
 
 
 if __name__ == "__main__":

@@ -159,7 +159,10 @@ class CohortWorkers:
         line = proc.stdout.readline()  # type: ignore[union-attr]
         if not line:
             raise self._failure(proc, "")
-        answer = json.loads(line)
+        try:
+            answer = json.loads(line)
+        except json.JSONDecodeError:
+            raise self._failure(proc, f"it answered {line[:200]!r}, not a JSON line") from None
         if "error" in answer:
             raise self._failure(proc, answer["error"])
         return answer
