@@ -375,6 +375,7 @@ class Zoo:
         self._handles: dict[int, pq.ParquetFile] = {}
         self._group_starts: dict[int, np.ndarray] = {}
         self._hashes: dict[tuple[int, int], str] = {}
+        self._where: tuple[np.ndarray, np.ndarray] | None = None
         self.cache = RowGroupCache()
         """The row groups of weights read last (`RowGroupCache`; shared with every view)."""
 
@@ -513,10 +514,19 @@ class Zoo:
             starts = self._group_starts[fi] = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
         return starts
 
+    def _file_row(self, i: int) -> tuple[int, int]:
+        """(data file, row in the file) of row ``i``, from numpy copies of those columns (a pandas row
+        lookup per model cost more than decoding its weights)."""
+        if self._where is None:
+            self._where = (
+                self._meta["_file"].to_numpy(dtype=np.int64),
+                self._meta["_row"].to_numpy(dtype=np.int64),
+            )
+        return int(self._where[0][i]), int(self._where[1][i])
+
     def _locate(self, i: int) -> tuple[int, int, int]:
         """(data file, row group, row within the group) of row ``i``."""
-        row = self._meta.iloc[i]
-        fi, r = int(row["_file"]), int(row["_row"])
+        fi, r = self._file_row(i)
         starts = self._starts(fi)
         g = int(np.searchsorted(starts, r, side="right")) - 1
         return fi, g, r - int(starts[g])
@@ -570,16 +580,13 @@ class Zoo:
         """The state dict of row ``i`` (position in this view)."""
         if not 0 <= i < len(self):
             raise IndexError(f"row {i} out of range for a zoo of {len(self)} rows")
-        return decode_weights(
-            self._payload(i), where=f"{self.files[int(self._meta.iloc[i]['_file'])]} row {i}"
-        )
+        return decode_weights(self._payload(i), where=f"{self.files[self._file_row(i)[0]]} row {i}")
 
     def content_hash(self, i: int) -> str:
         """sha256 (hex, 16 chars) of row ``i``'s stored weights: identifies a checkpoint across zoos."""
         if not 0 <= i < len(self):
             raise IndexError(f"row {i} out of range for a zoo of {len(self)} rows")
-        row = self._meta.iloc[i]
-        key = (int(row["_file"]), int(row["_row"]))
+        key = self._file_row(i)
         h = self._hashes.get(key)
         if h is None:  # kept (16 characters a row): split-leak, overlap and cache checks each hash every row
             h = self._hashes[key] = payload_hash(self._payload(i))
