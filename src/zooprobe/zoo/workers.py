@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import IO, Any
 
 from zooprobe.errors import ConfigError, ZooprobeError
@@ -83,6 +84,10 @@ class CohortWorkers:
         start = time.perf_counter()
         env = dict(os.environ)
         env["OMP_NUM_THREADS"] = str(self.threads)  # set before torch starts its thread pool
+        # the workers import this zooprobe, also when it runs from a checkout put on sys.path by hand
+        package_root = Path(__file__).resolve().parents[2]
+        if package_root.name not in ("site-packages", "dist-packages"):
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(package_root), env.get("PYTHONPATH")) if p)
         try:
             for _ in range(self.n):
                 log = tempfile.TemporaryFile()
