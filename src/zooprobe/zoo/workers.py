@@ -30,7 +30,7 @@ from typing import IO, Any
 from zooprobe.errors import ConfigError, ZooprobeError
 
 AUTO_MIN_MODELS = 128
-"""Automatic worker count: builds of fewer models stay in one process (starting a worker takes ~2 s)."""
+"""Automatic worker count: builds of fewer models stay in one process (starting workers takes 2-4 s)."""
 AUTO_MAX_WORKERS = 8
 WORKER_MODULE = "zooprobe.zoo.cohort_worker"
 """What each worker process runs (``python -m``): reads jobs on stdin, answers on stdout."""
