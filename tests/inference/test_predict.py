@@ -276,6 +276,7 @@ def test_resnet18_predict_time_and_memory(
 ) -> None:
     """A ResNet-18-shaped checkpoint (11.7M parameters) through `predict_files`: wall time, peak RSS."""
     from zooprobe.bench.encoder import resnet18_state_dict
+    from zooprobe.core.memory import process_status_kib, reset_peak_rss
 
     path = tmp_path / "resnet18.safetensors"
     sd = resnet18_state_dict()
@@ -284,16 +285,13 @@ def test_resnet18_predict_time_and_memory(
     head = load_head(heads["hyperparameters"])
 
     def status(field: str) -> int:
-        text = Path("/proc/self/status").read_text()
-        return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1))  # type: ignore[union-attr]
+        kib = process_status_kib(field)
+        assert kib is not None, f"no {field} in /proc/self/status"
+        return kib
 
     threads = torch.get_num_threads()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", threads)))  # conftest pins 2 threads
-    reset = True
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    except OSError:
-        reset = False
+    reset = reset_peak_rss()  # VmHWM back to the current RSS
     before = status("VmRSS")
     start = time.perf_counter()
     try:

@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from zooprobe.api import load_encoder, load_zoo
+from zooprobe.core.memory import reset_peak_rss
 from zooprobe.heads.targets import TargetArrays
 from zooprobe.training.config import OptimConfig, TrainConfig
 from zooprobe.training.data_loader import (
@@ -200,6 +201,7 @@ import torch
 
 torch.set_num_threads(2)
 from zooprobe.api import load_encoder, load_zoo
+from zooprobe.core.memory import process_status_kib as kib, reset_peak_rss
 from zooprobe.representations.cache import compute_representations
 from zooprobe.training import trainer
 from zooprobe.training.config import OptimConfig, StopConfig, TrainConfig
@@ -214,12 +216,6 @@ except (OSError, AttributeError):
     libc = None
 
 
-def kib(field):
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-
-
 def resting_kib():
     # resident memory after giving freed memory back to the system (glibc keeps it otherwise), so every
     # phase is measured from the same resting level
@@ -227,11 +223,6 @@ def resting_kib():
     if libc is not None:
         libc.malloc_trim(0)
     return kib("VmRSS")
-
-
-def reset():
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
 
 
 streamed = []
@@ -272,7 +263,7 @@ result = {"quarter": {}, "full": {}}
 for name, z in (("quarter", quarter), ("full", zoo)):
     for phase in ("encode", "frozen", "finetune"):
         rest = resting_kib()
-        reset()
+        assert reset_peak_rss()
         start = time.perf_counter()
         streamed.clear()
         reps = run(phase, z, f"{name}-{phase}")
@@ -293,19 +284,10 @@ print(json.dumps(result))
 """
 
 
-def _can_reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def test_encoding_and_head_training_stream_a_large_zoo_in_bounded_memory(
     large_zoo: tuple[Path, int], head_encoder: Path, tmp_path: Path
 ) -> None:
-    if not _can_reset_peak():
+    if not reset_peak_rss():
         pytest.skip("needs Linux /proc/self/clear_refs to measure the peak resident memory")
     root, total = large_zoo
     total_mib = total / 2**20

@@ -33,6 +33,7 @@ from sklearn.metrics import r2_score
 
 from zooprobe.api import load_encoder, load_zoo
 from zooprobe.baselines.models import fit_baseline, ridge_pipeline
+from zooprobe.core.memory import process_status_kib, reset_peak_rss
 from zooprobe.errors import InvalidInputError
 from zooprobe.tokens.statistics import featurize
 
@@ -89,25 +90,6 @@ def resnet18_state_dict(seed: int = 0, num_classes: int = 1000) -> dict[str, tor
     sd["fc.weight"] = torch.randn(num_classes, 512, generator=g) * math.sqrt(1.0 / 512)
     sd["fc.bias"] = torch.zeros(num_classes)
     return sd
-
-
-def _rss_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 # ------------------------------------------------------------------------------------------ bench
@@ -260,8 +242,8 @@ def bench_encoder(
     if resnet:
         sd = resnet18_state_dict()
         result["resnet18_parameters"] = sum(v.numel() for v in sd.values() if v.is_floating_point())
-        exact = _reset_peak_rss()
-        base = _rss_kib("VmRSS") if exact else None
+        exact = reset_peak_rss()
+        base = process_status_kib("VmRSS") if exact else None
         rn_stats: dict[str, float] = {}
         start = time.perf_counter()
         try:
@@ -274,7 +256,7 @@ def bench_encoder(
         result["resnet18_forward_seconds"] = rn_stats["forward_s"]
         result["resnet18_tokens"] = int(rn_stats["n_tokens"])
         result["resnet18_windows"] = int(rn_stats["n_windows"])
-        peak = _rss_kib("VmHWM") if exact else None
+        peak = process_status_kib("VmHWM") if exact else None
         if exact and peak is not None and base is not None:
             result["resnet18_peak_extra_mib"] = (peak - base) / 1024
             result["resnet18_memory_method"] = "peak RSS above the level before encoding (VmHWM after reset)"

@@ -29,6 +29,7 @@ import torch
 
 from zooprobe.api import load_encoder, load_zoo, train
 from zooprobe.bench.compare import BENCH_OUTPUT, default_base, head_run_config
+from zooprobe.core.memory import process_status_kib, reset_peak_rss
 from zooprobe.core.outputs import check_output, claim_output
 from zooprobe.heads.encoder_with_head import EncoderWithHead
 from zooprobe.heads.prediction_heads import build_head
@@ -166,13 +167,6 @@ def measure_cache(encoder: Any, data: Any, cfg: TrainConfig, epochs: int = 5) ->
     return cached, uncached, encode_s
 
 
-def _rss_kib(name: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(name + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 def _step(model: Any, opt: Any, tms: list[Any], targets: dict[str, torch.Tensor]) -> float:
     """One training step; returns the MiB of tensors autograd saved for backward (exact, deduplicated)."""
     seen: dict[int, int] = {}
@@ -218,11 +212,11 @@ def measure_step_memory(encoder: Any, data: Any, cfg: TrainConfig, batch_size: i
             torch.cuda.synchronize()
             result[mode] = (torch.cuda.max_memory_allocated() - base) / 2**20
         else:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # reset VmHWM to the current RSS
-            base = _rss_kib("VmRSS")
+            if not reset_peak_rss():  # VmHWM back to the current RSS
+                raise OSError("cannot reset the peak resident memory (/proc/self/clear_refs): Linux only")
+            base = process_status_kib("VmRSS") or 0
             saved = _step(model, opt, tms, targets)
-            result[mode] = (_rss_kib("VmHWM") - base) / 1024
+            result[mode] = ((process_status_kib("VmHWM") or 0) - base) / 1024
         result[f"{mode}_saved_for_backward"] = saved
         del model, opt, own
     return result
