@@ -188,6 +188,9 @@ def test_a_failing_worker_job_raises_with_the_workers_traceback(tmp_path: Path) 
     assert resolve_workers(8, 3, 1000) == 3 and resolve_workers(2, 8, 256) == 2
     with pytest.raises(ConfigError, match="workers"):
         resolve_workers(-1, 3, 12)
+    with pytest.raises(ConfigError, match="workers"):  # refused before the output folder is touched
+        build_zoo(TINY, tmp_path / "negative", workers=-1, progress=False)
+    assert not (tmp_path / "negative").exists()
 
 
 def test_refuses_mixing_configurations(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ from zooprobe.zoo.store import (
     write_zoo,
 )
 from zooprobe.zoo.train import Checkpoint, CohortResult, train_cohort, train_single
-from zooprobe.zoo.workers import CohortWorkers, resolve_workers, threads_per_worker
+from zooprobe.zoo.workers import CohortWorkers, check_workers, resolve_workers, threads_per_worker
 
 PARTS = ".parts"
 CONFIG_FILE = "zoo_config.yaml"
@@ -233,6 +233,7 @@ def build_zoo(
     cfg = config.resolved()
     root = Path(output)
     sh = parse_shard(shard)
+    check_workers(workers)
     _claim(root, cfg, overwrite)
     report = BuildReport(root=root, cohorts_total=cfg.n_cohorts)
     if finished_zoo(root):

@@ -43,14 +43,19 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def check_workers(workers: int | None) -> None:
+    """Refuse a negative worker count (before anything is written)."""
+    if workers is not None and workers < 0:
+        raise ConfigError(f"workers must be >= 1 (or 0 for automatic), got {workers}")
+
+
 def resolve_workers(workers: int | None, n_cohorts: int, n_models: int) -> int:
     """Processes to use for ``n_cohorts`` cohorts of ``n_models`` runs in all.
 
     ``None`` (or 0) is automatic: one per core (at most `AUTO_MAX_WORKERS`) when there are at least
     `AUTO_MIN_MODELS` runs, else 1. Never more than there are cohorts.
     """
-    if workers is not None and workers < 0:
-        raise ConfigError(f"workers must be >= 1 (or 0 for automatic), got {workers}")
+    check_workers(workers)
     if not workers:
         workers = 1 if n_models < AUTO_MIN_MODELS else min(available_cores(), AUTO_MAX_WORKERS)
     return max(1, min(workers, n_cohorts))
