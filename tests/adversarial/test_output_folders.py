@@ -104,19 +104,19 @@ def test_interrupted_zoo_write_is_finished_not_looped(
     from zooprobe.zoo.store import MANIFEST, WRITING
 
     out = tmp_path / "zoo"
-    real_write = build_module.write_zoo
+    real_finish = build_module.finish_zoo_write
 
     def killed(root: Path, *args: object, **kwargs: object) -> None:
-        real_write(root, *args, **kwargs)  # type: ignore[arg-type]
+        real_finish(root, *args, **kwargs)  # type: ignore[arg-type]
         (Path(root) / WRITING).touch()  # the marker is still there, as after a kill
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(build_module, "write_zoo", killed)
+    monkeypatch.setattr(build_module, "finish_zoo_write", killed)
     assert run_cli("zoo", "build", *TINY, "--output", out).code == 130
     assert (out / WRITING).exists() and (out / MANIFEST).exists()
     r = run_cli("zoo", "summary", out)
     r.assert_clear_error("interrupted", "run the command that wrote it again")
-    monkeypatch.setattr(build_module, "write_zoo", real_write)
+    monkeypatch.setattr(build_module, "finish_zoo_write", real_finish)
     r = run_cli("zoo", "build", *TINY, "--output", out)
     assert r.code == 0 and "zoo written to" in r.out, r.err
     assert not (out / WRITING).exists() and not (out / ".parts").exists()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -67,7 +68,12 @@ def test_merge_takes_positional_folders(tmp_path: Path, capsys: pytest.CaptureFi
     from zooprobe.zoo.store import Zoo
 
     assert len(Zoo.open(merged)) == 8
-    assert main(["zoo", "merge", "--output", str(tmp_path / "m2"), *shards]) == 0
+    assert main(["zoo", "merge", "--output", str(tmp_path / "m2"), "--row_group_size", "3", *shards]) == 0
+    sizes = []
+    for f in (tmp_path / "m2" / "data").glob("*.parquet"):
+        meta = pq.ParquetFile(f).metadata
+        sizes += [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+    assert max(sizes) == 3 and sum(sizes) == len(Zoo.open(tmp_path / "m2")) == 8
 
 
 def test_errors_name_the_option_suggest_and_point_to_the_subcommand_help() -> None:

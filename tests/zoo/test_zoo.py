@@ -190,6 +190,8 @@ def test_a_failing_worker_job_raises_with_the_workers_traceback(tmp_path: Path) 
         resolve_workers(-1, 3, 12)
     with pytest.raises(ConfigError, match="workers"):  # refused before the output folder is touched
         build_zoo(TINY, tmp_path / "negative", workers=-1, progress=False)
+    with pytest.raises(InvalidInputError, match="row_group_size"):  # not only after training, at the merge
+        build_zoo(TINY, tmp_path / "negative", row_group_size=0, progress=False)
     assert not (tmp_path / "negative").exists()
 
 

@@ -139,6 +139,13 @@ def add_zoo_commands(zoo: Any, wanted: Wanted) -> None:
     build.add_argument(
         "--batched", type=bool, default=True, help="Population-batched training (False: one at a time)."
     )
+    build.add_argument(
+        "--row_group_size",
+        type=int | None,
+        default=None,
+        help="Rows per Parquet row group of the zoo's files, the unit a large zoo is read in (default: 64, "
+        "fewer where 64 rows would hold more than 64 MiB of weights).",
+    )
     add_push_arguments(build, "zoo")
     zs.add_subcommand("build", build, help="Generate a zoo (resumable, shardable).")
 
@@ -154,6 +161,13 @@ def add_zoo_commands(zoo: Any, wanted: Wanted) -> None:
     )
     merge.add_argument(
         "folders", type=Path, nargs="+", help="OUT (unless --output is given), then the shard folders."
+    )
+    merge.add_argument(
+        "--row_group_size",
+        type=int | None,
+        default=None,
+        help="Rows per Parquet row group of the zoo's files, the unit a large zoo is read in (default: 64, "
+        "fewer where 64 rows would hold more than 64 MiB of weights).",
     )
     zs.add_subcommand("merge", merge, help="Merge shard folders into one zoo.")
 
@@ -325,6 +339,7 @@ def _run(cfg: Namespace) -> int:
             shard=ns.shard,
             batched=ns.batched,
             workers=ns.workers,
+            row_group_size=ns.row_group_size,
             overwrite=ns.overwrite,
             progress=ns.progress,
         )
@@ -357,7 +372,7 @@ def _run(cfg: Namespace) -> int:
         output, shards = (Path(ns.output), folders) if ns.output is not None else (folders[0], folders[1:])
         if not shards:
             raise ZooprobeError("zoo merge: no shard folders given; usage: zooprobe zoo merge OUT SHARD...")
-        report = merge_zoo(output, shards)
+        report = merge_zoo(output, shards, row_group_size=ns.row_group_size)
         console.print(report.summary())
         print_summary(Zoo.open(output), console)
         return 0

@@ -6,19 +6,22 @@ Work is done per cohort (see `space.py`). Each finished cohort is written atomic
 machines (into one shared folder, or separate folders merged with ``zooprobe zoo merge``). On one machine,
 ``--workers N`` trains N cohorts at a time in worker processes (`workers.py`; by default one per core for
 builds of at least 128 runs). When every cohort is present the parts are merged into the final dataset
-folder (`store.write_zoo`).
+folder (`finalize`, streaming: a zoo larger than memory builds and merges).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 import yaml
@@ -28,25 +31,32 @@ from zooprobe.core.outputs import check_output, claim_output
 from zooprobe.core.progress import Progress
 from zooprobe.errors import ConfigError, ZooFormatError
 from zooprobe.zoo.data import load_task
-from zooprobe.zoo.schema import SPLITS
+from zooprobe.zoo.schema import SPLITS, WEIGHTS
 from zooprobe.zoo.space import ModelSpec, ZooConfig, sample_cohort
 from zooprobe.zoo.store import (
     MANIFEST,
     STAGING,
     WRITING,
     ZOO_OUTPUT,
+    SplitWriter,
     base_manifest,
+    begin_zoo_write,
+    check_row_group_size,
     count_params,
     dataset_card,
     encode_weights,
+    finish_zoo_write,
     rows_to_table,
-    write_zoo,
 )
 from zooprobe.zoo.train import Checkpoint, CohortResult, train_cohort, train_single
 from zooprobe.zoo.workers import CohortWorkers, check_workers, resolve_workers, threads_per_worker
 
 PARTS = ".parts"
 CONFIG_FILE = "zoo_config.yaml"
+PART_CACHE_BYTES = 256 * 2**20
+"""`finalize` keeps parts it will copy rows from again up to this many bytes (it reads a part again beyond).
+Generated zoos number their runs cohort by cohort, so each part is copied in one go and none is kept."""
+_PART, _ROW = "__part", "__row"  # finalize's columns: where a row is in the parts
 
 
 @dataclass
@@ -116,15 +126,24 @@ def _part_path(parts: Path, cohort: int) -> Path:
     return parts / f"cohort-{cohort:06d}.parquet"
 
 
-def _read_part(path: Path) -> pa.Table | None:
-    """A finished part, or None if missing or damaged (then it is rebuilt)."""
+def _part_finished(path: Path) -> bool:
+    """Whether cohort part `path` is finished: parts are written atomically, so a file there is whole unless
+    damaged since; one whose Parquet footer does not read is deleted, so that it is built again."""
     if not path.exists():
-        return None
+        return False
     try:
-        return pq.read_table(path)
+        pq.read_metadata(path)
     except (pa.ArrowInvalid, OSError):
         path.unlink(missing_ok=True)
-        return None
+        return False
+    return True
+
+
+def _read_part(path: Path, columns: list[str] | None = None) -> pa.Table:
+    try:
+        return pq.read_table(path, columns=columns, use_threads=False)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise ZooFormatError(f"{path} is damaged ({e}); delete it and build that cohort again") from e
 
 
 def _write_part(path: Path, result: CohortResult) -> None:
@@ -234,6 +253,7 @@ def build_zoo(
     root = Path(output)
     sh = parse_shard(shard)
     check_workers(workers)
+    check_row_group_size(row_group_size)  # before hours of training, not at the end
     _claim(root, cfg, overwrite)
     report = BuildReport(root=root, cohorts_total=cfg.n_cohorts)
     if finished_zoo(root):
@@ -249,7 +269,7 @@ def build_zoo(
     parts = root / PARTS
     parts.mkdir(exist_ok=True)
     mine = [k for k in range(cfg.n_cohorts) if sh is None or k % sh[1] == sh[0]]
-    todo = [k for k in mine if _read_part(_part_path(parts, k)) is None]
+    todo = [k for k in mine if not _part_finished(_part_path(parts, k))]
     report.cohorts_skipped = len(mine) - len(todo)
     n_models = {k: min(cfg.cohort_size, cfg.n_models - k * cfg.cohort_size) for k in mine}  # type: ignore[operator]
     start = time.perf_counter()
@@ -297,27 +317,77 @@ def build_zoo(
 
 def finalize(root: Path, cfg: ZooConfig, part_dirs: list[Path], row_group_size: int | None = None) -> None:
     """Merge every cohort part into the final dataset folder (``row_group_size``: see `store.write_zoo`),
-    then drop ``root/.parts``."""
-    tables, diverged = [], []
+    then drop ``root/.parts``.
+
+    Streams, so a zoo larger than memory merges: the parts' metadata columns are read and sorted first (by
+    run, then epoch), then the rows are copied in that order, a part at a time, into one `store.SplitWriter`
+    per split. Memory holds the metadata, at most `PART_CACHE_BYTES` of parts and a row group per split."""
+    check_row_group_size(row_group_size)
+    paths = []
     for k in range(cfg.n_cohorts):
         found = [d / _part_path(d, k).name for d in part_dirs if (d / _part_path(d, k).name).exists()]
         if not found:
             raise ZooFormatError(
                 f"cohort {k} is missing from {', '.join(map(str, part_dirs))}; build it first"
             )
-        t = _read_part(found[0])
-        if t is None:
-            raise ZooFormatError(f"{found[0]} is damaged; delete it and build again")
-        diverged += json.loads((t.schema.metadata or {}).get(b"diverged", b"[]"))
-        tables.append(t.replace_schema_metadata(None))
-    full = pa.concat_tables(tables).sort_by([("model_id", "ascending"), ("checkpoint_epoch", "ascending")])
+        paths.append(found[0])
+    schema = _part_schema()
+    small_columns = [name for name in schema.names if name != WEIGHTS]
+    metas, diverged = [], []
+    for i, path in enumerate(paths):
+        small = _read_part(path, small_columns)
+        diverged += json.loads((small.schema.metadata or {}).get(b"diverged", b"[]"))
+        n = small.num_rows
+        metas.append(
+            small.replace_schema_metadata(None)
+            .append_column(_PART, pa.array(np.full(n, i, dtype=np.int64)))
+            .append_column(_ROW, pa.array(np.arange(n, dtype=np.int64)))
+        )
+    meta = pa.concat_tables(metas).sort_by([("model_id", "ascending"), ("checkpoint_epoch", "ascending")])
+    split_col = meta.column("split")
+    counts = {s: int(pc.sum(pc.equal(split_col, s)).as_py() or 0) for s in SPLITS}
+    data_schema = schema.remove(schema.get_field_index("split"))
+
+    staging = begin_zoo_write(root)
+    writers = {
+        s: SplitWriter(staging, s, counts[s], data_schema, row_group_size) for s in SPLITS if counts[s]
+    }
+    part_of, row_of = meta.column(_PART).to_numpy(), meta.column(_ROW).to_numpy()
+    starts = [0, *(np.flatnonzero(np.diff(part_of)) + 1).tolist()]  # runs of rows from one part
+    last_run = {int(part_of[a]): r for r, a in enumerate(starts)}  # a part is dropped after its last run
+    cache: OrderedDict[int, pa.Table] = OrderedDict()  # parts needed again, least recently used first
+    for r, (a, b) in enumerate(zip(starts, [*starts[1:], len(part_of)], strict=True)):
+        i = int(part_of[a])
+        table = cache.pop(i, None)
+        if table is None:
+            table = _read_part(paths[i]).replace_schema_metadata(None)
+        run = table.take(pa.array(row_of[a:b]))
+        if last_run[i] > r:
+            cache[i] = table
+            while sum(t.nbytes for t in cache.values()) > PART_CACHE_BYTES:
+                cache.popitem(last=False)
+        del table
+        for s, writer in writers.items():
+            sub = run.filter(pc.equal(run.column("split"), s))
+            if sub.num_rows:
+                writer.write(sub.drop_columns(["split"]))
+    for writer in writers.values():
+        writer.close()
+    cache.clear()
+
+    # the card reads each split's metadata: the sorted metadata, with an empty weights column
     by_split = {}
-    split_col = full.column("split")
     for s in SPLITS:
-        sel = full.filter(pa.compute.equal(split_col, s)).drop_columns(["split"])
-        by_split[s] = sel
+        rows = meta.filter(pc.equal(split_col, s))
+        by_split[s] = pa.Table.from_arrays(
+            [
+                pa.nulls(rows.num_rows, pa.binary()) if n == WEIGHTS else rows.column(n)
+                for n in data_schema.names
+            ],
+            schema=data_schema,
+        )
     cfg_yaml = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    n_runs = len(set(full.column("model_id").to_pylist()))
+    n_runs = int(pc.count_distinct(meta.column("model_id")).as_py())
     description = (
         f"A zoo of {n_runs} small neural networks (MLPs and CNNs) generated offline by zooprobe "
         f"(preset `{cfg.preset}`, seed {cfg.seed}) on {', '.join(cfg.tasks)} "  # type: ignore[arg-type]
@@ -326,16 +396,20 @@ def finalize(root: Path, cfg: ZooConfig, part_dirs: list[Path], row_group_size: 
         "(non-finite weights) and are not included."
     )
     card = dataset_card(
-        f"zooprobe zoo ({cfg.preset}, seed {cfg.seed})", description, by_split, config_yaml=cfg_yaml
+        f"zooprobe zoo ({cfg.preset}, seed {cfg.seed})",
+        description,
+        by_split,
+        config_yaml=cfg_yaml,
+        num_bytes={s: w.num_bytes for s, w in writers.items()},
     )
     manifest = base_manifest(
         "generated",
         generator_config=cfg.to_dict(),
         tasks={t: load_task(t).describe() for t in cfg.tasks},  # type: ignore[union-attr]
-        counts={s: by_split[s].num_rows for s in SPLITS} | {"runs": n_runs, "diverged": len(diverged)},
+        counts=counts | {"runs": n_runs, "diverged": len(diverged)},
         diverged=diverged,
     )
-    write_zoo(root, by_split, manifest, card, row_group_size)
+    finish_zoo_write(root, manifest, card)
     local_parts = root / PARTS
     if local_parts in part_dirs and local_parts.exists():
         for part in local_parts.glob("cohort-*.parquet"):
@@ -365,6 +439,7 @@ def merge_zoo(output: str | Path, inputs: list[str | Path], row_group_size: int 
             f"{len(missing)} of {cfg.n_cohorts} cohorts (e.g. {missing[:5]}) are in none of the shard "
             f"folders {', '.join(map(str, inputs))}; build the missing shards first (zoo build --shard i/n)"
         )
+    check_row_group_size(row_group_size)
     _claim(root, cfg, overwrite=False)
     finalize(root, cfg, part_dirs, row_group_size)
     return BuildReport(root=root, cohorts_total=cfg.n_cohorts, cohorts_skipped=cfg.n_cohorts, finalized=True)

@@ -106,9 +106,9 @@ from zooprobe.zoo.schema import FIELD_BY_NAME, FORMAT_VERSION, SPLITS, WEIGHTS, 
 from zooprobe.zoo.store import (
     MANIFEST,
     ROW_GROUP,
-    ROWS_PER_FILE,
     WRITING,
     ZOO_OUTPUT,
+    SplitWriter,
     base_manifest,
     begin_zoo_write,
     dataset_card,
@@ -1086,38 +1086,6 @@ def _write_part(
     return len(rows) - len(payloads)
 
 
-class _SplitWriter:
-    """Writes one split's rows, as they come, into ``SPLIT-NNNNN-of-NNNNN.parquet`` files of `ROWS_PER_FILE`
-    rows."""
-
-    def __init__(self, folder: Path, split: str, total: int, schema: pa.Schema) -> None:
-        self.folder, self.split, self.schema = folder, split, schema
-        self.n_files = max(1, math.ceil(total / ROWS_PER_FILE))
-        self.index = 0
-        self.in_file = 0
-        self.writer: pq.ParquetWriter | None = None
-
-    def write(self, table: pa.Table) -> None:
-        offset = 0
-        while offset < table.num_rows:
-            if self.writer is None:
-                name = f"{self.split}-{self.index:05d}-of-{self.n_files:05d}.parquet"
-                self.writer = pq.ParquetWriter(self.folder / name, self.schema, compression="zstd")
-            take = min(ROWS_PER_FILE - self.in_file, table.num_rows - offset)
-            self.writer.write_table(table.slice(offset, take), row_group_size=ROW_GROUP)
-            offset += take
-            self.in_file += take
-            if self.in_file == ROWS_PER_FILE:
-                self.close()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-            self.index += 1
-            self.in_file = 0
-
-
 def _finalize(
     output: Path,
     parts: list[Path],
@@ -1174,8 +1142,7 @@ def _finalize(
     staging = begin_zoo_write(output)
     schema = pq.read_schema(parts[0]).remove_metadata()
     schema = schema.remove(schema.get_field_index("split"))
-    writers = {s: _SplitWriter(staging, s, counts[s], schema) for s in SPLITS if counts[s]}
-    num_bytes = dict.fromkeys(writers, 0)
+    writers = {s: SplitWriter(staging, s, counts[s], schema) for s in SPLITS if counts[s]}
     for path in parts:
         table = pq.read_table(path).replace_schema_metadata(None)
         for s, writer in writers.items():
@@ -1183,7 +1150,6 @@ def _finalize(
             if sub.num_rows == 0:
                 continue
             writer.write(sub)
-            num_bytes[s] += int(sub.nbytes)
         del table
     for writer in writers.values():
         writer.close()
@@ -1207,7 +1173,7 @@ def _finalize(
         f"run(s) with non-finite weights were dropped. {skipped_text}",
         tables,
         extra_descriptions,
-        num_bytes=num_bytes,
+        num_bytes={s: w.num_bytes for s, w in writers.items()},
     )
     manifest = base_manifest(
         "import",

@@ -14,8 +14,9 @@ columns eagerly and decodes weights lazily, a row group at a time.
 Large zoos: only metadata (a few hundred bytes a row) and one 16-character content hash per row read so far
 stay in memory. Weights are read from the files a row group at a time into a `RowGroupCache` bounded by
 count and bytes (`GROUP_CACHE_GROUPS`, `GROUP_CACHE_BYTES`), so walking a zoo in row order holds at most
-that much however large the zoo is. A row group is the unit of reading: `write_zoo` keeps groups at
-`ROW_GROUP` rows and at most `ROW_GROUP_BYTES` of weights unless told otherwise (``row_group_size``).
+that much however large the zoo is. A row group is the unit of reading: `SplitWriter` (behind `write_zoo`,
+zoo builds, merges and imports) keeps groups at `ROW_GROUP` rows and at most `ROW_GROUP_BYTES` of weights
+unless told otherwise (``row_group_size``).
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from zooprobe.core.environment import library_versions
-from zooprobe.core.files import atomic_path, atomic_write_json, atomic_write_text
+from zooprobe.core.files import atomic_write_json, atomic_write_text
 from zooprobe.core.outputs import OutputKind
 from zooprobe.core.state_dicts import is_running_stat
 from zooprobe.errors import InvalidInputError, ZooFormatError
@@ -62,9 +64,9 @@ MANIFEST = "zooprobe_manifest.json"
 WRITING = ".zooprobe-writing"
 STAGING = ".data-staging"
 ROW_GROUP = 64
-"""Most rows per Parquet row group `write_zoo` writes (fewer for large models: `ROW_GROUP_BYTES`)."""
+"""Most rows per Parquet row group `SplitWriter` writes (fewer for large models: `ROW_GROUP_BYTES`)."""
 ROW_GROUP_BYTES = 64 * 2**20
-"""`write_zoo` picks fewer rows per row group when `ROW_GROUP` rows would hold more weights than this."""
+"""`SplitWriter` closes a row group before its weights would exceed this (a larger row is a group alone)."""
 ROWS_PER_FILE = 4096
 GROUP_CACHE_GROUPS = 8
 """Row groups of weights a `Zoo` keeps read (shared by its views), least recently used dropped first..."""
@@ -144,17 +146,105 @@ def rows_to_table(rows: list[dict[str, Any]], extra: dict[str, pa.DataType] | No
     return pa.Table.from_pydict(columns, schema=schema)
 
 
-def row_group_rows(table: pa.Table, row_group_size: int | None = None) -> int:
-    """Rows per Parquet row group for writing `table`: `row_group_size` when given, else `ROW_GROUP` rows or
-    fewer, so that a group holds about `ROW_GROUP_BYTES` of weights at most (never fewer than one row)."""
-    if row_group_size is not None:
-        if isinstance(row_group_size, bool) or not isinstance(row_group_size, int) or row_group_size < 1:
-            raise InvalidInputError(f"row_group_size must be an integer >= 1, got {row_group_size!r}")
-        return row_group_size
-    if WEIGHTS not in table.column_names or table.num_rows == 0:
-        return ROW_GROUP
-    per_row = table.column(WEIGHTS).nbytes / table.num_rows
-    return max(1, min(ROW_GROUP, int(ROW_GROUP_BYTES // max(per_row, 1.0))))
+def check_row_group_size(row_group_size: int | None) -> None:
+    """Refuse a ``row_group_size`` that is not None or an integer >= 1."""
+    if row_group_size is None:
+        return
+    if isinstance(row_group_size, bool) or not isinstance(row_group_size, int) or row_group_size < 1:
+        raise InvalidInputError(f"row_group_size must be an integer >= 1, got {row_group_size!r}")
+
+
+class SplitWriter:
+    """Writes one split's rows, as they come, into ``SPLIT-NNNNN-of-NNNNN.parquet`` files of `ROWS_PER_FILE`
+    rows (``total``: the split's rows, which fixes the file names).
+
+    Rows are held back until a row group is full, so the groups do not depend on how the rows arrive: of
+    ``row_group_size`` rows, or by default `ROW_GROUP` rows or fewer where they would hold more than
+    `ROW_GROUP_BYTES` of weights (a row larger than that is a group of its own). Memory: one row group.
+    ``num_bytes``: the Arrow bytes written so far (the dataset card's split size).
+    """
+
+    def __init__(
+        self, folder: Path, split: str, total: int, schema: pa.Schema, row_group_size: int | None = None
+    ) -> None:
+        check_row_group_size(row_group_size)
+        self.folder, self.split, self.schema, self.total = Path(folder), split, schema, total
+        self.group_rows = row_group_size or ROW_GROUP
+        self.by_bytes = row_group_size is None and WEIGHTS in schema.names
+        self.n_files = max(1, math.ceil(total / ROWS_PER_FILE))
+        self.index = 0  # the file being written
+        self.in_file = 0  # rows written to it
+        self.rows = 0  # rows written in all
+        self.num_bytes = 0
+        self.writer: pq.ParquetWriter | None = None
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+        self.pending_bytes = 0
+
+    def write(self, table: pa.Table) -> None:
+        if table.schema.names != self.schema.names:
+            raise InvalidInputError(
+                f"SplitWriter({self.split}): columns {table.schema.names} differ from {self.schema.names}"
+            )
+        if self.rows + self.pending_rows + table.num_rows > self.total:
+            raise InvalidInputError(
+                f"SplitWriter({self.split}): more than the {self.total} rows it was told to expect"
+            )
+        sizes = (
+            pc.binary_length(table.column(WEIGHTS)).to_numpy(zero_copy_only=False).astype(np.int64)
+            if self.by_bytes
+            else None
+        )
+        offset = 0
+        while offset < table.num_rows:
+            limit = min(self.group_rows, ROWS_PER_FILE - self.in_file)  # rows the open group may reach
+            take = min(limit - self.pending_rows, table.num_rows - offset)
+            full = self.pending_rows + take == limit
+            if sizes is not None:
+                cumulative = np.cumsum(sizes[offset : offset + take])
+                fits = int(np.searchsorted(cumulative, ROW_GROUP_BYTES - self.pending_bytes, side="right"))
+                if fits < take:  # the group is full by bytes; a lone oversized row is a group of its own
+                    take, full = fits or (0 if self.pending_rows else 1), True
+            if take:
+                self.pending.append(table.slice(offset, take))
+                self.pending_rows += take
+                if sizes is not None:
+                    self.pending_bytes += int(sizes[offset : offset + take].sum())
+                offset += take
+            if full:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending_rows:
+            return
+        group = pa.concat_tables(self.pending) if len(self.pending) > 1 else self.pending[0]
+        if self.writer is None:
+            name = f"{self.split}-{self.index:05d}-of-{self.n_files:05d}.parquet"
+            self.writer = pq.ParquetWriter(self.folder / name, self.schema, compression="zstd")
+        self.writer.write_table(group, row_group_size=group.num_rows)
+        self.num_bytes += int(group.nbytes)
+        self.in_file += group.num_rows
+        self.rows += group.num_rows
+        self.pending, self.pending_rows, self.pending_bytes = [], 0, 0
+        if self.in_file == ROWS_PER_FILE:
+            self._close_file()
+
+    def _close_file(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+            self.index += 1
+            self.in_file = 0
+
+    def close(self) -> None:
+        """Write the last row group and close the last file."""
+        self._flush()
+        self._close_file()
+        if self.rows != self.total:
+            raise InvalidInputError(
+                f"SplitWriter({self.split}): {self.rows} rows written, {self.total} expected (its file names "
+                "count the files of that many rows)"
+            )
 
 
 def write_zoo(
@@ -166,9 +256,9 @@ def write_zoo(
 ) -> None:
     """Write a zoo folder. New data is written beside the old and swapped in; the manifest comes last.
 
-    ``row_group_size``: rows per Parquet row group (the unit `Zoo` reads weights in); default
-    `row_group_rows` (`ROW_GROUP` rows, fewer for large models). Small groups make random access to a large
-    zoo cheap (fine-tuning that streams models reads a whole group for any row of it).
+    ``row_group_size``: rows per Parquet row group (the unit `Zoo` reads weights in); by default `ROW_GROUP`
+    rows, fewer for large models (`SplitWriter`). Small groups make random access to a large zoo cheap
+    (fine-tuning that streams models reads a whole group for any row of it).
 
     While writing, a ``.zooprobe-writing`` marker exists: `Zoo.open` refuses such a folder, so a crash
     never leaves something that loads as a complete zoo (running the writing command again finishes it).
@@ -176,19 +266,15 @@ def write_zoo(
     a folder zooprobe may write (`zooprobe.core.outputs.claim_output` with `ZOO_OUTPUT`).
     """
     root = Path(root)
-    for table in tables.values():
-        row_group_rows(table, row_group_size)  # a bad size fails before anything is written
+    check_row_group_size(row_group_size)  # a bad size fails before anything is written
     staging = begin_zoo_write(root)
     for split in SPLITS:
         table = tables.get(split)
         if table is None or table.num_rows == 0:
             continue
-        group = row_group_rows(table, row_group_size)
-        n_files = max(1, math.ceil(table.num_rows / ROWS_PER_FILE))
-        for i in range(n_files):
-            part = table.slice(i * ROWS_PER_FILE, ROWS_PER_FILE)
-            with atomic_path(staging / f"{split}-{i:05d}-of-{n_files:05d}.parquet") as tmp:
-                pq.write_table(part, tmp, row_group_size=group, compression="zstd")
+        writer = SplitWriter(staging, split, table.num_rows, table.schema, row_group_size)
+        writer.write(table)
+        writer.close()
     finish_zoo_write(root, manifest, card)
 
 
