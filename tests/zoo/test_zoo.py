@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +31,7 @@ from zooprobe.zoo.space import ACTIVATIONS, INITS, OPTIMIZERS, sample_cohort
 from zooprobe.zoo.store import decode_weights, encode_weights
 
 TINY = ZooConfig(preset="tiny", n_models=8)
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _rows(root: Path) -> dict[str, tuple[dict, bytes]]:
@@ -169,6 +173,52 @@ def test_worker_processes_build_the_same_zoo_and_resume(
     report = build_zoo(cfg, tmp_path / "w2", workers=2, progress=False)
     assert report.finalized and report.cohorts_skipped == 1 and report.cohorts_built == 2
     assert _rows(tmp_path / "w2").keys() == _rows(tmp_path / "one").keys()
+
+
+def test_torchrun_processes_share_a_build_and_process_0_merges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`torchrun --nproc_per_node=2 -m zooprobe zoo build`: each process builds its shard into the shared
+    folder, process 0 merges once both are done and alone reports; the zoo equals a one-process build."""
+    out = tmp_path / "tr"
+    env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="200")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")])
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    build = [
+        "zoo",
+        "build",
+        "--preset",
+        "tiny",
+        "--n_models",
+        "12",
+        "--output",
+        str(out),
+        "--progress",
+        "false",
+    ]
+    r = subprocess.run(
+        [*torchrun, "-m", "zooprobe", *build],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("zoo written to") == 1 and "process 0 of 2 under torchrun" in r.stdout, r.stdout
+    assert not (out / ".parts").exists()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same threads per process give the same bits
+    try:
+        build_zoo(dataclasses.replace(TINY, n_models=12), tmp_path / "one", workers=1, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert _rows(out) == _rows(tmp_path / "one")
+    # torchrun shares the cohorts out itself: an explicit shard is refused before the folder is touched
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(ConfigError, match="drop --shard"):
+        build_zoo(TINY, tmp_path / "both", shard="0/2", progress=False)
+    assert not (tmp_path / "both").exists()
 
 
 def test_a_failing_worker_job_raises_with_the_workers_traceback(tmp_path: Path) -> None:

@@ -128,7 +128,12 @@ def add_zoo_commands(zoo: Any, wanted: Wanted) -> None:
     )
     build.add_class_arguments(ZooConfig, nested_key=None)
     add_output_arguments(build, "zoo")
-    build.add_argument("--shard", type=str | None, default=None, help="Build only shard i of n, e.g. 0/4.")
+    build.add_argument(
+        "--shard",
+        type=str | None,
+        default=None,
+        help="Build only shard i of n, e.g. 0/4 (under torchrun each process builds its own shard).",
+    )
     build.add_argument(
         "--workers",
         type=int,
@@ -343,6 +348,8 @@ def _run(cfg: Namespace) -> int:
             overwrite=ns.overwrite,
             progress=ns.progress,
         )
+        if report.rank:
+            return 0  # under torchrun, process 0 reports (and pushes) for all
         console.print(report.summary())
         if report.finalized:
             print_summary(Zoo.open(ns.output), console)

@@ -11,11 +11,14 @@ folder (`finalize`, streaming: a zoo larger than memory builds and merges).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -71,12 +74,15 @@ class BuildReport:
     seconds: float = 0.0
     finalized: bool = False
     workers: int = 1
+    rank: int = 0  # under torchrun: this process's rank, of world_size
+    world_size: int = 1
 
     def summary(self) -> str:
         parts = [
             f"{self.cohorts_built} cohort(s) trained, {self.cohorts_skipped} already done "
             f"(of {self.cohorts_total}) in {self.seconds:.1f}s"
-            + (f" by {self.workers} worker processes" if self.workers > 1 else ""),
+            + (f" by {self.workers} worker processes" if self.workers > 1 else "")
+            + (f" (process {self.rank} of {self.world_size} under torchrun)" if self.world_size > 1 else ""),
         ]
         if self.diverged:
             parts.append(f"{len(self.diverged)} run(s) diverged (non-finite weights) and were left out")
@@ -248,13 +254,85 @@ def build_zoo(
 
     ``row_group_size``: rows per Parquet row group of the final files (`store.write_zoo`; default: 64, fewer
     for large models). ``workers``: processes training cohorts side by side (`zooprobe.zoo.workers`; ``None``
-    or 0: one per core for builds of at least 128 runs)."""
+    or 0: one per core for builds of at least 128 runs).
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the processes share the cohorts out: process ``i`` of ``n`` builds
+    shard ``i/n`` into the shared ``output`` (on several nodes, a shared file system), in one process each
+    unless ``workers`` says otherwise; process 0 claims the folder first and merges once every shard is
+    done. Every process returns the same finished report, with its own ``rank``."""
     cfg = config.resolved()
     root = Path(output)
+    rank, world = torchrun_rank()
+    if world > 1:
+        if shard not in (None, ""):
+            raise ConfigError(
+                f"--shard {shard}: under torchrun the {world} processes share the cohorts out themselves "
+                "(process i of n builds shard i/n); drop --shard"
+            )
+        shard = f"{rank}/{world}"
+        workers = workers or 1  # torchrun already starts the processes asked for
     sh = parse_shard(shard)
     check_workers(workers)
     check_row_group_size(row_group_size)  # before hours of training, not at the end
-    _claim(root, cfg, overwrite)
+    with _process_group(world) as wait_for_all:
+        if rank == 0:
+            _claim(root, cfg, overwrite)
+        wait_for_all()  # the others start once process 0 has claimed (or emptied) the folder
+        if rank:
+            _claim(root, cfg, overwrite=False)
+        report = _build(
+            cfg, root, sh, batched, progress and rank == 0, row_group_size, workers, finish=world == 1
+        )
+        if world > 1:
+            wait_for_all()  # every shard is built
+            if rank == 0 and not finished_zoo(root):
+                finalize(root, cfg, [root / PARTS], row_group_size)
+            wait_for_all()
+            report.finalized = finished_zoo(root)
+    report.rank, report.world_size = rank, world
+    return report
+
+
+SHARD_WAIT = timedelta(days=7)
+"""How long torchrun processes wait for each other (the slowest shard) before giving up."""
+
+
+def torchrun_rank() -> tuple[int, int]:
+    """``(rank, world size)`` of a process started by torchrun with more than one process, else ``(0, 1)``."""
+    world = int(os.environ.get("WORLD_SIZE") or 1)
+    return (int(os.environ.get("RANK") or 0), world) if world > 1 else (0, 1)
+
+
+@contextlib.contextmanager
+def _process_group(world: int) -> Iterator[Callable[[], None]]:
+    """A barrier over torchrun's processes (gloo; joined here unless the caller already has a group)."""
+    if world == 1:
+        yield lambda: None
+        return
+    import torch.distributed as dist  # heavy: only under torchrun
+
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group("gloo", timeout=SHARD_WAIT)
+    try:
+        yield lambda: dist.barrier()
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def _build(
+    cfg: ZooConfig,
+    root: Path,
+    sh: tuple[int, int] | None,
+    batched: bool,
+    progress: bool,
+    row_group_size: int | None,
+    workers: int | None,
+    finish: bool,
+) -> BuildReport:
+    """Build the cohorts of shard `sh` (all: None) that are not done yet into ``root/.parts``; with `finish`,
+    merge the zoo when every cohort is there."""
     report = BuildReport(root=root, cohorts_total=cfg.n_cohorts)
     if finished_zoo(root):
         _drop_leftovers(root)
@@ -309,7 +387,7 @@ def build_zoo(
                     bar.advance(answer["models"])
                     bar.describe(f"{n_workers} workers: cohort {answer['cohort']} done")
     report.seconds = time.perf_counter() - start
-    if all(_part_path(parts, k).exists() for k in range(cfg.n_cohorts)):
+    if finish and all(_part_path(parts, k).exists() for k in range(cfg.n_cohorts)):
         finalize(root, cfg, [parts], row_group_size)
         report.finalized = True
     return report
