@@ -37,7 +37,7 @@ import hashlib
 import json
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -787,26 +787,45 @@ def save_encoder(
     _check_summarizer(encoder.config, summarizer, ConfigError, "save_encoder")
     if pre.normalize and tokenizer.stats is None:
         raise ConfigError("save_encoder: the tokenizer has no normalization statistics (fit them first)")
+    fields = {
+        "encoder": encoder.config.to_dict(),
+        "tokenizer": tokenizer.to_dict(),
+        "summaries": None if summarizer is None else summarizer.to_dict(),
+        "preprocessing": pre.to_dict(),
+    }
+    return write_encoder_folder(folder, encoder, FORMAT_VERSION, fields, provenance, model_card)
+
+
+def write_encoder_folder(
+    folder: str | Path,
+    encoder: torch.nn.Module,
+    format_version: int,
+    fields: Mapping[str, Any],
+    provenance: Mapping[str, Any],
+    card: Callable[[dict[str, Any]], str],
+) -> Path:
+    """Write an encoder folder of either architecture (the one writer behind `save_encoder` and
+    `neuron_loader.save_neuron_encoder`): claim `folder`, then the weights (safetensors), config.json
+    (``format_version``, the architecture's `fields`, provenance with the parameter count, library
+    versions) and the model card made from it by `card`. Every file is written atomically, weights first, so
+    a folder whose config.json exists always has weights."""
     folder = Path(folder)
     claim_output(folder, ENCODER_OUTPUT, option="encoder folder")
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in encoder.state_dict().items()}
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt", "library": LIBRARY_NAME})
     prov = dict(provenance)
-    prov.setdefault("encoder_parameters", encoder.num_parameters())
+    prov.setdefault("encoder_parameters", sum(p.numel() for p in encoder.parameters()))
     config = {
-        "format_version": FORMAT_VERSION,
+        "format_version": format_version,
         "library_name": LIBRARY_NAME,
         "model_type": "zooprobe-weight-encoder",
-        "encoder": encoder.config.to_dict(),
-        "tokenizer": tokenizer.to_dict(),
-        "summaries": None if summarizer is None else summarizer.to_dict(),
-        "preprocessing": pre.to_dict(),
+        **fields,
         "provenance": prov,
         "library_versions": library_versions(),
     }
     atomic_write_json(folder / CONFIG_FILE, config)
-    atomic_write_text(folder / CARD_FILE, model_card(config))
+    atomic_write_text(folder / CARD_FILE, card(config))
     return folder
 
 
@@ -920,4 +939,5 @@ __all__ = [
     "prepare_tokens",
     "prepare_tokens_many",
     "save_encoder",
+    "write_encoder_folder",
 ]

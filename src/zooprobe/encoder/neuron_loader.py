@@ -23,25 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from zooprobe.core.config import check_record
 from zooprobe.core.device import resolve_device
-from zooprobe.core.environment import library_versions
-from zooprobe.core.files import atomic_path, atomic_write_json, atomic_write_text
-from zooprobe.core.outputs import claim_output
 from zooprobe.encoder.config import NeuronEncoderConfig, PretrainTarget
 from zooprobe.encoder.encoder_loader import (
-    CARD_FILE,
     CONFIG_FILE,
-    ENCODER_OUTPUT,
     LIBRARY_NAME,
-    WEIGHTS_FILE,
     Embeddings,
     EncoderFormatError,
     EncoderRuntime,
     UnfinishedEncoderWarning,
     load_weights,
+    write_encoder_folder,
 )
 from zooprobe.encoder.neuron_model import NeuronEncoder
 from zooprobe.errors import ConfigError, ZooprobeError
@@ -214,26 +208,12 @@ def neuron_model_card(config: Mapping[str, Any]) -> str:
 
 def save_neuron_encoder(encoder: NeuronEncoder, provenance: Mapping[str, Any], folder: str | Path) -> Path:
     """Write a v3 encoder folder (see the module docs) atomically; weights first, config.json after."""
-    folder = Path(folder)
-    claim_output(folder, ENCODER_OUTPUT, option="encoder folder")
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in encoder.state_dict().items()}
-    with atomic_path(folder / WEIGHTS_FILE) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "library": LIBRARY_NAME})
-    prov = dict(provenance)
-    prov.setdefault("encoder_parameters", encoder.num_parameters())
-    config = {
-        "format_version": NEURON_FORMAT_VERSION,
-        "library_name": LIBRARY_NAME,
-        "model_type": "zooprobe-weight-encoder",
+    fields = {
         "architecture": ARCHITECTURE,
         "encoder": encoder.config.to_dict(),
         "targets": [t.to_dict() for t in encoder.targets],
-        "provenance": prov,
-        "library_versions": library_versions(),
     }
-    atomic_write_json(folder / CONFIG_FILE, config)
-    atomic_write_text(folder / CARD_FILE, neuron_model_card(config))
-    return folder
+    return write_encoder_folder(folder, encoder, NEURON_FORMAT_VERSION, fields, provenance, neuron_model_card)
 
 
 def load_neuron_encoder_folder(
