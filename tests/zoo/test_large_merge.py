@@ -41,10 +41,12 @@ def _write_shards(
     cohort: int = COHORT,
     shape: tuple[int, int] = SHAPE,
     interleave: bool = False,
+    diverged: frozenset[int] = frozenset(),
 ) -> tuple[ZooConfig, int, list[Path]]:
     """Two shard folders (even and odd cohorts) of parts as `zoo build --shard i/2` leaves them, with random
     weights; returns the configuration, the weights' bytes and the folders. ``interleave``: run ``j`` of
-    cohort ``k`` is numbered ``j * n_cohorts + k``, so every part holds rows from all over the sorted zoo."""
+    cohort ``k`` is numbered ``j * n_cohorts + k``, so every part holds rows from all over the sorted zoo.
+    ``diverged``: cohorts whose every run diverged (an empty part that lists them)."""
     cfg = ZooConfig(preset="tiny", n_models=cohort * n_cohorts, cohort_size=cohort).resolved()
     gen = torch.Generator().manual_seed(0)
     shards = [root / "s0", root / "s1"]
@@ -72,6 +74,9 @@ def _write_shards(
                     }
                 )
         table = pa.Table.from_pylist(rows, schema=_part_schema())
+        if k in diverged:
+            lost = sorted({r["model_id"] for r in rows})
+            table = table.slice(0, 0).replace_schema_metadata({"diverged": json.dumps(lost)})
         pq.write_table(table, _part_path(shards[k % 2] / PARTS, k), compression="zstd")
     return cfg, total, shards
 
@@ -231,3 +236,17 @@ def test_merge_copies_parts_whose_runs_interleave(tmp_path: Path, monkeypatch: p
         keys = list(zip(kept["model_id"].to_pylist(), kept["checkpoint_epoch"].to_pylist(), strict=True))
         assert keys == sorted(keys)
     assert len(load_zoo(tmp_path / "kept")) == 30
+
+
+def test_merge_leaves_out_diverged_cohorts_and_survives_an_empty_zoo(tmp_path: Path) -> None:
+    _, _, shards = _write_shards(tmp_path / "some", 3, cohort=4, shape=(2, 2), diverged=frozenset({1}))
+    merge_zoo(tmp_path / "some" / "out", shards)
+    manifest = json.loads((tmp_path / "some" / "out" / store.MANIFEST).read_text())
+    assert manifest["diverged"] == ["m000004", "m000005", "m000006", "m000007"]
+    assert manifest["counts"]["runs"] == 8 and manifest["counts"]["diverged"] == 4
+    assert len(load_zoo(tmp_path / "some" / "out")) == 16  # 8 runs of 2 checkpoints
+    _, _, shards = _write_shards(tmp_path / "none", 2, cohort=2, shape=(2, 2), diverged=frozenset({0, 1}))
+    merge_zoo(tmp_path / "none" / "out", shards)  # every run diverged: a manifest that says so, no data
+    manifest = json.loads((tmp_path / "none" / "out" / store.MANIFEST).read_text())
+    assert manifest["counts"] == {"train": 0, "validation": 0, "test": 0, "runs": 0, "diverged": 4}
+    assert not list((tmp_path / "none" / "out" / "data").glob("*.parquet"))

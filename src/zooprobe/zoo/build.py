@@ -431,10 +431,12 @@ def finalize(root: Path, cfg: ZooConfig, part_dirs: list[Path], row_group_size: 
         s: SplitWriter(staging, s, counts[s], data_schema, row_group_size) for s in SPLITS if counts[s]
     }
     part_of, row_of = meta.column(_PART).to_numpy(), meta.column(_ROW).to_numpy()
-    starts = [0, *(np.flatnonzero(np.diff(part_of)) + 1).tolist()]  # runs of rows from one part
-    last_run = {int(part_of[a]): r for r, a in enumerate(starts)}  # a part is dropped after its last run
+    starts = [0, *(np.flatnonzero(np.diff(part_of)) + 1).tolist()]
+    ends = [*starts[1:], len(part_of)]
+    runs = list(zip(starts, ends, strict=True)) if len(part_of) else []  # [a, b): rows from one part
+    last_run = {int(part_of[a]): r for r, (a, _) in enumerate(runs)}  # a part is dropped after its last run
     cache: OrderedDict[int, pa.Table] = OrderedDict()  # parts needed again, least recently used first
-    for r, (a, b) in enumerate(zip(starts, [*starts[1:], len(part_of)], strict=True)):
+    for r, (a, b) in enumerate(runs):
         i = int(part_of[a])
         table = cache.pop(i, None)
         if table is None:
