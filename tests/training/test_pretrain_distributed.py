@@ -61,23 +61,23 @@ def _assert_same_training(a: list[dict], b: list[dict]) -> None:
             assert rb[key] == pytest.approx(ra[key], rel=1e-4), (key, ra, rb)
 
 
+# One torchrun launch (2 gloo processes) runs two CLI pretrainings: a full one, then one that finishes a run a
+# single process started and interrupted after epoch 1.
+_NEURON_DRIVER = """
+import json
+import sys
+
+from zooprobe.cli import main
+
+sys.exit(max(main(args) for args in json.loads(sys.argv[1])))
+"""
+
+
 def test_two_processes_match_one_and_resume_across_world_sizes(head_zoo: Path, tmp_path: Path) -> None:
     single = tmp_path / "single"
     subprocess.run([sys.executable, *_command(head_zoo, single)], check=True, env=_env(), capture_output=True)
-    ddp = tmp_path / "ddp"
-    run = subprocess.run(
-        [*TORCHRUN, *_command(head_zoo, ddp)], env=_env(), capture_output=True, text=True, timeout=600
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.count("encoder written to") == 1  # only rank 0 prints
-    one, two = load_encoder(single), load_encoder(ddp)
-    assert one.provenance["world_size"] == 1 and two.provenance["world_size"] == 2
-    _assert_same_training(_history(single), _history(ddp))
-    zoo = load_zoo(head_zoo)
-    diff = (one.encode(zoo) - two.encode(zoo)).abs().max().item()
-    assert diff < 1e-3, diff
 
-    # a single-process run interrupted after epoch 1, finished by 2 processes
+    # a single-process run interrupted after epoch 1 (finished by 2 processes below)
     class Killed(Exception):
         pass
 
@@ -89,10 +89,22 @@ def test_two_processes_match_one_and_resume_across_world_sizes(head_zoo: Path, t
     cfg = PretrainConfig(architecture="neurons", preset="tiny", epochs=3)
     with pytest.raises(Killed):
         pretrain_encoder(cfg, head_zoo, mixed, progress=False, on_epoch_end=kill_after_first)
+
+    ddp = tmp_path / "ddp"
+    driver = tmp_path / "driver.py"
+    driver.write_text(_NEURON_DRIVER)
+    runs = json.dumps([_command(head_zoo, ddp)[2:], _command(head_zoo, mixed)[2:]])  # without "-m zooprobe"
     run = subprocess.run(
-        [*TORCHRUN, *_command(head_zoo, mixed)], env=_env(), capture_output=True, text=True, timeout=600
+        [*TORCHRUN, str(driver), runs], env=_env(), capture_output=True, text=True, timeout=600
     )
     assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("encoder written to") == 2  # only rank 0 prints, once a run
+    one, two = load_encoder(single), load_encoder(ddp)
+    assert one.provenance["world_size"] == 1 and two.provenance["world_size"] == 2
+    _assert_same_training(_history(single), _history(ddp))
+    zoo = load_zoo(head_zoo)
+    diff = (one.encode(zoo) - two.encode(zoo)).abs().max().item()
+    assert diff < 1e-3, diff
     _assert_same_training(_history(single), _history(mixed))
     assert load_encoder(mixed).finished
 
