@@ -117,6 +117,12 @@ PRESETS_DESCRIPTION = (
 )
 
 
+ROW_GROUP_HELP = (
+    "Rows per Parquet row group of the zoo's files, the unit a large zoo is read in (default: 64, fewer "
+    "where 64 rows would hold more than 64 MiB of weights)."
+)
+
+
 def add_zoo_commands(zoo: Any, wanted: Wanted) -> None:
     """The ``zoo`` subcommands (build, merge, summary, bench, import-*)."""
     if not wanted("zoo"):
@@ -148,8 +154,7 @@ def add_zoo_commands(zoo: Any, wanted: Wanted) -> None:
         "--row_group_size",
         type=int | None,
         default=None,
-        help="Rows per Parquet row group of the zoo's files, the unit a large zoo is read in (default: 64, "
-        "fewer where 64 rows would hold more than 64 MiB of weights).",
+        help=ROW_GROUP_HELP,
     )
     add_push_arguments(build, "zoo")
     zs.add_subcommand("build", build, help="Generate a zoo (resumable, shardable).")
@@ -171,8 +176,7 @@ def add_zoo_commands(zoo: Any, wanted: Wanted) -> None:
         "--row_group_size",
         type=int | None,
         default=None,
-        help="Rows per Parquet row group of the zoo's files, the unit a large zoo is read in (default: 64, "
-        "fewer where 64 rows would hold more than 64 MiB of weights).",
+        help=ROW_GROUP_HELP,
     )
     zs.add_subcommand("merge", merge, help="Merge shard folders into one zoo.")
 
