@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from zooprobe.core.torchrun import torchrun_env
 from zooprobe.errors import ConfigError
 
 LOGGER_NAME = "zooprobe"
@@ -37,7 +37,7 @@ class _TerminalFilter(logging.Filter):
 
 def rank() -> int:
     """This process's rank under torchrun (0 otherwise)."""
-    return int(os.environ.get("RANK", "0"))
+    return torchrun_env().rank
 
 
 def configure_logging(level: str = "info") -> None:

@@ -6,12 +6,13 @@ helper degrades to the single-process case, so the trainer has one code path.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from zooprobe.core.torchrun import torchrun_env
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,9 @@ class DistInfo:
 
 def init_distributed(device: str) -> DistInfo:
     """Join the process group torchrun set up (no-op in a plain single process)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, world, local = torchrun_env()
     if world <= 1:
         return DistInfo()
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
         if backend == "nccl":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -32,6 +31,7 @@ import yaml
 from zooprobe.core.files import atomic_path, atomic_write_text, read_yaml
 from zooprobe.core.outputs import check_output, claim_output
 from zooprobe.core.progress import Progress
+from zooprobe.core.torchrun import torchrun_env
 from zooprobe.errors import ConfigError, ZooFormatError
 from zooprobe.zoo.data import load_task
 from zooprobe.zoo.schema import SPLITS, WEIGHTS
@@ -262,7 +262,7 @@ def build_zoo(
     done. Every process returns the same finished report, with its own ``rank``."""
     cfg = config.resolved()
     root = Path(output)
-    rank, world = torchrun_rank()
+    rank, world, _ = torchrun_env()
     if world > 1:
         if shard not in (None, ""):
             raise ConfigError(
@@ -295,12 +295,6 @@ def build_zoo(
 
 SHARD_WAIT = timedelta(days=7)
 """How long torchrun processes wait for each other (the slowest shard) before giving up."""
-
-
-def torchrun_rank() -> tuple[int, int]:
-    """``(rank, world size)`` of a process started by torchrun with more than one process, else ``(0, 1)``."""
-    world = int(os.environ.get("WORLD_SIZE") or 1)
-    return (int(os.environ.get("RANK") or 0), world) if world > 1 else (0, 1)
 
 
 @contextlib.contextmanager
