@@ -187,6 +187,20 @@ def add_zoo_commands(zoo: Any, wanted: Wanted) -> None:
     )
     zs.add_subcommand("summary", summary, help="Summarize a zoo.")
 
+    verify = config_parser(
+        "Recompute the content hashes of a generated zoo (each cohort's rows and weights) and compare them "
+        "with its manifest and, with --against, with a corpus manifest (e.g. a committed one). Exit 1 on a "
+        "mismatch."
+    )
+    verify.add_argument("folder", type=Path, help="Zoo folder built by `zooprobe zoo build`.")
+    verify.add_argument(
+        "--against",
+        type=Path | None,
+        default=None,
+        help="A zoo manifest (zooprobe_manifest.json) whose recorded hashes the zoo must match.",
+    )
+    zs.add_subcommand("verify", verify, help="Check a generated zoo against its recorded content hashes.")
+
     bench = config_parser(
         "Train the same sampled runs batched and one at a time; print models/s and the ratio."
     )
@@ -393,6 +407,12 @@ def _run(cfg: Namespace) -> int:
 
         print_summary(load_zoo(ns.source, revision=ns.revision), console)
         return 0
+    if action == "verify":
+        from zooprobe.zoo.content import verify_zoo  # heavy: imports torch
+
+        result = verify_zoo(ns.folder, ns.against)
+        console.print(result.summary(), markup=False, highlight=False)
+        return 0 if result.ok else 1
     if action == "bench":
         from zooprobe.bench.zoo import bench_zoo  # heavy: imports torch
 

@@ -33,6 +33,7 @@ from zooprobe.core.outputs import check_output, claim_output
 from zooprobe.core.progress import Progress
 from zooprobe.core.torchrun import torchrun_env
 from zooprobe.errors import ConfigError, ZooFormatError
+from zooprobe.zoo.content import corpus_sha256, table_sha256
 from zooprobe.zoo.data import load_task
 from zooprobe.zoo.schema import SPLITS, WEIGHTS
 from zooprobe.zoo.space import ModelSpec, ZooConfig, sample_cohort
@@ -154,10 +155,11 @@ def _read_part(path: Path, columns: list[str] | None = None) -> pa.Table:
 
 def _write_part(path: Path, result: CohortResult) -> None:
     rows = checkpoint_rows(result)
-    schema = _part_schema().with_metadata({"diverged": json.dumps([s.model_id for s in result.diverged])})
+    schema = _part_schema()
     table = pa.Table.from_pylist(rows, schema=schema) if rows else schema.empty_table()
+    meta = {"diverged": json.dumps([s.model_id for s in result.diverged]), "sha256": table_sha256(table)}
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table.replace_schema_metadata(meta), tmp, compression="zstd")
 
 
 def _check_config(root: Path, cfg: ZooConfig) -> None:
@@ -230,14 +232,28 @@ def _train(
     specs: list[ModelSpec], cfg: ZooConfig, batched: bool, on_epoch: Callable[[int, int], None] | None = None
 ) -> CohortResult:
     data = load_task(specs[0].arch.task)
-    if batched:
-        return train_cohort(specs, data, cfg.max_train_samples, on_epoch)  # type: ignore[arg-type]
-    results = [train_single(s, data, cfg.max_train_samples) for s in specs]  # type: ignore[arg-type]
+    with _denormals_flushed(bool(cfg.flush_denormals)):
+        if batched:
+            return train_cohort(specs, data, cfg.max_train_samples, on_epoch)  # type: ignore[arg-type]
+        results = [train_single(s, data, cfg.max_train_samples) for s in specs]  # type: ignore[arg-type]
     return CohortResult(
         [c for r in results for c in r.checkpoints],
         [s for r in results for s in r.diverged],
         sum(r.seconds for r in results),
     )
+
+
+@contextlib.contextmanager
+def _denormals_flushed(on: bool) -> Iterator[None]:
+    """Flush subnormal floats to zero inside the block when `on` (`ZooConfig.flush_denormals`)."""
+    if not on:
+        yield
+        return
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def build_zoo(
@@ -343,7 +359,8 @@ def _build(
     mine = [k for k in range(cfg.n_cohorts) if sh is None or k % sh[1] == sh[0]]
     todo = [k for k in mine if not _part_finished(_part_path(parts, k))]
     report.cohorts_skipped = len(mine) - len(todo)
-    n_models = {k: min(cfg.cohort_size, cfg.n_models - k * cfg.cohort_size) for k in mine}  # type: ignore[operator]
+    size = cfg.runs_per_cohort
+    n_models = {k: min(size, cfg.n_models - k * size) for k in mine}  # type: ignore[operator]
     start = time.perf_counter()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     already = sum(n_models[k] for k in mine if k not in todo)
@@ -405,10 +422,12 @@ def finalize(root: Path, cfg: ZooConfig, part_dirs: list[Path], row_group_size: 
         paths.append(found[0])
     schema = _part_schema()
     small_columns = [name for name in schema.names if name != WEIGHTS]
-    metas, diverged = [], []
+    metas, diverged, hashes = [], [], {}
     for i, path in enumerate(paths):
         small = _read_part(path, small_columns)
         diverged += json.loads((small.schema.metadata or {}).get(b"diverged", b"[]"))
+        recorded = (small.schema.metadata or {}).get(b"sha256")
+        hashes[i] = recorded.decode() if recorded else table_sha256(_read_part(path))  # parts before 0.1
         n = small.num_rows
         metas.append(
             small.replace_schema_metadata(None)
@@ -482,6 +501,7 @@ def finalize(root: Path, cfg: ZooConfig, part_dirs: list[Path], row_group_size: 
         tasks={t: load_task(t).describe() for t in cfg.tasks},  # type: ignore[union-attr]
         counts=counts | {"runs": n_runs, "diverged": len(diverged)},
         diverged=diverged,
+        content={"cohorts": {str(k): h for k, h in hashes.items()}, "corpus": corpus_sha256(hashes)},
     )
     finish_zoo_write(root, manifest, card)
     local_parts = root / PARTS

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from zooprobe.zoo.models import CNN_HIDDEN, LEAKY_SLOPE, activation_fn
+from zooprobe.zoo.models import CNN_HIDDEN, LEAKY_SLOPE, activation_fn, norm_groups
 from zooprobe.zoo.space import ArchSpec, ModelSpec
 
 BN_MOMENTUM = 0.1
@@ -50,6 +50,10 @@ def _act_forward(name: str, x: torch.Tensor, out: torch.Tensor) -> None:
         torch.sigmoid(x, out=out)
     elif name == "gelu":
         torch._C._nn.gelu(x, out=out)
+    elif name == "silu":
+        torch.ops.aten.silu.out(x, out=out)
+    elif name == "elu":
+        torch.ops.aten.elu.out(x, 1.0, 1, 1, out=out)
     else:
         raise ValueError(f"unknown activation {name!r}")
 
@@ -87,6 +91,10 @@ def _act_derivative(
         torch.addcmul(y, y, y, value=-1.0, out=out)
     elif name == "gelu":
         torch.ops.aten.gelu_backward.grad_input(ones, x, grad_input=out)
+    elif name == "silu":
+        torch.ops.aten.silu_backward.grad_input(ones, x, grad_input=out)
+    elif name == "elu":
+        torch.ops.aten.elu_backward.grad_input(ones, 1.0, 1, 1, False, x, grad_input=out)
     else:
         raise ValueError(f"unknown activation {name!r}")
 
@@ -274,8 +282,19 @@ class Population:
             eps=EPS,
         )
 
+    def _gn(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
+        """GroupNorm of ``x`` laid out ``[N, M*C, ...]``: each model's channels form its own groups."""
+        c = self.param(f"{prefix}.weight").shape[1]
+        return F.group_norm(
+            x,
+            self.m * norm_groups(c),
+            self.param(f"{prefix}.weight").reshape(-1),
+            self.param(f"{prefix}.bias").reshape(-1),
+            eps=EPS,
+        )
+
     def _dense(self, x: torch.Tensor, prefix: str, train: bool, gen: torch.Generator | None) -> torch.Tensor:
-        """x: ``[M, B, d_in]`` -> ``[M, B, d_out]``; Linear -> [BN] -> [LN] -> act -> [dropout]."""
+        """x: ``[M, B, d_in]`` -> ``[M, B, d_out]``; Linear -> [BN] -> [LN] -> [GN] -> act -> [dropout]."""
         w, bias = self.param(f"{prefix}.linear.weight"), self.param(f"{prefix}.linear.bias")
         x = torch.baddbmm(bias.unsqueeze(1), x, w.transpose(1, 2))
         if self.arch.has_batch_norm:  # [M, B, H] -> [B, M*H] -> back
@@ -292,6 +311,9 @@ class Population:
                 x,
                 self.param(f"{prefix}.ln.weight").unsqueeze(1),
             )
+        if self.arch.has_group_norm:
+            m, b, h = x.shape
+            x = self._gn(x.transpose(0, 1).reshape(b, m * h), f"{prefix}.gn").view(b, m, h).transpose(0, 1)
         x = self._act(x)
         if train and len(self.dropout_p):
             # one draw, for the models that use dropout only (in row order); scale 0 or 1/(1-p)
@@ -302,24 +324,29 @@ class Population:
             x = x * keep
         return x
 
-    def _conv(self, x: torch.Tensor, prefix: str, train: bool) -> torch.Tensor:
-        """``[B, M*C_in, H, W]`` -> ``[B, M*C_out, H, W]``: kernel-3 same-size convolution, a group per model.
+    def _conv(self, x: torch.Tensor, prefix: str, train: bool, stride: int = 1) -> torch.Tensor:
+        """``[B, M*C_in, H, W]`` -> ``[B, M*C_out, H', W']``: kernel-k convolution (padding k // 2, stride 1
+        or 2), a group per model.
 
-        1-D signals run as images of height 1 (kernel ``1 x 3``): on CPU a channels-last grouped 2-D
+        1-D signals run as images of height 1 (kernel ``1 x k``): on CPU a channels-last grouped 2-D
         convolution is several times faster than the grouped 1-D one.
         """
         w = self.param(f"{prefix}.conv.weight")  # [M, out, in, *k]
         m, c_out = w.shape[:2]
         one_d = w.dim() == 4
+        k = w.shape[-1]
         y = F.conv2d(
             x,
-            w.reshape(m * c_out, w.shape[2], 1, 3) if one_d else w.reshape(m * c_out, *w.shape[2:]),
+            w.reshape(m * c_out, w.shape[2], 1, k) if one_d else w.reshape(m * c_out, *w.shape[2:]),
             self.param(f"{prefix}.conv.bias").reshape(-1),
-            padding=(0, 1) if one_d else 1,
+            stride=(1, stride) if one_d else stride,
+            padding=(0, k // 2) if one_d else k // 2,
             groups=m,
         )
         if self.arch.has_batch_norm:
             y = self._bn(y, f"{prefix}.bn", train)
+        if self.arch.has_group_norm:
+            y = self._gn(y, f"{prefix}.gn")
         return self._act(y, 1, c_out)
 
     def forward(
@@ -330,7 +357,7 @@ class Population:
         self._views = None  # fresh views: flat may have been updated in place since the last pass
         r = self.residual
         shared = x.dim() == len(self.arch.input_shape) + 1
-        if self.arch.family == "mlp":
+        if self.arch.base_family == "mlp":
             h = x.flatten(1).unsqueeze(0).expand(m, -1, -1) if shared else x.flatten(2)
             for i in range(self.arch.depth):
                 out = self._dense(h, f"layers.{i}", train, gen)
@@ -349,11 +376,15 @@ class Population:
             h = h.contiguous(memory_format=torch.channels_last)  # faster grouped convolution on CPU
             c = self.arch.width
             r_channels = r.repeat_interleave(c).view(1, m * c, 1, 1)
+            down, pooling = self.arch.downsample_blocks, self.arch.pooling
             for i in range(self.arch.depth):
-                out = self._conv(h, f"blocks.{i}", train)
-                h = torch.addcmul(out, r_channels, h) if i > 0 else out
-                if i == 0:  # as SubjectModel: halve the resolution once
+                strided = pooling == "stride" and i in down
+                out = self._conv(h, f"blocks.{i}", train, 2 if strided else 1)
+                h = torch.addcmul(out, r_channels, h) if i > 0 and not strided else out
+                if i in down and pooling == "avg":  # as SubjectModel
                     h = F.avg_pool2d(h, (1, 2) if one_d else 2)
+                elif i in down and pooling == "max":
+                    h = F.max_pool2d(h, (1, 2) if one_d else 2)
             # contiguous for the per-model flatten below, with the gradient sent back channels last
             h = _ContiguousChannelsLastGrad.apply(F.adaptive_avg_pool2d(h, (1, 4) if one_d else 2))
             # per-model flatten order (channel-major) as in SubjectModel
@@ -364,48 +395,69 @@ class Population:
 
 
 class PopulationOptimizer:
-    """Per-model SGD(momentum)/Adam/AdamW/RMSprop over a population's flat ``[M, D]`` parameters.
+    """Per-model SGD (plain, momentum, Nesterov)/Adam/AdamW/RMSprop/Adagrad over a population's flat
+    ``[M, D]`` parameters.
 
-    The four update rules are one rule with per-model coefficients, so a step is a dozen whole-matrix
-    operations whatever the mix of optimizers::
+    The update rules are one rule with per-model coefficients, so a step is a dozen whole-matrix operations
+    whatever the mix of optimizers::
 
-        g  = grad + l2 * p                     (L2 weight decay: SGD, Adam, RMSprop)
-        p *= 1 - lr * decoupled                (decoupled weight decay: AdamW)
-        m  = a * m + b * g                     (SGD: a=momentum, b=1; Adam: a=beta1, b=1-beta1; RMSprop: m=g)
-        v  = c * v + d * g^2                   (Adam: beta2, 1-beta2; RMSprop: alpha, 1-alpha; SGD: unused)
-        p -= lr_t * m / (e_t * sqrt(v) + eps)  (SGD: e=0, eps=1; Adam: bias corrections in lr_t, e_t)
+        g  = grad + l2 * p                     (L2 weight decay: all but AdamW)
+        p *= 1 - lr_t * decoupled              (decoupled weight decay: AdamW)
+        m  = a * m + b * g                     (SGD: a=momentum, b=1; Adam: a=beta1, b=1-beta1; RMSprop and
+                                                Adagrad: m=g)
+        v  = c * v + d * g^2                   (Adam: beta2, 1-beta2; RMSprop: alpha, 1-alpha; Adagrad: 1, 1;
+                                                SGD: unused)
+        u  = g + a * m if nesterov else m
+        p -= lr_t * u / (e_t * sqrt(v) + eps)  (SGD: e=0, eps=1; Adam: bias corrections in lr_t, e_t)
 
+    ``lr_t`` is the run's learning rate times its schedule's factor at this step (`step`'s ``lr_scale``).
     This reproduces ``torch.optim`` with default hyperparameters (Adam betas (0.9, 0.999), eps 1e-8;
-    RMSprop alpha 0.99, eps 1e-8, no momentum; SGD dampening 0, no Nesterov) up to float rounding.
+    RMSprop alpha 0.99, eps 1e-8, no momentum; Adagrad eps 1e-10, no lr decay; SGD dampening 0) up to
+    float rounding. Gradient clipping (`clip_gradients`) follows ``torch.nn.utils.clip_grad_norm_``.
     """
 
     BETA1, BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
     RMS_ALPHA, RMS_EPS = 0.99, 1e-8
+    ADAGRAD_EPS = 1e-10
+    KINDS = ("sgd", "plain_sgd", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
 
     def __init__(self, pop: Population) -> None:
         self.pop = pop
         self.t = 0
         kinds = [s.optimizer for s in pop.specs]
-        unknown = set(kinds) - {"sgd", "adam", "adamw", "rmsprop"}
+        unknown = set(kinds) - set(self.KINDS)
         if unknown:
             raise ValueError(f"unknown optimizer(s) {sorted(unknown)}")
 
         def col(values: list[float]) -> torch.Tensor:
             return torch.tensor(values, dtype=torch.float32).unsqueeze(1)
 
+        def per_kind(table: dict[str, float], default: float) -> torch.Tensor:
+            return col([table.get(k, default) for k in kinds])
+
+        sgd = {"sgd": 1.0, "plain_sgd": 1.0, "nesterov": 1.0}
         specs = pop.specs
         self.is_adam = col([k in ("adam", "adamw") for k in kinds])
         self.lr = col([s.learning_rate for s in specs])
         self.l2 = col([0.0 if s.optimizer == "adamw" else s.weight_decay for s in specs])
         self.decoupled = col([s.weight_decay if s.optimizer == "adamw" else 0.0 for s in specs])
-        self.a = col([{"sgd": s.momentum, "rmsprop": 0.0}.get(s.optimizer, self.BETA1) for s in specs])
-        self.b = col([{"sgd": 1.0, "rmsprop": 1.0}.get(s.optimizer, 1 - self.BETA1) for s in specs])
-        self.c = col([{"sgd": 0.0, "rmsprop": self.RMS_ALPHA}.get(s.optimizer, self.BETA2) for s in specs])
-        self.d = col(
-            [{"sgd": 0.0, "rmsprop": 1 - self.RMS_ALPHA}.get(s.optimizer, 1 - self.BETA2) for s in specs]
+        self.a = col(
+            [
+                s.momentum
+                if s.optimizer in sgd
+                else {"rmsprop": 0.0, "adagrad": 0.0}.get(s.optimizer, self.BETA1)
+                for s in specs
+            ]
         )
-        self.eps = col([{"sgd": 1.0, "rmsprop": self.RMS_EPS}.get(s.optimizer, self.ADAM_EPS) for s in specs])
-        self.uses_v = col([k != "sgd" for k in kinds])
+        self.b = per_kind(sgd | {"rmsprop": 1.0, "adagrad": 1.0}, 1 - self.BETA1)
+        self.c = per_kind({k: 0.0 for k in sgd} | {"rmsprop": self.RMS_ALPHA, "adagrad": 1.0}, self.BETA2)
+        self.d = per_kind(
+            {k: 0.0 for k in sgd} | {"rmsprop": 1 - self.RMS_ALPHA, "adagrad": 1.0}, 1 - self.BETA2
+        )
+        self.eps = per_kind(sgd | {"rmsprop": self.RMS_EPS, "adagrad": self.ADAGRAD_EPS}, self.ADAM_EPS)
+        self.uses_v = col([k not in sgd for k in kinds])
+        self.nesterov = col([k == "nesterov" for k in kinds])
+        self.clip = col([s.grad_clip if s.grad_clip > 0 else math.inf for s in specs])
         self.exp_avg = torch.zeros(pop.flat.shape)
         self.exp_avg_sq = torch.zeros(pop.flat.shape)
         self._derived()
@@ -416,32 +468,62 @@ class PopulationOptimizer:
         self.uses_v_not_adam = self.uses_v * self.not_adam
         self.decay = 1 - self.lr * self.decoupled
         self.any_decoupled = bool((self.decoupled > 0).any())
+        self.any_nesterov = bool((self.nesterov > 0).any())
+        self.any_clip = bool(torch.isfinite(self.clip).any())
+        self.nesterov_a = self.nesterov * self.a
 
     @torch.no_grad()
-    def step(self) -> None:
-        """One update of every model, in place on the population's flat parameters."""
+    def clip_gradients(self) -> None:
+        """Scale each clipping model's gradient to norm at most its ``grad_clip`` (as ``clip_grad_norm_``)."""
+        grad = self.pop.flat.grad
+        if grad is None or not self.any_clip:
+            return
+        norm = torch.linalg.vector_norm(grad, dim=1, keepdim=True)
+        grad.mul_(torch.clamp(self.clip / (norm + 1e-6), max=1.0))
+
+    @torch.no_grad()
+    def step(self, lr_scale: torch.Tensor | None = None) -> None:
+        """One update of every model, in place on the population's flat parameters; ``lr_scale`` ``[M, 1]``:
+        each model's schedule factor at this step (None: 1)."""
         p, grad = self.pop.flat, self.pop.flat.grad
         if grad is None:
             return
         self.t += 1
+        lr = self.lr if lr_scale is None else self.lr * lr_scale
         # Adam's bias corrections depend on the step only; other optimizers use 1.
         bc1 = 1 - self.BETA1**self.t
         bc2 = 1 - self.BETA2**self.t
-        lr_t = self.lr * torch.add(self.not_adam, self.is_adam, alpha=1.0 / bc1)
+        lr_t = lr * torch.add(self.not_adam, self.is_adam, alpha=1.0 / bc1)
         e_t = torch.add(self.uses_v_not_adam, self.is_adam, alpha=1.0 / math.sqrt(bc2))
         g = torch.addcmul(grad, self.l2, p)
         if self.any_decoupled:
-            p.mul_(self.decay)
+            p.mul_(self.decay if lr_scale is None else 1 - lr * self.decoupled)
         m, v = self.exp_avg, self.exp_avg_sq
         m.mul_(self.a).addcmul_(g, self.b)
         v.mul_(self.c).addcmul_(g * g, self.d)
         denom = v.sqrt().mul_(e_t).add_(self.eps)
-        p.addcdiv_(m * lr_t, denom, value=-1.0)
+        u = m
+        if self.any_nesterov:  # g + momentum * m for the Nesterov rows, m elsewhere
+            u = torch.addcmul(m, self.nesterov, g - m).addcmul_(self.nesterov_a, m)
+        p.addcdiv_(u * lr_t, denom, value=-1.0)
 
     def keep(self, rows: list[int]) -> None:
         """Follow `Population.keep`: drop the per-model state of every model not in ``rows``."""
         idx = torch.tensor(rows, dtype=torch.long)
-        for name in ("is_adam", "lr", "l2", "decoupled", "a", "b", "c", "d", "eps", "uses_v"):
+        for name in (
+            "is_adam",
+            "lr",
+            "l2",
+            "decoupled",
+            "a",
+            "b",
+            "c",
+            "d",
+            "eps",
+            "uses_v",
+            "nesterov",
+            "clip",
+        ):
             setattr(self, name, getattr(self, name)[idx])
         self.exp_avg = self.exp_avg[idx]
         self.exp_avg_sq = self.exp_avg_sq[idx]

@@ -94,20 +94,51 @@ FIELDS: tuple[Field, ...] = (
         "Generated zoos: index of the architecture cohort the run was trained with.",
         **_NONNEG,
     ),
-    Field("dataset", pa.string(), "Task the model was trained on: `digits` (8x8 images) or `mnist1d`."),
-    Field("family", pa.string(), "Architecture family: `mlp` or `cnn`."),
+    Field(
+        "dataset",
+        pa.string(),
+        "Task the model was trained on: `digits` (8x8 images), `mnist1d`, `tabular`, `tabular_reg` "
+        "(regression), `shapes16` (16x16 RGB images) or `motifs` (one-hot sequences).",
+    ),
+    Field("family", pa.string(), "Architecture family: `mlp`, `cnn`, `resmlp` or `rescnn` (residual)."),
     Field("depth", pa.int32(), "Hidden dense layers (MLP) or convolution blocks (CNN).", **_NONNEG),
     Field("width", pa.int32(), "Units per hidden layer (MLP) or channels per convolution (CNN).", low=1),
+    Field(
+        "kernel_size", pa.int32(), "Convolution kernel size (0 for models without convolutions).", **_NONNEG
+    ),
+    Field(
+        "pooling",
+        pa.string(),
+        "How a CNN halves its resolution: `avg` or `max` pooling, `stride` (stride-2 convolutions) or "
+        "`none`; `none` for MLPs.",
+    ),
     Field("has_conv_layers", pa.bool_(), "The model has convolution layers."),
     Field("has_batch_norm", pa.bool_(), "The model has BatchNorm layers."),
     Field("has_layer_norm", pa.bool_(), "The model has LayerNorm layers."),
+    Field("has_group_norm", pa.bool_(), "The model has GroupNorm layers."),
+    Field(
+        "normalization",
+        pa.string(),
+        "Normalization layers: `none`, `batch`, `layer`, `group`, or a `+`-joined combination.",
+    ),
     Field("has_dropout", pa.bool_(), "The model was trained with dropout (rate > 0)."),
     Field("has_residual", pa.bool_(), "The model has identity skip connections around its blocks."),
     Field("dropout", pa.float32(), "Dropout rate after hidden dense layers (0 = none).", low=0, high=1),
     Field("activation", pa.string(), "Nonlinearity: relu, tanh, gelu, sigmoid or leaky_relu."),
     Field("init", pa.string(), "Weight initialisation scheme (`default` = PyTorch's)."),
-    Field("optimizer", pa.string(), "Optimizer: sgd (momentum 0.9), adam, adamw or rmsprop."),
-    Field("learning_rate", pa.float64(), "Constant learning rate.", low=0, low_open=True),
+    Field(
+        "optimizer",
+        pa.string(),
+        "Optimizer: sgd (momentum 0.9), adam, adamw, rmsprop, plain_sgd (no momentum), nesterov (momentum "
+        "0.9) or adagrad.",
+    ),
+    Field(
+        "learning_rate",
+        pa.float64(),
+        "Peak learning rate (the constant one without a schedule).",
+        low=0,
+        low_open=True,
+    ),
     Field(
         "weight_decay",
         pa.float64(),
@@ -115,6 +146,16 @@ FIELDS: tuple[Field, ...] = (
         **_NONNEG,
     ),
     Field("momentum", pa.float32(), "SGD momentum (0 for the other optimizers).", low=0, high=1),
+    Field(
+        "scheduler",
+        pa.string(),
+        "Learning-rate schedule over the run's epochs: constant, cosine, step or onecycle.",
+    ),
+    Field("label_smoothing", pa.float32(), "Label smoothing of the cross-entropy (0 = none).", low=0, high=1),
+    Field("grad_clip", pa.float32(), "Gradient-norm clipping threshold (0 = no clipping).", **_NONNEG),
+    Field(
+        "input_noise", pa.float32(), "Std of Gaussian noise added to training inputs (0 = none).", **_NONNEG
+    ),
     Field("batch_size", pa.int32(), "Training batch size.", low=1),
     Field("epochs", pa.int32(), "Epochs the run was trained for (its final checkpoint's epoch).", **_NONNEG),
     Field("seed", pa.int64(), "Seed of the run's initialisation and data order."),

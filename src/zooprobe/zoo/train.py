@@ -1,10 +1,11 @@
 """Training subject models: a cohort at once (population-batched) or one model at a time.
 
 Both paths share the initialisation (`build_model`), the per-model data order (a generator seeded by the
-model's seed, one permutation per epoch), the loss (mean cross-entropy) and constant learning rates, so
-they produce the same models up to floating-point rounding. Because learning rates are constant, a model
-trained for ``e`` epochs is exactly the ``e``-th epoch snapshot of a longer run: a cohort trains for its
-longest run and every model is snapshotted at its own epoch count.
+model's seed, one permutation per epoch), the loss (mean cross-entropy, with the run's label smoothing;
+mean squared error for a regression task), the run's learning-rate schedule (`schedule_factor`, over its
+own epochs) and gradient clipping, so they produce the same models up to floating-point rounding (input
+noise and dropout masks come from different random streams). A cohort trains for its longest run; each
+model leaves the population after its own last epoch, and is snapshotted at its checkpoint epochs.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ from zooprobe.zoo.models import build_model
 from zooprobe.zoo.population import Population, PopulationOptimizer, order_for_population
 from zooprobe.zoo.space import ModelSpec
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 """Bumped whenever the same `ZooConfig` would generate different weights (even by rounding): built-in zoos
 are cached under a key that includes it, so a zoo cached by an older zooprobe is rebuilt, never mixed in.
 2: population training computes the activation's derivative in the forward pass and runs 1-D convolutions
 as 2-D ones (same runs and random streams, different float rounding).
 3: population training computes gelu/leaky-ReLU derivatives from operands in the activation's own memory
-layout (different float rounding); population metrics are evaluated in cache-sized chunks."""
+layout (different float rounding); population metrics are evaluated in cache-sized chunks.
+4: new metadata columns (scheduler, label_smoothing, grad_clip, input_noise, kernel_size, pooling,
+has_group_norm, normalization) in every zoo; the weights of the older presets are unchanged."""
 EVAL_CHUNK = 512
 EVAL_ELEMENTS = 1 << 21
 """Population evaluation runs in chunks whose widest layer output holds about this many floats (8 MiB):
@@ -69,10 +72,54 @@ def _data_generator(spec: ModelSpec) -> torch.Generator:
     return torch.Generator().manual_seed(spec.seed + 1)
 
 
+def schedule_factor(name: str, step: int, total: int) -> float:
+    """The learning-rate factor of schedule ``name`` before update ``step`` (0-based) of ``total``."""
+    f = step / max(1, total)
+    if name == "constant":
+        return 1.0
+    if name == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * f))
+    if name == "step":
+        return 0.1 ** ((f >= 0.5) + (f >= 0.75))
+    if name == "onecycle":
+        if f < 0.3:
+            return 1 / 25 + (1 - 1 / 25) * f / 0.3
+        return 1e-3 + (1 - 1e-3) * 0.5 * (1.0 + math.cos(math.pi * (f - 0.3) / 0.7))
+    raise ValueError(f"unknown scheduler {name!r}")
+
+
+def _schedule_table(specs: list[ModelSpec], steps_per_epoch: int) -> torch.Tensor | None:
+    """``[M, steps]``: each run's factor at every step of the cohort's longest run (None: all constant)."""
+    if all(s.scheduler == "constant" for s in specs):
+        return None
+    steps = max(s.epochs for s in specs) * steps_per_epoch
+    return torch.tensor(
+        [[schedule_factor(s.scheduler, t, s.epochs * steps_per_epoch) for t in range(steps)] for s in specs],
+        dtype=torch.float32,
+    )
+
+
+def _losses(logits: torch.Tensor, y: torch.Tensor, smoothing: torch.Tensor | None, regression: bool):
+    """Per-model mean loss ``[M]`` of logits ``[M, B, K]`` for targets ``[M, B]``."""
+    if regression:
+        return (logits.squeeze(-1) - y).square().mean(1)
+    if smoothing is None:
+        k = logits.shape[0]
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(k, -1).mean(1)
+    logp = logits.log_softmax(-1)
+    nll = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)  # [M, B]
+    smooth = -logp.mean(-1)
+    return torch.addcmul(nll, smoothing, smooth - nll).mean(1)
+
+
 def _optimizer(spec: ModelSpec, params) -> torch.optim.Optimizer:
     lr, wd = spec.learning_rate, spec.weight_decay
-    if spec.optimizer == "sgd":
+    if spec.optimizer in ("sgd", "plain_sgd"):
         return torch.optim.SGD(params, lr=lr, momentum=spec.momentum, weight_decay=wd)
+    if spec.optimizer == "nesterov":
+        return torch.optim.SGD(params, lr=lr, momentum=spec.momentum, weight_decay=wd, nesterov=True)
+    if spec.optimizer == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=wd)
     if spec.optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=wd)
     if spec.optimizer == "adamw":
@@ -85,7 +132,7 @@ def _optimizer(spec: ModelSpec, params) -> torch.optim.Optimizer:
 def _population_eval_chunk(pop: Population) -> int:
     """Samples per evaluation chunk: `EVAL_CHUNK`, fewer when the cohort's layer outputs are large."""
     arch = pop.arch
-    if arch.family == "mlp":
+    if arch.base_family == "mlp":
         per_sample = max(arch.width, math.prod(arch.input_shape))
     else:  # the first convolution's output is the widest
         per_sample = arch.width * math.prod(arch.input_shape[1:])
@@ -107,12 +154,21 @@ def evaluate_population(pop: Population, data: TaskData, x_train: torch.Tensor, 
         for s in range(0, len(y), chunk):
             xb, yb = x[s : s + chunk], y[s : s + chunk]
             logits = pop.forward(xb, train=False)  # [M, b, K]
+            if data.regression:
+                loss += (logits.squeeze(-1) - yb).square().sum(1)
+                continue
             ce = F.cross_entropy(logits.flatten(0, 1), yb.repeat(pop.m), reduction="none").view(pop.m, -1)
             loss += ce.sum(1)
             correct += (logits.argmax(-1) == yb).sum(1)
-        out[f"{split}_accuracy"] = correct / len(y)
+        out[f"{split}_accuracy"] = _r2_score(loss, y) if data.regression else correct / len(y)
         out[f"{split}_loss"] = loss / len(y)
     return out
+
+
+def _r2_score(sse: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """R² from sums of squared errors, clipped to [0, 1]: the "accuracy" of a regression task."""
+    sst = (y - y.mean()).square().sum()
+    return (1.0 - sse / sst).clamp(0.0, 1.0)
 
 
 def train_cohort(
@@ -133,20 +189,31 @@ def train_cohort(
     n, bs, m = len(y_train), specs[0].batch_size, len(specs)
     gens = [_data_generator(s) for s in specs]
     dropout_gen = torch.Generator().manual_seed(int(specs[0].seed) ^ 0xD0)
+    noise_gen = torch.Generator().manual_seed(int(specs[0].seed) ^ 0x401)
     max_epochs = max(s.epochs for s in specs)
+    schedule = _schedule_table(specs, math.ceil(n / bs))
+    smoothing_all = torch.tensor([[s.label_smoothing] for s in specs])
+    noise_all = torch.tensor([s.input_noise for s in specs])
     active = list(range(m))  # positions in `specs` of the models still training
     diverged: list[int] = []
     checkpoints: list[Checkpoint] = []
     for epoch in range(1, max_epochs + 1):
         k = len(active)
+        rows_t = torch.tensor(active)
+        smoothing = smoothing_all[rows_t] if bool(smoothing_all.any()) else None
+        noise = noise_all[rows_t] if bool(noise_all.any()) else None
         perms = torch.stack([torch.randperm(n, generator=gens[i]) for i in active])
         for s in range(0, n, bs):
             idx = perms[:, s : s + bs]
-            logits = pop.forward(x_train[idx], train=True, gen=dropout_gen)
-            loss = F.cross_entropy(logits.flatten(0, 1), y_train[idx].flatten(), reduction="none")
+            xb = x_train[idx]
+            if noise is not None:
+                xb = xb + noise.view(k, *([1] * (xb.dim() - 1))) * torch.randn(xb.shape, generator=noise_gen)
+            logits = pop.forward(xb, train=True, gen=dropout_gen)
+            loss = _losses(logits, y_train[idx], smoothing, data.regression)
             pop.flat.grad = None
-            loss.view(k, -1).mean(1).sum().backward()
-            opt.step()
+            loss.sum().backward()
+            opt.clip_gradients()
+            opt.step(None if schedule is None else schedule[rows_t, pop.steps].unsqueeze(1))
             pop.steps += 1
         with torch.no_grad():
             finite = torch.isfinite(pop.flat).all(1)
@@ -199,6 +266,11 @@ def evaluate_model(model: torch.nn.Module, data: TaskData, x_train: torch.Tensor
         ("test", data.x_test, data.y_test),
     ):
         logits = torch.cat([model(x[s : s + EVAL_CHUNK]) for s in range(0, len(y), EVAL_CHUNK)])
+        if data.regression:
+            sse = (logits.squeeze(-1) - y).square().sum()
+            out[f"{split}_accuracy"] = float(_r2_score(sse, y))
+            out[f"{split}_loss"] = float(sse / len(y))
+            continue
         out[f"{split}_accuracy"] = float((logits.argmax(-1) == y).float().mean())
         out[f"{split}_loss"] = float(F.cross_entropy(logits, y))
     model.train()
@@ -214,16 +286,30 @@ def train_single(spec: ModelSpec, data: TaskData, max_train_samples: int = 0) ->
     x_train, y_train = training_subset(data, max_train_samples)
     n, bs = len(y_train), spec.batch_size
     gen = _data_generator(spec)
+    noise_gen = torch.Generator().manual_seed(spec.seed ^ 0x401)
     torch.manual_seed(spec.seed ^ 0xD0)  # dropout masks
     checkpoints: list[Checkpoint] = []
+    total, step = spec.epochs * math.ceil(n / bs), 0
     for epoch in range(1, spec.epochs + 1):
         perm = torch.randperm(n, generator=gen)
         for s in range(0, n, bs):
             idx = perm[s : s + bs]
-            loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
+            xb = x_train[idx]
+            if spec.input_noise > 0:
+                xb = xb + spec.input_noise * torch.randn(xb.shape, generator=noise_gen)
+            out = model(xb)
+            if data.regression:
+                loss = F.mse_loss(out.squeeze(-1), y_train[idx])
+            else:
+                loss = F.cross_entropy(out, y_train[idx], label_smoothing=spec.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if spec.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
+            for group in opt.param_groups:
+                group["lr"] = spec.learning_rate * schedule_factor(spec.scheduler, step, total)
             opt.step()
+            step += 1
         sd = model.state_dict()
         if not all(torch.isfinite(v).all() for v in sd.values()):
             return CohortResult([], [spec], time.perf_counter() - start)
