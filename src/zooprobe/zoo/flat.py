@@ -891,6 +891,8 @@ def _plan(
     names = list(df.columns)
     ignored = [c for c in names if _INDEX_COLUMN.fullmatch(c)]
     id_col = id_column if id_column is not None else ("model_id" if "model_id" in names else None)
+    if runs_by_row:
+        id_col = None  # no run ids: not even a model_id column stands in for the missing one
     ck_col = checkpoint_column
     if ck_col is None and "checkpoint_epoch" in names:
         ck_col = "checkpoint_epoch"
