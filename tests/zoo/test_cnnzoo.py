@@ -304,7 +304,7 @@ def test_nfn_split_file_fixes_the_splits(tmp_path: Path) -> None:
     "problem, message",
     [
         ("no step column", r"no column\(s\) 'step'"),
-        ("no modeldir column", r"no column\(s\) 'modeldir'"),
+        ("no modeldir column", "no 'modeldir' column, so the checkpoints of one run cannot be grouped"),
         ("wider vectors", "the layout covers 4970 values but each vector in the weights file has 4971"),
         ("fewer metadata rows", "17 rows but .*weights.npy holds 18 vectors"),
         ("no layout.csv", "missing layout.csv"),

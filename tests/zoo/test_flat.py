@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,37 +16,10 @@ import pytest
 import torch
 from safetensors.numpy import save_file
 
+from files import WIDTH, json_layout, metadata_rows
 from zooprobe.api import load_zoo
 from zooprobe.errors import ConfigError, InvalidInputError
 from zooprobe.zoo.flat import import_flat, read_layout
-
-TORCH_LAYOUT = [("0.weight", (3, 4)), ("0.bias", (3,)), ("2.weight", (2, 3)), ("2.bias", (2,))]
-WIDTH = 12 + 3 + 6 + 2
-
-
-def json_layout(path: Path, entries: list[tuple[str, tuple[int, ...]]] = TORCH_LAYOUT) -> Path:
-    items, offset = [], 0
-    for name, shape in entries:
-        items.append({"name": name, "shape": list(shape), "offset": offset})
-        offset += math.prod(shape)
-    path.write_text(json.dumps({"layout": items}))
-    return path
-
-
-def metadata_rows(n_runs: int, epochs: tuple[int, ...] = (1, 2)) -> list[dict[str, Any]]:
-    return [
-        {
-            "model_id": f"m{r}",
-            "checkpoint_epoch": e,
-            "test_accuracy": 0.1 * r + 0.01 * e,
-            "l2": 10.0**-r,
-            "optimizer": "Adam" if r % 2 else "SGD",
-            "split": ["train", "validation", "test"][r % 3],
-            "note": f"run {r}",
-        }
-        for r in range(n_runs)
-        for e in epochs
-    ]
 
 
 @pytest.fixture

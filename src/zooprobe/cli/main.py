@@ -283,7 +283,6 @@ def add_zoo_commands(zoo: Any, wanted: Wanted) -> None:
     flat.add_argument("--id_column", type=str | None, default=None, help="Run id column (default: model_id).")
     flat.add_argument("--checkpoint_column", type=str | None, default=None, help="Checkpoint (epoch) column.")
     flat.add_argument("--split_column", type=str, default="split", help="Column with train/validation/test.")
-    flat.add_argument("--accuracy_percent", type=bool, default=False, help="Accuracies given in percent.")
     cnnzoo = config_parser(
         "Import one dataset of the Small CNN Zoo (Unterthiner et al. 2020; weights.npy, layout.csv, "
         "metrics.csv.gz): Keras kernels transposed to PyTorch, tensors named as zooprobe.zoo.cnnzoo.SmallCNN "
@@ -305,6 +304,9 @@ def add_zoo_commands(zoo: Any, wanted: Wanted) -> None:
         parser.add_argument("--seed", type=int, default=0, help="Seed of the hash split (no split file).")
         parser.add_argument(
             "--skip_invalid", type=bool, default=False, help="Skip bad rows (and report them), do not fail."
+        )
+        parser.add_argument(
+            "--accuracy_percent", type=bool, default=False, help="Accuracies given in percent."
         )
     zs.add_subcommand("import-flat", flat, help="Import flat weight vectors + a layout + a metadata table.")
     zs.add_subcommand("import-cnnzoo", cnnzoo, help="Import the Small CNN Zoo (Unterthiner et al. 2020).")

@@ -47,9 +47,11 @@ wrote (``to_csv``), and is ignored.
 **Streaming and resuming.** Runs are converted a chunk at a time (about ``chunk_rows`` checkpoints, whole
 runs) and each chunk is written atomically to ``OUTPUT/.parts/import-NNNNNN.parquet``; memory stays
 bounded by a chunk whatever the zoo's size. A killed import resumes when run again with the same inputs
-and options (``OUTPUT/import_config.json`` records them; anything else is refused, or started over with
-``overwrite``). The parts are then streamed into the zoo's data files (`zooprobe.zoo.store` format, written
-under a ``.zooprobe-writing`` marker, the manifest last) and removed.
+and options (``OUTPUT/import_config.json`` records the options and each input's `source_fingerprint`: an
+input rewritten since, even in place with its size and time kept, is refused by name; anything else is
+refused too, or started over with ``overwrite``). The parts are then streamed into the zoo's data files
+(`zooprobe.zoo.store` format, written under a ``.zooprobe-writing`` marker, the manifest last) and removed.
+An import that keeps no checkpoint at all removes what it wrote.
 
 **Non-finite weights.** A run with a NaN or infinite value in any imported checkpoint is dropped whole; the
 report and the manifest count and list the dropped runs.
@@ -68,7 +70,7 @@ import random
 import re
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -98,6 +100,7 @@ from zooprobe.zoo.importers import (
     _infer_column,
     _is_missing,
     _Problems,
+    _read_jsonl,
     _split_label,
     _to_text,
     _warnings_from,
@@ -161,10 +164,12 @@ class FlatImportReport(ImportReport):
     parts_reused: int = 0
     parts_total: int = 0
     seconds: float = 0.0
+    alignment: str = ""
+    """How metadata rows were matched to weights rows, and runs found (also the manifest's ``alignment``)."""
 
     def summary(self) -> str:
         lines = super().summary().split("\n")
-        extra = []
+        extra = [f"Rows aligned {self.alignment}."] if self.alignment else []
         if self.dropped:
             shown = ", ".join(repr(r) for r in self.dropped[:MAX_LISTED])
             more = f" and {len(self.dropped) - MAX_LISTED} more" if len(self.dropped) > MAX_LISTED else ""
@@ -315,6 +320,15 @@ def _raw_layout(path: Path) -> list[tuple[str, tuple[int, ...], int, int | None,
     return out
 
 
+def _key_problem(key: object) -> str | None:
+    """Why ``key`` cannot name a tensor of a stored state dict (a safetensors payload), or None."""
+    if not isinstance(key, str) or not key.strip():
+        return "a tensor name must be a non-empty string"
+    if key == "__metadata__":
+        return "'__metadata__' is reserved by the safetensors format (it holds the file's metadata)"
+    return None
+
+
 def _keras_key(name: str, drop_first: bool) -> str:
     parts = name.split(":", 1)[0].split("/")
     if drop_first and len(parts) > 1:
@@ -339,6 +353,12 @@ def read_layout(
     unknown = sorted(set(names) - {r[0] for r in raw})
     if unknown:
         raise ConfigError(f"names: {unknown} are not entries of the layout {path}")
+    for name, key in names.items():
+        problem = _key_problem(key)
+        if problem:
+            raise ConfigError(
+                f"names: {name!r} -> {key!r}: {problem}; map it to a tensor name such as 'fc.weight'"
+            )
     firsts = {r[0].split(":", 1)[0].split("/")[0] for r in raw}
     drop_first = len(firsts) == 1 and all("/" in r[0] for r in raw)
     entries: list[LayoutEntry] = []
@@ -364,6 +384,12 @@ def read_layout(
                     )
                 axes = _KERAS_AXES[len(shape)]
         key = names.get(name, key)
+        problem = _key_problem(key)
+        if problem:
+            raise InvalidInputError(
+                f"{where}: {name!r} would become tensor {key!r}, but {problem}; rename it with names "
+                "(--names)"
+            )
         if key in seen:
             raise InvalidInputError(f"{where}: {name!r} and {seen[key]!r} would both become tensor {key!r}")
         seen[key] = name
@@ -470,8 +496,15 @@ def _read_table(path: Path) -> pd.DataFrame:
     name = path.name.lower()
     try:
         if name.endswith((".jsonl", ".ndjson", ".jsonl.gz")):
-            df = pd.read_json(path, lines=True)
+            df = _read_jsonl_table(path)
         elif name.endswith(".parquet"):
+            nested = [f for f in pq.read_schema(path) if pa.types.is_nested(f.type)]
+            if nested:
+                raise InvalidInputError(
+                    f"{path}: column {nested[0].name!r} holds {nested[0].type} values (lists or records); "
+                    "a metadata column holds one number, text or boolean per row: flatten it into columns "
+                    "of their own, or drop it"
+                )
             df = pd.read_parquet(path)
         elif ".csv" in name or ".tsv" in name:
             df = pd.read_csv(path, sep="\t" if ".tsv" in name else ",", low_memory=False)
@@ -481,7 +514,7 @@ def _read_table(path: Path) -> pd.DataFrame:
             )
     except InvalidInputError:
         raise
-    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as e:
+    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError, pa.ArrowException) as e:
         raise InvalidInputError(f"{path}: cannot read the metadata table ({type(e).__name__}: {e})") from e
     columns = [str(c) for c in df.columns]
     duplicated = sorted({c for c in columns if columns.count(c) > 1})
@@ -489,6 +522,16 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise InvalidInputError(f"{path}: duplicate column name(s) {', '.join(map(repr, duplicated))}")
     df.columns = columns
     return df
+
+
+def _read_jsonl_table(path: Path) -> pd.DataFrame:
+    """A JSONL metadata table by `importers._read_jsonl`, each value as JSON typed it (an object column):
+    pandas' own reader would turn ``true`` in a column of numbers into 1.0."""
+    columns, rows = _read_jsonl(path)
+    bad = next((r for r in rows if r.problem), None)
+    if bad is not None:
+        raise InvalidInputError(f"{path} line {bad.line}: {bad.problem}")
+    return pd.DataFrame([[r.values.get(c) for c in columns] for r in rows], columns=columns, dtype=object)
 
 
 def _values(series: pd.Series) -> list[Any]:
@@ -512,6 +555,14 @@ def read_split_file(path: str | Path, n_rows: int) -> np.ndarray:
                 raise InvalidInputError(
                     f"{path} line {line_no}: {line.strip()!r} is not a row index; a split file holds one "
                     "weights row index per line, no header"
+                )
+            digits = text.lstrip("0") or "0"
+            if len(digits) > len(str(n_rows)) or int(digits) >= n_rows:  # checked here: no int64 overflow
+                shown = digits if len(digits) <= 24 else f"{digits[:12]}... ({len(digits)} digits)"
+                raise InvalidInputError(
+                    f"{path} line {line_no}: row index {shown} is outside the weights file's {n_rows} rows "
+                    f"(0..{n_rows - 1}); a split file orders the rows of its own zoo (a split file of "
+                    "another dataset?)"
                 )
             values.append(int(text))
     order = np.asarray(values, dtype=np.int64)
@@ -566,6 +617,8 @@ class _Plan:
     split_note: str
     split_source: str
     ignored_columns: list[str]
+    alignment: str
+    """How metadata rows were matched to weights rows and grouped into runs (report and manifest)."""
 
     def chunks(self, target: int) -> list[tuple[int, int]]:
         """``[start, end)`` table ranges of about ``target`` rows each, never splitting a run."""
@@ -830,10 +883,16 @@ def _plan(
     seed: int,
     accuracy_percent: bool,
     problems: _Problems,
+    runs_by_row: bool = False,
 ) -> _Plan:
+    """``runs_by_row``: the metadata has no run ids (a Small CNN Zoo without ``modeldir``): each row at the
+    selected checkpoint (``step``; ``"final"``: the last checkpoint value) is one run, as the NFN loader
+    reads that format, and the rows at other checkpoints are not imported."""
     names = list(df.columns)
     ignored = [c for c in names if _INDEX_COLUMN.fullmatch(c)]
     id_col = id_column if id_column is not None else ("model_id" if "model_id" in names else None)
+    if runs_by_row:
+        id_col = None  # no run ids: not even a model_id column stands in for the missing one
     ck_col = checkpoint_column
     if ck_col is None and "checkpoint_epoch" in names:
         ck_col = "checkpoint_epoch"
@@ -859,6 +918,18 @@ def _plan(
         return f"{metadata} row {i + 1} (weights row {i})"
 
     runs = _find_runs(df, id_col, ck_col, where, metadata, problems)
+    last_value = int(runs.checkpoints[runs.valid].max()) if runs.valid.any() else 0
+    if runs_by_row:
+        target = last_value if step == "final" else step
+        runs.rows = {run: rows for run, rows in runs.rows.items() if runs.checkpoints[rows[0]] == target}
+        alignment = (
+            f"by row order ({metadata.name} row i describes weights row i, as the NFN loader reads this "
+            f"format); no run id column, so each row at {ck_col or 'checkpoint'} {target} is one run"
+        )
+    elif id_col is not None:
+        alignment = f"by row order ({metadata.name} row i describes weights row i); runs by column {id_col!r}"
+    else:
+        alignment = f"by row order ({metadata.name} row i describes weights row i); each row is its own run"
     run_split, left_out, split_note, split_source = _assign_splits(
         runs, df, split_order=split_order, split_file=split_file, split_col=split_col, ck_col=ck_col,
         fractions=fractions, seed=seed, where=where, metadata=metadata, problems=problems,
@@ -888,6 +959,8 @@ def _plan(
     if ck_col is not None:
         arrays["checkpoint_epoch"] = pa.array(checkpoints, type=pa.int32())
     final_of = {run: max(int(runs.checkpoints[r]) for r in rows) for run, rows in runs.rows.items()}
+    if runs_by_row:  # a row's run is unknown: its checkpoint is final when it is the zoo's last one
+        final_of = dict.fromkeys(final_of, last_value)
     is_final = checkpoints == np.asarray([final_of[i] for i in ids], dtype=np.int64)
     _derived(arrays, layout, is_final if ck_col is not None else np.ones(len(kept), dtype=bool))
 
@@ -907,6 +980,7 @@ def _plan(
         split_note=split_note,
         split_source=split_source,
         ignored_columns=ignored,
+        alignment=alignment,
     )
 
 
@@ -941,6 +1015,21 @@ def _check_resumable(output: Path, config: dict[str, Any] | None, overwrite: boo
         saved = json.loads(saved_path.read_text())
     except (OSError, ValueError):
         saved = None
+    if isinstance(saved, dict) and isinstance(saved.get("sources"), dict):
+        for role, now in config["sources"].items():
+            before = saved["sources"].get(role)
+            if (
+                isinstance(before, dict)
+                and now is not None
+                and before.get("path") == now["path"]
+                and before.get("sha256") != now["sha256"]
+            ):
+                raise OutputFolderError(
+                    f"--output {output}: holds an unfinished import, but its {role} file {now['path']} has "
+                    "changed since that import began (its content differs, whatever its size and time); "
+                    "resuming would mix rows of the old and the new file: pass --overwrite true to start "
+                    "over, or restore the file"
+                )
     if saved != config:
         differ = (
             sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
@@ -955,12 +1044,20 @@ def _check_resumable(output: Path, config: dict[str, Any] | None, overwrite: boo
     return True
 
 
-def _sha256(path: Path) -> str:
+def source_fingerprint(path: Path) -> dict[str, Any]:
+    """What a resumed import checks a source file against: its resolved path, its size and the sha256 of
+    its whole content.
+
+    The whole file is hashed, whatever its size (one sequential read: seconds for the 5 GiB of the Small CNN
+    Zoo's ``--step all``), rather than sampled blocks: a rewrite in place that keeps the size and the
+    modification time (``os.utime``) and changes only values between sampled blocks would pass a sampled
+    check, and a resumed import would then mix rows of the old and the new file.
+    """
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
+    return {"path": str(path.resolve()), "size": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
 # ---------------------------------------------------------------------------------------------- streaming
@@ -1121,8 +1218,9 @@ def _finalize(
     ids = pa.chunked_array(id_parts, type=pa.string())
     splits = pa.chunked_array(split_parts, type=pa.string())
     if len(splits) == 0:
-        raise InvalidInputError(
-            f"{report.source}: no checkpoint to import: every run was dropped (non-finite weights) or skipped"
+        raise _NothingImported(
+            f"{report.source}: no checkpoint to import: every run was dropped (non-finite weights) or "
+            f"skipped; nothing was written to {output} (what this import wrote there was removed)"
         )
     counts = dict.fromkeys(SPLITS, 0)
     for item in pc.value_counts(splits).to_pylist():
@@ -1195,6 +1293,31 @@ def _finalize(
         (output / PARTS).rmdir()
 
 
+class _NothingImported(InvalidInputError):
+    """Every planned checkpoint was dropped: an import that leaves no zoo."""
+
+
+@contextlib.contextmanager
+def _discard_when_nothing_imported(output: Path, parts: list[Path], state: str) -> Iterator[None]:
+    """On `_NothingImported`, remove what the import wrote into ``output``: its parts, ``.parts/`` and
+    ``import_config.json``; in a folder it created (``state`` ``"new"``) or found empty (``"empty"``) also
+    its marker, and a folder it created. Nothing else is touched: only zooprobe's own files are named."""
+    try:
+        yield
+    except _NothingImported:
+        for path in parts:
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            (output / PARTS).rmdir()
+        (output / IMPORT_CONFIG).unlink(missing_ok=True)
+        if state in ("new", "empty") and all(p.name == MARKER for p in output.iterdir()):
+            (output / MARKER).unlink(missing_ok=True)
+            if state == "new":
+                with contextlib.suppress(OSError):
+                    output.rmdir()
+        raise
+
+
 # ---------------------------------------------------------------------------------------------- importers
 def _import(
     *,
@@ -1211,6 +1334,7 @@ def _import(
     id_column: str | None,
     checkpoint_column: str | None,
     step: str | int,
+    id_optional: bool = False,
     max_runs: int | None,
     split_column: str,
     split_file: Path | None,
@@ -1246,11 +1370,27 @@ def _import(
         raise InvalidInputError(
             f"{metadata}: no column(s) {', '.join(map(repr, missing))} (columns: {', '.join(df.columns)})"
         )
+    runs_by_row = id_optional and id_column is not None and id_column not in df.columns
     if len(df) != n_rows:
+        alone = (
+            f" (there is no {id_column!r} column: rows are matched by their order alone)"
+            if runs_by_row
+            else ""
+        )
         raise InvalidInputError(
             f"{metadata}: {len(df)} rows but {weights} holds {n_rows} vectors; row i of the metadata "
-            "describes vector i of the weights, so both must have the same number of rows"
+            f"describes vector i of the weights, so both must have the same number of rows{alone}"
         )
+    if runs_by_row:
+        if step == "all" or (split_file is not None and step != "final"):
+            raise InvalidInputError(
+                f"{metadata}: no {id_column!r} column, so the checkpoints of one run cannot be grouped and "
+                f"--step {step} would put checkpoints of one run in different splits; import one checkpoint "
+                "per run: --step final (as the NFN loader does)"
+                + (" with a split file" if split_file is not None else " or --step N")
+                + f", or add the {id_column!r} column"
+            )
+        id_column = None
     absent = [c for c in columns if c not in df.columns]
     if absent and not optional_columns:
         raise ConfigError(
@@ -1275,6 +1415,7 @@ def _import(
         seed=seed,
         accuracy_percent=accuracy_percent,
         problems=problems,
+        runs_by_row=runs_by_row,
     )
     del df
     if plan.table.num_rows == 0:
@@ -1284,14 +1425,12 @@ def _import(
 
     config = {
         "importer": importer,
-        "weights": {
-            "path": str(weights.resolve()),
-            "size": weights.stat().st_size,
-            "mtime_ns": weights.stat().st_mtime_ns,
+        "sources": {
+            "weights": source_fingerprint(weights),
+            "layout": source_fingerprint(layout_path),
+            "metadata": source_fingerprint(metadata),
+            "split_file": source_fingerprint(split_file) if split_file is not None else None,
         },
-        "layout_sha256": _sha256(layout_path),
-        "metadata_sha256": _sha256(metadata),
-        "split_file_sha256": _sha256(split_file) if split_file is not None else None,
         "options": {
             "weights_key": weights_key,
             "layout_convention": layout_convention,
@@ -1307,15 +1446,20 @@ def _import(
             "skip_invalid": skip_invalid,
             "accuracy_percent": accuracy_percent,
             "chunk_rows": chunk_rows,
+            "alignment": plan.alignment,
         },
         "format_version": FORMAT_VERSION,
     }
     resume = _check_resumable(output, config, overwrite)
-    claim_output(output, ZOO_OUTPUT, overwrite=overwrite)
+    state = claim_output(output, ZOO_OUTPUT, overwrite=overwrite)
     if not resume:
         atomic_write_json(output / IMPORT_CONFIG, config)
     report = FlatImportReport(
-        source=str(source), output=output, skipped=[*problems.items, *plan.skipped], warnings=[]
+        source=str(source),
+        output=output,
+        skipped=[*problems.items, *plan.skipped],
+        warnings=[],
+        alignment=plan.alignment,
     )
     parts_dir = output / PARTS
     parts_dir.mkdir(exist_ok=True)
@@ -1326,7 +1470,10 @@ def _import(
     report.parts_reused = sum(done)
     already = sum(b - a for (a, b), d in zip(spans, done, strict=True) if d)
     label = f"importing {source.name}"
-    with Progress(label, plan.table.num_rows, unit="checkpoints", enabled=progress, done=already) as bar:
+    with (
+        _discard_when_nothing_imported(output, paths, state),
+        Progress(label, plan.table.num_rows, unit="checkpoints", enabled=progress, done=already) as bar,
+    ):
         for span, path, finished in zip(spans, paths, done, strict=True):
             if not finished:
                 _write_part(path, plan, span, array, layout, weights)
@@ -1350,6 +1497,7 @@ def _import(
                 "step": step,
                 "max_runs": max_runs,
                 "split_source": plan.split_source,
+                "alignment": plan.alignment,
                 "split_file": str(split_file) if split_file else None,
                 "seed": seed,
                 "split_fractions": list(fractions),
@@ -1475,6 +1623,7 @@ def import_cnnzoo(
     seed: int = 0,
     id_column: str = cnnzoo.ID_COLUMN,
     skip_invalid: bool = False,
+    accuracy_percent: bool = False,
     overwrite: bool = False,
     progress: bool = True,
     chunk_rows: int = CHUNK_ROWS,
@@ -1484,6 +1633,13 @@ def import_cnnzoo(
     `zooprobe.zoo.cnnzoo.SmallCNN`'s parameters (``conv1.weight``...; ``zoo.model(i)`` rebuilds the network),
     the metadata mapped by `zooprobe.zoo.cnnzoo.METRICS_COLUMNS` (``config.l2reg`` -> ``weight_decay``,
     ``config.w_init`` -> ``init``, ``step`` -> ``checkpoint_epoch``, ...) and runs identified by ``modeldir``.
+
+    Rows of ``metrics.csv.gz`` describe the rows of ``weights.npy`` in order (their counts must agree). A
+    ``metrics.csv.gz`` without the ``modeldir`` column (the format the NFN loader reads by row order alone)
+    is imported too: each row at the selected step is then one run (``step="final"``: rows at the last step,
+    86, as NFN keeps them; ``step="all"`` is refused, since a run's checkpoints cannot be grouped). The
+    report and the manifest (``alignment``) say which was used. ``accuracy_percent``: accuracies are
+    percentages (divided by 100), as in `import_flat`.
 
     ``step``: ``"final"`` (each run's last checkpoint, epoch 86), ``"all"`` (9 per run) or one epoch.
     ``split_file``: an NFN / Neural Graphs split file (``predict_gen_data_splits/*_split.csv``), applied with
@@ -1503,17 +1659,18 @@ def import_cnnzoo(
         names=names,
         columns=cnnzoo.METRICS_COLUMNS,
         optional_columns=True,
-        required_columns=(*cnnzoo.REQUIRED_COLUMNS, id_column),
+        required_columns=cnnzoo.REQUIRED_COLUMNS,
         id_column=id_column,
         checkpoint_column=cnnzoo.STEP_COLUMN,
         step=step,
+        id_optional=True,
         max_runs=max_runs,
         split_column="split",
         split_file=Path(split_file) if split_file is not None else None,
         split_fractions=split_fractions,
         seed=seed,
         skip_invalid=skip_invalid,
-        accuracy_percent=False,
+        accuracy_percent=accuracy_percent,
         overwrite=overwrite,
         progress=progress,
         chunk_rows=chunk_rows,

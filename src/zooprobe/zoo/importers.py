@@ -29,6 +29,7 @@ Design rules, and why:
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import json
 import math
@@ -37,6 +38,7 @@ import re
 import secrets
 import shutil
 import warnings
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -611,9 +613,18 @@ def _read_csv(path: Path) -> tuple[list[str], list[_Row]]:
 
 
 def _read_jsonl(path: Path) -> tuple[list[str], list[_Row]]:
+    """Columns and rows of a JSONL file (``.gz``: gzip-compressed), values as JSON typed them: ``true`` stays
+    a bool (never the number 1), so a field that needs a number refuses it (`_to_float`)."""
     rows: list[_Row] = []
     columns: dict[str, None] = {}
-    for line_no, line in enumerate(path.read_text(encoding="utf-8-sig").split("\n"), start=1):
+    if path.name.lower().endswith(".gz"):
+        try:
+            text = gzip.decompress(path.read_bytes()).decode("utf-8-sig")
+        except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+            raise InvalidInputError(f"{path}: not a readable gzip file ({e})") from e
+    else:
+        text = path.read_text(encoding="utf-8-sig")
+    for line_no, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         number = len(rows) + 1
@@ -660,6 +671,12 @@ class _Record:
         return self.known.get("checkpoint_epoch")
 
 
+def _resolves_inside(root: Path, path: Path) -> bool:
+    """Whether ``path``, every symbolic link followed, is ``root`` (its real path) or lies under it: the one
+    containment rule for paths an input names (``..`` is refused before; a link must not lead out either)."""
+    return path.resolve().is_relative_to(root.resolve())
+
+
 def _checkpoint_path(folder: Path, name: Any) -> Path:
     """The checkpoint named in a metadata cell; it must be a supported file inside ``folder``."""
     if _is_missing(name):
@@ -669,6 +686,12 @@ def _checkpoint_path(folder: Path, name: Any) -> Path:
     if relative.is_absolute() or ".." in relative.parts:
         raise _Bad(f"checkpoint path {text!r} must be relative to the checkpoint folder and stay inside it")
     path = folder.joinpath(*relative.parts)
+    if not _resolves_inside(folder, path):
+        raise _Bad(
+            f"checkpoint path {text!r} leads outside the checkpoint folder through a symbolic link (to "
+            f"{path.resolve()}); checkpoints must stay inside the folder: copy the file in, or import from "
+            "the folder that holds it"
+        )
     if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
         raise _Bad(f"{path}: unsupported checkpoint type; supported: {', '.join(CHECKPOINT_SUFFIXES)}")
     if not path.is_file():
