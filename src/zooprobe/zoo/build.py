@@ -33,7 +33,7 @@ from zooprobe.core.outputs import check_output, claim_output
 from zooprobe.core.progress import Progress
 from zooprobe.core.torchrun import torchrun_env
 from zooprobe.errors import ConfigError, ZooFormatError
-from zooprobe.zoo.content import corpus_sha256, table_sha256
+from zooprobe.zoo.content import content_key, corpus_sha256, row_digest, rows_sha256, table_sha256
 from zooprobe.zoo.data import load_task
 from zooprobe.zoo.schema import SPLITS, WEIGHTS
 from zooprobe.zoo.space import ModelSpec, ZooConfig, sample_cohort
@@ -427,7 +427,8 @@ def finalize(root: Path, cfg: ZooConfig, part_dirs: list[Path], row_group_size: 
         small = _read_part(path, small_columns)
         diverged += json.loads((small.schema.metadata or {}).get(b"diverged", b"[]"))
         recorded = (small.schema.metadata or {}).get(b"sha256")
-        hashes[i] = recorded.decode() if recorded else table_sha256(_read_part(path))  # parts before 0.1
+        if recorded:
+            hashes[i] = recorded.decode()
         n = small.num_rows
         metas.append(
             small.replace_schema_metadata(None)
@@ -449,6 +450,7 @@ def finalize(root: Path, cfg: ZooConfig, part_dirs: list[Path], row_group_size: 
     runs = list(zip(starts, ends, strict=True)) if len(part_of) else []  # [a, b): rows from one part
     last_run = {int(part_of[a]): r for r, (a, _) in enumerate(runs)}  # a part is dropped after its last run
     cache: OrderedDict[int, pa.Table] = OrderedDict()  # parts needed again, least recently used first
+    unhashed: dict[int, dict[tuple[str, int], str]] = {}
     for r, (a, b) in enumerate(runs):
         i = int(part_of[a])
         table = cache.pop(i, None)
@@ -460,6 +462,8 @@ def finalize(root: Path, cfg: ZooConfig, part_dirs: list[Path], row_group_size: 
             while sum(t.nbytes for t in cache.values()) > PART_CACHE_BYTES:
                 cache.popitem(last=False)
         del table
+        if i not in hashes:  # a part written before parts recorded their hash: hashed as it is copied
+            unhashed.setdefault(i, {}).update({content_key(row): row_digest(row) for row in run.to_pylist()})
         for s, writer in writers.items():
             sub = run.filter(pc.equal(run.column("split"), s))
             if sub.num_rows:
@@ -467,6 +471,7 @@ def finalize(root: Path, cfg: ZooConfig, part_dirs: list[Path], row_group_size: 
     for writer in writers.values():
         writer.close()
     cache.clear()
+    hashes |= {i: rows_sha256(unhashed.get(i, {})) for i in range(len(paths)) if i not in hashes}
 
     # the card reads each split's metadata: the sorted metadata, with an empty weights column
     by_split = {}

@@ -56,13 +56,13 @@ def rows_sha256(digests: Mapping[tuple[str, int], str]) -> str:
     return digest.hexdigest()
 
 
-def _key(row: Mapping[str, Any]) -> tuple[str, int]:
+def content_key(row: Mapping[str, Any]) -> tuple[str, int]:
     return str(row["model_id"]), int(row["checkpoint_epoch"])
 
 
 def table_sha256(table: pa.Table) -> str:
     """The hash of one cohort's rows held in an Arrow table (a build part)."""
-    return rows_sha256({_key(r): row_digest(r) for r in _rows(table.to_batches(max_chunksize=64))})
+    return rows_sha256({content_key(r): row_digest(r) for r in _rows(table.to_batches(max_chunksize=64))})
 
 
 def _rows(batches: Iterable[pa.RecordBatch]) -> Iterable[dict[str, Any]]:
@@ -147,7 +147,7 @@ def verify_zoo(root: str | Path, against: str | Path | None = None) -> Verificat
     by_cohort: dict[int, dict[tuple[str, int], str]] = {}
     for path in zoo.files:
         for row in _rows(pq.ParquetFile(path).iter_batches(batch_size=64)):
-            by_cohort.setdefault(int(row["cohort"]), {})[_key(row)] = row_digest(row)
+            by_cohort.setdefault(int(row["cohort"]), {})[content_key(row)] = row_digest(row)
     cohorts = {k: rows_sha256(d) for k, d in by_cohort.items()}
     found = Verification(cohorts, corpus_sha256(cohorts))
     own, own_corpus = _recorded(zoo.manifest, str(root / MANIFEST))
