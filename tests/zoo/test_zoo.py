@@ -267,7 +267,11 @@ def test_bench_preset_is_diverse_and_flags_are_independent() -> None:
     cfg = ZooConfig(preset="bench").resolved()
     specs = [s for k in range(cfg.n_cohorts) for s in sample_cohort(cfg, k)]
     assert len(specs) >= 2000
-    for field, values in (("optimizer", cfg.optimizers), ("activation", cfg.activations), ("init", cfg.inits)):
+    for field, values in (
+        ("optimizer", cfg.optimizers),
+        ("activation", cfg.activations),
+        ("init", cfg.inits),
+    ):
         assert set(values) <= set({"optimizer": OPTIMIZERS, "activation": ACTIVATIONS, "init": INITS}[field])
         counts = {v: sum(getattr(s, field) == v for s in specs) for v in values}  # type: ignore[union-attr]
         assert min(counts.values()) >= len(specs) / len(values) / 2, counts
