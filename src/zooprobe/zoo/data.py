@@ -117,7 +117,7 @@ def load_task(name: str) -> TaskData:
 
     Inputs are standardized with the training split's statistics: per feature for tabular tasks, over all
     values otherwise; a regression target likewise."""
-    from zooprobe.zoo import synthetic
+    from zooprobe.zoo import synthetic  # heavy: its generators import scikit-learn
 
     per_feature = False
     if name == "digits":

@@ -26,10 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zooprobe.zoo.space import ArchSpec, ModelSpec
+from zooprobe.zoo.space import CNN_HIDDEN, POOLED, ArchSpec, ModelSpec
 
-CNN_HIDDEN = 32
-POOLED = 4  # positions after the CNN's average pooling: 2x2 for images, 4 for 1-D signals
 LEAKY_SLOPE = 0.01
 
 

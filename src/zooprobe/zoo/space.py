@@ -55,6 +55,10 @@ LR_LOG10 = {
     "adagrad": (-3.5, -0.5),
 }
 MOMENTUM = {"sgd": 0.9, "nesterov": 0.9}
+CNN_HIDDEN = 32
+"""Units of a CNN's hidden dense layer (after the final pooling)."""
+POOLED = 4
+"""Positions after a CNN's final average pooling: 2x2 for images, 4 for 1-D signals."""
 
 
 @config()
@@ -521,8 +525,6 @@ def _sample_arch(cfg: ZooConfig, rng) -> tuple[ArchSpec, bool]:
 def arch_macs(arch: ArchSpec) -> int:
     """Multiply-accumulates of one sample's forward pass through the weight layers (norms and
     activations left out): the compute budget of `ZooConfig.max_macs`."""
-    from zooprobe.zoo.models import CNN_HIDDEN, POOLED  # heavy: imports torch
-
     w, k_out = arch.width, arch.n_classes
     if not arch.has_conv_layers:
         return math.prod(arch.input_shape) * w + (arch.depth - 1) * w * w + w * k_out
