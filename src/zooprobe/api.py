@@ -34,7 +34,13 @@ from zooprobe.encoder.encoder_loader import (
 from zooprobe.encoder.folders import load_encoder_folder
 from zooprobe.encoder.neuron_loader import LoadedNeuronEncoder
 from zooprobe.errors import InvalidInputError
-from zooprobe.heads.head_loader import LoadedHead, head_folder, load_head_folder, read_head_config
+from zooprobe.heads.head_loader import (
+    LoadedHead,
+    head_folder,
+    load_head_folder,
+    read_head_config,
+)
+from zooprobe.heads.integrity import check_content_hash
 from zooprobe.hub import resolve_source
 from zooprobe.training import distributed
 from zooprobe.training.config import HEAD_PRESETS, TrainConfig
@@ -151,16 +157,20 @@ def load_head(
     encoder: LoadedEncoder | str | None = None,
     device: str = "cpu",
     check_encoder: bool = True,
+    trust: bool = False,
 ) -> LoadedHead:
     """Load a trained head from a run folder, a head folder or a Hub model repo id, with its encoder.
 
     The encoder is the one the head's config.json names (``encoder.source`` at ``encoder.revision``),
     unless `encoder` (a loaded encoder or a source) overrides it; with ``check_encoder`` it must be the exact
-    encoder the head was trained with (fingerprint of weights, tokenizer and preprocessing).
+    encoder the head was trained with (fingerprint of weights, tokenizer and preprocessing). The head's
+    files must match its content hash, checked before anything is read (`zooprobe.heads.integrity`),
+    unless ``trust`` (a head edited on purpose).
     """
     local = Path(str(source)).expanduser()
     folder = local if local.exists() else resolve_source(source, "model", revision, kind="head")
     folder = head_folder(folder)
+    check_content_hash(folder, trust=trust)
 
     enc_info = read_head_config(folder)["encoder"]
     loaded = load_encoder(
@@ -169,7 +179,8 @@ def load_head(
         device=device,
         progress=False,
     )
-    return load_head_folder(folder, loaded, device=device, check_encoder=check_encoder)
+    # checked above, before the encoder its config names was loaded
+    return load_head_folder(folder, loaded, device=device, check_encoder=check_encoder, trust=True)
 
 
 # ------------------------------------------------------------------------------------------ presets

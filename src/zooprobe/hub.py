@@ -12,6 +12,7 @@ set them before the first import.
 
 from __future__ import annotations
 
+import errno
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -64,9 +65,24 @@ def resolve_source(
         return path
     if path.exists():
         raise ZooprobeError(f"{kind} source {text!r} is a file; expected a folder or a Hub repo id")
+    if path.is_symlink():  # a link to nothing: a loop, or a target that is gone
+        try:
+            path.resolve(strict=True)
+        except (RuntimeError, OSError) as e:  # RuntimeError: Python 3.11's "Symlink loop"
+            loop = isinstance(e, RuntimeError) or getattr(e, "errno", None) == errno.ELOOP
+            what = "a symbolic link loop (its links point back at each other)" if loop else "a broken link"
+            raise ZooprobeError(
+                f"{kind} source {text!r} is {what}; give the real folder (or a Hub repo id)"
+            ) from None
+    try:
+        where = path.resolve()
+    except (RuntimeError, OSError):  # a loop in one of its parent folders
+        raise ZooprobeError(
+            f"{kind} source {text!r}: its path runs through a symbolic link loop; give the real folder"
+        ) from None
     if looks_like_path(text) or not REPO_ID.match(text):
         raise ZooprobeError(
-            f"{kind} source {text!r}: no such folder ({path.resolve()}), and it is not a Hub repo id "
+            f"{kind} source {text!r}: no such folder ({where}), and it is not a Hub repo id "
             "of the form OWNER/NAME"
         )
     return _snapshot(text, repo_type, revision, kind)

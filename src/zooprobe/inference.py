@@ -55,7 +55,9 @@ from zooprobe.tokens.statistics import featurize
 
 NOT_PREDICTABLE = "not predictable from this zoo"
 NO_DOMAIN = (
-    "this head has no applicability domain (it was saved by an older zooprobe); train it again to get one"
+    "this head has no trust record (trust.json: saved by an older zooprobe, or removed), so it has no "
+    "applicability domain: whether it applies, its intervals and its reliability are unknown, and targets it "
+    "would withhold as not predictable are shown; restore the file or train the head again"
 )
 
 
@@ -199,15 +201,19 @@ def _shared_statistics(heads: Sequence[LoadedHead], state_dict: Mapping[str, Any
     return featurize([state_dict]) if len(heads) > 1 else None
 
 
-def _heads(head: Any) -> tuple[list[str] | None, list[LoadedHead]]:
+def _heads(head: Any, trust: bool = False) -> tuple[list[str] | None, list[LoadedHead]]:
     """(column prefixes or None for a single head, loaded heads) of `predict`'s `head` argument."""
+
+    def loaded(h: Any) -> LoadedHead:
+        return h if isinstance(h, LoadedHead) else load_head(h, trust=trust)
+
     if isinstance(head, Mapping):
         labels = [str(k) for k in head]
-        heads = [h if isinstance(h, LoadedHead) else load_head(h) for h in head.values()]
+        heads = [loaded(h) for h in head.values()]
         return labels, heads
     if isinstance(head, LoadedHead | str | Path):
-        return None, [head if isinstance(head, LoadedHead) else load_head(head)]
-    heads = [h if isinstance(h, LoadedHead) else load_head(h) for h in head]
+        return None, [loaded(head)]
+    heads = [loaded(h) for h in head]
     if len(heads) == 1:
         return None, heads
     tasks = [h.spec.task for h in heads]
@@ -265,6 +271,7 @@ def predict(
     level: float = DEFAULT_LEVEL,
     strict: bool = False,
     show_unpredictable: bool = False,
+    trust: bool = False,
 ) -> pd.DataFrame:
     """Predicted properties of each model: one row per model (indexed by file path, or ``model N`` for
     state dicts), labelled with class names, probabilities and natural units, with intervals, reliability
@@ -273,10 +280,11 @@ def predict(
     `head` is a loaded head or any `zooprobe.load_head` source, or several (a list: columns prefixed
     ``TASK/``; a mapping: prefixed ``LABEL/``); `models` one state dict or checkpoint file, or several.
     Files are read with the same rules and limits as ``zooprobe predict``, each once. ``strict`` raises
-    `OutOfDomainError` if a model lies outside a head's domain.
+    `OutOfDomainError` if a model lies outside a head's domain. ``trust`` loads heads given as sources even
+    when their files differ from their content hash (`zooprobe.load_head`).
     """
     level = _level(level)
-    labels, heads = _heads(head)
+    labels, heads = _heads(head, trust)
     items = [models] if isinstance(models, Mapping | str | Path) else list(models)
     if not items:
         raise InvalidInputError("predict: no models given (pass state dicts or checkpoint files)")

@@ -141,10 +141,12 @@ def test_no_output_holds_a_nan_for_extreme_weights(
     tensors[trunk] = torch.full_like(tensors[trunk], float("nan"))
     save_file(tensors, str(broken / "model.safetensors"), metadata=meta)
     assert main(["predict", "--head", str(broken), str(files["model"])]) == 2
+    assert "changed: model.safetensors" in capsys.readouterr().err  # the content hash sees the edit
+    assert main(["predict", "--head", str(broken), "--trust", "true", str(files["model"])]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"zooprobe: error: {files['model']}: the head's output for") and "not finite" in err
     with pytest.raises(NonFiniteError, match="model 0: the head's output"):
-        predict(str(broken), [_load(files)])
+        predict(str(broken), [_load(files)], trust=True)
 
 
 def _load(files: dict[str, Path]) -> dict[str, torch.Tensor]:

@@ -121,6 +121,7 @@ def test_push_run_then_load_by_repo_id(
         "report/loss.png",
         "trust.json",  # the head's applicability domain, calibration and reliability
         "domain.safetensors",
+        "content_hash.json",  # sha256 of the head's files as pushed (config.json names the Hub encoder)
         *(f"tensorboard/{p.name}" for p in (run / "tensorboard").iterdir()),
     }
     assert set(files) == expected and set(history[-1].files) == expected

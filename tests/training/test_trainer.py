@@ -19,6 +19,7 @@ import yaml
 from zooprobe.api import load_encoder, load_head, load_zoo, train
 from zooprobe.errors import ConfigError, InvalidInputError
 from zooprobe.heads.head_loader import HeadFormatError
+from zooprobe.heads.integrity import HeadModifiedError
 from zooprobe.training.config import OptimConfig, StopConfig, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -205,13 +206,15 @@ def test_head_loading_is_strict(head_zoo: Path, head_encoder: Path, tmp_path: Pa
     tensors = load_file(str(weights))
     tensors.pop(next(iter(tensors)))
     save_file(tensors, str(weights))
+    with pytest.raises(HeadModifiedError, match=r"modified after it was saved \(changed: model\.safetensors"):
+        load_head(out)  # the content hash sees the edit before anything is read
     with pytest.raises(HeadFormatError, match="does not match"):
-        load_head(out)
+        load_head(out, trust=True)
     config = json.loads((out / "head" / "config.json").read_text())
     config["encoder"]["fingerprint"] = "0" * 64
     (out / "head" / "config.json").write_text(json.dumps(config))
     with pytest.raises(HeadFormatError, match="not the one this head was trained with"):
-        load_head(out)
+        load_head(out, trust=True)
 
 
 def _train_command(head_zoo: Path, head_encoder: Path, out: Path, *extra: str) -> list[str]:

@@ -120,6 +120,13 @@ def _predict_parser() -> Any:
         default=False,
         help="Predict with the head of a run whose training is unfinished or was interrupted (warns).",
     )
+    predict.add_argument(
+        "--trust",
+        type=bool,
+        default=False,
+        help="Load heads whose files differ from their content hash (content_hash.json), i.e. heads edited "
+        "on purpose; without it such a head is refused.",
+    )
     predict.add_argument("files", type=Path, nargs="+", help="Checkpoint file(s) to predict on.")
     return predict
 
@@ -180,7 +187,10 @@ def _predict(ns: Namespace, console: Any) -> int:
                 "weights may not be the run's final, best ones",
                 file=sys.stderr,
             )
-    heads = [load_head(source, revision=rev) for source, rev in zip(heads_given, revisions, strict=True)]
+    heads = [
+        load_head(source, revision=rev, trust=ns.trust)
+        for source, rev in zip(heads_given, revisions, strict=True)
+    ]
     by_head = predict_files_by_head(
         heads, files, max_params=ns.max_params, level=ns.level, show_unpredictable=ns.show_unpredictable
     )

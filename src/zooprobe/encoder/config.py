@@ -20,6 +20,44 @@ class EncoderConfigError(ConfigError):
 
 Pooling = Literal["mean", "cls", "mean+cls"]
 
+ENCODER_LIMITS: dict[str, int] = {
+    "token_size": 4096,
+    "d_model": 8192,
+    "n_layers": 128,
+    "n_heads": 256,
+    "d_ff": 65536,
+    "latent_dim": 8192,
+    "max_global_pos": 1 << 20,
+    "max_layers": 1 << 16,
+    "max_in_layer_pos": 1 << 20,
+    "decoder_layers": 128,
+    "summary_dim": 4096,
+    "message_passing_rounds": 64,
+}
+"""The largest value of each size field of `EncoderConfig` and `NeuronEncoderConfig`. A saved config asking
+for more (a damaged or hostile config.json: ``d_model`` 1e7 would allocate tens of GB) is refused before
+anything is allocated, naming the field and its limit; so is one whose estimated parameter count exceeds
+`MAX_ENCODER_PARAMS`. Every preset is far inside them."""
+MAX_ENCODER_PARAMS = 1 << 30
+"""The most parameters (estimated from the config) an encoder may have: 4 GiB of float32."""
+
+
+def _check_limits(cfg: object, name: str, estimate: int) -> None:
+    for field in dataclasses.fields(cfg):  # type: ignore[arg-type]
+        limit = ENCODER_LIMITS.get(field.name)
+        value = getattr(cfg, field.name)
+        if limit is not None and value > limit:
+            raise EncoderConfigError(
+                f"{name}.{field.name}: {value} exceeds the limit {limit} (zooprobe.encoder.config."
+                "ENCODER_LIMITS); the config.json is damaged or not meant for zooprobe"
+            )
+    if estimate > MAX_ENCODER_PARAMS:
+        raise EncoderConfigError(
+            f"{name}: about {estimate:,} parameters, beyond the limit {MAX_ENCODER_PARAMS:,} "
+            "(zooprobe.encoder.config.MAX_ENCODER_PARAMS); the config.json is damaged or not meant for "
+            "zooprobe"
+        )
+
 
 @config(EncoderConfigError, require_all=True)
 @dataclass(frozen=True)
@@ -67,6 +105,15 @@ class EncoderConfig:
                 raise EncoderConfigError(f"EncoderConfig.{name}: must be >= 1, got {getattr(self, name)}")
         if self.decoder_layers < 0:
             raise EncoderConfigError(f"EncoderConfig.decoder_layers: must be >= 0, got {self.decoder_layers}")
+        d = self.d_model
+        block = 4 * d * d + 2 * d * self.d_ff
+        tables = (self.max_global_pos + self.max_layers + self.max_in_layer_pos) * d
+        estimate = (
+            (self.n_layers + self.decoder_layers) * block
+            + tables
+            + 2 * (self.token_size + self.summary_dim) * d
+        )
+        _check_limits(self, "EncoderConfig", estimate)
         if self.d_model % self.n_heads:
             raise EncoderConfigError(
                 f"EncoderConfig.n_heads: d_model ({self.d_model}) must be divisible by "
@@ -142,3 +189,6 @@ class NeuronEncoderConfig:
         need(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         need(self.message_passing_rounds >= 0, "message_passing_rounds must be >= 0")
         need(self.max_layers >= 1, f"max_layers must be >= 1, got {self.max_layers}")
+        d = self.d_model
+        estimate = (self.n_layers + self.message_passing_rounds) * 12 * d * d + self.max_layers * d
+        _check_limits(self, "NeuronEncoderConfig", estimate + d * self.latent_dim)

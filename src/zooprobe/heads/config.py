@@ -14,11 +14,30 @@ from zooprobe.errors import ConfigError
 TASKS: tuple[str, ...] = ("patterns", "accuracy", "hyperparameters")
 """The three tasks a head predicts."""
 
+MAX_LAYER_SIZE = 1 << 16
+"""The largest width of a head layer (``hidden_sizes``, ``branch_hidden``, ``attention_queries``): a
+saved config asking for more is refused before anything is allocated."""
+MAX_HIDDEN_LAYERS = 64
+"""The most hidden layers of a head's trunk."""
+
 HeadKind = Literal["mlp", "gbm"]
 GBMFeatures = Literal["stats", "stats+rep"]
 Activation = Literal["gelu", "relu", "silu", "tanh"]
 Norm = Literal["none", "layernorm", "batchnorm"]
 HeadPooling = Literal["mean", "attention"]
+
+
+def _size(name: str, value: Any, low: int) -> int:
+    """`value` as a layer size in [`low`, `MAX_LAYER_SIZE`] (an integer; 64.0 is 64), else a `ConfigError`."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok and isinstance(value, float):
+        ok = value.is_integer()
+    if not ok or not low <= value <= MAX_LAYER_SIZE:
+        raise ConfigError(
+            f"HeadConfig.{name}: {str(value)[:40]!r} is not a layer size; sizes are integers in "
+            f"[{low}, {MAX_LAYER_SIZE}]"
+        )
+    return int(value)
 
 
 @config(ConfigError, require_all=True)
@@ -60,9 +79,17 @@ class HeadConfig:
         return self.statistics or self.kind == "gbm"
 
     def __post_init__(self) -> None:
-        self.hidden_sizes = [int(h) for h in self.hidden_sizes]
-        if any(h < 1 for h in self.hidden_sizes):
-            raise ConfigError(f"HeadConfig.hidden_sizes must be positive, got {self.hidden_sizes}")
+        if isinstance(self.hidden_sizes, str | bytes) or not isinstance(self.hidden_sizes, list | tuple):
+            raise ConfigError(
+                f"HeadConfig.hidden_sizes must be a list of layer sizes, got {str(self.hidden_sizes)[:60]!r}"
+            )
+        if len(self.hidden_sizes) > MAX_HIDDEN_LAYERS:
+            raise ConfigError(
+                f"HeadConfig.hidden_sizes has {len(self.hidden_sizes)} layers, at most {MAX_HIDDEN_LAYERS}"
+            )
+        self.hidden_sizes = [_size("hidden_sizes", h, 1) for h in self.hidden_sizes]
+        self.attention_queries = _size("attention_queries", self.attention_queries, 1)
+        self.branch_hidden = _size("branch_hidden", self.branch_hidden, 0)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"HeadConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.activation not in get_args(Activation):
@@ -90,4 +117,14 @@ class HeadConfig:
         return cls.from_dict({**defaults, **dict(data)})  # type: ignore[attr-defined,no-any-return]
 
 
-__all__ = ["TASKS", "Activation", "GBMFeatures", "HeadConfig", "HeadKind", "HeadPooling", "Norm"]
+__all__ = [
+    "MAX_HIDDEN_LAYERS",
+    "MAX_LAYER_SIZE",
+    "TASKS",
+    "Activation",
+    "GBMFeatures",
+    "HeadConfig",
+    "HeadKind",
+    "HeadPooling",
+    "Norm",
+]

@@ -147,20 +147,41 @@ class GradientBoostingHead(Head):
                 f"{path}: its models ({sorted(models)}, features {data['features']!r}) do not match "
                 f"config.json (targets {self.spec.names}, features {self.config.features!r})"
             )
-        try:
+        expected = self.n_features()
+        for t in self.spec.targets:
+            record = models[t.name]
+            problem = _record_problem(record, t.kind, len(t.classes), expected)
+            if problem is not None:
+                raise ZooFormatError(
+                    f"{path}: the model of {t.name!r} {problem}; restore the file or train the head again"
+                )
+        try:  # each model's LightGBM text is checked (`check_lightgbm_text`) before LightGBM parses it
             self.models = {name: Baseline.from_record(record) for name, record in models.items()}
         except ValueError as e:
-            raise ZooFormatError(f"{path}: unreadable model ({e}); restore the file or train again") from e
-        width = {m.n_features for m in self.models.values()}
-        expected = self.n_features()
-        if width != {expected}:
             raise ZooFormatError(
-                f"{path}: the models read {sorted(width)} features, this head gives {expected}"
-            )
+                f"{path}: unreadable or unsafe model ({e}); restore the file or train the head again"
+            ) from e
 
     def n_features(self) -> int:
         """Width of `feature_matrix`."""
         return N_FEATURES + (self.in_dim if self.config.features == "stats+rep" else 0)
+
+
+def _record_problem(record: Any, kind: str, n_classes: int, n_features: int) -> str | None:
+    """What makes a saved model record unfit for a target of `kind` (None: fit), before it is parsed."""
+    if not isinstance(record, Mapping):
+        return f"is a {type(record).__name__}, not a saved model record"
+    if record.get("kind") != kind:
+        return f"is for a {record.get('kind')!r} target, config.json says {kind!r}"
+    width = record.get("n_features")
+    if not isinstance(width, int) or isinstance(width, bool) or width != n_features:
+        return f"reads {width!r} features, this head gives {n_features}"
+    proba = record.get("proba_classes")
+    if kind == "binary" and proba != [0, 1]:
+        return f"has proba_classes {proba!r}, a binary target needs [0, 1]"
+    if kind == "categorical" and proba != list(range(n_classes)):
+        return f"has proba_classes {str(proba)[:60]}, config.json names {n_classes} classes"
+    return None
 
 
 def make_head(spec: TaskSpec, config: HeadConfig, in_dim: int) -> Head:

@@ -19,6 +19,7 @@ output that is not finite is a `NonFiniteError` naming the network and the cause
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import islice
@@ -37,9 +38,10 @@ from zooprobe.errors import ConfigError, InvalidInputError, ZooFormatError
 from zooprobe.heads.domain import Architecture, architecture
 from zooprobe.heads.encoder_with_head import EncoderWithHead
 from zooprobe.heads.gbm_head import GradientBoostingHead, make_head
+from zooprobe.heads.integrity import check_content_hash, write_content_hash
 from zooprobe.heads.prediction_heads import HeadConfig
 from zooprobe.heads.targets import TaskSpec
-from zooprobe.heads.trust import Trust
+from zooprobe.heads.trust import TRUST_FILE, Trust
 from zooprobe.tokens.statistics import featurize
 
 HEAD_FORMAT = 1
@@ -48,6 +50,17 @@ REQUIRED = ("format_version", "library_name", "task", "head", "mode", "encoder")
 
 class HeadFormatError(ZooFormatError):
     """A folder does not hold a loadable zooprobe head, or its weights do not match its config."""
+
+
+MISSING_TRUST = (
+    f"the head has no {TRUST_FILE} (saved by an older zooprobe, or the file was removed), so its "
+    "applicability domain, intervals and per-target reliability are unknown: its predictions are not known "
+    "to be trustworthy, and targets it would withhold as not predictable are shown"
+)
+
+
+class MissingTrustWarning(UserWarning):
+    """A head is loaded without its trust files (`MISSING_TRUST`)."""
 
 
 class NonFiniteError(InvalidInputError):
@@ -192,13 +205,18 @@ def load_head_folder(
     *,
     device: str = "cpu",
     check_encoder: bool = True,
+    trust: bool = False,
 ) -> LoadedHead:
     """Load the head in `folder` (a head folder, or a run folder's ``head/``) on top of `encoder`.
 
     `zooprobe.load_head` takes run folders and Hub repo ids and loads the encoder the head names. With
-    ``check_encoder`` the encoder must be the exact one the head was trained with (fingerprint).
+    ``check_encoder`` the encoder must be the exact one the head was trained with (fingerprint). The
+    folder's files must match its content hash (`zooprobe.heads.integrity`: a `HeadModifiedError`
+    otherwise) unless ``trust`` (for heads edited on purpose). A head without trust files loads with a
+    `MissingTrustWarning`: its domain, intervals and reliability are unknown.
     """
     folder = head_folder(Path(folder))
+    check_content_hash(folder, trust=trust)
     config = read_head_config(folder)
     enc_info = config["encoder"]
     if check_encoder and encoder.fingerprint() != enc_info.get("fingerprint"):
@@ -207,8 +225,13 @@ def load_head_folder(
             "the one this head was trained with (its weights, tokenizer or preprocessing differ); pass the "
             "original encoder, or check_encoder=False at your own risk"
         )
-    spec = TaskSpec.from_dict(config["task"])
-    head = make_head(spec, HeadConfig.from_saved(config["head"]), encoder.latent_dim)
+    try:
+        spec = TaskSpec.from_dict(config["task"])
+        head = make_head(spec, HeadConfig.from_saved(config["head"]), encoder.latent_dim)
+    except ConfigError as e:
+        raise HeadFormatError(
+            f"{folder / 'config.json'}: {e}; restore the file, or train the head again"
+        ) from e
     model = EncoderWithHead(encoder, head, config["mode"])
     if isinstance(head, GradientBoostingHead):
         head.load_models(folder)
@@ -224,7 +247,10 @@ def load_head_folder(
     except (RuntimeError, ConfigError) as e:
         raise HeadFormatError(f"{path} does not match the head described in config.json: {e}") from e
     model.to(resolve_device(device)).eval()
-    return LoadedHead(model, config, folder, Trust.load(folder))
+    trust_record = Trust.load(folder)
+    if trust_record is None:
+        warnings.warn(f"{folder}: {MISSING_TRUST}", MissingTrustWarning, stacklevel=2)
+    return LoadedHead(model, config, folder, trust_record)
 
 
 def save_head(
@@ -236,7 +262,8 @@ def save_head(
     """Write a head folder (`load_head_folder` reads it back): ``config.json`` (`config`, as the trainer's
     `head_config` builds it) and ``model.safetensors`` (the trainable weights: the head, plus the encoder's
     when fine-tuned; `meta` such as the epoch goes into its header), and a gbm head's ``gbm.json``. All are
-    written atomically, config.json last. The trust files are `Trust.save`'s."""
+    written atomically, config.json last, then the folder's content hash (`write_content_hash`; `Trust.save`
+    writes the trust files and the hash again)."""
     folder = Path(folder)
     missing = [k for k in REQUIRED if k not in config]
     if missing:
@@ -246,14 +273,17 @@ def save_head(
         model.head.save_models(folder)
     save_state(folder / "model.safetensors", model.trainable_state_dict(), meta or {})
     atomic_write_json(folder / "config.json", config)
+    write_content_hash(folder)
     return folder
 
 
 __all__ = [
     "HEAD_FORMAT",
+    "MISSING_TRUST",
     "HeadFormatError",
     "HeadOutputs",
     "LoadedHead",
+    "MissingTrustWarning",
     "NonFiniteError",
     "head_folder",
     "load_head_folder",

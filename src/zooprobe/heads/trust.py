@@ -25,6 +25,7 @@ from zooprobe.core.files import atomic_write_json, read_json
 from zooprobe.core.tensorfile import read_state, save_state
 from zooprobe.errors import InvalidInputError, ZooFormatError
 from zooprobe.heads.domain import ApplicabilityDomain
+from zooprobe.heads.integrity import write_content_hash
 from zooprobe.heads.uncertainty import Calibration, Reliability
 
 TRUST_FILE = "trust.json"
@@ -41,7 +42,8 @@ class Trust:
     reliability: dict[str, Reliability] = field(default_factory=dict)
 
     def save(self, folder: str | Path) -> None:
-        """Write `DOMAIN_FILE` (when there is a domain), then `TRUST_FILE`, each atomically."""
+        """Write `DOMAIN_FILE` (when there is a domain), then `TRUST_FILE`, each atomically, then the head
+        folder's content hash (`zooprobe.heads.integrity`)."""
         folder = Path(folder)
         if self.domain is not None:
             save_state(folder / DOMAIN_FILE, self.domain.arrays(), {"format_version": TRUST_FORMAT})
@@ -52,6 +54,7 @@ class Trust:
             "reliability": {name: r.to_record() for name, r in self.reliability.items()},
         }
         atomic_write_json(folder / TRUST_FILE, record)
+        write_content_hash(folder)
 
     @classmethod
     def load(cls, folder: str | Path) -> Trust | None:

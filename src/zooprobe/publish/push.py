@@ -8,6 +8,7 @@
     model.safetensors      the best checkpoint (head/model.safetensors)
     trust.json, domain.safetensors   the head's applicability domain, calibration and reliability
     gbm.json               a gbm head's LightGBM models (text format)
+    content_hash.json      sha256 of the files above as staged (`zooprobe.heads.integrity`)
     config.yaml            the resolved training configuration
     metrics.json           history, best epoch, validation and test metrics
     predictions/           true and predicted values of the validation and test models
@@ -42,6 +43,7 @@ from zooprobe._version import __version__
 from zooprobe.core.files import read_json
 from zooprobe.encoder.folders import load_encoder_folder
 from zooprobe.errors import ZooprobeError
+from zooprobe.heads.integrity import HASH_FILE, check_content_hash, write_content_hash
 from zooprobe.hub import (
     DEFAULT_PUSH_TIMEOUT,
     _request_timeout,
@@ -125,6 +127,9 @@ def stage_run(
         shutil.copyfile(root / "head" / "config.json", out / "config.json")
     else:
         (out / "config.json").write_text(json.dumps(head_config, indent=2, sort_keys=True) + "\n")
+    check_content_hash(root / "head")  # a head modified since training is not published as it
+    write_content_hash(out)  # of the staged files (config.json may name the Hub encoder)
+    written.append(HASH_FILE)
     card = head_model_card(root, repo_id, head_config=head_config, encoder_config=encoder_config)
     (out / "README.md").write_text(card, encoding="utf-8")
     return sorted([*written, "config.json", "README.md"])

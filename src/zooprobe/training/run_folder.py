@@ -10,6 +10,7 @@ and the benchmark read it, all through `RunFolder`::
     head/trust.json               applicability domain, calibration, reliability (`zooprobe.heads.trust`)
     head/domain.safetensors       the domain's arrays (train split features, distances)
     head/gbm.json                 gbm heads: every target's LightGBM model as text
+    head/content_hash.json        sha256 of each file above (`zooprobe.heads.integrity`), checked on load
     checkpoints/last.safetensors  full training state after the last finished epoch (resume)
     metrics.json                  history, best epoch, validation and test metrics (written last)
     predictions/{validation,test}.json   true and predicted values of the best checkpoint
@@ -45,6 +46,7 @@ RUN_OUTPUT = OutputKind(
         "head/trust.json",
         "head/domain.safetensors",
         "head/gbm.json",
+        "head/content_hash.json",
         LAST.as_posix(),
         "predictions/*.json",
         "tensorboard/events.out.tfevents.*",
