@@ -161,3 +161,21 @@ def test_transfer_end_to_end_with_a_foreign_zoo_and_resume(
     # other zoos under the same output: refused, not mixed
     with pytest.raises(Exception, match="other zoos"):
         transfer(str(head_zoo), **{**options, "foreign": []})
+
+
+def test_cli_bench_transfer(head_zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from zooprobe.bench.transfer import GROUPS
+    from zooprobe.cli import main
+    from zooprobe.cli.train import TRANSFER_GROUPS
+
+    assert TRANSFER_GROUPS == GROUPS  # the --help copy stays equal
+    out = tmp_path / "cli"
+    args = ["bench", "transfer", "--corpus", str(head_zoo), "--folds", "families", "--encoders", "v2"]
+    code = main([*args, "--targets", "accuracy,log10_lr", "--output", str(out), "--progress", "false"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| - | stats+gbm |" in printed and "written:" in printed
+    doc = json.loads((out / "transfer.json").read_text())
+    assert {c["method"] for c in doc["cells"].values()} == {"stats+gbm", "zero-shot stats+gbm", "floor"}
+    assert set(doc["targets"]) == {"accuracy", "log10_lr"}
+    assert main([*args, "--folds", "datasets,bogus", "--output", str(out)]) != 0
