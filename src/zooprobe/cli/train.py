@@ -141,6 +141,42 @@ def _add_bench_subcommands(bench: Any) -> None:
     add_progress_arguments(heads)
     heads.add_argument("--json", type=Path | None, default=None, help="Also write every number as JSON.")
     bs.add_subcommand("heads", heads, help="Benchmark head training.")
+    bs.add_subcommand("transfer", _transfer_parser(), help="Transfer to held-out generators.")
+
+
+TRANSFER_GROUPS = ("datasets", "families", "recipes", "foreign")
+"""`zooprobe.bench.transfer.GROUPS`, repeated so that ``--help`` needs no torch."""
+
+
+def _transfer_parser() -> Any:
+    transfer = config_parser(
+        "Leave-one-generator-out benchmark (docs/transfer.md): for every held-out dataset, family, "
+        "optimizer, scheduler and --foreign zoo, statistics + LightGBM with and without the frozen encoder "
+        "representation, a linear probe and zero-shot transfer from the seen side. Writes "
+        "OUTPUT/transfer.md and OUTPUT/transfer.json; finished cells are kept and skipped when run again."
+    )
+    transfer.add_argument("--corpus", type=str, required=True, help="The corpus zoo (folder or Hub id).")
+    transfer.add_argument(
+        "--foreign", type=str, action="append", default=[], help="A held-out zoo (repeat for more)."
+    )
+    transfer.add_argument(
+        "--encoders",
+        type=str,
+        default="default,v2,v3",
+        help="Comma-separated encoders (unloadable ones: skipped).",
+    )
+    transfer.add_argument(
+        "--folds", type=str, default=",".join(TRANSFER_GROUPS), help="Comma-separated fold groups."
+    )
+    transfer.add_argument("--targets", type=str | None, default=None, help="Comma-separated targets.")
+    transfer.add_argument("--output", type=Path, default=Path("bench/transfer"), help="Results folder.")
+    transfer.add_argument("--overwrite", type=bool, default=False, help="Start over (drop finished cells).")
+    add_progress_arguments(transfer)
+    return transfer
+
+
+def _names(text: str | None) -> list[str]:
+    return [n.strip() for n in str(text or "").split(",") if n.strip()]
 
 
 def add_training_commands(top: Any, wanted: Any = None) -> None:
@@ -248,6 +284,26 @@ def run_training_command(cfg: Namespace, console: Any) -> int:
         if ns.json is not None:
             doc = dc.asdict(result) | {"cache_ratio": result.cache_ratio}
             atomic_write_json(ns.json, json.loads(json.dumps(doc, default=str)))
+        return 0
+    if cfg.command == "bench" and cfg.bench.what == "transfer":
+        from zooprobe.bench.transfer import markdown, transfer  # heavy: imports torch
+
+        ns = cfg.bench.transfer
+        unknown = sorted(set(_names(ns.folds)) - set(TRANSFER_GROUPS))
+        if unknown:
+            raise ConfigError(f"--folds: unknown {unknown}; choose from {', '.join(TRANSFER_GROUPS)}")
+        doc = transfer(
+            ns.corpus,
+            foreign=list(ns.foreign or []),
+            encoders=_names(ns.encoders),
+            groups=tuple(_names(ns.folds)),
+            output=ns.output,
+            targets=_names(ns.targets) if ns.targets else None,
+            overwrite=ns.overwrite,
+            progress=ns.progress,
+        )
+        console.print(markdown(doc), markup=False, soft_wrap=True)
+        console.print(f"written: {ns.output / 'transfer.md'}, {ns.output / 'transfer.json'}")
         return 0
     if cfg.command == "bench" and not cfg.bench.get("what"):
         from zooprobe.bench.compare import compare  # heavy: imports torch
