@@ -22,7 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from zooprobe._version import __version__
-from zooprobe.core.outputs import MARKER
+from zooprobe.core.outputs import LOCK, MARKER
 from zooprobe.errors import ZooprobeError
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -150,7 +150,12 @@ def render_card(header: Mapping[str, Any] | Any, body: str | Sequence[str]) -> s
 # ---------------------------------------------------------------------------------------------- pushing
 #: Never uploaded: version-control and Hugging Face cache folders (as `HfApi.upload_folder` skips them).
 ALWAYS_IGNORED: tuple[str, ...] = (".git", ".git/*", "*/.git", "**/.git/**")
-ALWAYS_IGNORED += (MARKER, f"*/{MARKER}")  # zooprobe's output-folder markers are local bookkeeping
+ALWAYS_IGNORED += (
+    MARKER,
+    f"*/{MARKER}",
+    LOCK,
+    f"*/{LOCK}",
+)  # output-folder markers, locks: local bookkeeping
 ALWAYS_IGNORED += (
     ".cache/huggingface",
     ".cache/huggingface/*",

@@ -40,7 +40,7 @@ from zooprobe.api import load_encoder, load_zoo, train
 from zooprobe.baselines.models import MetadataEncoder, fit_baseline
 from zooprobe.bench.literature import check_reference, literature_table
 from zooprobe.core.files import atomic_write_json, atomic_write_text, json_safe
-from zooprobe.core.outputs import OutputKind, check_output, claim_output
+from zooprobe.core.outputs import OutputKind, check_output, claim_output, holding_outputs
 from zooprobe.heads.prediction_heads import HeadConfig
 from zooprobe.heads.targets import TargetArrays, TaskSpec, build_task_spec, target_arrays
 from zooprobe.heads.uncertainty import DEFAULT_LEVEL, fit_calibration
@@ -337,6 +337,7 @@ BENCH_OUTPUT = OutputKind(
 """The files `zooprobe bench` and `zooprobe bench heads` write into their output folder."""
 
 
+@holding_outputs  # the folder's lock is released when it returns
 def compare(
     zoo: str = "builtin:bench",
     encoder: str = "default",

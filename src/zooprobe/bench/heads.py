@@ -30,7 +30,7 @@ import torch
 from zooprobe.api import load_encoder, load_zoo, train
 from zooprobe.bench.compare import BENCH_OUTPUT, default_base, head_run_config
 from zooprobe.core.memory import process_status_kib, reset_peak_rss
-from zooprobe.core.outputs import check_output, claim_output
+from zooprobe.core.outputs import check_output, claim_output, holding_outputs
 from zooprobe.heads.encoder_with_head import EncoderWithHead
 from zooprobe.heads.prediction_heads import build_head
 from zooprobe.representations.cache import compute_representations
@@ -223,6 +223,7 @@ def measure_step_memory(encoder: Any, data: Any, cfg: TrainConfig, batch_size: i
 
 
 # ------------------------------------------------------------------------------------------ bench
+@holding_outputs  # the folder's lock is released when it returns
 def bench_heads(
     zoo: str = "builtin:bench",
     encoder: str = "default",

@@ -22,12 +22,81 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter
+from jsonargparse import ActionConfigFile, ArgumentParser, DefaultHelpFormatter, get_loader, set_loader
 
-from zooprobe.errors import ZooprobeError
+from zooprobe.errors import InvalidInputError, ZooprobeError
 from zooprobe.hub import check_repo_id, push_folder, repo_url
 
 _BOOL_WORDS = {"true", "false", "yes", "no"}
+
+
+def refuse_yaml_aliases() -> None:
+    """Make jsonargparse's YAML loader (``--config`` files, option values) refuse aliases, like
+    `zooprobe.core.files.read_yaml`: a few hundred bytes of nested aliases (the "billion laughs") would
+    otherwise expand to billions of values before anything is validated. Idempotent."""
+    original = get_loader("yaml")
+    if getattr(original, "_zooprobe_no_aliases", False):
+        return
+
+    def load(text: str) -> Any:
+        from zooprobe.core.files import check_yaml_aliases  # heavy: yaml
+
+        check_yaml_aliases(text)
+        return original(text)
+
+    load._zooprobe_no_aliases = True  # type: ignore[attr-defined]
+    set_loader("yaml", load, exceptions=_yaml_errors())
+
+
+def _yaml_errors() -> tuple[type[Exception], ...]:
+    import yaml  # heavy: yaml
+
+    return (yaml.YAMLError,)
+
+
+def _config_files(args: Sequence[str]) -> list[Path]:
+    """The existing files named by ``--config FILE`` / ``--config=FILE`` in `args`."""
+    out = []
+    for i, arg in enumerate(args):
+        value = arg.split("=", 1)[1] if arg.startswith("--config=") else None
+        if arg == "--config" and i + 1 < len(args):
+            value = args[i + 1]
+        if value is None or "\n" in value:
+            continue  # an inline YAML text: jsonargparse's loader refuses aliases in it
+        try:
+            if Path(value).expanduser().is_file():
+                out.append(Path(value).expanduser())
+        except OSError:  # a name too long for a path
+            continue
+    return out
+
+
+def check_config_files(args: Sequence[str], parser: Any) -> None:
+    """Read every ``--config`` file in `args` with `read_yaml` (aliases refused, a clear error for invalid
+    YAML) and refuse a top-level key that subcommand `parser` has no option for, naming it and the allowed
+    ones (jsonargparse's own message for nested subcommands is a bare ``'zoo'``)."""
+    allowed = sorted(
+        {
+            a.dest.split(".", 1)[0]
+            for a in parser._actions
+            if a.dest and a.dest not in ("help", "config", "print_config") and not a.dest.startswith("_")
+        }
+    )
+    files = _config_files(args)
+    if not files:
+        return
+    from zooprobe.core.files import read_yaml  # heavy: yaml
+
+    for path in files:
+        data = read_yaml(path, "configuration file")
+        if not isinstance(data, dict):
+            continue  # jsonargparse says what is wrong with it
+        unknown = [str(k) for k in data if str(k) not in allowed]
+        if unknown:
+            raise InvalidInputError(
+                f"{path}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in "
+                f"the configuration file; allowed keys: {', '.join(allowed)}"
+            )
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:

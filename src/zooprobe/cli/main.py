@@ -23,17 +23,20 @@ from zooprobe.cli.common import (
     add_output_arguments,
     add_progress_arguments,
     add_push_arguments,
+    check_config_files,
     check_push_arguments,
     config_parser,
     new_parser,
     normalize_arguments,
     parse_error_message,
     push_cli_output,
+    refuse_yaml_aliases,
 )
 from zooprobe.cli.encoder import add_encoder_commands, run_encoder_command
 from zooprobe.cli.push import add_push_command, run_push_command
 from zooprobe.cli.report import add_report_commands, run_report_command
 from zooprobe.cli.train import add_training_commands, run_training_command
+from zooprobe.core.outputs import holding_outputs_block
 from zooprobe.core.progress import configure_logging
 from zooprobe.core.state_dicts import DEFAULT_MAX_PARAMS
 from zooprobe.errors import ZooprobeError
@@ -42,6 +45,7 @@ from zooprobe.zoo.space import ZooConfig
 set_parsing_settings(  # dataclass field docs become --help text; `--print_completion shtab-bash|zsh`
     docstring_parse_attribute_docstrings=True, add_print_completion_argument=True
 )
+refuse_yaml_aliases()  # --config files and option values: no YAML aliases (billion laughs)
 
 Wanted = Callable[[str], bool]
 """Whether a (sub)command is built in full; the others are placeholders carrying only their help."""
@@ -386,15 +390,14 @@ def _run(cfg: Namespace) -> int:
         )
         return 0
     if action == "merge":
-        import yaml  # heavy: yaml (only for this command)
-
+        from zooprobe.core.files import load_yaml_text  # heavy: yaml
         from zooprobe.zoo.build import merge_zoo  # heavy: imports torch
         from zooprobe.zoo.store import Zoo  # heavy: imports torch
         from zooprobe.zoo.summary import print_summary  # heavy: imports torch
 
         folders = []
         for f in map(str, ns.folders):  # `'["a", "b"]'` (the list form before zooprobe 0.2) still works
-            items = yaml.safe_load(f) if f.lstrip().startswith("[") else [f]
+            items = load_yaml_text(f) if f.lstrip().startswith("[") else [f]
             folders += [Path(str(item)) for item in items]
         output, shards = (Path(ns.output), folders) if ns.output is not None else (folders[0], folders[1:])
         if not shards:
@@ -526,6 +529,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if resolve:
         args = [a for a in args if a != "--print_config"]
     try:
+        check_config_files(args, leaf)
+    except ZooprobeError as e:
+        print(f"zooprobe: error: {e}", file=sys.stderr)
+        return 2
+    try:
         cfg = parser.parse_args(args)
     except Exception as e:  # jsonargparse's ArgumentError: a command line it refused
         if type(e).__name__ != "ArgumentError":
@@ -537,7 +545,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_resolved_config(cfg, path, leaf)
             return 0
         configure_logging(_option(cfg, "log_level") or "info")
-        return _run(cfg)
+        with holding_outputs_block():  # output-folder locks last for the command
+            return _run(cfg)
     except ZooprobeError as e:
         print(f"zooprobe: error: {e}", file=sys.stderr)
         return 2

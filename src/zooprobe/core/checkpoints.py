@@ -55,7 +55,6 @@ weights are copied apart; nothing refers to the file afterwards).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import pickle
@@ -70,9 +69,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors import safe_open
 
+from zooprobe.core.files import parse_json
 from zooprobe.core.state_dicts import DEFAULT_MAX_PARAMS, canonical_key, split_name
+from zooprobe.core.tensorfile import MAX_HEADER_BYTES, format_bytes, open_safetensors, read_safetensors_header
 from zooprobe.errors import ConfigError, InvalidInputError
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
@@ -83,9 +83,6 @@ CHECKPOINT_SUFFIXES = SAFETENSORS_SUFFIXES + TORCH_SUFFIXES
 CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "module")
 """Entries of a training checkpoint that hold the model's state dict, in the order they are looked for."""
 
-MAX_HEADER_BYTES = 100_000_000
-"""Largest safetensors JSON header read (the safetensors library's own limit)."""
-
 Kind = Literal["auto", "safetensors", "torch"]
 
 
@@ -95,27 +92,6 @@ _CONVERT_HINT = (
     "metadata={'order': json.dumps(list(model.state_dict()))})` (or "
     "`torch.save(model.state_dict(), 'model.pt')`)."
 )
-
-#: Bytes per element of each safetensors dtype (sub-byte dtypes are not supported).
-_ST_DTYPES = {
-    "BOOL": 1,
-    "U8": 1,
-    "I8": 1,
-    "F8_E5M2": 1,
-    "F8_E4M3": 1,
-    "F8_E8M0": 1,
-    "I16": 2,
-    "U16": 2,
-    "F16": 2,
-    "BF16": 2,
-    "I32": 4,
-    "U32": 4,
-    "F32": 4,
-    "I64": 8,
-    "U64": 8,
-    "F64": 8,
-    "C64": 8,
-}
 
 #: Bytes per element of the storage classes legacy (pre-zip) torch files name.
 _LEGACY_STORAGES = {
@@ -217,14 +193,6 @@ def check_max_params(max_params: int) -> None:
         )
 
 
-def format_bytes(n: float) -> str:
-    """``6.4 GB``, ``160.0 kB``, ``40 B`` (decimal units)."""
-    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{int(n)} B"
-
-
 def is_out_of_memory(error: BaseException) -> bool:
     """True for `MemoryError` and torch's allocation failures ("can't allocate memory")."""
     if isinstance(error, MemoryError):
@@ -274,7 +242,7 @@ def _read_safetensors(path: Path, size: int, max_params: int, notes: list[str]) 
     tensors: dict[str, torch.Tensor] = {}
     with out_of_memory_as_error(lambda: _oom_message(path, len(entries), values, nbytes)):
         try:
-            with safe_open(str(path), framework="pt") as f:
+            with open_safetensors(path) as f:
                 for name in order:
                     tensors[name] = f.get_tensor(name)
         except (MemoryError, RuntimeError) as e:
@@ -293,83 +261,17 @@ def _corrupt_safetensors(path: Path, error: BaseException) -> InvalidInputError:
 def _safetensors_header(
     path: Path, size: int
 ) -> tuple[dict[str, tuple[str, list[int], int]], Mapping[str, Any]]:
-    """``name -> (dtype, shape, nbytes)`` and the metadata of a safetensors file, every tensor checked to
-    lie inside the file; nothing but the header is read."""
-
-    def bad(reason: str) -> InvalidInputError:
-        return InvalidInputError(f"{path}: not a valid safetensors file, corrupt or truncated? ({reason})")
-
-    try:
-        with open(path, "rb") as f:
-            prefix = f.read(8)
-            if len(prefix) < 8:
-                raise bad(f"the file has {size} bytes, fewer than the 8-byte header length")
-            header_len = int.from_bytes(prefix, "little")
-            if header_len > MAX_HEADER_BYTES:
-                raise InvalidInputError(
-                    f"{path}: declares a safetensors header of {format_bytes(header_len)}, more than the "
-                    f"{format_bytes(MAX_HEADER_BYTES)} allowed; corrupt or hostile file, refused before "
-                    "reading it"
-                )
-            if 8 + header_len > size:
-                raise InvalidInputError(
-                    f"{path}: not a valid safetensors file, corrupt or truncated: it declares a header of "
-                    f"{header_len:,} bytes but holds only {size:,} bytes; refused before reading it"
-                )
-            raw = f.read(header_len)
-    except OSError as e:
-        raise InvalidInputError(f"{path}: cannot read the checkpoint ({e.strerror or e})") from e
-    try:
-        header = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise bad(f"the header is not valid JSON: {e}") from e
-    if not isinstance(header, dict):
-        raise bad("the header is not a JSON object")
-    metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict):
-        raise bad("__metadata__ is not a JSON object")
-    data_size = size - 8 - header_len
-    entries: dict[str, tuple[str, list[int], int]] = {}
-    for name, info in header.items():
-        where = f"{path}: tensor {name!r}"
-        if not isinstance(info, dict):
-            raise bad(f"tensor {name!r}: its header entry is not a JSON object")
-        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-        if dtype not in _ST_DTYPES:
-            raise InvalidInputError(
-                f"{where} has dtype {dtype!r}, which zooprobe does not read (supported: "
-                f"{', '.join(_ST_DTYPES)})"
-            )
-        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-            raise bad(f"tensor {name!r}: shape {shape!r} is not a list of non-negative integers")
-        if (
-            not isinstance(offsets, list)
-            or len(offsets) != 2
-            or not all(type(o) is int for o in offsets)
-            or not 0 <= offsets[0] <= offsets[1]
-        ):
-            raise bad(f"tensor {name!r}: data_offsets {offsets!r} are not two increasing byte offsets")
-        nbytes = math.prod(shape) * _ST_DTYPES[dtype]
-        if offsets[1] > data_size or nbytes > data_size:
-            raise InvalidInputError(
-                f"{path}: not a valid safetensors file, corrupt or truncated: tensor {name!r} declares "
-                f"{format_bytes(max(nbytes, offsets[1] - offsets[0]))} of data (shape {shape}, {dtype}, "
-                f"bytes {offsets[0]}..{offsets[1]}) but the file holds only {format_bytes(data_size)} of "
-                "data; refused before reading it"
-            )
-        if offsets[1] - offsets[0] != nbytes:
-            raise bad(
-                f"tensor {name!r}: shape {shape} of {dtype} needs {nbytes} bytes but its data_offsets span "
-                f"{offsets[1] - offsets[0]}"
-            )
-        entries[name] = (dtype, shape, nbytes)
-    return entries, metadata
+    """``name -> (dtype, shape, nbytes)`` and the metadata of a safetensors file, validated by
+    `zooprobe.core.tensorfile.read_safetensors_header`; nothing but the header is read."""
+    header = read_safetensors_header(path)
+    entries = {k: (v.dtype, list(v.shape), v.nbytes) for k, v in header.tensors.items()}
+    return entries, header.metadata
 
 
 def _recorded_order(metadata: Mapping[str, Any], names: Mapping[str, Any]) -> list[str] | None:
     """The ``order`` metadata entry, if it names exactly the file's tensors (else it is not trusted)."""
     try:
-        order = json.loads(metadata["order"]) if "order" in metadata else None
+        order = parse_json(metadata["order"]) if "order" in metadata else None
     except (TypeError, ValueError):
         return None
     if isinstance(order, list) and len(order) == len(names) and set(order) == set(names):

@@ -18,6 +18,7 @@ import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
+from zooprobe.core.files import parse_json
 from zooprobe.errors import ConfigError
 
 _C = TypeVar("_C")
@@ -188,7 +189,7 @@ class _ConfigMethods:
     @classmethod
     def from_json(cls, text: str) -> Any:
         try:
-            data = json.loads(text)
+            data = parse_json(text)
         except json.JSONDecodeError as exc:
             raise cls.config_error(f"{cls.__name__}: invalid JSON ({exc})") from exc
         return cls.from_dict(data)

@@ -71,11 +71,37 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, text + "\n")
 
 
-def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
-    """The data of a YAML file, read with ``yaml.safe_load`` (no Python objects are ever built).
+class YAMLAliasError(yaml.YAMLError):
+    """A YAML text uses an alias (``*name``): refused, since a few hundred bytes of nested aliases expand to
+    billions of values (the "billion laughs")."""
 
-    Invalid YAML, an unsafe tag (``!!python/object``) or an unreadable file is an `InvalidInputError` that
-    names the file and says what to do; never a traceback.
+
+def check_yaml_aliases(text: str) -> None:
+    """`YAMLAliasError` if `text` uses an alias (``*name``). Only the event stream is scanned (linear in the
+    text, nothing is expanded); invalid YAML raises `yaml.YAMLError` as ``yaml.safe_load`` would."""
+
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            mark = event.start_mark
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            raise YAMLAliasError(
+                f"YAML aliases (*{event.anchor}) are not allowed{where}: write the values out instead"
+            )
+
+
+def load_yaml_text(text: str) -> Any:
+    """``yaml.safe_load`` of `text`, refusing aliases first (`check_yaml_aliases`): the one way zooprobe
+    parses YAML it did not write (files, ``--config``, command-line lists)."""
+    check_yaml_aliases(text)
+    return yaml.safe_load(text)
+
+
+def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
+    """The data of a YAML file, read with `load_yaml_text` (``yaml.safe_load``, no Python objects are ever
+    built; aliases refused, so nothing can expand beyond the file).
+
+    Invalid YAML, an unsafe tag (``!!python/object``), an alias or an unreadable file is an
+    `InvalidInputError` that names the file and says what to do; never a traceback.
     """
 
     path = Path(path)
@@ -86,24 +112,40 @@ def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
     except (OSError, UnicodeDecodeError) as e:
         raise InvalidInputError(f"{path}: cannot read the {what} ({e})") from e
     try:
-        return yaml.safe_load(text)
+        return load_yaml_text(text)
+    except YAMLAliasError as e:
+        raise InvalidInputError(f"{path}: the {what} is refused: {e}") from e
     except yaml.YAMLError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InvalidInputError(
             f"{path}: the {what} is not valid YAML, or uses a tag that is not plain data ({first}); fix or "
             "delete the file"
         ) from e
+    except RecursionError as e:
+        raise InvalidInputError(f"{path}: the {what} is nested too deeply to read; fix the file") from e
+
+
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads(text)``, where a document nested too deeply for Python's parser (a ``RecursionError``)
+    is a `json.JSONDecodeError` like any other invalid JSON: the one way zooprobe parses JSON it did not
+    write, so callers catching ``ValueError`` / ``JSONDecodeError`` see every failure."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        doc = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+        raise json.JSONDecodeError("nested too deeply (thousands of levels)", doc, 0) from None
 
 
 def read_json(
     path: str | Path, what: str = "JSON file", error: type[Exception] | None = None
 ) -> dict[str, Any]:
-    """The JSON object in `path`. A missing, unreadable or invalid file, or one that does not hold an object,
-    is an `error` (default `InvalidInputError`) naming the file, `what` it should be, and the line."""
+    """The JSON object in `path`. A missing, unreadable or invalid file (nested too deeply included), or one
+    that does not hold an object, is an `error` (default `InvalidInputError`) naming the file, `what` it
+    should be, and the line."""
     error = error or InvalidInputError
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
         raise error(f"{path}: {what} not found") from e
     except (OSError, UnicodeDecodeError) as e:

@@ -15,6 +15,13 @@ The rule, for every command that writes a folder (``zoo build``/``merge``/``impo
   folder first, then validate its whole input (which may take a while, and never writes), and only then
   claim the folder and write.
 
+One writer at a time: `claim_output` takes an exclusive lock (``fcntl.flock``) on ``.zooprobe.lock`` in the
+folder (`lock_output`), held until the command ends (`release_outputs`, called by the command line when a
+command returns; library calls release it when they return, see `holding_outputs`). A second command writing
+the same folder is refused at once, naming the folder and the PID of the process holding it. The kernel
+releases the lock when its process dies, so a killed command never blocks the next one. Under ``torchrun``
+only process 0 locks (its peers write the same folder with it, by design).
+
 Leftovers of a killed process (temporary files of atomic writes, ``*.tmp``; empty TensorBoard event files
 of a writer that never flushed) belong to the kind's folder and are removed when the folder is claimed
 again (`claim_output`).
@@ -22,20 +29,27 @@ again (`claim_output`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
 import fnmatch
-import json
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import wraps
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from zooprobe._version import __version__
-from zooprobe.core.files import atomic_write_json
+from zooprobe.core.files import atomic_write_json, parse_json
+from zooprobe.core.torchrun import torchrun_env
 from zooprobe.errors import InvalidInputError
 
 MARKER = ".zooprobe"
 """Marker file of a folder zooprobe wrote (JSON: ``kind``, ``version``, ``created``)."""
+
+LOCK = ".zooprobe.lock"
+"""Lock file of a folder being written (`lock_output`): holds the writer's PID; kept afterwards."""
 
 #: Temporary files of `zooprobe.core.files.atomic_path` (``.NAME.RANDOM.tmp``), anywhere in an owned folder.
 TEMPORARY = ("*.tmp",)
@@ -68,7 +82,7 @@ class OutputKind:
     def owns(self, rel: str) -> bool:
         name = rel.rsplit("/", 1)[-1]
         return (
-            rel == MARKER
+            rel in (MARKER, LOCK)
             or any(fnmatch.fnmatchcase(rel, p) for p in self.owned)
             or any(fnmatch.fnmatchcase(name, p) for p in TEMPORARY)
         )
@@ -89,7 +103,7 @@ def read_marker(root: Path) -> dict[str, object] | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text())
+        data = parse_json(path.read_text())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -145,8 +159,8 @@ def check_output(
         )
     if not root.exists():
         return "new"
-    present = _files(root)
-    if not present and not any(root.iterdir()):
+    present = [rel for rel in _files(root) if rel != LOCK]  # a lock file alone: a claim that wrote nothing
+    if not present and not any(p.name != LOCK for p in root.iterdir()):
         return "empty"
     marker = read_marker(root)
     if marker is None and _legacy(root, present, kind):
@@ -181,9 +195,11 @@ def claim_output(
     state the folder had."""
 
     root = Path(root).expanduser()
-    state = check_output(root, kind, overwrite=overwrite, option=option)
+    check_output(root, kind, overwrite=overwrite, option=option)
     try:
         root.mkdir(parents=True, exist_ok=True)
+        lock_output(root, option=option)
+        state = check_output(root, kind, overwrite=overwrite, option=option)  # again, now that it is ours
         if state == "own":
             remove_owned(root, kind, everything=overwrite)
         if not (root / MARKER).is_file():
@@ -202,6 +218,75 @@ def claim_output(
     return state
 
 
+_HELD: dict[Path, int] = {}
+"""Folders this process holds the lock of (resolved path -> file descriptor of the lock file)."""
+
+
+def lock_output(root: str | Path, *, option: str = "--output") -> None:
+    """Take the exclusive lock of output folder `root` (existing) for this process, until `release_outputs`.
+
+    Already held by this process: nothing to do. Held by another process: `OutputFolderError` naming the
+    folder and that process's PID. Under ``torchrun``, processes other than 0 do not lock."""
+    root = Path(root).expanduser()
+    key = root.resolve()
+    if key in _HELD or torchrun_env().rank != 0:
+        return
+    path = root / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        finally:
+            os.close(fd)
+        raise OutputFolderError(
+            f"{option} {root}: another zooprobe process (PID {holder}) is writing into this folder; wait for "
+            f"it to finish (or stop it), or choose another {option}"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _HELD[key] = fd
+
+
+def release_outputs() -> None:
+    """Release every output-folder lock this process holds (`lock_output`)."""
+    while _HELD:
+        _key, fd = _HELD.popitem()
+        with contextlib.suppress(OSError):
+            os.close(fd)  # closing the last descriptor releases the flock
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def holding_outputs(fn: F) -> F:
+    """Decorate a library function that writes output folders: the locks it takes (`claim_output`) are
+    released when it returns or raises, unless a caller up the stack (the command line) holds them."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with holding_outputs_block():
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def holding_outputs_block() -> Iterator[None]:
+    """`holding_outputs` as a context manager (the command line wraps each command in it)."""
+    before = set(_HELD)
+    try:
+        yield
+    finally:
+        for key in set(_HELD) - before:
+            with contextlib.suppress(OSError):
+                os.close(_HELD.pop(key))
+
+
 def remove_owned(root: str | Path, kind: OutputKind, *, everything: bool = False) -> list[str]:
     """Remove leftovers of a killed process from a `kind` folder (temporary files, empty TensorBoard event
     files) and, with ``everything``, every file zooprobe wrote there but the marker; then the subfolders that
@@ -214,7 +299,7 @@ def remove_owned(root: str | Path, kind: OutputKind, *, everything: bool = False
         leftover = any(fnmatch.fnmatchcase(name, p) for p in TEMPORARY) or (
             name.startswith("events.out.tfevents.") and path.stat().st_size == 0
         )
-        if leftover or (everything and rel != MARKER and kind.owns(rel)):
+        if leftover or (everything and rel not in (MARKER, LOCK) and kind.owns(rel)):
             path.unlink(missing_ok=True)
             removed.append(rel)
     parents = {(root / rel).parent for rel in removed}
@@ -226,12 +311,17 @@ def remove_owned(root: str | Path, kind: OutputKind, *, everything: bool = False
 
 
 __all__ = [
+    "LOCK",
     "MARKER",
     "OutputFolderError",
     "OutputKind",
     "check_output",
     "claim_output",
     "foreign_files",
+    "holding_outputs",
+    "holding_outputs_block",
+    "lock_output",
     "read_marker",
+    "release_outputs",
     "remove_owned",
 ]

@@ -44,13 +44,13 @@ from typing import Any, Literal
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from zooprobe.core.config import check_field_types, check_record, config
 from zooprobe.core.device import resolve_device
 from zooprobe.core.environment import library_versions
-from zooprobe.core.files import atomic_path, atomic_write_json, atomic_write_text, read_json
-from zooprobe.core.outputs import OutputKind, claim_output
+from zooprobe.core.files import atomic_write_json, atomic_write_text, read_json
+from zooprobe.core.outputs import OutputKind, claim_output, holding_outputs
+from zooprobe.core.tensorfile import load_safetensors, write_safetensors
 from zooprobe.encoder.config import EncoderConfig, EncoderConfigError
 from zooprobe.encoder.model import EncoderSequence, WeightEncoder
 from zooprobe.errors import ConfigError, InvalidInputError, ZooFormatError, ZooprobeError
@@ -796,6 +796,7 @@ def save_encoder(
     return write_encoder_folder(folder, encoder, FORMAT_VERSION, fields, provenance, model_card)
 
 
+@holding_outputs  # the folder's lock is released when it returns
 def write_encoder_folder(
     folder: str | Path,
     encoder: torch.nn.Module,
@@ -812,8 +813,7 @@ def write_encoder_folder(
     folder = Path(folder)
     claim_output(folder, ENCODER_OUTPUT, option="encoder folder")
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in encoder.state_dict().items()}
-    with atomic_path(folder / WEIGHTS_FILE) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "library": LIBRARY_NAME})
+    write_safetensors(folder / WEIGHTS_FILE, tensors, {"format": "pt", "library": LIBRARY_NAME})
     prov = dict(provenance)
     prov.setdefault("encoder_parameters", sum(p.numel() for p in encoder.parameters()))
     config = {
@@ -852,7 +852,7 @@ def load_weights(folder: Path, encoder: torch.nn.Module) -> None:
     if not path.is_file():
         raise EncoderFormatError(f"{folder}: no {WEIGHTS_FILE} (the encoder's weights)")
     try:
-        tensors = load_file(str(path))
+        tensors = load_safetensors(path)
     except (SafetensorError, OSError, ValueError) as e:
         raise EncoderWeightsError(f"{path}: not a readable safetensors file ({e})") from e
     expected = encoder.state_dict()

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from zooprobe.core.files import atomic_write_bytes, atomic_write_text
-from zooprobe.core.outputs import OutputKind, check_output, claim_output
+from zooprobe.core.outputs import OutputKind, check_output, claim_output, holding_outputs
 from zooprobe.errors import InvalidInputError
 from zooprobe.training.run_folder import RunFolder
 
@@ -540,6 +540,7 @@ REPORT_OUTPUT = OutputKind("report", owned=("index.html", "*.png"))
 """The files of a report folder (see `zooprobe.core.outputs`)."""
 
 
+@holding_outputs  # the folder's lock is released when it returns
 def write_report(
     run_dir: str | Path,
     output: str | Path | None = None,

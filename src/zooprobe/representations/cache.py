@@ -27,11 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
-from zooprobe.core.files import atomic_path, cache_dir
+from zooprobe.core.files import cache_dir
 from zooprobe.core.progress import Progress
+from zooprobe.core.tensorfile import open_safetensors, write_safetensors
 from zooprobe.encoder.encoder_loader import LoadedEncoder, encode_chunks
 
 CACHE_FORMAT = 1
@@ -134,7 +133,7 @@ class RepresentationCache:
         if not path.exists():
             return None
         try:
-            with safe_open(str(path), framework="pt") as f:
+            with open_safetensors(path) as f:
                 meta = f.metadata() or {}
                 tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
             if meta.get("checksum") != _checksum(tensors):
@@ -165,8 +164,7 @@ class RepresentationCache:
             tensors["offsets"] = offsets
         meta = {"checksum": _checksum(tensors), "format": str(CACHE_FORMAT)}
         path = self.path(key)
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=meta)
+        write_safetensors(path, tensors, meta)
         return path
 
     def get(

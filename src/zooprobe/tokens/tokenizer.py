@@ -42,14 +42,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
 from zooprobe.core.config import check_field_types, check_record, config
+from zooprobe.core.files import parse_json
 from zooprobe.core.state_dicts import BATCHNORM_MARKERS, is_weight_leaf, split_name
+from zooprobe.core.tensorfile import open_safetensors, write_safetensors
 from zooprobe.errors import InvalidInputError
 from zooprobe.tokens.normalization import NormalizationStats
 
@@ -122,7 +122,7 @@ def _dtype_from_str(text: object) -> torch.dtype:
 
 def _loads(text: str, what: str) -> Any:
     try:
-        return json.loads(text)
+        return parse_json(text)
     except json.JSONDecodeError as exc:
         raise TokenizerError(f"{what}: invalid JSON ({exc})") from exc
 
@@ -521,17 +521,13 @@ class TokenizedModel:
         }
         if self.summaries is not None:
             tensors["summaries"] = self.summaries.contiguous()
-        save_file(
-            tensors,
-            str(path),
-            metadata={"zooprobe.layout": json.dumps(self.layout)},
-        )
+        write_safetensors(path, tensors, {"zooprobe.layout": json.dumps(self.layout)})
 
     @classmethod
     def load(cls, path: str | Path) -> TokenizedModel:
         """Inverse of `save`."""
 
-        with safe_open(str(path), framework="pt") as handle:
+        with open_safetensors(path) as handle:
             metadata = handle.metadata() or {}
             if "zooprobe.layout" not in metadata:
                 raise TokenizerError(f"{path}: not a zooprobe tokenized model (no layout metadata)")

@@ -44,14 +44,13 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
-from safetensors.torch import load_file
 from torch import nn
 
 from zooprobe.core.device import resolve_device
 from zooprobe.core.environment import library_versions
-from zooprobe.core.outputs import check_output, claim_output
+from zooprobe.core.outputs import check_output, claim_output, holding_outputs
 from zooprobe.core.progress import Progress, log, log_file
-from zooprobe.core.tensorfile import read_state, save_state
+from zooprobe.core.tensorfile import load_safetensors, read_state, save_state
 from zooprobe.encoder.config import NeuronEncoderConfig, PretrainTarget
 from zooprobe.encoder.encoder_loader import ENCODER_OUTPUT, WEIGHTS_FILE
 from zooprobe.encoder.neuron_loader import save_neuron_encoder
@@ -258,6 +257,7 @@ def _selection(zoo: Zoo, splits: list[str]) -> Zoo:
     return zoo.select(rows).final()
 
 
+@holding_outputs  # the folder's lock is released when it returns
 def pretrain_neurons(
     cfg: Any,
     zoo: Zoo,
@@ -507,4 +507,4 @@ def pretrain_neurons(
 
 
 def _best_state(output: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(output / WEIGHTS_FILE))
+    return load_safetensors(output / WEIGHTS_FILE)

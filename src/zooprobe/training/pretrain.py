@@ -76,7 +76,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -91,8 +90,8 @@ from torch import nn
 
 from zooprobe.core.device import resolve_device
 from zooprobe.core.environment import library_versions
-from zooprobe.core.files import atomic_write_json, atomic_write_text
-from zooprobe.core.outputs import check_output, claim_output
+from zooprobe.core.files import atomic_write_json, atomic_write_text, read_json
+from zooprobe.core.outputs import check_output, claim_output, holding_outputs
 from zooprobe.core.progress import Progress, log, log_file
 from zooprobe.core.tensorfile import read_state, save_state
 from zooprobe.encoder.augment import erase_tokens, noise_tokens, permutation_plan, permute_neurons
@@ -381,7 +380,7 @@ def _mark_finished(folder: Path) -> None:
     path = folder / CONFIG_FILE
     if not path.is_file():
         return
-    config = json.loads(path.read_text())
+    config = read_json(path, "encoder config")
     if config.get("provenance", {}).get("finished") is False:
         config["provenance"]["finished"] = True
         atomic_write_json(path, config)
@@ -428,6 +427,7 @@ def _evaluate(
     return {k: v / count for k, v in totals.items()}
 
 
+@holding_outputs  # the folder's lock is released when it returns
 def pretrain(
     config: PretrainConfig | None,
     zoo: Zoo,

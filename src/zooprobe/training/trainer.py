@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from zooprobe.core.device import autocast, resolve_device
 from zooprobe.core.environment import library_versions
 from zooprobe.core.files import atomic_write_json, atomic_write_text, json_safe, read_yaml
-from zooprobe.core.outputs import check_output, claim_output
+from zooprobe.core.outputs import check_output, claim_output, holding_outputs
 from zooprobe.core.progress import Progress, log_file
 from zooprobe.core.tensorfile import read_state, save_state
 from zooprobe.encoder.encoder_loader import LoadedEncoder
@@ -218,6 +218,7 @@ def _diverged(cfg: TrainConfig, output: Path, epoch: int, batch: int | None, val
 
 
 # ------------------------------------------------------------------------------------------ training
+@holding_outputs  # the folder's lock is released when it returns
 def fit(
     cfg: TrainConfig,
     output: str | Path,

@@ -29,7 +29,7 @@ import torch
 import yaml
 
 from zooprobe.core.files import atomic_path, atomic_write_text, read_yaml
-from zooprobe.core.outputs import check_output, claim_output
+from zooprobe.core.outputs import check_output, claim_output, holding_outputs
 from zooprobe.core.progress import Progress
 from zooprobe.core.torchrun import torchrun_env
 from zooprobe.errors import ConfigError, ZooFormatError
@@ -256,6 +256,7 @@ def _denormals_flushed(on: bool) -> Iterator[None]:
         torch.set_flush_denormal(False)
 
 
+@holding_outputs  # the folder's lock is released when it returns
 def build_zoo(
     config: ZooConfig,
     output: str | Path,
@@ -516,6 +517,7 @@ def finalize(root: Path, cfg: ZooConfig, part_dirs: list[Path], row_group_size: 
         _drop_leftovers(root)
 
 
+@holding_outputs  # the folder's lock is released when it returns
 def merge_zoo(output: str | Path, inputs: list[str | Path], row_group_size: int | None = None) -> BuildReport:
     """Merge shard folders built with the same configuration into one zoo at ``output`` (``row_group_size``:
     see `store.write_zoo`)."""

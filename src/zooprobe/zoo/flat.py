@@ -82,10 +82,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from zooprobe.core.files import atomic_path, atomic_write_json
-from zooprobe.core.outputs import MARKER, OutputFolderError, check_output, claim_output
+from zooprobe.core.files import atomic_path, atomic_write_json, parse_json
+from zooprobe.core.outputs import LOCK, MARKER, OutputFolderError, check_output, claim_output, holding_outputs
 from zooprobe.core.progress import Progress
 from zooprobe.core.state_dicts import canonical_key, is_running_stat
+from zooprobe.core.tensorfile import read_safetensors_header
 from zooprobe.errors import ConfigError, InvalidInputError
 from zooprobe.zoo import cnnzoo
 from zooprobe.zoo.importers import (
@@ -277,7 +278,7 @@ def _raw_layout(path: Path) -> list[tuple[str, tuple[int, ...], int, int | None,
                     end = _int_cell(record.get(end_col), end_col, where) if end_col else None
                     out.append((name, shape, start, end, where))
         elif suffix == ".json":
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            doc = parse_json(path.read_text(encoding="utf-8"))
             if isinstance(doc, dict) and isinstance(doc.get("layout"), list):
                 doc = doc["layout"]
             items = (
@@ -449,16 +450,8 @@ def open_weights(path: str | Path, key: str | None = None) -> np.ndarray:
 
 
 def _safetensors_memmap(path: Path, key: str | None) -> np.ndarray:
-    size = path.stat().st_size
-    try:
-        with path.open("rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            if n <= 0 or 8 + n > size:
-                raise ValueError("bad header length")
-            header = json.loads(f.read(n))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidInputError(f"{path}: not a safetensors file ({e})") from e
-    tensors = {k: v for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+    header = read_safetensors_header(path)  # strict: types, offsets inside the data, no overlaps
+    tensors = header.tensors
     if key is None:
         if len(tensors) != 1:
             raise InvalidInputError(
@@ -469,22 +462,19 @@ def _safetensors_memmap(path: Path, key: str | None) -> np.ndarray:
     if key not in tensors:
         raise InvalidInputError(f"{path}: no tensor {key!r} (tensors: {', '.join(sorted(tensors)[:8])})")
     info = tensors[key]
-    dtype = _SAFETENSORS_DTYPES.get(str(info.get("dtype")))
+    dtype = _SAFETENSORS_DTYPES.get(info.dtype)
     if dtype is None:
         raise InvalidInputError(
-            f"{path}: tensor {key!r} has dtype {info.get('dtype')}; only F16, F32 and F64 can be "
+            f"{path}: tensor {key!r} has dtype {info.dtype}; only F16, F32 and F64 can be "
             "memory-mapped (convert the file to float32)"
         )
-    shape = tuple(int(s) for s in info.get("shape", []))
-    begin, end = (int(o) for o in info.get("data_offsets", (0, 0)))
-    if end - begin != math.prod(shape) * np.dtype(dtype).itemsize or 8 + n + end > size:
-        raise InvalidInputError(f"{path}: tensor {key!r} does not fit in the file (truncated?)")
+    shape, begin = info.shape, info.begin
     if len(shape) != 2 or 0 in shape:
         raise InvalidInputError(
             f"{path}: tensor {key!r} has shape {shape}; expected a non-empty rows x values"
         )
     return np.memmap(
-        path, dtype=np.dtype(dtype).newbyteorder("<"), mode="r", offset=8 + n + begin, shape=shape
+        path, dtype=np.dtype(dtype).newbyteorder("<"), mode="r", offset=header.data_start + begin, shape=shape
     )
 
 
@@ -999,7 +989,7 @@ def _check_resumable(output: Path, config: dict[str, Any] | None, overwrite: boo
     state = check_output(output, ZOO_OUTPUT, overwrite=overwrite)
     if state != "own" or overwrite:
         return False
-    if all(p.name == MARKER for p in output.rglob("*") if p.is_file()):
+    if all(p.name in (MARKER, LOCK) for p in output.rglob("*") if p.is_file()):
         return False  # claimed, then killed before anything was written
     if (output / MANIFEST).exists() and not (output / WRITING).exists():
         raise _refuse_finished(output)
@@ -1012,7 +1002,7 @@ def _check_resumable(output: Path, config: dict[str, Any] | None, overwrite: boo
     if config is None:
         return True
     try:
-        saved = json.loads(saved_path.read_text())
+        saved = parse_json(saved_path.read_text())
     except (OSError, ValueError):
         saved = None
     if isinstance(saved, dict) and isinstance(saved.get("sources"), dict):
@@ -1319,6 +1309,7 @@ def _discard_when_nothing_imported(output: Path, parts: list[Path], state: str) 
 
 
 # ---------------------------------------------------------------------------------------------- importers
+@holding_outputs  # the folder's lock is released when it returns
 def _import(
     *,
     weights: Path,

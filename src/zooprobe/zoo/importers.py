@@ -53,8 +53,8 @@ from zooprobe.core.checkpoints import (
     check_max_params,
     read_checkpoint,
 )
-from zooprobe.core.files import read_json
-from zooprobe.core.outputs import OutputFolderError, check_output, claim_output
+from zooprobe.core.files import parse_json, read_json
+from zooprobe.core.outputs import OutputFolderError, check_output, claim_output, holding_outputs
 from zooprobe.errors import ConfigError, InvalidInputError
 from zooprobe.zoo.schema import FIELD_BY_NAME, SPLITS, WEIGHTS
 from zooprobe.zoo.store import (
@@ -477,6 +477,7 @@ def _drop_stale_temporaries(output: Path) -> None:
             continue
 
 
+@holding_outputs  # the folder's lock is released when it returns
 def _write_output(
     output: Path, tables: dict[str, pa.Table], manifest: dict[str, Any], card: str, overwrite: bool
 ) -> None:
@@ -629,7 +630,7 @@ def _read_jsonl(path: Path) -> tuple[list[str], list[_Row]]:
             continue
         number = len(rows) + 1
         try:
-            obj = json.loads(line)
+            obj = parse_json(line)
         except json.JSONDecodeError as e:
             rows.append(_Row(number, line_no, {}, f"not valid JSON ({e.msg} at column {e.colno})"))
             continue
@@ -907,7 +908,7 @@ def _read_results(path: Path) -> dict[int, tuple[int, dict[str, Any]]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = parse_json(line)
         except json.JSONDecodeError as e:
             raise _Bad(f"{path} line {line_no}: not valid JSON ({e.msg} at column {e.colno})") from e
         if not isinstance(record, dict):

@@ -38,13 +38,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from zooprobe.core.environment import library_versions
-from zooprobe.core.files import atomic_write_json, atomic_write_text
+from zooprobe.core.files import atomic_write_json, atomic_write_text, parse_json, read_json
 from zooprobe.core.outputs import OutputKind
 from zooprobe.core.state_dicts import is_running_stat
+from zooprobe.core.tensorfile import load_safetensors_bytes, safetensors_bytes
 from zooprobe.errors import InvalidInputError, ZooFormatError
 from zooprobe.hub import render_card
 from zooprobe.zoo import cnnzoo
@@ -106,20 +105,15 @@ def encode_weights(state_dict: dict[str, torch.Tensor], where: str = "state dict
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise InvalidInputError(f"{where}: tensor {k!r} has non-finite values (NaN or inf)")
         clean[k] = v.detach().cpu().contiguous().clone()  # clone: tied/shared tensors must not alias
-    return st_save(clean, metadata={"order": json.dumps(list(clean))})
+    return safetensors_bytes(clean, metadata={"order": json.dumps(list(clean))})
 
 
 def decode_weights(data: bytes, where: str = "weights") -> dict[str, torch.Tensor]:
     """Inverse of `encode_weights`: the state dict with its original key order."""
+    tensors, header = load_safetensors_bytes(data, where)  # the header validated before any tensor is read
+    file_order = list(header.tensors)
     try:
-        tensors = st_load(data)
-    except Exception as e:  # safetensors raises its own error types
-        raise InvalidInputError(f"{where}: not a valid safetensors payload ({e})") from e
-    header_len = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + header_len])
-    file_order = [k for k in header if k != "__metadata__"]
-    try:
-        order = json.loads((header.get("__metadata__") or {}).get("order", "null"))
+        order = parse_json(header.metadata.get("order", "null"))
     except json.JSONDecodeError:
         order = None
     if not isinstance(order, list) or sorted(order) != sorted(file_order):
@@ -477,10 +471,7 @@ class Zoo:
         manifest_path = root / MANIFEST
         manifest: dict[str, Any] = {}
         if manifest_path.exists():
-            try:
-                manifest = json.loads(manifest_path.read_text())
-            except json.JSONDecodeError as e:
-                raise ZooFormatError(f"{manifest_path}: not valid JSON ({e})") from e
+            manifest = read_json(manifest_path, "zoo manifest", ZooFormatError)  # an object, or refused
             version = manifest.get("format_version")
             if version != FORMAT_VERSION:
                 raise ZooFormatError(
