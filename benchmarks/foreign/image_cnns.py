@@ -42,7 +42,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 SIZE = 16
-N_TRAIN, N_TEST = 800, 400
+N_TRAIN, N_TEST = 600, 400
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "gelu": nn.GELU}
 
 
