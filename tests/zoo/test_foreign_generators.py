@@ -22,19 +22,27 @@ from zooprobe.cli.main import main as cli
 FOREIGN = Path(__file__).resolve().parents[2] / "benchmarks" / "foreign"
 N_MODELS = 6
 
-# script, its checkpoint files, metadata table, import-folder options, run id column, path column
+# script, glob of its checkpoint files, metadata table, import-folder options, run id column, path column
 GENERATORS = {
-    "tabular": ("tabular_mlps.py", "checkpoints", "metadata.csv", [], "model_id", "file"),
+    "tabular": ("tabular_mlps.py", "checkpoints/*", "metadata.csv", [], "model_id", "file"),
     "images": (
         "image_cnns.py",
-        "models",
+        "models/*",
         "runs.jsonl",
         ["--file_column", "checkpoint", "--id_column", "run_id"],
         "run_id",
         "checkpoint",
     ),
+    "sequences": (
+        "sequence_convnets.py",
+        "runs/*/*.pth",
+        "results.csv",
+        ["--file_column", "ckpt_path", "--id_column", "run", "--accuracy_percent", "true"],
+        "run",
+        "ckpt_path",
+    ),
 }
-OPTIMIZERS = {"sgd", "adam", "adamw", "adagrad", "rmsprop"}
+OPTIMIZERS = {"sgd", "adam", "adamw", "adagrad", "rmsprop", "nadam"}
 
 
 def _arguments(out: Path) -> list[str]:
@@ -83,6 +91,8 @@ def _model_for(kind: str, module: ModuleType, row: dict) -> torch.nn.Module:
     """The script's own model for an imported row, built from the zoo's metadata alone."""
     if kind == "tabular":
         return module.build_model(row)
+    if kind == "sequences":
+        return module.WaveformNet(row)
     return module.SmallConvNet(
         json.loads(row["channels"]),
         row["kernel_size"],
@@ -99,16 +109,17 @@ def _model_for(kind: str, module: ModuleType, row: dict) -> torch.nn.Module:
 def test_foreign_generator_builds_resumes_and_imports(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    script, ckpt_dir, table_name, options, id_col, path_col = GENERATORS[kind]
+    script, pattern, table_name, options, id_col, path_col = GENERATORS[kind]
     # A user's script: nothing of zooprobe in it, not even its name.
     assert "zooprobe" not in (FOREIGN / script).read_text().lower()
 
     out = tmp_path / "out"
     assert f"0 run(s) already done, {N_MODELS} to train" in _generate(script, out)
     rows = _table(out / table_name)
-    files = sorted(p for p in (out / ckpt_dir).iterdir())
+    files = sorted(out.glob(pattern))
     assert {r[id_col] for r in rows} and len({r[id_col] for r in rows}) == N_MODELS
-    assert sorted(out / r[path_col] for r in rows) == files  # no stray temporary files either
+    assert sorted(out / r[path_col] for r in rows) == files
+    assert not list(out.rglob("*.tmp*"))  # every file was renamed into place
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files}
 
     # Resume after a lost checkpoint: only that run is retrained, to the same bytes; the others are untouched.
@@ -141,13 +152,20 @@ def test_foreign_generator_builds_resumes_and_imports(
         state = zoo.state_dict(i)
         path = out / row[path_col]
         original = load_file(path) if path.suffix == ".safetensors" else torch.load(path, weights_only=True)
+        original = original.get("model_state_dict", original)  # sequences: a training checkpoint
         assert state.keys() == original.keys()
         assert all(torch.equal(state[k], original[k]) for k in state)
-        if kind == "images":  # torch files keep the model's own order
+        if path.suffix != ".safetensors":  # torch files keep the model's own order
             assert list(state) == list(original)
         _model_for(kind, module, row.to_dict()).load_state_dict(state, strict=True)
+    assert meta["is_final"].sum() == N_MODELS
+    names = {k.split(".")[0] for k in zoo.state_dict(0)}
     if kind == "tabular":
-        assert meta["is_final"].sum() == N_MODELS
-        assert all(k.split(".")[0].isdigit() for k in zoo.state_dict(0))  # nn.Sequential names
+        assert all(name.isdigit() for name in names)  # nn.Sequential
+    elif kind == "images":
+        assert names == {"features", "classifier"}
     else:
-        assert {k.split(".")[0] for k in zoo.state_dict(0)} == {"features", "classifier"}
+        assert names == {"stem", "stages", "out"}
+        accuracy = {(r[id_col], int(r["checkpoint_epoch"])): float(r["test_accuracy"]) for r in rows}
+        imported = zip(meta["model_id"], meta["checkpoint_epoch"], meta["test_accuracy"], strict=True)
+        assert all(abs(100 * acc - accuracy[m, e]) < 1e-3 for m, e, acc in imported)  # percent -> fraction
