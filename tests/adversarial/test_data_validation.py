@@ -229,7 +229,7 @@ def test_generated_zoos_stay_inside_the_declared_ranges(tiny_zoo: Path) -> None:
         assert range_violations(row) == [], row
     card = (tiny_zoo / "README.md").read_text()
     assert "Accuracy on the task's test split. Valid range: [0, 1]." in card
-    assert "Constant learning rate. Valid range: > 0." in card
+    assert "Peak learning rate (the constant one without a schedule). Valid range: > 0." in card
 
 
 # ------------------------------------------------------------------------------- 2. leaks between splits
