@@ -87,13 +87,13 @@ def _client(
 
 
 def _hashes(folder: Path) -> dict[str, str]:
-    """sha256 of every file a push uploads: all but the local output-folder markers (`.zooprobe`)."""
-    from zooprobe.core.outputs import MARKER
+    """sha256 of every file a push uploads: all but the local output-folder marker and lock."""
+    from zooprobe.core.outputs import LOCK, MARKER
 
     return {
         p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != MARKER
+        if p.is_file() and p.name not in (MARKER, LOCK)
     }
 
 

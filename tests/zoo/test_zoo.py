@@ -300,7 +300,7 @@ def test_weights_codec_is_exact_and_refuses_non_finite() -> None:
     sd["z.weight"][0, 0] = float("nan")
     with pytest.raises(InvalidInputError, match=r"z\.weight.*non-finite"):
         encode_weights(sd, where="model 7")
-    with pytest.raises(InvalidInputError, match="not a valid safetensors"):
+    with pytest.raises(InvalidInputError, match="safetensors"):
         decode_weights(b"garbage!")
 
 

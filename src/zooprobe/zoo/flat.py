@@ -83,7 +83,15 @@ import pyarrow.parquet as pq
 import torch
 
 from zooprobe.core.files import atomic_path, atomic_write_json, parse_json
-from zooprobe.core.outputs import LOCK, MARKER, OutputFolderError, check_output, claim_output, holding_outputs
+from zooprobe.core.outputs import (
+    LOCK,
+    MARKER,
+    OutputFolderError,
+    check_output,
+    claim_output,
+    holding_outputs,
+    release_outputs,
+)
 from zooprobe.core.progress import Progress
 from zooprobe.core.state_dicts import canonical_key, is_running_stat
 from zooprobe.core.tensorfile import read_safetensors_header
@@ -1300,8 +1308,10 @@ def _discard_when_nothing_imported(output: Path, parts: list[Path], state: str) 
         with contextlib.suppress(OSError):
             (output / PARTS).rmdir()
         (output / IMPORT_CONFIG).unlink(missing_ok=True)
-        if state in ("new", "empty") and all(p.name == MARKER for p in output.iterdir()):
+        if state in ("new", "empty") and all(p.name in (MARKER, LOCK) for p in output.iterdir()):
+            release_outputs()  # the folder is given back as it was: its lock goes with the marker
             (output / MARKER).unlink(missing_ok=True)
+            (output / LOCK).unlink(missing_ok=True)
             if state == "new":
                 with contextlib.suppress(OSError):
                     output.rmdir()
@@ -1442,7 +1452,9 @@ def _import(
         "format_version": FORMAT_VERSION,
     }
     resume = _check_resumable(output, config, overwrite)
+    existed = output.exists()
     state = claim_output(output, ZOO_OUTPUT, overwrite=overwrite)
+    state = state if existed else "new"  # the lock makes the folder before the claim looks at it
     if not resume:
         atomic_write_json(output / IMPORT_CONFIG, config)
     report = FlatImportReport(
