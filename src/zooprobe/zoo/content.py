@@ -148,15 +148,11 @@ def verify_zoo(root: str | Path, against: str | Path | None = None) -> Verificat
     for path in zoo.files:
         for row in _rows(pq.ParquetFile(path).iter_batches(batch_size=64)):
             by_cohort.setdefault(int(row["cohort"]), {})[content_key(row)] = row_digest(row)
-    cohorts = {k: rows_sha256(d) for k, d in by_cohort.items()}
-    found = Verification(cohorts, corpus_sha256(cohorts))
     own, own_corpus = _recorded(zoo.manifest, str(root / MANIFEST))
     # cohorts whose every run diverged have no rows: recorded with the hash of no rows
-    empty = rows_sha256({})
-    for k, h in own.items():
-        if h == empty and k not in found.cohorts:
-            found.cohorts[k] = h
-    found.corpus = corpus_sha256(found.cohorts)
+    cohorts = {k: rows_sha256({}) for k in own if k not in by_cohort}
+    cohorts |= {k: rows_sha256(d) for k, d in by_cohort.items()}
+    found = Verification(cohorts, corpus_sha256(cohorts))
     _compare(found, own, own_corpus, str(root / MANIFEST))
     if against is not None:
         other = read_json(against, "corpus manifest")
