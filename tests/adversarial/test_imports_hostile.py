@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from files import WIDTH, json_layout, metadata_rows, write_csv
 from zooprobe.api import load_zoo
 from zooprobe.bench.imports import write_synthetic_cnnzoo
-from zooprobe.zoo import flat
+from zooprobe.zoo.importers import flat  # the import engine: tests patch its `_write_part`
 from zooprobe.zoo.store import MANIFEST
 
 QUIET = ("--progress", "false")

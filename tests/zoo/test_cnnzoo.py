@@ -29,9 +29,9 @@ import torch
 from zooprobe.api import load_zoo
 from zooprobe.core.outputs import OutputFolderError
 from zooprobe.errors import InvalidInputError, ZooFormatError
-from zooprobe.zoo import flat
 from zooprobe.zoo.cnnzoo import N_PARAMS, SmallCNN
 from zooprobe.zoo.flat import import_cnnzoo
+from zooprobe.zoo.importers import flat  # the import engine: tests patch its `_write_part`
 from zooprobe.zoo.store import encode_weights, payload_hash
 
 LAYOUT = [  # the released order: variables sorted by name (bias before kernel)

@@ -1,0 +1,276 @@
+"""`import_checkpoint_folder`: a folder of checkpoint files plus a CSV or JSONL metadata file."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pyarrow as pa
+
+from zooprobe.core.checkpoints import (
+    CHECKPOINT_SUFFIXES,
+    DEFAULT_MAX_PARAMS,
+    check_max_params,
+)
+from zooprobe.errors import InvalidInputError
+from zooprobe.zoo.importers.common import (
+    ImportReport,
+    _Bad,
+    _check_fractions,
+    _convert_field,
+    _encode,
+    _hash_split,
+    _infer_column,
+    _is_missing,
+    _Problems,
+    _read_checkpoint,
+    _row_warnings,
+    _split_label,
+    _to_text,
+    _warn,
+)
+from zooprobe.zoo.importers.output import _check_columns, _check_output, _finish
+from zooprobe.zoo.importers.tables import _read_metadata
+from zooprobe.zoo.schema import FIELD_BY_NAME, WEIGHTS
+from zooprobe.zoo.store import (
+    count_params,
+)
+
+
+# ---------------------------------------------------------------------------------------- checkpoint folder
+@dataclass
+class _Record:
+    """One metadata row on its way into the zoo."""
+
+    where: str
+    number: int
+    path: Path
+    model_id: str
+    split: str | None
+    known: dict[str, Any]
+    extras: dict[str, Any]
+    weights: bytes = b""
+    num_params: int = 0
+
+    @property
+    def epoch(self) -> int | None:
+        return self.known.get("checkpoint_epoch")
+
+
+def _resolves_inside(root: Path, path: Path) -> bool:
+    """Whether ``path``, every symbolic link followed, is ``root`` (its real path) or lies under it: the one
+    containment rule for paths an input names (``..`` is refused before; a link must not lead out either)."""
+    return path.resolve().is_relative_to(root.resolve())
+
+
+def _checkpoint_path(folder: Path, name: Any) -> Path:
+    """The checkpoint named in a metadata cell; it must be a supported file inside ``folder``."""
+    if _is_missing(name):
+        raise _Bad("no checkpoint file named")
+    text = str(name).strip().replace("\\", "/")
+    relative = PurePosixPath(text)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise _Bad(f"checkpoint path {text!r} must be relative to the checkpoint folder and stay inside it")
+    path = folder.joinpath(*relative.parts)
+    if not _resolves_inside(folder, path):
+        raise _Bad(
+            f"checkpoint path {text!r} leads outside the checkpoint folder through a symbolic link (to "
+            f"{path.resolve()}); checkpoints must stay inside the folder: copy the file in, or import from "
+            "the folder that holds it"
+        )
+    if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
+        raise _Bad(f"{path}: unsupported checkpoint type; supported: {', '.join(CHECKPOINT_SUFFIXES)}")
+    if not path.is_file():
+        raise _Bad(f"{path}: checkpoint file not found")
+    return path
+
+
+def import_checkpoint_folder(
+    folder: str | Path,
+    metadata: str | Path,
+    output: str | Path,
+    *,
+    file_column: str = "file",
+    id_column: str | None = None,
+    split_column: str = "split",
+    skip_invalid: bool = False,
+    split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    overwrite: bool = False,
+    accuracy_percent: bool = False,
+    max_params: int = DEFAULT_MAX_PARAMS,
+) -> ImportReport:
+    """Import a folder of checkpoint files described by a CSV or JSONL metadata file into a zoo at ``output``.
+
+    Each metadata row names one checkpoint (``file_column``, relative to ``folder``). Columns named like
+    zoo fields (`schema.FIELDS`: ``test_accuracy``, ``optimizer``, ...) are converted to the field's type;
+    other columns are kept with an inferred type (int64, float64, bool or string). ``model_id`` comes from
+    ``id_column``, else from a ``model_id`` column, else from the checkpoint's file name stem; several rows
+    may share a model_id only with distinct ``checkpoint_epoch`` values (checkpoints of one run). The split
+    comes from ``split_column`` when the file has it (train / validation (val, valid) / test), else from a
+    hash of model_id with ``seed`` and ``split_fractions``. ``num_params`` is filled from the weights when
+    missing, ``is_final`` marks a run's only or last checkpoint.
+
+    Known fields must lie in their declared range (`schema.Field`: accuracies in [0, 1], losses >= 0,
+    learning rate > 0, ...); ``accuracy_percent=True`` reads accuracies as percentages in [0, 100].
+    Checkpoints with identical weights in more than one split are imported with a warning
+    (`ImportReport.warnings`, the manifest's ``split_leaks``).
+
+    Raises `InvalidInputError` naming file, row and field for bad input; with ``skip_invalid`` bad rows are
+    skipped and listed in the returned report instead. ``output`` must be new or empty (``overwrite=True``
+    replaces an existing zoo). Checkpoints are read by `zooprobe.core.checkpoints.read_checkpoint` (as
+    ``zooprobe predict`` reads them); one holding more than ``max_params`` values is refused unread.
+    """
+    folder, metadata, output = Path(folder), Path(metadata), Path(output)
+    fractions = _check_fractions(split_fractions)
+    check_max_params(max_params)
+    if not folder.is_dir():
+        raise InvalidInputError(f"{folder}: checkpoint folder not found (or not a folder)")
+    if not metadata.is_file():
+        raise InvalidInputError(f"{metadata}: metadata file not found")
+    _check_output(output, overwrite)
+
+    columns, rows, typed = _read_metadata(metadata)
+    if not rows:
+        raise InvalidInputError(f"{metadata}: no data rows (the metadata file is empty or has only a header)")
+    if file_column not in columns:
+        raise InvalidInputError(
+            f"{metadata}: no {file_column!r} column naming the checkpoint files "
+            f"(columns: {', '.join(columns)}); pass file_column= to name it"
+        )
+    if id_column is not None and id_column not in columns:
+        raise InvalidInputError(
+            f"{metadata}: id_column {id_column!r} is not a column (columns: {', '.join(columns)})"
+        )
+    id_col = id_column if id_column is not None else ("model_id" if "model_id" in columns else None)
+    if id_col not in (None, "model_id") and "model_id" in columns:
+        raise InvalidInputError(
+            f"{metadata}: both a 'model_id' column and id_column {id_col!r}; drop one so the run id is "
+            "unambiguous"
+        )
+    split_col = split_column if split_column in columns else None
+    consumed = {c for c in (id_col, split_col) if c is not None}
+    _check_columns(metadata, [c for c in columns if c not in consumed])
+    known = [c for c in columns if c in FIELD_BY_NAME and c not in consumed and c != "model_id"]
+    extras = [c for c in columns if c not in FIELD_BY_NAME and c not in consumed]
+
+    problems = _Problems(skip_invalid)
+    records: list[_Record] = []
+    for row in rows:
+        where = f"{metadata} row {row.number} (line {row.line})"
+        try:
+            if row.problem:
+                raise _Bad(row.problem)
+            values = row.values
+            path = _checkpoint_path(folder, values.get(file_column))
+            if id_col is None:
+                model_id = path.stem
+            elif _is_missing(values.get(id_col)):
+                raise _Bad(f"no run id in column {id_col!r}")
+            else:
+                model_id = _to_text(values[id_col]).strip()
+            records.append(
+                _Record(
+                    where=where,
+                    number=row.number,
+                    path=path,
+                    model_id=model_id,
+                    split=_split_label(values.get(split_col)) if split_col else None,
+                    known={c: _convert_field(c, values.get(c), accuracy_percent) for c in known},
+                    extras={c: values.get(c) for c in extras},
+                )
+            )
+        except _Bad as e:
+            problems.add(where, str(e))
+
+    # Runs: one row per (model_id, checkpoint_epoch), one split per model_id.
+    runs: dict[str, list[_Record]] = {}
+    kept: list[_Record] = []
+    for rec in records:
+        prior = runs.setdefault(rec.model_id, [])
+        clash = next((p for p in prior if rec.epoch is None or p.epoch in (None, rec.epoch)), None)
+        if clash is not None:
+            problems.add(
+                rec.where,
+                f"model_id {rec.model_id!r} is also in row {clash.number}; rows of one run need distinct "
+                "checkpoint_epoch values",
+            )
+        elif prior and rec.split != prior[0].split:
+            problems.add(
+                rec.where,
+                f"model_id {rec.model_id!r} is in split {rec.split!r} here but {prior[0].split!r} in row "
+                f"{prior[0].number}; all checkpoints of a run must be in one split",
+            )
+        else:
+            prior.append(rec)
+            kept.append(rec)
+    # A run's last epoch is decided before checkpoints are read: if its last checkpoint turns out unreadable
+    # (and is skipped), no earlier checkpoint is passed off as the final one.
+    final_epoch = {
+        mid: (max(r.epoch for r in recs if r.epoch is not None) if len(recs) > 1 else None)
+        for mid, recs in runs.items()
+    }
+
+    valid: list[_Record] = []
+    for rec in kept:
+        try:
+            state_dict = _read_checkpoint(rec.path, max_params)
+            rec.weights = _encode(state_dict, rec.path)
+            rec.num_params = count_params(state_dict)
+        except InvalidInputError as e:
+            problems.add(rec.where, str(e))
+            continue
+        valid.append(rec)
+    if not valid:
+        raise problems.none_valid(str(metadata))
+
+    extra_types: dict[str, pa.DataType] = {}
+    extra_values: dict[str, list[Any]] = {}
+    for c in extras:
+        extra_types[c], extra_values[c] = _infer_column([r.extras[c] for r in valid], typed)
+    out_rows: list[dict[str, Any]] = []
+    for i, rec in enumerate(valid):
+        row_out: dict[str, Any] = {"model_id": rec.model_id, **rec.known}
+        row_out.update({c: extra_values[c][i] for c in extras})
+        if row_out.get("num_params") is None:
+            row_out["num_params"] = rec.num_params
+        if row_out.get("is_final") is None:
+            last = final_epoch[rec.model_id]
+            row_out["is_final"] = last is None or rec.epoch == last
+        row_out[WEIGHTS] = rec.weights
+        row_out["_split"] = rec.split or _hash_split(rec.model_id, seed, fractions)
+        out_rows.append(row_out)
+
+    descriptions = {c: f"Imported from column `{c}` of `{metadata.name}`." for c in extras}
+    descriptions[file_column] = f"Checkpoint file the row was imported from (relative to `{folder.name}`)."
+    split_note = (
+        f"Splits come from column `{split_col}` of the metadata."
+        if split_col
+        else f"Splits were assigned per run by hashing `model_id` (seed {seed}, fractions {list(fractions)})."
+    )
+    messages, manifest_warnings = _row_warnings(out_rows, accuracy_percent)
+    report = ImportReport(source=str(folder), output=output, skipped=problems.items, warnings=messages)
+    report = _finish(
+        out_rows,
+        (extra_types, descriptions),
+        report,
+        overwrite,
+        title=f"Imported zoo: {folder.name}",
+        description=(
+            f"Imported with `zooprobe.zoo.importers.import_checkpoint_folder` from the checkpoint folder "
+            f"`{folder.name}` and the metadata file `{metadata.name}`. Weights are stored exactly as read "
+            f"(names, dtypes, values). {split_note}"
+        ),
+        manifest_extra={
+            "importer": "checkpoint_folder",
+            "source": str(folder),
+            "metadata": str(metadata),
+            "split_source": f"column {split_col}" if split_col else "hash",
+            "seed": seed,
+            "split_fractions": list(fractions),
+            **manifest_warnings,
+        },
+    )
+    return _warn(report)
