@@ -23,6 +23,7 @@ import torch
 import yaml
 
 import zooprobe.zoo.store as store
+import zooprobe.zoo.writer as zoo_writer  # SplitWriter reads its limits here
 from zooprobe import ZooConfig, load_zoo, merge_zoo
 from zooprobe.core.memory import reset_peak_rss
 from zooprobe.errors import InvalidInputError
@@ -176,7 +177,7 @@ def _groups(folder: Path) -> list[list[int]]:
 def test_split_writer_groups_rows_the_same_however_they_arrive(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store, "ROWS_PER_FILE", 20)  # files of 20 rows: the file boundary closes a group
+    monkeypatch.setattr(zoo_writer, "ROWS_PER_FILE", 20)  # files of 20 rows: the file boundary closes a group
     table = _rows(45, 100)
     whole, pieces = tmp_path / "whole", tmp_path / "pieces"
     for folder in (whole, pieces):
@@ -196,7 +197,7 @@ def test_split_writer_groups_rows_the_same_however_they_arrive(
 def test_split_writer_keeps_large_rows_in_small_groups(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store, "ROW_GROUP_BYTES", 1000)
+    monkeypatch.setattr(zoo_writer, "ROW_GROUP_BYTES", 1000)
     table = pa.concat_tables([_rows(5, 300), _rows(1, 2500, 5), _rows(4, 10, 6)])
     w = SplitWriter(tmp_path, "test", 10, table.schema)
     for i in range(10):  # one row at a time: the groups are the same as for the whole table

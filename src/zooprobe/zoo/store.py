@@ -23,371 +23,88 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import re
-import shutil
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from zooprobe.core.environment import library_versions
-from zooprobe.core.files import atomic_write_json, atomic_write_text, parse_json, read_json
-from zooprobe.core.outputs import OutputKind
-from zooprobe.core.state_dicts import is_running_stat
-from zooprobe.core.tensorfile import load_safetensors_bytes, safetensors_bytes
-from zooprobe.errors import InvalidInputError, ZooFormatError
-from zooprobe.hub import render_card
+from zooprobe.core.files import read_json
+from zooprobe.errors import ZooFormatError
 from zooprobe.zoo import cnnzoo
+
+# The zoo folder's other parts live in their own modules; their names stay importable from here.
+from zooprobe.zoo.card import dataset_card
+from zooprobe.zoo.checks import _check_data_files, _check_row_counts, _check_schema
 from zooprobe.zoo.data import load_task
+from zooprobe.zoo.leaks import SplitLeak, describe_split_leaks, find_split_leaks
 from zooprobe.zoo.models import model_from_metadata
 from zooprobe.zoo.schema import (
-    FIELD_BY_NAME,
-    FIELDS,
     FORMAT_VERSION,
     SPLITS,
     WEIGHTS,
-    arrow_schema,
-    hf_dtype,
+)
+from zooprobe.zoo.storage import (
+    GROUP_CACHE_BYTES,
+    GROUP_CACHE_GROUPS,
+    MANIFEST,
+    ROW_GROUP,
+    ROW_GROUP_BYTES,
+    ROWS_PER_FILE,
+    STAGING,
+    WRITING,
+    ZOO_OUTPUT,
+    count_params,
+    decode_weights,
+    encode_weights,
+    payload_hash,
+)
+from zooprobe.zoo.writer import (
+    RESERVED,
+    SplitWriter,
+    base_manifest,
+    begin_zoo_write,
+    check_row_group_size,
+    finish_zoo_write,
+    rows_to_table,
+    write_zoo,
 )
 
-MANIFEST = "zooprobe_manifest.json"
-WRITING = ".zooprobe-writing"
-STAGING = ".data-staging"
-ROW_GROUP = 64
-"""Most rows per Parquet row group `SplitWriter` writes (fewer for large models: `ROW_GROUP_BYTES`)."""
-ROW_GROUP_BYTES = 64 * 2**20
-"""`SplitWriter` closes a row group before its weights would exceed this (a larger row is a group alone)."""
-ROWS_PER_FILE = 4096
-GROUP_CACHE_GROUPS = 8
-"""Row groups of weights a `Zoo` keeps read (shared by its views), least recently used dropped first..."""
-GROUP_CACHE_BYTES = 256 * 2**20
-"""...and at most this many bytes of them (the group being read is always kept, however large)."""
-
-ZOO_OUTPUT = OutputKind(
-    "zoo",
-    owned=(
-        MANIFEST,
-        "README.md",
-        "data/*.parquet",
-        WRITING,
-        f"{STAGING}/*",
-        "zoo_config.yaml",  # zoo build: the generator configuration
-        ".parts/cohort-*.parquet",  # zoo build: finished cohorts of an unfinished build
-        ".parts/import-*.parquet",  # zoo import-flat/import-cnnzoo: finished chunks of an unfinished import
-        "import_config.json",  # zoo import-flat/import-cnnzoo: inputs and options of an unfinished import
-    ),
-    signature=(MANIFEST, "zoo_config.yaml"),
-)
-"""The files zooprobe writes into a zoo folder (see `zooprobe.core.outputs`)."""
-
-
-# ---------------------------------------------------------------------------------------------- weights
-def encode_weights(state_dict: dict[str, torch.Tensor], where: str = "state dict") -> bytes:
-    """Serialise a state dict losslessly (safetensors), refusing non-finite values.
-
-    Safetensors orders tensors by itself; the original key order is kept in the file's metadata.
-    """
-    if not state_dict:
-        raise InvalidInputError(f"{where}: empty state dict (no tensors)")
-    clean: dict[str, torch.Tensor] = {}
-    for k, v in state_dict.items():
-        if not isinstance(v, torch.Tensor):
-            raise InvalidInputError(f"{where}: entry {k!r} is a {type(v).__name__}, not a tensor")
-        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
-            raise InvalidInputError(f"{where}: tensor {k!r} has non-finite values (NaN or inf)")
-        clean[k] = v.detach().cpu().contiguous().clone()  # clone: tied/shared tensors must not alias
-    return safetensors_bytes(clean, metadata={"order": json.dumps(list(clean))})
-
-
-def decode_weights(data: bytes, where: str = "weights") -> dict[str, torch.Tensor]:
-    """Inverse of `encode_weights`: the state dict with its original key order."""
-    tensors, header = load_safetensors_bytes(data, where)  # the header validated before any tensor is read
-    file_order = list(header.tensors)
-    try:
-        order = parse_json(header.metadata.get("order", "null"))
-    except json.JSONDecodeError:
-        order = None
-    if not isinstance(order, list) or sorted(order) != sorted(file_order):
-        order = file_order  # not written by zooprobe: keep the file's own order
-    return {k: tensors[k] for k in order}
-
-
-def count_params(state_dict: dict[str, torch.Tensor]) -> int:
-    """Trainable-parameter count: floating tensors that are not BatchNorm running statistics."""
-    return sum(v.numel() for k, v in state_dict.items() if v.is_floating_point() and not is_running_stat(k))
-
-
-# ---------------------------------------------------------------------------------------------- writing
-RESERVED = ("split", "_file", "_row")
-
-
-def rows_to_table(rows: list[dict[str, Any]], extra: dict[str, pa.DataType] | None = None) -> pa.Table:
-    """Build a table with the zoo schema from row dicts (missing known fields become nulls)."""
-    clash = sorted(set(extra or {}) & set(RESERVED))
-    if clash:
-        raise InvalidInputError(f"column name(s) {clash} are reserved by zooprobe; rename them")
-    schema = arrow_schema(extra)
-    columns = {f.name: [r.get(f.name) for r in rows] for f in schema}
-    return pa.Table.from_pydict(columns, schema=schema)
-
-
-def check_row_group_size(row_group_size: int | None) -> None:
-    """Refuse a ``row_group_size`` that is not None or an integer >= 1."""
-    if row_group_size is None:
-        return
-    if isinstance(row_group_size, bool) or not isinstance(row_group_size, int) or row_group_size < 1:
-        raise InvalidInputError(f"row_group_size must be an integer >= 1, got {row_group_size!r}")
-
-
-class SplitWriter:
-    """Writes one split's rows, as they come, into ``SPLIT-NNNNN-of-NNNNN.parquet`` files of `ROWS_PER_FILE`
-    rows (``total``: the split's rows, which fixes the file names).
-
-    Rows are held back until a row group is full, so the groups do not depend on how the rows arrive: of
-    ``row_group_size`` rows, or by default `ROW_GROUP` rows or fewer where they would hold more than
-    `ROW_GROUP_BYTES` of weights (a row larger than that is a group of its own). Memory: one row group.
-    ``num_bytes``: the Arrow bytes written so far (the dataset card's split size).
-    """
-
-    def __init__(
-        self, folder: Path, split: str, total: int, schema: pa.Schema, row_group_size: int | None = None
-    ) -> None:
-        check_row_group_size(row_group_size)
-        self.folder, self.split, self.schema, self.total = Path(folder), split, schema, total
-        self.group_rows = row_group_size or ROW_GROUP
-        self.by_bytes = row_group_size is None and WEIGHTS in schema.names
-        self.n_files = max(1, math.ceil(total / ROWS_PER_FILE))
-        self.index = 0  # the file being written
-        self.in_file = 0  # rows written to it
-        self.rows = 0  # rows written in all
-        self.num_bytes = 0
-        self.writer: pq.ParquetWriter | None = None
-        self.pending: list[pa.Table] = []
-        self.pending_rows = 0
-        self.pending_bytes = 0
-
-    def write(self, table: pa.Table) -> None:
-        if table.schema.names != self.schema.names:
-            raise InvalidInputError(
-                f"SplitWriter({self.split}): columns {table.schema.names} differ from {self.schema.names}"
-            )
-        if self.rows + self.pending_rows + table.num_rows > self.total:
-            raise InvalidInputError(
-                f"SplitWriter({self.split}): more than the {self.total} rows it was told to expect"
-            )
-        sizes = (
-            pc.binary_length(table.column(WEIGHTS)).to_numpy(zero_copy_only=False).astype(np.int64)
-            if self.by_bytes
-            else None
-        )
-        offset = 0
-        while offset < table.num_rows:
-            limit = min(self.group_rows, ROWS_PER_FILE - self.in_file)  # rows the open group may reach
-            take = min(limit - self.pending_rows, table.num_rows - offset)
-            full = self.pending_rows + take == limit
-            if sizes is not None:
-                cumulative = np.cumsum(sizes[offset : offset + take])
-                fits = int(np.searchsorted(cumulative, ROW_GROUP_BYTES - self.pending_bytes, side="right"))
-                if fits < take:  # the group is full by bytes; a lone oversized row is a group of its own
-                    take, full = fits or (0 if self.pending_rows else 1), True
-            if take:
-                self.pending.append(table.slice(offset, take))
-                self.pending_rows += take
-                if sizes is not None:
-                    self.pending_bytes += int(sizes[offset : offset + take].sum())
-                offset += take
-            if full:
-                self._flush()
-
-    def _flush(self) -> None:
-        if not self.pending_rows:
-            return
-        group = pa.concat_tables(self.pending) if len(self.pending) > 1 else self.pending[0]
-        if self.writer is None:
-            name = f"{self.split}-{self.index:05d}-of-{self.n_files:05d}.parquet"
-            self.writer = pq.ParquetWriter(self.folder / name, self.schema, compression="zstd")
-        self.writer.write_table(group, row_group_size=group.num_rows)
-        self.num_bytes += int(group.nbytes)
-        self.in_file += group.num_rows
-        self.rows += group.num_rows
-        self.pending, self.pending_rows, self.pending_bytes = [], 0, 0
-        if self.in_file == ROWS_PER_FILE:
-            self._close_file()
-
-    def _close_file(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-            self.index += 1
-            self.in_file = 0
-
-    def close(self) -> None:
-        """Write the last row group and close the last file."""
-        self._flush()
-        self._close_file()
-        if self.rows != self.total:
-            raise InvalidInputError(
-                f"SplitWriter({self.split}): {self.rows} rows written, {self.total} expected (its file names "
-                "count the files of that many rows)"
-            )
-
-
-def write_zoo(
-    root: Path,
-    tables: dict[str, pa.Table],
-    manifest: dict[str, Any],
-    card: str,
-    row_group_size: int | None = None,
-) -> None:
-    """Write a zoo folder. New data is written beside the old and swapped in; the manifest comes last.
-
-    ``row_group_size``: rows per Parquet row group (the unit `Zoo` reads weights in); by default `ROW_GROUP`
-    rows, fewer for large models (`SplitWriter`). Small groups make random access to a large zoo cheap
-    (fine-tuning that streams models reads a whole group for any row of it).
-
-    While writing, a ``.zooprobe-writing`` marker exists: `Zoo.open` refuses such a folder, so a crash
-    never leaves something that loads as a complete zoo (running the writing command again finishes it).
-    Only zooprobe's own files are replaced (``data/*.parquet``, ``README.md``, the manifest): `root` must be
-    a folder zooprobe may write (`zooprobe.core.outputs.claim_output` with `ZOO_OUTPUT`).
-    """
-    root = Path(root)
-    check_row_group_size(row_group_size)  # a bad size fails before anything is written
-    staging = begin_zoo_write(root)
-    for split in SPLITS:
-        table = tables.get(split)
-        if table is None or table.num_rows == 0:
-            continue
-        writer = SplitWriter(staging, split, table.num_rows, table.schema, row_group_size)
-        writer.write(table)
-        writer.close()
-    finish_zoo_write(root, manifest, card)
-
-
-def begin_zoo_write(root: Path) -> Path:
-    """Start writing the zoo folder `root` (see `write_zoo`): the ``.zooprobe-writing`` marker, and a fresh
-    staging folder for the new data files, which is returned."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / WRITING).touch()
-    staging = root / STAGING
-    if staging.exists():
-        shutil.rmtree(staging)  # zooprobe's own hidden staging folder, left by an interrupted write
-    staging.mkdir()
-    return staging
-
-
-def finish_zoo_write(root: Path, manifest: dict[str, Any], card: str) -> None:
-    """End a `begin_zoo_write`: swap the staged data files in for the old ones, write the card, the
-    manifest last, and remove the marker."""
-    staging = root / STAGING
-    (root / MANIFEST).unlink(missing_ok=True)
-    data = root / "data"
-    data.mkdir(exist_ok=True)
-    for old in data.glob("*.parquet"):
-        old.unlink()
-    for new in sorted(staging.iterdir()):
-        new.rename(data / new.name)
-    staging.rmdir()
-    atomic_write_text(root / "README.md", card)
-    atomic_write_json(root / MANIFEST, {"format_version": FORMAT_VERSION, **manifest})
-    (root / WRITING).unlink()
-
-
-def base_manifest(kind: str, **extra: Any) -> dict[str, Any]:
-    return {"kind": kind, "library_versions": library_versions(), **extra}
-
-
-# ---------------------------------------------------------------------------------------------- card
-def dataset_card(
-    title: str,
-    description: str,
-    tables: dict[str, pa.Table],
-    extra_descriptions: dict[str, str] | None = None,
-    config_yaml: str | None = None,
-    num_bytes: Mapping[str, int] | None = None,
-) -> str:
-    """A README.md dataset card whose YAML header `datasets` and the Hub understand.
-
-    ``num_bytes``: bytes per split, for writers that stream the weights and pass `tables` without them."""
-    if not tables:
-        raise InvalidInputError("a dataset card needs at least one split with rows")
-    schema = next(t.schema for t in tables.values())
-    splits = [s for s in SPLITS if s in tables and tables[s].num_rows > 0]
-    n_rows = sum(tables[s].num_rows for s in splits)
-    size = "n<1K" if n_rows < 1000 else "1K<n<10K" if n_rows < 10_000 else "10K<n<100K"
-    header = {
-        "license": "mit",
-        "pretty_name": title,
-        "tags": ["model-zoo", "weight-space-learning", "zooprobe"],
-        "size_categories": [size],
-        "configs": [
-            {
-                "config_name": "default",
-                "data_files": [{"split": s, "path": f"data/{s}-*"} for s in splits],
-            }
-        ],
-        "dataset_info": {
-            "features": [{"name": f.name, "dtype": hf_dtype(f.type)} for f in schema],
-            "splits": [
-                {
-                    "name": s,
-                    "num_bytes": int((num_bytes or {}).get(s, tables[s].nbytes)),
-                    "num_examples": tables[s].num_rows,
-                }
-                for s in splits
-            ],
-        },
-    }
-    extra_descriptions = extra_descriptions or {}
-    lines = [
-        f"# {title}",
-        "",
-        description.strip(),
-        "",
-        "## Loading",
-        "",
-        "```python",
-        "import zooprobe",
-        'zoo = zooprobe.load_zoo("PATH_OR_REPO_ID")   # local folder or Hub repo id',
-        'train = zoo.split("train")',
-        "print(train.metadata().head())",
-        "state_dict = train.state_dict(0)         # decoded lazily from the safetensors bytes",
-        "```",
-        "",
-        "The folder is a plain Hugging Face dataset: `datasets.load_dataset(PATH_OR_REPO_ID)` gives the",
-        "same rows (the `weights` column holds safetensors bytes; `safetensors.torch.load(row['weights'])`",
-        "decodes it).",
-        "",
-        "## Splits",
-        "",
-        "Splits are by training run (`model_id`): all checkpoints of a run are in the same split.",
-        "",
-        "| split | rows | runs |",
-        "|---|---|---|",
-    ]
-    for s in splits:
-        runs = len(set(tables[s].column("model_id").to_pylist()))
-        lines.append(f"| {s} | {tables[s].num_rows} | {runs} |")
-    lines += ["", "## Fields", "", "| field | type | description |", "|---|---|---|"]
-    for f in schema:
-        desc = (
-            FIELD_BY_NAME[f.name].description
-            if f.name in FIELD_BY_NAME
-            else extra_descriptions.get(f.name, "")
-        )
-        lines.append(f"| `{f.name}` | {hf_dtype(f.type)} | {desc or 'Imported field.'} |")
-    if config_yaml:
-        lines += ["", "## Generator configuration", "", "```yaml", config_yaml.rstrip(), "```"]
-    lines += ["", "## License", "", "MIT.", ""]
-    return render_card(header, lines)
+__all__ = [
+    "GROUP_CACHE_BYTES",
+    "GROUP_CACHE_GROUPS",
+    "MANIFEST",
+    "RESERVED",
+    "ROWS_PER_FILE",
+    "ROW_GROUP",
+    "ROW_GROUP_BYTES",
+    "STAGING",
+    "WRITING",
+    "ZOO_OUTPUT",
+    "RowGroupCache",
+    "SplitLeak",
+    "SplitWriter",
+    "Zoo",
+    "base_manifest",
+    "begin_zoo_write",
+    "check_row_group_size",
+    "count_params",
+    "dataset_card",
+    "decode_weights",
+    "describe_split_leaks",
+    "encode_weights",
+    "find_split_leaks",
+    "finish_zoo_write",
+    "payload_hash",
+    "rows_to_table",
+    "split_leaks",
+    "write_zoo",
+]
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -713,181 +430,8 @@ class Zoo:
         return model.eval()
 
 
-# ---------------------------------------------------------------------------------------------- leaks
-def payload_hash(data: bytes) -> str:
-    """The content hash of a stored weights payload, as `Zoo.content_hash` gives it for a row."""
-    return hashlib.sha256(data).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class SplitLeak:
-    """Checkpoints with identical stored weights (one content hash) in more than one split."""
-
-    hash: str
-    model_ids: tuple[str, ...]
-    splits: tuple[str, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"hash": self.hash, "model_ids": list(self.model_ids), "splits": list(self.splits)}
-
-
-def find_split_leaks(
-    hashes: Sequence[str], model_ids: Sequence[str], splits: Sequence[str]
-) -> list[SplitLeak]:
-    """Content hashes that occur in more than one split (one entry per hash, in order of first occurrence).
-
-    A copy of a training model in validation or test is scored on what the head was trained on, so its
-    metrics are inflated; copies within one split are not a leak.
-    """
-    rows: dict[str, list[tuple[str, str]]] = {}
-    for h, mid, split in zip(hashes, model_ids, splits, strict=True):
-        rows.setdefault(h, []).append((str(mid), str(split)))
-    leaks = []
-    for h, members in rows.items():
-        in_splits = {split for _, split in members}
-        if len(in_splits) > 1:
-            ids = tuple(dict.fromkeys(mid for mid, _ in members))
-            leaks.append(SplitLeak(h, ids, tuple(s for s in SPLITS if s in in_splits)))
-    return leaks
-
-
 def split_leaks(zoo: Zoo) -> list[SplitLeak]:
     """`find_split_leaks` over every row of `zoo` (a view: e.g. ``zoo.final()``). Reads every payload once."""
     meta = zoo.metadata()
     hashes = [zoo.content_hash(i) for i in range(len(zoo))]
     return find_split_leaks(hashes, meta["model_id"].astype(str).tolist(), meta["split"].tolist())
-
-
-def describe_split_leaks(leaks: Sequence[SplitLeak], limit: int = 3) -> str:
-    """A few leaks for a message: ``'m3' (train) = 'm9' (test); ...``."""
-    shown = []
-    for leak in leaks[:limit]:
-        ids = " = ".join(repr(mid) for mid in leak.model_ids[:4])
-        shown.append(f"{ids} in {'/'.join(leak.splits)}")
-    more = f"; and {len(leaks) - limit} more" if len(leaks) > limit else ""
-    return "; ".join(shown) + more
-
-
-# ---------------------------------------------------------------------------------------------- checks
-DATA_FILE = re.compile(
-    r"(?P<split>train|validation|test)-(?P<index>\d{5})-of-(?P<total>\d{5})(-[0-9a-f]{8,64})?"
-)
-"""Names of a zoo's data files (``data/train-00000-of-00001.parquet``; older `datasets` pushes add a hex
-fingerprint after the count)."""
-
-
-def _check_data_files(root: Path, files: list[Path], manifest: dict[str, Any]) -> dict[Path, str]:
-    """The split of every data file, after checking that the files are exactly complete sets.
-
-    Every ``data/*.parquet`` file is read as part of the zoo, so a stray copy (``train-copy.parquet``), a
-    leftover of an older write (``train-00001-of-00002.parquet`` next to ``...-of-00001``) or a missing part
-    would silently change the zoo: each is a `ZooFormatError` naming the file.
-    """
-    data = root / "data"
-    recorded = _recorded_counts(manifest)
-    note = (
-        f" ({MANIFEST} records " + ", ".join(f"{s} {recorded.get(s, 0)}" for s in SPLITS) + " rows)"
-        if recorded
-        else ""
-    )
-    found: dict[str, dict[int, list[Path]]] = {}
-    totals: dict[str, set[int]] = {}
-    splits_of: dict[Path, str] = {}
-    for path in files:
-        match = DATA_FILE.fullmatch(path.name.removesuffix(".parquet"))
-        if match is None:
-            raise ZooFormatError(
-                f"{root}: stray file data/{path.name}: a zoo's data files are named "
-                "SPLIT-NNNNN-of-NNNNN.parquet (SPLIT: train, validation or test, e.g. "
-                f"data/train-00000-of-00001.parquet); move it out of {data}, it would be read as more "
-                f"models{note}"
-            )
-        split, index, total = match["split"], int(match["index"]), int(match["total"])
-        found.setdefault(split, {}).setdefault(index, []).append(path)
-        totals.setdefault(split, set()).add(total)
-        splits_of[path] = split
-    for split, by_index in found.items():
-        if len(totals[split]) > 1:
-            shown = ", ".join(f"of-{t:05d}" for t in sorted(totals[split]))
-            raise ZooFormatError(
-                f"{root}: data/ holds {split} files of different sets ({shown}): one set is left over from "
-                "an older write; remove it, or write the zoo again"
-            )
-        total = totals[split].pop()
-        twice = [paths for paths in by_index.values() if len(paths) > 1]
-        if twice:
-            raise ZooFormatError(
-                f"{root}: data/{twice[0][0].name} and data/{twice[0][1].name} are the same part of the "
-                f"{split} split; remove the stray one"
-            )
-        outside = sorted(i for i in by_index if i >= total)
-        missing = [i for i in range(total) if i not in by_index]
-        if outside or missing:
-            problem = (
-                f"data/{by_index[outside[0]][0].name} is not part of a set of {total}"
-                if outside
-                else f"data/{split}-{missing[0]:05d}-of-{total:05d}.parquet is missing"
-            )
-            raise ZooFormatError(
-                f"{root}: {problem} ({len(by_index)} {split} file(s) found); restore the missing part or "
-                "write the zoo again"
-            )
-    return splits_of
-
-
-def _recorded_counts(manifest: dict[str, Any]) -> dict[str, Any] | None:
-    """Rows per split as the manifest recorded them: ``counts`` (generated zoos) or ``splits`` (imported)."""
-    for key in ("counts", "splits"):
-        value = manifest.get(key)
-        if isinstance(value, dict):
-            return value
-    return None
-
-
-def _check_row_counts(root: Path, meta: pd.DataFrame, manifest: dict[str, Any]) -> None:
-    """Rows per split must be what the manifest recorded when the zoo was written (generated zoos:
-    ``counts``, imported zoos: ``splits``). A zoo without a manifest (a plain `datasets` folder) is not
-    checked."""
-    recorded = _recorded_counts(manifest)
-    if recorded is None:
-        return
-    actual = meta["split"].value_counts().to_dict()
-    for split in SPLITS:
-        expected = recorded.get(split, 0)
-        if not isinstance(expected, int) or isinstance(expected, bool):
-            raise ZooFormatError(
-                f"{root / MANIFEST}: row count of split {split!r} is {expected!r}, not a number"
-            )
-        have = int(actual.get(split, 0))
-        if have != expected:
-            names = sorted({p.name for p in root.glob(f"data/{split}-*.parquet")})
-            raise ZooFormatError(
-                f"{root}: split {split!r} has {have} row(s) in data/ ({', '.join(names) or 'no files'}) but "
-                f"{MANIFEST} records {expected}: a data "
-                "file was added, removed or replaced after the zoo was written; restore the original files "
-                "or write the zoo again"
-            )
-
-
-def _check_schema(path: Path, schema: pa.Schema) -> None:
-    names = schema.names
-    for f in FIELDS:
-        if f.required and f.name not in names:
-            raise ZooFormatError(f"{path}: required field {f.name!r} is missing")
-        if f.name in names:
-            actual = schema.field(f.name).type
-            if not _compatible(actual, f.type):
-                raise ZooFormatError(f"{path}: field {f.name!r} has type {actual}, expected {f.type}")
-
-
-def _compatible(actual: pa.DataType, expected: pa.DataType) -> bool:
-    if actual == expected or pa.types.is_null(actual):
-        return True
-    for check in (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean):
-        if check(expected):
-            return check(actual)
-    if pa.types.is_string(expected):
-        return pa.types.is_string(actual) or pa.types.is_large_string(actual)
-    if pa.types.is_binary(expected):
-        return pa.types.is_binary(actual) or pa.types.is_large_binary(actual)
-    return False
