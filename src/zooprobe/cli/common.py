@@ -18,7 +18,7 @@ import difflib
 import re
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +28,10 @@ from zooprobe.errors import InvalidInputError, ZooprobeError
 from zooprobe.hub import check_repo_id, push_folder, repo_url
 
 _BOOL_WORDS = {"true", "false", "yes", "no"}
+
+
+Wanted = Callable[[str], bool]
+"""Whether a (sub)command is built in full; the others are placeholders carrying only their help."""
 
 
 def refuse_yaml_aliases() -> None:
