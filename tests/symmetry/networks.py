@@ -12,7 +12,12 @@ from zooprobe.symmetry import Architecture
 from zooprobe.zoo.models import SubjectModel, _Dense
 from zooprobe.zoo.space import CNN_HIDDEN, POOLED, ArchSpec
 
-SEQ_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "leaky_relu": lambda: nn.LeakyReLU(0.01)}
+SEQ_ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+    "leaky_relu": lambda: nn.LeakyReLU(0.01),
+}
 
 
 @dataclass(frozen=True)
@@ -30,7 +35,9 @@ class Subject:
 
     @property
     def architecture(self) -> Architecture:
-        strided = self.spec.downsample_blocks if self.spec is not None and self.spec.pooling == "stride" else ()
+        strided = (
+            self.spec.downsample_blocks if self.spec is not None and self.spec.pooling == "stride" else ()
+        )
         pooling = self.spec.pooling if self.spec is not None else "avg"
         return Architecture(self.activation, self.residual, pooling, tuple(strided))
 

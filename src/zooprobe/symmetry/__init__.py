@@ -12,7 +12,7 @@ See docs/symmetry.md for what each transform does to zooprobe's predictions.
 
 from zooprobe.symmetry.canonical import canonical_state_dicts, canonicalize
 from zooprobe.symmetry.structure import ACTIVATIONS, Architecture, Network, SymmetryError, network
-from zooprobe.symmetry.transforms import fold_batchnorm, flip_signs, pad_dead, rescale, widen
+from zooprobe.symmetry.transforms import flip_signs, fold_batchnorm, pad_dead, rescale, widen
 
 __all__ = [
     "ACTIVATIONS",

@@ -54,7 +54,7 @@ class Architecture:
     """Residual connections join consecutive layers of equal shape (zooprobe: MLP layers 1..depth-1, CNN
     blocks 1..depth-1 that are not strided)."""
     pooling: str = "avg"
-    """CNNs: avg, max, none or stride (zooprobe's `POOLINGS`); max pooling does not commute with a sign flip."""
+    """CNNs: avg, max, none or stride; max pooling does not commute with a sign flip."""
     strided_blocks: tuple[int, ...] = ()
     """CNN blocks whose convolution has stride 2 (no residual connection around them)."""
 
@@ -157,14 +157,18 @@ def _layer(
         _check_norm(sd, norm, width, module)
     reader = sd[consumer]
     if reader.ndim < 2 or reader.shape[1] % width or reader.shape[1] == 0:
-        raise _fail(f"{consumer}: {reader.shape[1] if reader.ndim > 1 else 0} inputs cannot read {width} units")
+        raise _fail(
+            f"{consumer}: {reader.shape[1] if reader.ndim > 1 else 0} inputs cannot read {width} units"
+        )
     span = int(reader.shape[1]) // width
     if span != 1 and not (weight.ndim > 2 and reader.ndim == 2):
         raise _fail(f"{consumer}: {reader.shape[1]} inputs, but {module} has {width} units")
     return Layer(module, leaves["weight"], bias, tuple(norms), width, consumer, span)
 
 
-def _modules(sd: Mapping[str, torch.Tensor], pattern: re.Pattern[str]) -> dict[tuple[str, ...], dict[str, str]]:
+def _modules(
+    sd: Mapping[str, torch.Tensor], pattern: re.Pattern[str]
+) -> dict[tuple[str, ...], dict[str, str]]:
     out: dict[tuple[str, ...], dict[str, str]] = {}
     for name in sd:
         m = pattern.match(name)
@@ -205,7 +209,9 @@ def _mlp(sd: Mapping[str, torch.Tensor], arch: Architecture) -> Network:
     for i in range(depth):
         consumer = f"layers.{i + 1}.linear.weight" if i + 1 < depth else head
         layers.append(
-            _layer(sd, f"layers.{i}.linear", mods[(str(i), "linear")], _norms(mods, (str(i),)), consumer, (2,))
+            _layer(
+                sd, f"layers.{i}.linear", mods[(str(i), "linear")], _norms(mods, (str(i),)), consumer, (2,)
+            )
         )
     widths = {layer.width for layer in layers}
     if arch.residual and len(widths) > 1:
@@ -224,7 +230,9 @@ def _cnn(sd: Mapping[str, torch.Tensor], arch: Architecture) -> Network:
     for i in range(depth):
         consumer = f"blocks.{i + 1}.conv.weight" if i + 1 < depth else "hidden.linear.weight"
         layers.append(
-            _layer(sd, f"blocks.{i}.conv", blocks[(str(i), "conv")], _norms(blocks, (str(i),)), consumer, (3, 4))
+            _layer(
+                sd, f"blocks.{i}.conv", blocks[(str(i), "conv")], _norms(blocks, (str(i),)), consumer, (3, 4)
+            )
         )
     layers.append(_layer(sd, "hidden.linear", hidden[("linear",)], _norms(hidden, ()), head, (2,)))
     joined = [arch.residual and i not in arch.strided_blocks for i in range(depth)] + [False]
@@ -257,7 +265,9 @@ def _sequential(sd: Mapping[str, torch.Tensor], arch: Architecture) -> Network:
         elif weight is not None and weight.ndim == 2:
             kind = None
         else:
-            raise _fail(f"module {index} ({sorted(leaves)}): only Linear, BatchNorm and LayerNorm are supported")
+            raise _fail(
+                f"module {index} ({sorted(leaves)}): only Linear, BatchNorm and LayerNorm are supported"
+            )
         if kind is None:
             linears.append((index, leaves, []))
         elif not linears:
@@ -284,11 +294,13 @@ def network(state_dict: Mapping[str, torch.Tensor], architecture: Architecture |
         raise _fail("an empty state dict")
     if not all(isinstance(state_dict[n], torch.Tensor) for n in names):
         raise _fail("a state dict of tensors expected")
-    if all(_MLP_KEY.match(n) or _HEAD_KEY.match(n) for n in names) and any(n.startswith("layers.") for n in names):
-        net = _mlp(state_dict, arch)
-    elif all(_CNN_BLOCK_KEY.match(n) or _CNN_HIDDEN_KEY.match(n) or _HEAD_KEY.match(n) for n in names) and any(
-        n.startswith("blocks.") for n in names
+    if all(_MLP_KEY.match(n) or _HEAD_KEY.match(n) for n in names) and any(
+        n.startswith("layers.") for n in names
     ):
+        net = _mlp(state_dict, arch)
+    elif all(
+        _CNN_BLOCK_KEY.match(n) or _CNN_HIDDEN_KEY.match(n) or _HEAD_KEY.match(n) for n in names
+    ) and any(n.startswith("blocks.") for n in names):
         net = _cnn(state_dict, arch)
     else:
         net = _sequential(state_dict, arch)
@@ -300,11 +312,11 @@ def network(state_dict: Mapping[str, torch.Tensor], architecture: Architecture |
 
 __all__ = [
     "ACTIVATIONS",
+    "ZERO_AT_ZERO",
     "Architecture",
     "Layer",
     "Network",
     "Norm",
     "SymmetryError",
-    "ZERO_AT_ZERO",
     "network",
 ]

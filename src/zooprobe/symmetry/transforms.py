@@ -1,13 +1,14 @@
 """Exact function-preserving transforms of a network's state dict (its `Architecture` says what the weights
 cannot: activation, residual connections, pooling).
 
-| transform | what | applies when |
-|---|---|---|
-| `rescale` | each hidden unit's output times ``c > 0`` (log-uniform in ``[low, high]``), its readers' columns times ``1 / c`` | ReLU or leaky ReLU |
-| `flip_signs` | random units' output negated, and their readers' columns | tanh (odd); not through max pooling |
-| `widen` | every hidden unit duplicated ``factor`` times, outgoing weights divided by ``factor`` | any activation; no LayerNorm/GroupNorm |
-| `pad_dead` | ``count`` dead units added to every hidden layer (zero weights in and out; BatchNorm scale 0) | no LayerNorm/GroupNorm |
-| `fold_batchnorm` | each BatchNorm (eval mode) folded into the linear/conv layer before it | a BatchNorm directly after the layer |
+- `rescale` (ReLU, leaky ReLU): each hidden unit's output times ``c > 0`` (log-uniform in ``[low, high]``),
+  its readers' columns times ``1 / c``;
+- `flip_signs` (tanh; not through max pooling): random units' outputs negated, and their readers' columns;
+- `widen` (any activation; no LayerNorm/GroupNorm): every hidden unit duplicated ``factor`` times, its
+  outgoing weights divided by ``factor``;
+- `pad_dead` (no LayerNorm/GroupNorm): ``count`` dead units added to every hidden layer (zero weights in and
+  out; BatchNorm scale 0);
+- `fold_batchnorm`: each BatchNorm (eval mode) directly after a linear/conv layer folded into it.
 
 Neuron permutations are `zooprobe.encoder.augment.permute_neurons` (pretraining's augmentation). A transform
 that does not apply raises `SymmetryError` with the reason. Joined layers (residual connections) get the
@@ -173,4 +174,4 @@ def fold_batchnorm(
     return out
 
 
-__all__ = ["fold_batchnorm", "flip_signs", "pad_dead", "rescale", "widen"]
+__all__ = ["flip_signs", "fold_batchnorm", "pad_dead", "rescale", "widen"]
