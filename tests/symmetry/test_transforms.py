@@ -16,6 +16,7 @@ from zooprobe.symmetry import (
     canonicalize,
     flip_signs,
     fold_batchnorm,
+    normalize_scales,
     pad_dead,
     rescale,
     widen,
@@ -189,3 +190,17 @@ def test_residual_networks_keep_joined_layers_aligned():
     assert out["layers.1.linear.weight"].shape == (9, 9)
     assert_same_function(subject, sd, out)
     assert_identical(canonicalize(out, subject.architecture), sd)
+
+
+@FEW
+@given(subjects(activations=("relu", "leaky_relu")), st.integers(0, 100))
+def test_normalize_scales_is_invariant_to_rescaling(case, seed):
+    subject, sd = case
+    arch = subject.architecture
+    a = normalize_scales(sd, arch)
+    b = normalize_scales(rescale(sd, arch, torch.Generator().manual_seed(seed)), arch)
+    assert_same_function(subject, sd, a)
+    for k in sd:
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+    with pytest.raises(SymmetryError, match="needs relu or leaky_relu"):
+        normalize_scales(sd, Architecture("tanh", arch.residual, arch.pooling, arch.strided_blocks))

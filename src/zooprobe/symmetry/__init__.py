@@ -10,7 +10,7 @@
 See docs/symmetry.md for what each transform does to zooprobe's predictions.
 """
 
-from zooprobe.symmetry.canonical import canonical_state_dicts, canonicalize
+from zooprobe.symmetry.canonical import canonical_state_dicts, canonicalize, normalize_scales
 from zooprobe.symmetry.structure import ACTIVATIONS, Architecture, Network, SymmetryError, network
 from zooprobe.symmetry.transforms import flip_signs, fold_batchnorm, pad_dead, rescale, widen
 
@@ -24,6 +24,7 @@ __all__ = [
     "flip_signs",
     "fold_batchnorm",
     "network",
+    "normalize_scales",
     "pad_dead",
     "rescale",
     "widen",

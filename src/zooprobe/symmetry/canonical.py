@@ -29,7 +29,8 @@ from collections.abc import Iterable, Iterator, Mapping
 import torch
 
 from zooprobe.symmetry.structure import ZERO_AT_ZERO, Architecture, Layer, Network, SymmetryError, network
-from zooprobe.symmetry.units import remap_units
+from zooprobe.symmetry.transforms import POSITIVELY_HOMOGENEOUS
+from zooprobe.symmetry.units import last_affine, remap_units, scale_units
 
 
 def _unit_rows(sd: Mapping[str, torch.Tensor], layers: list[Layer]) -> torch.Tensor:
@@ -150,6 +151,28 @@ def canonicalize(
     return out
 
 
+def normalize_scales(
+    state_dict: Mapping[str, torch.Tensor], architecture: Architecture
+) -> dict[str, torch.Tensor]:
+    """A rescaling-invariant form of a ReLU / leaky-ReLU network (not applied by default): every hidden
+    unit's last affine map before the activation (weight row and bias, or its norm layer's scale and shift)
+    divided by its Euclidean norm, the norm pushed into the unit's outgoing weights. Two networks that differ
+    by `zooprobe.symmetry.rescale` give the same result up to rounding. Unlike `canonicalize` it changes
+    trained networks, so heads would have to be trained on normalized zoos to use it (docs/symmetry.md)."""
+    net = network(state_dict, architecture)
+    if architecture.activation not in POSITIVELY_HOMOGENEOUS:
+        raise SymmetryError(f"normalize_scales: needs relu or leaky_relu, got {architecture.activation}")
+    out = dict(state_dict)
+    for g in range(len(net.groups)):
+        first = net.group_layers(g)[0]
+        parts = [
+            out[k].detach().double().reshape(first.width, -1) for k in last_affine(first) if k is not None
+        ]
+        norm = torch.cat(parts, dim=1).norm(dim=1)
+        out = scale_units(out, net, g, torch.where(norm > 0, 1.0 / norm, torch.ones_like(norm)))
+    return out
+
+
 def canonical_state_dicts(
     state_dicts: Iterable[Mapping[str, torch.Tensor]], architecture: Architecture | None = None
 ) -> Iterator[dict[str, torch.Tensor]]:
@@ -158,4 +181,4 @@ def canonical_state_dicts(
         yield canonicalize(sd, architecture)
 
 
-__all__ = ["canonical_state_dicts", "canonicalize"]
+__all__ = ["canonical_state_dicts", "canonicalize", "normalize_scales"]

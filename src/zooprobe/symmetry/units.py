@@ -20,7 +20,7 @@ import torch
 from zooprobe.symmetry.structure import Layer, Network, SymmetryError
 
 
-def _last_affine(layer: Layer) -> tuple[str, str | None]:
+def last_affine(layer: Layer) -> tuple[str, str | None]:
     """(weight-like key, bias key) of a layer's last per-unit affine map before its activation."""
     if layer.norms:
         norm = layer.norms[-1]
@@ -55,7 +55,7 @@ def scale_units(
     out = dict(sd)
     d = d.double()
     for layer in net.group_layers(g):
-        for key in _last_affine(layer):
+        for key in last_affine(layer):
             if key is not None:
                 out[key] = _rows(out[key], d)
     for reader, span in _group_readers(net, g):
@@ -95,4 +95,4 @@ def remap_units(
     return out
 
 
-__all__ = ["map_columns", "remap_units", "scale_units"]
+__all__ = ["last_affine", "map_columns", "remap_units", "scale_units"]
