@@ -94,7 +94,8 @@ def zooprobe_args(command: str) -> list[str]:
         args += ["--optim.epochs", "2"]
     if args[:2] == ["encoder", "pretrain"] and "--epochs" not in args:
         args += ["--epochs", "1"]
-    if args[:1] == ["bench"] and args[1:2] != ["heads"] and "--finetune_epochs" not in args:
+    no_finetuning = args[1:2] in (["heads"], ["symmetry"])
+    if args[:1] == ["bench"] and not no_finetuning and "--finetune_epochs" not in args:
         args += ["--finetune_epochs", "1"]
     return args
 

@@ -51,6 +51,7 @@ from zooprobe.errors import InvalidInputError, ZooprobeError
 from zooprobe.heads.head_loader import HeadOutputs, LoadedHead, NonFiniteError
 from zooprobe.heads.targets import TargetSpec
 from zooprobe.heads.uncertainty import DEFAULT_LEVEL, check_level
+from zooprobe.symmetry import canonicalize
 from zooprobe.tokens.statistics import featurize
 
 NOT_PREDICTABLE = "not predictable from this zoo"
@@ -197,8 +198,9 @@ HeadSource = LoadedHead | str | Path
 
 
 def _shared_statistics(heads: Sequence[LoadedHead], state_dict: Mapping[str, Any]) -> np.ndarray | None:
-    """The weight statistics of a network, computed once when several heads read it (None for one)."""
-    return featurize([state_dict]) if len(heads) > 1 else None
+    """The weight statistics of a network's canonical form (what `LoadedHead.run` reads), computed once when
+    several heads read it (None for one)."""
+    return featurize([canonicalize(state_dict)]) if len(heads) > 1 else None
 
 
 def _heads(head: Any, trust: bool = False) -> tuple[list[str] | None, list[LoadedHead]]:

@@ -23,6 +23,7 @@ from zooprobe.cli.common import (
     config_parser,
     new_parser,
 )
+from zooprobe.cli.symmetry import run_symmetry, symmetry_parser
 from zooprobe.core.files import atomic_write_json
 from zooprobe.core.progress import rank
 from zooprobe.errors import ConfigError
@@ -142,6 +143,7 @@ def _add_bench_subcommands(bench: Any) -> None:
     heads.add_argument("--json", type=Path | None, default=None, help="Also write every number as JSON.")
     bs.add_subcommand("heads", heads, help="Benchmark head training.")
     bs.add_subcommand("transfer", _transfer_parser(), help="Transfer to held-out generators.")
+    bs.add_subcommand("symmetry", symmetry_parser(), help="Predictions under function-preserving transforms.")
 
 
 TRANSFER_GROUPS = ("datasets", "families", "recipes", "foreign")
@@ -285,6 +287,8 @@ def run_training_command(cfg: Namespace, console: Any) -> int:
             doc = dc.asdict(result) | {"cache_ratio": result.cache_ratio}
             atomic_write_json(ns.json, json.loads(json.dumps(doc, default=str)))
         return 0
+    if cfg.command == "bench" and cfg.bench.what == "symmetry":
+        return run_symmetry(cfg.bench.symmetry, console)
     if cfg.command == "bench" and cfg.bench.what == "transfer":
         from zooprobe.bench.transfer import markdown, transfer  # heavy: imports torch
 

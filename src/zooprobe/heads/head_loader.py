@@ -42,6 +42,7 @@ from zooprobe.heads.integrity import check_content_hash, write_content_hash
 from zooprobe.heads.prediction_heads import HeadConfig
 from zooprobe.heads.targets import TaskSpec
 from zooprobe.heads.trust import TRUST_FILE, Trust
+from zooprobe.symmetry import canonical_state_dicts
 from zooprobe.tokens.statistics import featurize
 
 HEAD_FORMAT = 1
@@ -113,15 +114,19 @@ class LoadedHead:
         batch_size: int = 64,
         *,
         statistics: np.ndarray | None = None,
+        canonical: bool = True,
     ) -> HeadOutputs:
         """Predictions, representations, statistics and architectures of each state dict (see
         `HeadOutputs`). Unreadable networks are `InvalidInputError`s, non-finite representations or outputs
         `NonFiniteError`s, each naming the state dict (its position) and the cause. `statistics` passes the
         weight statistics when they are known already (several heads on the same networks). The state dicts
         are read `batch_size` at a time (a `Zoo`'s ``state_dicts()`` streams), so only the outputs grow with
-        their number."""
+        their number. With ``canonical`` (the default) each network is first put in its canonical form
+        (`zooprobe.symmetry.canonicalize`: duplicated units merged, dead ones dropped; trained networks are
+        unchanged), so a widened or padded copy of a network gets that network's predictions; `statistics`
+        passed in must be those of the canonical forms."""
         self.model.eval()
-        source = iter(state_dicts)
+        source = canonical_state_dicts(state_dicts) if canonical else iter(state_dicts)
         device = self.model.loaded.device
         raw: dict[str, list[np.ndarray]] = {t.name: [] for t in self.spec.targets}
         reps: list[np.ndarray] = []

@@ -1,0 +1,31 @@
+"""Function-preserving transforms of networks' weights, and a canonical form that undoes some of them.
+
+- `structure`: the hidden units of a state dict (zooprobe MLPs and CNNs, plain ``nn.Sequential`` MLPs) and
+  the `Architecture` (activation, residual connections, pooling) the weights do not show;
+- `transforms`: `rescale` (ReLU), `flip_signs` (tanh), `widen`, `pad_dead`, `fold_batchnorm` (permutations:
+  `zooprobe.encoder.augment.permute_neurons`);
+- `canonical`: `canonicalize`, which merges duplicated units and drops dead ones (undoing `widen` and
+  `pad_dead` exactly, a no-op on trained networks), and `canonical_state_dicts`, the featurization hook.
+
+See docs/symmetry.md for what each transform does to zooprobe's predictions.
+"""
+
+from zooprobe.symmetry.canonical import canonical_state_dicts, canonicalize, normalize_scales
+from zooprobe.symmetry.structure import ACTIVATIONS, Architecture, Network, SymmetryError, network
+from zooprobe.symmetry.transforms import flip_signs, fold_batchnorm, pad_dead, rescale, widen
+
+__all__ = [
+    "ACTIVATIONS",
+    "Architecture",
+    "Network",
+    "SymmetryError",
+    "canonical_state_dicts",
+    "canonicalize",
+    "flip_signs",
+    "fold_batchnorm",
+    "network",
+    "normalize_scales",
+    "pad_dead",
+    "rescale",
+    "widen",
+]

@@ -1,0 +1,88 @@
+"""``zooprobe bench symmetry`` on a tiny zoo, and canonicalization as a no-op on every trained zoo model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from zooprobe.api import load_encoder, load_head, load_zoo, train
+from zooprobe.bench.symmetry import TRANSFORMS, architecture_of, bench_symmetry
+from zooprobe.cli import main
+from zooprobe.cli.symmetry import SYMMETRY_TRANSFORMS
+from zooprobe.errors import ConfigError
+from zooprobe.heads.prediction_heads import HeadConfig
+from zooprobe.symmetry import canonicalize, widen
+from zooprobe.training.config import OptimConfig, TrainConfig
+
+
+def test_canonicalize_is_a_no_op_on_every_trained_model(head_zoo: Path):
+    zoo = load_zoo(head_zoo)
+    for i in range(len(zoo)):
+        sd = zoo.state_dict(i)
+        for arch in (None, architecture_of(zoo, i)):
+            out = canonicalize(sd, arch)
+            assert list(out) == list(sd)
+            assert all(out[k] is sd[k] for k in sd), f"row {i}"
+
+
+@pytest.fixture(scope="module")
+def hp_head(head_zoo: Path, head_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cfg = TrainConfig(
+        task="hyperparameters",
+        zoo=str(head_zoo),
+        encoder=str(head_encoder),
+        head=HeadConfig(hidden_sizes=[32], branch_hidden=16),
+        optim=OptimConfig(epochs=1, batch_size=8, lr=3e-3),
+    )
+    run = tmp_path_factory.mktemp("symmetry-runs") / "hp"
+    train(cfg, run, progress=False, encoder=load_encoder(head_encoder))
+    return run
+
+
+def test_bench_symmetry_writes_the_table_and_canonical_predictions_do_not_move(
+    head_zoo: Path, hp_head: Path, tmp_path: Path
+):
+    doc = bench_symmetry(head_zoo, hp_head, None, tmp_path / "sym", split=None, max_models=12)
+    assert (tmp_path / "sym" / "symmetry.md").read_text().startswith("Symmetry benchmark")
+    assert json.loads((tmp_path / "sym" / "symmetry.json").read_text())["n_models"] == 12
+    rows = {(r["transform"], r["mode"]): r for r in doc["rows"]}
+    assert {t for t, _ in rows} == set(TRANSFORMS)
+    for row in doc["rows"]:
+        assert row["n"] + row["not_applicable"] == 12
+    for name in ("widen2", "widen4", "pad_dead"):
+        canonical = rows[(name, "canonical")]
+        assert canonical["n"] > 0 and canonical["moved"] == 0
+        assert all(t["mean_abs_change"] == 0.0 for t in canonical["targets"])
+    raw = rows[("widen4", "raw")]
+    assert raw["moved"] > 0 and any(t["mean_abs_change"] > 0 for t in raw["targets"])
+    assert {t["kind"] for t in raw["targets"]} >= {"log10", "probability"}
+
+
+def test_canonical_prediction_path_gives_a_widened_network_its_original_predictions(head_zoo, hp_head):
+    head = load_head(hp_head)
+    zoo = load_zoo(head_zoo)
+    rows = [i for i in range(len(zoo)) if not any(".ln." in k or ".gn." in k for k in zoo.state_dict(i))][:4]
+    sds = [zoo.state_dict(i) for i in rows]
+    wide = [widen(sd, architecture_of(zoo, i), 2) for i, sd in zip(rows, sds, strict=True)]
+    a, b = head.predict(sds), head.predict(wide)
+    for k in a:
+        assert torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k])), k
+
+
+def test_bench_symmetry_cli(head_zoo: Path, hp_head: Path, tmp_path: Path, capsys):
+    out = tmp_path / "cli"
+    args = ["bench", "symmetry", "--zoo", str(head_zoo), "--head", str(hp_head), "--output", str(out)]
+    code = main([*args, "--transforms", "widen2,rescale", "--max_models", "6"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| widen2 | canonical |" in printed and (out / "symmetry.json").is_file()
+    with pytest.raises(ConfigError, match="unknown \\['shear'\\]"):
+        bench_symmetry(head_zoo, hp_head, ["shear"])
+    assert main([*args[:-2], "--transforms", "shear"]) == 2
+
+
+def test_cli_transform_names_match_the_library():
+    assert tuple(TRANSFORMS) == SYMMETRY_TRANSFORMS
