@@ -83,6 +83,7 @@ import pyarrow.parquet as pq
 import torch
 
 from zooprobe.core.files import atomic_path, atomic_write_json, parse_json
+from zooprobe.core.guards import load_npy
 from zooprobe.core.outputs import (
     LOCK,
     MARKER,
@@ -436,10 +437,7 @@ def open_weights(path: str | Path, key: str | None = None) -> np.ndarray:
     if suffix == ".npy":
         if key is not None:
             raise ConfigError(f"weights_key is for safetensors files; {path} is a .npy file")
-        try:
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise InvalidInputError(f"{path}: not a readable .npy array ({e})") from e
+        array = load_npy(path)  # guards: no object arrays, declared size inside the file, never unpickled
     elif suffix == ".safetensors":
         array = _safetensors_memmap(path, key)
     else:

@@ -47,13 +47,15 @@ from typing import Any, Literal
 import pyarrow as pa
 import torch
 
-from zooprobe.core.checkpoints import (
+from zooprobe.core.files import parse_json, read_json
+from zooprobe.core.guards import (
     CHECKPOINT_SUFFIXES,
     DEFAULT_MAX_PARAMS,
+    check_inside,
     check_max_params,
     read_checkpoint,
+    resolves_inside,
 )
-from zooprobe.core.files import parse_json, read_json
 from zooprobe.core.outputs import OutputFolderError, check_output, claim_output, holding_outputs
 from zooprobe.errors import ConfigError, InvalidInputError
 from zooprobe.zoo.schema import FIELD_BY_NAME, SPLITS, WEIGHTS
@@ -675,7 +677,7 @@ class _Record:
 def _resolves_inside(root: Path, path: Path) -> bool:
     """Whether ``path``, every symbolic link followed, is ``root`` (its real path) or lies under it: the one
     containment rule for paths an input names (``..`` is refused before; a link must not lead out either)."""
-    return path.resolve().is_relative_to(root.resolve())
+    return resolves_inside(root, path)
 
 
 def _checkpoint_path(folder: Path, name: Any) -> Path:
@@ -1044,7 +1046,7 @@ def import_model_zoos(
                 metrics = _result_fields(results.get(epoch), model_dir / "result.json", accuracy_percent)
                 if not ckpt_file.is_file():
                     raise _Bad(f"{ckpt_file}: checkpoint file not found")
-                state_dict = _read_torch(ckpt_file)
+                state_dict = _read_torch(check_inside(root, ckpt_file, "checkpoint"))
                 weights = _encode(state_dict, ckpt_file)
             except (_Bad, InvalidInputError) as e:
                 problems.add(str(checkpoints[epoch]), str(e))
