@@ -36,6 +36,7 @@ import numpy as np
 from zooprobe.core.checkpoints import (
     CHECKPOINT_SUFFIXES,
     CONTAINER_KEYS,
+    PICKLE_SUFFIXES,
     SAFETENSORS_SUFFIXES,
     TORCH_SUFFIXES,
     Checkpoint,
@@ -66,9 +67,6 @@ GUARD_MODULES = (
     "zooprobe.core.files",
 )
 """The modules allowed to call raw loaders; everything else reads through them."""
-
-PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".dill", ".cloudpickle", ".npz.pkl")
-"""File types that can only be read by unpickling: refused by name, never opened (`refuse_pickle`)."""
 
 SAFE_NUMPY = (
     "save a plain numeric array instead: `np.save(path, np.asarray(weights, dtype=np.float32))` (or a "
