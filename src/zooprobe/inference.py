@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 
 from zooprobe.api import load_head
-from zooprobe.core.checkpoints import (
+from zooprobe.core.guards import (
     CHECKPOINT_SUFFIXES,
     CONTAINER_KEYS,
     DEFAULT_MAX_PARAMS,

@@ -23,25 +23,8 @@ from harness import assert_unchanged, run_cli, run_subprocess, snapshot
 from safetensors.torch import save_file
 from torch import nn
 
-from zooprobe.api import load_encoder, load_zoo, train
-from zooprobe.heads.prediction_heads import HeadConfig
+from zooprobe.api import load_zoo
 from zooprobe.inference import _load, load_checkpoint
-from zooprobe.training.config import OptimConfig, TrainConfig
-
-
-@pytest.fixture(scope="module")
-def run_dir(head_zoo: Path, head_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished run folder of a small accuracy head (one epoch: predictions need not be good here)."""
-    root = tmp_path_factory.mktemp("adversarial-runs")
-    cfg = TrainConfig(
-        task="accuracy",
-        zoo=str(head_zoo),
-        encoder=str(head_encoder),
-        head=HeadConfig(hidden_sizes=[16], branch_hidden=8),
-        optim=OptimConfig(epochs=1, batch_size=8, lr=3e-3),
-    )
-    train(cfg, root / "acc", progress=False, encoder=load_encoder(head_encoder))
-    return root / "acc"
 
 
 @pytest.fixture

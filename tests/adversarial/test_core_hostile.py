@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -294,7 +295,12 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path: Path) -> None:
             assert first.poll() is None, first.communicate()
             assert time.monotonic() < deadline, "the first build never took the lock"
             time.sleep(0.05)
-        second = _subprocess(["zoo", "build", "--preset", "tiny", "--n_models", "16", "--output", str(out)])
+        # frozen while it holds the lock (SIGSTOP): the second writer surely meets a running first one
+        first.send_signal(signal.SIGSTOP)
+        try:
+            second = _subprocess([*build[3:], "--output", str(out)])
+        finally:
+            first.send_signal(signal.SIGCONT)
         assert second.returncode == 2, second.stderr
         assert "Traceback" not in second.stderr
         assert str(out) in second.stderr and f"PID {first.pid}" in second.stderr, second.stderr

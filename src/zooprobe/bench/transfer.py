@@ -61,6 +61,7 @@ import pandas as pd
 from zooprobe.api import load_encoder, load_zoo
 from zooprobe.bench.compare import _baseline_predictions
 from zooprobe.core.files import atomic_path, atomic_write_json, atomic_write_text, json_safe
+from zooprobe.core.guards import load_npy
 from zooprobe.core.outputs import OutputKind, check_output, claim_output
 from zooprobe.errors import ConfigError, InvalidInputError, ZooprobeError
 from zooprobe.heads.targets import TaskSpec, build_task_spec, target_arrays
@@ -312,7 +313,7 @@ class ZooData:
 def _stats(zoo: Zoo, cache: Path, progress: bool) -> np.ndarray:
     path = cache / f"stats-{zoo.fingerprint()[:20]}-{len(zoo)}.npy"
     if path.exists():
-        x = np.load(path)
+        x = load_npy(path, mmap=False)  # guards: never unpickled
         if x.shape[0] == len(zoo):
             return x
     start = time.perf_counter()

@@ -80,6 +80,9 @@ TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 CHECKPOINT_SUFFIXES = SAFETENSORS_SUFFIXES + TORCH_SUFFIXES
 """File types `read_checkpoint` reads (torch ones only with ``weights_only=True``)."""
 
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".dill", ".cloudpickle")
+"""File types that can only be read by unpickling: refused by name, never opened."""
+
 CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "module")
 """Entries of a training checkpoint that hold the model's state dict, in the order they are looked for."""
 
@@ -176,6 +179,11 @@ def check_checkpoint_file(path: str | Path, *, kind: Kind = "auto") -> int:
         raise InvalidInputError(
             f"{path}: is {what}, not a regular file; zooprobe reads checkpoints only from regular files "
             "(reading a pipe or device can block forever): save the checkpoint to a file and pass that"
+        )
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise InvalidInputError(
+            f"{path}: refused for safety: a {path.suffix} file can only be read by unpickling it, which can "
+            "run arbitrary code, so zooprobe never opens one. " + _CONVERT_HINT
         )
     if kind == "auto" and path.suffix.lower() not in CHECKPOINT_SUFFIXES:
         raise InvalidInputError(
@@ -570,6 +578,7 @@ __all__ = [
     "CONTAINER_KEYS",
     "DEFAULT_MAX_PARAMS",
     "MAX_HEADER_BYTES",
+    "PICKLE_SUFFIXES",
     "SAFETENSORS_SUFFIXES",
     "TORCH_SUFFIXES",
     "Checkpoint",

@@ -292,13 +292,26 @@ def save_state(path: str | Path, tensors: Mapping[str, torch.Tensor], meta: Mapp
     write_safetensors(path, tensors, {META_KEY: json.dumps(meta, default=str)})
 
 
+RESUME_ADVICE = "delete it, or start over (resume=False / --overwrite true)"
+HEAD_ADVICE = (
+    "the head folder is damaged or was replaced: restore it (copy or download it again), or train the "
+    "head again"
+)
+
+
 def read_state(
-    path: str | Path, *, what: str = "training state", tensors: bool = True, require_meta: bool = True
+    path: str | Path,
+    *,
+    what: str = "training state",
+    tensors: bool = True,
+    require_meta: bool = True,
+    advice: str = RESUME_ADVICE,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(tensors, meta) of a file written by `save_state` (``tensors=False``: only the metadata).
 
-    An unreadable or foreign file is an `InvalidInputError` that names it and says what to do. With
-    ``require_meta=False`` a plain safetensors file (no zooprobe header) reads with ``meta == {}``.
+    An unreadable or foreign file is an `InvalidInputError` that names it and says what to do (`advice`:
+    for a training state, start over; for a saved head, `HEAD_ADVICE`). With ``require_meta=False`` a plain
+    safetensors file (no zooprobe header) reads with ``meta == {}``.
     """
 
     path = Path(path)
@@ -311,17 +324,17 @@ def read_state(
             meta = parse_json(header[key]) if key is not None else {}
             values = {k: handle.get_tensor(k) for k in handle.keys()} if tensors else {}  # noqa: SIM118
     except Exception as e:  # safetensors raises its own error types (and OSError, JSON errors)
-        raise InvalidInputError(
-            f"{path}: unreadable {what} ({e}); delete it, or start over (resume=False / --overwrite true)"
-        ) from e
+        raise InvalidInputError(f"{path}: unreadable {what} ({e}); {advice}") from e
     if not isinstance(meta, dict):
         raise InvalidInputError(f"{path}: the {what} metadata is not a JSON object")
     return values, meta
 
 
 __all__ = [
+    "HEAD_ADVICE",
     "MAX_HEADER_BYTES",
     "META_KEY",
+    "RESUME_ADVICE",
     "ST_DTYPES",
     "SafetensorsHeader",
     "TensorSpan",

@@ -32,7 +32,7 @@ import torch
 from zooprobe.core.config import check_record
 from zooprobe.core.device import resolve_device
 from zooprobe.core.files import atomic_write_json, read_json
-from zooprobe.core.tensorfile import read_state, save_state
+from zooprobe.core.tensorfile import HEAD_ADVICE, read_state, save_state
 from zooprobe.encoder.encoder_loader import LoadedEncoder
 from zooprobe.errors import ConfigError, InvalidInputError, ZooFormatError
 from zooprobe.heads.domain import Architecture, architecture
@@ -244,7 +244,7 @@ def load_head_folder(
     if not path.is_file():
         raise HeadFormatError(f"{folder}: no model.safetensors (the head's weights)")
     try:
-        tensors, _ = read_state(path, what="head checkpoint", require_meta=False)
+        tensors, _ = read_state(path, what="head checkpoint", require_meta=False, advice=HEAD_ADVICE)
     except InvalidInputError as e:
         raise HeadFormatError(str(e)) from e
     try:

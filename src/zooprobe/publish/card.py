@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from zooprobe.api import BUILTIN_PREFIX
-from zooprobe.core.files import atomic_write_text, read_json, read_yaml
+from zooprobe.core.files import atomic_write_text, load_yaml_text, read_json, read_yaml
 from zooprobe.errors import ZooprobeError
 from zooprobe.hub import check_repo_id, is_repo_id, render_card
 from zooprobe.training.run_folder import RunFolder
@@ -94,7 +94,7 @@ def zoo_contents(source: str) -> str:
     if not path.is_file():
         return ""
     try:
-        cfg = yaml.safe_load(path.read_text()) or {}
+        cfg = load_yaml_text(path.read_text()) or {}  # guards: aliases refused
     except (OSError, yaml.YAMLError):
         return ""
     parts = []

@@ -29,7 +29,7 @@ from typing import Any
 
 from zooprobe.core.files import read_json, read_yaml
 from zooprobe.core.outputs import OutputKind
-from zooprobe.core.tensorfile import read_state
+from zooprobe.core.tensorfile import HEAD_ADVICE, read_state
 from zooprobe.errors import InvalidInputError, ZooprobeError
 from zooprobe.training.config import TrainConfig
 
@@ -119,7 +119,11 @@ class RunFolder:
         """The epoch the saved head checkpoint comes from (None if it records none)."""
 
         _, meta = read_state(
-            self.head_weights_path, what="head checkpoint", tensors=False, require_meta=False
+            self.head_weights_path,
+            what="head checkpoint",
+            tensors=False,
+            require_meta=False,
+            advice=HEAD_ADVICE,
         )
         epoch = meta.get("epoch")
         return int(epoch) if isinstance(epoch, int) else None

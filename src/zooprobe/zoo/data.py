@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from zooprobe.core.files import atomic_path, cache_dir
+from zooprobe.core.guards import load_npz
 from zooprobe.errors import ConfigError
 
 TASKS = ("digits", "mnist1d", "tabular", "tabular_reg", "shapes16", "motifs")
@@ -73,8 +74,8 @@ def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray]:
     path = cache_dir() / "data" / f"mnist1d-{MNIST1D_SAMPLES}-seed42.npz"
     if path.exists():
         try:
-            with np.load(path) as f:
-                return f["x"], f["y"]
+            arrays = load_npz(path)  # guards: never unpickled
+            return arrays["x"], arrays["y"]
         except (OSError, ValueError, KeyError):
             path.unlink(missing_ok=True)  # corrupt cache: regenerate below
     from mnist1d.data import (  # heavy: mnist1d

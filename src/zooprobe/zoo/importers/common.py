@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import torch
 
-from zooprobe.core.checkpoints import (
+from zooprobe.core.guards import (
     DEFAULT_MAX_PARAMS,
     read_checkpoint,
 )

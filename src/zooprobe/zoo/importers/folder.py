@@ -9,10 +9,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from zooprobe.core.checkpoints import (
+from zooprobe.core.guards import (
     CHECKPOINT_SUFFIXES,
     DEFAULT_MAX_PARAMS,
     check_max_params,
+    resolves_inside,
 )
 from zooprobe.errors import InvalidInputError
 from zooprobe.zoo.importers.common import (
@@ -62,7 +63,7 @@ class _Record:
 def _resolves_inside(root: Path, path: Path) -> bool:
     """Whether ``path``, every symbolic link followed, is ``root`` (its real path) or lies under it: the one
     containment rule for paths an input names (``..`` is refused before; a link must not lead out either)."""
-    return path.resolve().is_relative_to(root.resolve())
+    return resolves_inside(root, path)
 
 
 def _checkpoint_path(folder: Path, name: Any) -> Path:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 
 from zooprobe.core.files import parse_json
+from zooprobe.core.guards import load_npy
 from zooprobe.core.state_dicts import canonical_key
 from zooprobe.core.tensorfile import read_safetensors_header
 from zooprobe.errors import ConfigError, InvalidInputError
@@ -279,10 +280,7 @@ def open_weights(path: str | Path, key: str | None = None) -> np.ndarray:
     if suffix == ".npy":
         if key is not None:
             raise ConfigError(f"weights_key is for safetensors files; {path} is a .npy file")
-        try:
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise InvalidInputError(f"{path}: not a readable .npy array ({e})") from e
+        array = load_npy(path)  # guards: no object arrays, declared size inside the file, never unpickled
     elif suffix == ".safetensors":
         array = _safetensors_memmap(path, key)
     else:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from zooprobe.core.files import parse_json, read_json
+from zooprobe.core.guards import check_inside
 from zooprobe.errors import ConfigError, InvalidInputError
 from zooprobe.zoo.importers.common import (
     _CHECKPOINT_DIR,
@@ -216,7 +217,7 @@ def import_model_zoos(
                 metrics = _result_fields(results.get(epoch), model_dir / "result.json", accuracy_percent)
                 if not ckpt_file.is_file():
                     raise _Bad(f"{ckpt_file}: checkpoint file not found")
-                state_dict = _read_torch(ckpt_file)
+                state_dict = _read_torch(check_inside(root, ckpt_file, "checkpoint"))
                 weights = _encode(state_dict, ckpt_file)
             except (_Bad, InvalidInputError) as e:
                 problems.add(str(checkpoints[epoch]), str(e))
