@@ -237,12 +237,12 @@ def _table_html(result: dict[str, Any], level: float) -> str:
     return f'<table class="zp-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-STYLE = """<style>
+CSS = """
 .zp-file{border:1px solid #ccc;border-radius:6px;padding:8px 12px;margin:8px 0}
-.zp-domain-in{color:#176b2c}.zp-domain-out{color:#a4161a}.zp-domain-unknown{color:#8a6d00}
-.zp-table{border-collapse:collapse;margin:4px 0 10px}.zp-table td,.zp-table th{padding:2px 10px;
-border-bottom:1px solid #ddd;text-align:left}.zp-error{color:#a4161a;font-family:monospace}
-</style>"""
+.zp-domain-in .zp-flag{color:#176b2c}.zp-domain-out .zp-flag{color:#a4161a}
+.zp-domain-unknown .zp-flag{color:#8a6d00}.zp-error{color:#a4161a;font-family:monospace}
+"""
+"""The page's style sheet (`zooprobe.app.ui` gives it to Gradio)."""
 
 
 def audits_html(heads: AppHeads, audits: Sequence[FileAudit], level: float = DEFAULT_LEVEL) -> str:
@@ -252,7 +252,7 @@ def audits_html(heads: AppHeads, audits: Sequence[FileAudit], level: float = DEF
         return (
             '<p class="zp-empty">Upload one or more checkpoints (.safetensors, .pt) to see predictions.</p>'
         )
-    parts = [STYLE]
+    parts: list[str] = []
     for audit in audits:
         parts.append(f'<div class="zp-file" data-file="{_e(audit.name)}"><h3>{_e(audit.name)}</h3>')
         if audit.error is not None:
@@ -271,8 +271,8 @@ def compare_html(heads: AppHeads, a: FileAudit, b: FileAudit, level: float = DEF
     """Two files side by side: per head and target the two predictions, and both domain flags."""
     errors = [f'<p class="zp-error">{_e(x.error)}</p>' for x in (a, b) if x.error is not None]
     if errors:
-        return STYLE + "".join(errors)
-    parts = [STYLE]
+        return "".join(errors)
+    parts: list[str] = []
     for k, title in enumerate(heads.titles()):
         ra, rb = a.results[k], b.results[k]  # type: ignore[index]
         _, rows_a = result_rows(ra, level=level)

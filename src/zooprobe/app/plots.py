@@ -84,7 +84,8 @@ def corpus_figure(heads: AppHeads, audits: Sequence[FileAudit]) -> Figure:
         return _message_figure("the heads predict no continuous target and have no applicability domain")
     cols = min(3, n)
     rows = -(-n // cols)
-    fig = Figure(figsize=(4.2 * cols, 3.2 * rows), layout="constrained")
+    fig = Figure(figsize=(4.2 * cols, 3.2 * rows))
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.12, top=0.92, wspace=0.25, hspace=0.55)
     axes = [fig.add_subplot(rows, cols, i + 1) for i in range(n)]
     for ax, (k, t) in zip(axes, targets, strict=False):
         corpus = heads.corpora[k]
@@ -153,7 +154,8 @@ def layer_figure(heads: AppHeads, audits: Sequence[FileAudit]) -> Figure:
         return _message_figure("no readable checkpoint: no weight statistics to show")
     reference = reference_statistics(heads)
     index = {name: i for i, name in enumerate(feature_names())}
-    fig = Figure(figsize=(4.0 * len(LAYER_STATS), 3.4), layout="constrained")
+    fig = Figure(figsize=(4.0 * len(LAYER_STATS), 3.4))
+    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.12, top=0.82, wspace=0.3)
     for p, (stat, label) in enumerate(LAYER_STATS):
         ax = fig.add_subplot(1, len(LAYER_STATS), p + 1)
         xs = np.arange(len(LAYER_BLOCKS))

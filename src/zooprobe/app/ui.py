@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import uuid
@@ -21,6 +22,7 @@ from typing import Any
 
 from zooprobe.app.config import AppConfig
 from zooprobe.app.core import (
+    CSS,
     AppHeads,
     FileAudit,
     audit_file,
@@ -77,19 +79,19 @@ class Page:
         atomic_write_json(path, document(self.heads, audits, self.cfg.level))
         return str(path)
 
-    def on_upload(self, files: Any) -> tuple[str, str | None, Any, Any]:
-        """Audit tab: predict on the uploaded files, then delete them."""
+    def on_upload(self, files: Any) -> tuple[str, str | None, list[FileAudit]]:
+        """Audit tab: predict on the uploaded files, then delete them; the figures follow (`on_plots`)
+        so the predictions show first."""
         paths = _paths(files)
         try:
             audits = [self.audit(p) for p in paths]
         finally:
             remove_uploads(paths, self.root)
-        return (
-            audits_html(self.heads, audits, self.cfg.level),
-            self._download(audits),
-            corpus_figure(self.heads, audits),
-            layer_figure(self.heads, audits),
-        )
+        return audits_html(self.heads, audits, self.cfg.level), self._download(audits), audits
+
+    def on_plots(self, audits: list[FileAudit] | None) -> tuple[Any, Any]:
+        audits = audits or []
+        return corpus_figure(self.heads, audits), layer_figure(self.heads, audits)
 
     def on_compare_upload(self, file: Any) -> FileAudit | None:
         """Compare tab: predict on one side's file as soon as it arrives (then delete it)."""
@@ -127,7 +129,10 @@ def build_page(heads: AppHeads, cfg: AppConfig, root: Path) -> Any:
             )
             corpus = gr.Plot(label="Where the model sits in the training zoo", elem_id="zp-corpus-plot")
             layers = gr.Plot(label="Per-layer weight statistics", elem_id="zp-layer-plot")
-            files.upload(page.on_upload, inputs=files, outputs=[results, download, corpus, layers])
+            audits = gr.State([])
+            files.upload(page.on_upload, inputs=files, outputs=[results, download, audits]).then(
+                page.on_plots, inputs=audits, outputs=[corpus, layers]
+            )
         with gr.Tab("Compare", elem_id="zp-tab-compare"):
             with gr.Row():
                 file_a = gr.File(label="Checkpoint A", elem_id="zp-compare-a")
@@ -140,6 +145,10 @@ def build_page(heads: AppHeads, cfg: AppConfig, root: Path) -> Any:
                     page.on_compare, inputs=[state_a, state_b], outputs=[compared, compare_plot]
                 )
     return blocks
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 @dataclass
@@ -184,11 +193,17 @@ def serve(cfg: AppConfig, *, block: bool = True) -> Server | None:
             ssr_mode=False,
             prevent_thread_lock=True,
             quiet=True,
+            css=CSS,
         )
         server = Server(blocks, root, f"http://{cfg.host}:{cfg.port}")
-        print(f"zooprobe app: serving on {server.url} (Ctrl+C stops it)", flush=True)
+        print(
+            f"zooprobe app: serving on {server.url} (Ctrl+C stops it); uploads are kept in {root} only "
+            "while they are read, and the folder is removed when the app stops",
+            flush=True,
+        )
         if not block:
             return server
+        signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it like Ctrl+C: the folder is removed
         blocks.block_thread()
     finally:
         if block or server is None:
