@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from zooprobe.app.core import (
     remove_uploads,
 )
 from zooprobe.app.plots import corpus_figure, layer_figure, reference_statistics
+from zooprobe.cli import app as cli_app
 from zooprobe.cli import main
 from zooprobe.errors import ConfigError, ZooprobeError
 from zooprobe.heads.uncertainty import DEFAULT_LEVEL
@@ -185,5 +187,11 @@ def test_config_and_shipped_heads(
     monkeypatch.delattr(core.inference, "default_heads", raising=False)
     with pytest.raises(ZooprobeError, match=NO_SHIPPED_HEADS):
         load_app_heads(None)
+    before = os.environ.get("GRADIO_TEMP_DIR")
     assert main(["app", "--port", "1"]) == 2
     assert capsys.readouterr().err.strip() == f"zooprobe: error: {NO_SHIPPED_HEADS}"
+    assert os.environ.get("GRADIO_TEMP_DIR") == before  # the app's upload folder setting is undone
+    # without the optional extra: how to install it, not a traceback
+    monkeypatch.setattr(cli_app, "has_gradio", lambda: False)
+    assert main(["app", "--heads", "runs/acc"]) == 2
+    assert capsys.readouterr().err.strip() == f"zooprobe: error: {cli_app.NO_GRADIO}"

@@ -158,12 +158,22 @@ class Server:
     blocks: Any
     root: Path
     url: str
+    previous_temp_dir: str | None = None
 
     def close(self) -> None:
         try:
             self.blocks.close()
         finally:
-            shutil.rmtree(self.root, ignore_errors=True)
+            _release(self.root, self.previous_temp_dir)
+
+
+def _release(root: Path, previous: str | None) -> None:
+    """Remove the upload folder `root` and restore ``GRADIO_TEMP_DIR`` to `previous`."""
+    shutil.rmtree(root, ignore_errors=True)
+    if previous is None:
+        os.environ.pop("GRADIO_TEMP_DIR", None)
+    else:
+        os.environ["GRADIO_TEMP_DIR"] = previous
 
 
 def serve(cfg: AppConfig, *, block: bool = True) -> Server | None:
@@ -172,6 +182,7 @@ def serve(cfg: AppConfig, *, block: bool = True) -> Server | None:
     server stops."""
     cfg.check()
     root = Path(tempfile.mkdtemp(prefix="zooprobe-app-"))
+    previous = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(root)  # Gradio reads it when imported: before `build_page`
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     server = None
@@ -195,7 +206,7 @@ def serve(cfg: AppConfig, *, block: bool = True) -> Server | None:
             quiet=True,
             css=CSS,
         )
-        server = Server(blocks, root, f"http://{cfg.host}:{cfg.port}")
+        server = Server(blocks, root, f"http://{cfg.host}:{cfg.port}", previous)
         print(
             f"zooprobe app: serving on {server.url} (Ctrl+C stops it); uploads are kept in {root} only "
             "while they are read, and the folder is removed when the app stops",
@@ -209,7 +220,7 @@ def serve(cfg: AppConfig, *, block: bool = True) -> Server | None:
         if block or server is None:
             if server is not None:
                 server.close()
-            shutil.rmtree(root, ignore_errors=True)
+            _release(root, previous)
     return None
 
 

@@ -54,10 +54,15 @@ def app_config(ns: Namespace) -> AppConfig:
     return AppConfig(**values).check()
 
 
+def has_gradio() -> bool:
+    """Whether Gradio (the optional extra ``zooprobe[app]``) is installed; nothing is imported."""
+    return importlib.util.find_spec("gradio") is not None
+
+
 def run_app_command(ns: Namespace) -> int:
     """Run a parsed ``app`` command (`ns`: its namespace) until interrupted; exit status."""
     cfg = app_config(ns)
-    if importlib.util.find_spec("gradio") is None:
+    if not has_gradio():
         raise ZooprobeError(NO_GRADIO)
     from zooprobe.app.ui import serve  # heavy: gradio and torch
 
