@@ -22,3 +22,20 @@ class ZooFormatError(ZooprobeError):
 
 class ConfigError(ZooprobeError, ValueError):
     """A configuration value is out of range or inconsistent with another one."""
+
+
+def error_message(error: BaseException) -> str | None:
+    """The one line zooprobe shows a user for `error` (``zooprobe: error: ...``), or None for an error it
+    does not expect (a bug, which keeps its traceback). The command line prints it and exits with status 2;
+    the app (`zooprobe.app`) shows it on the page."""
+    if isinstance(error, ZooprobeError):
+        return f"zooprobe: error: {error}"
+    if isinstance(error, MemoryError):
+        return (
+            "zooprobe: error: out of memory; use smaller inputs or batches (e.g. --encode_batch_size), or a "
+            "machine with more memory"
+        )
+    if isinstance(error, OSError):  # a file system refusal (disk full, permissions changed)
+        where = f" ({error.filename})" if error.filename else ""
+        return f"zooprobe: error: {error.strerror or error}{where}; nothing more was written"
+    return None

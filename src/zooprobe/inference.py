@@ -477,12 +477,11 @@ def format_predictions(
     return lines
 
 
-def format_result(
-    result: Mapping[str, Any], *, level: float | None = None, title: str | None = None
-) -> list[str]:
-    """The lines of one file's result under one head (see `format_predictions`), indented."""
-    lines = [f"  {title}"] if title else []
-    lines += [f"  {line}" for line in domain_lines(result)]
+def result_rows(
+    result: Mapping[str, Any], *, level: float | None = None
+) -> tuple[tuple[str, str, str, str], list[tuple[str, str, str, str]]]:
+    """(header, rows) of one file's result under one head: per target its prediction (with probabilities
+    or natural units), interval and test score, as `format_result` prints them (the app shows the same)."""
     targets = result["targets"]
     rows = [
         (name, _describe(e), _describe_interval(e), _describe_reliability(e)) for name, e in targets.items()
@@ -490,7 +489,42 @@ def format_result(
     shown_level = level or next(
         (e["interval"]["level"] for e in targets.values() if e.get("interval")), DEFAULT_LEVEL
     )
-    header = ("target", "prediction", f"{shown_level:.0%} interval", "reliability")
+    return ("target", "prediction", f"{shown_level:.0%} interval", "reliability"), rows
+
+
+def predictions_document(
+    heads: Sequence[tuple[str, str | None, LoadedHead, list[dict[str, Any]]]],
+    level: float,
+    unfinished: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The JSON document of ``zooprobe predict --json`` (also the app's download): per head (source as
+    given, revision, loaded head, its `predict_files_by_head` results) one document with ``head``,
+    ``revision``, ``task``, ``kind``, ``level``, ``targets`` and ``predictions``; one head's document alone,
+    several under ``{"heads": [...]}``. `unfinished` maps a head source to why its run is not finished."""
+    docs = []
+    for source, revision, head, results in heads:
+        doc: dict[str, Any] = {
+            "head": source,
+            "revision": revision,
+            "task": head.spec.task,
+            "kind": head.kind,
+            "level": level,
+            "targets": head.spec.names,
+            "predictions": results,
+        }
+        if unfinished and source in unfinished:
+            doc["unfinished_run"] = unfinished[source]
+        docs.append(doc)
+    return docs[0] if len(docs) == 1 else {"heads": docs}
+
+
+def format_result(
+    result: Mapping[str, Any], *, level: float | None = None, title: str | None = None
+) -> list[str]:
+    """The lines of one file's result under one head (see `format_predictions`), indented."""
+    lines = [f"  {title}"] if title else []
+    lines += [f"  {line}" for line in domain_lines(result)]
+    header, rows = result_rows(result, level=level)
     widths = [max(len(header[c]), *(len(r[c]) for r in rows)) for c in range(4)]
     for row in (header, tuple("-" * w for w in widths), *rows):
         lines.append("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
@@ -511,4 +545,6 @@ __all__ = [
     "predict",
     "predict_files",
     "predict_files_by_head",
+    "predictions_document",
+    "result_rows",
 ]

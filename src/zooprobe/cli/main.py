@@ -18,6 +18,7 @@ from typing import Any
 from jsonargparse import ArgumentParser, Namespace, set_parsing_settings
 
 from zooprobe._version import __version__
+from zooprobe.cli.app import add_app_command, run_app_command
 from zooprobe.cli.common import (
     Wanted,
     add_progress_arguments,
@@ -35,7 +36,7 @@ from zooprobe.cli.train import add_training_commands, run_training_command
 from zooprobe.cli.zoo import _zoo_config, add_zoo_commands, run_zoo_command
 from zooprobe.core.outputs import holding_outputs_block
 from zooprobe.core.progress import configure_logging
-from zooprobe.errors import ZooprobeError
+from zooprobe.errors import ZooprobeError, error_message
 
 set_parsing_settings(  # dataclass field docs become --help text; `--print_completion shtab-bash|zsh`
     docstring_parse_attribute_docstrings=True, add_print_completion_argument=True
@@ -60,7 +61,7 @@ def build_parser(argv: Sequence[str] | None = None) -> ArgumentParser:
 
     root = new_parser(
         "Read a neural network's weights and tell what it is. "
-        "Subcommands: zoo, encoder, train, evaluate, report, predict, push, bench, demo, presets.",
+        "Subcommands: zoo, encoder, train, evaluate, report, predict, push, bench, demo, presets, app.",
         prog="zooprobe",
     )
     root.add_argument("--version", action="version", version=f"zooprobe {__version__}")
@@ -98,6 +99,7 @@ def build_parser(argv: Sequence[str] | None = None) -> ArgumentParser:
     add_training_commands(top, wanted)
     add_report_commands(top, wanted)
     add_push_command(top, wanted)
+    add_app_command(top, wanted)
     add_zoo_commands(zoo, wanted)
     return root
 
@@ -133,6 +135,8 @@ def _run(cfg: Namespace) -> int:
         return run_report_command(cfg, console)
     if cfg.command == "push":
         return run_push_command(cfg, console)
+    if cfg.command == "app":
+        return run_app_command(cfg.app)
     if cfg.command == "presets":
         _print_presets(cfg.presets.kind)
         return 0
@@ -246,19 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(_option(cfg, "log_level") or "info")
         with holding_outputs_block():  # output-folder locks last for the command
             return _run(cfg)
-    except ZooprobeError as e:
-        print(f"zooprobe: error: {e}", file=sys.stderr)
-        return 2
-    except MemoryError:
-        print(
-            "zooprobe: error: out of memory; use smaller inputs or batches (e.g. --encode_batch_size), or a "
-            "machine with more memory",
-            file=sys.stderr,
-        )
-        return 2
-    except OSError as e:  # a file system refusal met while writing (disk full, permissions changed)
-        where = f" ({e.filename})" if e.filename else ""
-        print(f"zooprobe: error: {e.strerror or e}{where}; nothing more was written", file=sys.stderr)
+    except (ZooprobeError, MemoryError, OSError) as e:  # one line, no traceback (`error_message`)
+        print(error_message(e), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

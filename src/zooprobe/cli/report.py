@@ -156,6 +156,7 @@ def _predict(ns: Namespace, console: Any) -> int:
     from zooprobe.inference import (  # heavy: imports torch
         format_result,
         predict_files_by_head,
+        predictions_document,
     )
 
     check_max_params(ns.max_params)
@@ -221,22 +222,11 @@ def _predict(ns: Namespace, console: Any) -> int:
             file=sys.stderr,
         )
     if ns.json is not None:
-        docs = []
-        for source, rev, head, results in zip(heads_given, revisions, heads, by_head, strict=True):
-            doc = {
-                "head": source,
-                "revision": rev,
-                "task": head.spec.task,
-                "kind": head.kind,
-                "level": ns.level,
-                "targets": head.spec.names,
-                "predictions": results,
-            }
-            if source in unfinished:
-                doc["unfinished_run"] = unfinished[source]
-            docs.append(doc)
+        document = predictions_document(
+            list(zip(heads_given, revisions, heads, by_head, strict=True)), ns.level, unfinished
+        )
         try:  # a temporary file renamed into place: never half-written; strict JSON (no NaN)
-            atomic_write_json(ns.json, docs[0] if not several else {"heads": docs})
+            atomic_write_json(ns.json, document)
         except OSError as e:
             raise ZooprobeError(
                 f"--json {ns.json}: could not write the predictions ({e.strerror or e}); they were printed "
