@@ -17,8 +17,8 @@ training models:
 
 - continuous, standardized with the training models' mean and std: ``test_accuracy``,
   ``train_accuracy``, ``log10_learning_rate``, ``log10_weight_decay`` (floored at 1e-7), ``epochs``,
-  ``log2_batch_size``, ``dropout``, ``momentum``;
-- categorical: ``optimizer``, ``activation``, ``init``;
+  ``log2_batch_size``, ``dropout``, ``momentum``, ``label_smoothing``;
+- categorical: ``optimizer``, ``activation``, ``init``, ``scheduler``, ``normalization``;
 - binary: ``has_dropout``, ``has_residual``, ``zero_weight_decay``.
 
 Loss: the sum over targets of MSE / cross-entropy / binary cross-entropy (`multitask_loss`); missing
@@ -91,7 +91,7 @@ def _column(meta: pd.DataFrame, name: str) -> np.ndarray | None:
 
 def _continuous(meta: pd.DataFrame) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
-    for name in ("test_accuracy", "train_accuracy", "epochs", "dropout", "momentum"):
+    for name in ("test_accuracy", "train_accuracy", "epochs", "dropout", "momentum", "label_smoothing"):
         col = _column(meta, name)
         if col is not None:
             out[name] = pd.to_numeric(pd.Series(col), errors="coerce").to_numpy(dtype=np.float64)
@@ -125,7 +125,7 @@ def metadata_targets(meta: pd.DataFrame) -> list[PretrainTarget]:
         y = y[np.isfinite(y)]
         if len(y) >= 2 and y.std() > 1e-9:
             specs.append(PretrainTarget(name, "continuous", mean=float(y.mean()), std=float(y.std())))
-    for name in ("optimizer", "activation", "init"):
+    for name in ("optimizer", "activation", "init", "scheduler", "normalization"):
         col = _column(meta, name)
         if col is None:
             continue
