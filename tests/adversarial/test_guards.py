@@ -46,7 +46,8 @@ RAW_LOADERS = {
 #: ``json.loads`` reads only zooprobe's own bytes in these modules (a payload it just encoded, its worker
 #: pipes, the metadata of Parquet parts it wrote); everywhere else JSON goes through `guards.parse_json`.
 OWN_JSON = {
-    "zooprobe.zoo.flat", "zooprobe.zoo.importers.writer", "zooprobe.zoo.workers", "zooprobe.zoo.cohort_worker", "zooprobe.zoo.build",
+    "zooprobe.zoo.flat", "zooprobe.zoo.importers.writer", "zooprobe.zoo.workers",
+    "zooprobe.zoo.cohort_worker", "zooprobe.zoo.build",
     "zooprobe.cli.encoder", "zooprobe.cli.train", "zooprobe.bench.transfer",
 }  # fmt: skip
 #: ``yaml.safe_load`` parses only YAML zooprobe itself just dumped here (a card header it renders, which may

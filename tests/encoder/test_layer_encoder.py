@@ -59,7 +59,8 @@ def test_a_network_deeper_than_the_encoder_is_refused_with_its_depth() -> None:
 
 def test_encoder_reads_mixed_depths_in_one_batch_and_padding_does_not_change_a_model() -> None:
     torch.manual_seed(0)
-    enc = LayerEncoder(LayerEncoderConfig(d_model=32, n_layers=1, n_heads=4, latent_dim=8, dropout=0.0), TARGETS)
+    cfg = LayerEncoderConfig(d_model=32, n_layers=1, n_heads=4, latent_dim=8, dropout=0.0)
+    enc = LayerEncoder(cfg, TARGETS)
     shallow, deep = layer_tokens(_mlp(depth=1)), layer_tokens(_mlp(depth=5, seed=1))
     x, mask = pad_tokens([shallow, deep])
     enc.fit_standardization(x, mask)

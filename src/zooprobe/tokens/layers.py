@@ -13,9 +13,9 @@ same neuron descriptors (`zooprobe.tokens.neurons`) through a *fixed* pooling in
 
 Every token has `N_TOKEN_F` values, the first two a one-hot token type. Pooling over neurons makes the
 tokens invariant to hidden-neuron permutations by construction and independent of width; the token
-sequence grows with depth only. Duplicated and dead neurons are removed first (`layer_tokens`). The tokens of a model are computed once (a model's weights never
-change) and the encoder is a small transformer over them, so pretraining on tens of thousands of mixed
-models takes minutes on two cores.
+sequence grows with depth only. Duplicated and dead neurons are removed first (`layer_tokens`). The
+tokens of a model are computed once (a model's weights never change) and the encoder is a small
+transformer over them, so pretraining on tens of thousands of mixed models takes minutes on two cores.
 """
 
 from __future__ import annotations
