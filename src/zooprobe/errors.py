@@ -22,3 +22,7 @@ class ZooFormatError(ZooprobeError):
 
 class ConfigError(ZooprobeError, ValueError):
     """A configuration value is out of range or inconsistent with another one."""
+
+
+class TrainingDivergedError(ZooprobeError):
+    """The training loss became non-finite (head training or pretraining); the last good state is kept."""

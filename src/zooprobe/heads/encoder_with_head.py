@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from zooprobe.encoder.encoder_loader import LoadedEncoder
+from zooprobe.encoder.base import WeightSpaceEncoder
 from zooprobe.errors import ConfigError
 from zooprobe.heads.prediction_heads import Head
 from zooprobe.tokens import TokenizedModel
@@ -39,11 +39,11 @@ def pad_tokens(tokens: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
 
 
 class EncoderWithHead(nn.Module):
-    """An encoder (`LoadedEncoder`) and a `Head`; see the module docs for the two modes."""
+    """An encoder (any `WeightSpaceEncoder` kind) and a `Head`; see the module docs for the two modes."""
 
     def __init__(
         self,
-        encoder: LoadedEncoder,
+        encoder: WeightSpaceEncoder,
         head: Head,
         mode: Mode = "frozen",
         *,

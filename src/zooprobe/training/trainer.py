@@ -35,8 +35,8 @@ from zooprobe.core.files import atomic_write_json, atomic_write_text, json_safe,
 from zooprobe.core.outputs import check_output, claim_output, holding_outputs
 from zooprobe.core.progress import Progress, log_file
 from zooprobe.core.tensorfile import read_state, save_state
-from zooprobe.encoder.encoder_loader import LoadedEncoder
-from zooprobe.errors import ConfigError, InvalidInputError, ZooprobeError
+from zooprobe.encoder.base import WeightSpaceEncoder
+from zooprobe.errors import ConfigError, InvalidInputError, TrainingDivergedError
 from zooprobe.heads.encoder_with_head import EncoderWithHead
 from zooprobe.heads.gbm_head import GradientBoostingHead
 from zooprobe.heads.head_loader import HEAD_FORMAT, head_folder, read_head_config, save_head
@@ -144,7 +144,7 @@ def _cosine(cfg: TrainConfig, total_steps: int) -> Any:
 
 # ------------------------------------------------------------------------------------------ run folder
 def head_config(
-    cfg: TrainConfig, model: EncoderWithHead, encoder: LoadedEncoder, base_fp: str
+    cfg: TrainConfig, model: EncoderWithHead, encoder: WeightSpaceEncoder, base_fp: str
 ) -> dict[str, Any]:
     """head/config.json: self-sufficient to rebuild the head and find its encoder (`base_fp`: the
     fingerprint of the encoder as loaded, before any fine-tuning)."""
@@ -192,10 +192,6 @@ def check_run_output(output: str | Path, cfg: TrainConfig, resume: bool) -> None
         )
 
 
-class TrainingDivergedError(ZooprobeError):
-    """The training loss became non-finite; the last good state is kept."""
-
-
 def _diverged(cfg: TrainConfig, output: Path, epoch: int, batch: int | None, value: Any, kept: bool) -> str:
     """The message of a diverged run: where, what is kept, what to do (`value`: the loss, or a text)."""
     where = (
@@ -223,7 +219,7 @@ def fit(
     cfg: TrainConfig,
     output: str | Path,
     *,
-    encoder: LoadedEncoder,
+    encoder: WeightSpaceEncoder,
     zoo: Zoo,
     resume: bool = True,
     progress: bool = True,
@@ -435,7 +431,7 @@ def fit(
 def _fit_gbm(
     cfg: TrainConfig,
     output: Path,
-    encoder: LoadedEncoder,
+    encoder: WeightSpaceEncoder,
     data: RunData,
     device: torch.device,
     base_fp: str,
@@ -493,7 +489,7 @@ def _save_best(
     output: Path,
     cfg: TrainConfig,
     model: EncoderWithHead,
-    encoder: LoadedEncoder,
+    encoder: WeightSpaceEncoder,
     base_fp: str,
     epoch: int,
     value: float,
@@ -563,7 +559,7 @@ def _final_evaluation(
     cfg: TrainConfig,
     output: Path,
     model: EncoderWithHead,
-    encoder: LoadedEncoder,
+    encoder: WeightSpaceEncoder,
     data: RunData,
     device: torch.device,
     info: D.DistInfo,
