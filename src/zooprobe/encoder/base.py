@@ -147,6 +147,12 @@ class WeightSpaceEncoder:
     def latent_dim(self) -> int:
         raise NotImplementedError
 
+    @property
+    def n_blocks(self) -> int:
+        """Stacked blocks of the module (``encoder.blocks``) that fine-tuning with ``unfreeze_top_layers``
+        counts from the top; 0 for a kind without them."""
+        return len(getattr(self.encoder, "blocks", ()))
+
     def tokenize(self, state_dict: Mapping[str, torch.Tensor]) -> Any:
         raise NotImplementedError
 
