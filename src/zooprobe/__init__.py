@@ -35,6 +35,7 @@ _EXPORTS: dict[str, str] = {
     "load_zoo": "zooprobe.api",
     "builtin_zoo": "zooprobe.api",
     "load_encoder": "zooprobe.api",
+    "list_encoders": "zooprobe.api",
     "default_encoder_path": "zooprobe.api",
     "load_head": "zooprobe.api",
     "list_presets": "zooprobe.api",
@@ -49,6 +50,8 @@ _EXPORTS: dict[str, str] = {
     "NeuronEncoderConfig": "zooprobe.encoder.config",
     "NeuronEncoder": "zooprobe.encoder.neuron_model",
     "LoadedNeuronEncoder": "zooprobe.encoder.neuron_loader",
+    "WeightSpaceEncoder": "zooprobe.encoder.base",
+    "register_encoder": "zooprobe.encoder.registry",
     # heads
     "HeadConfig": "zooprobe.heads.config",
     "PatternClassificationHead": "zooprobe.heads.prediction_heads",

@@ -8,7 +8,8 @@ built-in default zoo is built by the zoo stage and the default encoder pretraine
 demand, from here.
 
 - `load_zoo`, `builtin_zoo`: zoos (the built-in ones are generated once into the cache);
-- `load_encoder`, `default_encoder_path`: encoders (the default one is pretrained once into the cache);
+- `load_encoder`, `list_encoders`, `default_encoder_path`: encoders by name (`zooprobe.encoder.registry`;
+  the default one is pretrained once into the cache), folder or Hub id;
 - `load_head`: a trained head and the encoder it was trained with;
 - `list_presets`: every preset of zoos, encoders and head training, with its values;
 - the verbs that take sources: `pretrain_encoder`, `train`, `evaluate`.
@@ -24,15 +25,10 @@ from typing import Any
 
 from zooprobe.core.files import cache_dir
 from zooprobe.core.outputs import check_output
-from zooprobe.encoder.encoder_loader import (
-    CONFIG_FILE,
-    ENCODER_OUTPUT,
-    FORMAT_VERSION,
-    WEIGHTS_FILE,
-    LoadedEncoder,
-)
-from zooprobe.encoder.folders import load_encoder_folder
-from zooprobe.encoder.neuron_loader import LoadedNeuronEncoder
+from zooprobe.encoder.auto import load_encoder as load_encoder_folder
+from zooprobe.encoder.base import CONFIG_FILE, ENCODER_OUTPUT, WEIGHTS_FILE, WeightSpaceEncoder
+from zooprobe.encoder.encoder_loader import FORMAT_VERSION
+from zooprobe.encoder.registry import list_pretrained, packaged_folder, pretrained_entry, register_pretrained
 from zooprobe.errors import InvalidInputError
 from zooprobe.heads.head_loader import (
     LoadedHead,
@@ -125,25 +121,53 @@ def default_encoder_path(progress: bool = True) -> Path:
     return final
 
 
+def _default_encoder(progress: bool = True) -> Path:
+    return default_encoder_path(progress=progress)  # looked up at call time (tests replace its settings)
+
+
+# The named pretrained encoders (`zooprobe.encoder.registry`): `load_encoder(name)` and `list_encoders`.
+# A folder shipped inside the package is registered with `packaged_folder` (importlib.resources).
+register_pretrained(
+    "default",
+    _default_encoder,
+    "the small token encoder (v2), pretrained once into the cache on the small built-in zoo",
+    replace=True,
+)
+for _name, _what in (("v2", "token encoder (v2)"), ("v3", "neuron-level encoder (v3)")):
+    register_pretrained(
+        _name,
+        packaged_folder("zooprobe.encoder", "pretrained", _name),
+        f"the {_what} shipped inside the package (zooprobe/encoder/pretrained/{_name}/)",
+        replace=True,
+    )
+
+
+def list_encoders() -> dict[str, str]:
+    """Every named pretrained encoder that `load_encoder` takes, with one line saying what it is."""
+    return list_pretrained()
+
+
 def load_encoder(
-    source: str | Path | LoadedEncoder | LoadedNeuronEncoder = "default",
+    source: str | Path | WeightSpaceEncoder = "default",
     revision: str | None = None,
     device: str = "cpu",
     progress: bool = True,
-) -> LoadedEncoder | LoadedNeuronEncoder:
-    """Load a pretrained encoder: a local folder, a Hub model repo id, or ``"default"``.
+) -> WeightSpaceEncoder:
+    """Load a pretrained encoder: a name of `list_encoders` (``"default"``...), a local folder or a Hub
+    model repo id.
 
     ``"default"`` pretrains the ``small`` preset on the ``small`` built-in zoo once into
     ``cache_dir()/encoders/`` (about 65 s on two cores once the zoo is built) and reuses it afterwards.
-    Loading is strict (`zooprobe.encoder.folders.load_encoder_folder`, token or neuron encoders):
-    config.json must name every field with a supported format version (2: tokens, 3: neurons), and
-    model.safetensors must hold exactly the tensors the configured architecture has. Nothing is
-    unpickled. A loaded encoder is returned as it is.
+    Loading is strict (`zooprobe.encoder.auto.load_encoder`, any registered kind): config.json must name
+    every field with a supported format version (2: tokens, 3: neurons), and model.safetensors must hold
+    exactly the tensors the configured architecture has. Nothing is unpickled. A loaded encoder is
+    returned as it is.
     """
-    if isinstance(source, LoadedEncoder | LoadedNeuronEncoder):
+    if isinstance(source, WeightSpaceEncoder):
         return source
-    if str(source) == "default":
-        folder = default_encoder_path(progress=progress)
+    entry = pretrained_entry(str(source))
+    if entry is not None:
+        folder = entry.resolve(progress)
     else:
         folder = resolve_source(source, repo_type="model", revision=revision, kind="encoder")
     return load_encoder_folder(folder, device=device)
@@ -154,7 +178,7 @@ def load_head(
     source: str | Path,
     revision: str | None = None,
     *,
-    encoder: LoadedEncoder | str | None = None,
+    encoder: WeightSpaceEncoder | str | None = None,
     device: str = "cpu",
     check_encoder: bool = True,
     trust: bool = False,
@@ -219,7 +243,7 @@ def train(
     *,
     resume: bool = True,
     progress: bool = True,
-    encoder: LoadedEncoder | None = None,
+    encoder: WeightSpaceEncoder | None = None,
     zoo: Zoo | None = None,
 ) -> TrainResult:
     """Train a head as `config` says into the run folder `output` (see `zooprobe.training.trainer`).
@@ -267,6 +291,7 @@ __all__ = [
     "builtin_zoo",
     "default_encoder_path",
     "evaluate",
+    "list_encoders",
     "list_presets",
     "load_encoder",
     "load_head",

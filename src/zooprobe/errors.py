@@ -39,3 +39,7 @@ def error_message(error: BaseException) -> str | None:
         where = f" ({error.filename})" if error.filename else ""
         return f"zooprobe: error: {error.strerror or error}{where}; nothing more was written"
     return None
+
+
+class TrainingDivergedError(ZooprobeError):
+    """The training loss became non-finite (head training or pretraining); the last good state is kept."""

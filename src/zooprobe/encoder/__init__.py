@@ -1,6 +1,7 @@
-"""Weight-space encoders: the v2 token transformer (`model`), the v3 neuron-level encoder (`neuron_model`,
-`neuron_loader`), function-preserving augmentations (`augment`), configurations without torch (`config`),
-and saving and loading as a Hugging Face model folder (`encoder_loader`, `folders`: any format version).
+"""Weight-space encoders: one interface (`base.WeightSpaceEncoder`), a registry of kinds and of named
+pretrained encoders (`registry`), reading and writing any kind (`auto`); the kinds: the v2 token
+transformer (`model`, `encoder_loader`) and the v3 neuron-level encoder (`neuron_model`,
+`neuron_loader`); function-preserving augmentations (`augment`), configurations without torch (`config`).
 
 Pretraining is training: `zooprobe.training.pretrain`. The benchmark is `zooprobe.bench.encoder`.
 
@@ -13,6 +14,11 @@ from zooprobe.core.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "AnyEncoder": "zooprobe.encoder.folders",
+    "WeightSpaceEncoder": "zooprobe.encoder.base",
+    "list_encoders": "zooprobe.encoder.auto",
+    "load_encoder": "zooprobe.encoder.auto",
+    "register_encoder": "zooprobe.encoder.registry",
+    "register_pretrained": "zooprobe.encoder.registry",
     "EncoderConfig": "zooprobe.encoder.config",
     "EncoderConfigError": "zooprobe.encoder.config",
     "EncoderOutput": "zooprobe.encoder.model",

@@ -1,6 +1,6 @@
 """Saving and loading v3 (neuron-level) encoders, and `LoadedNeuronEncoder`, their loaded form.
 
-An encoder folder of format version 3 holds the same files as version 2 (`encoder_loader`)::
+An encoder folder of format version 3 holds the files of every kind (`zooprobe.encoder.base`)::
 
     config.json        format_version 3, library_name "zooprobe", architecture "neurons", the
                        `NeuronEncoderConfig`, the pretraining targets (`PretrainTarget`: classes, mean, std)
@@ -8,36 +8,36 @@ An encoder folder of format version 3 holds the same files as version 2 (`encode
     model.safetensors  the weights, including the zoo-level feature standardization (buffers)
     README.md          the model card
 
-`LoadedNeuronEncoder` offers what the rest of zooprobe uses of a `LoadedEncoder` (``tokenize``,
-``embed``, ``encode``, ``latent_dim``, ``fingerprint``, provenance), so heads, representations, bench,
-push and predict work with either. Its "tokenized" form of a model is a `NeuronModel`.
+`LoadedNeuronEncoder` is the ``neurons`` kind of `WeightSpaceEncoder` (``tokenize``, ``embed``,
+``encode``, ``latent_dim``, ``fingerprint``, provenance), so heads, representations, bench, push and
+predict work with it as with any kind. Its "tokenized" form of a model is a `NeuronModel`.
 """
 
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from zooprobe.core.config import check_record
 from zooprobe.core.device import resolve_device
-from zooprobe.encoder.config import NeuronEncoderConfig, PretrainTarget
-from zooprobe.encoder.encoder_loader import (
+from zooprobe.encoder.base import (
     CONFIG_FILE,
     LIBRARY_NAME,
     Embeddings,
     EncoderFormatError,
-    EncoderRuntime,
-    UnfinishedEncoderWarning,
+    WeightSpaceEncoder,
     load_weights,
+    warn_if_unfinished,
     write_encoder_folder,
 )
+from zooprobe.encoder.config import NeuronEncoderConfig, PretrainTarget
 from zooprobe.encoder.neuron_model import NeuronEncoder
+from zooprobe.encoder.registry import register_encoder
 from zooprobe.errors import ConfigError, ZooprobeError
 from zooprobe.hub import is_repo_id, render_card
 from zooprobe.tokens.neurons import BatchFeatures, NeuronModel, featurize_batch, neuron_model, stack_models
@@ -47,8 +47,9 @@ ARCHITECTURE = "neurons"
 REQUIRED_FIELDS = ("format_version", "library_name", "architecture", "encoder", "targets", "provenance")
 
 
+@register_encoder(ARCHITECTURE)
 @dataclass
-class LoadedNeuronEncoder(EncoderRuntime):
+class LoadedNeuronEncoder(WeightSpaceEncoder):
     """A pretrained v3 encoder (eval mode); see the module docs.
 
     Attributes:
@@ -57,11 +58,15 @@ class LoadedNeuronEncoder(EncoderRuntime):
         source: the folder it was loaded from (None when built in memory).
     """
 
+    architecture: ClassVar[str] = ARCHITECTURE
+    format_version: ClassVar[int] = NEURON_FORMAT_VERSION
+    config_class: ClassVar[type] = NeuronEncoderConfig
+    token_outputs: ClassVar[bool] = False
+    preprocessing: ClassVar[None] = None  # v3 encoders need no windows
+
     encoder: NeuronEncoder
     provenance: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
-    architecture: str = ARCHITECTURE
-    preprocessing: None = None  # v3 encoders need no windows
 
     def __post_init__(self) -> None:
         self.encoder.eval()
@@ -85,6 +90,18 @@ class LoadedNeuronEncoder(EncoderRuntime):
             "config": self.config.to_dict(),
             "targets": [t.to_dict() for t in self.targets],
         }
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """`save_neuron_encoder` of this encoder and its provenance."""
+        return save_neuron_encoder(self.encoder, self.provenance, folder)
+
+    @classmethod
+    def from_folder(cls, folder: Path, data: dict[str, Any], device: str = "cpu") -> LoadedNeuronEncoder:
+        return load_neuron_encoder_folder(folder, data, device, stacklevel=4)
+
+    @staticmethod
+    def model_card(config: Mapping[str, Any]) -> str:
+        return neuron_model_card(config)
 
     def tokenize(self, state_dict: Mapping[str, torch.Tensor]) -> NeuronModel:
         """The encoder's input for one state dict: its parsed layers (`zooprobe.tokens.neurons`)."""
@@ -217,7 +234,7 @@ def save_neuron_encoder(encoder: NeuronEncoder, provenance: Mapping[str, Any], f
 
 
 def load_neuron_encoder_folder(
-    folder: Path, data: dict[str, Any], device: str = "cpu"
+    folder: Path, data: dict[str, Any], device: str = "cpu", stacklevel: int = 3
 ) -> LoadedNeuronEncoder:
     """Load a v3 encoder folder whose config.json content is `data` (strict: every field checked)."""
     path = folder / CONFIG_FILE
@@ -238,9 +255,7 @@ def load_neuron_encoder_folder(
     load_weights(folder, encoder)
     encoder.to(resolve_device(device)).eval()
     loaded = LoadedNeuronEncoder(encoder, dict(data["provenance"]), folder)
-    message = loaded.unfinished_message()
-    if message is not None:
-        warnings.warn(message, UnfinishedEncoderWarning, stacklevel=3)
+    warn_if_unfinished(loaded, stacklevel)
     return loaded
 
 

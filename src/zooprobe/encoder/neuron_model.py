@@ -15,7 +15,7 @@ models, batched). The forward pass, top to bottom:
    state and the mean layer state.
 5. The **representation** is ``[latent, predictions]``: the latent and the encoder's own multi-task head
    outputs (softmax for categorical, sigmoid for binary targets, standardized values for continuous
-   ones) for the metadata it was pretrained to predict (`training.neuron_pretrain`). On the bench zoo the
+   ones) for the metadata it was pretrained to predict (`training.objectives.neurons`). On the bench zoo the
    predictions gave gradient boosting more than the latent alone did (docs/encoder.md).
 
 A permutation of hidden neurons therefore leaves the representation unchanged up to float rounding of

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from zooprobe.encoder.encoder_loader import LoadedEncoder
+from zooprobe.encoder.base import WeightSpaceEncoder
 from zooprobe.errors import ConfigError
 from zooprobe.heads.prediction_heads import Head
 from zooprobe.tokens import TokenizedModel
@@ -39,11 +39,11 @@ def pad_tokens(tokens: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
 
 
 class EncoderWithHead(nn.Module):
-    """An encoder (`LoadedEncoder`) and a `Head`; see the module docs for the two modes."""
+    """An encoder (any `WeightSpaceEncoder` kind) and a `Head`; see the module docs for the two modes."""
 
     def __init__(
         self,
-        encoder: LoadedEncoder,
+        encoder: WeightSpaceEncoder,
         head: Head,
         mode: Mode = "frozen",
         *,
@@ -56,7 +56,7 @@ class EncoderWithHead(nn.Module):
             raise ConfigError(f"mode must be 'frozen' or 'finetune', got {mode!r}")
         if encoder_lr_ratio <= 0:
             raise ConfigError(f"encoder_lr_ratio must be > 0, got {encoder_lr_ratio}")
-        n_blocks = len(encoder.encoder.blocks)
+        n_blocks = encoder.n_blocks
         if unfreeze_top_layers is not None and not 0 <= unfreeze_top_layers <= n_blocks:
             raise ConfigError(f"unfreeze_top_layers must be in [0, {n_blocks}], got {unfreeze_top_layers}")
         if head.in_dim != encoder.latent_dim:
@@ -79,7 +79,7 @@ class EncoderWithHead(nn.Module):
         k = self.unfreeze_top_layers
         if k is None:
             return names
-        n_blocks = len(self.encoder.blocks)
+        n_blocks = self.loaded.n_blocks
         top = {f"blocks.{i}." for i in range(n_blocks - k, n_blocks)}
         # above the blocks: final norm, latent projection and pooling (what reads the top blocks' output)
         after = ("norm.", "to_latent.", "pool_proj.")
@@ -95,7 +95,7 @@ class EncoderWithHead(nn.Module):
         computed once per kept model and reused every epoch (`LoadedEncoder.embed`)."""
         if self.frozen or self.unfreeze_top_layers is None:
             return 0
-        return len(self.encoder.blocks) - self.unfreeze_top_layers
+        return self.loaded.n_blocks - self.unfreeze_top_layers
 
     def train(self, mode: bool = True) -> EncoderWithHead:
         super().train(mode)

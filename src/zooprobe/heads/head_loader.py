@@ -33,7 +33,7 @@ from zooprobe.core.config import check_record
 from zooprobe.core.device import resolve_device
 from zooprobe.core.files import atomic_write_json, read_json
 from zooprobe.core.tensorfile import HEAD_ADVICE, read_state, save_state
-from zooprobe.encoder.encoder_loader import LoadedEncoder
+from zooprobe.encoder.base import WeightSpaceEncoder
 from zooprobe.errors import ConfigError, InvalidInputError, ZooFormatError
 from zooprobe.heads.domain import Architecture, architecture
 from zooprobe.heads.encoder_with_head import EncoderWithHead
@@ -206,7 +206,7 @@ def read_head_config(folder: Path) -> dict[str, Any]:
 
 def load_head_folder(
     folder: str | Path,
-    encoder: LoadedEncoder,
+    encoder: WeightSpaceEncoder,
     *,
     device: str = "cpu",
     check_encoder: bool = True,

@@ -31,7 +31,7 @@ import torch
 from zooprobe.core.files import cache_dir
 from zooprobe.core.progress import Progress
 from zooprobe.core.tensorfile import open_safetensors, write_safetensors
-from zooprobe.encoder.encoder_loader import LoadedEncoder, encode_chunks
+from zooprobe.encoder.base import WeightSpaceEncoder, encode_chunks
 
 CACHE_FORMAT = 1
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ before embedding them: its memory does not grow with the zoo."""
 
 
 def compute_representations(
-    encoder: LoadedEncoder,
+    encoder: WeightSpaceEncoder,
     zoo: Any,
     *,
     token_outputs: bool = False,
@@ -112,7 +112,7 @@ class RepresentationCache:
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root) if root is not None else cache_dir() / "representations"
 
-    def key(self, encoder: LoadedEncoder, zoo: Any, token_outputs: bool) -> str:
+    def key(self, encoder: WeightSpaceEncoder, zoo: Any, token_outputs: bool) -> str:
         hashes = [zoo.content_hash(i) for i in range(len(zoo))]
         payload = {
             "format": CACHE_FORMAT,
@@ -169,7 +169,7 @@ class RepresentationCache:
 
     def get(
         self,
-        encoder: LoadedEncoder,
+        encoder: WeightSpaceEncoder,
         zoo: Any,
         *,
         token_outputs: bool = False,

@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 
 from zooprobe.encoder.augment import noise_state_dict, permute_neurons
-from zooprobe.encoder.encoder_loader import LoadedEncoder, encode_chunks
+from zooprobe.encoder.base import WeightSpaceEncoder, encode_chunks
 from zooprobe.errors import InvalidInputError
 from zooprobe.heads.domain import Architecture, architecture
 from zooprobe.heads.encoder_with_head import pad_tokens
@@ -111,7 +111,7 @@ def select_checkpoints(zoo: Any, checkpoints: str) -> Any:
     return zoo.final() if checkpoints == "final" else zoo
 
 
-def find_overlap(encoder: LoadedEncoder, zoo: Any, eval_zoo: Any) -> dict[str, Any]:
+def find_overlap(encoder: WeightSpaceEncoder, zoo: Any, eval_zoo: Any) -> dict[str, Any]:
     """Which validation/test models the encoder was pretrained on (see the module docs)."""
 
     prov = encoder.provenance
@@ -165,13 +165,13 @@ def _warn(messages: list[str], message: str) -> None:
     warnings.warn(message, stacklevel=3)
 
 
-def prepare_data(cfg: TrainConfig, encoder: LoadedEncoder, zoo: Any, **options: Any) -> RunData:
+def prepare_data(cfg: TrainConfig, encoder: WeightSpaceEncoder, zoo: Any, **options: Any) -> RunData:
     """Splits, targets and encoder inputs for `cfg` (see the module docs): `plan_data`, then `load_inputs`
     (`options`: its keyword arguments)."""
     return load_inputs(plan_data(cfg, encoder, zoo), cfg, encoder, **options)
 
 
-def plan_data(cfg: TrainConfig, encoder: LoadedEncoder, zoo: Any) -> RunData:
+def plan_data(cfg: TrainConfig, encoder: WeightSpaceEncoder, zoo: Any) -> RunData:
     """Splits, targets and the checks of the module docs, without encoder inputs (cheap: nothing is
     encoded, so a bad option fails in seconds)."""
     zoo = select_checkpoints(zoo, cfg.checkpoints)
@@ -257,7 +257,7 @@ def plan_data(cfg: TrainConfig, encoder: LoadedEncoder, zoo: Any) -> RunData:
 def load_inputs(
     data: RunData,
     cfg: TrainConfig,
-    encoder: LoadedEncoder,
+    encoder: WeightSpaceEncoder,
     *,
     main_process: bool = True,
     wait: Any = None,

@@ -41,9 +41,10 @@ class PretrainConfig:
     """Configuration of `pretrain_encoder`. Fields left as ``None`` take the preset's value.
 
     Two architectures (``architecture``): ``tokens``, the v2 transformer over SANE-style weight tokens,
-    pretrained self-supervised (this module); ``neurons``, the v3 permutation-invariant neuron-level
-    encoder, pretrained supervised on the zoo's metadata (`zooprobe.training.neuron_pretrain`). Fields that
-    only one architecture reads are refused for the other.
+    pretrained self-supervised (`zooprobe.training.objectives.tokens`); ``neurons``, the v3
+    permutation-invariant neuron-level encoder, pretrained supervised on the zoo's metadata
+    (`zooprobe.training.objectives.neurons`). Fields that only one architecture reads are refused for the
+    other.
 
     Presets (times on two CPU cores): ``tiny`` (tests: a few seconds on the tiny zoo), ``small`` (the
     default encoder: 18 epochs on the small built-in zoo, budget 90 s), ``bench`` (tokens: a larger

@@ -35,8 +35,8 @@ from zooprobe.core.files import atomic_write_json, atomic_write_text, json_safe,
 from zooprobe.core.outputs import check_output, claim_output, holding_outputs
 from zooprobe.core.progress import Progress, log_file
 from zooprobe.core.tensorfile import read_state, save_state
-from zooprobe.encoder.encoder_loader import LoadedEncoder
-from zooprobe.errors import ConfigError, InvalidInputError, ZooprobeError
+from zooprobe.encoder.base import WeightSpaceEncoder
+from zooprobe.errors import ConfigError, InvalidInputError, TrainingDivergedError
 from zooprobe.heads.encoder_with_head import EncoderWithHead
 from zooprobe.heads.gbm_head import GradientBoostingHead
 from zooprobe.heads.head_loader import HEAD_FORMAT, head_folder, read_head_config, save_head
@@ -144,7 +144,7 @@ def _cosine(cfg: TrainConfig, total_steps: int) -> Any:
 
 # ------------------------------------------------------------------------------------------ run folder
 def head_config(
-    cfg: TrainConfig, model: EncoderWithHead, encoder: LoadedEncoder, base_fp: str
+    cfg: TrainConfig, model: EncoderWithHead, encoder: WeightSpaceEncoder, base_fp: str
 ) -> dict[str, Any]:
     """head/config.json: self-sufficient to rebuild the head and find its encoder (`base_fp`: the
     fingerprint of the encoder as loaded, before any fine-tuning)."""
@@ -192,10 +192,6 @@ def check_run_output(output: str | Path, cfg: TrainConfig, resume: bool) -> None
         )
 
 
-class TrainingDivergedError(ZooprobeError):
-    """The training loss became non-finite; the last good state is kept."""
-
-
 def _diverged(cfg: TrainConfig, output: Path, epoch: int, batch: int | None, value: Any, kept: bool) -> str:
     """The message of a diverged run: where, what is kept, what to do (`value`: the loss, or a text)."""
     where = (
@@ -218,12 +214,34 @@ def _diverged(cfg: TrainConfig, output: Path, epoch: int, batch: int | None, val
 
 
 # ------------------------------------------------------------------------------------------ training
+@dataclass
+class _HeadRun:
+    """What the steps of `fit` share: the run's settings, model, optimizer, schedule and progress."""
+
+    cfg: TrainConfig
+    output: Path
+    info: D.DistInfo
+    device: torch.device
+    encoder: WeightSpaceEncoder
+    base_fp: str
+    data: RunData
+    model: EncoderWithHead
+    opt: torch.optim.Optimizer
+    sched: Any
+    stopper: EarlyStopper
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 0
+    """The last finished epoch (epochs count from 1)."""
+    ddp_model: Any = None
+    writer: Any = None
+
+
 @holding_outputs  # the folder's lock is released when it returns
 def fit(
     cfg: TrainConfig,
     output: str | Path,
     *,
-    encoder: LoadedEncoder,
+    encoder: WeightSpaceEncoder,
     zoo: Zoo,
     resume: bool = True,
     progress: bool = True,
@@ -243,6 +261,48 @@ def fit(
         raise ConfigError("a gbm head trains in one process (LightGBM); run it without torchrun")
     device = resolve_device(cfg.device, info.local_rank if info.enabled else None)
     output = Path(output)
+    encoder, base_fp, data = _prepare(cfg, output, encoder, zoo, info, device, resume, progress)
+    _set_seed(cfg.seed)
+    if cfg.head.kind == "gbm":
+        return _fit_gbm(cfg, output, encoder, data, device, base_fp, start_time)
+    run = _build(cfg, output, info, device, encoder, base_fp, data)
+    if resume and (output / LAST).exists():
+        _resume(run)
+    run.ddp_model = _wrap(run)
+    if info.is_main:
+        from tensorboardX import SummaryWriter  # heavy: tensorboardX
+
+        run.writer = SummaryWriter(
+            str(output / "tensorboard"), purge_step=run.start_epoch + 1 if run.start_epoch else None
+        )
+        run.writer.add_text("config", "```yaml\n" + _config_yaml(cfg) + "```", run.start_epoch)
+    with log_file(output / "train.log") if info.is_main else contextlib.nullcontext():
+        _epochs(run, progress)
+        result = _final_evaluation(
+            cfg, output, run.model, encoder, data, device, info, run.stopper, run.history
+        )
+        result.seconds = time.perf_counter() - start_time
+        if run.writer is not None:
+            for k, v in result.test.items():
+                if isinstance(v, float) and math.isfinite(v):
+                    run.writer.add_scalar(f"test/{k}", v, run.stopper.best_epoch)
+            run.writer.close()
+        D.barrier(info)
+        return result
+
+
+def _prepare(
+    cfg: TrainConfig,
+    output: Path,
+    encoder: WeightSpaceEncoder,
+    zoo: Zoo,
+    info: D.DistInfo,
+    device: torch.device,
+    resume: bool,
+    progress: bool,
+) -> tuple[WeightSpaceEncoder, str, RunData]:
+    """Check the output folder and the data, load the inputs, then claim the folder and write config.yaml:
+    (the encoder to train with, its fingerprint as loaded, the data)."""
     if info.is_main:
         check_run_output(output, cfg, resume)
     if cfg.mode == "finetune":
@@ -257,9 +317,19 @@ def fit(
         claim_output(output, RUN_OUTPUT, overwrite=not resume)
         atomic_write_text(output / "config.yaml", _config_yaml(cfg))
     D.barrier(info)
-    _set_seed(cfg.seed)
-    if cfg.head.kind == "gbm":
-        return _fit_gbm(cfg, output, encoder, data, device, base_fp, start_time)
+    return encoder, base_fp, data
+
+
+def _build(
+    cfg: TrainConfig,
+    output: Path,
+    info: D.DistInfo,
+    device: torch.device,
+    encoder: WeightSpaceEncoder,
+    base_fp: str,
+    data: RunData,
+) -> _HeadRun:
+    """The encoder + head, AdamW over its parameter groups, the LR schedule and the early stopper."""
     head = build_head(data.spec, cfg.head, encoder.latent_dim)
     model = EncoderWithHead(
         encoder,
@@ -275,15 +345,18 @@ def fit(
     if cfg.init_from:
         _init_head(model, Path(cfg.init_from))
     opt = torch.optim.AdamW(model.param_groups(cfg.optim.lr, cfg.optim.weight_decay))
-    group_names = [g["name"] for g in opt.param_groups]
-    train_split = data.splits["train"]
-    steps_per_epoch = math.ceil(len(train_split) / cfg.optim.batch_size)
-    sched: Any = None
     lower = lower_is_better(cfg.stop.monitor)
+    sched = _scheduler(cfg, opt, math.ceil(len(data.splits["train"]) / cfg.optim.batch_size), lower)
+    stopper = EarlyStopper(cfg.stop.patience, cfg.stop.min_delta, lower)
+    return _HeadRun(cfg, output, info, device, encoder, base_fp, data, model, opt, sched, stopper)
+
+
+def _scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int, lower: bool) -> Any:
+    """The LR schedule of ``optim.scheduler``: cosine (per step), plateau (per evaluation) or None."""
     if cfg.optim.scheduler == "cosine":
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(cfg, steps_per_epoch * cfg.optim.epochs))
-    elif cfg.optim.scheduler == "plateau":
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        return torch.optim.lr_scheduler.LambdaLR(opt, _cosine(cfg, steps_per_epoch * cfg.optim.epochs))
+    if cfg.optim.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt,
             mode="min" if lower else "max",
             factor=cfg.optim.plateau_factor,
@@ -292,150 +365,151 @@ def fit(
             threshold_mode="abs",
             min_lr=[g["lr"] * cfg.optim.min_lr_ratio for g in opt.param_groups],
         )
-    stopper = EarlyStopper(cfg.stop.patience, cfg.stop.min_delta, lower)
-    history: list[dict[str, Any]] = []
-    start_epoch = 0  # the last finished epoch (epochs count from 1)
-    state_path = output / LAST
-    if resume and state_path.exists():
-        tensors, meta = read_state(state_path)
-        if meta.get("format") != STATE_FORMAT:
-            raise InvalidInputError(
-                f"{state_path}: training-state format {meta.get('format')!r} is not this zooprobe's "
-                f"({STATE_FORMAT}); start the run over with --overwrite true"
+    return None
+
+
+def _resume(run: _HeadRun) -> None:
+    """Load the last state of the run folder (weights, optimizer, schedule, stopper, history, RNG)."""
+    state_path = run.output / LAST
+    tensors, meta = read_state(state_path)
+    if meta.get("format") != STATE_FORMAT:
+        raise InvalidInputError(
+            f"{state_path}: training-state format {meta.get('format')!r} is not this zooprobe's "
+            f"({STATE_FORMAT}); start the run over with --overwrite true"
+        )
+    run.model.load_trainable_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    unpack_optimizer(run.opt, tensors, meta["optimizer"])
+    if run.sched is not None:
+        run.sched.load_state_dict(meta["scheduler"])
+    run.stopper.load(meta["stopper"])
+    run.history = meta["history"]
+    run.start_epoch = int(meta["epoch"])
+    torch.set_rng_state(tensors["rng.torch"])
+    if meta.get("stopped") or run.start_epoch >= run.cfg.optim.epochs:
+        run.start_epoch = run.cfg.optim.epochs  # finished: go straight to the final evaluation
+
+
+def _wrap(run: _HeadRun) -> Any:
+    """The module the training steps call: the model, or under torchrun its trainable part in DDP."""
+    if not run.info.enabled:
+        return run.model
+    trainable = run.model.head if run.model.frozen else run.model
+    return DDP(
+        trainable,
+        device_ids=[run.info.local_rank] if run.device.type == "cuda" else None,
+        find_unused_parameters=not run.model.frozen,
+    )
+
+
+def _epochs(run: _HeadRun, progress: bool) -> None:
+    """The epochs after the last finished one, each checkpointed; stops early when the stopper says so."""
+    cfg, info = run.cfg, run.info
+    label = f"training {cfg.task} head ({cfg.mode})"
+    bar = Progress(label, cfg.optim.epochs, enabled=progress and info.is_main, done=run.start_epoch)
+    if run.start_epoch:
+        log.info("resuming %s after epoch %d of %d", label, run.start_epoch, cfg.optim.epochs)
+    try:
+        bar.__enter__()
+        for epoch in range(run.start_epoch + 1, cfg.optim.epochs + 1):
+            record = _train_epoch(run, epoch)
+            stopped = False
+            if epoch % cfg.stop.eval_every == 0 or epoch == cfg.optim.epochs:
+                stopped = _validate(run, epoch, record)
+            run.history.append(record)
+            if info.is_main:
+                _log_epoch(run.writer, record)
+                _save_state(
+                    run.output, run.model, run.opt, run.sched, run.stopper, run.history, epoch, stopped
+                )
+            D.barrier(info)
+            shown = record.get("validation", {}).get(cfg.stop.monitor)
+            fields = {"loss": record["train"].get("loss", math.nan)}
+            bar.advance(**fields, **({f"val {cfg.stop.monitor}": shown} if shown is not None else {}))
+            _log_line(cfg, record, run.stopper)
+            if stopped:
+                log.info(
+                    "early stopping after epoch %d: no improvement in %d evaluations",
+                    epoch,
+                    cfg.stop.patience,
+                )
+                break
+    finally:
+        bar.__exit__(None, None, None)
+        if run.writer is not None:
+            run.writer.flush()
+
+
+def _train_epoch(run: _HeadRun, epoch: int) -> dict[str, Any]:
+    """One epoch of training steps; its record (mean losses, seconds, learning rates)."""
+    cfg, info, model, opt, device = run.cfg, run.info, run.model, run.opt, run.device
+    train_split = run.data.splits["train"]
+    model.train()
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch - 1)  # augmentations of this epoch
+    sums: dict[str, float] = {}
+    n_batches = 0
+    epoch_start = time.perf_counter()
+    for batch in train_batches(train_split, cfg.optim.batch_size, cfg.seed, epoch - 1):
+        mine = batch[info.rank :: info.world_size]
+        if len(mine) == 0 or (info.enabled and len(batch) < info.world_size):
+            continue  # every rank must take part in every step
+        with autocast(device, cfg.amp):
+            inputs = model_inputs(model, train_split, mine, device, cfg, gen)
+            if model.frozen:
+                out = (run.ddp_model if info.enabled else model.head)(inputs["features"])
+            else:
+                out = run.ddp_model(**inputs)
+        loss, parts = model.head.loss(out, split_targets(train_split, mine, device))
+        value = loss.detach().item()
+        if not math.isfinite(value):
+            kept = (run.output / LAST).exists()
+            raise TrainingDivergedError(_diverged(cfg, run.output, epoch, n_batches + 1, value, kept=kept))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(
+                [p for g in opt.param_groups for p in g["params"]], cfg.optim.grad_clip
             )
-        model.load_trainable_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        unpack_optimizer(opt, tensors, meta["optimizer"])
-        if sched is not None:
-            sched.load_state_dict(meta["scheduler"])
-        stopper.load(meta["stopper"])
-        history = meta["history"]
-        start_epoch = int(meta["epoch"])
-        torch.set_rng_state(tensors["rng.torch"])
-        if meta.get("stopped") or start_epoch >= cfg.optim.epochs:
-            start_epoch = cfg.optim.epochs  # finished: go straight to the final evaluation
+        opt.step()
+        if cfg.optim.scheduler == "cosine":
+            run.sched.step()
+        sums["loss"] = sums.get("loss", 0.0) + value
+        for k, v in parts.items():
+            sums[f"loss/{k}"] = sums.get(f"loss/{k}", 0.0) + v.detach().item()
+        n_batches += 1
+    names = [g["name"] for g in opt.param_groups]
+    return {
+        "epoch": epoch,
+        "train": {k: v / max(1, n_batches) for k, v in sums.items()},
+        "seconds": time.perf_counter() - epoch_start,
+        "lr": {name: g["lr"] for name, g in zip(names, opt.param_groups, strict=True)},
+    }
 
-    ddp_model: Any = model
-    if info.enabled:
-        trainable = model.head if model.frozen else model
-        wrapped = DDP(
-            trainable,
-            device_ids=[info.local_rank] if device.type == "cuda" else None,
-            find_unused_parameters=not model.frozen,
-        )
-        ddp_model = wrapped
-    writer = None
-    if info.is_main:
-        from tensorboardX import SummaryWriter  # heavy: tensorboardX
 
-        writer = SummaryWriter(
-            str(output / "tensorboard"), purge_step=start_epoch + 1 if start_epoch else None
-        )
-        writer.add_text("config", "```yaml\n" + _config_yaml(cfg) + "```", start_epoch)
-
-    with log_file(output / "train.log") if info.is_main else contextlib.nullcontext():
-        label = f"training {cfg.task} head ({cfg.mode})"
-        bar = Progress(label, cfg.optim.epochs, enabled=progress and info.is_main, done=start_epoch)
-        stopped = False
-        if start_epoch:
-            log.info("resuming %s after epoch %d of %d", label, start_epoch, cfg.optim.epochs)
-        try:
-            bar.__enter__()
-            for epoch in range(start_epoch + 1, cfg.optim.epochs + 1):
-                model.train()
-                gen = torch.Generator().manual_seed(
-                    cfg.seed * 7919 + epoch - 1
-                )  # augmentations of this epoch
-                sums: dict[str, float] = {}
-                n_batches = 0
-                epoch_start = time.perf_counter()
-                for batch in train_batches(train_split, cfg.optim.batch_size, cfg.seed, epoch - 1):
-                    mine = batch[info.rank :: info.world_size]
-                    if len(mine) == 0 or (info.enabled and len(batch) < info.world_size):
-                        continue  # every rank must take part in every step
-                    with autocast(device, cfg.amp):
-                        inputs = model_inputs(model, train_split, mine, device, cfg, gen)
-                        if model.frozen:
-                            out = (ddp_model if info.enabled else model.head)(inputs["features"])
-                        else:
-                            out = ddp_model(**inputs)
-                    targets = split_targets(train_split, mine, device)
-                    loss, parts = model.head.loss(out, targets)
-                    value = loss.detach().item()
-                    if not math.isfinite(value):
-                        raise TrainingDivergedError(
-                            _diverged(cfg, output, epoch, n_batches + 1, value, kept=(output / LAST).exists())
-                        )
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.optim.grad_clip > 0:
-                        torch.nn.utils.clip_grad_norm_(
-                            [p for g in opt.param_groups for p in g["params"]], cfg.optim.grad_clip
-                        )
-                    opt.step()
-                    if cfg.optim.scheduler == "cosine":
-                        sched.step()
-                    sums["loss"] = sums.get("loss", 0.0) + value
-                    for k, v in parts.items():
-                        sums[f"loss/{k}"] = sums.get(f"loss/{k}", 0.0) + v.detach().item()
-                    n_batches += 1
-                record: dict[str, Any] = {
-                    "epoch": epoch,
-                    "train": {k: v / max(1, n_batches) for k, v in sums.items()},
-                    "seconds": time.perf_counter() - epoch_start,
-                    "lr": {name: g["lr"] for name, g in zip(group_names, opt.param_groups, strict=True)},
-                }
-                if epoch % cfg.stop.eval_every == 0 or epoch == cfg.optim.epochs:
-                    try:
-                        val_metrics, _ = evaluate_split(model, data.splits["validation"], device, cfg, info)
-                    except NonFiniteOutputError as e:
-                        raise TrainingDivergedError(
-                            _diverged(cfg, output, epoch, None, str(e), kept=(output / LAST).exists())
-                        ) from e
-                    value = val_metrics[cfg.stop.monitor]  # a metric name (check_monitor)
-                    improved = stopper.update(value, epoch)
-                    record["validation"] = val_metrics
-                    record["improved"] = improved
-                    if cfg.optim.scheduler == "plateau" and math.isfinite(value):
-                        sched.step(value)  # only on a real evaluation: never on a missing metric
-                    if improved and info.is_main:
-                        _save_best(output, cfg, model, encoder, base_fp, epoch, value)
-                    stopped = D.any_rank(info, stopper.should_stop)
-                history.append(record)
-                if info.is_main:
-                    _log_epoch(writer, record)
-                    _save_state(output, model, opt, sched, stopper, history, epoch, stopped)
-                D.barrier(info)
-                shown = record.get("validation", {}).get(cfg.stop.monitor)
-                fields = {"loss": record["train"].get("loss", math.nan)}
-                bar.advance(**fields, **({f"val {cfg.stop.monitor}": shown} if shown is not None else {}))
-                _log_line(cfg, record, stopper)
-                if stopped:
-                    log.info(
-                        "early stopping after epoch %d: no improvement in %d evaluations",
-                        epoch,
-                        cfg.stop.patience,
-                    )
-                    break
-        finally:
-            bar.__exit__(None, None, None)
-            if writer is not None:
-                writer.flush()
-
-        result = _final_evaluation(cfg, output, model, encoder, data, device, info, stopper, history)
-        result.seconds = time.perf_counter() - start_time
-        if writer is not None:
-            for k, v in result.test.items():
-                if isinstance(v, float) and math.isfinite(v):
-                    writer.add_scalar(f"test/{k}", v, stopper.best_epoch)
-            writer.close()
-        D.barrier(info)
-        return result
+def _validate(run: _HeadRun, epoch: int, record: dict[str, Any]) -> bool:
+    """Evaluate on validation after `epoch` (into `record`), keep an improved head, step the plateau
+    schedule; whether to stop (all ranks agree)."""
+    cfg, output = run.cfg, run.output
+    try:
+        val_metrics, _ = evaluate_split(run.model, run.data.splits["validation"], run.device, cfg, run.info)
+    except NonFiniteOutputError as e:
+        raise TrainingDivergedError(
+            _diverged(cfg, output, epoch, None, str(e), kept=(output / LAST).exists())
+        ) from e
+    value = val_metrics[cfg.stop.monitor]  # a metric name (check_monitor)
+    improved = run.stopper.update(value, epoch)
+    record["validation"] = val_metrics
+    record["improved"] = improved
+    if cfg.optim.scheduler == "plateau" and math.isfinite(value):
+        run.sched.step(value)  # only on a real evaluation: never on a missing metric
+    if improved and run.info.is_main:
+        _save_best(output, cfg, run.model, run.encoder, run.base_fp, epoch, value)
+    return D.any_rank(run.info, run.stopper.should_stop)
 
 
 def _fit_gbm(
     cfg: TrainConfig,
     output: Path,
-    encoder: LoadedEncoder,
+    encoder: WeightSpaceEncoder,
     data: RunData,
     device: torch.device,
     base_fp: str,
@@ -493,7 +567,7 @@ def _save_best(
     output: Path,
     cfg: TrainConfig,
     model: EncoderWithHead,
-    encoder: LoadedEncoder,
+    encoder: WeightSpaceEncoder,
     base_fp: str,
     epoch: int,
     value: float,
@@ -563,7 +637,7 @@ def _final_evaluation(
     cfg: TrainConfig,
     output: Path,
     model: EncoderWithHead,
-    encoder: LoadedEncoder,
+    encoder: WeightSpaceEncoder,
     data: RunData,
     device: torch.device,
     info: D.DistInfo,

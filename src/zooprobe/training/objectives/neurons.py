@@ -1,0 +1,362 @@
+"""The ``neurons`` objective: supervised multi-task pretraining of the v3 (neuron-level) encoder on a zoo's
+metadata.
+
+Why supervised: on the bench zoo, self-supervised objectives (SANE reconstruction, contrastive views)
+gave representations that added almost nothing to the weight statistics, while an encoder trained to
+predict the metadata of a *disjoint* pretraining zoo gave heads and gradient boosting a large gain
+(docs/encoder.md has the table). Pretrain on models the heads will not be evaluated on: the overlap guard
+of `zooprobe train` refuses an encoder that saw the evaluation split, and training heads on the very models
+the encoder was fitted to makes its predictions in-sample (measured: optimizer accuracy fell from 0.59 to
+0.48 on validation), so zooprobe warns about that too.
+
+What it trains on: the final checkpoints of ``PretrainConfig.splits`` of the zoo (``["train"]`` by
+default; a zoo reserved for pretraining may give ``["train", "test"]``); the validation split picks the
+best epoch (lowest multi-task loss) and is never trained on.
+
+Targets (`metadata_targets`): every metadata column present with at least two distinct values on the
+training models:
+
+- continuous, standardized with the training models' mean and std: ``test_accuracy``,
+  ``train_accuracy``, ``log10_learning_rate``, ``log10_weight_decay`` (floored at 1e-7), ``epochs``,
+  ``log2_batch_size``, ``dropout``, ``momentum``, ``label_smoothing``;
+- categorical: ``optimizer``, ``activation``, ``init``, ``scheduler``, ``normalization``;
+- binary: ``has_dropout``, ``has_residual``, ``zero_weight_decay``.
+
+Loss: the sum over targets of MSE / cross-entropy / binary cross-entropy (`multitask_loss`); missing
+values do not count. Inputs get multiplicative weight noise ``w * (1 + noise_sigma * eps)`` (weights,
+biases and norm affines). No permutation augmentation is needed: the encoder is invariant by construction.
+
+Distributed (``torchrun``): each rank takes a slice of the global batch; its loss is weighted by its
+share, so the gradients `run_loop` sums equal the whole batch's (a rank with an empty slice computes one
+model at weight 0, to draw the same noise and join the sum).
+
+Optimization, checkpoints, resume, TensorBoard and logs: `zooprobe.training.loop`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from zooprobe.core.progress import Progress, log
+from zooprobe.encoder.config import NeuronEncoderConfig, PretrainTarget
+from zooprobe.encoder.neuron_loader import save_neuron_encoder
+from zooprobe.encoder.neuron_model import NeuronEncoder, multitask_loss
+from zooprobe.errors import ConfigError, InvalidInputError
+from zooprobe.tokens.neurons import (
+    NeuronModel,
+    StackedLayer,
+    featurize_batch,
+    index_stack,
+    neuron_model,
+    noise_stack,
+    stack_groups,
+)
+from zooprobe.training import distributed as D
+from zooprobe.training.objectives.base import STATE_FORMAT_VERSION, Objective, Step, register_objective
+
+ARCHITECTURE = "neurons"
+
+NORM_SAMPLE = 1500  # training models used to fit the feature standardization
+
+
+# ------------------------------------------------------------------------------------------ targets
+def _column(meta: pd.DataFrame, name: str) -> np.ndarray | None:
+    return None if name not in meta.columns else meta[name].to_numpy()
+
+
+def _continuous(meta: pd.DataFrame) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for name in ("test_accuracy", "train_accuracy", "epochs", "dropout", "momentum", "label_smoothing"):
+        col = _column(meta, name)
+        if col is not None:
+            out[name] = pd.to_numeric(pd.Series(col), errors="coerce").to_numpy(dtype=np.float64)
+    for name, floor, base in (("learning_rate", 1e-8, 10), ("weight_decay", 1e-7, 10), ("batch_size", 1, 2)):
+        col = _column(meta, name)
+        if col is not None:
+            x = pd.to_numeric(pd.Series(col), errors="coerce").to_numpy(dtype=np.float64)
+            log_name = f"log{base}_{name}"
+            out[log_name] = np.log(np.maximum(x, floor)) / math.log(base)
+    return out
+
+
+def _binary(meta: pd.DataFrame) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for name in ("has_dropout", "has_residual"):
+        col = _column(meta, name)
+        if col is not None:
+            s = pd.Series(col)
+            out[name] = np.where(s.isna(), -1, s.fillna(False).astype(bool).astype(int)).astype(np.int64)
+    col = _column(meta, "weight_decay")
+    if col is not None:
+        x = pd.to_numeric(pd.Series(col), errors="coerce").to_numpy(dtype=np.float64)
+        out["zero_weight_decay"] = np.where(np.isfinite(x), (x == 0).astype(int), -1).astype(np.int64)
+    return out
+
+
+def metadata_targets(meta: pd.DataFrame) -> list[PretrainTarget]:
+    """The pretraining targets that the training models' metadata `meta` supports (module docs)."""
+    specs: list[PretrainTarget] = []
+    for name, y in _continuous(meta).items():
+        y = y[np.isfinite(y)]
+        if len(y) >= 2 and y.std() > 1e-9:
+            specs.append(PretrainTarget(name, "continuous", mean=float(y.mean()), std=float(y.std())))
+    for name in ("optimizer", "activation", "init", "scheduler", "normalization"):
+        col = _column(meta, name)
+        if col is None:
+            continue
+        classes = sorted(
+            {str(v) for v in col if v is not None and not (isinstance(v, float) and math.isnan(v))}
+        )
+        if len(classes) >= 2:
+            specs.append(PretrainTarget(name, "categorical", classes=classes))
+    for name, y in _binary(meta).items():
+        if len(set(y[y >= 0].tolist())) == 2:
+            specs.append(PretrainTarget(name, "binary"))
+    return specs
+
+
+def target_tensors(meta: pd.DataFrame, specs: list[PretrainTarget]) -> dict[str, torch.Tensor]:
+    """Per target, the values of `meta`'s rows: standardized floats (NaN: missing) or class indices (-1)."""
+    cont, binary = _continuous(meta), _binary(meta)
+    out: dict[str, torch.Tensor] = {}
+    for t in specs:
+        if t.kind == "continuous":
+            y = cont.get(t.name, np.full(len(meta), np.nan))
+            out[t.name] = torch.tensor((y - t.mean) / t.std, dtype=torch.float32)
+        elif t.kind == "categorical":
+            codes = {c: i for i, c in enumerate(t.classes)}
+            col = _column(meta, t.name)
+            values = [codes.get(str(v), -1) for v in col] if col is not None else [-1] * len(meta)
+            out[t.name] = torch.tensor(values, dtype=torch.long)
+        else:
+            out[t.name] = torch.tensor(binary.get(t.name, np.full(len(meta), -1)), dtype=torch.long)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ data
+class _Prepared:
+    """Models parsed once and stacked by signature; batches are index selections of those stacks."""
+
+    def __init__(self, models: list[NeuronModel], edges: bool = True) -> None:
+        self.n = len(models)
+        self.edges = edges  # per-weight edge channels: only message passing reads them
+        self.groups: list[tuple[np.ndarray, list[StackedLayer]]] = [
+            (np.asarray(idx), stacked) for idx, stacked in stack_groups(models)
+        ]
+
+    def batches(self, batch_size: int, gen: torch.Generator | None) -> list[tuple[int, np.ndarray]]:
+        """(group, positions in the group) chunks; shuffled inside groups and in order when `gen` is given."""
+        chunks: list[tuple[int, np.ndarray]] = []
+        for g, (idx, _) in enumerate(self.groups):
+            pos = np.arange(len(idx))
+            if gen is not None:
+                pos = pos[torch.randperm(len(idx), generator=gen).numpy()]
+            chunks += [(g, pos[s : s + batch_size]) for s in range(0, len(pos), batch_size)]
+        if gen is not None:
+            chunks = [chunks[i] for i in torch.randperm(len(chunks), generator=gen).tolist()]
+        return chunks
+
+    def features(
+        self,
+        g: int,
+        pos: np.ndarray,
+        noise: float = 0.0,
+        gen: torch.Generator | None = None,
+        part: np.ndarray | None = None,
+    ) -> Any:
+        """Features of the models at `pos` of group `g`, with weight noise drawn for all of them; `part`
+        (indices into `pos`) keeps only those: under torchrun each rank draws the whole batch's noise, so
+        every rank's generator stays in step and the noise equals a single process's."""
+        stacked = index_stack(self.groups[g][1], torch.as_tensor(pos))
+        if noise > 0:
+            stacked = noise_stack(stacked, noise, gen)
+        if part is not None:
+            stacked = index_stack(stacked, torch.as_tensor(part))
+        return featurize_batch(stacked, edges=self.edges)
+
+    def rows(self, g: int, pos: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(self.groups[g][0][pos])
+
+
+def _parse(zoo: Any, what: str, progress: bool) -> list[NeuronModel]:
+    models: list[NeuronModel] = []
+    with Progress(f"parsing {what} models", len(zoo), unit="models", enabled=progress) as bar:
+        for i, sd in enumerate(zoo.state_dicts()):
+            try:
+                models.append(neuron_model(sd))
+            except InvalidInputError as e:
+                raise InvalidInputError(f"{what} model {zoo.metadata().iloc[i]['model_id']}: {e}") from e
+            bar.advance()
+    return models
+
+
+def _loss(
+    model: NeuronEncoder,
+    data: _Prepared,
+    ys: dict[str, torch.Tensor],
+    g: int,
+    pos: np.ndarray,
+    part: np.ndarray | None = None,
+    **kw: Any,
+) -> torch.Tensor:
+    rows = data.rows(g, pos if part is None else pos[part])
+    out = model.predict(model.latent(data.features(g, pos, part=part, **kw)))
+    return multitask_loss(model.targets, out, {k: v[rows] for k, v in ys.items()})
+
+
+def _validation_loss(model: NeuronEncoder, data: _Prepared, ys: dict[str, torch.Tensor]) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for g, pos in data.batches(256, None):
+            total += float(_loss(model, data, ys, g, pos)) * len(pos)
+            count += len(pos)
+    model.train()
+    return total / max(count, 1)
+
+
+def _selection(zoo: Any, splits: list[str]) -> Any:
+    unknown = [s for s in splits if s not in zoo.splits]
+    if unknown:
+        raise InvalidInputError(f"zoo {zoo.source!s} has no split(s) {unknown}; it has {zoo.splits}")
+    rows = np.flatnonzero(zoo.metadata()["split"].isin(splits).to_numpy())
+    return zoo.select(rows).final()
+
+
+# ------------------------------------------------------------------------------------------ the objective
+@register_objective(ARCHITECTURE)
+class NeuronObjective(Objective):
+    """Supervised multi-task pretraining of the v3 encoder on the zoo's metadata (see the module docs)."""
+
+    def check_state(self, path: Path, meta: dict[str, Any], output: Path) -> None:
+        if meta.get("format_version") != STATE_FORMAT_VERSION or meta.get("architecture") != ARCHITECTURE:
+            raise ConfigError(
+                f"{output} holds a pretraining run of another kind or version; use another output folder or "
+                "--overwrite"
+            )
+
+    def prepare(self, zoo: Any, saved: dict[str, Any] | None, progress: bool) -> None:
+        cfg = self.cfg
+        splits = list(cfg.splits)
+        if "validation" in splits:
+            raise ConfigError(
+                "PretrainConfig.splits: the validation split picks the best epoch; do not train on it"
+            )
+        train_zoo = _selection(zoo, splits)
+        if len(train_zoo) < 2:
+            raise InvalidInputError(
+                f"zoo {zoo.source!s}: {len(train_zoo)} model(s) in {splits}; need at least 2"
+            )
+        val_zoo = zoo.split("validation").final() if "validation" in zoo.splits else zoo.select([])
+        self.specs = self._targets(zoo, train_zoo, saved)
+        edges = int(cfg.message_passing_rounds) > 0
+        self.train = _Prepared(_parse(train_zoo, "train", progress), edges)
+        self.val = _Prepared(_parse(val_zoo, "validation", progress), edges) if len(val_zoo) else None
+        self.y_train = target_tensors(train_zoo.metadata().reset_index(drop=True), self.specs)
+        self.y_val = (
+            target_tensors(val_zoo.metadata().reset_index(drop=True), self.specs)
+            if self.val is not None
+            else {}
+        )
+        self.enc_cfg = self._encoder_config()
+        self.splits, self.train_zoo, self.val_zoo = splits, train_zoo, val_zoo
+
+    def _targets(self, zoo: Any, train_zoo: Any, saved: dict[str, Any] | None) -> list[PretrainTarget]:
+        if saved is not None:
+            specs = [PretrainTarget.from_dict(t) for t in saved["targets"]]
+        else:
+            specs = metadata_targets(train_zoo.metadata())
+        if not specs:
+            raise InvalidInputError(
+                f"zoo {zoo.source!s}: no metadata column to pretrain on (supervised pretraining needs one of "
+                "test_accuracy, learning_rate, optimizer, activation, ... with two or more distinct values)"
+            )
+        log.info("supervised pretraining targets: %s", ", ".join(t.name for t in specs))
+        return specs
+
+    def _encoder_config(self) -> NeuronEncoderConfig:
+        cfg = self.cfg
+        enc_cfg = NeuronEncoderConfig(
+            d_model=int(cfg.d_model),
+            latent_dim=int(cfg.latent_dim),
+            n_layers=int(cfg.n_layers),
+            n_heads=int(cfg.n_heads),
+            dropout=float(cfg.dropout),
+            message_passing_rounds=int(cfg.message_passing_rounds),
+            max_layers=int(cfg.max_layers),
+        )
+        deepest = max(len(stacked) for _, stacked in self.train.groups)
+        if deepest > enc_cfg.max_layers:
+            raise ConfigError(
+                f"the zoo has networks with {deepest} layers; raise --max_layers (now {cfg.max_layers})"
+            )
+        return enc_cfg
+
+    def provenance(self) -> dict[str, Any]:
+        train_zoo, val_zoo = self.train_zoo, self.val_zoo
+        return {
+            "zoo_split": "+".join(self.splits),
+            "checkpoints": "final",
+            "objective": "supervised multi-task",
+            "model_ids": train_zoo.metadata()["model_id"].astype(str).tolist(),
+            "model_hashes": [train_zoo.content_hash(i) for i in range(len(train_zoo))],
+            "n_models": len(train_zoo),
+            "validation_model_ids": val_zoo.metadata()["model_id"].astype(str).tolist(),
+            "selection": (
+                "lowest validation loss" if self.val is not None else "lowest training loss (no validation)"
+            ),
+        }
+
+    def state_fields(self) -> dict[str, Any]:
+        return {"architecture": ARCHITECTURE, "targets": [t.to_dict() for t in self.specs]}
+
+    def build_model(self, fresh: bool) -> nn.Module:
+        model = NeuronEncoder(self.enc_cfg, self.specs)
+        if fresh:  # zoo-level feature standardization from a fixed sample of the training models
+            train = self.train
+            sample_gen = torch.Generator().manual_seed(int(self.cfg.seed) + 17)
+            fit_batches = []
+            for g, (idx, _) in enumerate(train.groups):
+                keep = math.ceil(len(idx) * min(1.0, NORM_SAMPLE / train.n))
+                pos = torch.randperm(len(idx), generator=sample_gen)[:keep].numpy()
+                fit_batches += [train.features(g, pos[s : s + 256]) for s in range(0, len(pos), 256)]
+            model.norm.fit(fit_batches)
+        return model
+
+    def steps_per_epoch(self) -> int:
+        return len(self.train.batches(int(self.cfg.batch_size), None))
+
+    def batches(self, gen: torch.Generator) -> list[tuple[int, np.ndarray]]:
+        return self.train.batches(int(self.cfg.batch_size), gen)
+
+    def train_step(
+        self, model: nn.Module, batch: Any, gen: torch.Generator, info: D.DistInfo, device: torch.device
+    ) -> Step:
+        g, pos = batch
+        part = np.array_split(np.arange(len(pos)), info.world_size)[info.rank]
+        share = len(part) / len(pos)
+        part = part if len(part) else np.arange(1)
+        noise = float(self.cfg.noise_sigma)
+        chosen = part if info.enabled else None
+        loss = _loss(model, self.train, self.y_train, g, pos, chosen, noise=noise, gen=gen)  # type: ignore[arg-type]
+        value = float(loss.detach()) * share
+        # (the value passes through float32, as the loss always did)
+        return Step(loss * share, len(pos), lambda: {"loss": float(torch.tensor(D.sum_value(info, value)))})
+
+    def validate(self, model: nn.Module, device: torch.device) -> dict[str, float] | None:
+        if self.val is None:
+            return None
+        return {"loss": _validation_loss(model, self.val, self.y_val)}  # type: ignore[arg-type]
+
+    def save(self, model: nn.Module, folder: Path, provenance: dict[str, Any]) -> None:
+        save_neuron_encoder(model, provenance, folder)  # type: ignore[arg-type]
+
+
+__all__ = ["NORM_SAMPLE", "NeuronObjective", "metadata_targets", "target_tensors"]
