@@ -133,7 +133,11 @@ register_pretrained(
     "the small token encoder (v2), pretrained once into the cache on the small built-in zoo",
     replace=True,
 )
-for _name, _what in (("v2", "token encoder (v2)"), ("v3", "neuron-level encoder (v3)")):
+for _name, _what in (
+    ("v2", "token encoder (v2)"),
+    ("v3", "neuron-level encoder (v3)"),
+    ("foundation", "foundation encoder (layer tokens, pretrained on the foundation corpus)"),
+):
     register_pretrained(
         _name,
         packaged_folder("zooprobe.encoder", "pretrained", _name),

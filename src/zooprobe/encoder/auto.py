@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from zooprobe.encoder import encoder_loader, neuron_loader
+from zooprobe.encoder import encoder_loader, layer_loader, neuron_loader
 from zooprobe.encoder.base import CONFIG_FILE, WeightSpaceEncoder, read_encoder_config
 from zooprobe.encoder.registry import kind_for_config, registered_kinds
 from zooprobe.errors import ConfigError
@@ -20,6 +20,7 @@ from zooprobe.errors import ConfigError
 BUILTIN_KINDS: tuple[type[WeightSpaceEncoder], ...] = (
     encoder_loader.LoadedEncoder,
     neuron_loader.LoadedNeuronEncoder,
+    layer_loader.LoadedLayerEncoder,
 )
 """The kinds this package defines (imported above, so they are registered)."""
 

@@ -16,6 +16,7 @@ This module imports no encoder kind, so a kind (or a test's toy kind) can import
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -169,14 +170,40 @@ def packaged_folder(package: str, *parts: str) -> Resolver:
                 f"the encoder folder {where} is not shipped with this installation of zooprobe; give the "
                 "folder or Hub repo id of the encoder instead"
             )
+        check_sums(folder)
         return folder
 
     return resolve
 
 
+SUMS_FILE = "SHA256SUMS"
+
+
+def check_sums(folder: Path) -> None:
+    """When `folder` holds a ``SHA256SUMS`` file (``<sha256>  <name>`` lines, as ``sha256sum`` writes),
+    every file it names must exist and match: a shipped folder changed after it was built is refused."""
+    sums = folder / SUMS_FILE
+    if not sums.is_file():
+        return
+    for line in sums.read_text().splitlines():
+        if not line.strip():
+            continue
+        digest, _, name = line.partition("  ")
+        path = folder / name
+        if "/" in name or name.startswith(".") or not path.is_file():
+            raise EncoderFormatError(f"{sums}: names {name!r}, which is not a file of {folder}")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            raise EncoderFormatError(
+                f"{path}: its sha256 does not match {sums}; the shipped encoder was changed after it was "
+                "built: reinstall zooprobe"
+            )
+
+
 __all__ = [
+    "SUMS_FILE",
     "PretrainedEntry",
     "Resolver",
+    "check_sums",
     "encoder_kind",
     "kind_for_config",
     "list_pretrained",

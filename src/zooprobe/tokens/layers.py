@@ -21,6 +21,7 @@ transformer over them, so pretraining on tens of thousands of mixed models takes
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 
@@ -86,3 +87,18 @@ def pad_tokens(tokens: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         x[i, : len(tok)] = tok
         mask[i, : len(tok)] = True
     return x, mask
+
+
+@dataclass
+class LayerTokens:
+    """One network's layer tokens: the foundation encoder's tokenized form of a state dict."""
+
+    tokens: torch.Tensor  # [1 + L, N_TOKEN_F]
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @property
+    def num_layers(self) -> int:
+        return self.num_tokens - 1

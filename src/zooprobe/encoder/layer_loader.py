@@ -1,0 +1,237 @@
+"""Saving and loading foundation (layer-token) encoders, and `LoadedLayerEncoder`, their loaded form.
+
+An encoder folder of format version 4 holds the files of every kind (`zooprobe.encoder.base`)::
+
+    config.json        format_version 4, library_name "zooprobe", architecture "layers", the
+                       `LayerEncoderConfig`, the pretraining targets (`PretrainTarget`: classes, mean, std)
+                       and the provenance (corpus, its manifest's sha256, the recipe, held-out scores)
+    model.safetensors  the weights, including the corpus-level token standardization (buffers)
+    README.md          the model card
+
+`LoadedLayerEncoder` is the ``layers`` kind of `WeightSpaceEncoder`: its tokenized form of a model is a
+`LayerTokens` (`zooprobe.tokens.layers`), and models of any depth are batched together (padded, masked).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from zooprobe.core.config import check_record
+from zooprobe.core.device import resolve_device
+from zooprobe.encoder.base import (
+    CONFIG_FILE,
+    LIBRARY_NAME,
+    Embeddings,
+    EncoderFormatError,
+    WeightSpaceEncoder,
+    load_weights,
+    warn_if_unfinished,
+    write_encoder_folder,
+)
+from zooprobe.encoder.config import PretrainTarget
+from zooprobe.encoder.layer_model import LayerEncoder, LayerEncoderConfig
+from zooprobe.encoder.registry import register_encoder
+from zooprobe.errors import ConfigError, ZooprobeError
+from zooprobe.hub import render_card
+from zooprobe.tokens.layers import LayerTokens, layer_tokens, pad_tokens
+
+LAYER_FORMAT_VERSION = 4
+ARCHITECTURE = "layers"
+REQUIRED_FIELDS = ("format_version", "library_name", "architecture", "encoder", "targets", "provenance")
+
+
+@register_encoder(ARCHITECTURE)
+@dataclass
+class LoadedLayerEncoder(WeightSpaceEncoder):
+    """A pretrained foundation encoder (eval mode); see the module docs."""
+
+    architecture: ClassVar[str] = ARCHITECTURE
+    format_version: ClassVar[int] = LAYER_FORMAT_VERSION
+    config_class: ClassVar[type] = LayerEncoderConfig
+    token_outputs: ClassVar[bool] = False
+    preprocessing: ClassVar[None] = None
+
+    encoder: LayerEncoder
+    provenance: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.encoder.eval()
+
+    @property
+    def config(self) -> LayerEncoderConfig:
+        return self.encoder.config
+
+    @property
+    def targets(self) -> list[PretrainTarget]:
+        return self.encoder.targets
+
+    @property
+    def latent_dim(self) -> int:
+        """Size of the representation: the latent plus one value per target output."""
+        return self.encoder.representation_dim
+
+    def _fingerprint_meta(self) -> dict[str, Any]:
+        return {
+            "architecture": ARCHITECTURE,
+            "config": self.config.to_dict(),
+            "targets": [t.to_dict() for t in self.targets],
+        }
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """`save_layer_encoder` of this encoder and its provenance."""
+        return save_layer_encoder(self.encoder, self.provenance, folder)
+
+    @classmethod
+    def from_folder(cls, folder: Path, data: dict[str, Any], device: str = "cpu") -> LoadedLayerEncoder:
+        return load_layer_encoder_folder(folder, data, device, stacklevel=4)
+
+    @staticmethod
+    def model_card(config: Mapping[str, Any]) -> str:
+        return layer_model_card(config)
+
+    def tokenize(self, state_dict: Mapping[str, torch.Tensor]) -> LayerTokens:
+        """The encoder's input for one state dict: its layer tokens (`zooprobe.tokens.layers`)."""
+        return LayerTokens(layer_tokens(state_dict, self.config.max_layers))
+
+    def embed(
+        self,
+        tokenized: Sequence[LayerTokens],
+        batch_size: int = 64,
+        token_outputs: bool = False,
+        stats: dict[str, float] | None = None,
+        frozen_blocks: int = 0,
+    ) -> Embeddings:
+        """Representations of tokenized models, `batch_size` at a time (any depths together: padded and
+        masked); differentiable, in the encoder's current mode. `frozen_blocks` is accepted for the
+        interface and not used."""
+        if batch_size < 1:
+            raise ConfigError(f"embed: batch_size must be >= 1, got {batch_size}")
+        if token_outputs:
+            raise ConfigError(
+                "this encoder (architecture 'layers') has no per-token latents, so attention-pooling heads "
+                "cannot read it; use a head with mean pooling (the default)"
+            )
+        device = self.device
+        rows: list[torch.Tensor] = []
+        for s in range(0, len(tokenized), batch_size):
+            start = time.perf_counter()
+            x, mask = pad_tokens([t.tokens for t in tokenized[s : s + batch_size]])
+            rows.append(self.encoder(x.to(device), mask.to(device)).float())
+            if stats is not None:
+                stats["n_windows"] = stats.get("n_windows", 0) + 1
+                stats["model_forward_s"] = stats.get("model_forward_s", 0.0) + time.perf_counter() - start
+        if not rows:
+            return Embeddings(torch.zeros(0, self.latent_dim, device=device), None)
+        return Embeddings(torch.cat(rows), None)
+
+
+# ------------------------------------------------------------------------------------------ saving
+def layer_model_card(config: Mapping[str, Any]) -> str:
+    """The README.md model card of a foundation encoder folder, generated from its config.json content."""
+    enc = config["encoder"]
+    prov = config.get("provenance") or {}
+    targets = config.get("targets") or []
+    header: dict[str, Any] = {
+        "library_name": "zooprobe",
+        "license": "mit",
+        "pipeline_tag": "feature-extraction",
+        "tags": ["zooprobe", "weight-space-learning", "model-zoo", "permutation-invariant", "foundation"],
+    }
+    dim = int(enc["latent_dim"])
+    dim += sum(len(t["classes"]) if t["kind"] == "categorical" else 1 for t in targets)
+    n_params = prov.get("encoder_parameters")
+    lines = [
+        "# zooprobe foundation weight-space encoder (layer tokens)",
+        "",
+        "Reads the **weights** of a trained network as one token per layer (pooled neuron descriptors and "
+        f"spectral summaries) and returns a fixed-size representation ({dim} values). Hidden-neuron "
+        "permutations, widening by neuron duplication and dead-neuron padding leave it unchanged.",
+        "",
+        f"- architecture: {enc['n_layers']} transformer block(s) of width {enc['d_model']} over the layer "
+        "tokens" + (f", {n_params:,} parameters" if isinstance(n_params, int) else ""),
+        "- pretrained **supervised** (multi-task) on the corpus metadata: "
+        + (", ".join(f"`{t['name']}`" for t in targets) or "none"),
+        f"- representation: latent ({enc['latent_dim']}) + the encoder's own predictions of those targets",
+        "",
+        "## How to load",
+        "",
+        "```python",
+        "import zooprobe",
+        "",
+        'encoder = zooprobe.load_encoder("foundation")',
+        "representations = encoder.encode([state_dict])",
+        "```",
+        "",
+        "## Training data",
+        "",
+        f"- corpus: `{prov.get('zoo_source', 'unknown')}`, {prov.get('n_models', '?')} models",
+    ]
+    if prov.get("corpus_sha256"):
+        lines.append(f"- corpus content sha256 (its manifest): `{prov['corpus_sha256']}`")
+    if prov.get("recipe"):
+        lines.append(f"- recipe: `{prov['recipe']}`")
+    if prov.get("pretrain_seconds"):
+        seconds = float(prov["pretrain_seconds"])
+        lines.append(f"- pretraining time: {seconds:.0f} s on {prov.get('machine', '?')}")
+    held_out = prov.get("held_out") or {}
+    if held_out:
+        lines += ["", "## Held-out generators (never seen in pretraining)", ""]
+        lines += ["| zoo | target | stats+gbm | stats+rep+gbm | zero-shot |", "|---|---|---|---|---|"]
+        for zoo, rows in held_out.items():
+            for target, row in rows.items():
+                cells = [row.get(k) for k in ("stats", "stats+rep", "zero-shot")]
+                text = [f"{c:.3f}" if isinstance(c, int | float) else "n/a" for c in cells]
+                lines.append(f"| {zoo} | {target} | " + " | ".join(text) + " |")
+    return render_card(header, lines)
+
+
+def save_layer_encoder(encoder: LayerEncoder, provenance: Mapping[str, Any], folder: str | Path) -> Path:
+    """Write a foundation encoder folder (see the module docs) atomically; weights first, config.json last."""
+    fields = {
+        "architecture": ARCHITECTURE,
+        "encoder": encoder.config.to_dict(),
+        "targets": [t.to_dict() for t in encoder.targets],
+    }
+    return write_encoder_folder(folder, encoder, LAYER_FORMAT_VERSION, fields, provenance, layer_model_card)
+
+
+def load_layer_encoder_folder(
+    folder: Path, data: dict[str, Any], device: str = "cpu", stacklevel: int = 3
+) -> LoadedLayerEncoder:
+    """Load a foundation encoder folder whose config.json content is `data` (strict: every field checked)."""
+    path = folder / CONFIG_FILE
+    check_record(data, str(path), EncoderFormatError, fields=REQUIRED_FIELDS, version=LAYER_FORMAT_VERSION)
+    if data["library_name"] != LIBRARY_NAME or data["architecture"] != ARCHITECTURE:
+        raise EncoderFormatError(
+            f"{path}: library_name {data['library_name']!r} / architecture {data['architecture']!r} is not a "
+            f"zooprobe {ARCHITECTURE!r} encoder"
+        )
+    if not isinstance(data["provenance"], dict) or not isinstance(data["targets"], list):
+        raise EncoderFormatError(f"{path}: provenance must be an object and targets a list")
+    try:
+        config = LayerEncoderConfig.from_dict(data["encoder"])
+        targets = [PretrainTarget.from_dict(t) for t in data["targets"]]
+        encoder = LayerEncoder(config, targets)
+    except ZooprobeError as e:
+        raise EncoderFormatError(f"{path}: {e}") from e
+    load_weights(folder, encoder)
+    encoder.to(resolve_device(device)).eval()
+    loaded = LoadedLayerEncoder(encoder, dict(data["provenance"]), folder)
+    warn_if_unfinished(loaded, stacklevel)
+    return loaded
+
+
+__all__ = [
+    "LAYER_FORMAT_VERSION",
+    "LoadedLayerEncoder",
+    "layer_model_card",
+    "load_layer_encoder_folder",
+    "save_layer_encoder",
+]
