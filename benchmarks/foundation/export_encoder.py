@@ -39,7 +39,11 @@ def main() -> None:
     for zoo, rows in results.items():
         if isinstance(rows, dict) and zoo not in ("targets",):
             held_out[zoo] = {
-                t: {"stats": r.get("stats"), "stats+rep": r.get("stats+rep"), "zero-shot": r.get("zs stats+rep")}
+                t: {
+                    "stats": r.get("stats"),
+                    "stats+rep": r.get("stats+rep"),
+                    "zero-shot": r.get("zs stats+rep"),
+                }
                 for t, r in rows.items()
                 if isinstance(r, dict)
             }
@@ -59,7 +63,9 @@ def main() -> None:
     LoadedLayerEncoder(model, provenance).save_pretrained(a.output)
     for marker in (".zooprobe", ".zooprobe.lock"):
         (a.output / marker).unlink(missing_ok=True)  # ownership files of a run folder: not package data
-    sums = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(a.output.iterdir()) if p.is_file()}
+    sums = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(a.output.iterdir()) if p.is_file()
+    }
     (a.output / "SHA256SUMS").write_text("".join(f"{h}  {n}\n" for n, h in sums.items()))
     print(f"wrote {a.output}: " + ", ".join(f"{n} {(a.output / n).stat().st_size:,} B" for n in sums))
 
