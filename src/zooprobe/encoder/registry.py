@@ -84,8 +84,9 @@ def kind_for_config(data: object, where: str | Path = CONFIG_FILE) -> type[Weigh
     """The kind that reads the config.json content `data` (`where`: its path, for messages).
 
     Dispatch is on the ``architecture`` field when it names a registered kind of the same format version;
-    otherwise on ``format_version`` alone when exactly one kind has it (v2 token folders have no
-    ``architecture`` field; the kind's own reader then checks every field). Anything else is refused with
+    otherwise on ``format_version`` alone when exactly one kind has it and the ``architecture`` field
+    names no other registered kind (v2 token folders have no ``architecture`` field; the kind's own reader
+    then checks every field). Anything else is refused with
     the versions this zooprobe reads.
     """
     version = data.get("format_version") if isinstance(data, dict) else None
@@ -94,7 +95,7 @@ def kind_for_config(data: object, where: str | Path = CONFIG_FILE) -> type[Weigh
     if kind is not None and kind.format_version == version:
         return kind
     same_version = [k for k in _KINDS.values() if k.format_version == version]
-    if len(same_version) == 1:
+    if len(same_version) == 1 and (kind is None or kind is same_version[0]):  # a named kind must agree
         return same_version[0]
     reads = " and ".join(
         f"{k.format_version} ({k.architecture!r} encoders)" for k in sorted(_KINDS.values(), key=_order)
