@@ -95,6 +95,13 @@ def _check_inputs(folder: Path, metadata: Path, output: Path, overwrite: bool) -
     _check_output(output, overwrite)
 
 
+def _read_rows(metadata: Path) -> tuple[list[str], list[Any], bool]:
+    columns, rows, typed = _read_metadata(metadata)
+    if not rows:
+        raise InvalidInputError(f"{metadata}: no data rows (the metadata file is empty or has only a header)")
+    return columns, rows, typed
+
+
 @dataclass
 class _Columns:
     """Which metadata column plays which part."""
@@ -242,6 +249,39 @@ def _zoo_rows(
     return out_rows, extra_types
 
 
+def _descriptions(folder: Path, metadata: Path, cols: _Columns) -> dict[str, str]:
+    """The dataset card's descriptions of the columns beyond zooprobe's fields."""
+    descriptions = {c: f"Imported from column `{c}` of `{metadata.name}`." for c in cols.extras}
+    descriptions[cols.file] = f"Checkpoint file the row was imported from (relative to `{folder.name}`)."
+    return descriptions
+
+
+def _about(
+    folder: Path, metadata: Path, split_col: str | None, split: tuple[int, tuple[float, float, float]]
+) -> tuple[str, str, dict[str, Any]]:
+    """The dataset card's title and description, and the manifest's importer entries."""
+    seed, fractions = split
+    split_note = (
+        f"Splits come from column `{split_col}` of the metadata."
+        if split_col
+        else f"Splits were assigned per run by hashing `model_id` (seed {seed}, fractions {list(fractions)})."
+    )
+    description = (
+        f"Imported with `zooprobe.zoo.importers.import_checkpoint_folder` from the checkpoint folder "
+        f"`{folder.name}` and the metadata file `{metadata.name}`. Weights are stored exactly as read "
+        f"(names, dtypes, values). {split_note}"
+    )
+    manifest = {
+        "importer": "checkpoint_folder",
+        "source": str(folder),
+        "metadata": str(metadata),
+        "split_source": f"column {split_col}" if split_col else "hash",
+        "seed": seed,
+        "split_fractions": list(fractions),
+    }
+    return f"Imported zoo: {folder.name}", description, manifest
+
+
 def import_checkpoint_folder(
     folder: str | Path,
     metadata: str | Path,
@@ -282,9 +322,7 @@ def import_checkpoint_folder(
     fractions = _check_fractions(split_fractions)
     check_max_params(max_params)
     _check_inputs(folder, metadata, output, overwrite)
-    columns, rows, typed = _read_metadata(metadata)
-    if not rows:
-        raise InvalidInputError(f"{metadata}: no data rows (the metadata file is empty or has only a header)")
+    columns, rows, typed = _read_rows(metadata)
     cols = _pick_columns(metadata, columns, file_column, id_column, split_column)
 
     problems = _Problems(skip_invalid)
@@ -295,32 +333,11 @@ def import_checkpoint_folder(
         raise problems.none_valid(str(metadata))
     out_rows, extra_types = _zoo_rows(valid, cols.extras, typed, final_epoch, (seed, fractions))
 
-    descriptions = {c: f"Imported from column `{c}` of `{metadata.name}`." for c in cols.extras}
-    descriptions[file_column] = f"Checkpoint file the row was imported from (relative to `{folder.name}`)."
-    split_col = cols.split
-    split_note = (
-        f"Splits come from column `{split_col}` of the metadata."
-        if split_col
-        else f"Splits were assigned per run by hashing `model_id` (seed {seed}, fractions {list(fractions)})."
-    )
     report = _write_import(
         out_rows,
-        (extra_types, descriptions),
+        (extra_types, _descriptions(folder, metadata, cols)),
         ImportReport(source=str(folder), output=output, skipped=problems.items),
         (overwrite, accuracy_percent),
-        title=f"Imported zoo: {folder.name}",
-        description=(
-            f"Imported with `zooprobe.zoo.importers.import_checkpoint_folder` from the checkpoint folder "
-            f"`{folder.name}` and the metadata file `{metadata.name}`. Weights are stored exactly as read "
-            f"(names, dtypes, values). {split_note}"
-        ),
-        manifest_extra={
-            "importer": "checkpoint_folder",
-            "source": str(folder),
-            "metadata": str(metadata),
-            "split_source": f"column {split_col}" if split_col else "hash",
-            "seed": seed,
-            "split_fractions": list(fractions),
-        },
+        _about(folder, metadata, cols.split, (seed, fractions)),
     )
     return _warn(report)

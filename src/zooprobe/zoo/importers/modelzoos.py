@@ -231,6 +231,29 @@ def _add_extras(
     return extra_types, descriptions
 
 
+def _about(
+    root: Path, epochs: str, split: tuple[int, tuple[float, float, float]]
+) -> tuple[str, str, dict[str, Any]]:
+    """The dataset card's title and description, and the manifest's importer entries."""
+    seed, fractions = split
+    description = (
+        f"Imported with `zooprobe.zoo.importers.import_model_zoos` from the Model Zoos folder "
+        f"`{root.name}` (layout of Schürholt et al. 2022), "
+        f"{'every checkpoint' if epochs == 'all' else 'the last checkpoint'} of each run. "
+        "Weights are stored exactly as read. "
+        f"Splits were assigned per run by hashing `model_id` (seed {seed}, fractions {list(fractions)})."
+    )
+    manifest = {
+        "importer": "model_zoos",
+        "source": str(root),
+        "epochs": epochs,
+        "split_source": "hash",
+        "seed": seed,
+        "split_fractions": list(fractions),
+    }
+    return f"Imported Model Zoos zoo: {root.name}", description, manifest
+
+
 def import_model_zoos(
     root: str | Path,
     output: str | Path,
@@ -280,21 +303,6 @@ def import_model_zoos(
         _add_extras(rows, extras_per_row, extra_sources),
         ImportReport(source=str(root), output=output, skipped=problems.items),
         (overwrite, accuracy_percent),
-        title=f"Imported Model Zoos zoo: {root.name}",
-        description=(
-            f"Imported with `zooprobe.zoo.importers.import_model_zoos` from the Model Zoos folder "
-            f"`{root.name}` (layout of Schürholt et al. 2022), "
-            f"{'every checkpoint' if epochs == 'all' else 'the last checkpoint'} of each run. "
-            "Weights are stored exactly as read. "
-            f"Splits were assigned per run by hashing `model_id` (seed {seed}, fractions {list(fractions)})."
-        ),
-        manifest_extra={
-            "importer": "model_zoos",
-            "source": str(root),
-            "epochs": epochs,
-            "split_source": "hash",
-            "seed": seed,
-            "split_fractions": list(fractions),
-        },
+        _about(root, epochs, (seed, fractions)),
     )
     return _warn(report)

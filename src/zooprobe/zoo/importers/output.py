@@ -133,14 +133,13 @@ def _write_import(
     extras: tuple[dict[str, pa.DataType], dict[str, str]],
     report: ImportReport,
     flags: tuple[bool, bool],
-    *,
-    title: str,
-    description: str,
-    manifest_extra: dict[str, Any],
+    about: tuple[str, str, dict[str, Any]],
 ) -> ImportReport:
     """The last step of an in-memory import: the warnings about the rows taken together (in the report and,
-    after ``manifest_extra``, in the manifest), then `_finish`. ``flags``: (overwrite, accuracy_percent)."""
+    after ``manifest_extra``, in the manifest), then `_finish`. ``flags``: (overwrite, accuracy_percent);
+    ``about``: the dataset card's title and description and the manifest's importer entries."""
     overwrite, accuracy_percent = flags
+    title, description, manifest_extra = about
     messages, manifest_warnings = _row_warnings(rows, accuracy_percent)
     report.warnings = messages
     return _finish(
