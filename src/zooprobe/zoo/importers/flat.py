@@ -137,6 +137,34 @@ class FlatImport:
     """The ``id_column`` may be absent: then each row at the selected step is one run (`_plan`)."""
 
 
+# The options every flat importer takes under the same name and meaning (`_spec`).
+_USER_OPTIONS = (
+    "id_column",
+    "step",
+    "max_runs",
+    "split_fractions",
+    "seed",
+    "skip_invalid",
+    "accuracy_percent",
+    "overwrite",
+    "progress",
+    "chunk_rows",
+)
+
+
+def _spec(arguments: Mapping[str, Any], **preset: Any) -> FlatImport:
+    """The `FlatImport` of one call of a flat importer: the user's options from ``arguments`` (the public
+    function's arguments as passed: `_USER_OPTIONS`, ``output`` and ``split_file``) and what the importer
+    or its preset fixes (``preset``: the other fields)."""
+    split_file = arguments["split_file"]
+    return FlatImport(
+        output=Path(arguments["output"]),
+        split_file=Path(split_file) if split_file is not None else None,
+        **{name: arguments[name] for name in _USER_OPTIONS},
+        **preset,
+    )
+
+
 def _check_options(spec: FlatImport) -> tuple[tuple[float, float, float], str | int]:
     """The split fractions and the step, checked; the other numeric options refused when out of range."""
     fractions = _check_fractions(spec.split_fractions)
@@ -392,31 +420,21 @@ def import_flat(
     `zooprobe.zoo.importers` (``accuracy_percent``, ``skip_invalid``). Runs with non-finite weights are
     dropped and counted in the returned report.
     """
+    arguments = dict(locals())  # the options as passed (nothing assigned before this line)
     weights, layout, metadata = Path(weights), Path(layout), Path(metadata)
-    spec = FlatImport(
+    spec = _spec(
+        arguments,
         weights=weights,
         layout_path=layout,
         metadata=metadata,
-        output=Path(output),
         weights_key=weights_key,
         layout_convention=layout_convention,
         names=names,
         columns=dict(columns or {}),
         optional_columns=False,
         required_columns=(),
-        id_column=id_column,
         checkpoint_column=checkpoint_column,
-        step=step,
-        max_runs=max_runs,
         split_column=split_column,
-        split_file=Path(split_file) if split_file is not None else None,
-        split_fractions=split_fractions,
-        seed=seed,
-        skip_invalid=skip_invalid,
-        accuracy_percent=accuracy_percent,
-        overwrite=overwrite,
-        progress=progress,
-        chunk_rows=chunk_rows,
         importer="flat",
         source=weights,
         title=f"Imported zoo: {weights.stem}",
