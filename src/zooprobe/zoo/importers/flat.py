@@ -62,7 +62,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -137,32 +137,16 @@ class FlatImport:
     """The ``id_column`` may be absent: then each row at the selected step is one run (`_plan`)."""
 
 
-# The options every flat importer takes under the same name and meaning (`_spec`).
-_USER_OPTIONS = (
-    "id_column",
-    "step",
-    "max_runs",
-    "split_fractions",
-    "seed",
-    "skip_invalid",
-    "accuracy_percent",
-    "overwrite",
-    "progress",
-    "chunk_rows",
-)
-
-
 def _spec(arguments: Mapping[str, Any], **preset: Any) -> FlatImport:
-    """The `FlatImport` of one call of a flat importer: the user's options from ``arguments`` (the public
-    function's arguments as passed: `_USER_OPTIONS`, ``output`` and ``split_file``) and what the importer
-    or its preset fixes (``preset``: the other fields)."""
-    split_file = arguments["split_file"]
-    return FlatImport(
-        output=Path(arguments["output"]),
-        split_file=Path(split_file) if split_file is not None else None,
-        **{name: arguments[name] for name in _USER_OPTIONS},
-        **preset,
-    )
+    """The `FlatImport` of one call of a flat importer: ``arguments`` are the public function's arguments as
+    passed (its ``locals()`` on entry); each that names a field of `FlatImport` is that field (``output``
+    and ``split_file`` made paths), unless ``preset`` (what the importer or its preset fixes) sets it."""
+    names = {f.name for f in fields(FlatImport)}
+    options = {k: v for k, v in arguments.items() if k in names and k not in preset}
+    options["output"] = Path(options["output"])
+    split_file = options.get("split_file")
+    options["split_file"] = Path(split_file) if split_file is not None else None
+    return FlatImport(**options, **preset)
 
 
 def _check_options(spec: FlatImport) -> tuple[tuple[float, float, float], str | int]:
@@ -427,14 +411,9 @@ def import_flat(
         weights=weights,
         layout_path=layout,
         metadata=metadata,
-        weights_key=weights_key,
-        layout_convention=layout_convention,
-        names=names,
         columns=dict(columns or {}),
         optional_columns=False,
         required_columns=(),
-        checkpoint_column=checkpoint_column,
-        split_column=split_column,
         importer="flat",
         source=weights,
         title=f"Imported zoo: {weights.stem}",

@@ -337,8 +337,9 @@ def _plan(
     ids = _run_arrays(arrays, runs, kept, cols, layout, runs_by_row)
     descriptions = {t: f"Imported from column `{c}` of `{metadata.name}`." for c, t in cols.extras.items()}
     descriptions[SOURCE_ROW] = "Row of the weights file this checkpoint was read from (0-based)."
+    table = _plan_table(arrays, extra_types, ids, run_split)
     return _Plan(
-        table=_plan_table(arrays, extra_types, ids, run_split),
+        table=table,
         source_rows=kept,
         run_starts=[p for p in range(len(ids)) if p == 0 or ids[p] != ids[p - 1]],
         extra_types=extra_types,
