@@ -37,19 +37,20 @@ statistics: `MetadataEncoder` (fit on the train split's metadata frame) turns zo
 
 from __future__ import annotations
 
-import math
-import re
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from zooprobe.baselines.lightgbm_text import MAX_TREE_LEAVES, _BoosterModel, check_lightgbm_text
+from zooprobe.baselines.metadata import MetadataEncoder, metadata_features
+from zooprobe.baselines.targets import _check_xy, _log_loss, _r2, _Rows, _target_rows
 
 Method = Literal["gbm", "linear", "floor"]
 Kind = Literal["continuous", "categorical", "binary"]
@@ -244,218 +245,6 @@ class Baseline:
         return out
 
 
-MAX_TREE_LEAVES = 1 << 17
-"""The most leaves a saved tree may declare (LightGBM's own ``num_leaves`` limit)."""
-_MAX_MISSING_TYPE = 2  # decision_type bits 2-3: none, zero, NaN
-
-
-def check_lightgbm_text(text: str, n_features: int, n_outputs: int) -> None:
-    """`ValueError` (naming the tree and field) unless `text` is a LightGBM text model that is safe to hand
-    to LightGBM's parser and predictor for `n_features` inputs and `n_outputs` outputs per iteration.
-
-    LightGBM trusts its model text: a tree's ``split_feature`` beyond the input reads out of bounds (a
-    silently different prediction, or a segmentation fault), a child index out of range or pointing back up
-    the tree crashes or loops forever. So before it parses anything: the header declares ``num_class`` and
-    ``num_tree_per_iteration`` = `n_outputs` and ``max_feature_idx`` = ``n_features - 1``; every tree has a
-    ``num_leaves`` in [1, `MAX_TREE_LEAVES`], no categorical splits or linear leaves (zooprobe writes
-    neither), ``num_leaves - 1`` splits whose features lie in ``[0, max_feature_idx]``, finite thresholds and
-    leaf values, numerical decision types, and children that form a tree (every node reached exactly once,
-    children after their parent); ``tree_sizes`` (byte offsets LightGBM seeks by) match the trees."""
-    if not isinstance(text, str) or not text.startswith("tree\n"):
-        raise ValueError("not a LightGBM text model (it must start with a 'tree' line)")
-    head, sep, rest = text.partition("\nTree=")
-    if not sep:
-        raise ValueError("a LightGBM text model without trees")
-    header = _fields(head.split("\n")[1:], "the header")
-    trees_text, end, _ = ("Tree=" + rest).partition("end of trees")
-    if not end:
-        raise ValueError("the model text has no 'end of trees' line")
-    declared = {
-        "num_class": n_outputs,
-        "num_tree_per_iteration": n_outputs,
-        "max_feature_idx": n_features - 1,
-    }
-    for key, expected in declared.items():
-        value = _int(header, key, "the header")
-        if value != expected:
-            raise ValueError(f"the header declares {key}={value}, expected {expected}")
-    starts = [m.start() for m in re.finditer(r"^Tree=", trees_text, flags=re.MULTILINE)]
-    blocks = [trees_text[a:b] for a, b in zip(starts, [*starts[1:], len(trees_text)], strict=True)]
-    if len(blocks) % n_outputs:
-        raise ValueError(f"{len(blocks)} trees is not a multiple of num_tree_per_iteration={n_outputs}")
-    if "tree_sizes" in header:  # LightGBM seeks each tree by these byte sizes
-        actual = [str(len(b.encode())) for b in blocks]
-        if header["tree_sizes"].split() != actual:
-            raise ValueError("its tree_sizes do not match its trees (the text was edited)")
-    for i, block in enumerate(blocks):
-        lines = block.strip("\n").split("\n")
-        if lines[0] != f"Tree={i}":
-            raise ValueError(f"tree {i} is labelled {lines[0][:40]!r}")
-        _check_tree(_fields(lines[1:], f"tree {i}"), n_features - 1, f"tree {i}")
-
-
-def _fields(lines: Iterable[str], where: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in lines:
-        if not line or line.startswith("["):
-            continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            raise ValueError(f"{where}: unreadable line {line[:60]!r}")
-        out[key] = value
-    return out
-
-
-def _int(fields: Mapping[str, str], key: str, where: str) -> int:
-    try:
-        return int(fields[key])
-    except KeyError:
-        raise ValueError(f"{where} has no {key}") from None
-    except ValueError:
-        raise ValueError(f"{where}: {key}={fields[key][:40]!r} is not an integer") from None
-
-
-def _values(fields: Mapping[str, str], key: str, where: str, count: int, kind: type) -> np.ndarray:
-    text = fields.get(key)
-    if text is None:
-        raise ValueError(f"{where} has no {key}")
-    try:
-        values = np.array([kind(v) for v in text.split()], dtype=np.float64 if kind is float else np.int64)
-    except (ValueError, OverflowError):
-        raise ValueError(f"{where}: {key} holds values that are not {kind.__name__}s") from None
-    if len(values) != count:
-        raise ValueError(f"{where}: {key} has {len(values)} values, num_leaves says {count}")
-    if kind is float and not np.isfinite(values).all():
-        raise ValueError(f"{where}: {key} holds values that are not finite")
-    return values
-
-
-def _check_tree(fields: Mapping[str, str], max_feature: int, where: str) -> None:
-    leaves = _int(fields, "num_leaves", where)
-    if not 1 <= leaves <= MAX_TREE_LEAVES:
-        raise ValueError(f"{where}: num_leaves={leaves} outside [1, {MAX_TREE_LEAVES}]")
-    if fields.get("num_cat", "0") != "0":
-        raise ValueError(
-            f"{where}: categorical splits (num_cat={fields['num_cat'][:20]}), which zooprobe never writes"
-        )
-    if fields.get("is_linear", "0") != "0":
-        raise ValueError(f"{where}: linear leaves (is_linear), which zooprobe never writes")
-    _values(fields, "leaf_value", where, leaves, float)
-    if "shrinkage" in fields:
-        _values(fields, "shrinkage", where, 1, float)
-    if leaves == 1:
-        return
-    splits = leaves - 1
-    features = _values(fields, "split_feature", where, splits, int)
-    bad = features[(features < 0) | (features > max_feature)]
-    if len(bad):
-        raise ValueError(
-            f"{where}: split_feature {int(bad[0])} outside the model's {max_feature + 1} features "
-            f"(max_feature_idx {max_feature})"
-        )
-    _values(fields, "threshold", where, splits, float)
-    decision = _values(fields, "decision_type", where, splits, int)
-    if (
-        ((decision & 1) != 0).any()
-        or ((decision >> 2) & 3 > _MAX_MISSING_TYPE).any()
-        or (decision >> 4).any()
-    ):
-        raise ValueError(
-            f"{where}: decision_type holds values zooprobe never writes (categorical or unknown)"
-        )
-    seen = np.zeros(splits, dtype=bool)
-    seen[0] = True  # the root
-    leaf_seen = np.zeros(leaves, dtype=bool)
-    for side in ("left_child", "right_child"):
-        for node, child in enumerate(_values(fields, side, where, splits, int)):
-            if child >= 0:
-                if not node < child < splits or seen[child]:
-                    raise ValueError(f"{where}: {side} of node {node} is {child}, which does not form a tree")
-                seen[child] = True
-            else:
-                leaf = ~int(child)
-                if leaf >= leaves or leaf_seen[leaf]:
-                    raise ValueError(
-                        f"{where}: {side} of node {node} is leaf {leaf}, which does not form a tree"
-                    )
-                leaf_seen[leaf] = True
-    if not (seen.all() and leaf_seen.all()):
-        raise ValueError(f"{where}: its children do not reach every node and leaf exactly once")
-
-
-class _BoosterModel:
-    """A LightGBM model read back from its text format, with the ``predict`` / ``predict_proba`` of the
-    scikit-learn estimator it was saved from (probabilities over the training labels, in sorted order)."""
-
-    def __init__(self, text: str) -> None:
-        import lightgbm as lgb  # heavy: lightgbm
-
-        try:
-            self.booster = lgb.Booster(model_str=text)
-        except lgb.basic.LightGBMError as e:
-            raise ValueError(f"not a LightGBM text model ({e})") from e
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(x), dtype=np.float64)
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        p = self.predict(x)
-        return np.column_stack([1.0 - p, p]) if p.ndim == 1 else p
-
-
-# ---------------------------------------------------------------------------------------------- targets
-def _continuous_target(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(y, dtype=np.float64).reshape(-1)
-    return y, np.isfinite(y)
-
-
-def _label_target(y: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(y).reshape(-1)
-    if y.dtype == bool:
-        return y.astype(np.int64), np.ones(len(y), dtype=bool)
-    if np.issubdtype(y.dtype, np.floating):
-        keep = np.isfinite(y) & (y != -1)
-        if np.any(y[keep] != np.round(y[keep])):
-            raise ValueError(f"{kind} labels must be integers (or -1 / NaN for missing)")
-        labels = np.where(keep, y, -1).astype(np.int64)
-    elif np.issubdtype(y.dtype, np.integer):
-        labels = y.astype(np.int64)
-        keep = labels != -1
-    else:
-        raise ValueError(f"{kind} labels must be integer codes, got dtype {y.dtype}")
-    if np.any(labels[keep] < 0):
-        raise ValueError(f"{kind} labels must be >= 0 (-1 = missing)")
-    if kind == "binary" and np.any(labels[keep] > 1):
-        raise ValueError("binary labels must be 0 or 1 (-1 = missing)")
-    return labels, keep
-
-
-def _check_xy(x: np.ndarray, y: np.ndarray, what: str) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"x_{what} must be 2-D [N, F], got shape {x.shape}")
-    if len(x) != len(np.asarray(y).reshape(-1)):
-        raise ValueError(f"x_{what} has {len(x)} rows but y_{what} has {len(np.asarray(y).reshape(-1))}")
-    return x
-
-
-def _r2(y: np.ndarray, pred: np.ndarray) -> float:
-    if len(y) < 2:
-        return float("nan")
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    if ss_tot == 0:
-        return float("nan")
-    return 1.0 - float(np.sum((y - pred) ** 2)) / ss_tot
-
-
-def _log_loss(y: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> float:
-    if len(y) == 0:
-        return float("nan")
-    idx = np.searchsorted(classes, y)
-    p = np.clip(proba[np.arange(len(y)), idx], 1e-15, 1.0)
-    return float(-np.mean(np.log(p)))
-
-
 # ---------------------------------------------------------------------------------------------- fitting
 def _gbm_params(seed: int, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     params = {**GBM_DEFAULTS, "random_state": seed}
@@ -525,6 +314,57 @@ def _fit_linear_classifier(
     return chosen[1]
 
 
+def _check_inputs(
+    method: str, kind: str, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The method and kind known, ``(x, y)`` of each split consistent: the feature matrices as floats."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+    x_train = _check_xy(*train, "train")
+    x_val = _check_xy(*val, "val")
+    if x_val.shape[1] != x_train.shape[1] and len(x_val):
+        raise ValueError(f"x_val has {x_val.shape[1]} features, x_train {x_train.shape[1]}")
+    return x_train, x_val
+
+
+def _fit_estimator(
+    method: str,
+    kind: str,
+    rows: _Rows,
+    seed: int,
+    gbm_params: Mapping[str, Any] | None,
+    info: dict[str, Any],
+) -> tuple[Any, np.ndarray | float | None, bool]:
+    """(estimator, constant prediction, whether the training target is constant): a constant for the
+    floor or a constant target, else the fitted model (its choices recorded in ``info``)."""
+    x_tr, y_tr, x_va, y_va = rows.x_tr, rows.y_tr, rows.x_va, rows.y_va
+    estimator: Any = None
+    constant: np.ndarray | float | None = None
+    if kind != "continuous":
+        classes = rows.classes
+        assert classes is not None
+        counts = np.array([(y_tr == c).sum() for c in classes], dtype=np.float64)
+        is_constant = len(classes) == 1
+        if method == "floor" or is_constant:
+            constant = counts / counts.sum()
+        elif method == "gbm":
+            estimator = _fit_gbm(True, x_tr, y_tr, x_va, y_va, seed, gbm_params, info)
+        else:
+            estimator = _fit_linear_classifier(x_tr, y_tr, x_va, y_va, classes, info)
+    else:
+        is_constant = bool(np.ptp(y_tr) == 0)
+        if method == "floor" or is_constant:
+            constant = float(y_tr.mean())
+        elif method == "gbm":
+            estimator = _fit_gbm(False, x_tr, y_tr, x_va, y_va, seed, gbm_params, info)
+        else:
+            estimator = ridge_pipeline().fit(x_tr, y_tr)
+            info["alpha"] = float(estimator[-1].alpha_)
+    return estimator, constant, is_constant
+
+
 def fit_baseline(
     method: Method,
     kind: Kind,
@@ -557,220 +397,41 @@ def fit_baseline(
         ValueError: an unknown method or kind, mismatched shapes, invalid labels, or no training row
             with a target.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-    if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
     start = time.perf_counter()
-    x_train = _check_xy(x_train, y_train, "train")
-    x_val = _check_xy(x_val, y_val, "val")
-    if x_val.shape[1] != x_train.shape[1] and len(x_val):
-        raise ValueError(f"x_val has {x_val.shape[1]} features, x_train {x_train.shape[1]}")
-    classification = kind != "continuous"
-    if classification:
-        y_tr_all, keep_tr = _label_target(y_train, kind)
-        y_va_all, keep_va = _label_target(y_val, kind)
-    else:
-        y_tr_all, keep_tr = _continuous_target(y_train)
-        y_va_all, keep_va = _continuous_target(y_val)
-    x_tr, y_tr = x_train[keep_tr], y_tr_all[keep_tr]
-    if len(y_tr) == 0:
-        raise ValueError("no training row has a target (all missing)")
-
-    classes: np.ndarray | None = None
-    proba_classes: np.ndarray | None = None
-    if classification:
-        classes = np.unique(y_tr)
-        if kind == "binary":
-            proba_classes = np.array([0, 1], dtype=np.int64)
-        elif n_classes is not None:
-            if classes.max() >= n_classes:
-                raise ValueError(f"label {classes.max()} found with n_classes={n_classes}")
-            proba_classes = np.arange(n_classes, dtype=np.int64)
-        else:
-            proba_classes = classes
-        keep_va = keep_va & np.isin(y_va_all, classes)
-    x_va, y_va = x_val[keep_va], y_va_all[keep_va]
+    x_train, x_val = _check_inputs(method, kind, (x_train, y_train), (x_val, y_val))
+    rows = _target_rows(kind, (x_train, y_train), (x_val, y_val), n_classes)
     info: dict[str, Any] = {
         "method": method,
         "kind": kind,
         "seed": seed,
-        "n_train": len(y_tr),
-        "n_val": len(y_va),
-        "n_train_dropped": int((~keep_tr).sum()),
-        "n_val_dropped": int((~keep_va).sum()),
+        "n_train": len(rows.y_tr),
+        "n_val": len(rows.y_va),
+        "n_train_dropped": rows.train_dropped,
+        "n_val_dropped": rows.val_dropped,
     }
-
-    estimator: Any = None
-    constant: np.ndarray | float | None = None
-    if classification:
-        assert classes is not None
-        counts = np.array([(y_tr == c).sum() for c in classes], dtype=np.float64)
-        is_constant = len(classes) == 1
-        if method == "floor" or is_constant:
-            constant = counts / counts.sum()
-        elif method == "gbm":
-            estimator = _fit_gbm(True, x_tr, y_tr, x_va, y_va, seed, gbm_params, info)
-        else:
-            estimator = _fit_linear_classifier(x_tr, y_tr, x_va, y_va, classes, info)
-    else:
-        is_constant = bool(np.ptp(y_tr) == 0)
-        if method == "floor" or is_constant:
-            constant = float(y_tr.mean())
-        elif method == "gbm":
-            estimator = _fit_gbm(False, x_tr, y_tr, x_va, y_va, seed, gbm_params, info)
-        else:
-            estimator = ridge_pipeline().fit(x_tr, y_tr)
-            info["alpha"] = float(estimator[-1].alpha_)
+    estimator, constant, is_constant = _fit_estimator(method, kind, rows, seed, gbm_params, info)
     info["constant"] = is_constant and method != "floor"
     if info["constant"]:
-        info["reason"] = "single class in training" if classification else "constant training target"
-
-    baseline = Baseline(method, kind, estimator, constant, classes, proba_classes, x_train.shape[1], info)
-    if len(y_va) == 0:
+        info["reason"] = "single class in training" if kind != "continuous" else "constant training target"
+    baseline = Baseline(
+        method, kind, estimator, constant, rows.classes, rows.proba_classes, x_train.shape[1], info
+    )
+    if len(rows.y_va) == 0:
         info["val_score"] = float("nan")
-    elif classification:
-        info["val_score"] = float(np.mean(baseline.predict(x_va) == y_va))
+    elif kind != "continuous":
+        info["val_score"] = float(np.mean(baseline.predict(rows.x_va) == rows.y_va))
     else:
-        info["val_score"] = _r2(y_va, baseline.predict(x_va))
+        info["val_score"] = _r2(rows.y_va, baseline.predict(rows.x_va))
     info["fit_seconds"] = time.perf_counter() - start
     return baseline
 
 
-# ---------------------------------------------------------------------------------------------- metadata
-class MetadataEncoder:
-    """Zoo metadata columns -> a numeric matrix with a layout fixed at `fit` (on the train split).
-
-    Column types are decided from the frame given to `fit`:
-
-    - **bool** (bool dtype, or objects that are all bools): ``col`` (0/1) and ``col.missing``.
-    - **log** (a float column whose non-missing train values are all >= 0, with positive values spanning
-      at least a factor 10, e.g. ``learning_rate``, ``weight_decay``; or any column named in
-      ``log_columns``): ``col.log10``, ``col.nonpositive`` and ``col.missing``; a value <= 0 maps to one
-      decade below the smallest positive train value.
-    - **numeric** (other ints and floats): ``col`` as it is and ``col.missing``.
-    - **category** (anything else, compared as ``str``): one-hot ``col=value`` over the sorted train
-      vocabulary. A value not seen in training, or a missing value, is all zeros (no column is added at
-      transform time, so train and test matrices always align).
-
-    A missing numeric value takes the train median (0 when the train column is all missing) with the
-    ``.missing`` indicator set. The output never holds NaN.
-    """
-
-    def __init__(self, columns: Sequence[str], log_columns: Iterable[str] | None = None) -> None:
-        """``log_columns``: ``None`` decides log scaling automatically (above); a list forces exactly
-        those columns to log scale (``[]`` turns it off)."""
-        self.columns = list(columns)
-        self.log_columns = None if log_columns is None else set(log_columns)
-        self.specs_: list[dict[str, Any]] | None = None
-        self.feature_names_: list[str] = []
-
-    @staticmethod
-    def _is_bool(s: pd.Series) -> bool:
-        if pd.api.types.is_bool_dtype(s.dtype):
-            return True
-        if s.dtype == object:
-            values = s.dropna()
-            return len(values) > 0 and all(isinstance(v, bool | np.bool_) for v in values)
-        return False
-
-    def fit(self, df: pd.DataFrame) -> MetadataEncoder:
-        """Decide each column's type and vocabulary / fill values from ``df`` (the train split)."""
-        specs: list[dict[str, Any]] = []
-        names: list[str] = []
-        for col in self.columns:
-            if col not in df.columns:
-                raise KeyError(f"metadata column {col!r} not in the frame")
-            s = df[col]
-            if self._is_bool(s):
-                specs.append({"column": col, "type": "bool"})
-                names += [col, f"{col}.missing"]
-            elif pd.api.types.is_numeric_dtype(s.dtype):
-                v = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64)
-                v = v[np.isfinite(v)]
-                positive = v[v > 0]
-                if self.log_columns is None:
-                    use_log = (
-                        pd.api.types.is_float_dtype(s.dtype)
-                        and len(positive) > 0
-                        and bool(np.all(v >= 0))
-                        and positive.max() / positive.min() >= 10
-                    )
-                else:
-                    use_log = col in self.log_columns
-                if use_log:
-                    floor = math.log10(positive.min()) - 1 if len(positive) else 0.0
-                    logs = np.where(v > 0, np.log10(np.where(v > 0, v, 1.0)), floor)
-                    fill = float(np.median(logs)) if len(logs) else 0.0
-                    specs.append({"column": col, "type": "log", "floor": floor, "fill": fill})
-                    names += [f"{col}.log10", f"{col}.nonpositive", f"{col}.missing"]
-                else:
-                    fill = float(np.median(v)) if len(v) else 0.0
-                    specs.append({"column": col, "type": "numeric", "fill": fill})
-                    names += [col, f"{col}.missing"]
-            else:
-                vocab = sorted({str(x) for x in s.dropna()})
-                specs.append({"column": col, "type": "category", "vocabulary": vocab})
-                names += [f"{col}={v}" for v in vocab]
-        self.specs_ = specs
-        self.feature_names_ = names
-        return self
-
-    def transform(self, df: pd.DataFrame) -> np.ndarray:
-        """The ``[len(df), len(feature_names_)]`` float64 matrix of ``df`` (any split)."""
-        if self.specs_ is None:
-            raise RuntimeError("MetadataEncoder.transform called before fit")
-        blocks: list[np.ndarray] = []
-        for spec in self.specs_:
-            col = spec["column"]
-            if col not in df.columns:
-                raise KeyError(f"metadata column {col!r} not in the frame")
-            s = df[col]
-            missing = s.isna().to_numpy()
-            if spec["type"] == "bool":
-                v = np.array([0.0 if m else float(bool(x)) for x, m in zip(s, missing, strict=True)])
-                blocks.append(np.column_stack([v, missing.astype(np.float64)]))
-            elif spec["type"] in ("log", "numeric"):
-                v = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64)
-                missing = ~np.isfinite(v)
-                if spec["type"] == "log":
-                    nonpos = ~missing & (v <= 0)
-                    safe = np.where(~missing & (v > 0), v, 1.0)
-                    logs = np.where(nonpos, spec["floor"], np.log10(safe))
-                    logs = np.where(missing, spec["fill"], logs)
-                    blocks.append(np.column_stack([logs, nonpos, missing]).astype(np.float64))
-                else:
-                    v = np.where(missing, spec["fill"], v)
-                    blocks.append(np.column_stack([v, missing]).astype(np.float64))
-            else:
-                vocab = spec["vocabulary"]
-                index = {v: i for i, v in enumerate(vocab)}
-                onehot = np.zeros((len(df), len(vocab)))
-                for row, (x, m) in enumerate(zip(s, missing, strict=True)):
-                    j = None if m else index.get(str(x))
-                    if j is not None:
-                        onehot[row, j] = 1.0
-                blocks.append(onehot)
-        if not blocks:
-            return np.zeros((len(df), 0))
-        return np.hstack(blocks).astype(np.float64)
-
-    def fit_transform(self, df: pd.DataFrame) -> np.ndarray:
-        """`fit` then `transform` on the same frame."""
-        return self.fit(df).transform(df)
-
-
-def metadata_features(df: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    """``MetadataEncoder(columns).fit_transform(df)``: the vocabulary comes from all rows of ``df``.
-
-    For train / test matrices, fit a `MetadataEncoder` on the train rows and transform every split.
-    """
-    return MetadataEncoder(columns).fit_transform(df)
-
-
+# MAX_TREE_LEAVES, check_lightgbm_text (lightgbm_text), MetadataEncoder, metadata_features (metadata):
+# re-exported
 __all__ = [
     "EARLY_STOPPING_ROUNDS",
     "GBM_DEFAULTS",
+    "MAX_TREE_LEAVES",
     "Baseline",
     "Kind",
     "MetadataEncoder",

@@ -38,36 +38,32 @@ import numpy as np
 
 from zooprobe.api import load_encoder, load_zoo, train
 from zooprobe.baselines.models import MetadataEncoder, fit_baseline
-from zooprobe.bench.literature import check_reference, literature_table
+from zooprobe.bench.compare_result import (
+    GAIN_TARGET,
+    GAIN_TARGETS,
+    QUALITY_TARGETS,
+    CompareResult,
+    _rows_for,
+    comparison_table,
+)
+from zooprobe.bench.literature import check_reference
+from zooprobe.bench.methods import METHODS, TASKS
 from zooprobe.core.files import atomic_write_json, atomic_write_text, json_safe
 from zooprobe.core.outputs import OutputKind, check_output, claim_output, holding_outputs
 from zooprobe.heads.prediction_heads import HeadConfig
 from zooprobe.heads.targets import TargetArrays, TaskSpec, build_task_spec, target_arrays
-from zooprobe.heads.uncertainty import DEFAULT_LEVEL, fit_calibration
+from zooprobe.heads.uncertainty import fit_calibration
 from zooprobe.representations.cache import RepresentationCache
 from zooprobe.tokens.statistics import featurize
 from zooprobe.training.config import OptimConfig, StopConfig, TrainConfig
 from zooprobe.training.data_loader import check_split_leaks
 from zooprobe.training.evaluator import (
     evaluate_predictions,
-    lower_is_better,
     metric_space_targets,
     uncertainty_metrics,
 )
 from zooprobe.training.run_folder import RunFolder
 
-TASKS = ("patterns", "accuracy", "hyperparameters")
-METHODS = (
-    "frozen",
-    "finetune",
-    "frozen+stats",
-    "finetune+stats",
-    "stats+gbm",
-    "stats+rep+gbm",
-    "stats+linear",
-    "floor",
-    "hparams+gbm",
-)
 #: Columns the hyperparameters-as-input reference reads (those present in the zoo are used).
 HPARAM_COLUMNS = (
     "optimizer",
@@ -85,18 +81,6 @@ HPARAM_COLUMNS = (
     "has_layer_norm",
     "has_residual",
     "dataset",
-)
-#: (task, metric) where the representation must add information beyond the statistics, and by how much.
-GAIN_TARGETS: tuple[tuple[str, str], ...] = (("accuracy", "r2"), ("hyperparameters", "learning_rate/r2"))
-GAIN_TARGET = 0.03
-#: The issue's quality targets: (task, metric) where the fine-tuned head should at least match stats+gbm.
-QUALITY_TARGETS: tuple[tuple[str, str], ...] = (
-    ("accuracy", "r2"),
-    ("accuracy", "kendall_tau"),
-    ("hyperparameters", "learning_rate/r2"),
-    ("hyperparameters", "weight_decay/r2"),
-    ("hyperparameters", "optimizer/accuracy"),
-    ("hyperparameters", "activation/accuracy"),
 )
 
 
@@ -134,133 +118,6 @@ def head_run_config(
         optim=replace(base.optim, epochs=finetune_epochs, lr=base.optim.lr * 0.3),
         stop=replace(base.stop, patience=max(2, finetune_epochs // 3)),
     )
-
-
-@dataclass
-class CompareResult:
-    zoo: str
-    encoder: str
-    n_models: dict[str, int] = field(default_factory=dict)
-    metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
-    """task -> method -> metric -> value (test split)."""
-    validation: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
-    """The same on the validation split (choices are made there; test confirms them)."""
-    seconds: dict[str, dict[str, float]] = field(default_factory=dict)
-    """task -> method -> wall seconds (features are timed once, in ``featurize``)."""
-    featurize_seconds: float = math.nan
-    reference: str | None = None
-    """``literature``: `table` also shows the published numbers (`zooprobe.bench.literature`)."""
-
-    def table(self) -> list[str]:
-        lines = comparison_table(self)
-        if self.reference == "literature":
-            lines += ["", *literature_table(self.metrics, self.zoo, self.n_models.get("test"))]
-        return lines
-
-    def quality(self) -> list[str]:
-        lines = []
-        if any("stats+rep+gbm" in by_method for by_method in self.metrics.values()):
-            lines.append("stats+rep+gbm vs stats+gbm (target: a gain of at least 0.03 R²):")
-            for task, metric in GAIN_TARGETS:
-                with_rep = self.metrics.get(task, {}).get("stats+rep+gbm", {}).get(metric, math.nan)
-                stats = self.metrics.get(task, {}).get("stats+gbm", {}).get(metric, math.nan)
-                gain = with_rep - stats
-                verdict = (
-                    "not measured"
-                    if math.isnan(gain)
-                    else ("met" if gain >= GAIN_TARGET else f"missed by {GAIN_TARGET - gain:.4f}")
-                )
-                val = self.validation.get(task, {})
-                val_gain = val.get("stats+rep+gbm", {}).get(metric, math.nan) - val.get("stats+gbm", {}).get(
-                    metric, math.nan
-                )
-                lines.append(
-                    f"  {task} {metric}: gain {gain:+.3f} ({with_rep:.3f} vs {stats:.3f}): {verdict}"
-                    + ("" if math.isnan(val_gain) else f"; on validation {val_gain:+.3f}")
-                )
-        for method in ("finetune", "finetune+stats"):
-            if not any(method in by_method for by_method in self.metrics.values()):
-                continue
-            lines.append(f"{method} head vs stats+gbm (target: at least match):")
-            for task, metric in QUALITY_TARGETS:
-                ft = self.metrics.get(task, {}).get(method, {}).get(metric, math.nan)
-                gbm = self.metrics.get(task, {}).get("stats+gbm", {}).get(metric, math.nan)
-                if math.isnan(ft) or math.isnan(gbm):
-                    verdict = "not measured"
-                else:
-                    verdict = "met" if ft >= gbm else f"missed by {gbm - ft:.3f}"
-                lines.append(f"  {task} {metric}: {method} {ft:.3f} vs stats+gbm {gbm:.3f}: {verdict}")
-        return lines
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "zoo": self.zoo,
-            "encoder": self.encoder,
-            "n_models": self.n_models,
-            "featurize_seconds": self.featurize_seconds,
-            "metrics": self.metrics,
-            "validation": self.validation,
-            "seconds": self.seconds,
-        }
-
-
-def _rows_for(task: str, spec: TaskSpec) -> list[str]:
-    if task == "patterns":
-        rows = [f"f1/{n}" for n in spec.names] + [f"roc_auc/{n}" for n in spec.names]
-        return [*rows, "macro_f1", "macro_roc_auc", "subset_accuracy", "macro_ece"]
-    if task == "accuracy":
-        return ["r2", "kendall_tau", "mae", "coverage", "interval_width"]
-    rows = []
-    for t in spec.targets:
-        rows += (
-            [f"{t.name}/{m}" for m in ("r2", "kendall_tau", "mae", "coverage", "interval_width")]
-            if t.kind == "continuous"
-            else [
-                f"{t.name}/accuracy",
-                f"{t.name}/macro_f1",
-                f"{t.name}/ece",
-            ]
-        )
-    return [*rows, "score"]
-
-
-def comparison_table(result: CompareResult) -> list[str]:
-    lines = []
-    for task, by_method in result.metrics.items():
-        methods = [m for m in METHODS if m in by_method]
-        spec_rows = result.metrics[task].get("_rows", {})
-        rows = list(spec_rows) if spec_rows else sorted(next(iter(by_method.values())))
-        gain = "stats+gbm" in methods and "stats+rep+gbm" in methods
-        lines += [
-            f"### {task}",
-            "",
-            "| metric | " + " | ".join(methods) + (" | gain over stats |" if gain else " |"),
-            "|---" * (len(methods) + 1 + gain) + "|",
-        ]
-        for row in rows:
-            values = [by_method[m].get(row, math.nan) for m in methods]
-            finite = [v for v in values if isinstance(v, float) and math.isfinite(v)]
-            best = (min(finite) if lower_is_better(row) else max(finite)) if finite else None
-            if row.endswith("coverage"):  # closest to the 90% level is best, not the highest
-                best = min(finite, key=lambda v: abs(v - DEFAULT_LEVEL)) if finite else None
-            cells = []
-            for v in values:
-                text = "undefined" if not isinstance(v, float) or math.isnan(v) else f"{v:.3f}"
-                cells.append(f"**{text}**" if best is not None and v == best else text)
-            if gain:
-                diff = by_method["stats+rep+gbm"].get(row, math.nan) - by_method["stats+gbm"].get(
-                    row, math.nan
-                )
-                cells.append("undefined" if math.isnan(diff) else f"{diff:+.3f}")
-            lines.append(f"| {row} | " + " | ".join(cells) + " |")
-        secs = result.seconds.get(task, {})
-        wall = " | ".join(f"{secs.get(m, math.nan):.1f}" for m in methods)
-        lines.append(f"| wall seconds | {wall} |" + (" |" if gain else ""))
-        lines.append("")
-    lines.append(
-        f"(stats+* methods share {result.featurize_seconds:.1f} s of feature extraction, not included above)"
-    )
-    return lines
 
 
 # ------------------------------------------------------------------------------------------ baselines
@@ -337,6 +194,146 @@ BENCH_OUTPUT = OutputKind(
 """The files `zooprobe bench` and `zooprobe bench heads` write into their output folder."""
 
 
+@dataclass
+class _Inputs:
+    """What every task of one ``zooprobe bench`` reads: the zoo (all checkpoints) and its final
+    checkpoints' splits and metadata, the encoder (when a head method runs) and the baselines' features."""
+
+    full_zoo: Any
+    splits: dict[str, Any]
+    metas: dict[str, Any]
+    loaded: Any = None
+    x: dict[str, np.ndarray] = field(default_factory=dict)
+    """Weight-statistics features per split (statistics methods)."""
+    x_rep: dict[str, np.ndarray] = field(default_factory=dict)
+    """The statistics next to the frozen encoder's representation (``stats+rep+gbm``)."""
+
+
+def _features(
+    inputs: _Inputs, encoder: str, methods: tuple[str, ...], progress: bool, result: CompareResult
+) -> None:
+    """Load the encoder and compute the features the selected methods need into ``inputs``."""
+    splits = inputs.splits
+    head_methods = {"frozen", "finetune", "frozen+stats", "finetune+stats", "stats+rep+gbm"}
+    inputs.loaded = load_encoder(encoder, progress=progress) if head_methods & set(methods) else None
+    if {"stats+gbm", "stats+rep+gbm", "stats+linear"} & set(methods):
+        start = time.perf_counter()
+        inputs.x = {s: featurize(v.state_dicts(), progress=progress) for s, v in splits.items()}
+        result.featurize_seconds = time.perf_counter() - start
+    if "stats+rep+gbm" in methods:
+        assert inputs.loaded is not None
+        cache = RepresentationCache()
+        reps = {s: cache.get(inputs.loaded, v, progress=progress).pooled.numpy() for s, v in splits.items()}
+        inputs.x_rep = {s: np.hstack([inputs.x[s], reps[s].astype(np.float64)]) for s in splits}
+
+
+@dataclass
+class _Task:
+    """One task of the benchmark: its targets, the true values per split and where its numbers go."""
+
+    name: str
+    spec: TaskSpec
+    arrays: dict[str, TargetArrays]
+    truth: dict[str, dict[str, np.ndarray]]
+    result: CompareResult
+
+    @classmethod
+    def start(cls, task: str, inputs: _Inputs, result: CompareResult) -> _Task:
+        spec = build_task_spec(task, inputs.metas["train"])
+        arrays = {s: target_arrays(spec, inputs.metas[s]) for s in inputs.splits}
+        truth = {s: metric_space_targets(spec, arrays[s]) for s in inputs.splits}
+        result.metrics[task] = {"_rows": dict.fromkeys(_rows_for(task, spec), math.nan)}
+        result.validation[task] = {}
+        result.seconds[task] = {}
+        return cls(task, spec, arrays, truth, result)
+
+    def record(
+        self,
+        method: str,
+        preds: dict[str, np.ndarray],
+        seconds: float,
+        extra: dict[str, float] | None = None,
+        val_preds: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        """Score ``method``'s test predictions (and validation ones, when given) with the evaluator."""
+        result, task = self.result, self.name
+        result.metrics[task][method] = evaluate_predictions(self.spec, self.arrays["test"], preds)
+        result.metrics[task][method].update(extra or {})
+        result.seconds[task][method] = seconds
+        if val_preds:
+            result.validation[task][method] = evaluate_predictions(
+                self.spec, self.arrays["validation"], val_preds
+            )
+
+
+@dataclass
+class _HeadRuns:
+    """How the benchmark's head runs are trained: base configuration, run folders, fine-tuning epochs."""
+
+    base: TrainConfig
+    runs: Path
+    finetune_epochs: int
+    progress: bool
+
+
+def _run_heads(task: _Task, inputs: _Inputs, heads: _HeadRuns, methods: tuple[str, ...]) -> None:
+    """The frozen and fine-tuned heads (with and without statistics) of the selected methods."""
+    name, spec, runs = task.name, task.spec, heads.runs
+    for suffix, stats in (("", False), ("+stats", True)):
+        frozen_name, ft_name = f"frozen{suffix}", f"finetune{suffix}"
+        if frozen_name not in methods and ft_name not in methods:
+            continue
+        frozen_dir = runs / f"{name}-{frozen_name}"
+        cfg = head_run_config(heads.base, name, "frozen", frozen_dir, heads.finetune_epochs, stats)
+        start = time.perf_counter()
+        train(cfg, frozen_dir, encoder=inputs.loaded, zoo=inputs.full_zoo, progress=heads.progress)
+        frozen_s = time.perf_counter() - start
+        if frozen_name in methods:
+            preds = _head_predictions(frozen_dir, spec)
+            val_preds = _head_predictions(frozen_dir, spec, "validation")
+            task.record(frozen_name, preds, frozen_s, _head_uncertainty(frozen_dir), val_preds)
+        if ft_name in methods:
+            cfg = head_run_config(heads.base, name, "finetune", frozen_dir, heads.finetune_epochs, stats)
+            start = time.perf_counter()
+            ft_dir = runs / f"{name}-{ft_name}"
+            train(cfg, ft_dir, encoder=inputs.loaded, zoo=inputs.full_zoo, progress=heads.progress)
+            # the fine-tuning run's time includes the frozen run it starts from
+            seconds = frozen_s + time.perf_counter() - start
+            task.record(
+                ft_name,
+                _head_predictions(ft_dir, spec),
+                seconds,
+                _head_uncertainty(ft_dir),
+                _head_predictions(ft_dir, spec, "validation"),
+            )
+
+
+def _run_baselines(task: _Task, inputs: _Inputs, methods: tuple[str, ...]) -> None:
+    """The statistics baselines, the floor and the hyperparameters-as-input reference."""
+    spec, truth, metas, splits = task.spec, task.truth, inputs.metas, inputs.splits
+    for method, features in (
+        ("stats+gbm", inputs.x),
+        ("stats+rep+gbm", inputs.x_rep),
+        ("stats+linear", inputs.x),
+    ):
+        if method in methods:
+            start = time.perf_counter()
+            val: dict[str, np.ndarray] = {}
+            preds = _baseline_predictions(method.rsplit("+", 1)[1], spec, features, truth, val)
+            seconds = time.perf_counter() - start
+            task.record(method, preds, seconds, _calibrated_metrics(spec, truth, val, preds), val)
+    if "floor" in methods:
+        start = time.perf_counter()
+        zeros = {s: np.zeros((len(metas[s]), 1)) for s in splits}
+        task.record("floor", _baseline_predictions("floor", spec, zeros, truth), time.perf_counter() - start)
+    if "hparams+gbm" in methods and task.name == "accuracy":
+        start = time.perf_counter()
+        cols = [c for c in HPARAM_COLUMNS if c in metas["train"].columns]
+        enc = MetadataEncoder(cols).fit(metas["train"])
+        hx = {s: enc.transform(metas[s]) for s in splits}
+        task.record("hparams+gbm", _baseline_predictions("gbm", spec, hx, truth), time.perf_counter() - start)
+
+
 @holding_outputs  # the folder's lock is released when it returns
 def compare(
     zoo: str = "builtin:bench",
@@ -366,97 +363,20 @@ def compare(
     if leak_warning:
         warnings.warn(leak_warning, stacklevel=2)
     splits = {s: zoo_obj.split(s) for s in ("train", "validation", "test")}
-    metas = {s: v.metadata().reset_index(drop=True) for s, v in splits.items()}
+    inputs = _Inputs(full_zoo, splits, {s: v.metadata().reset_index(drop=True) for s, v in splits.items()})
     result = CompareResult(
         zoo=zoo, encoder=encoder, n_models={s: len(v) for s, v in splits.items()}, reference=reference
     )
-    head_methods = {"frozen", "finetune", "frozen+stats", "finetune+stats", "stats+rep+gbm"}
-    loaded = load_encoder(encoder, progress=progress) if head_methods & set(methods) else None
-    x: dict[str, np.ndarray] = {}
-    if {"stats+gbm", "stats+rep+gbm", "stats+linear"} & set(methods):
-        start = time.perf_counter()
-        x = {s: featurize(v.state_dicts(), progress=progress) for s, v in splits.items()}
-        result.featurize_seconds = time.perf_counter() - start
-    x_rep: dict[str, np.ndarray] = {}
-    if "stats+rep+gbm" in methods:
-        assert loaded is not None
-        cache = RepresentationCache()
-        reps = {s: cache.get(loaded, v, progress=progress).pooled.numpy() for s, v in splits.items()}
-        x_rep = {s: np.hstack([x[s], reps[s].astype(np.float64)]) for s in splits}
+    _features(inputs, encoder, methods, progress, result)
     base = replace(frozen, zoo=zoo, encoder=encoder) if frozen else default_base(zoo, encoder)
     if allow_split_leaks:
         base = replace(base, allow_split_leaks=True)
     claim_output(output, BENCH_OUTPUT)
-    for task in tasks:
-        spec = build_task_spec(task, metas["train"])
-        arrays: dict[str, TargetArrays] = {s: target_arrays(spec, metas[s]) for s in splits}
-        truth = {s: metric_space_targets(spec, arrays[s]) for s in splits}
-        result.metrics[task] = {"_rows": dict.fromkeys(_rows_for(task, spec), math.nan)}
-        result.validation[task] = {}
-        result.seconds[task] = {}
-
-        def record(
-            method: str,
-            preds: dict[str, np.ndarray],
-            seconds: float,
-            extra: dict[str, float] | None = None,
-            val_preds: dict[str, np.ndarray] | None = None,
-        ) -> None:
-            result.metrics[task][method] = evaluate_predictions(spec, arrays["test"], preds)  # noqa: B023
-            result.metrics[task][method].update(extra or {})  # noqa: B023
-            result.seconds[task][method] = seconds  # noqa: B023
-            if val_preds:
-                result.validation[task][method] = evaluate_predictions(  # noqa: B023
-                    spec,  # noqa: B023
-                    arrays["validation"],  # noqa: B023
-                    val_preds,
-                )
-
-        runs = output / "runs"
-        for suffix, stats in (("", False), ("+stats", True)):
-            frozen_name, ft_name = f"frozen{suffix}", f"finetune{suffix}"
-            if frozen_name not in methods and ft_name not in methods:
-                continue
-            frozen_dir = runs / f"{task}-{frozen_name}"
-            cfg = head_run_config(base, task, "frozen", frozen_dir, finetune_epochs, stats)
-            start = time.perf_counter()
-            train(cfg, frozen_dir, encoder=loaded, zoo=full_zoo, progress=progress)
-            frozen_s = time.perf_counter() - start
-            if frozen_name in methods:
-                preds = _head_predictions(frozen_dir, spec)
-                val_preds = _head_predictions(frozen_dir, spec, "validation")
-                record(frozen_name, preds, frozen_s, _head_uncertainty(frozen_dir), val_preds)
-            if ft_name in methods:
-                cfg = head_run_config(base, task, "finetune", frozen_dir, finetune_epochs, stats)
-                start = time.perf_counter()
-                train(cfg, runs / f"{task}-{ft_name}", encoder=loaded, zoo=full_zoo, progress=progress)
-                # the fine-tuning run's time includes the frozen run it starts from
-                seconds = frozen_s + time.perf_counter() - start
-                ft_dir = runs / f"{task}-{ft_name}"
-                record(
-                    ft_name,
-                    _head_predictions(ft_dir, spec),
-                    seconds,
-                    _head_uncertainty(ft_dir),
-                    _head_predictions(ft_dir, spec, "validation"),
-                )
-        for method, features in (("stats+gbm", x), ("stats+rep+gbm", x_rep), ("stats+linear", x)):
-            if method in methods:
-                start = time.perf_counter()
-                val: dict[str, np.ndarray] = {}
-                preds = _baseline_predictions(method.rsplit("+", 1)[1], spec, features, truth, val)
-                seconds = time.perf_counter() - start
-                record(method, preds, seconds, _calibrated_metrics(spec, truth, val, preds), val)
-        if "floor" in methods:
-            start = time.perf_counter()
-            zeros = {s: np.zeros((len(metas[s]), 1)) for s in splits}
-            record("floor", _baseline_predictions("floor", spec, zeros, truth), time.perf_counter() - start)
-        if "hparams+gbm" in methods and task == "accuracy":
-            start = time.perf_counter()
-            cols = [c for c in HPARAM_COLUMNS if c in metas["train"].columns]
-            enc = MetadataEncoder(cols).fit(metas["train"])
-            hx = {s: enc.transform(metas[s]) for s in splits}
-            record("hparams+gbm", _baseline_predictions("gbm", spec, hx, truth), time.perf_counter() - start)
+    heads = _HeadRuns(base, output / "runs", finetune_epochs, progress)
+    for name in tasks:
+        task = _Task.start(name, inputs, result)
+        _run_heads(task, inputs, heads, methods)
+        _run_baselines(task, inputs, methods)
     _write_outputs(result, output)
     return result
 
@@ -504,6 +424,8 @@ def _plots(result: CompareResult, folder: Path) -> None:
 
 
 __all__ = [
+    "GAIN_TARGET",
+    "GAIN_TARGETS",
     "METHODS",
     "QUALITY_TARGETS",
     "CompareResult",

@@ -15,6 +15,7 @@ from typing import Any
 
 from jsonargparse import Namespace
 
+from zooprobe.bench.methods import METHODS, TASKS
 from zooprobe.cli.common import (
     add_output_arguments,
     add_progress_arguments,
@@ -29,19 +30,7 @@ from zooprobe.core.progress import rank
 from zooprobe.errors import ConfigError
 from zooprobe.training.config import TrainConfig
 
-METHODS = (
-    "frozen",
-    "finetune",
-    "frozen+stats",
-    "finetune+stats",
-    "stats+gbm",
-    "stats+rep+gbm",
-    "stats+linear",
-    "floor",
-    "hparams+gbm",
-)
-"""`zooprobe.bench.compare.METHODS`, repeated so that ``--help`` needs no torch (a test keeps them equal)."""
-TASK_NAMES = ("patterns", "accuracy", "hyperparameters")
+TASK_NAMES = TASKS
 
 #: Metrics printed in the summary table, per task (all of them are in metrics.json).
 SUMMARY_METRICS = {

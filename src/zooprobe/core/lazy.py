@@ -4,7 +4,7 @@ load without torch: a package's ``__init__`` maps each public name to the module
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 
@@ -28,4 +28,16 @@ def lazy_exports(
     return __getattr__, __dir__
 
 
-__all__ = ["lazy_exports"]
+def exports_by_module(groups: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """The ``exports`` of `lazy_exports` (name -> module) from each module's public names, so that a
+    package's ``__init__`` lists every module once."""
+    exports: dict[str, str] = {}
+    for module, names in groups.items():
+        for name in names:
+            if name in exports:
+                raise ValueError(f"{name!r} is exported from both {exports[name]} and {module}")
+            exports[name] = module
+    return exports
+
+
+__all__ = ["exports_by_module", "lazy_exports"]

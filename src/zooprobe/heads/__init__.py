@@ -10,22 +10,22 @@ Names are imported on first use (PEP 562): ``zooprobe.heads.config`` stays impor
 
 from __future__ import annotations
 
-from zooprobe.core.lazy import lazy_exports
+from zooprobe.core.lazy import exports_by_module, lazy_exports
 
-_EXPORTS: dict[str, str] = {
-    "AccuracyPredictionHead": "zooprobe.heads.prediction_heads",
-    "EncoderWithHead": "zooprobe.heads.encoder_with_head",
-    "HeadConfig": "zooprobe.heads.config",
-    "HyperparameterPredictionHead": "zooprobe.heads.prediction_heads",
-    "LoadedHead": "zooprobe.heads.head_loader",
-    "PatternClassificationHead": "zooprobe.heads.prediction_heads",
-    "TargetSpec": "zooprobe.heads.targets",
-    "TaskSpec": "zooprobe.heads.targets",
-    "build_head": "zooprobe.heads.prediction_heads",
-    "build_task_spec": "zooprobe.heads.targets",
-    "load_head_folder": "zooprobe.heads.head_loader",
-    "save_head": "zooprobe.heads.head_loader",
-}
+_EXPORTS = exports_by_module(
+    {
+        "zooprobe.heads.config": ["HeadConfig"],
+        "zooprobe.heads.encoder_with_head": ["EncoderWithHead"],
+        "zooprobe.heads.head_loader": ["LoadedHead", "load_head_folder", "save_head"],
+        "zooprobe.heads.prediction_heads": [
+            "AccuracyPredictionHead",
+            "HyperparameterPredictionHead",
+            "PatternClassificationHead",
+            "build_head",
+        ],
+        "zooprobe.heads.targets": ["TargetSpec", "TaskSpec", "build_task_spec"],
+    }
+)
 
 __all__ = sorted(_EXPORTS)
 

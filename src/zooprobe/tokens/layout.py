@@ -77,6 +77,33 @@ def _prod(values: Iterable[int]) -> int:
     return out
 
 
+@dataclass
+class _Group:
+    """One module's tensors while they are planned: its prefix, leaf -> tensor name, the state dict, the
+    plan being built, the names already placed and the module kind hint (if any)."""
+
+    prefix: str
+    leaves: dict[str, str]
+    sd: Mapping[str, torch.Tensor]
+    plan: _Plan
+    used: set[str]
+    hint: str | None
+
+
+def _vector_layer(
+    prefix: str, kind: str, rows: int, names: list[str], sd: Mapping[str, torch.Tensor]
+) -> _LayerPlan:
+    """A normalization layer (``kind`` "bn" or "ln"): each of its vectors ``names`` one column of its rows."""
+    layer = _LayerPlan(label=prefix, prefix=prefix, kind=kind, rows=rows)
+    for name in names:
+        tensor = sd[name]
+        role = split_name(name)[1]
+        layer.members.append(
+            _Member(name, role, f"{kind}.{role}", tuple(tensor.shape), tensor.dtype, layer.cols, 1)
+        )
+    return layer
+
+
 class _Planner:
     """Builds a `_Plan` for one state dict; kept separate from data movement so fitting can reuse it."""
 
@@ -117,12 +144,13 @@ class _Planner:
         leaves = {split_name(name)[1]: name for name in names}
         used: set[str] = set()
         hint = self.hints.get(prefix)
+        group = _Group(prefix, leaves, sd, plan, used, hint)
         # 1. batch norm (or anything with running statistics)
         looks_bn = hint == "bn" or any(m in leaves for m in BATCHNORM_MARKERS)
         if not looks_bn and hint is None and "weight" in leaves and _looks_like_batchnorm(prefix):
             looks_bn = sd[leaves["weight"]].ndim == 1
         if looks_bn:
-            self._plan_batchnorm(prefix, leaves, sd, plan, used)
+            self._plan_batchnorm(group)
         # 2. layer/group norm: 1-D weight (and bias of the same shape)
         weight = sd.get(leaves.get("weight", ""))
         if (
@@ -132,26 +160,20 @@ class _Planner:
             and weight.is_floating_point()
             and (weight.ndim == 1 or (hint == "ln" and weight.ndim >= 1))
         ):
-            self._plan_norm(prefix, leaves, sd, plan, used)
+            self._plan_norm(group)
         # 3. weight matrices (linear, conv, embedding, in_proj_weight, weight_ih_l0, ...) with their biases
         for leaf, name in leaves.items():
             tensor = sd[name]
             if name in used or not is_weight_leaf(leaf) or not tensor.is_floating_point() or tensor.ndim < 2:
                 continue
-            self._plan_matrix(prefix, leaf, leaves, sd, plan, used, hint)
+            self._plan_matrix(group, leaf)
         # 4. everything else: unknown policy
         for name in names:
             if name not in used:
                 self._plan_unknown(prefix, name, names, sd[name], plan)
 
-    def _plan_batchnorm(
-        self,
-        prefix: str,
-        leaves: dict[str, str],
-        sd: Mapping[str, torch.Tensor],
-        plan: _Plan,
-        used: set[str],
-    ) -> None:
+    def _plan_batchnorm(self, group: _Group) -> None:
+        prefix, leaves, sd, plan, used = group.prefix, group.leaves, group.sd, group.plan, group.used
         float_names = [leaves[r] for r in leaves if r in _BN_FLOAT_ROLES]
         tensors = [sd[n] for n in float_names]
         sizes = {t.shape[0] if t.ndim == 1 else -1 for t in tensors}
@@ -163,26 +185,14 @@ class _Planner:
             if value.is_floating_point() or value.is_complex() or value.numel() != 1:
                 return
         if tensors:
-            layer = _LayerPlan(label=prefix, prefix=prefix, kind="bn", rows=tensors[0].shape[0])
-            for name, tensor in zip(float_names, tensors, strict=True):
-                role = split_name(name)[1]
-                layer.members.append(
-                    _Member(name, role, f"bn.{role}", tuple(tensor.shape), tensor.dtype, layer.cols, 1)
-                )
-            plan.layers.append(layer)
+            plan.layers.append(_vector_layer(prefix, "bn", tensors[0].shape[0], float_names, sd))
         used.update(float_names)
         if counter is not None:
             plan.passthrough.append(counter)
             used.add(counter)
 
-    def _plan_norm(
-        self,
-        prefix: str,
-        leaves: dict[str, str],
-        sd: Mapping[str, torch.Tensor],
-        plan: _Plan,
-        used: set[str],
-    ) -> None:
+    def _plan_norm(self, group: _Group) -> None:
+        prefix, leaves, sd, plan, used = group.prefix, group.leaves, group.sd, group.plan, group.used
         weight = sd[leaves["weight"]]
         names = [leaves["weight"]]
         bias_name = leaves.get("bias")
@@ -192,26 +202,12 @@ class _Planner:
                 names.append(bias_name)
         # Keep state-dict order between weight and bias (it is the column order).
         names.sort(key=list(leaves.values()).index)
-        layer = _LayerPlan(label=prefix, prefix=prefix, kind="ln", rows=weight.numel())
-        for name in names:
-            tensor = sd[name]
-            role = split_name(name)[1]
-            layer.members.append(
-                _Member(name, role, f"ln.{role}", tuple(tensor.shape), tensor.dtype, layer.cols, 1)
-            )
-        plan.layers.append(layer)
+        plan.layers.append(_vector_layer(prefix, "ln", weight.numel(), names, sd))
         used.update(names)
 
-    def _plan_matrix(
-        self,
-        prefix: str,
-        leaf: str,
-        leaves: dict[str, str],
-        sd: Mapping[str, torch.Tensor],
-        plan: _Plan,
-        used: set[str],
-        hint: str | None,
-    ) -> None:
+    def _plan_matrix(self, group: _Group, leaf: str) -> None:
+        prefix, leaves, sd, plan, used = group.prefix, group.leaves, group.sd, group.plan, group.used
+        hint = group.hint
         name = leaves[leaf]
         weight = sd[name]
         shape = tuple(weight.shape)

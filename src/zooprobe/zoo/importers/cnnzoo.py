@@ -10,8 +10,17 @@ from pathlib import Path
 from zooprobe.errors import InvalidInputError
 from zooprobe.zoo import cnnzoo
 from zooprobe.zoo.importers.common import FlatImportReport
-from zooprobe.zoo.importers.flat import CHUNK_ROWS, FlatImport, _import
+from zooprobe.zoo.importers.flat import CHUNK_ROWS, _import, _spec
 from zooprobe.zoo.importers.layout import _raw_layout
+
+_DESCRIPTION = (
+    "One dataset of the Small CNN Zoo (Unterthiner et al. 2020, *Predicting Neural Network Accuracy "
+    "from Weights*, google-research/google-research `dnn_predict_accuracy`; CC-BY 4.0), imported "
+    "with `zooprobe.zoo.flat.import_cnnzoo` from `{name}`. Keras kernels were transposed "
+    "to PyTorch layouts (conv HWIO -> OIHW, dense (in, out) -> (out, in)) and named as "
+    "`zooprobe.zoo.cnnzoo.SmallCNN`'s parameters; `checkpoint_epoch` is the zoo's `step` (epochs 0, "
+    "1, 2, 3, 20, 40, 60, 80, 86)."
+)
 
 
 def _cnnzoo_files(directory: Path) -> tuple[Path, Path, Path]:
@@ -68,46 +77,28 @@ def import_cnnzoo(
     ``split_file``: an NFN / Neural Graphs split file (``predict_gen_data_splits/*_split.csv``), applied with
     their protocol (module docs); otherwise runs are split by a hash of ``modeldir``.
     """
+    arguments = dict(locals())  # the options as passed (nothing assigned before this line)
     directory = Path(directory)
     weights, layout, metrics = _cnnzoo_files(directory)
     raw = _raw_layout(layout)
-    names = cnnzoo.state_dict_names([r[0] for r in raw], [r[1] for r in raw], str(layout))
-    spec = FlatImport(
+    spec = _spec(
+        arguments,
         weights=weights,
         layout_path=layout,
         metadata=metrics,
-        output=Path(output),
         weights_key=None,
         layout_convention="keras",
-        names=names,
+        names=cnnzoo.state_dict_names([r[0] for r in raw], [r[1] for r in raw], str(layout)),
         columns=cnnzoo.METRICS_COLUMNS,
         optional_columns=True,
         required_columns=cnnzoo.REQUIRED_COLUMNS,
-        id_column=id_column,
         checkpoint_column=cnnzoo.STEP_COLUMN,
-        step=step,
         id_optional=True,
-        max_runs=max_runs,
         split_column="split",
-        split_file=Path(split_file) if split_file is not None else None,
-        split_fractions=split_fractions,
-        seed=seed,
-        skip_invalid=skip_invalid,
-        accuracy_percent=accuracy_percent,
-        overwrite=overwrite,
-        progress=progress,
-        chunk_rows=chunk_rows,
         importer="cnnzoo",
         source=directory,
         title=f"Small CNN Zoo: {directory.name}",
-        description=(
-            "One dataset of the Small CNN Zoo (Unterthiner et al. 2020, *Predicting Neural Network Accuracy "
-            "from Weights*, google-research/google-research `dnn_predict_accuracy`; CC-BY 4.0), imported "
-            f"with `zooprobe.zoo.flat.import_cnnzoo` from `{directory.name}`. Keras kernels were transposed "
-            "to PyTorch layouts (conv HWIO -> OIHW, dense (in, out) -> (out, in)) and named as "
-            "`zooprobe.zoo.cnnzoo.SmallCNN`'s parameters; `checkpoint_epoch` is the zoo's `step` (epochs 0, "
-            "1, 2, 3, 20, 40, 60, 80, 86)."
-        ),
+        description=_DESCRIPTION.format(name=directory.name),
         manifest_extra={"architecture": cnnzoo.ARCHITECTURE},
     )
     return _import(spec)

@@ -62,7 +62,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +135,18 @@ class FlatImport:
     manifest_extra: dict[str, Any]
     id_optional: bool = False
     """The ``id_column`` may be absent: then each row at the selected step is one run (`_plan`)."""
+
+
+def _spec(arguments: Mapping[str, Any], **preset: Any) -> FlatImport:
+    """The `FlatImport` of one call of a flat importer: ``arguments`` are the public function's arguments as
+    passed (its ``locals()`` on entry); each that names a field of `FlatImport` is that field (``output``
+    and ``split_file`` made paths), unless ``preset`` (what the importer or its preset fixes) sets it."""
+    names = {f.name for f in fields(FlatImport)}
+    options = {k: v for k, v in arguments.items() if k in names and k not in preset}
+    options["output"] = Path(options["output"])
+    split_file = options.get("split_file")
+    options["split_file"] = Path(split_file) if split_file is not None else None
+    return FlatImport(**options, **preset)
 
 
 def _check_options(spec: FlatImport) -> tuple[tuple[float, float, float], str | int]:
@@ -392,31 +404,16 @@ def import_flat(
     `zooprobe.zoo.importers` (``accuracy_percent``, ``skip_invalid``). Runs with non-finite weights are
     dropped and counted in the returned report.
     """
+    arguments = dict(locals())  # the options as passed (nothing assigned before this line)
     weights, layout, metadata = Path(weights), Path(layout), Path(metadata)
-    spec = FlatImport(
+    spec = _spec(
+        arguments,
         weights=weights,
         layout_path=layout,
         metadata=metadata,
-        output=Path(output),
-        weights_key=weights_key,
-        layout_convention=layout_convention,
-        names=names,
         columns=dict(columns or {}),
         optional_columns=False,
         required_columns=(),
-        id_column=id_column,
-        checkpoint_column=checkpoint_column,
-        step=step,
-        max_runs=max_runs,
-        split_column=split_column,
-        split_file=Path(split_file) if split_file is not None else None,
-        split_fractions=split_fractions,
-        seed=seed,
-        skip_invalid=skip_invalid,
-        accuracy_percent=accuracy_percent,
-        overwrite=overwrite,
-        progress=progress,
-        chunk_rows=chunk_rows,
         importer="flat",
         source=weights,
         title=f"Imported zoo: {weights.stem}",

@@ -91,73 +91,89 @@ def _first(keys: Sequence[str], options: Sequence[str]) -> str | None:
     return next((o for o in options if o in keys), None)
 
 
-def _raw_layout(path: Path) -> list[tuple[str, tuple[int, ...], int, int | None, str]]:
+_RawEntry = tuple[str, tuple[int, ...], int, int | None, str]
+"""(name, shape, start, end or None, where) of one layout entry as the file states it."""
+
+
+def _csv_layout(path: Path) -> list[_RawEntry]:
+    out: list[_RawEntry] = []
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip() for h in reader.fieldnames or []]
+        reader.fieldnames = header
+        name_col = _first(header, ("name", "varname", "key"))
+        start_col = _first(header, ("start_idx", "start", "offset"))
+        end_col = _first(header, ("end_idx", "end"))
+        missing = [
+            what
+            for what, col in (
+                ("name (or varname)", name_col),
+                ("start_idx (or start, offset)", start_col),
+            )
+            if col is None
+        ] + ([] if "shape" in header else ["shape"])
+        if missing:
+            raise InvalidInputError(
+                f"{path}: layout CSV lacks column(s) {', '.join(missing)} (has: "
+                f"{', '.join(header)}); expected name,start_idx,end_idx,shape"
+            )
+        assert name_col is not None and start_col is not None
+        for record in reader:
+            where = f"{path} line {reader.line_num}"
+            name = (record.get(name_col) or "").strip()
+            if not name:
+                raise InvalidInputError(f"{where}: no name")
+            shape = _parse_shape(record.get("shape") or "", where)
+            start = _int_cell(record.get(start_col), start_col, where)
+            end = _int_cell(record.get(end_col), end_col, where) if end_col else None
+            out.append((name, shape, start, end, where))
+    return out
+
+
+def _json_entry(path: Path, i: int, item: Any) -> _RawEntry:
+    where = f"{path} entry {i + 1}"
+    if not isinstance(item, dict) or "bad" in item:
+        raise InvalidInputError(f"{where}: expected an object with name, shape and offset")
+    name = str(item.get("name") or "").strip()
+    if not name:
+        raise InvalidInputError(f"{where}: no name")
+    where = f"{path} entry {name!r}"
+    if "shape" not in item:
+        raise InvalidInputError(f"{where}: no shape")
+    shape = _parse_shape(item["shape"], where)
+    start_key = _first(list(item), ("offset", "start", "start_idx"))
+    if start_key is None:
+        raise InvalidInputError(f"{where}: no offset (or start) of the tensor in the vector")
+    start = _int_cell(item[start_key], start_key, where)
+    end_key = _first(list(item), ("end", "end_idx"))
+    end = _int_cell(item[end_key], end_key, where) if end_key else None
+    return name, shape, start, end, where
+
+
+def _json_layout(path: Path) -> list[_RawEntry]:
+    doc = parse_json(path.read_text(encoding="utf-8"))
+    if isinstance(doc, dict) and isinstance(doc.get("layout"), list):
+        doc = doc["layout"]
+    items = (
+        [{"name": k, **v} if isinstance(v, dict) else {"name": k, "bad": v} for k, v in doc.items()]
+        if isinstance(doc, dict)
+        else doc
+    )
+    if not isinstance(items, list):
+        raise InvalidInputError(f"{path}: a JSON layout is a list of entries or an object of entries")
+    return [_json_entry(path, i, item) for i, item in enumerate(items)]
+
+
+def _raw_layout(path: Path) -> list[_RawEntry]:
     """(name, shape, start, end or None, where) per entry of a CSV or JSON layout file."""
     if not path.is_file():
         raise InvalidInputError(f"{path}: layout file not found")
     suffix = path.suffix.lower()
-    out: list[tuple[str, tuple[int, ...], int, int | None, str]] = []
     try:
         if suffix == ".csv":
-            with path.open(newline="", encoding="utf-8-sig") as f:
-                reader = csv.DictReader(f)
-                header = [h.strip() for h in reader.fieldnames or []]
-                reader.fieldnames = header
-                name_col = _first(header, ("name", "varname", "key"))
-                start_col = _first(header, ("start_idx", "start", "offset"))
-                end_col = _first(header, ("end_idx", "end"))
-                missing = [
-                    what
-                    for what, col in (
-                        ("name (or varname)", name_col),
-                        ("start_idx (or start, offset)", start_col),
-                    )
-                    if col is None
-                ] + ([] if "shape" in header else ["shape"])
-                if missing:
-                    raise InvalidInputError(
-                        f"{path}: layout CSV lacks column(s) {', '.join(missing)} (has: "
-                        f"{', '.join(header)}); expected name,start_idx,end_idx,shape"
-                    )
-                assert name_col is not None and start_col is not None
-                for record in reader:
-                    where = f"{path} line {reader.line_num}"
-                    name = (record.get(name_col) or "").strip()
-                    if not name:
-                        raise InvalidInputError(f"{where}: no name")
-                    shape = _parse_shape(record.get("shape") or "", where)
-                    start = _int_cell(record.get(start_col), start_col, where)
-                    end = _int_cell(record.get(end_col), end_col, where) if end_col else None
-                    out.append((name, shape, start, end, where))
+            out = _csv_layout(path)
         elif suffix == ".json":
-            doc = parse_json(path.read_text(encoding="utf-8"))
-            if isinstance(doc, dict) and isinstance(doc.get("layout"), list):
-                doc = doc["layout"]
-            items = (
-                [{"name": k, **v} if isinstance(v, dict) else {"name": k, "bad": v} for k, v in doc.items()]
-                if isinstance(doc, dict)
-                else doc
-            )
-            if not isinstance(items, list):
-                raise InvalidInputError(f"{path}: a JSON layout is a list of entries or an object of entries")
-            for i, item in enumerate(items):
-                where = f"{path} entry {i + 1}"
-                if not isinstance(item, dict) or "bad" in item:
-                    raise InvalidInputError(f"{where}: expected an object with name, shape and offset")
-                name = str(item.get("name") or "").strip()
-                if not name:
-                    raise InvalidInputError(f"{where}: no name")
-                where = f"{path} entry {name!r}"
-                if "shape" not in item:
-                    raise InvalidInputError(f"{where}: no shape")
-                shape = _parse_shape(item["shape"], where)
-                start_key = _first(list(item), ("offset", "start", "start_idx"))
-                if start_key is None:
-                    raise InvalidInputError(f"{where}: no offset (or start) of the tensor in the vector")
-                start = _int_cell(item[start_key], start_key, where)
-                end_key = _first(list(item), ("end", "end_idx"))
-                end = _int_cell(item[end_key], end_key, where) if end_key else None
-                out.append((name, shape, start, end, where))
+            out = _json_layout(path)
         else:
             raise InvalidInputError(
                 f"{path}: a layout must be a .csv or .json file (got {suffix or 'no extension'})"
@@ -190,19 +206,7 @@ def _keras_key(name: str, drop_first: bool) -> str:
     return ".".join(parts)
 
 
-def read_layout(
-    path: str | Path,
-    width: int,
-    convention: LayoutConvention = "torch",
-    names: Mapping[str, str] | None = None,
-) -> list[LayoutEntry]:
-    """The layout at ``path`` (see the module docs), checked against vectors of ``width`` values: every
-    entry's range matches its shape, and the entries cover ``[0, width)`` exactly once."""
-    path = Path(path)
-    if convention not in ("torch", "keras"):
-        raise ConfigError(f"layout_convention must be 'torch' or 'keras', got {convention!r}")
-    raw = _raw_layout(path)
-    names = dict(names or {})
+def _check_names(names: Mapping[str, str], raw: list[_RawEntry], path: Path) -> None:
     unknown = sorted(set(names) - {r[0] for r in raw})
     if unknown:
         raise ConfigError(f"names: {unknown} are not entries of the layout {path}")
@@ -212,41 +216,42 @@ def read_layout(
             raise ConfigError(
                 f"names: {name!r} -> {key!r}: {problem}; map it to a tensor name such as 'fc.weight'"
             )
-    firsts = {r[0].split(":", 1)[0].split("/")[0] for r in raw}
-    drop_first = len(firsts) == 1 and all("/" in r[0] for r in raw)
-    entries: list[LayoutEntry] = []
-    seen: dict[str, str] = {}
-    for name, shape, start, end, where in raw:
-        size = math.prod(shape)
-        if end is None:
-            end = start + size
-        if start < 0 or end - start != size:
-            raise InvalidInputError(
-                f"{where}: {name!r} covers values {start}..{end} ({end - start} values) but its shape "
-                f"{shape} holds {size}"
-            )
-        axes: tuple[int, ...] | None = None
-        key = name
-        if convention == "keras":
-            key = _keras_key(name, drop_first)
-            leaf = name.split(":", 1)[0].split("/")[-1]
-            if leaf == "kernel" and len(shape) >= 2:
-                if len(shape) not in _KERAS_AXES:
-                    raise InvalidInputError(
-                        f"{where}: a {len(shape)}-D Keras kernel has no PyTorch layout here"
-                    )
-                axes = _KERAS_AXES[len(shape)]
-        key = names.get(name, key)
-        problem = _key_problem(key)
-        if problem:
-            raise InvalidInputError(
-                f"{where}: {name!r} would become tensor {key!r}, but {problem}; rename it with names "
-                "(--names)"
-            )
-        if key in seen:
-            raise InvalidInputError(f"{where}: {name!r} and {seen[key]!r} would both become tensor {key!r}")
-        seen[key] = name
-        entries.append(LayoutEntry(name, key, start, end, shape, axes))
+
+
+def _entry(
+    raw: _RawEntry, convention: LayoutConvention, names: Mapping[str, str], drop_first: bool
+) -> LayoutEntry:
+    """One layout entry: its range checked against its shape, its tensor name (``names``, else the
+    convention's) and, for a Keras kernel, the axes that make it PyTorch's."""
+    name, shape, start, end, where = raw
+    size = math.prod(shape)
+    if end is None:
+        end = start + size
+    if start < 0 or end - start != size:
+        raise InvalidInputError(
+            f"{where}: {name!r} covers values {start}..{end} ({end - start} values) but its shape "
+            f"{shape} holds {size}"
+        )
+    axes: tuple[int, ...] | None = None
+    key = name
+    if convention == "keras":
+        key = _keras_key(name, drop_first)
+        leaf = name.split(":", 1)[0].split("/")[-1]
+        if leaf == "kernel" and len(shape) >= 2:
+            if len(shape) not in _KERAS_AXES:
+                raise InvalidInputError(f"{where}: a {len(shape)}-D Keras kernel has no PyTorch layout here")
+            axes = _KERAS_AXES[len(shape)]
+    key = names.get(name, key)
+    problem = _key_problem(key)
+    if problem:
+        raise InvalidInputError(
+            f"{where}: {name!r} would become tensor {key!r}, but {problem}; rename it with names (--names)"
+        )
+    return LayoutEntry(name, key, start, end, shape, axes)
+
+
+def _check_cover(entries: list[LayoutEntry], width: int, path: Path) -> None:
+    """The entries cover ``[0, width)`` exactly once."""
     position = 0
     for e in sorted(entries, key=lambda e: (e.start, e.end)):
         if e.start > position:
@@ -265,6 +270,35 @@ def read_layout(
             "the layout does not match these weights (a layout of another network, or of another dataset's "
             "input?)"
         )
+
+
+def read_layout(
+    path: str | Path,
+    width: int,
+    convention: LayoutConvention = "torch",
+    names: Mapping[str, str] | None = None,
+) -> list[LayoutEntry]:
+    """The layout at ``path`` (see the module docs), checked against vectors of ``width`` values: every
+    entry's range matches its shape, and the entries cover ``[0, width)`` exactly once."""
+    path = Path(path)
+    if convention not in ("torch", "keras"):
+        raise ConfigError(f"layout_convention must be 'torch' or 'keras', got {convention!r}")
+    raw = _raw_layout(path)
+    names = dict(names or {})
+    _check_names(names, raw, path)
+    firsts = {r[0].split(":", 1)[0].split("/")[0] for r in raw}
+    drop_first = len(firsts) == 1 and all("/" in r[0] for r in raw)
+    entries: list[LayoutEntry] = []
+    seen: dict[str, str] = {}
+    for item in raw:
+        entry = _entry(item, convention, names, drop_first)
+        if entry.key in seen:
+            raise InvalidInputError(
+                f"{item[4]}: {entry.name!r} and {seen[entry.key]!r} would both become tensor {entry.key!r}"
+            )
+        seen[entry.key] = entry.name
+        entries.append(entry)
+    _check_cover(entries, width, path)
     if convention == "keras":  # Keras orders variables by name (bias before kernel): use PyTorch's order
         return sorted(entries, key=lambda e: canonical_key(e.key))
     return sorted(entries, key=lambda e: e.start)

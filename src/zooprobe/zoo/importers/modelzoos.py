@@ -26,11 +26,10 @@ from zooprobe.zoo.importers.common import (
     _infer_column,
     _Problems,
     _read_torch,
-    _row_warnings,
     _to_int,
     _warn,
 )
-from zooprobe.zoo.importers.output import _check_output, _finish
+from zooprobe.zoo.importers.output import _check_output, _write_import
 from zooprobe.zoo.schema import FIELD_BY_NAME, WEIGHTS
 from zooprobe.zoo.store import (
     count_params,
@@ -160,6 +159,101 @@ def _result_fields(
     return out
 
 
+def _model_dirs(root: Path, output: Path, epochs: str, overwrite: bool) -> list[Path]:
+    """The run directories under ``root`` (the inputs checked first)."""
+    if epochs not in ("last", "all"):
+        raise ConfigError(f"epochs must be 'last' or 'all', got {epochs!r}")
+    if not root.is_dir():
+        raise InvalidInputError(f"{root}: Model Zoos folder not found (or not a folder)")
+    _check_output(output, overwrite)
+    model_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not model_dirs:
+        raise InvalidInputError(f"{root}: no model directories (expected one directory per training run)")
+    return model_dirs
+
+
+def _run_rows(
+    root: Path,
+    model_dir: Path,
+    epochs: str,
+    accuracy_percent: bool,
+    split: tuple[int, tuple[float, float, float]],
+    problems: _Problems,
+) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, str]]:
+    """The rows of one run (its last or every checkpoint), its extra values and their params.json keys; a
+    problem with the run's files skips the run, one with a checkpoint that checkpoint (``problems``)."""
+    seed, fractions = split
+    try:
+        known, extras, sources = _map_params(
+            _read_params(model_dir / "params.json"), model_dir / "params.json"
+        )
+        results = _read_results(model_dir / "result.json")
+        checkpoints = _checkpoint_dirs(model_dir)
+    except _Bad as e:
+        problems.add(str(model_dir), str(e))
+        return [], {}, {}
+    rows: list[dict[str, Any]] = []
+    last = max(checkpoints)
+    for epoch in [last] if epochs == "last" else sorted(checkpoints):
+        ckpt_file = checkpoints[epoch] / "checkpoints"
+        try:
+            metrics = _result_fields(results.get(epoch), model_dir / "result.json", accuracy_percent)
+            if not ckpt_file.is_file():
+                raise _Bad(f"{ckpt_file}: checkpoint file not found")
+            state_dict = _read_torch(check_inside(root, ckpt_file, "checkpoint"))
+            weights = _encode(state_dict, ckpt_file)
+        except (_Bad, InvalidInputError) as e:
+            problems.add(str(checkpoints[epoch]), str(e))
+            continue
+        row: dict[str, Any] = {"model_id": model_dir.name, **known, **metrics}
+        row.update(
+            checkpoint_epoch=epoch,
+            is_final=epoch == last,
+            has_conv_layers=_has_conv(state_dict),
+            num_params=count_params(state_dict),
+        )
+        row[WEIGHTS] = weights
+        row["_split"] = _hash_split(model_dir.name, seed, fractions)
+        rows.append(row)
+    return rows, extras, sources
+
+
+def _add_extras(
+    rows: list[dict[str, Any]], extras_per_row: list[dict[str, Any]], extra_sources: dict[str, str]
+) -> tuple[dict[str, pa.DataType], dict[str, str]]:
+    """Fill the extra columns into ``rows`` (types inferred); their types and descriptions."""
+    extra_types: dict[str, pa.DataType] = {}
+    for column in extra_sources:
+        extra_types[column], values = _infer_column([e.get(column) for e in extras_per_row], typed=True)
+        for row, value in zip(rows, values, strict=True):
+            row[column] = value
+    descriptions = {c: f"Imported from params.json key `{k}`." for c, k in extra_sources.items()}
+    return extra_types, descriptions
+
+
+def _about(
+    root: Path, epochs: str, split: tuple[int, tuple[float, float, float]]
+) -> tuple[str, str, dict[str, Any]]:
+    """The dataset card's title and description, and the manifest's importer entries."""
+    seed, fractions = split
+    description = (
+        f"Imported with `zooprobe.zoo.importers.import_model_zoos` from the Model Zoos folder "
+        f"`{root.name}` (layout of Schürholt et al. 2022), "
+        f"{'every checkpoint' if epochs == 'all' else 'the last checkpoint'} of each run. "
+        "Weights are stored exactly as read. "
+        f"Splits were assigned per run by hashing `model_id` (seed {seed}, fractions {list(fractions)})."
+    )
+    manifest = {
+        "importer": "model_zoos",
+        "source": str(root),
+        "epochs": epochs,
+        "split_source": "hash",
+        "seed": seed,
+        "split_fractions": list(fractions),
+    }
+    return f"Imported Model Zoos zoo: {root.name}", description, manifest
+
+
 def import_model_zoos(
     root: str | Path,
     output: str | Path,
@@ -187,86 +281,28 @@ def import_model_zoos(
     """
     root, output = Path(root), Path(output)
     fractions = _check_fractions(split_fractions)
-    if epochs not in ("last", "all"):
-        raise ConfigError(f"epochs must be 'last' or 'all', got {epochs!r}")
-    if not root.is_dir():
-        raise InvalidInputError(f"{root}: Model Zoos folder not found (or not a folder)")
-    _check_output(output, overwrite)
-    model_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not model_dirs:
-        raise InvalidInputError(f"{root}: no model directories (expected one directory per training run)")
-
+    model_dirs = _model_dirs(root, output, epochs, overwrite)
     problems = _Problems(skip_invalid)
     rows: list[dict[str, Any]] = []
     extras_per_row: list[dict[str, Any]] = []
     extra_sources: dict[str, str] = {}
     for model_dir in model_dirs:
-        try:
-            known, extras, sources = _map_params(
-                _read_params(model_dir / "params.json"), model_dir / "params.json"
-            )
-            results = _read_results(model_dir / "result.json")
-            checkpoints = _checkpoint_dirs(model_dir)
-        except _Bad as e:
-            problems.add(str(model_dir), str(e))
-            continue
-        last = max(checkpoints)
-        for epoch in [last] if epochs == "last" else sorted(checkpoints):
-            ckpt_file = checkpoints[epoch] / "checkpoints"
-            try:
-                metrics = _result_fields(results.get(epoch), model_dir / "result.json", accuracy_percent)
-                if not ckpt_file.is_file():
-                    raise _Bad(f"{ckpt_file}: checkpoint file not found")
-                state_dict = _read_torch(check_inside(root, ckpt_file, "checkpoint"))
-                weights = _encode(state_dict, ckpt_file)
-            except (_Bad, InvalidInputError) as e:
-                problems.add(str(checkpoints[epoch]), str(e))
-                continue
-            row: dict[str, Any] = {"model_id": model_dir.name, **known, **metrics}
-            row.update(
-                checkpoint_epoch=epoch,
-                is_final=epoch == last,
-                has_conv_layers=_has_conv(state_dict),
-                num_params=count_params(state_dict),
-            )
-            row[WEIGHTS] = weights
-            row["_split"] = _hash_split(model_dir.name, seed, fractions)
-            rows.append(row)
-            extras_per_row.append(extras)
+        run, extras, sources = _run_rows(
+            root, model_dir, epochs, accuracy_percent, (seed, fractions), problems
+        )
+        rows += run
+        extras_per_row += [extras] * len(run)
+        if run:
             for column, key in sources.items():
                 extra_sources.setdefault(column, key)
     if not rows:
         raise problems.none_valid(str(root))
 
-    extra_types: dict[str, pa.DataType] = {}
-    for column in extra_sources:
-        extra_types[column], values = _infer_column([e.get(column) for e in extras_per_row], typed=True)
-        for row, value in zip(rows, values, strict=True):
-            row[column] = value
-    descriptions = {c: f"Imported from params.json key `{k}`." for c, k in extra_sources.items()}
-    messages, manifest_warnings = _row_warnings(rows, accuracy_percent)
-    report = ImportReport(source=str(root), output=output, skipped=problems.items, warnings=messages)
-    report = _finish(
+    report = _write_import(
         rows,
-        (extra_types, descriptions),
-        report,
-        overwrite,
-        title=f"Imported Model Zoos zoo: {root.name}",
-        description=(
-            f"Imported with `zooprobe.zoo.importers.import_model_zoos` from the Model Zoos folder "
-            f"`{root.name}` (layout of Schürholt et al. 2022), "
-            f"{'every checkpoint' if epochs == 'all' else 'the last checkpoint'} of each run. "
-            "Weights are stored exactly as read. "
-            f"Splits were assigned per run by hashing `model_id` (seed {seed}, fractions {list(fractions)})."
-        ),
-        manifest_extra={
-            "importer": "model_zoos",
-            "source": str(root),
-            "epochs": epochs,
-            "split_source": "hash",
-            "seed": seed,
-            "split_fractions": list(fractions),
-            **manifest_warnings,
-        },
+        _add_extras(rows, extras_per_row, extra_sources),
+        ImportReport(source=str(root), output=output, skipped=problems.items),
+        (overwrite, accuracy_percent),
+        _about(root, epochs, (seed, fractions)),
     )
     return _warn(report)

@@ -20,7 +20,7 @@ from zooprobe.core.outputs import (
     holding_outputs,
 )
 from zooprobe.errors import InvalidInputError
-from zooprobe.zoo.importers.common import RESERVED_COLUMNS, ImportReport
+from zooprobe.zoo.importers.common import RESERVED_COLUMNS, ImportReport, _row_warnings
 from zooprobe.zoo.schema import SPLITS, WEIGHTS
 from zooprobe.zoo.store import (
     ZOO_OUTPUT,
@@ -126,6 +126,31 @@ def _finish(
     )
     _write_output(output, tables, manifest, card, overwrite)
     return report
+
+
+def _write_import(
+    rows: list[dict[str, Any]],
+    extras: tuple[dict[str, pa.DataType], dict[str, str]],
+    report: ImportReport,
+    flags: tuple[bool, bool],
+    about: tuple[str, str, dict[str, Any]],
+) -> ImportReport:
+    """The last step of an in-memory import: the warnings about the rows taken together (in the report and,
+    after ``manifest_extra``, in the manifest), then `_finish`. ``flags``: (overwrite, accuracy_percent);
+    ``about``: the dataset card's title and description and the manifest's importer entries."""
+    overwrite, accuracy_percent = flags
+    title, description, manifest_extra = about
+    messages, manifest_warnings = _row_warnings(rows, accuracy_percent)
+    report.warnings = messages
+    return _finish(
+        rows,
+        extras,
+        report,
+        overwrite,
+        title=title,
+        description=description,
+        manifest_extra={**manifest_extra, **manifest_warnings},
+    )
 
 
 def _check_columns(source: Path, columns: Sequence[str]) -> None:

@@ -26,7 +26,7 @@ from zooprobe.zoo.importers.common import (
     _Problems,
 )
 from zooprobe.zoo.importers.layout import LayoutEntry
-from zooprobe.zoo.importers.splits import _assign_splits, _find_runs, _select
+from zooprobe.zoo.importers.splits import _assign_splits, _find_runs, _Runs, _select
 from zooprobe.zoo.importers.tables import _values
 from zooprobe.zoo.schema import FIELD_BY_NAME, WEIGHTS, arrow_schema
 
@@ -158,6 +158,143 @@ def _derived(arrays: dict[str, pa.Array], layout: list[LayoutEntry], is_final: n
         fill("generalization_gap", pc.subtract(train, test).cast(pa.float32()))
 
 
+@dataclass
+class _PlanColumns:
+    """What each metadata column is for: run id, checkpoint and split (None: none), the known fields and
+    extra columns (metadata column -> zoo column), and the columns ignored."""
+
+    id: str | None
+    checkpoint: str | None
+    split: str | None
+    known: dict[str, str]
+    extras: dict[str, str]
+    ignored: list[str]
+
+
+def _plan_columns(
+    names: list[str],
+    metadata: Path,
+    *,
+    options: tuple[str | None, str | None, str],
+    columns: Mapping[str, str],
+    step: str | int,
+    split_file_given: bool,
+    runs_by_row: bool,
+) -> _PlanColumns:
+    """The metadata's columns sorted by what they are for (``options``: the id, checkpoint and split column
+    options), checked against the options."""
+    id_column, checkpoint_column, split_column = options
+    ignored = [c for c in names if _INDEX_COLUMN.fullmatch(c)]
+    id_col = id_column if id_column is not None else ("model_id" if "model_id" in names else None)
+    if runs_by_row:
+        id_col = None  # no run ids: not even a model_id column stands in for the missing one
+    ck_col = checkpoint_column
+    if ck_col is None and "checkpoint_epoch" in names:
+        ck_col = "checkpoint_epoch"
+    split_col = split_column if split_column in names and not split_file_given else None
+    if isinstance(step, int) and ck_col is None:
+        raise ConfigError(
+            f"step={step}: {metadata} has no checkpoint column (checkpoint_epoch); name it with "
+            "checkpoint_column"
+        )
+    for option, col in (("id_column", id_column), ("checkpoint_column", checkpoint_column)):
+        if col is not None and col not in names:
+            raise InvalidInputError(
+                f"{metadata}: {option} {col!r} is not a column (columns: {', '.join(names)})"
+            )
+    if split_file_given and split_column in names:
+        ignored.append(split_column)  # the split file decides
+    skip = {c for c in (id_col, ck_col, split_col) if c is not None} | set(ignored)
+    targets = _column_targets(names, columns, skip, ck_col is not None, metadata)
+    known = {c: t for c, t in targets.items() if t in FIELD_BY_NAME}
+    extras = {c: t for c, t in targets.items() if t not in FIELD_BY_NAME}
+    return _PlanColumns(id_col, ck_col, split_col, known, extras, ignored)
+
+
+def _align(runs: _Runs, cols: _PlanColumns, metadata: Path, step: str | int, runs_by_row: bool) -> str:
+    """How metadata rows were matched to weights rows and grouped into runs; with ``runs_by_row``, keep
+    only the rows at the selected checkpoint (each one run)."""
+    if runs_by_row:
+        target = _last_value(runs) if step == "final" else step
+        runs.rows = {run: rows for run, rows in runs.rows.items() if runs.checkpoints[rows[0]] == target}
+        return (
+            f"by row order ({metadata.name} row i describes weights row i, as the NFN loader reads this "
+            f"format); no run id column, so each row at {cols.checkpoint or 'checkpoint'} {target} is one run"
+        )
+    if cols.id is not None:
+        return f"by row order ({metadata.name} row i describes weights row i); runs by column {cols.id!r}"
+    return f"by row order ({metadata.name} row i describes weights row i); each row is its own run"
+
+
+def _last_value(runs: _Runs) -> int:
+    """The zoo's last checkpoint value (over the valid rows)."""
+    return int(runs.checkpoints[runs.valid].max()) if runs.valid.any() else 0
+
+
+def _metadata_arrays(
+    df: pd.DataFrame,
+    selected: np.ndarray,
+    cols: _PlanColumns,
+    where: Any,
+    accuracy_percent: bool,
+    problems: _Problems,
+) -> tuple[dict[str, pa.Array], dict[str, pa.DataType], np.ndarray]:
+    """The selected rows' metadata, a column at a time into Arrow; a row with a bad value is left out.
+    Returns the arrays (zoo column -> values), the extra columns' types and the rows kept."""
+    keep = np.ones(len(selected), dtype=bool)
+    arrays: dict[str, pa.Array] = {}
+    for c, t in cols.known.items():
+        values = _convert_column(
+            c, t, _values(df[c].iloc[selected]), selected, keep, where, accuracy_percent, problems
+        )
+        arrays[t] = pa.array(values, type=FIELD_BY_NAME[t].type)
+    mask = pa.array(keep)
+    arrays = {t: a.filter(mask) for t, a in arrays.items()}
+    kept = selected[keep]
+    extra_types: dict[str, pa.DataType] = {}
+    for c, t in cols.extras.items():
+        extra_types[t], values = _infer_column(_values(df[c].iloc[kept]), typed=True)
+        arrays[t] = pa.array(values, type=extra_types[t])
+    extra_types[SOURCE_ROW] = pa.int64()
+    arrays[SOURCE_ROW] = pa.array(kept, type=pa.int64())
+    return arrays, extra_types, kept
+
+
+def _run_arrays(
+    arrays: dict[str, pa.Array],
+    runs: _Runs,
+    kept: np.ndarray,
+    cols: _PlanColumns,
+    layout: list[LayoutEntry],
+    runs_by_row: bool,
+) -> list[str]:
+    """Add the run and checkpoint columns and the derived ones to ``arrays``; the run id of each kept row."""
+    ids = [runs.ids[r] for r in kept]
+    arrays["model_id"] = pa.array(ids, type=pa.string())
+    checkpoints = runs.checkpoints[kept]
+    if cols.checkpoint is not None:
+        arrays["checkpoint_epoch"] = pa.array(checkpoints, type=pa.int32())
+    final_of = {run: max(int(runs.checkpoints[r]) for r in rows) for run, rows in runs.rows.items()}
+    if runs_by_row:  # a row's run is unknown: its checkpoint is final when it is the zoo's last one
+        final_of = dict.fromkeys(final_of, _last_value(runs))
+    is_final = checkpoints == np.asarray([final_of[i] for i in ids], dtype=np.int64)
+    _derived(arrays, layout, is_final if cols.checkpoint is not None else np.ones(len(kept), dtype=bool))
+    return ids
+
+
+def _plan_table(
+    arrays: dict[str, pa.Array],
+    extra_types: dict[str, pa.DataType],
+    ids: list[str],
+    run_split: Mapping[str, str],
+) -> pa.Table:
+    """The plan's table: the zoo's columns but weights (absent ones null), then ``split``."""
+    fields = [f for f in arrow_schema(extra_types) if f.name != WEIGHTS]
+    columns = [arrays[f.name] if f.name in arrays else pa.nulls(len(ids), f.type) for f in fields]
+    columns.append(pa.array([run_split[i] for i in ids], type=pa.string()))
+    return pa.Table.from_arrays(columns, schema=pa.schema([*fields, pa.field("split", pa.string())]))
+
+
 def _plan(
     df: pd.DataFrame,
     metadata: Path,
@@ -180,88 +317,27 @@ def _plan(
     """``runs_by_row``: the metadata has no run ids (a Small CNN Zoo without ``modeldir``): each row at the
     selected checkpoint (``step``; ``"final"``: the last checkpoint value) is one run, as the NFN loader
     reads that format, and the rows at other checkpoints are not imported."""
-    names = list(df.columns)
-    ignored = [c for c in names if _INDEX_COLUMN.fullmatch(c)]
-    id_col = id_column if id_column is not None else ("model_id" if "model_id" in names else None)
-    if runs_by_row:
-        id_col = None  # no run ids: not even a model_id column stands in for the missing one
-    ck_col = checkpoint_column
-    if ck_col is None and "checkpoint_epoch" in names:
-        ck_col = "checkpoint_epoch"
-    split_col = split_column if split_column in names and split_order is None else None
-    if isinstance(step, int) and ck_col is None:
-        raise ConfigError(
-            f"step={step}: {metadata} has no checkpoint column (checkpoint_epoch); name it with "
-            "checkpoint_column"
-        )
-    for option, col in (("id_column", id_column), ("checkpoint_column", checkpoint_column)):
-        if col is not None and col not in names:
-            raise InvalidInputError(
-                f"{metadata}: {option} {col!r} is not a column (columns: {', '.join(names)})"
-            )
-    if split_order is not None and split_column in names:
-        ignored.append(split_column)  # the split file decides
-    skip = {c for c in (id_col, ck_col, split_col) if c is not None} | set(ignored)
-    targets = _column_targets(names, columns, skip, ck_col is not None, metadata)
-    known = {c: t for c, t in targets.items() if t in FIELD_BY_NAME}
-    extras = {c: t for c, t in targets.items() if t not in FIELD_BY_NAME}
+    cols = _plan_columns(
+        list(df.columns), metadata, options=(id_column, checkpoint_column, split_column), columns=columns,
+        step=step, split_file_given=split_order is not None, runs_by_row=runs_by_row,
+    )  # fmt: skip
 
     def where(i: int) -> str:
         return f"{metadata} row {i + 1} (weights row {i})"
 
-    runs = _find_runs(df, id_col, ck_col, where, metadata, problems)
-    last_value = int(runs.checkpoints[runs.valid].max()) if runs.valid.any() else 0
-    if runs_by_row:
-        target = last_value if step == "final" else step
-        runs.rows = {run: rows for run, rows in runs.rows.items() if runs.checkpoints[rows[0]] == target}
-        alignment = (
-            f"by row order ({metadata.name} row i describes weights row i, as the NFN loader reads this "
-            f"format); no run id column, so each row at {ck_col or 'checkpoint'} {target} is one run"
-        )
-    elif id_col is not None:
-        alignment = f"by row order ({metadata.name} row i describes weights row i); runs by column {id_col!r}"
-    else:
-        alignment = f"by row order ({metadata.name} row i describes weights row i); each row is its own run"
+    runs = _find_runs(df, cols.id, cols.checkpoint, where, metadata, problems)
+    alignment = _align(runs, cols, metadata, step, runs_by_row)
     run_split, left_out, split_note, split_source = _assign_splits(
-        runs, df, split_order=split_order, split_file=split_file, split_col=split_col, ck_col=ck_col,
-        fractions=fractions, seed=seed, where=where, metadata=metadata, problems=problems,
+        runs, df, split_order=split_order, split_file=split_file, split_col=cols.split,
+        ck_col=cols.checkpoint, fractions=fractions, seed=seed, where=where, metadata=metadata,
+        problems=problems,
     )  # fmt: skip
     selected = _select(runs, run_split, step, max_runs)
-
-    # The selected rows' metadata, a column at a time into Arrow; a row with a bad value is left out.
-    keep = np.ones(len(selected), dtype=bool)
-    arrays: dict[str, pa.Array] = {}
-    for c, t in known.items():
-        values = _convert_column(
-            c, t, _values(df[c].iloc[selected]), selected, keep, where, accuracy_percent, problems
-        )
-        arrays[t] = pa.array(values, type=FIELD_BY_NAME[t].type)
-    mask = pa.array(keep)
-    arrays = {t: a.filter(mask) for t, a in arrays.items()}
-    kept = selected[keep]
-    extra_types: dict[str, pa.DataType] = {}
-    for c, t in extras.items():
-        extra_types[t], values = _infer_column(_values(df[c].iloc[kept]), typed=True)
-        arrays[t] = pa.array(values, type=extra_types[t])
-    extra_types[SOURCE_ROW] = pa.int64()
-    arrays[SOURCE_ROW] = pa.array(kept, type=pa.int64())
-    ids = [runs.ids[r] for r in kept]
-    arrays["model_id"] = pa.array(ids, type=pa.string())
-    checkpoints = runs.checkpoints[kept]
-    if ck_col is not None:
-        arrays["checkpoint_epoch"] = pa.array(checkpoints, type=pa.int32())
-    final_of = {run: max(int(runs.checkpoints[r]) for r in rows) for run, rows in runs.rows.items()}
-    if runs_by_row:  # a row's run is unknown: its checkpoint is final when it is the zoo's last one
-        final_of = dict.fromkeys(final_of, last_value)
-    is_final = checkpoints == np.asarray([final_of[i] for i in ids], dtype=np.int64)
-    _derived(arrays, layout, is_final if ck_col is not None else np.ones(len(kept), dtype=bool))
-
-    fields = [f for f in arrow_schema(extra_types) if f.name != WEIGHTS]
-    columns = [arrays[f.name] if f.name in arrays else pa.nulls(len(kept), f.type) for f in fields]
-    columns.append(pa.array([run_split[i] for i in ids], type=pa.string()))
-    table = pa.Table.from_arrays(columns, schema=pa.schema([*fields, pa.field("split", pa.string())]))
-    descriptions = {t: f"Imported from column `{c}` of `{metadata.name}`." for c, t in extras.items()}
+    arrays, extra_types, kept = _metadata_arrays(df, selected, cols, where, accuracy_percent, problems)
+    ids = _run_arrays(arrays, runs, kept, cols, layout, runs_by_row)
+    descriptions = {t: f"Imported from column `{c}` of `{metadata.name}`." for c, t in cols.extras.items()}
     descriptions[SOURCE_ROW] = "Row of the weights file this checkpoint was read from (0-based)."
+    table = _plan_table(arrays, extra_types, ids, run_split)
     return _Plan(
         table=table,
         source_rows=kept,
@@ -271,6 +347,6 @@ def _plan(
         skipped=left_out,
         split_note=split_note,
         split_source=split_source,
-        ignored_columns=ignored,
+        ignored_columns=cols.ignored,
         alignment=alignment,
     )

@@ -9,7 +9,8 @@ import hashlib
 import itertools
 import json
 import mmap
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -183,43 +184,39 @@ class _Encoder:
         return b"".join([self.prefix, *(memoryview(arrays[key]) for key in self.order)])
 
 
-def _write_part(
-    path: Path,
-    plan: _Plan,
-    span: tuple[int, int],
-    weights: np.ndarray,
-    layout: list[LayoutEntry],
-    weights_path: Path,
-) -> int:
-    """Convert table rows ``span`` (whole runs) and write them as one part; returns the rows dropped."""
+def _nonfinite_runs(
+    plan: _Plan, span: tuple[int, int], rows: np.ndarray, finite: np.ndarray, keep: np.ndarray
+) -> list[dict[str, Any]]:
+    """The runs of ``span`` with a non-finite value in any checkpoint (``finite``: per row), each described
+    by its first bad checkpoint; their rows are cleared in ``keep``."""
     start, end = span
-    rows = plan.source_rows[start:end]
-    order = np.argsort(rows, kind="stable")
-    data = np.empty((len(rows), weights.shape[1]), dtype=weights.dtype.newbyteorder("<"))
-    data[order] = weights[rows[order]]  # sorted row indices: the memory map is read front to back
-    _release(weights)
-    finite = np.isfinite(data).all(axis=1)
     table = plan.table.slice(start, end - start)
-    keep = np.ones(len(rows), dtype=bool)
+    ids = table.column("model_id").to_pylist()
+    checkpoints = (
+        table.column("checkpoint_epoch").to_pylist() if "checkpoint_epoch" in table.column_names else None
+    )
     dropped: list[dict[str, Any]] = []
-    if not finite.all():
-        ids = table.column("model_id").to_pylist()
-        checkpoints = (
-            table.column("checkpoint_epoch").to_pylist() if "checkpoint_epoch" in table.column_names else None
-        )
-        bounds = [b - start for b in plan.run_starts if start <= b < end] + [end - start]
-        for a, b in itertools.pairwise(bounds):
-            bad = np.flatnonzero(~finite[a:b])
-            if len(bad):
-                keep[a:b] = False
-                first = a + int(bad[0])
-                dropped.append(
-                    {
-                        "model_id": ids[a],
-                        "row": int(rows[first]),
-                        "checkpoint": checkpoints[first] if checkpoints else None,
-                    }
-                )
+    bounds = [b - start for b in plan.run_starts if start <= b < end] + [end - start]
+    for a, b in itertools.pairwise(bounds):
+        bad = np.flatnonzero(~finite[a:b])
+        if len(bad):
+            keep[a:b] = False
+            first = a + int(bad[0])
+            dropped.append(
+                {
+                    "model_id": ids[a],
+                    "row": int(rows[first]),
+                    "checkpoint": checkpoints[first] if checkpoints else None,
+                }
+            )
+    return dropped
+
+
+def _payloads(
+    data: np.ndarray, layout: list[LayoutEntry], keep: np.ndarray, rows: np.ndarray, weights_path: Path
+) -> tuple[list[bytes], list[str]]:
+    """The safetensors payload of every kept row of ``data`` (tensors cut out by ``layout``, transposed to
+    PyTorch's layout) and its content hash."""
     tensors = {}
     for e in layout:
         arr = data[:, e.start : e.end].reshape((len(rows), *e.shape))
@@ -239,7 +236,29 @@ def _write_part(
             payload = encoder.encode({key: t[i] for key, t in tensors.items()})
             payloads.append(payload)
             hashes.append(payload_hash(payload))
-    table = table.filter(pa.array(keep))
+    return payloads, hashes
+
+
+def _write_part(
+    path: Path,
+    plan: _Plan,
+    span: tuple[int, int],
+    weights: np.ndarray,
+    layout: list[LayoutEntry],
+    weights_path: Path,
+) -> int:
+    """Convert table rows ``span`` (whole runs) and write them as one part; returns the rows dropped."""
+    start, end = span
+    rows = plan.source_rows[start:end]
+    order = np.argsort(rows, kind="stable")
+    data = np.empty((len(rows), weights.shape[1]), dtype=weights.dtype.newbyteorder("<"))
+    data[order] = weights[rows[order]]  # sorted row indices: the memory map is read front to back
+    _release(weights)
+    finite = np.isfinite(data).all(axis=1)
+    keep = np.ones(len(rows), dtype=bool)
+    dropped = [] if finite.all() else _nonfinite_runs(plan, span, rows, finite, keep)
+    payloads, hashes = _payloads(data, layout, keep, rows, weights_path)
+    table = plan.table.slice(start, end - start).filter(pa.array(keep))
     split = table.column("split")
     table = table.drop_columns(["split"]).append_column(WEIGHTS, pa.array(payloads, type=pa.binary()))
     table = table.append_column("split", split)
@@ -247,6 +266,93 @@ def _write_part(
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP)
     return len(rows) - len(payloads)
+
+
+@dataclass
+class _Parts:
+    """What the parts hold, read from their metadata and small columns: every checkpoint's content hash,
+    run id and split, the accuracies (with ``accuracy_percent``) and the runs dropped as non-finite."""
+
+    hashes: np.ndarray
+    ids: pa.ChunkedArray
+    splits: pa.ChunkedArray
+    accuracies: list[float]
+    dropped: list[dict[str, Any]]
+
+
+def _read_parts(parts: list[Path], accuracy_percent: bool) -> _Parts:
+    hash_parts: list[np.ndarray] = []
+    id_parts: list[pa.Array] = []
+    split_parts: list[pa.Array] = []
+    accuracies: list[float] = []
+    dropped: list[dict[str, Any]] = []
+    for path in parts:
+        meta = pq.read_schema(path).metadata or {}
+        dropped += json.loads(meta.get(b"dropped", b"[]"))
+        hash_parts.append(np.asarray(json.loads(meta.get(b"hashes", b"[]")), dtype="U16"))
+        names = ["test_accuracy", "train_accuracy", "val_accuracy"] if accuracy_percent else []
+        small = pq.read_table(path, columns=["model_id", "split", *names])
+        id_parts.append(small.column("model_id").combine_chunks())
+        split_parts.append(small.column("split").combine_chunks())
+        for name in names:
+            accuracies += [a for a in small.column(name).to_pylist() if a is not None]
+    return _Parts(
+        hashes=np.concatenate(hash_parts),
+        ids=pa.chunked_array(id_parts, type=pa.string()),
+        splits=pa.chunked_array(split_parts, type=pa.string()),
+        accuracies=accuracies,
+        dropped=dropped,
+    )
+
+
+def _part_warnings(read: _Parts, accuracy_percent: bool) -> tuple[list[str], dict[str, Any]]:
+    """`_warnings_from` over the parts: identical weights in several splits (only checkpoints whose hash
+    occurs more than once can be copies), percentages that look like fractions."""
+    _, inverse, repeats = np.unique(read.hashes, return_inverse=True, return_counts=True)
+    twins = pa.array(np.flatnonzero(repeats[inverse] > 1))
+    return _warnings_from(
+        read.hashes[twins.to_numpy()].tolist(),
+        read.ids.take(twins).to_pylist(),
+        read.splits.take(twins).to_pylist(),
+        read.accuracies,
+        accuracy_percent,
+    )
+
+
+def _stream_parts(staging: Path, parts: list[Path], counts: dict[str, int]) -> dict[str, SplitWriter]:
+    """Write the parts' rows into the staging folder's data files, a split file each (closed)."""
+    schema = pq.read_schema(parts[0]).remove_metadata()
+    schema = schema.remove(schema.get_field_index("split"))
+    writers = {s: SplitWriter(staging, s, counts[s], schema) for s in SPLITS if counts[s]}
+    for path in parts:
+        table = pq.read_table(path).replace_schema_metadata(None)
+        for s, writer in writers.items():
+            sub = table.filter(pc.equal(table.column("split"), s)).drop_columns(["split"])
+            if sub.num_rows == 0:
+                continue
+            writer.write(sub)
+        del table
+    for writer in writers.values():
+        writer.close()
+    return writers
+
+
+def _card_tables(metadata: pa.Table, dropped: list[str], splits: Iterable[str]) -> dict[str, pa.Table]:
+    """The metadata of each split for the card: the plan's table (one chunk), less the dropped runs."""
+    kept = pc.invert(pc.is_in(metadata.column("model_id"), value_set=pa.array(dropped, pa.string())))
+    tables = {}
+    for s in splits:
+        rows = metadata.filter(pc.and_(pc.equal(metadata.column("split"), s), kept)).drop_columns(["split"])
+        tables[s] = rows.append_column(WEIGHTS, pa.nulls(rows.num_rows, pa.binary()))
+    return tables
+
+
+def _remove_parts(output: Path, parts: list[Path]) -> None:
+    for path in parts:
+        path.unlink(missing_ok=True)
+    (output / IMPORT_CONFIG).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (output / PARTS).rmdir()
 
 
 def _finalize(
@@ -264,67 +370,24 @@ def _finalize(
     """Stream the parts into the zoo's data files (the protocol of `store.write_zoo`: a ``.zooprobe-writing``
     marker while writing, data swapped in from a staging folder, the manifest last), then remove the parts.
     ``metadata``: the plan's table (every planned checkpoint's metadata and split) for the dataset card."""
-    hash_parts: list[np.ndarray] = []
-    id_parts: list[pa.Array] = []
-    split_parts: list[pa.Array] = []
-    accuracies: list[float] = []
-    dropped: list[dict[str, Any]] = []
-    for path in parts:
-        meta = pq.read_schema(path).metadata or {}
-        dropped += json.loads(meta.get(b"dropped", b"[]"))
-        hash_parts.append(np.asarray(json.loads(meta.get(b"hashes", b"[]")), dtype="U16"))
-        names = ["test_accuracy", "train_accuracy", "val_accuracy"] if accuracy_percent else []
-        small = pq.read_table(path, columns=["model_id", "split", *names])
-        id_parts.append(small.column("model_id").combine_chunks())
-        split_parts.append(small.column("split").combine_chunks())
-        for name in names:
-            accuracies += [a for a in small.column(name).to_pylist() if a is not None]
+    read = _read_parts(parts, accuracy_percent)
+    dropped = read.dropped
     report.dropped = [d["model_id"] for d in dropped]
-    hashes = np.concatenate(hash_parts)
-    ids = pa.chunked_array(id_parts, type=pa.string())
-    splits = pa.chunked_array(split_parts, type=pa.string())
-    if len(splits) == 0:
+    if len(read.splits) == 0:
         raise _NothingImported(
             f"{report.source}: no checkpoint to import: every run was dropped (non-finite weights) or "
             f"skipped; nothing was written to {output} (what this import wrote there was removed)"
         )
     counts = dict.fromkeys(SPLITS, 0)
-    for item in pc.value_counts(splits).to_pylist():
+    for item in pc.value_counts(read.splits).to_pylist():
         counts[item["values"]] = item["counts"]
-    # identical weights in several splits: only checkpoints whose hash occurs more than once can be copies
-    _, inverse, repeats = np.unique(hashes, return_inverse=True, return_counts=True)
-    twins = pa.array(np.flatnonzero(repeats[inverse] > 1))
-    messages, manifest_warnings = _warnings_from(
-        hashes[twins.to_numpy()].tolist(),
-        ids.take(twins).to_pylist(),
-        splits.take(twins).to_pylist(),
-        accuracies,
-        accuracy_percent,
-    )
+    messages, manifest_warnings = _part_warnings(read, accuracy_percent)
     report.warnings += messages
 
-    staging = begin_zoo_write(output)
-    schema = pq.read_schema(parts[0]).remove_metadata()
-    schema = schema.remove(schema.get_field_index("split"))
-    writers = {s: SplitWriter(staging, s, counts[s], schema) for s in SPLITS if counts[s]}
-    for path in parts:
-        table = pq.read_table(path).replace_schema_metadata(None)
-        for s, writer in writers.items():
-            sub = table.filter(pc.equal(table.column("split"), s)).drop_columns(["split"])
-            if sub.num_rows == 0:
-                continue
-            writer.write(sub)
-        del table
-    for writer in writers.values():
-        writer.close()
-    # The card reads the metadata of each split: the plan's table (one chunk), less the dropped runs.
-    kept = pc.invert(pc.is_in(metadata.column("model_id"), value_set=pa.array(report.dropped, pa.string())))
-    tables = {}
-    for s in writers:
-        rows = metadata.filter(pc.and_(pc.equal(metadata.column("split"), s), kept)).drop_columns(["split"])
-        tables[s] = rows.append_column(WEIGHTS, pa.nulls(rows.num_rows, pa.binary()))
+    writers = _stream_parts(begin_zoo_write(output), parts, counts)
+    tables = _card_tables(metadata, report.dropped, writers)
     report.imported = sum(counts.values())
-    report.runs = int(pc.count_distinct(ids).as_py())
+    report.runs = int(pc.count_distinct(read.ids).as_py())
     report.splits = {s: counts[s] for s in SPLITS if counts[s]}
     skipped_text = (
         f"{len(report.skipped)} row(s) or run(s) were skipped; the manifest lists them with reasons."
@@ -352,11 +415,7 @@ def _finalize(
         **manifest_warnings,
     )
     finish_zoo_write(output, manifest, card)
-    for path in parts:
-        path.unlink(missing_ok=True)
-    (output / IMPORT_CONFIG).unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        (output / PARTS).rmdir()
+    _remove_parts(output, parts)
 
 
 class _NothingImported(InvalidInputError):
