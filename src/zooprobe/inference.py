@@ -49,7 +49,14 @@ from zooprobe.core.guards import (
 )
 from zooprobe.core.progress import Progress
 from zooprobe.errors import InvalidInputError, ZooprobeError
-from zooprobe.heads.head_loader import HeadOutputs, LoadedHead, NonFiniteError, run_heads
+from zooprobe.heads.head_loader import (
+    HeadOutputs,
+    LoadedHead,
+    NonFiniteError,
+    head_folder,
+    read_head_config,
+    run_heads,
+)
 from zooprobe.heads.targets import TargetSpec
 from zooprobe.heads.uncertainty import DEFAULT_LEVEL, check_level
 from zooprobe.symmetry import canonicalize
@@ -123,7 +130,10 @@ def _domains(head: LoadedHead, outputs: HeadOutputs) -> list[dict[str, Any]]:
     if domain is None:
         return [{"in_domain": None, "reasons": [NO_DOMAIN]} for _ in outputs.architectures]
     features = {"statistics": outputs.statistics, "representation": outputs.representations}
-    return [check.to_dict() for check in domain.check(outputs.architectures, features)]
+    return [  # one network at a time: its distances are then exactly those it gets alone (BLAS rounding)
+        domain.check([arch], {name: f[i : i + 1] for name, f in features.items()})[0].to_dict()
+        for i, arch in enumerate(outputs.architectures)
+    ]
 
 
 def _value(x: float) -> float | None:
@@ -227,8 +237,8 @@ def _assess_chunk(
     """Per head, (results, outputs) of a chunk of networks: every head in one `run_heads` pass (each network
     canonicalized and featurized once, encoded once per shared frozen encoder). If the batch fails, the
     networks are run one at a time, so the error names the one to blame (`_run_one`)."""
-    try:
-        outs = run_heads(heads, state_dicts, batch_size=max(len(state_dicts), 1))
+    try:  # independent: a file's predictions never depend on the files read with it
+        outs = run_heads(heads, state_dicts, batch_size=max(len(state_dicts), 1), independent=True)
     except (ZooprobeError, MemoryError, RuntimeError, ValueError, IndexError):
         outs = None
     if outs is not None:
@@ -280,6 +290,39 @@ def _shared_statistics(heads: Sequence[LoadedHead], state_dict: Mapping[str, Any
     """The weight statistics of a network's canonical form (what `LoadedHead.run` reads), computed once when
     several heads read it (None for one)."""
     return featurize([canonicalize(state_dict)]) if len(heads) > 1 else None
+
+
+def load_heads(
+    sources: Sequence[str | Path], revisions: Sequence[str | None] | None = None, *, trust: bool = False
+) -> list[LoadedHead]:
+    """`zooprobe.load_head` of each source (at its revision), loading an encoder once for all frozen heads
+    that name the same one (source, revision and fingerprint), so `run_heads` encodes each network once for
+    them. A fine-tuned head always gets its own copy (its weights replace the encoder's)."""
+    revisions = list(revisions) if revisions is not None else [None] * len(sources)
+    encoders: dict[tuple[str, str | None, str | None], Any] = {}
+    heads = []
+    for source, revision in zip(sources, revisions, strict=True):
+        key = _frozen_encoder_key(source) if revision is None else None
+        shared = encoders.get(key) if key is not None else None
+        head = load_head(source, revision=revision, trust=trust, encoder=shared)
+        if key is not None and shared is None:
+            encoders[key] = head.model.loaded
+        heads.append(head)
+    return heads
+
+
+def _frozen_encoder_key(source: str | Path) -> tuple[str, str | None, str | None] | None:
+    """(encoder source, revision, fingerprint) a local frozen head's config names; None otherwise (a Hub
+    head, a fine-tuned one, an unreadable config: loaded on its own, its errors raised by `load_head`)."""
+    folder = head_folder(Path(str(source)).expanduser())
+    try:
+        config = read_head_config(folder)
+        encoder = config["encoder"]
+        if config["mode"] != "frozen" or not isinstance(encoder, Mapping):
+            return None
+        return str(encoder["source"]), encoder.get("revision"), encoder.get("fingerprint")
+    except (ZooprobeError, KeyError, TypeError):
+        return None
 
 
 def _heads(head: Any, trust: bool = False) -> tuple[list[str] | None, list[LoadedHead]]:
@@ -629,6 +672,7 @@ __all__ = [
     "format_predictions",
     "format_result",
     "load_checkpoint",
+    "load_heads",
     "predict",
     "predict_files",
     "predict_files_by_head",

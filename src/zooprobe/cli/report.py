@@ -157,13 +157,13 @@ def _predict(ns: Namespace, console: Any) -> int:
     files, the run's state), so a bad command fails before anything is computed or printed."""
     gc.disable()  # importing torch makes ~a million objects: collecting them meanwhile is 10-15% of start-up
     try:
-        from zooprobe.api import load_head  # heavy: imports torch
         from zooprobe.core.checkpoints import (  # heavy: imports torch
             check_checkpoint_file,
             check_max_params,
         )
         from zooprobe.inference import (  # heavy: imports torch
             format_result,
+            load_heads,
             predict_files_by_head,
             predictions_document,
         )
@@ -199,10 +199,7 @@ def _predict(ns: Namespace, console: Any) -> int:
                 "weights may not be the run's final, best ones",
                 file=sys.stderr,
             )
-    heads = [
-        load_head(source, revision=rev, trust=ns.trust)
-        for source, rev in zip(heads_given, revisions, strict=True)
-    ]
+    heads = load_heads(heads_given, revisions, trust=ns.trust)  # frozen heads share their encoder
     by_head = predict_files_by_head(
         heads,
         files,

@@ -186,11 +186,16 @@ def run_heads(
     *,
     statistics: np.ndarray | None = None,
     canonical: bool = True,
+    independent: bool = False,
 ) -> list[HeadOutputs]:
     """`LoadedHead.run` of several heads on the same networks, one `HeadOutputs` per head: each network is
     canonicalized, featurized (weight statistics, one batched call per chunk) and its architecture read
     once for all heads, and tokenized and encoded once per encoder that frozen heads share
-    (`LoadedHead.encoding_key`); a fine-tuned head encodes with its own encoder."""
+    (`LoadedHead.encoding_key`); a fine-tuned head encodes with its own encoder.
+
+    ``independent``: every network's outputs are exactly those it gets alone, whatever else is in the chunk
+    (the encoder and neural heads run one network at a time, since float32 rounding of a batched forward
+    pass depends on the batch; statistics and gradient-boosting heads, exact row by row, stay batched)."""
     source = canonical_state_dicts(state_dicts) if canonical else iter(state_dicts)
     for head in heads:
         head.model.eval()
@@ -203,17 +208,28 @@ def run_heads(
         feats = featurize(chunk) if statistics is None else statistics[s : s + batch_size]
         archs += [architecture(sd) for sd in chunk]
         stats.append(feats)
-        shared: dict[Any, tuple[dict[str, torch.Tensor], torch.Tensor]] = {}
+        shared: dict[Any, list[tuple[dict[str, torch.Tensor], torch.Tensor]]] = {}
         for k, head in enumerate(heads):
             key = head.encoding_key()
             if key is None or key not in shared:
-                inputs = head.model.head_inputs(head.model.loaded.tokenize_many(chunk, s))
-                encoded = inputs, head._pooled(inputs, chunk, s)
+                parts = [chunk[i : i + 1] for i in range(len(chunk))] if independent else [chunk]
+                encoded, at = [], s
+                for part in parts:
+                    inputs = head.model.head_inputs(head.model.loaded.tokenize_many(part, at))
+                    encoded.append((inputs, head._pooled(inputs, part, at)))
+                    at += len(part)
                 if key is not None:
                     shared[key] = encoded
-            inputs, pooled = shared[key] if key is not None else encoded
-            for name, values in head._head_outputs(inputs, feats, s).items():
-                raw[k][name].append(values)
+            encoded = shared[key] if key is not None else encoded
+            pooled = torch.cat([p for _, p in encoded])
+            if len(encoded) > 1 and isinstance(head.model.head, GradientBoostingHead):
+                encoded = [({"pooled": pooled}, pooled)]  # it reads pooled + statistics only, row by row
+            at = 0
+            for inputs, part_pooled in encoded:
+                n = len(part_pooled)
+                for name, values in head._head_outputs(inputs, feats[at : at + n], s + at).items():
+                    raw[k][name].append(values)
+                at += n
             reps[k].append(pooled.double().cpu().numpy())
         s += len(chunk)
     out = []
