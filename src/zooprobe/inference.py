@@ -29,12 +29,12 @@ round trip), which is noted with the results like the reader's own notes.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from zooprobe.api import load_head
@@ -47,12 +47,23 @@ from zooprobe.core.guards import (
     load_checkpoint,
     read_checkpoint,
 )
+from zooprobe.core.progress import Progress
 from zooprobe.errors import InvalidInputError, ZooprobeError
-from zooprobe.heads.head_loader import HeadOutputs, LoadedHead, NonFiniteError
+from zooprobe.heads.head_loader import (
+    HeadOutputs,
+    LoadedHead,
+    NonFiniteError,
+    head_folder,
+    read_head_config,
+    run_heads,
+)
 from zooprobe.heads.targets import TargetSpec
 from zooprobe.heads.uncertainty import DEFAULT_LEVEL, check_level
 from zooprobe.symmetry import canonicalize
 from zooprobe.tokens.statistics import featurize
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 NOT_PREDICTABLE = "not predictable from this zoo"
 NO_DOMAIN = (
@@ -113,12 +124,16 @@ def _run_one(
         ) from e
 
 
-def _domain(head: LoadedHead, outputs: HeadOutputs) -> dict[str, Any]:
+def _domains(head: LoadedHead, outputs: HeadOutputs) -> list[dict[str, Any]]:
+    """The applicability-domain check of each network of `outputs` (one batched call)."""
     domain = head.trust.domain if head.trust is not None else None
     if domain is None:
-        return {"in_domain": None, "reasons": [NO_DOMAIN]}
+        return [{"in_domain": None, "reasons": [NO_DOMAIN]} for _ in outputs.architectures]
     features = {"statistics": outputs.statistics, "representation": outputs.representations}
-    return domain.check(outputs.architectures, features)[0].to_dict()
+    return [  # one network at a time: its distances are then exactly those it gets alone (BLAS rounding)
+        domain.check([arch], {name: f[i : i + 1] for name, f in features.items()})[0].to_dict()
+        for i, arch in enumerate(outputs.architectures)
+    ]
 
 
 def _value(x: float) -> float | None:
@@ -185,12 +200,86 @@ def _assess(
     """(JSON-ready result, raw outputs) of one network under one head (`statistics`: its weight
     statistics, when computed already)."""
     outputs = _run_one(head, state_dict, where, statistics)
-    domain = _domain(head, outputs)
-    targets = {
-        t.name: _target_entry(head, t, np.asarray(outputs.predictions[t.name])[0], level, show_unpredictable)
-        for t in head.spec.targets
-    }
-    return {"in_domain": domain["in_domain"], "domain": domain, "targets": targets}, outputs
+    return _results(head, outputs, level, show_unpredictable)[0], outputs
+
+
+def _results(
+    head: LoadedHead, outputs: HeadOutputs, level: float, show_unpredictable: bool
+) -> list[dict[str, Any]]:
+    """The JSON-ready result of each network of `outputs` under `head`."""
+    preds = {t.name: np.asarray(outputs.predictions[t.name]) for t in head.spec.targets}
+    return [
+        {
+            "in_domain": domain["in_domain"],
+            "domain": domain,
+            "targets": {
+                t.name: _target_entry(head, t, preds[t.name][i], level, show_unpredictable)
+                for t in head.spec.targets
+            },
+        }
+        for i, domain in enumerate(_domains(head, outputs))
+    ]
+
+
+CHUNK = 64
+"""Networks read, encoded and predicted together (bounded memory: one chunk of state dicts at a time)."""
+READ_THREADS = 4
+"""Threads reading checkpoint files (file reads and safetensors parsing release the GIL)."""
+
+
+def _assess_chunk(
+    heads: Sequence[LoadedHead],
+    state_dicts: Sequence[Mapping[str, torch.Tensor]],
+    names: Sequence[str],
+    level: float,
+    show_unpredictable: bool,
+) -> list[tuple[list[dict[str, Any]], list[HeadOutputs]]]:
+    """Per head, (results, outputs) of a chunk of networks: every head in one `run_heads` pass (each network
+    canonicalized and featurized once, encoded once per shared frozen encoder). If the batch fails, the
+    networks are run one at a time, so the error names the one to blame (`_run_one`)."""
+    try:  # independent: a file's predictions never depend on the files read with it
+        outs = run_heads(heads, state_dicts, batch_size=max(len(state_dicts), 1), independent=True)
+    except (ZooprobeError, MemoryError, RuntimeError, ValueError, IndexError):
+        outs = None
+    if outs is not None:
+        return [(_results(h, o, level, show_unpredictable), [o]) for h, o in zip(heads, outs, strict=True)]
+    per_head: list[tuple[list[dict[str, Any]], list[HeadOutputs]]] = [([], []) for _ in heads]
+    for state_dict, name in zip(state_dicts, names, strict=True):
+        stats = _shared_statistics(heads, state_dict)
+        for k, h in enumerate(heads):
+            result, out = _assess(h, state_dict, name, level, show_unpredictable, stats)
+            per_head[k][0].append(result)
+            per_head[k][1].append(out)
+    return per_head
+
+
+def _read_chunks(
+    items: Sequence[Any], max_params: int
+) -> Iterator[tuple[list[dict[str, Any]], list[list[str]]]]:
+    """(state dicts, notes) of `items` (state dicts or checkpoint paths), `CHUNK` at a time, files read in a
+    thread pool that reads the next chunk while the caller predicts on this one."""
+
+    def read(item: Any) -> tuple[dict[str, Any], list[str]]:
+        return (_float32(item), []) if isinstance(item, Mapping) else _load(Path(item), max_params)
+
+    chunks = [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
+    if sum(not isinstance(i, Mapping) for i in items) <= 1:  # nothing to overlap
+        for chunk in chunks:
+            loaded = [read(item) for item in chunk]
+            yield [sd for sd, _ in loaded], [n for _, n in loaded]
+        return
+    with ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="zooprobe-read") as pool:
+        ahead = [pool.submit(read, item) for item in chunks[0]]
+        for i in range(len(chunks)):
+            current = ahead
+            ahead = [pool.submit(read, item) for item in chunks[i + 1]] if i + 1 < len(chunks) else []
+            try:
+                loaded = [f.result() for f in current]
+            except BaseException:
+                for f in ahead:
+                    f.cancel()
+                raise
+            yield [sd for sd, _ in loaded], [n for _, n in loaded]
 
 
 # ------------------------------------------------------------------------------------------ predicting
@@ -201,6 +290,39 @@ def _shared_statistics(heads: Sequence[LoadedHead], state_dict: Mapping[str, Any
     """The weight statistics of a network's canonical form (what `LoadedHead.run` reads), computed once when
     several heads read it (None for one)."""
     return featurize([canonicalize(state_dict)]) if len(heads) > 1 else None
+
+
+def load_heads(
+    sources: Sequence[str | Path], revisions: Sequence[str | None] | None = None, *, trust: bool = False
+) -> list[LoadedHead]:
+    """`zooprobe.load_head` of each source (at its revision), loading an encoder once for all frozen heads
+    that name the same one (source, revision and fingerprint), so `run_heads` encodes each network once for
+    them. A fine-tuned head always gets its own copy (its weights replace the encoder's)."""
+    revisions = list(revisions) if revisions is not None else [None] * len(sources)
+    encoders: dict[tuple[str, str | None, str | None], Any] = {}
+    heads = []
+    for source, revision in zip(sources, revisions, strict=True):
+        key = _frozen_encoder_key(source) if revision is None else None
+        shared = encoders.get(key) if key is not None else None
+        head = load_head(source, revision=revision, trust=trust, encoder=shared)
+        if key is not None and shared is None:
+            encoders[key] = head.model.loaded
+        heads.append(head)
+    return heads
+
+
+def _frozen_encoder_key(source: str | Path) -> tuple[str, str | None, str | None] | None:
+    """(encoder source, revision, fingerprint) a local frozen head's config names; None otherwise (a Hub
+    head, a fine-tuned one, an unreadable config: loaded on its own, its errors raised by `load_head`)."""
+    folder = head_folder(Path(str(source)).expanduser())
+    try:
+        config = read_head_config(folder)
+        encoder = config["encoder"]
+        if config["mode"] != "frozen" or not isinstance(encoder, Mapping):
+            return None
+        return str(encoder["source"]), encoder.get("revision"), encoder.get("fingerprint")
+    except (ZooprobeError, KeyError, TypeError):
+        return None
 
 
 def _heads(head: Any, trust: bool = False) -> tuple[list[str] | None, list[LoadedHead]]:
@@ -232,6 +354,8 @@ def _table(
     show_unpredictable: bool,
 ) -> pd.DataFrame:
     """One head's labelled columns (`TaskSpec.label`) with intervals, reliability and the domain."""
+    import pandas as pd  # heavy: pandas (the DataFrame of `predict`; the command line needs none)
+
     spec = head.spec
     preds = {t.name: np.concatenate([o.predictions[t.name] for o in outputs]) for t in spec.targets}
     table = spec.label(preds, index)
@@ -290,21 +414,16 @@ def predict(
     items = [models] if isinstance(models, Mapping | str | Path) else list(models)
     if not items:
         raise InvalidInputError("predict: no models given (pass state dicts or checkpoint files)")
-    index: list[str] = []
+    index = [f"model {i}" if isinstance(item, Mapping) else str(item) for i, item in enumerate(items)]
     results: list[list[dict[str, Any]]] = [[] for _ in heads]
     outputs: list[list[HeadOutputs]] = [[] for _ in heads]
-    for i, item in enumerate(items):
-        if isinstance(item, Mapping):
-            state_dict = _float32(item)
-            index.append(f"model {i}")
-        else:
-            state_dict, _ = _load(Path(item), max_params)
-            index.append(str(item))
-        stats = _shared_statistics(heads, state_dict)
-        for k, h in enumerate(heads):
-            result, out = _assess(h, state_dict, index[-1], level, show_unpredictable, stats)
-            results[k].append(result)
-            outputs[k].append(out)
+    done = 0
+    for state_dicts, _ in _read_chunks(items, max_params):
+        names = index[done : done + len(state_dicts)]
+        for k, (res, outs) in enumerate(_assess_chunk(heads, state_dicts, names, level, show_unpredictable)):
+            results[k] += res
+            outputs[k] += outs
+        done += len(state_dicts)
     if strict:
         _check_strict(
             [(index[i], h, r) for k, h in enumerate(heads) for i, r in enumerate(results[k])],
@@ -316,6 +435,8 @@ def predict(
     if labels is None:
         table = tables[0]
     else:
+        import pandas as pd  # heavy: pandas (the DataFrame of `predict`)
+
         table = pd.concat(
             [t.add_prefix(f"{label}/") for label, t in zip(labels, tables, strict=True)], axis=1
         )
@@ -337,18 +458,27 @@ def predict_files_by_head(
     max_params: int = DEFAULT_MAX_PARAMS,
     level: float = DEFAULT_LEVEL,
     show_unpredictable: bool = False,
+    progress: bool = False,
 ) -> list[list[dict[str, Any]]]:
-    """`predict_files` of several heads, reading each file once: one list of per-file results per head."""
+    """`predict_files` of several heads, reading each file once (`CHUNK` files at a time, in a thread pool)
+    and encoding it once for all frozen heads on the same encoder: one list of per-file results per head.
+    ``progress`` shows files done and files/s (`zooprobe.core.progress.Progress`)."""
     level = _level(level)
+    paths = [Path(f) for f in files]
     out: list[list[dict[str, Any]]] = [[] for _ in heads]
-    for file in files:
-        path = Path(file)
-        state_dict, notes = _load(path, max_params)
-        stats = _shared_statistics(heads, state_dict)
-        for k, head in enumerate(heads):
-            result, _ = _assess(head, state_dict, str(path), level, show_unpredictable, stats)
-            out[k].append({"file": str(path), "notes": list(notes), **result})
-        del state_dict
+    done = 0
+    with Progress("predict", len(paths), unit="files", enabled=progress) as bar:
+        for state_dicts, notes in _read_chunks(paths, max_params):
+            names = [str(p) for p in paths[done : done + len(state_dicts)]]
+            per_head = _assess_chunk(heads, state_dicts, names, level, show_unpredictable)
+            for k, (results, _) in enumerate(per_head):
+                out[k] += [
+                    {"file": name, "notes": list(n), **r}
+                    for name, n, r in zip(names, notes, results, strict=True)
+                ]
+            done += len(state_dicts)
+            bar.advance(len(state_dicts))
+            del state_dicts
     return out
 
 
@@ -376,7 +506,7 @@ def predict_files(
     ``predictable``; a target that is not predictable from the zoo has ``predicted: null`` and a ``note``
     instead of its values, unless ``show_unpredictable``. Probabilities are calibrated.
 
-    Files are read and encoded one at a time (bounded memory); an unreadable file or a network the encoder
+    Files are read and encoded `CHUNK` at a time (bounded memory); an unreadable file or a network the encoder
     cannot represent raises `InvalidInputError` naming the file (and the tensor, when one is to blame), a
     non-finite representation or output a `NonFiniteError` naming the file and the cause. A file holding
     more than ``max_params`` values is refused before its values are read (`zooprobe.core.checkpoints`).
@@ -542,6 +672,7 @@ __all__ = [
     "format_predictions",
     "format_result",
     "load_checkpoint",
+    "load_heads",
     "predict",
     "predict_files",
     "predict_files_by_head",

@@ -305,9 +305,7 @@ def test_import_modelzoos_refuses_a_checkpoint_linked_out_of_the_root(tmp_path: 
 # ------------------------------------------------------------------------------------------ .npy headers
 def _npy_with_header(path: Path, shape: tuple[int, ...], payload: bytes = b"") -> Path:
     with open(path, "wb") as f:
-        np.lib.format.write_array_header_1_0(
-            f, {"descr": "<f4", "fortran_order": False, "shape": shape}
-        )
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": shape})
         f.write(payload)
     return path
 

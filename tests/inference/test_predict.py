@@ -311,3 +311,24 @@ def test_resnet18_predict_time_and_memory(
         f"({(peak - before) / 1024:.0f} MiB above the {before / 1024:.0f} MiB before"
         f"{'' if reset else '; VmHWM not reset: lifetime peak'}), torch threads {used_threads}"
     )
+
+
+def test_batch_of_files_predicts_each_file_as_alone_with_one_shared_encoder(
+    heads: dict[str, Path],
+    state_dicts: list[dict[str, torch.Tensor]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Several files and heads at once (`predict_files_by_head`: files read in a thread pool, encoded once
+    for both frozen heads) give every file exactly the results it gets alone; --progress reports files/s."""
+    from zooprobe.inference import load_heads, predict_files_by_head
+
+    files = [_save_safetensors(sd, tmp_path / f"m{i}.safetensors") for i, sd in enumerate(state_dicts * 2)]
+    both = load_heads([heads["hyperparameters"], heads["patterns"]])
+    assert both[0].model.loaded is both[1].model.loaded  # the same frozen encoder, loaded once
+    together = predict_files_by_head(both, files)
+    for i, file in enumerate(files):
+        alone = predict_files_by_head(both, [file])
+        assert [per_head[0] for per_head in alone] == [per_head[i] for per_head in together]
+    assert main(["predict", "--head", str(heads["patterns"]), *map(str, files), "--progress", "true"]) == 0
+    assert re.search(r"predict: 6/6 .*files/s", capsys.readouterr().err)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class MetadataEncoder:
@@ -40,6 +42,8 @@ class MetadataEncoder:
 
     @staticmethod
     def _is_bool(s: pd.Series) -> bool:
+        import pandas as pd  # heavy: pandas (metadata frames only)
+
         if pd.api.types.is_bool_dtype(s.dtype):
             return True
         if s.dtype == object:
@@ -49,6 +53,8 @@ class MetadataEncoder:
 
     def fit(self, df: pd.DataFrame) -> MetadataEncoder:
         """Decide each column's type and vocabulary / fill values from ``df`` (the train split)."""
+        import pandas as pd  # heavy: pandas (metadata frames only)
+
         specs: list[dict[str, Any]] = []
         names: list[str] = []
         for col in self.columns:
@@ -91,6 +97,8 @@ class MetadataEncoder:
 
     def transform(self, df: pd.DataFrame) -> np.ndarray:
         """The ``[len(df), len(feature_names_)]`` float64 matrix of ``df`` (any split)."""
+        import pandas as pd  # heavy: pandas (metadata frames only)
+
         if self.specs_ is None:
             raise RuntimeError("MetadataEncoder.transform called before fit")
         blocks: list[np.ndarray] = []

@@ -43,12 +43,14 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression, RidgeCV
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
-from zooprobe.baselines.lightgbm_text import MAX_TREE_LEAVES, _BoosterModel, check_lightgbm_text
+from zooprobe.baselines.lightgbm_text import (
+    MAX_TREE_LEAVES,
+    TreeEnsemble,
+    _BoosterModel,
+    check_lightgbm_text,
+    read_lightgbm_text,
+)
 from zooprobe.baselines.metadata import MetadataEncoder, metadata_features
 from zooprobe.baselines.targets import _check_xy, _log_loss, _r2, _Rows, _target_rows
 
@@ -83,6 +85,10 @@ LOGISTIC_CS = np.logspace(-3, 3, 7)
 def ridge_pipeline() -> Any:
     """StandardScaler + RidgeCV over `RIDGE_ALPHAS` (leave-one-out choice of the penalty): the linear
     baseline, and the linear probe of the encoder benchmark."""
+    from sklearn.linear_model import RidgeCV  # heavy: scikit-learn (SciPy), only to fit
+    from sklearn.pipeline import make_pipeline  # heavy: scikit-learn
+    from sklearn.preprocessing import StandardScaler  # heavy: scikit-learn
+
     return make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS))
 
 
@@ -162,8 +168,10 @@ class Baseline:
                 "only gbm and floor baselines can be saved (a linear one is an sklearn pipeline)"
             )
         model = None
-        if self._estimator is not None:
-            booster = getattr(self._estimator, "booster_", None) or self._estimator.booster
+        if isinstance(self._estimator, TreeEnsemble | _BoosterModel):  # read back from text: that text
+            model = self._estimator.text
+        elif self._estimator is not None:
+            booster = self._estimator.booster_
             model = booster.model_to_string(num_iteration=self.info.get("best_iteration"))
         constant = self._constant
         return {
@@ -217,7 +225,7 @@ class Baseline:
             if model is not None:
                 outputs = 1 if classes is None or len(classes) <= 2 else len(classes)
                 check_lightgbm_text(model, n_features, outputs)
-            estimator = _BoosterModel(str(model)) if model is not None else None
+            estimator = read_lightgbm_text(str(model)) if model is not None else None
             return cls(
                 str(record["method"]),
                 kind,
@@ -291,6 +299,11 @@ def _fit_linear_classifier(
     classes: np.ndarray,
     info: dict[str, Any],
 ) -> Any:
+
+    from sklearn.exceptions import ConvergenceWarning  # heavy: scikit-learn (scipy), only to fit
+    from sklearn.linear_model import LogisticRegression  # heavy: scikit-learn
+    from sklearn.pipeline import make_pipeline  # heavy: scikit-learn
+    from sklearn.preprocessing import StandardScaler  # heavy: scikit-learn
 
     def fit(c: float) -> Any:
         with warnings.catch_warnings():
@@ -426,8 +439,8 @@ def fit_baseline(
     return baseline
 
 
-# MAX_TREE_LEAVES, check_lightgbm_text (lightgbm_text), MetadataEncoder, metadata_features (metadata):
-# re-exported
+# re-exported: MAX_TREE_LEAVES, TreeEnsemble, check_lightgbm_text, read_lightgbm_text (lightgbm_text);
+# MetadataEncoder, metadata_features (metadata)
 __all__ = [
     "EARLY_STOPPING_ROUNDS",
     "GBM_DEFAULTS",
@@ -436,7 +449,9 @@ __all__ = [
     "Kind",
     "MetadataEncoder",
     "Method",
+    "TreeEnsemble",
     "check_lightgbm_text",
     "fit_baseline",
     "metadata_features",
+    "read_lightgbm_text",
 ]

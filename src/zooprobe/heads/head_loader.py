@@ -20,7 +20,7 @@ output that is not finite is a `NonFiniteError` naming the network and the cause
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -124,51 +124,51 @@ class LoadedHead:
         their number. With ``canonical`` (the default) each network is first put in its canonical form
         (`zooprobe.symmetry.canonicalize`: duplicated units merged, dead ones dropped; trained networks are
         unchanged), so a widened or padded copy of a network gets that network's predictions; `statistics`
-        passed in must be those of the canonical forms."""
-        self.model.eval()
-        source = canonical_state_dicts(state_dicts) if canonical else iter(state_dicts)
-        device = self.model.loaded.device
-        raw: dict[str, list[np.ndarray]] = {t.name: [] for t in self.spec.targets}
-        reps: list[np.ndarray] = []
-        stats: list[np.ndarray] = []
-        archs: list[Architecture] = []
-        s = 0
-        while chunk := list(islice(source, batch_size)):
-            tms = self.model.loaded.tokenize_many(chunk, s)
-            feats = featurize(chunk) if statistics is None else statistics[s : s + batch_size]
-            archs += [architecture(sd) for sd in chunk]
-            inputs = self.model.head_inputs(tms)
-            pooled = inputs["pooled"].float()
-            bad = ~torch.isfinite(pooled).all(dim=1)
-            if bool(bad.any()):
-                j = int(bad.nonzero()[0])
+        passed in must be those of the canonical forms. Several heads on the same networks: `run_heads`."""
+        return run_heads([self], state_dicts, batch_size, statistics=statistics, canonical=canonical)[0]
+
+    def encoding_key(self) -> tuple[int, bool] | None:
+        """Heads with the same key read the same encoder outputs (one frozen encoder object, the same
+        outputs asked for), so `run_heads` encodes once for them; None: a fine-tuned head, never shared."""
+        if not self.model.frozen:
+            return None
+        return id(self.model.loaded), self.model.head.pool is not None
+
+    def _pooled(
+        self, inputs: Mapping[str, torch.Tensor], chunk: list[dict[str, Any]], s: int
+    ) -> torch.Tensor:
+        pooled = inputs["pooled"].float()
+        bad = ~torch.isfinite(pooled).all(dim=1)
+        if bool(bad.any()):
+            j = int(bad.nonzero()[0])
+            raise NonFiniteError(
+                f"state dict {s + j}: the encoder's representation is not finite (NaN or inf); its "
+                f"largest weight magnitude is {_largest(chunk[j]):.3g}, beyond what the encoder's "
+                "float32 arithmetic can represent"
+            )
+        return pooled
+
+    def _head_outputs(
+        self, inputs: Mapping[str, torch.Tensor], feats: np.ndarray, s: int
+    ) -> dict[str, np.ndarray]:
+        """The head's raw outputs of one chunk (checked finite)."""
+        inputs = dict(inputs)
+        if self.model.head.config.uses_statistics:
+            f32 = np.clip(feats, -np.finfo(np.float32).max, np.finfo(np.float32).max)
+            inputs["stats"] = torch.as_tensor(f32, dtype=torch.float32, device=self.model.loaded.device)
+        raw = {}
+        for k, v in self.model.head(inputs).items():
+            values = v.float().cpu().numpy()
+            finite = np.isfinite(values).reshape(len(values), -1).all(axis=1)
+            if not finite.all():
+                j = int(np.flatnonzero(~finite)[0])
                 raise NonFiniteError(
-                    f"state dict {s + j}: the encoder's representation is not finite (NaN or inf); its "
-                    f"largest weight magnitude is {_largest(chunk[j]):.3g}, beyond what the encoder's "
-                    "float32 arithmetic can represent"
+                    f"state dict {s + j}: the head's output for {k!r} is not finite (NaN or inf) "
+                    "although its representation is; the head's weights may be damaged (retrain or "
+                    "reload it)"
                 )
-            if self.model.head.config.uses_statistics:
-                f32 = np.clip(feats, -np.finfo(np.float32).max, np.finfo(np.float32).max)
-                inputs["stats"] = torch.as_tensor(f32, dtype=torch.float32, device=device)
-            out = self.model.head(inputs)
-            for k, v in out.items():
-                values = v.float().cpu().numpy()
-                finite = np.isfinite(values).reshape(len(values), -1).all(axis=1)
-                if not finite.all():
-                    j = int(np.flatnonzero(~finite)[0])
-                    raise NonFiniteError(
-                        f"state dict {s + j}: the head's output for {k!r} is not finite (NaN or inf) "
-                        "although its representation is; the head's weights may be damaged (retrain or "
-                        "reload it)"
-                    )
-                raw[k].append(values)
-            reps.append(pooled.double().cpu().numpy())
-            stats.append(feats)
-            s += len(chunk)
-        preds = self.model.head.predict({k: np.concatenate(v) for k, v in raw.items()})
-        if self.trust is not None and self.trust.calibration is not None:
-            preds = self.trust.calibration.apply(self.spec, preds)
-        return HeadOutputs(preds, np.concatenate(reps), np.concatenate(stats), archs)
+            raw[k] = values
+        return raw
 
     def predict(
         self, state_dicts: Iterable[Mapping[str, torch.Tensor]], batch_size: int = 64
@@ -176,6 +176,70 @@ class LoadedHead:
         """Predictions for each state dict: probabilities (binary [N], discrete [N, C]; calibrated when
         the head has a calibration) or values in metric space (continuous [N]; log10 for log targets)."""
         return self.run(state_dicts, batch_size).predictions
+
+
+@torch.no_grad()
+def run_heads(
+    heads: Sequence[LoadedHead],
+    state_dicts: Iterable[Mapping[str, torch.Tensor]],
+    batch_size: int = 64,
+    *,
+    statistics: np.ndarray | None = None,
+    canonical: bool = True,
+    independent: bool = False,
+) -> list[HeadOutputs]:
+    """`LoadedHead.run` of several heads on the same networks, one `HeadOutputs` per head: each network is
+    canonicalized, featurized (weight statistics, one batched call per chunk) and its architecture read
+    once for all heads, and tokenized and encoded once per encoder that frozen heads share
+    (`LoadedHead.encoding_key`); a fine-tuned head encodes with its own encoder.
+
+    ``independent``: every network's outputs are exactly those it gets alone, whatever else is in the chunk
+    (the encoder and neural heads run one network at a time, since float32 rounding of a batched forward
+    pass depends on the batch; statistics and gradient-boosting heads, exact row by row, stay batched)."""
+    source = canonical_state_dicts(state_dicts) if canonical else iter(state_dicts)
+    for head in heads:
+        head.model.eval()
+    raw: list[dict[str, list[np.ndarray]]] = [{t.name: [] for t in h.spec.targets} for h in heads]
+    reps: list[list[np.ndarray]] = [[] for _ in heads]
+    stats: list[np.ndarray] = []
+    archs: list[Architecture] = []
+    s = 0
+    while chunk := list(islice(source, batch_size)):
+        feats = featurize(chunk) if statistics is None else statistics[s : s + batch_size]
+        archs += [architecture(sd) for sd in chunk]
+        stats.append(feats)
+        shared: dict[Any, list[tuple[dict[str, torch.Tensor], torch.Tensor]]] = {}
+        for k, head in enumerate(heads):
+            key = head.encoding_key()
+            if key is None or key not in shared:
+                parts = [chunk[i : i + 1] for i in range(len(chunk))] if independent else [chunk]
+                encoded, at = [], s
+                for part in parts:
+                    inputs = head.model.head_inputs(head.model.loaded.tokenize_many(part, at))
+                    encoded.append((inputs, head._pooled(inputs, part, at)))
+                    at += len(part)
+                if key is not None:
+                    shared[key] = encoded
+            encoded = shared[key] if key is not None else encoded
+            pooled = torch.cat([p for _, p in encoded])
+            if len(encoded) > 1 and isinstance(head.model.head, GradientBoostingHead):
+                encoded = [({"pooled": pooled}, pooled)]  # it reads pooled + statistics only, row by row
+            at = 0
+            for inputs, part_pooled in encoded:
+                n = len(part_pooled)
+                for name, values in head._head_outputs(inputs, feats[at : at + n], s + at).items():
+                    raw[k][name].append(values)
+                at += n
+            reps[k].append(pooled.double().cpu().numpy())
+        s += len(chunk)
+    out = []
+    all_stats = np.concatenate(stats)
+    for k, head in enumerate(heads):
+        preds = head.model.head.predict({name: np.concatenate(v) for name, v in raw[k].items()})
+        if head.trust is not None and head.trust.calibration is not None:
+            preds = head.trust.calibration.apply(head.spec, preds)
+        out.append(HeadOutputs(preds, np.concatenate(reps[k]), all_stats, list(archs)))
+    return out
 
 
 def head_folder(source: str | Path) -> Path:
@@ -293,5 +357,6 @@ __all__ = [
     "head_folder",
     "load_head_folder",
     "read_head_config",
+    "run_heads",
     "save_head",
 ]

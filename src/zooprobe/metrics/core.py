@@ -16,8 +16,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from scipy.stats import kendalltau
-from sklearn.metrics import f1_score, r2_score, roc_auc_score
 
 __all__ = [
     "RELATIVE_ERROR_EPS",
@@ -90,6 +88,9 @@ def regression_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
     out["mae"] = float(np.mean(np.abs(err)))
     out["rmse"] = math.sqrt(mse)
     y_constant = bool(np.all(y == y[0]))
+    from scipy.stats import kendalltau  # heavy: SciPy (seconds of start-up; only when scoring)
+    from sklearn.metrics import r2_score  # heavy: scikit-learn
+
     out["r2"] = _NAN if n < 2 or y_constant else float(r2_score(y, p))
     out["relative_error"] = float(np.mean(np.abs(err) / np.maximum(np.abs(y), RELATIVE_ERROR_EPS)))
     if n < 2 or y_constant or bool(np.all(p == p[0])):
@@ -139,6 +140,8 @@ def classification_metrics(y_true: Any, probs: Any, n_classes: int | None = None
         return {"n": 0.0, "accuracy": _NAN, "macro_f1": _NAN}
     pred = np.argmax(s, axis=1)
     labels = np.union1d(y, pred)
+    from sklearn.metrics import f1_score  # heavy: scikit-learn (seconds of start-up; only when scoring)
+
     macro_f1 = f1_score(y, pred, labels=labels, average="macro", zero_division=np.nan)
     return {"n": float(n), "accuracy": float(np.mean(pred == y)), "macro_f1": float(macro_f1)}
 
@@ -191,6 +194,8 @@ def pattern_metrics(y_true: Any, probs: Any, names: list[str], threshold: float 
         "hamming_loss": float(wrong.sum()) / n_known if n_known else _NAN,
         "subset_accuracy": float(np.mean(~wrong[complete].any(axis=1))) if complete.any() else _NAN,
     }
+    from sklearn.metrics import f1_score, roc_auc_score  # heavy: scikit-learn (only when scoring)
+
     f1s: list[float] = []
     aucs: list[float] = []
     for j, name in enumerate(names):
