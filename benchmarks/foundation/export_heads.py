@@ -47,6 +47,22 @@ COLUMNS = [
 ]
 
 
+CORPUS_NOTE = (
+    "the foundation corpus (`zooprobe zoo build --preset foundation`): its test split and two of its three "
+    "validation files as this head's train / validation / test splits, none of which the foundation encoder "
+    "was pretrained on"
+)
+
+
+def _shipped_card(text: str, name: str, run: str, zoo: str) -> str:
+    """The run's card with the shipped name where it named the run folder, and the corpus for the local
+    folder of the view it was trained on."""
+    for old in (run, run.rstrip("/") + "/head"):
+        text = text.replace(f'load_head("{old}")', f'load_head("{name}")')
+    text = text.replace(f"the local zoo folder `{zoo}`", CORPUS_NOTE).replace(f"--zoo {zoo}", "--zoo CORPUS")
+    return text.replace(f"`{zoo}`", "the foundation corpus")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for task in SHIPPED_HEADS.values():
@@ -64,6 +80,8 @@ def main() -> None:
         if dest.exists():
             shutil.rmtree(dest)
         shutil.copytree(src, dest)
+        card = dest / "README.md"  # not hashed (heads.integrity.HASHED_FILES): the card names it as shipped
+        card.write_text(_shipped_card(card.read_text(), name, str(getattr(a, task)), zoo_source))
         print(f"{name}: {sum(f.stat().st_size for f in dest.iterdir()) / 1e6:.2f} MB from {src}")
     encoder = zooprobe.load_encoder("foundation", progress=False)
     zoo = zooprobe.load_zoo(zoo_source).final().split("train")
