@@ -88,15 +88,16 @@ def load_zoo(source: str | Path | Zoo = "default", revision: str | None = None) 
 
 
 # ------------------------------------------------------------------------------------------ encoders
-def default_encoder_path(progress: bool = True) -> Path:
+def default_encoder_path(progress: bool = True, architecture: str = "tokens") -> Path:
     """Folder of the built-in default encoder, pretrained once into the cache and reused afterwards.
 
     The ``small`` pretraining preset on the ``small`` built-in zoo (`DEFAULT_ENCODER_PRESET`,
-    `DEFAULT_ENCODER_ZOO`). An interrupted pretraining resumes on the next call; the finished folder appears
-    under its final name only once complete (it is renamed into place), so a later call never sees a
-    half-trained encoder.
+    `DEFAULT_ENCODER_ZOO`); `architecture` ``tokens`` is the v2 token encoder (``default`` and ``v2``),
+    ``neurons`` the v3 neuron encoder (``v3``). An interrupted pretraining resumes on the next call; the
+    finished folder appears under its final name only once complete (it is renamed into place), so a later
+    call never sees a half-trained encoder.
     """
-    cfg = PretrainConfig(preset=DEFAULT_ENCODER_PRESET).resolved()  # type: ignore[arg-type]
+    cfg = PretrainConfig(preset=DEFAULT_ENCODER_PRESET, architecture=architecture).resolved()  # type: ignore[arg-type]
     key = json.dumps(
         {
             "config": cfg.to_dict(),
@@ -106,7 +107,9 @@ def default_encoder_path(progress: bool = True) -> Path:
         },
         sort_keys=True,
     )
-    name = f"{DEFAULT_ENCODER_PRESET}-v{FORMAT_VERSION}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+    kind = "" if architecture == "tokens" else f"{architecture}-"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    name = f"{DEFAULT_ENCODER_PRESET}-{kind}v{FORMAT_VERSION}-{digest}"
     root = cache_dir() / "encoders"
     final = root / name
     if (final / CONFIG_FILE).is_file() and (final / WEIGHTS_FILE).is_file():
@@ -126,6 +129,10 @@ def _default_encoder(progress: bool = True) -> Path:
     return default_encoder_path(progress=progress)  # looked up at call time (tests replace its settings)
 
 
+def _v3_encoder(progress: bool = True) -> Path:
+    return default_encoder_path(progress=progress, architecture="neurons")
+
+
 # The named pretrained encoders (`zooprobe.encoder.registry`): `load_encoder(name)` and `list_encoders`.
 # A folder shipped inside the package is registered with `packaged_folder` (importlib.resources).
 register_pretrained(
@@ -134,17 +141,26 @@ register_pretrained(
     "the small token encoder (v2), pretrained once into the cache on the small built-in zoo",
     replace=True,
 )
-for _name, _what in (
-    ("v2", "token encoder (v2)"),
-    ("v3", "neuron-level encoder (v3)"),
-    ("foundation", "foundation encoder (layer tokens, pretrained on the foundation corpus)"),
-):
-    register_pretrained(
-        _name,
-        packaged_folder("zooprobe.encoder", "pretrained", _name),
-        f"the {_what} shipped inside the package (zooprobe/encoder/pretrained/{_name}/)",
-        replace=True,
-    )
+register_pretrained(
+    "v2",
+    _default_encoder,
+    "the token encoder (v2): the small preset pretrained once into the cache on the small built-in zoo",
+    replace=True,
+)
+register_pretrained(
+    "v3",
+    _v3_encoder,
+    "the neuron-level encoder (v3): the small preset pretrained once into the cache on the small built-in "
+    "zoo",
+    replace=True,
+)
+register_pretrained(
+    "foundation",
+    packaged_folder("zooprobe.encoder", "pretrained", "foundation"),
+    "the foundation encoder (layer tokens, pretrained on the foundation corpus) shipped inside the package "
+    "(zooprobe/encoder/pretrained/foundation/)",
+    replace=True,
+)
 
 
 def list_encoders() -> dict[str, str]:

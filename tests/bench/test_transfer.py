@@ -110,7 +110,7 @@ def test_transfer_end_to_end_with_a_foreign_zoo_and_resume(
     out = tmp_path / "transfer"
     options: dict[str, Any] = {
         "foreign": [str(foreign_zoo)],
-        "encoders": [str(head_encoder), "v2"],  # v2: not loadable here, reported and left out
+        "encoders": [str(head_encoder), "nobody/no-encoder"],  # offline: not loadable, reported, left out
         "groups": ("datasets", "foreign"),
         "output": out,
         "targets": ("accuracy", "optimizer", "patterns"),
@@ -118,7 +118,7 @@ def test_transfer_end_to_end_with_a_foreign_zoo_and_resume(
     }
     doc = transfer(str(head_zoo), **options)
     enc = str(head_encoder)
-    assert doc["encoders"]["v2"]["loaded"] is False and doc["encoders"][enc]["loaded"] is True
+    assert doc["encoders"]["nobody/no-encoder"]["loaded"] is False and doc["encoders"][enc]["loaded"] is True
     folds = list(doc["folds"])
     assert len(folds) == 3 and f"foreign:{foreign_zoo}" in folds
     n_cells = len(folds) * 6  # 3 encoder methods x 1 loaded encoder + 3 encoder-free methods
@@ -170,7 +170,16 @@ def test_cli_bench_transfer(head_zoo: Path, tmp_path: Path, capsys: pytest.Captu
 
     assert TRANSFER_GROUPS == GROUPS  # the --help copy stays equal
     out = tmp_path / "cli"
-    args = ["bench", "transfer", "--corpus", str(head_zoo), "--folds", "families", "--encoders", "v2"]
+    args = [
+        "bench",
+        "transfer",
+        "--corpus",
+        str(head_zoo),
+        "--folds",
+        "families",
+        "--encoders",
+        "nobody/no-encoder",
+    ]
     code = main([*args, "--targets", "accuracy,log10_lr", "--output", str(out), "--progress", "false"])
     assert code == 0
     printed = capsys.readouterr().out

@@ -306,6 +306,13 @@ def test_default_encoder_is_pretrained_once_and_cached(
     assert second.source == first.source
     sds = _state_dicts(tiny_zoo)[:3]
     assert torch.equal(first.encode(sds), second.encode(sds))
+    # v2 is that encoder by name (nothing pretrained again); v3 the neuron encoder, pretrained once too
+    assert load_encoder("v2", progress=False).source == first.source and len(calls) == 1
+    v3 = load_encoder("v3", progress=False)
+    assert len(calls) == 2 and type(v3).__name__ == "LoadedNeuronEncoder"
+    assert v3.source is not None and v3.source.parent == first.source.parent and v3.source != first.source
+    assert load_encoder("v3", progress=False).source == v3.source and len(calls) == 2
+    assert v3.encode(sds).shape == (3, v3.latent_dim)
 
 
 # ---------------------------------------------------------------------------------------------- bench + CLI

@@ -91,7 +91,7 @@ ENCODER_METHODS = frozenset({"stats+rep+gbm", "frozen-linear", "zero-shot stats+
 ZERO_SHOT = frozenset({"zero-shot stats+gbm", "zero-shot stats+rep+gbm"})
 NO_ENCODER = "-"
 """The encoder name of cells of methods that read no representation."""
-DEFAULT_ENCODERS = ("default", "v2", "v3")
+DEFAULT_ENCODERS = ("default", "v3", "foundation")  # default is v2
 
 
 @dataclass(frozen=True)

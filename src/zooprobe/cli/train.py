@@ -153,7 +153,7 @@ def _transfer_parser() -> Any:
     transfer.add_argument(
         "--encoders",
         type=str,
-        default="default,v2,v3",
+        default="default,v3,foundation",
         help="Comma-separated encoders (unloadable ones: skipped).",
     )
     transfer.add_argument(
