@@ -59,7 +59,7 @@ from zooprobe.heads.head_loader import (
 )
 from zooprobe.heads.targets import TargetSpec
 from zooprobe.heads.uncertainty import DEFAULT_LEVEL, check_level
-from zooprobe.symmetry import canonicalize
+from zooprobe.symmetry import canonical_form
 from zooprobe.tokens.statistics import featurize
 
 if TYPE_CHECKING:
@@ -289,7 +289,7 @@ HeadSource = LoadedHead | str | Path
 def _shared_statistics(heads: Sequence[LoadedHead], state_dict: Mapping[str, Any]) -> np.ndarray | None:
     """The weight statistics of a network's canonical form (what `LoadedHead.run` reads), computed once when
     several heads read it (None for one)."""
-    return featurize([canonicalize(state_dict)]) if len(heads) > 1 else None
+    return featurize([canonical_form(state_dict)]) if len(heads) > 1 else None
 
 
 def load_heads(

@@ -7,14 +7,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from symmetry_nets import subjects
 
 from zooprobe.api import load_encoder, load_head, load_zoo, train
-from zooprobe.bench.symmetry import TRANSFORMS, architecture_of, bench_symmetry
+from zooprobe.bench.symmetry import TRANSFORMS, architecture_of, bench_symmetry, measure
 from zooprobe.cli import main
 from zooprobe.cli.symmetry import SYMMETRY_TRANSFORMS
 from zooprobe.errors import ConfigError
 from zooprobe.heads.prediction_heads import HeadConfig
-from zooprobe.symmetry import canonicalize, widen
+from zooprobe.symmetry import SymmetryError, canonicalize, widen
 from zooprobe.training.config import OptimConfig, TrainConfig
 
 
@@ -86,3 +89,38 @@ def test_bench_symmetry_cli(head_zoo: Path, hp_head: Path, tmp_path: Path, capsy
 
 def test_cli_transform_names_match_the_library():
     assert tuple(TRANSFORMS) == SYMMETRY_TRANSFORMS
+
+
+SUBJECTS = {  # the networks each transform applies to
+    "permute": subjects(norms=("none", "batch")),
+    "rescale": subjects(activations=("relu", "leaky_relu")),
+    "flip_signs": subjects(activations=("tanh",)),
+    "widen2": subjects(norms=("none", "batch")),
+    "widen4": subjects(norms=("none", "batch")),
+    "pad_dead": subjects(norms=("none", "batch")),
+}
+"""Every transform but BatchNorm folding, which is neither canonicalized nor flagged (docs/symmetry.md)."""
+
+
+@pytest.fixture(scope="module")
+def loaded_hp_head(hp_head: Path):
+    return load_head(hp_head)
+
+
+@pytest.mark.parametrize("name", list(SUBJECTS))
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_every_transform_preserves_the_function_and_the_prediction(loaded_hp_head, name, data):
+    """Issue 26's property: the transformed network computes the same function, and a trained head's
+    predictions of it do not move (beyond 0.01, 0.05 in log10: the canonical form undoes the transform;
+    being flagged is not enough here, since these random networks may lie outside the tiny head's domain)."""
+    subject, sd = data.draw(SUBJECTS[name])
+    seed = data.draw(st.integers(0, 100))
+    try:
+        out = TRANSFORMS[name](sd, subject.architecture, torch.Generator().manual_seed(seed))
+    except SymmetryError:  # e.g. sign flips through max pooling
+        return
+    y0, y1 = subject.outputs(sd), subject.outputs(out)
+    assert torch.allclose(y0, y1, atol=1e-5 * (float(y0.abs().max()) + 1.0), rtol=1e-5)
+    (row,) = measure(loaded_hp_head, [sd], [subject.architecture], [name], seed, modes=("canonical",))
+    assert row.n == 1 and row.moved == 0, [(t.name, t.mean_abs_change) for t in row.targets]

@@ -121,10 +121,11 @@ class LoadedHead:
         `NonFiniteError`s, each naming the state dict (its position) and the cause. `statistics` passes the
         weight statistics when they are known already (several heads on the same networks). The state dicts
         are read `batch_size` at a time (a `Zoo`'s ``state_dicts()`` streams), so only the outputs grow with
-        their number. With ``canonical`` (the default) each network is first put in its canonical form
-        (`zooprobe.symmetry.canonicalize`: duplicated units merged, dead ones dropped; trained networks are
-        unchanged), so a widened or padded copy of a network gets that network's predictions; `statistics`
-        passed in must be those of the canonical forms. Several heads on the same networks: `run_heads`."""
+        their number. With ``canonical`` (the default) each network is first put in the form training read
+        it in (`zooprobe.symmetry.canonical_form`: duplicated units merged, dead ones dropped, each unit's
+        scale and sign normalized), so a widened, padded, ReLU-rescaled or tanh-sign-flipped copy of a
+        network gets that network's predictions; `statistics` passed in must be those of the canonical
+        forms. Several heads on the same networks: `run_heads`."""
         return run_heads([self], state_dicts, batch_size, statistics=statistics, canonical=canonical)[0]
 
     def encoding_key(self) -> tuple[int, bool] | None:

@@ -57,6 +57,7 @@ from zooprobe.representations.cache import (
     Representations,
     compute_representations,
 )
+from zooprobe.symmetry import canonical_form
 from zooprobe.tokens import TokenizedModel
 from zooprobe.tokens.statistics import FEATURIZE_WORKING_COPIES, featurize
 from zooprobe.training.config import TrainConfig
@@ -277,7 +278,7 @@ def load_inputs(
 
         def models(split: SplitData = split, archs: list[Any] = archs) -> Iterator[dict[str, torch.Tensor]]:
             for i in range(len(split)):
-                sd = _float32(split.zoo.state_dict(i))
+                sd = _zoo_model(split, i)
                 archs.append(architecture(sd))
                 yield sd
 
@@ -328,7 +329,7 @@ def load_inputs(
             if stream:
                 split.streamed = True
             elif cfg.augment and name == "train":
-                split.state_dicts = [_float32(split.zoo.state_dict(i)) for i in range(len(split))]
+                split.state_dicts = [_zoo_model(split, i) for i in range(len(split))]
             else:
                 split.tokenized = [tm for chunk in tokenized_chunks(encoder, split, budget) for tm in chunk]
     return data
@@ -377,7 +378,7 @@ def split_state_dict(split: SplitData, i: int) -> dict[str, torch.Tensor]:
     """Row `i`'s state dict (float64 tensors as float32): kept in memory, or read from the zoo."""
     if split.state_dicts is not None:
         return split.state_dicts[i]
-    return _float32(split.zoo.state_dict(i))
+    return _zoo_model(split, i)
 
 
 def tokenized_chunks(
@@ -404,6 +405,12 @@ def split_tokenized(loaded: Any, split: SplitData, index: Any) -> list[Any]:
     if split.tokenized is not None:
         return [split.tokenized[i] for i in rows]
     return loaded.tokenize_many([split_state_dict(split, i) for i in rows], rows)
+
+
+def _zoo_model(split: SplitData, i: int) -> dict[str, torch.Tensor]:
+    """Row `i` of the split's zoo as every head reads it: float32, in `zooprobe.symmetry.canonical_form`
+    (the prediction path, `LoadedHead.run`, canonicalizes alike)."""
+    return canonical_form(_float32(split.zoo.state_dict(i)))
 
 
 def _float32(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
