@@ -129,9 +129,9 @@ def _domains(head: LoadedHead, outputs: HeadOutputs) -> list[dict[str, Any]]:
     domain = head.trust.domain if head.trust is not None else None
     if domain is None:
         return [{"in_domain": None, "reasons": [NO_DOMAIN]} for _ in outputs.architectures]
-    features = {"statistics": outputs.statistics, "representation": outputs.representations}
+    features = outputs.domain_features()
     return [  # one network at a time: its distances are then exactly those it gets alone (BLAS rounding)
-        domain.check([arch], {name: f[i : i + 1] for name, f in features.items()})[0].to_dict()
+        domain.check([arch], {n: f[i : i + 1] for n, f in features.items() if f is not None})[0].to_dict()
         for i, arch in enumerate(outputs.architectures)
     ]
 

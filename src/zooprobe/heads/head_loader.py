@@ -42,7 +42,7 @@ from zooprobe.heads.integrity import check_content_hash, write_content_hash
 from zooprobe.heads.prediction_heads import HeadConfig
 from zooprobe.heads.targets import TaskSpec
 from zooprobe.heads.trust import TRUST_FILE, Trust
-from zooprobe.symmetry import canonical_state_dicts
+from zooprobe.symmetry import canonical_state_dicts, canonicalize
 from zooprobe.tokens.statistics import featurize
 
 HEAD_FORMAT = 1
@@ -79,6 +79,17 @@ class HeadOutputs:
     statistics: np.ndarray
     """Weight-statistics features [N, 131]."""
     architectures: list[Architecture]
+    raw_statistics: np.ndarray | None = None
+    """Weight statistics before `zooprobe.symmetry.normalize_units` [N, 131], for heads whose domain has a
+    `zooprobe.heads.domain.FoldDetector` (else None)."""
+
+    def domain_features(self) -> dict[str, np.ndarray | None]:
+        """What `ApplicabilityDomain.check` reads of these outputs."""
+        return {
+            "statistics": self.statistics,
+            "representation": self.representations,
+            "raw_statistics": self.raw_statistics,
+        }
 
 
 def _largest(state_dict: Mapping[str, torch.Tensor]) -> float:
@@ -197,15 +208,21 @@ def run_heads(
     ``independent``: every network's outputs are exactly those it gets alone, whatever else is in the chunk
     (the encoder and neural heads run one network at a time, since float32 rounding of a batched forward
     pass depends on the batch; statistics and gradient-boosting heads, exact row by row, stay batched)."""
-    source = canonical_state_dicts(state_dicts) if canonical else iter(state_dicts)
+    source = iter(state_dicts)
+    want_raw = any(h.trust is not None and h.trust.domain is not None and h.trust.domain.fold for h in heads)
     for head in heads:
         head.model.eval()
     raw: list[dict[str, list[np.ndarray]]] = [{t.name: [] for t in h.spec.targets} for h in heads]
     reps: list[list[np.ndarray]] = [[] for _ in heads]
     stats: list[np.ndarray] = []
+    raw_stats: list[np.ndarray] = []
     archs: list[Architecture] = []
     s = 0
-    while chunk := list(islice(source, batch_size)):
+    while given := list(islice(source, batch_size)):
+        chunk = list(canonical_state_dicts(given)) if canonical else given
+        if want_raw:  # the domain's folded-BatchNorm check reads the weights before unit normalization
+            raw_stats.append(featurize([canonicalize(sd) for sd in given]))
+        del given
         feats = featurize(chunk) if statistics is None else statistics[s : s + batch_size]
         archs += [architecture(sd) for sd in chunk]
         stats.append(feats)
@@ -235,11 +252,12 @@ def run_heads(
         s += len(chunk)
     out = []
     all_stats = np.concatenate(stats)
+    all_raw = np.concatenate(raw_stats) if raw_stats else None
     for k, head in enumerate(heads):
         preds = head.model.head.predict({name: np.concatenate(v) for name, v in raw[k].items()})
         if head.trust is not None and head.trust.calibration is not None:
             preds = head.trust.calibration.apply(head.spec, preds)
-        out.append(HeadOutputs(preds, np.concatenate(reps[k]), all_stats, list(archs)))
+        out.append(HeadOutputs(preds, np.concatenate(reps[k]), all_stats, list(archs), all_raw))
     return out
 
 
