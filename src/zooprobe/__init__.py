@@ -60,6 +60,7 @@ _EXPORTS: dict[str, str] = {
     "EncoderWithHead": "zooprobe.heads.encoder_with_head",
     "LoadedHead": "zooprobe.heads.head_loader",
     "save_head": "zooprobe.heads.head_loader",
+    "list_shipped_heads": "zooprobe.heads.shipped",
     # training
     "PretrainConfig": "zooprobe.training.pretrain_config",
     "TrainConfig": "zooprobe.training.config",
@@ -69,6 +70,7 @@ _EXPORTS: dict[str, str] = {
     "RunFolder": "zooprobe.training.run_folder",
     # delivery
     "predict": "zooprobe.inference",
+    "default_heads": "zooprobe.inference",
     "Probe": "zooprobe.probe",
     "write_report": "zooprobe.report",
     "push_run": "zooprobe.publish.push",

@@ -37,6 +37,7 @@ from zooprobe.heads.head_loader import (
     read_head_config,
 )
 from zooprobe.heads.integrity import check_content_hash
+from zooprobe.heads.shipped import is_shipped_head, shipped_head_folder
 from zooprobe.hub import resolve_source
 from zooprobe.training import distributed
 from zooprobe.training.config import HEAD_PRESETS, TrainConfig
@@ -187,7 +188,9 @@ def load_head(
     check_encoder: bool = True,
     trust: bool = False,
 ) -> LoadedHead:
-    """Load a trained head from a run folder, a head folder or a Hub model repo id, with its encoder.
+    """Load a trained head from a run folder, a head folder, a Hub model repo id or the name of a shipped
+    head (``foundation-accuracy``, ``foundation-hyperparameters``, ``foundation-patterns``), with its
+    encoder.
 
     The encoder is the one the head's config.json names (``encoder.source`` at ``encoder.revision``),
     unless `encoder` (a loaded encoder or a source) overrides it; with ``check_encoder`` it must be the exact
@@ -196,7 +199,10 @@ def load_head(
     unless ``trust`` (a head edited on purpose).
     """
     local = Path(str(source)).expanduser()
-    folder = local if local.exists() else resolve_source(source, "model", revision, kind="head")
+    if is_shipped_head(source):  # a shipped head's name (`zooprobe.heads.shipped`)
+        folder = shipped_head_folder(str(source))
+    else:
+        folder = local if local.exists() else resolve_source(source, "model", revision, kind="head")
     folder = head_folder(folder)
     check_content_hash(folder, trust=trust)
 

@@ -88,7 +88,49 @@ def resolve_source(
     return _snapshot(text, repo_type, revision, kind)
 
 
-def _snapshot(repo_id: str, repo_type: str, revision: str | None, kind: str) -> Path:
+WEIGHT_PATTERNS = ("*.safetensors", "*.pt", "*.pth", "*.bin", "*.ckpt")
+"""The files of a Hub model repo that `hub_checkpoint` downloads (nothing else of the repo is fetched)."""
+
+
+def hub_checkpoint(repo_id: str, revision: str | None = None, cache_dir: str | Path | None = None) -> Path:
+    """The weights file of Hub model repo `repo_id` (OWNER/NAME), downloaded into `cache_dir` (default: the
+    Hugging Face cache): ``model.safetensors`` if it has one, else its one weights file. Only files matching
+    `WEIGHT_PATTERNS` are fetched; a repo without weights, or with several that are not one model (shards),
+    is a one-line error. The file is read later by the same safe reader as any checkpoint."""
+    text = str(repo_id).strip()
+    if looks_like_path(text) or not REPO_ID.match(text):
+        raise ZooprobeError(f"checkpoint: {text!r} is not a Hub model repo id of the form OWNER/NAME")
+    folder = _snapshot(
+        text, "model", revision, "checkpoint", allow_patterns=list(WEIGHT_PATTERNS), cache_dir=cache_dir
+    )
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    preferred = [p for p in files if p.name == "model.safetensors"]
+    if preferred:
+        return preferred[0]
+    if not files:
+        raise ZooprobeError(
+            f"checkpoint: model repo {text!r} holds no weights file ({', '.join(WEIGHT_PATTERNS)})"
+        )
+    safetensors = [p for p in files if p.suffix == ".safetensors"]
+    chosen = safetensors or files
+    if len(chosen) > 1:
+        shown = ", ".join(p.relative_to(folder).as_posix() for p in chosen[:4])
+        raise ZooprobeError(
+            f"checkpoint: model repo {text!r} holds {len(chosen)} weights files ({shown}); zooprobe reads "
+            "one network per file: download the one you mean and give it as a file"
+        )
+    return chosen[0]
+
+
+def _snapshot(
+    repo_id: str,
+    repo_type: str,
+    revision: str | None,
+    kind: str,
+    *,
+    allow_patterns: list[str] | None = None,
+    cache_dir: str | Path | None = None,
+) -> Path:
     from huggingface_hub import snapshot_download  # heavy: huggingface_hub
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -100,7 +142,15 @@ def _snapshot(repo_id: str, repo_type: str, revision: str | None, kind: str) -> 
 
     where = f"{repo_type} repo {repo_id!r}" + (f" at revision {revision!r}" if revision else "")
     try:
-        return Path(snapshot_download(repo_id, repo_type=repo_type, revision=revision))
+        return Path(
+            snapshot_download(
+                repo_id,
+                repo_type=repo_type,
+                revision=revision,
+                allow_patterns=allow_patterns,
+                cache_dir=None if cache_dir is None else str(cache_dir),
+            )
+        )
     except RevisionNotFoundError as e:
         raise ZooprobeError(f"{kind}: revision not found in {where}") from e
     except GatedRepoError as e:

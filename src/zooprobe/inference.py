@@ -57,6 +57,7 @@ from zooprobe.heads.head_loader import (
     read_head_config,
     run_heads,
 )
+from zooprobe.heads.shipped import is_shipped_head, require_shipped_heads, shipped_head_folder
 from zooprobe.heads.targets import TargetSpec
 from zooprobe.heads.uncertainty import DEFAULT_LEVEL, check_level
 from zooprobe.symmetry import canonical_form
@@ -311,11 +312,22 @@ def load_heads(
     return heads
 
 
+def default_heads(*, trust: bool = False) -> list[LoadedHead]:
+    """The heads shipped with zooprobe (`zooprobe.heads.shipped`: accuracy, hyperparameters and patterns
+    on the shipped foundation encoder), loaded with one shared encoder: what ``zooprobe predict FILE``
+    predicts with when no ``--head`` is given. A one-line error when this installation has none."""
+    return load_heads(require_shipped_heads(), trust=trust)
+
+
 def _frozen_encoder_key(source: str | Path) -> tuple[str, str | None, str | None] | None:
     """(encoder source, revision, fingerprint) a local frozen head's config names; None otherwise (a Hub
     head, a fine-tuned one, an unreadable config: loaded on its own, its errors raised by `load_head`)."""
-    folder = head_folder(Path(str(source)).expanduser())
     try:
+        folder = (
+            shipped_head_folder(str(source))
+            if is_shipped_head(source)
+            else head_folder(Path(str(source)).expanduser())
+        )
         config = read_head_config(folder)
         encoder = config["encoder"]
         if config["mode"] != "frozen" or not isinstance(encoder, Mapping):
@@ -668,6 +680,7 @@ __all__ = [
     "CONTAINER_KEYS",
     "NOT_PREDICTABLE",
     "OutOfDomainError",
+    "default_heads",
     "domain_lines",
     "format_predictions",
     "format_result",

@@ -186,7 +186,7 @@ def test_config_and_shipped_heads(
     for bad in ({"port": 0}, {"max_upload_mb": 0}, {"level": 1.5}, {"heads": []}):
         with pytest.raises(ConfigError):
             AppConfig(**bad).check()  # type: ignore[arg-type]
-    monkeypatch.delattr(core.inference, "default_heads", raising=False)
+    monkeypatch.setattr(core, "list_shipped_heads", lambda: [])  # an installation without shipped heads
     with pytest.raises(ZooprobeError, match=NO_SHIPPED_HEADS):
         load_app_heads(None)
     before = os.environ.get("GRADIO_TEMP_DIR")

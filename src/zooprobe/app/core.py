@@ -11,6 +11,8 @@ was stored under. A file that cannot be read gives the command line's one-line m
 from __future__ import annotations
 
 import html
+import shutil
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +22,6 @@ import numpy as np
 import pandas as pd
 
 from zooprobe import inference
-from zooprobe.api import load_head
 from zooprobe.app.config import DEFAULT_MAX_UPLOAD_MB
 from zooprobe.core.checkpoints import (
     DEFAULT_MAX_PARAMS,
@@ -29,6 +30,7 @@ from zooprobe.core.checkpoints import (
 )
 from zooprobe.errors import ZooprobeError, error_message
 from zooprobe.heads.head_loader import LoadedHead
+from zooprobe.heads.shipped import CorpusReference, list_shipped_heads, load_reference, shipped_head_folder
 from zooprobe.heads.uncertainty import DEFAULT_LEVEL
 from zooprobe.inference import domain_lines, predict_files_by_head, predictions_document, result_rows
 from zooprobe.tokens.statistics import featurize
@@ -55,29 +57,36 @@ class AppHeads:
     sources: list[str]
     heads: list[LoadedHead]
     corpora: list[Corpus] = field(default_factory=list)
+    reference: CorpusReference | None = None
+    """The shipped corpus reference (nearest corpus models), when a shipped head is among the heads."""
+
+    def reference_head(self) -> LoadedHead | None:
+        """A head whose encoder's representations the reference holds (a shipped head), or None."""
+        if self.reference is None:
+            return None
+        return next((h for h in self.heads if _is_shipped(h)), None)
 
     def titles(self) -> list[str]:
         return [f"head {s} ({h.spec.task}, {h.kind})" for s, h in zip(self.sources, self.heads, strict=True)]
 
 
 def shipped_heads() -> list[tuple[str, LoadedHead]]:
-    """The heads shipped with zooprobe (`zooprobe.inference.default_heads`, where this zooprobe has it), as
-    (source, loaded head); a `ZooprobeError` "no shipped heads yet: pass --heads" where it has none."""
-    default = getattr(inference, "default_heads", None)  # looked up at call time: not in every zooprobe
-    if default is None:
+    """The heads shipped with zooprobe (`zooprobe.heads.shipped`), as (name, loaded head) sharing one
+    encoder; a `ZooprobeError` "no shipped heads yet: pass --heads" where this installation has none."""
+    names = list_shipped_heads()
+    if not names:
         raise ZooprobeError(NO_SHIPPED_HEADS)
-    out = []
-    for head in default():
-        loaded = head if isinstance(head, LoadedHead) else load_head(head)
-        out.append((str(loaded.source if isinstance(head, LoadedHead) else head), loaded))
-    if not out:
-        raise ZooprobeError(NO_SHIPPED_HEADS)
-    return out
+    return list(zip(names, inference.load_heads(names), strict=True))
 
 
 def load_corpus(head: LoadedHead) -> Corpus:
-    """The training zoo's final train models' metadata, when the zoo folder the head names exists here."""
+    """The training zoo's final train models' metadata: for a shipped head, the shipped corpus reference;
+    otherwise from the zoo folder the head names, when it exists here."""
     source = (head.config.get("zoo") or {}).get("source")
+    if _is_shipped(head):
+        reference = load_reference()
+        if reference is not None:
+            return Corpus(f"{source} (the foundation corpus, shipped reference)", reference.metadata)
     if not source:
         return Corpus(None, None, "the head does not record its training zoo")
     path = Path(str(source)).expanduser()
@@ -91,11 +100,21 @@ def load_corpus(head: LoadedHead) -> Corpus:
     return Corpus(str(source), meta.reset_index(drop=True))
 
 
+def _is_shipped(head: LoadedHead) -> bool:
+    folder = Path(head.source).resolve()
+    return any(folder == shipped_head_folder(n).resolve() for n in list_shipped_heads())
+
+
 def load_app_heads(sources: Sequence[str] | None) -> AppHeads:
     """Load the heads given (or the shipped ones) and their corpora, once, when the app starts."""
-    pairs = shipped_heads() if sources is None else [(str(s), load_head(s)) for s in sources]
+    if sources is None:
+        pairs = shipped_heads()
+    else:
+        pairs = list(zip(map(str, sources), inference.load_heads([str(s) for s in sources]), strict=True))
     heads = AppHeads([s for s, _ in pairs], [h for _, h in pairs])
     heads.corpora = [load_corpus(h) for h in heads.heads]
+    if any(_is_shipped(h) for h in heads.heads):
+        heads.reference = load_reference()
     return heads
 
 
@@ -109,6 +128,8 @@ class FileAudit:
     results: list[dict[str, Any]] | None = None
     statistics: np.ndarray | None = None
     error: str | None = None
+    nearest: pd.DataFrame | None = None
+    """The most similar corpus models (`CorpusReference.nearest`), when the heads have a reference."""
 
 
 def upload_name(path: str | Path) -> str:
@@ -149,11 +170,42 @@ def audit_file(
             heads.heads, [path], max_params=max_params, level=level, show_unpredictable=show_unpredictable
         )
         audit.results = [_renamed(results[0], str(path), name) for results in by_head]
-        audit.statistics = featurize([load_checkpoint(path, max_params=max_params)])[0]
+        state_dict = load_checkpoint(path, max_params=max_params)
+        audit.statistics = featurize([state_dict])[0]
+        audit.nearest = _nearest(heads, state_dict)
     except (ZooprobeError, MemoryError, OSError) as e:
         audit.results, audit.statistics = None, None
         audit.error = str(error_message(e)).replace(str(path), name)
     return audit
+
+
+NEAREST = 5
+"""How many nearest corpus models the page lists per file."""
+
+
+def _nearest(heads: AppHeads, state_dict: Any) -> pd.DataFrame | None:
+    head = heads.reference_head()
+    if head is None or heads.reference is None:
+        return None
+    rep = head.run([state_dict]).representations[0]  # the canonical form's, as the predictions read
+    return heads.reference.nearest(rep, NEAREST)
+
+
+def audit_hub_model(heads: AppHeads, repo_id: str, root: str | Path, **options: Any) -> FileAudit:
+    """`audit_file` of a Hub model repo's weights file (`zooprobe.hub.hub_checkpoint`), downloaded into a
+    folder under `root` (the app's temporary folder) and removed afterwards; offline, a missing repo or
+    one without a single weights file is the one-line error, named by the repo id."""
+    from zooprobe.hub import hub_checkpoint  # heavy: huggingface_hub
+
+    name = str(repo_id).strip()
+    folder = Path(root) / "hub" / uuid.uuid4().hex
+    try:
+        path = hub_checkpoint(name, cache_dir=folder)
+        return audit_file(heads, path, name=f"{name}/{path.name}", **options)
+    except ZooprobeError as e:
+        return FileAudit(name, error=str(error_message(e)))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _renamed(value: Any, old: str, new: str) -> Any:
@@ -263,8 +315,43 @@ def audits_html(heads: AppHeads, audits: Sequence[FileAudit], level: float = DEF
             parts.append(_domain_html(result) + _table_html(result, level))
             parts += [f'<p class="zp-note">note: {_e(n)}</p>' for n in result.get("notes", [])]
             parts.append("</div>")
+        if audit.nearest is not None:
+            parts.append(nearest_html(audit.nearest))
         parts.append("</div>")
     return "".join(parts)
+
+
+NEAREST_COLUMNS = (
+    "model_id",
+    "dataset",
+    "family",
+    "activation",
+    "optimizer",
+    "learning_rate",
+    "test_accuracy",
+)
+
+
+def nearest_html(nearest: pd.DataFrame) -> str:
+    """The nearest corpus models of one file as a table (similarity, then the models' recipe)."""
+    columns = ["similarity", *(c for c in NEAREST_COLUMNS if c in nearest.columns)]
+
+    def cell(column: str, value: Any) -> str:
+        if column in ("similarity", "test_accuracy") and isinstance(value, float):
+            return f"{value:.3f}"
+        if column == "learning_rate" and isinstance(value, float):
+            return f"{value:.2g}"
+        return str(value)
+
+    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
+    rows = "".join(
+        '<tr class="zp-neighbour">' + "".join(f"<td>{_e(cell(c, row[c]))}</td>" for c in columns) + "</tr>"
+        for _, row in nearest.iterrows()
+    )
+    return (
+        '<div class="zp-nearest"><h4>nearest corpus models (foundation representation, cosine)</h4>'
+        f'<table class="zp-table"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
+    )
 
 
 def compare_html(heads: AppHeads, a: FileAudit, b: FileAudit, level: float = DEFAULT_LEVEL) -> str:
@@ -310,6 +397,7 @@ __all__ = [
     "FileAudit",
     "audit_file",
     "audit_files",
+    "audit_hub_model",
     "audits_html",
     "compare_html",
     "document",
@@ -317,6 +405,7 @@ __all__ = [
     "heads_html",
     "load_app_heads",
     "load_corpus",
+    "nearest_html",
     "remove_uploads",
     "shipped_heads",
     "upload_name",

@@ -26,6 +26,7 @@ from zooprobe.app.core import (
     AppHeads,
     FileAudit,
     audit_file,
+    audit_hub_model,
     audits_html,
     compare_html,
     document,
@@ -89,6 +90,22 @@ class Page:
             remove_uploads(paths, self.root)
         return audits_html(self.heads, audits, self.cfg.level), self._download(audits), audits
 
+    def on_hub(self, repo_id: str) -> tuple[str, str | None, list[FileAudit]]:
+        """Audit tab: predict on a Hub model repo's weights file (downloaded into the app's temporary
+        folder, then deleted)."""
+        if not str(repo_id or "").strip():
+            return audits_html(self.heads, [], self.cfg.level), None, []
+        audit = audit_hub_model(
+            self.heads,
+            repo_id,
+            self.root,
+            level=self.cfg.level,
+            max_params=self.cfg.max_params,
+            max_upload_mb=self.cfg.max_upload_mb,
+            show_unpredictable=self.cfg.show_unpredictable,
+        )
+        return audits_html(self.heads, [audit], self.cfg.level), self._download([audit]), [audit]
+
     def on_plots(self, audits: list[FileAudit] | None) -> tuple[Any, Any]:
         audits = audits or []
         return corpus_figure(self.heads, audits), layer_figure(self.heads, audits)
@@ -121,6 +138,13 @@ def build_page(heads: AppHeads, cfg: AppConfig, root: Path) -> Any:
                 file_count="multiple",
                 elem_id="zp-upload",
             )
+            with gr.Row():
+                hub_id = gr.Textbox(
+                    label="or a Hub model repo id (OWNER/NAME; needs network access)",
+                    elem_id="zp-hub-id",
+                    scale=4,
+                )
+                hub_button = gr.Button("Predict", elem_id="zp-hub-go", scale=1)
             results = gr.HTML(audits_html(heads, []), elem_id="zp-results")
             download = gr.File(
                 label="Predictions as JSON (the schema of zooprobe predict --json)",
@@ -133,6 +157,10 @@ def build_page(heads: AppHeads, cfg: AppConfig, root: Path) -> Any:
             files.upload(page.on_upload, inputs=files, outputs=[results, download, audits]).then(
                 page.on_plots, inputs=audits, outputs=[corpus, layers]
             )
+            for trigger in (hub_button.click, hub_id.submit):
+                trigger(page.on_hub, inputs=hub_id, outputs=[results, download, audits]).then(
+                    page.on_plots, inputs=audits, outputs=[corpus, layers]
+                )
         with gr.Tab("Compare", elem_id="zp-tab-compare"):
             with gr.Row():
                 file_a = gr.File(label="Checkpoint A", elem_id="zp-compare-a")

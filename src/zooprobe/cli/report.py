@@ -74,8 +74,10 @@ def _predict_parser() -> Any:
         "--head",
         type=str,
         action="append",
-        required=True,
-        help="Run folder, head folder or Hub model repo id of a head; repeat it to predict with several.",
+        default=None,
+        help="Run folder, head folder, Hub model repo id or shipped head name of a head; repeat it to "
+        "predict with several. Default: the shipped heads (foundation-accuracy, foundation-hyperparameters, "
+        "foundation-patterns).",
     )
     predict.add_argument(
         "--revision",
@@ -173,7 +175,12 @@ def _predict(ns: Namespace, console: Any) -> int:
     check_max_params(ns.max_params)
     if not 0.0 < ns.level < 1.0:
         raise InvalidInputError(f"--level {ns.level}: must be in (0, 1), e.g. 0.9 for 90% intervals")
-    heads_given = list(ns.head)
+    if ns.head:
+        heads_given = list(ns.head)
+    else:  # the shipped heads (`zooprobe.heads.shipped`)
+        from zooprobe.heads.shipped import require_shipped_heads  # heavy: numpy (the heads package)
+
+        heads_given = require_shipped_heads()
     revisions = list(ns.revision or [])
     if revisions and len(revisions) != len(heads_given):
         raise InvalidInputError(

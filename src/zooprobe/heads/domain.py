@@ -9,7 +9,9 @@ whether it lies inside and, if not, why. Three checks, all of which must pass:
   (``linear``, ``conv1d``/``conv2d``/``conv3d``, ``batchnorm``, ``norm``, ``attention``, ``recurrent``,
   ``other`` tensors) occurs in the training zoo; the depth (main layers), the hidden widths, the input size
   (fan-in of the first layer) and the output size lie within the training zoo's ranges, and the number of
-  parameters within a factor `PARAMS_TOLERANCE` of its range;
+  parameters within a factor `PARAMS_TOLERANCE` of its range; for the accuracy, whose value depends on the
+  data, the first layer's kind and input features/channels with the output size must match a training
+  model's (`Architecture.task`: a network of a task the head never saw is flagged);
 - **statistics**: the model's weight statistics (`zooprobe.tokens.statistics`, standardized with the train
   split's mean and std and clipped to ``±CLIP``) are at most `KnnSpace.threshold` away from their k-th
   nearest training model (root mean square over the features);
@@ -72,6 +74,9 @@ class Architecture:
     input_size: int
     output_size: int
     n_params: int
+    task: tuple[int, int, int] = (0, 0, 0)
+    """What the network's first and last layers say about its task: (spatial dimensions of the first
+    layer: 0 linear, 1 conv1d, 2 conv2d; its input features or channels; the output size)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +86,7 @@ class Architecture:
             "input_size": self.input_size,
             "output_size": self.output_size,
             "n_params": self.n_params,
+            "task": list(self.task),
         }
 
 
@@ -124,7 +130,14 @@ def architecture(state_dict: Mapping[str, torch.Tensor]) -> Architecture:
         input_size=math.prod(main[0].shape[1:]) if main else 0,
         output_size=int(main[-1].shape[0]) if main else 0,
         n_params=int(n_params),
+        task=(main[0].ndim - 2, int(main[0].shape[1]), int(main[-1].shape[0])) if main else (0, 0, 0),
     )
+
+
+def _task_text(task: Sequence[int]) -> str:
+    kind = {0: "linear", 1: "conv1d", 2: "conv2d"}.get(int(task[0]), f"conv{task[0]}d")
+    unit = "features" if int(task[0]) == 0 else "channels"
+    return f"{kind} input of {task[1]} {unit} -> {task[2]} outputs"
 
 
 @dataclass
@@ -137,9 +150,12 @@ class ArchitectureRange:
     input_size: tuple[int, int]
     output_size: tuple[int, int]
     n_params: tuple[int, int]
+    tasks: tuple[tuple[int, int, int], ...] | None = None
+    """The `Architecture.task` values of the training zoo, for heads whose target depends on the task
+    (accuracy): a network whose input and output match none of them is outside. None: not checked."""
 
     @classmethod
-    def fit(cls, archs: Sequence[Architecture]) -> ArchitectureRange:
+    def fit(cls, archs: Sequence[Architecture], tasks: bool = False) -> ArchitectureRange:
         if not archs:
             raise InvalidInputError("the applicability domain needs at least one training model")
         widths = [w for a in archs for w in a.widths]
@@ -154,6 +170,7 @@ class ArchitectureRange:
             input_size=span([a.input_size for a in archs]),
             output_size=span([a.output_size for a in archs]),
             n_params=span([a.n_params for a in archs]),
+            tasks=tuple(sorted({tuple(a.task) for a in archs})) if tasks else None,  # type: ignore[misc]
         )
 
     def problems(self, arch: Architecture) -> list[str]:
@@ -187,6 +204,14 @@ class ArchitectureRange:
                 f"{arch.n_params:,} parameters, the training zoo has "
                 f"{self.n_params[0]:,}-{self.n_params[1]:,}"
             )
+        if self.tasks is not None and tuple(arch.task) not in self.tasks:
+            shown = "; ".join(_task_text(t) for t in self.tasks[:6]) + (
+                "; ..." if len(self.tasks) > 6 else ""
+            )
+            out.append(
+                f"its {_task_text(arch.task)} matches no task of the training zoo ({shown}): the target "
+                "depends on the task (its data), so this is an extrapolation to a task the head never saw"
+            )
         return out
 
     def to_record(self) -> dict[str, Any]:
@@ -197,6 +222,7 @@ class ArchitectureRange:
             "input_size": list(self.input_size),
             "output_size": list(self.output_size),
             "n_params": list(self.n_params),
+            **({"tasks": [list(t) for t in self.tasks]} if self.tasks is not None else {}),
         }
 
     @classmethod
@@ -212,6 +238,11 @@ class ArchitectureRange:
             input_size=pair(data["input_size"]),
             output_size=pair(data["output_size"]),
             n_params=pair(data["n_params"]),
+            tasks=(
+                tuple((int(t[0]), int(t[1]), int(t[2])) for t in data["tasks"])
+                if data.get("tasks") is not None
+                else None
+            ),
         )
 
 
@@ -538,12 +569,15 @@ def fit_domain(
     *,
     quantile: float = DEFAULT_QUANTILE,
     k: int = DEFAULT_K,
+    tasks: bool = False,
     folded: np.ndarray | None = None,
 ) -> ApplicabilityDomain:
     """The applicability domain of a head trained on these models (module docs). `train` and `validation`
-    map each space name (``statistics``, ``representation``) to its ``[N, F]`` features; with
-    ``raw_statistics`` in both and `folded` (the raw statistics of the train split's BatchNorm networks,
-    folded) the domain also gets a `FoldDetector`."""
+    map each space name (``statistics``, ``representation``) to its ``[N, F]`` features. With `tasks`
+    (heads whose target depends on the data, such as the accuracy) a network's input and output sizes
+    must also match a training model's (`ArchitectureRange.tasks`). With ``raw_statistics`` in both and
+    `folded` (the raw statistics of the train split's BatchNorm networks, folded) the domain also gets a
+    `FoldDetector`."""
     if not 0.5 <= quantile < 1.0:
         raise InvalidInputError(f"the domain quantile must be in [0.5, 1), got {quantile}")
     names = [name for name in SPACES if name in train]
@@ -557,7 +591,7 @@ def fit_domain(
         held = validation.get("raw_statistics")
         held = np.empty((0, folded.shape[1])) if held is None else held
         fold = FoldDetector.fit(train["raw_statistics"], folded, held, per_space)
-    return ApplicabilityDomain(ArchitectureRange.fit(train_archs), spaces, quantile, fold=fold)
+    return ApplicabilityDomain(ArchitectureRange.fit(train_archs, tasks=tasks), spaces, quantile, fold=fold)
 
 
 __all__ = [

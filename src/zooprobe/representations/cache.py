@@ -76,7 +76,7 @@ def compute_representations(
     *,
     token_outputs: bool = False,
     batch_size: int = 64,
-    chunk: int = 2048,
+    chunk: int = 256,  # small enough for the progress bar to move every few seconds
     chunk_bytes: int = ENCODE_CHUNK_BYTES,
     progress: bool = True,
 ) -> Representations:

@@ -322,8 +322,12 @@ def fit_trust(
 
     train = data.splits["train"]
     assert train.architectures is not None
-    domain = fit_domain(
-        train.architectures, features("train"), features("validation"), folded=train.folded_features
+    domain = fit_domain(  # the accuracy depends on the task: a network of an unseen one is outside
+        train.architectures,
+        features("train"),
+        features("validation"),
+        tasks=spec.task == "accuracy",
+        folded=train.folded_features,
     )
     shares = {name: domain_share(domain, data.splits[name], reps[name]) for name in ("validation", "test")}
     domain.summary = {f"{name}_in_domain": share for name, share in shares.items()}
