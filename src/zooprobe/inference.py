@@ -60,7 +60,6 @@ from zooprobe.heads.head_loader import (
 from zooprobe.heads.shipped import is_shipped_head, require_shipped_heads, shipped_head_folder
 from zooprobe.heads.targets import TargetSpec
 from zooprobe.heads.uncertainty import DEFAULT_LEVEL, check_level
-from zooprobe.symmetry import canonical_form
 from zooprobe.tokens.statistics import featurize
 
 if TYPE_CHECKING:
@@ -290,7 +289,8 @@ HeadSource = LoadedHead | str | Path
 def _shared_statistics(heads: Sequence[LoadedHead], state_dict: Mapping[str, Any]) -> np.ndarray | None:
     """The weight statistics of a network's canonical form (what `LoadedHead.run` reads), computed once when
     several heads read it (None for one)."""
-    return featurize([canonical_form(state_dict)]) if len(heads) > 1 else None
+    reads = {h.canonical_version() for h in heads}
+    return featurize([heads[0].reads()(state_dict)]) if len(heads) > 1 and len(reads) == 1 else None
 
 
 def load_heads(

@@ -42,7 +42,7 @@ from zooprobe.heads.integrity import check_content_hash, write_content_hash
 from zooprobe.heads.prediction_heads import HeadConfig
 from zooprobe.heads.targets import TaskSpec
 from zooprobe.heads.trust import TRUST_FILE, Trust
-from zooprobe.symmetry import canonical_state_dicts, canonicalize
+from zooprobe.symmetry import CANONICAL_FORM, canonical_form, canonicalize
 from zooprobe.tokens.statistics import featurize
 
 HEAD_FORMAT = 1
@@ -139,6 +139,15 @@ class LoadedHead:
         forms. Several heads on the same networks: `run_heads`."""
         return run_heads([self], state_dicts, batch_size, statistics=statistics, canonical=canonical)[0]
 
+    def canonical_version(self) -> int:
+        """The `zooprobe.symmetry.CANONICAL_FORM` the head was trained on (``canonical_form`` in its config;
+        heads saved without it, such as older ones, read `zooprobe.symmetry.canonicalize` forms: 1)."""
+        return int(self.config.get("canonical_form", 1))
+
+    def reads(self) -> Any:
+        """The function that puts a network in the form this head was trained on."""
+        return canonical_form if self.canonical_version() == CANONICAL_FORM else canonicalize
+
     def encoding_key(self) -> tuple[int, bool] | None:
         """Heads with the same key read the same encoder outputs (one frozen encoder object, the same
         outputs asked for), so `run_heads` encodes once for them; None: a fine-tuned head, never shared."""
@@ -208,6 +217,16 @@ def run_heads(
     ``independent``: every network's outputs are exactly those it gets alone, whatever else is in the chunk
     (the encoder and neural heads run one network at a time, since float32 rounding of a batched forward
     pass depends on the batch; statistics and gradient-boosting heads, exact row by row, stay batched)."""
+    versions = {h.canonical_version() for h in heads}
+    if canonical and len(versions) > 1:  # heads trained on different forms: each group on its own
+        networks = list(state_dicts)
+        done: dict[int, HeadOutputs] = {}
+        for version in sorted(versions):
+            group = [h for h in heads if h.canonical_version() == version]
+            outs = run_heads(group, networks, batch_size, canonical=True, independent=independent)
+            done.update({id(h): o for h, o in zip(group, outs, strict=True)})
+        return [done[id(h)] for h in heads]
+    read = heads[0].reads() if heads else canonical_form
     source = iter(state_dicts)
     want_raw = any(h.trust is not None and h.trust.domain is not None and h.trust.domain.fold for h in heads)
     for head in heads:
@@ -219,7 +238,7 @@ def run_heads(
     archs: list[Architecture] = []
     s = 0
     while given := list(islice(source, batch_size)):
-        chunk = list(canonical_state_dicts(given)) if canonical else given
+        chunk = [read(sd) for sd in given] if canonical else given
         if want_raw:  # the domain's folded-BatchNorm check reads the weights before unit normalization
             raw_stats.append(featurize([canonicalize(sd) for sd in given]))
         del given
@@ -360,6 +379,7 @@ def save_head(
     if isinstance(model.head, GradientBoostingHead):
         model.head.save_models(folder)
     save_state(folder / "model.safetensors", model.trainable_state_dict(), meta or {})
+    config = {**config, "canonical_form": config.get("canonical_form", CANONICAL_FORM)}  # what it read
     atomic_write_json(folder / "config.json", config)
     write_content_hash(folder)
     return folder
