@@ -60,7 +60,6 @@ from zooprobe.heads.head_loader import (
 from zooprobe.heads.shipped import is_shipped_head, require_shipped_heads, shipped_head_folder
 from zooprobe.heads.targets import TargetSpec
 from zooprobe.heads.uncertainty import DEFAULT_LEVEL, check_level
-from zooprobe.symmetry import canonicalize
 from zooprobe.tokens.statistics import featurize
 
 if TYPE_CHECKING:
@@ -130,9 +129,9 @@ def _domains(head: LoadedHead, outputs: HeadOutputs) -> list[dict[str, Any]]:
     domain = head.trust.domain if head.trust is not None else None
     if domain is None:
         return [{"in_domain": None, "reasons": [NO_DOMAIN]} for _ in outputs.architectures]
-    features = {"statistics": outputs.statistics, "representation": outputs.representations}
+    features = outputs.domain_features()
     return [  # one network at a time: its distances are then exactly those it gets alone (BLAS rounding)
-        domain.check([arch], {name: f[i : i + 1] for name, f in features.items()})[0].to_dict()
+        domain.check([arch], {n: f[i : i + 1] for n, f in features.items() if f is not None})[0].to_dict()
         for i, arch in enumerate(outputs.architectures)
     ]
 
@@ -290,7 +289,8 @@ HeadSource = LoadedHead | str | Path
 def _shared_statistics(heads: Sequence[LoadedHead], state_dict: Mapping[str, Any]) -> np.ndarray | None:
     """The weight statistics of a network's canonical form (what `LoadedHead.run` reads), computed once when
     several heads read it (None for one)."""
-    return featurize([canonicalize(state_dict)]) if len(heads) > 1 else None
+    reads = {h.canonical_version() for h in heads}
+    return featurize([heads[0].reads()(state_dict)]) if len(heads) > 1 and len(reads) == 1 else None
 
 
 def load_heads(

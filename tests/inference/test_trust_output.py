@@ -22,6 +22,7 @@ from zooprobe.core.checkpoints import load_checkpoint
 from zooprobe.heads.head_loader import LoadedHead, NonFiniteError
 from zooprobe.heads.prediction_heads import HeadConfig
 from zooprobe.inference import NOT_PREDICTABLE, OutOfDomainError, format_predictions, predict, predict_files
+from zooprobe.symmetry import canonical_state_dicts
 from zooprobe.tokens.statistics import featurize
 from zooprobe.training.config import OptimConfig, TrainConfig
 
@@ -201,12 +202,14 @@ def test_unpredictable_targets_are_withheld_and_domains_reported(
 def test_gbm_head_predicts_what_lightgbm_on_weight_statistics_predicts(
     heads: dict[str, Path], head_zoo: Path
 ) -> None:
-    """The head is `fit_baseline("gbm")` on the statistics, nothing else: same splits, same numbers."""
+    """The head is `fit_baseline("gbm")` on the statistics (of the canonical forms), nothing else: same
+    splits, same numbers."""
     zoo = load_zoo(head_zoo).final()
     x, y = {}, {}
     for split in ("train", "validation", "test"):
         part = zoo.split(split)
-        x[split] = featurize(part.state_dicts()).astype(np.float32).astype(np.float64)  # as the head reads it
+        canonical = canonical_state_dicts(part.state_dicts())  # the form training reads networks in
+        x[split] = featurize(canonical).astype(np.float32).astype(np.float64)  # as the head reads it
         y[split] = part.metadata()["test_accuracy"].to_numpy(dtype=np.float64)
     baseline = fit_baseline("gbm", "continuous", x["train"], y["train"], x["validation"], y["validation"])
     stored = json.loads((heads["acc"] / "predictions" / "test.json").read_text())["targets"]["test_accuracy"]

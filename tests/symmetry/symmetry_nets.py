@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
+from hypothesis import strategies as st
 from torch import nn
 
 from zooprobe.symmetry import Architecture
@@ -146,3 +147,28 @@ def sequential_subject(
     layers.append(nn.Linear(fan_in, 3))
     subject = Subject("sequential", None, activation, False, hidden, norm)
     return subject, _randomize(nn.Sequential(*layers), seed)
+
+
+@st.composite
+def subjects(draw, activations=("relu", "tanh", "gelu", "leaky_relu"), norms=("none", "batch", "layer")):
+    """A random zooprobe MLP/CNN or nn.Sequential MLP with its state dict."""
+    activation = draw(st.sampled_from(activations))
+    norm = draw(st.sampled_from(norms))
+    seed = draw(st.integers(0, 10_000))
+    kind = draw(st.sampled_from(["mlp", "cnn", "sequential"]))
+    if kind == "sequential":
+        hidden = tuple(draw(st.lists(st.integers(1, 6), min_size=1, max_size=3)))
+        return sequential_subject(activation, hidden, norm, seed)
+    if kind == "cnn" and norm == "layer":
+        norm = draw(st.sampled_from(["group", "none"]))
+    return zoo_subject(
+        kind,
+        activation,
+        depth=draw(st.integers(1, 3)),
+        width=draw(st.sampled_from([2, 4, 5])),
+        norm=norm,
+        residual=draw(st.booleans()),
+        pooling=draw(st.sampled_from(["avg", "max", "none", "stride"])),
+        conv2d=draw(st.booleans()),
+        seed=seed,
+    )

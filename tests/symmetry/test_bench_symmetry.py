@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from symmetry_nets import subjects
 
 from zooprobe.api import load_encoder, load_head, load_zoo, train
-from zooprobe.bench.symmetry import TRANSFORMS, architecture_of, bench_symmetry
+from zooprobe.bench.symmetry import TRANSFORMS, architecture_of, bench_symmetry, measure
 from zooprobe.cli import main
 from zooprobe.cli.symmetry import SYMMETRY_TRANSFORMS
 from zooprobe.errors import ConfigError
+from zooprobe.heads.head_loader import run_heads
 from zooprobe.heads.prediction_heads import HeadConfig
-from zooprobe.symmetry import canonicalize, widen
+from zooprobe.symmetry import CANONICAL_FORM, SymmetryError, canonical_form, canonicalize, widen
 from zooprobe.training.config import OptimConfig, TrainConfig
 
 
@@ -86,3 +92,59 @@ def test_bench_symmetry_cli(head_zoo: Path, hp_head: Path, tmp_path: Path, capsy
 
 def test_cli_transform_names_match_the_library():
     assert tuple(TRANSFORMS) == SYMMETRY_TRANSFORMS
+
+
+SUBJECTS = {  # the networks each transform applies to
+    "permute": subjects(norms=("none", "batch")),
+    "rescale": subjects(activations=("relu", "leaky_relu")),
+    "flip_signs": subjects(activations=("tanh",)),
+    "widen2": subjects(norms=("none", "batch")),
+    "widen4": subjects(norms=("none", "batch")),
+    "pad_dead": subjects(norms=("none", "batch")),
+}
+"""Every transform but BatchNorm folding, which is neither canonicalized nor flagged (docs/symmetry.md)."""
+
+
+@pytest.fixture(scope="module")
+def loaded_hp_head(hp_head: Path):
+    return load_head(hp_head)
+
+
+@pytest.mark.parametrize("name", list(SUBJECTS))
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_every_transform_preserves_the_function_and_the_prediction(loaded_hp_head, name, data):
+    """Issue 26's property: the transformed network computes the same function, and a trained head's
+    predictions of it do not move (beyond 0.01, 0.05 in log10: the canonical form undoes the transform;
+    being flagged is not enough here, since these random networks may lie outside the tiny head's domain)."""
+    subject, sd = data.draw(SUBJECTS[name])
+    seed = data.draw(st.integers(0, 100))
+    try:
+        out = TRANSFORMS[name](sd, subject.architecture, torch.Generator().manual_seed(seed))
+    except SymmetryError:  # e.g. sign flips through max pooling
+        return
+    y0, y1 = subject.outputs(sd), subject.outputs(out)
+    assert torch.allclose(y0, y1, atol=1e-5 * (float(y0.abs().max()) + 1.0), rtol=1e-5)
+    (row,) = measure(loaded_hp_head, [sd], [subject.architecture], [name], seed, modes=("canonical",))
+    assert row.n == 1 and row.moved == 0, [(t.name, t.mean_abs_change) for t in row.targets]
+
+
+def test_a_head_reads_networks_in_the_form_it_was_trained_on(loaded_hp_head, head_zoo: Path):
+    """New heads record `CANONICAL_FORM` and read `canonical_form`; a head saved without it (older heads,
+    the shipped ones) keeps reading `canonicalize` forms, so its predictions do not change under it."""
+    assert loaded_hp_head.config["canonical_form"] == CANONICAL_FORM
+    assert loaded_hp_head.reads() is canonical_form
+    legacy = dataclasses.replace(
+        loaded_hp_head, config={k: v for k, v in loaded_hp_head.config.items() if k != "canonical_form"}
+    )
+    assert legacy.canonical_version() == 1 and legacy.reads() is canonicalize
+    zoo = load_zoo(head_zoo)
+    sds = [zoo.state_dict(i) for i in range(3)]
+    plain = legacy.run(sds, canonical=False).predictions  # trained networks: canonicalize is a no-op
+    for k, v in legacy.run(sds).predictions.items():
+        assert np.array_equal(v, plain[k]), k
+    both = run_heads([loaded_hp_head, legacy], sds)  # mixed forms: each head gets its own
+    for k, v in both[0].predictions.items():
+        assert np.allclose(v, loaded_hp_head.run(sds).predictions[k]), k
+    for k, v in both[1].predictions.items():
+        assert np.allclose(v, plain[k]), k

@@ -7,47 +7,24 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from symmetry_nets import Subject, sequential_subject, zoo_subject
+from symmetry_nets import Subject, sequential_subject, subjects, zoo_subject
 
 from zooprobe.encoder.augment import permute_neurons
 from zooprobe.symmetry import (
     Architecture,
     SymmetryError,
+    canonical_form,
     canonicalize,
     flip_signs,
     fold_batchnorm,
     normalize_scales,
+    normalize_units,
     pad_dead,
     rescale,
     widen,
 )
 
 FEW = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-@st.composite
-def subjects(draw, activations=("relu", "tanh", "gelu", "leaky_relu"), norms=("none", "batch", "layer")):
-    """A random zooprobe MLP/CNN or nn.Sequential MLP with its state dict."""
-    activation = draw(st.sampled_from(activations))
-    norm = draw(st.sampled_from(norms))
-    seed = draw(st.integers(0, 10_000))
-    kind = draw(st.sampled_from(["mlp", "cnn", "sequential"]))
-    if kind == "sequential":
-        hidden = tuple(draw(st.lists(st.integers(1, 6), min_size=1, max_size=3)))
-        return sequential_subject(activation, hidden, norm, seed)
-    if kind == "cnn" and norm == "layer":
-        norm = draw(st.sampled_from(["group", "none"]))
-    return zoo_subject(
-        kind,
-        activation,
-        depth=draw(st.integers(1, 3)),
-        width=draw(st.sampled_from([2, 4, 5])),
-        norm=norm,
-        residual=draw(st.booleans()),
-        pooling=draw(st.sampled_from(["avg", "max", "none", "stride"])),
-        conv2d=draw(st.booleans()),
-        seed=seed,
-    )
 
 
 def assert_same_function(subject: Subject, before: dict, after: dict) -> None:
@@ -204,3 +181,55 @@ def test_normalize_scales_is_invariant_to_rescaling(case, seed):
         assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
     with pytest.raises(SymmetryError, match="needs relu or leaky_relu"):
         normalize_scales(sd, Architecture("tanh", arch.residual, arch.pooling, arch.strided_blocks))
+
+
+def assert_close(a: dict, b: dict) -> None:
+    assert list(a) == list(b)
+    for k in a:
+        if a[k].is_floating_point():
+            assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+        else:
+            assert torch.equal(a[k], b[k]), k
+
+
+@FEW
+@given(subjects(), st.integers(0, 100))
+def test_canonical_form_is_invariant_to_every_transform(case, seed):
+    """The form training and prediction read: the same (up to rounding) for a network and any transform of it
+    that applies, BatchNorm folding aside (flagged by the domain instead, docs/symmetry.md)."""
+    subject, sd = case
+    arch = subject.architecture
+    base = canonical_form(sd)
+    transforms = {
+        "rescale": lambda: rescale(sd, arch, torch.Generator().manual_seed(seed)),
+        "flip_signs": lambda: flip_signs(sd, arch, torch.Generator().manual_seed(seed)),
+        "widen2": lambda: widen(sd, arch, 2),
+        "widen4": lambda: widen(sd, arch, 4),
+        "pad_dead": lambda: pad_dead(sd, arch, 1),
+    }
+    for name, make in transforms.items():
+        try:
+            out = make()
+        except SymmetryError:
+            continue
+        assert_close(canonical_form(out), base), name
+    if subject.norm in ("none", "batch"):  # a permutation is undone exactly (the units are sorted)
+        assert_identical(canonical_form(permute_neurons(sd, torch.Generator().manual_seed(seed))), base)
+
+
+def test_normalize_units_gives_every_unit_norm_one_and_a_positive_sum():
+    _, sd = sequential_subject("tanh", (5, 4))
+    out = normalize_units(sd)
+    for index in (0, 2):
+        rows = torch.cat([out[f"{index}.weight"], out[f"{index}.bias"][:, None]], dim=1).double()
+        assert torch.allclose(rows.norm(dim=1), torch.ones(rows.shape[0], dtype=torch.float64), atol=1e-6)
+        assert bool((rows.sum(dim=1) > 0).all())
+    _, bn = zoo_subject("mlp", "relu", depth=2, width=4, norm="batch")
+    out = normalize_units(bn, sort=False)  # with BatchNorm: the unit's last affine map is BatchNorm's
+    rows = torch.stack([out["layers.0.bn.weight"], out["layers.0.bn.bias"]], dim=1).double()
+    assert torch.allclose(rows.norm(dim=1), torch.ones(4, dtype=torch.float64), atol=1e-6)
+    assert torch.equal(out["layers.0.linear.weight"], bn["layers.0.linear.weight"])
+    rows = torch.stack([normalize_units(bn)[f"layers.0.bn.{leaf}"] for leaf in ("weight", "bias")], dim=1)
+    assert bool((rows.sum(dim=1).diff() >= 0).all())  # sorted by that sum
+    other = {"encoder.attn.in_proj_weight": torch.zeros(6, 2)}
+    assert_identical(canonical_form(other), other)  # unknown layouts pass through

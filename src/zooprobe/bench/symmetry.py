@@ -128,7 +128,7 @@ def _flags(head: LoadedHead, outputs: HeadOutputs) -> np.ndarray | None:
     domain = head.trust.domain if head.trust is not None else None
     if domain is None:
         return None
-    features = {"statistics": outputs.statistics, "representation": outputs.representations}
+    features = {k: v for k, v in outputs.domain_features().items() if v is not None}
     return np.array([not c.in_domain for c in domain.check(outputs.architectures, features)])
 
 

@@ -15,7 +15,11 @@ whether it lies inside and, if not, why. Three checks, all of which must pass:
 - **statistics**: the model's weight statistics (`zooprobe.tokens.statistics`, standardized with the train
   split's mean and std and clipped to ``±CLIP``) are at most `KnnSpace.threshold` away from their k-th
   nearest training model (root mean square over the features);
-- **representation**: the same for the encoder's pooled representation, the input of the head.
+- **representation**: the same for the encoder's pooled representation, the input of the head;
+- **folded BatchNorm** (`FoldDetector`, when the training zoo has BatchNorm networks): a network without
+  BatchNorm whose raw weight statistics (``raw_statistics``: before `zooprobe.symmetry.normalize_units`)
+  look like those of a zoo network with its BatchNorm folded into its layers
+  (`zooprobe.symmetry.fold_batchnorm`: the same function, but not a network the head was trained on).
 
 Distances are also given as a percentile of held-out in-distribution distances (100: farther than all of
 them). Those are what a new network drawn like the zoo's would have: each training model's distance
@@ -377,6 +381,79 @@ class KnnSpace:
                    float(record["threshold"]))  # fmt: skip
 
 
+# ------------------------------------------------------------------------------------------ folded BatchNorm
+FOLD = "folded_batchnorm"
+FOLD_L2 = 1.0
+"""L2 penalty of `FoldDetector`'s logistic regression (on the summed log-loss, as scikit-learn's C=1)."""
+FOLD_MIN_MODELS = 5
+
+
+@dataclass
+class FoldDetector:
+    """A logistic regression on standardized raw weight statistics: the training zoo's networks (0) against
+    the same zoo's BatchNorm networks with their BatchNorm folded into their layers (1). A network without
+    BatchNorm scoring above `threshold` (the domain's quantile of the validation networks' scores, at least
+    0.5) is flagged."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+    threshold: float
+
+    def scores(self, raw: np.ndarray) -> np.ndarray:
+        z = np.clip(_standardize(raw, self.mean, self.scale), -10.0, 10.0)
+        return 1.0 / (1.0 + np.exp(-(z @ self.coef + self.intercept)))
+
+    @classmethod
+    def fit(
+        cls, genuine: np.ndarray, folded: np.ndarray, validation: np.ndarray, quantile: float
+    ) -> FoldDetector | None:
+        """None when there are fewer than `FOLD_MIN_MODELS` of either kind."""
+        genuine, folded = np.asarray(genuine, dtype=np.float64), np.asarray(folded, dtype=np.float64)
+        if len(genuine) < FOLD_MIN_MODELS or len(folded) < FOLD_MIN_MODELS:
+            return None
+        x = np.concatenate([genuine, folded])
+        finite = np.isfinite(x).all(axis=1)
+        y = np.concatenate([np.zeros(len(genuine)), np.ones(len(folded))])[finite]
+        mean, scale = _standardization(x[finite])
+        z = torch.from_numpy(np.clip(_standardize(x[finite], mean, scale), -10.0, 10.0))
+        target = torch.from_numpy(y)
+        w = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
+        b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS([w, b], max_iter=500, line_search_fn="strong_wolfe")
+
+        def loss() -> torch.Tensor:
+            opt.zero_grad()
+            value = torch.nn.functional.binary_cross_entropy_with_logits(z @ w + b, target, reduction="sum")
+            value = value + 0.5 * FOLD_L2 * (w * w).sum()
+            value.backward()
+            return value
+
+        with torch.enable_grad():
+            opt.step(loss)
+        detector = cls(mean, scale, w.detach().numpy().copy(), float(b.detach()), 0.5)
+        if len(validation):
+            held = detector.scores(validation)
+            detector.threshold = max(0.5, float(np.quantile(held, quantile, method="higher")))
+        return detector
+
+    def arrays(self) -> dict[str, torch.Tensor]:
+        return {
+            f"{FOLD}.{key}": torch.from_numpy(np.ascontiguousarray(getattr(self, key), dtype=np.float64))
+            for key in ("mean", "scale", "coef")
+        }
+
+    @classmethod
+    def from_saved(cls, record: Mapping[str, Any], arrays: Mapping[str, torch.Tensor]) -> FoldDetector:
+        def get(key: str) -> np.ndarray:
+            return arrays[f"{FOLD}.{key}"].numpy().astype(np.float64)
+
+        return cls(
+            get("mean"), get("scale"), get("coef"), float(record["intercept"]), float(record["threshold"])
+        )
+
+
 # ------------------------------------------------------------------------------------------ the domain
 @dataclass
 class DomainCheck:
@@ -406,10 +483,15 @@ class ApplicabilityDomain:
     quantile: float = DEFAULT_QUANTILE
     summary: dict[str, Any] = field(default_factory=dict)
     """Shares of the validation and test models in the domain (filled by the trainer)."""
+    fold: FoldDetector | None = None
+    """Flags networks that look BatchNorm-folded (needs ``raw_statistics`` among the checked features)."""
 
     def check(self, archs: Sequence[Architecture], features: Mapping[str, np.ndarray]) -> list[DomainCheck]:
         """One `DomainCheck` per network; `features` maps each space name to its ``[N, F]`` features."""
         distances = {name: space.distances(features[name]) for name, space in self.spaces.items()}
+        fold = None
+        if self.fold is not None and features.get("raw_statistics") is not None:
+            fold = self.fold.scores(features["raw_statistics"])
         out = []
         for i, arch in enumerate(archs):
             reasons = [f"architecture: {p}" for p in self.architecture.problems(arch)]
@@ -425,6 +507,15 @@ class ApplicabilityDomain:
                         f"in-distribution distances, {d / space.threshold:.3g}x the threshold "
                         f"{space.threshold:.3g}"
                     )
+            if fold is not None and self.fold is not None and "batchnorm" not in arch.kinds:
+                score = float(fold[i])
+                per_space[FOLD] = {"score": score, "threshold": self.fold.threshold}
+                if score > self.fold.threshold:
+                    reasons.append(
+                        f"folded BatchNorm: its weights look like a training network's with BatchNorm folded "
+                        f"into its layers (score {score:.3g} > {self.fold.threshold:.3g}), which the head "
+                        "was not trained on"
+                    )
             out.append(DomainCheck(not reasons, reasons, arch.to_dict(), per_space))
         return out
 
@@ -437,12 +528,17 @@ class ApplicabilityDomain:
                 for name, s in self.spaces.items()
             },
             "summary": self.summary,
+            "fold": None
+            if self.fold is None
+            else {"intercept": self.fold.intercept, "threshold": self.fold.threshold},
         }
 
     def arrays(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         for space in self.spaces.values():
             out.update(space.arrays())
+        if self.fold is not None:
+            out.update(self.fold.arrays())
         return out
 
     @classmethod
@@ -450,11 +546,13 @@ class ApplicabilityDomain:
         spaces = {
             str(name): KnnSpace.from_saved(str(name), info, arrays) for name, info in record["spaces"].items()
         }
+        fold = record.get("fold")
         return cls(
             ArchitectureRange.from_record(record["architecture"]),
             spaces,
             float(record["quantile"]),
             dict(record.get("summary") or {}),
+            FoldDetector.from_saved(fold, arrays) if fold else None,
         )
 
 
@@ -472,11 +570,14 @@ def fit_domain(
     quantile: float = DEFAULT_QUANTILE,
     k: int = DEFAULT_K,
     tasks: bool = False,
+    folded: np.ndarray | None = None,
 ) -> ApplicabilityDomain:
     """The applicability domain of a head trained on these models (module docs). `train` and `validation`
     map each space name (``statistics``, ``representation``) to its ``[N, F]`` features. With `tasks`
     (heads whose target depends on the data, such as the accuracy) a network's input and output sizes
-    must also match a training model's (`ArchitectureRange.tasks`)."""
+    must also match a training model's (`ArchitectureRange.tasks`). With ``raw_statistics`` in both and
+    `folded` (the raw statistics of the train split's BatchNorm networks, folded) the domain also gets a
+    `FoldDetector`."""
     if not 0.5 <= quantile < 1.0:
         raise InvalidInputError(f"the domain quantile must be in [0.5, 1), got {quantile}")
     names = [name for name in SPACES if name in train]
@@ -485,7 +586,12 @@ def fit_domain(
         name: KnnSpace.fit(name, train[name], validation.get(name, np.empty((0, 0))), k, per_space)
         for name in names
     }
-    return ApplicabilityDomain(ArchitectureRange.fit(train_archs, tasks=tasks), spaces, quantile)
+    fold = None
+    if folded is not None and train.get("raw_statistics") is not None:
+        held = validation.get("raw_statistics")
+        held = np.empty((0, folded.shape[1])) if held is None else held
+        fold = FoldDetector.fit(train["raw_statistics"], folded, held, per_space)
+    return ApplicabilityDomain(ArchitectureRange.fit(train_archs, tasks=tasks), spaces, quantile, fold=fold)
 
 
 __all__ = [
@@ -495,6 +601,7 @@ __all__ = [
     "Architecture",
     "ArchitectureRange",
     "DomainCheck",
+    "FoldDetector",
     "KnnSpace",
     "architecture",
     "fit_domain",

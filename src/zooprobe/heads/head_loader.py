@@ -42,7 +42,7 @@ from zooprobe.heads.integrity import check_content_hash, write_content_hash
 from zooprobe.heads.prediction_heads import HeadConfig
 from zooprobe.heads.targets import TaskSpec
 from zooprobe.heads.trust import TRUST_FILE, Trust
-from zooprobe.symmetry import canonical_state_dicts
+from zooprobe.symmetry import CANONICAL_FORM, canonical_form, canonicalize
 from zooprobe.tokens.statistics import featurize
 
 HEAD_FORMAT = 1
@@ -79,6 +79,17 @@ class HeadOutputs:
     statistics: np.ndarray
     """Weight-statistics features [N, 131]."""
     architectures: list[Architecture]
+    raw_statistics: np.ndarray | None = None
+    """Weight statistics before `zooprobe.symmetry.normalize_units` [N, 131], for heads whose domain has a
+    `zooprobe.heads.domain.FoldDetector` (else None)."""
+
+    def domain_features(self) -> dict[str, np.ndarray | None]:
+        """What `ApplicabilityDomain.check` reads of these outputs."""
+        return {
+            "statistics": self.statistics,
+            "representation": self.representations,
+            "raw_statistics": self.raw_statistics,
+        }
 
 
 def _largest(state_dict: Mapping[str, torch.Tensor]) -> float:
@@ -121,11 +132,21 @@ class LoadedHead:
         `NonFiniteError`s, each naming the state dict (its position) and the cause. `statistics` passes the
         weight statistics when they are known already (several heads on the same networks). The state dicts
         are read `batch_size` at a time (a `Zoo`'s ``state_dicts()`` streams), so only the outputs grow with
-        their number. With ``canonical`` (the default) each network is first put in its canonical form
-        (`zooprobe.symmetry.canonicalize`: duplicated units merged, dead ones dropped; trained networks are
-        unchanged), so a widened or padded copy of a network gets that network's predictions; `statistics`
-        passed in must be those of the canonical forms. Several heads on the same networks: `run_heads`."""
+        their number. With ``canonical`` (the default) each network is first put in the form training read
+        it in (`zooprobe.symmetry.canonical_form`: duplicated units merged, dead ones dropped, each unit's
+        scale and sign normalized), so a widened, padded, ReLU-rescaled or tanh-sign-flipped copy of a
+        network gets that network's predictions; `statistics` passed in must be those of the canonical
+        forms. Several heads on the same networks: `run_heads`."""
         return run_heads([self], state_dicts, batch_size, statistics=statistics, canonical=canonical)[0]
+
+    def canonical_version(self) -> int:
+        """The `zooprobe.symmetry.CANONICAL_FORM` the head was trained on (``canonical_form`` in its config;
+        heads saved without it, such as older ones, read `zooprobe.symmetry.canonicalize` forms: 1)."""
+        return int(self.config.get("canonical_form", 1))
+
+    def reads(self) -> Any:
+        """The function that puts a network in the form this head was trained on."""
+        return canonical_form if self.canonical_version() == CANONICAL_FORM else canonicalize
 
     def encoding_key(self) -> tuple[int, bool] | None:
         """Heads with the same key read the same encoder outputs (one frozen encoder object, the same
@@ -196,15 +217,31 @@ def run_heads(
     ``independent``: every network's outputs are exactly those it gets alone, whatever else is in the chunk
     (the encoder and neural heads run one network at a time, since float32 rounding of a batched forward
     pass depends on the batch; statistics and gradient-boosting heads, exact row by row, stay batched)."""
-    source = canonical_state_dicts(state_dicts) if canonical else iter(state_dicts)
+    versions = {h.canonical_version() for h in heads}
+    if canonical and len(versions) > 1:  # heads trained on different forms: each group on its own
+        networks = list(state_dicts)
+        done: dict[int, HeadOutputs] = {}
+        for version in sorted(versions):
+            group = [h for h in heads if h.canonical_version() == version]
+            outs = run_heads(group, networks, batch_size, canonical=True, independent=independent)
+            done.update({id(h): o for h, o in zip(group, outs, strict=True)})
+        return [done[id(h)] for h in heads]
+    read = heads[0].reads() if heads else canonical_form
+    source = iter(state_dicts)
+    want_raw = any(h.trust is not None and h.trust.domain is not None and h.trust.domain.fold for h in heads)
     for head in heads:
         head.model.eval()
     raw: list[dict[str, list[np.ndarray]]] = [{t.name: [] for t in h.spec.targets} for h in heads]
     reps: list[list[np.ndarray]] = [[] for _ in heads]
     stats: list[np.ndarray] = []
+    raw_stats: list[np.ndarray] = []
     archs: list[Architecture] = []
     s = 0
-    while chunk := list(islice(source, batch_size)):
+    while given := list(islice(source, batch_size)):
+        chunk = [read(sd) for sd in given] if canonical else given
+        if want_raw:  # the domain's folded-BatchNorm check reads the weights before unit normalization
+            raw_stats.append(featurize([canonicalize(sd) for sd in given]))
+        del given
         feats = featurize(chunk) if statistics is None else statistics[s : s + batch_size]
         archs += [architecture(sd) for sd in chunk]
         stats.append(feats)
@@ -234,11 +271,12 @@ def run_heads(
         s += len(chunk)
     out = []
     all_stats = np.concatenate(stats)
+    all_raw = np.concatenate(raw_stats) if raw_stats else None
     for k, head in enumerate(heads):
         preds = head.model.head.predict({name: np.concatenate(v) for name, v in raw[k].items()})
         if head.trust is not None and head.trust.calibration is not None:
             preds = head.trust.calibration.apply(head.spec, preds)
-        out.append(HeadOutputs(preds, np.concatenate(reps[k]), all_stats, list(archs)))
+        out.append(HeadOutputs(preds, np.concatenate(reps[k]), all_stats, list(archs), all_raw))
     return out
 
 
@@ -341,6 +379,7 @@ def save_head(
     if isinstance(model.head, GradientBoostingHead):
         model.head.save_models(folder)
     save_state(folder / "model.safetensors", model.trainable_state_dict(), meta or {})
+    config = {**config, "canonical_form": config.get("canonical_form", CANONICAL_FORM)}  # what it read
     atomic_write_json(folder / "config.json", config)
     write_content_hash(folder)
     return folder

@@ -8,7 +8,9 @@ encoder's weights, its preprocessing and the models. So they are computed once a
   and normalization statistics), the layer-summary standardization and the preprocessing (window,
   position policy);
 - the models: the content hash of each selected checkpoint's stored weights, in order;
-- whether per-token latents are stored too (attention-pooling heads need them).
+- whether per-token latents are stored too (attention-pooling heads need them);
+- the version of `zooprobe.symmetry.canonical_form`, the form every model is encoded in (the prediction
+  path, `LoadedHead.run`, reads networks in the same form).
 
 A changed encoder or zoo is therefore a different key (a miss). The file carries a checksum of its
 tensors; a file that does not parse, fails the checksum or has the wrong shapes is reported, deleted and
@@ -32,6 +34,7 @@ from zooprobe.core.files import cache_dir
 from zooprobe.core.progress import Progress
 from zooprobe.core.tensorfile import open_safetensors, write_safetensors
 from zooprobe.encoder.base import WeightSpaceEncoder, encode_chunks
+from zooprobe.symmetry import CANONICAL_FORM, canonical_form
 
 CACHE_FORMAT = 1
 log = logging.getLogger(__name__)
@@ -77,7 +80,8 @@ def compute_representations(
     chunk_bytes: int = ENCODE_CHUNK_BYTES,
     progress: bool = True,
 ) -> Representations:
-    """Encode every row of `zoo` (a `Zoo` view) without gradients; optionally keep per-token latents.
+    """Encode every row of `zoo` (a `Zoo` view) in its `zooprobe.symmetry.canonical_form` without
+    gradients; optionally keep per-token latents.
 
     Rows are read in order and embedded a chunk at a time: at most `chunk` models and about `chunk_bytes`
     bytes of decoded weights (always at least one model), so only the chunk's models (their weights, then
@@ -91,7 +95,8 @@ def compute_representations(
     try:
         with torch.no_grad(), Progress("encoding models", n, unit="models", enabled=progress) as bar:
             first = 0
-            for sds in encode_chunks((zoo.state_dict(i) for i in range(n)), chunk, chunk_bytes):
+            rows = (canonical_form(zoo.state_dict(i)) for i in range(n))  # as `LoadedHead.run` reads them
+            for sds in encode_chunks(rows, chunk, chunk_bytes):
                 tms = encoder.tokenize_many(sds, first)  # same-architecture models tokenized together
                 sds.clear()  # the weights are not needed once tokenized
                 emb = encoder.embed(tms, batch_size, token_outputs=token_outputs)
@@ -120,6 +125,7 @@ class RepresentationCache:
             "models": hashlib.sha256("\n".join(hashes).encode()).hexdigest(),
             "n": len(hashes),
             "token_outputs": token_outputs,
+            "canonical_form": CANONICAL_FORM,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 

@@ -19,11 +19,18 @@ that qualify in every joined layer. Without one (``None``: the weights alone), e
 own, which is exact for networks widened or padded by a function-preserving transform, residual or not: such
 a transform duplicates and pads joined layers alike.
 
-`canonical_state_dicts` is the hook for featurization: it canonicalizes a stream of state dicts lazily.
+`normalize_units` then fixes what `canonicalize` cannot merge: each unit's scale and sign (its incoming map
+divided by its norm and signed to a positive sum, the factor pushed into its outgoing weights), which undoes
+ReLU rescaling and tanh sign flips up to float rounding, and it sorts each layer's units (undoing
+permutations). It is not function-preserving for every activation, so it is a featurization form:
+`canonical_form` (both steps) is how training (the representation cache and the statistics of
+`zooprobe.training.data_loader`) and prediction (`LoadedHead.run`) read every network, and
+`canonical_state_dicts` applies it to a stream of state dicts lazily.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator, Mapping
 
 import torch
@@ -173,12 +180,86 @@ def normalize_scales(
     return out
 
 
+def _unit_signs(rows: torch.Tensor) -> torch.Tensor:
+    """+1 or -1 per row: the sign of the row's sum, or (sum 0) of its entry of largest magnitude."""
+    sums = rows.sum(dim=1)
+    largest = rows.gather(1, rows.abs().argmax(dim=1, keepdim=True)).squeeze(1)
+    sign = torch.where(sums != 0, torch.sign(sums), torch.sign(largest))
+    return torch.where(sign == 0, torch.ones_like(sign), sign)
+
+
+def normalize_units(state_dict: Mapping[str, torch.Tensor], sort: bool = True) -> dict[str, torch.Tensor]:
+    """Every hidden unit's last affine map before its activation (weight row and bias, or its last norm
+    layer's scale and shift) divided by its Euclidean norm and signed so that its sum is positive; the
+    factor (``sign / norm``) is pushed into the unit's outgoing weights. With ``sort`` the units of each
+    layer are then put in the order of that sum (which does not depend on the order of the layer's inputs).
+    Layer by layer from the input side, so the result is the same for any two networks that differ by
+    per-unit nonzero factors (`zooprobe.symmetry.rescale`, `zooprobe.symmetry.flip_signs`, tied residual
+    groups included), up to float rounding, and (``sort``) by a permutation of the units
+    (`zooprobe.encoder.augment.permute_neurons`), exactly.
+
+    It is a featurization form, not a function-preserving one: exact for ReLU / leaky ReLU up to the signs,
+    not for other activations. Layers whose last norm layer has no affine scale and shift keep their
+    scales; a dead unit (norm 0) is left as it is. A `SymmetryError` for layouts
+    `zooprobe.symmetry.structure.network` does not know."""
+    out = dict(state_dict)
+    net = _per_layer(network(out))
+    for g in range(len(net.groups)):
+        layer = net.group_layers(g)[0]
+        try:
+            keys = [k for k in last_affine(layer) if k is not None]
+        except SymmetryError:
+            continue
+        rows = torch.cat([out[k].detach().double().reshape(layer.width, -1) for k in keys], dim=1)
+        if not torch.isfinite(rows).all():
+            continue
+        norm = rows.norm(dim=1)
+        factor = torch.where(norm > 0, _unit_signs(rows) / norm, torch.ones_like(norm))
+        out = scale_units(out, net, g, factor)
+        if sort:
+            key = torch.cat([out[k].detach().double().reshape(layer.width, -1) for k in keys], dim=1).sum(1)
+            order = torch.argsort(key, stable=True)
+            if not torch.equal(order, torch.arange(layer.width)):
+                cols = torch.zeros(layer.width, layer.width, dtype=torch.float64)
+                cols[order, torch.arange(layer.width)] = 1.0
+                out = remap_units(out, net, g, order, cols)
+    return out
+
+
+CANONICAL_FORM = 3
+"""Version of `canonical_form`, part of every representation cache key (1: `canonicalize` alone; 2: an
+earlier form that also folded BatchNorm)."""
+
+
+def canonical_form(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The form in which zooprobe reads a network (training and prediction alike; docs/symmetry.md):
+
+    1. `canonicalize`: duplicated units merged, dead ones dropped (undoes widening and dead padding);
+    2. `normalize_units`: every unit's incoming map of norm 1 and positive sum (undoes ReLU rescaling and
+       tanh sign flips), the units of each layer sorted by that sum (undoes neuron permutations).
+
+    BatchNorm is not folded here: folding every network cost the heads too much (docs/symmetry.md); the
+    applicability domain handles folded networks instead. Networks of layouts the symmetry module does not
+    know come back unchanged; it never fails."""
+    out = canonicalize(state_dict)
+    with contextlib.suppress(SymmetryError):
+        out = normalize_units(out)
+    return out
+
+
 def canonical_state_dicts(
-    state_dicts: Iterable[Mapping[str, torch.Tensor]], architecture: Architecture | None = None
+    state_dicts: Iterable[Mapping[str, torch.Tensor]],
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """`canonicalize` of each state dict, lazily (a streamed zoo stays streamed)."""
+    """`canonical_form` of each state dict, lazily (a streamed zoo stays streamed): the featurization hook."""
     for sd in state_dicts:
-        yield canonicalize(sd, architecture)
+        yield canonical_form(sd)
 
 
-__all__ = ["canonical_state_dicts", "canonicalize", "normalize_scales"]
+__all__ = [
+    "CANONICAL_FORM",
+    "canonical_form",
+    "canonical_state_dicts",
+    "canonicalize",
+    "normalize_scales",
+    "normalize_units",
+]

@@ -29,6 +29,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from collections.abc import Iterator
@@ -57,6 +58,7 @@ from zooprobe.representations.cache import (
     Representations,
     compute_representations,
 )
+from zooprobe.symmetry import SymmetryError, canonical_form, canonicalize, fold_batchnorm
 from zooprobe.tokens import TokenizedModel
 from zooprobe.tokens.statistics import FEATURIZE_WORKING_COPIES, featurize
 from zooprobe.training.config import TrainConfig
@@ -86,6 +88,10 @@ class SplitData:
     """Weight-statistics features [N, F], float64, of every model (the applicability domain)."""
     architectures: list[Architecture] | None = None
     """Each model's `Architecture` (the applicability domain)."""
+    raw_features: np.ndarray | None = None
+    """Weight statistics before `zooprobe.symmetry.normalize_units` (the domain's `FoldDetector`)."""
+    folded_features: np.ndarray | None = None
+    """Train split: raw weight statistics of its BatchNorm models, BatchNorm folded (`FoldDetector`)."""
 
     def __len__(self) -> int:
         return len(self.meta)
@@ -277,12 +283,16 @@ def load_inputs(
 
         def models(split: SplitData = split, archs: list[Any] = archs) -> Iterator[dict[str, torch.Tensor]]:
             for i in range(len(split)):
-                sd = _float32(split.zoo.state_dict(i))
+                sd = _zoo_model(split, i)
                 archs.append(architecture(sd))
                 yield sd
 
-        split.features = featurize(models(), chunk_bytes=max(1, budget // FEATURIZE_WORKING_COPIES))
+        chunk = max(1, budget // FEATURIZE_WORKING_COPIES)
+        split.features = featurize(models(), chunk_bytes=chunk)
         split.architectures = archs
+        split.raw_features, folded = raw_statistics(split, chunk, folded=split.name == "train")
+        if split.name == "train":
+            split.folded_features = folded
         if cfg.head.uses_statistics:
             split.stats = torch.as_tensor(split.features, dtype=torch.float32)
     if cfg.mode == "frozen":
@@ -328,7 +338,7 @@ def load_inputs(
             if stream:
                 split.streamed = True
             elif cfg.augment and name == "train":
-                split.state_dicts = [_float32(split.zoo.state_dict(i)) for i in range(len(split))]
+                split.state_dicts = [_zoo_model(split, i) for i in range(len(split))]
             else:
                 split.tokenized = [tm for chunk in tokenized_chunks(encoder, split, budget) for tm in chunk]
     return data
@@ -377,7 +387,7 @@ def split_state_dict(split: SplitData, i: int) -> dict[str, torch.Tensor]:
     """Row `i`'s state dict (float64 tensors as float32): kept in memory, or read from the zoo."""
     if split.state_dicts is not None:
         return split.state_dicts[i]
-    return _float32(split.zoo.state_dict(i))
+    return _zoo_model(split, i)
 
 
 def tokenized_chunks(
@@ -404,6 +414,34 @@ def split_tokenized(loaded: Any, split: SplitData, index: Any) -> list[Any]:
     if split.tokenized is not None:
         return [split.tokenized[i] for i in rows]
     return loaded.tokenize_many([split_state_dict(split, i) for i in rows], rows)
+
+
+def raw_statistics(split: SplitData, chunk_bytes: int, folded: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """The weight statistics of every model of the split before `zooprobe.symmetry.normalize_units` (only
+    `zooprobe.symmetry.canonicalize`), and with `folded` those of its BatchNorm models with BatchNorm folded
+    (`zooprobe.symmetry.fold_batchnorm`): what the domain's `FoldDetector` learns from."""
+    bn: list[int] = []
+
+    def rows() -> Iterator[dict[str, torch.Tensor]]:
+        for i in range(len(split)):
+            sd = canonicalize(_float32(split.zoo.state_dict(i)))
+            if folded and any(k.endswith("running_var") for k in sd):
+                bn.append(i)
+            yield sd
+
+    def folded_rows() -> Iterator[dict[str, torch.Tensor]]:
+        for i in bn:
+            with contextlib.suppress(SymmetryError):
+                yield canonicalize(fold_batchnorm(_float32(split.zoo.state_dict(i))))
+
+    raw = featurize(rows(), chunk_bytes=chunk_bytes)
+    return raw, featurize(folded_rows(), chunk_bytes=chunk_bytes) if folded else None
+
+
+def _zoo_model(split: SplitData, i: int) -> dict[str, torch.Tensor]:
+    """Row `i` of the split's zoo as every head reads it: float32, in `zooprobe.symmetry.canonical_form`
+    (the prediction path, `LoadedHead.run`, canonicalizes alike)."""
+    return canonical_form(_float32(split.zoo.state_dict(i)))
 
 
 def _float32(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -288,7 +288,8 @@ def domain_share(domain: ApplicabilityDomain, split: SplitData, reps: np.ndarray
     if not len(split):
         return float("nan")
     assert split.features is not None and split.architectures is not None
-    checks = domain.check(split.architectures, {"statistics": split.features, "representation": reps})
+    features = {"statistics": split.features, "representation": reps, "raw_statistics": split.raw_features}
+    checks = domain.check(split.architectures, features)
     return float(np.mean([c.in_domain for c in checks]))
 
 
@@ -312,12 +313,21 @@ def fit_trust(
 
     def features(name: str) -> dict[str, np.ndarray]:
         assert data.splits[name].features is not None
-        return {"statistics": data.splits[name].features, "representation": reps[name]}
+        split = data.splits[name]
+        return {
+            "statistics": split.features,
+            "representation": reps[name],
+            "raw_statistics": split.raw_features,
+        }
 
     train = data.splits["train"]
     assert train.architectures is not None
     domain = fit_domain(  # the accuracy depends on the task: a network of an unseen one is outside
-        train.architectures, features("train"), features("validation"), tasks=spec.task == "accuracy"
+        train.architectures,
+        features("train"),
+        features("validation"),
+        tasks=spec.task == "accuracy",
+        folded=train.folded_features,
     )
     shares = {name: domain_share(domain, data.splits[name], reps[name]) for name in ("validation", "test")}
     domain.summary = {f"{name}_in_domain": share for name, share in shares.items()}
