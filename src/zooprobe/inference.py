@@ -57,6 +57,7 @@ from zooprobe.heads.head_loader import (
     read_head_config,
     run_heads,
 )
+from zooprobe.heads.integrity import HASH_FILE, check_content_hash
 from zooprobe.heads.targets import TargetSpec
 from zooprobe.heads.uncertainty import DEFAULT_LEVEL, check_level
 from zooprobe.symmetry import canonicalize
@@ -302,13 +303,28 @@ def load_heads(
     encoders: dict[tuple[str, str | None, str | None], Any] = {}
     heads = []
     for source, revision in zip(sources, revisions, strict=True):
-        key = _frozen_encoder_key(source) if revision is None else None
+        local = check_local_head(source, trust=trust)  # before any of its files is read
+        key = _frozen_encoder_key(source) if revision is None and local is not None else None
         shared = encoders.get(key) if key is not None else None
-        head = load_head(source, revision=revision, trust=trust, encoder=shared)
+        # a local head's hash was checked above (trust: not again); a Hub head's is checked by load_head
+        head = load_head(source, revision=revision, trust=trust or local is not None, encoder=shared)
         if key is not None and shared is None:
             encoders[key] = head.model.loaded
         heads.append(head)
     return heads
+
+
+def check_local_head(source: str | Path, *, trust: bool = False) -> Path | None:
+    """The head folder of a local `source` (a run or head folder), its content hash checked first
+    (`zooprobe.heads.integrity.check_content_hash`: a modified head is refused before any of its files is
+    parsed, unless `trust`); None for a source that is not a local path (a Hub repo id)."""
+    local = Path(str(source)).expanduser()
+    if not local.exists():
+        return None
+    folder = head_folder(local)
+    if (folder / HASH_FILE).is_file() or (folder / "config.json").is_file():  # else: no head (yet) to check
+        check_content_hash(folder, trust=trust)
+    return folder
 
 
 def _frozen_encoder_key(source: str | Path) -> tuple[str, str | None, str | None] | None:
@@ -668,6 +684,7 @@ __all__ = [
     "CONTAINER_KEYS",
     "NOT_PREDICTABLE",
     "OutOfDomainError",
+    "check_local_head",
     "domain_lines",
     "format_predictions",
     "format_result",
