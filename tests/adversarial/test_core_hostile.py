@@ -64,6 +64,7 @@ HOSTILE_HEADERS = {
     ),
     "negative-offset-small": (_entry([2, 15], [-120, 0]), b"", "data_offsets [-120, 0]"),
     "float-shape": (_entry([2, 7.5], [0, 60]), bytes(60), "shape [2, 7.5]"),
+    "negative-shape": (_entry([-2, 15], [0, 120]), bytes(120), "shape [-2, 15]"),
     "header-list": ([1, 2], bytes(8), "json list"),
     "header-null": (None, bytes(8), "json null"),
     "string-shape": (_entry(["a", 15], [0, 60]), bytes(60), "shape ['a', 15]"),
@@ -101,7 +102,7 @@ def test_import_flat_refuses_a_lying_safetensors_header(case: str, tmp_path: Pat
 
 
 @pytest.mark.parametrize(
-    "case", ["negative-offset", "float-shape", "header-list", "string-offsets", "overlap"]
+    "case", ["negative-offset", "float-shape", "negative-shape", "header-list", "string-offsets", "overlap"]
 )
 def test_predict_and_every_reader_refuse_a_lying_header(case: str, tmp_path: Path) -> None:
     """The same validator behind the checkpoint reader, training states, encoders, tokenized models, zoo
