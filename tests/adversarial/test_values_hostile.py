@@ -377,3 +377,31 @@ def test_an_unknown_key_in_a_layout_entry_is_named(tmp_path: Path) -> None:
     _, r = _flat(tmp_path, layout=layout)
     assert_one_line_error(r, "layout.json", "'0.weight'", "unknown key(s) 'dtype'", "offset")
     assert not (tmp_path / "zoo").exists()
+
+
+# ------------------------------------------------------------------------------ 8. truncated and empty files
+@pytest.mark.parametrize("command", ["predict", "import-folder"])
+@pytest.mark.parametrize(
+    "case",
+    ["empty.safetensors", "truncated.safetensors", "empty.pt", "truncated.pt", "header-only.safetensors"],
+)
+def test_truncated_and_empty_checkpoints(command: str, case: str, run_dir: Path, tmp_path: Path) -> None:
+    """A checkpoint cut short by a failed copy (half its bytes, only its header, or nothing): one line naming
+    the file, never a traceback; the file is kept as it is."""
+    kind, suffix = case.split(".")
+    good = _save(tmp_path / f"good.{suffix}", _mlp())
+    data = good.read_bytes()
+    header = 8 + int.from_bytes(data[:8], "little") if suffix == "safetensors" else 0
+    cut = {"empty": b"", "truncated": data[: len(data) // 2], "header-only": data[:header]}[kind]
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    bad = folder / f"m0.{suffix}"
+    bad.write_bytes(cut)
+    before = snapshot(folder)
+    if command == "predict":
+        r = run_cli("predict", "--head", run_dir, bad)
+    else:
+        meta = write_csv(tmp_path / "meta.csv", [{"file": bad.name, "test_accuracy": 0.5}])
+        r = _import_folder(folder, meta, tmp_path / "zoo")
+    assert_one_line_error(r, str(bad))
+    assert_unchanged(before, folder)
