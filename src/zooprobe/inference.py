@@ -294,16 +294,23 @@ def _shared_statistics(heads: Sequence[LoadedHead], state_dict: Mapping[str, Any
 
 
 def load_heads(
-    sources: Sequence[str | Path], revisions: Sequence[str | None] | None = None, *, trust: bool = False
+    sources: Sequence[str | Path],
+    revisions: Sequence[str | None] | None = None,
+    *,
+    trust: bool = False,
+    local_checked: bool = False,
 ) -> list[LoadedHead]:
     """`zooprobe.load_head` of each source (at its revision), loading an encoder once for all frozen heads
     that name the same one (source, revision and fingerprint), so `run_heads` encodes each network once for
-    them. A fine-tuned head always gets its own copy (its weights replace the encoder's)."""
+    them. A fine-tuned head always gets its own copy (its weights replace the encoder's).
+
+    A local head's content hash is checked before any of its files is read (`check_local_head`), unless
+    ``local_checked`` says the caller did that already."""
     revisions = list(revisions) if revisions is not None else [None] * len(sources)
     encoders: dict[tuple[str, str | None, str | None], Any] = {}
     heads = []
     for source, revision in zip(sources, revisions, strict=True):
-        local = check_local_head(source, trust=trust)  # before any of its files is read
+        local = check_local_head(source, trust=trust or local_checked)  # before any of its files is read
         key = _frozen_encoder_key(source) if revision is None and local is not None else None
         shared = encoders.get(key) if key is not None else None
         # a local head's hash was checked above (trust: not again); a Hub head's is checked by load_head

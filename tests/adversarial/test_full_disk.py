@@ -70,7 +70,7 @@ def test_import_flat_onto_a_full_disk(
     reference = tmp_path / "reference"
     assert run_cli(*args, "--output", reference).code == 0
 
-    disk = small_disk(256)
+    disk = small_disk(1024)  # room for the parts and the zoo once the filler is gone
     filler = fill_disk(disk, 24 * 1024)
     before, inputs = _on_disk(disk), snapshot(flat_inputs[0].parent)
     out = disk / "zoo"

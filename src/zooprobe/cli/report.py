@@ -202,7 +202,8 @@ def _predict(ns: Namespace, console: Any) -> int:
                 "weights may not be the run's final, best ones",
                 file=sys.stderr,
             )
-    heads = load_heads(heads_given, revisions, trust=ns.trust)  # frozen heads share their encoder
+    # frozen heads share their encoder; local heads' hashes were checked above
+    heads = load_heads(heads_given, revisions, trust=ns.trust, local_checked=True)
     by_head = predict_files_by_head(
         heads,
         files,
