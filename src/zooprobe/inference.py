@@ -57,6 +57,7 @@ from zooprobe.heads.head_loader import (
     read_head_config,
     run_heads,
 )
+from zooprobe.heads.integrity import HASH_FILE, check_content_hash
 from zooprobe.heads.shipped import is_shipped_head, require_shipped_heads, shipped_head_folder
 from zooprobe.heads.targets import TargetSpec
 from zooprobe.heads.uncertainty import DEFAULT_LEVEL, check_level
@@ -294,18 +295,27 @@ def _shared_statistics(heads: Sequence[LoadedHead], state_dict: Mapping[str, Any
 
 
 def load_heads(
-    sources: Sequence[str | Path], revisions: Sequence[str | None] | None = None, *, trust: bool = False
+    sources: Sequence[str | Path],
+    revisions: Sequence[str | None] | None = None,
+    *,
+    trust: bool = False,
+    local_checked: bool = False,
 ) -> list[LoadedHead]:
     """`zooprobe.load_head` of each source (at its revision), loading an encoder once for all frozen heads
     that name the same one (source, revision and fingerprint), so `run_heads` encodes each network once for
-    them. A fine-tuned head always gets its own copy (its weights replace the encoder's)."""
+    them. A fine-tuned head always gets its own copy (its weights replace the encoder's).
+
+    A local head's content hash is checked before any of its files is read (`check_local_head`), unless
+    ``local_checked`` says the caller did that already."""
     revisions = list(revisions) if revisions is not None else [None] * len(sources)
     encoders: dict[tuple[str, str | None, str | None], Any] = {}
     heads = []
     for source, revision in zip(sources, revisions, strict=True):
-        key = _frozen_encoder_key(source) if revision is None else None
+        local = check_local_head(source, trust=trust or local_checked)  # before any of its files is read
+        key = _frozen_encoder_key(source) if revision is None and local is not None else None
         shared = encoders.get(key) if key is not None else None
-        head = load_head(source, revision=revision, trust=trust, encoder=shared)
+        # a local head's hash was checked above (trust: not again); a Hub head's is checked by load_head
+        head = load_head(source, revision=revision, trust=trust or local is not None, encoder=shared)
         if key is not None and shared is None:
             encoders[key] = head.model.loaded
         heads.append(head)
@@ -317,6 +327,22 @@ def default_heads(*, trust: bool = False) -> list[LoadedHead]:
     on the shipped foundation encoder), loaded with one shared encoder: what ``zooprobe predict FILE``
     predicts with when no ``--head`` is given. A one-line error when this installation has none."""
     return load_heads(require_shipped_heads(), trust=trust)
+
+
+def check_local_head(source: str | Path, *, trust: bool = False) -> Path | None:
+    """The head folder of a local `source` (a run or head folder), its content hash checked first
+    (`zooprobe.heads.integrity.check_content_hash`: a modified head is refused before any of its files is
+    parsed, unless `trust`); None for a source that is not a local path (a Hub repo id). A shipped head's
+    name is its folder inside the package."""
+    local = Path(str(source)).expanduser()
+    if is_shipped_head(source):
+        local = shipped_head_folder(str(source))
+    if not local.exists():
+        return None
+    folder = head_folder(local)
+    if (folder / HASH_FILE).is_file() or (folder / "config.json").is_file():  # else: no head (yet) to check
+        check_content_hash(folder, trust=trust)
+    return folder
 
 
 def _frozen_encoder_key(source: str | Path) -> tuple[str, str | None, str | None] | None:
@@ -680,6 +706,7 @@ __all__ = [
     "CONTAINER_KEYS",
     "NOT_PREDICTABLE",
     "OutOfDomainError",
+    "check_local_head",
     "default_heads",
     "domain_lines",
     "format_predictions",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -44,3 +47,60 @@ def user_folder(tmp_path: Path) -> Path:
     (root / "data" / "train.csv").write_text("x,y\n1,2\n")
     (root / "checkpoints" / "my_model_epoch50.pt").write_bytes(b"\x80\x02my weights" * 100)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A 4-run tiny-preset zoo built as two shard folders (``--shard 0/2`` and ``1/2``, one cohort of two
+    runs each), for ``zoo merge`` (read-only: copy them to edit them)."""
+    from zooprobe import ZooConfig, build_zoo
+
+    root = tmp_path_factory.mktemp("shards")
+    for k in range(2):
+        cfg = ZooConfig(preset="tiny", n_models=4, cohort_size=2)
+        report = build_zoo(cfg, root / f"shard{k}", shard=f"{k}/2", progress=False)
+        assert not report.finalized
+    return root / "shard0", root / "shard1"
+
+
+@pytest.fixture
+def flat_inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """``zoo import-flat`` inputs: ``w.npy`` (1100 checkpoints of 550 runs, 100 kB of random float32 that do
+    not compress: two import parts of whole runs), ``layout.json`` and ``meta.csv``."""
+    import numpy as np
+
+    from files import WIDTH, json_layout, metadata_rows, write_csv
+
+    root = tmp_path / "inputs"
+    root.mkdir()
+    rows = [{**row, "test_accuracy": 0.3 + i / 4000} for i, row in enumerate(metadata_rows(550))]
+    np.save(root / "w.npy", np.random.default_rng(0).normal(size=(len(rows), WIDTH)).astype(np.float32))
+    return root / "w.npy", json_layout(root / "layout.json"), write_csv(root / "meta.csv", rows)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
+    """``small_disk(kib)``: a real file system of `kib` KiB (a tmpfs mounted in the test's folder, unmounted
+    afterwards), so a write really meets ``No space left on device``. Skipped, with the reason, where the test
+    cannot mount one (not root, no tmpfs, a container without the capability)."""
+    mounted: list[Path] = []
+
+    def make(kib: int) -> Path:
+        disk = tmp_path / f"disk{len(mounted)}"
+        disk.mkdir()
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={kib}k,mode=0755", "tmpfs", str(disk)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here ({(r.stderr or r.stdout).strip()})")
+        mounted.append(disk)
+        return disk
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        yield make
+    finally:
+        for disk in mounted:
+            subprocess.run(["umount", "-l", str(disk)], capture_output=True, check=False)

@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import signal
 import subprocess
 import sys
+import textwrap
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +79,57 @@ def run_subprocess(*args: str | Path, timeout: float = 120, **kwargs: object) ->
     return CliResult(r.returncode, r.stdout, r.stderr, "Traceback (most recent call last)" in r.stderr)
 
 
+KILL_DRIVER = textwrap.dedent(
+    """
+    import importlib, os, sys
+    import torch
+    torch.set_num_threads(int(os.environ["DRIVER_THREADS"]))  # as in the test process: same float sums
+    module, name, after, sig = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    owner = importlib.import_module(module)
+    *path, attr = name.split(".")  # "function" or "Class.method"
+    for part in path:
+        owner = getattr(owner, part)
+    real, calls = getattr(owner, attr), [0]
+    def step(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls[0] += 1
+        if calls[0] == after:
+            os.kill(os.getpid(), sig)
+        return out
+    setattr(owner, attr, step)
+    from zooprobe.cli import main
+    sys.exit(main(sys.argv[5:]))
+    """
+)
+
+
+def signalled_after(
+    where: str, after: int, sig: int, *args: str | Path, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run ``zooprobe ARGS`` in a real process that sends itself `sig` right after the `after`-th call of
+    `where` (``"module:function"`` or ``"module:Class.method"``, one of zooprobe's write steps) returns:
+    ``SIGKILL`` is a kill -9 (no handler, no cleanup), ``SIGINT`` what Ctrl-C sends."""
+    import torch
+
+    module, name = where.split(":")
+    return subprocess.run(
+        [sys.executable, "-c", KILL_DRIVER, module, name, str(after), str(int(sig)), *map(str, args)],
+        capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "COLUMNS": "200", "DRIVER_THREADS": str(torch.get_num_threads())},
+    )  # fmt: skip
+
+
+def assert_killed(r: subprocess.CompletedProcess[str]) -> None:
+    """The process died of SIGKILL (the kill point was reached), not of an error of its own."""
+    assert r.returncode == -signal.SIGKILL, f"exit code {r.returncode}, not killed:\n{r.stderr[-3000:]}"
+
+
+def assert_one_line_error(r: CliResult, *fragments: str) -> None:
+    """`CliResult.assert_clear_error`, and exactly one ``zooprobe: error:`` line."""
+    r.assert_clear_error(*fragments)
+    assert len(r.error_lines) == 1, r.err
+
+
 def snapshot(root: str | Path) -> dict[str, bytes | None]:
     """Every file (content) and folder (None) under `root`, by relative path."""
     root = Path(root)
@@ -102,3 +155,12 @@ def assert_unchanged(before: dict[str, bytes | None], root: str | Path, *, allow
     assert not changed, f"files changed: {changed}"
     if not allow_new:
         assert not added, f"files added: {added}"
+
+
+def fill_disk(disk: Path, leave: int) -> Path:
+    """Fill `disk` (a `small_disk`) with a file of the user's until about `leave` bytes are free; the file."""
+    st = os.statvfs(disk)
+    free = st.f_bavail * st.f_frsize
+    filler = disk / "my-big-file.bin"
+    filler.write_bytes(os.urandom(max(0, free - leave)))
+    return filler

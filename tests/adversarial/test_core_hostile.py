@@ -64,6 +64,7 @@ HOSTILE_HEADERS = {
     ),
     "negative-offset-small": (_entry([2, 15], [-120, 0]), b"", "data_offsets [-120, 0]"),
     "float-shape": (_entry([2, 7.5], [0, 60]), bytes(60), "shape [2, 7.5]"),
+    "negative-shape": (_entry([-2, 15], [0, 120]), bytes(120), "shape [-2, 15]"),
     "header-list": ([1, 2], bytes(8), "json list"),
     "header-null": (None, bytes(8), "json null"),
     "string-shape": (_entry(["a", 15], [0, 60]), bytes(60), "shape ['a', 15]"),
@@ -101,7 +102,7 @@ def test_import_flat_refuses_a_lying_safetensors_header(case: str, tmp_path: Pat
 
 
 @pytest.mark.parametrize(
-    "case", ["negative-offset", "float-shape", "header-list", "string-offsets", "overlap"]
+    "case", ["negative-offset", "float-shape", "negative-shape", "header-list", "string-offsets", "overlap"]
 )
 def test_predict_and_every_reader_refuse_a_lying_header(case: str, tmp_path: Path) -> None:
     """The same validator behind the checkpoint reader, training states, encoders, tokenized models, zoo
@@ -317,6 +318,33 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path: Path) -> None:
         ["zoo", "build", "--preset", "tiny", "--n_models", "16", "--output", str(out)], timeout=120
     )
     assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.parametrize("command", ["merge", "import-flat"])
+def test_a_second_merge_or_import_into_a_folder_in_use_is_refused(
+    command: str, tiny_shards: tuple[Path, Path], flat_inputs: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """While one process writes a zoo folder (here: this test, holding its lock as ``zoo merge`` would), a
+    real second ``zoo merge`` / ``zoo import-flat`` into it is refused at once, naming the folder and the
+    holder's PID, and writes nothing there."""
+    from zooprobe.core.outputs import claim_output, holding_outputs_block
+    from zooprobe.zoo.store import ZOO_OUTPUT
+
+    out = tmp_path / "zoo"
+    weights, layout, meta = flat_inputs
+    args = {
+        "merge": ["zoo", "merge", str(out), *map(str, tiny_shards)],
+        "import-flat": ["zoo", "import-flat", str(weights), "--layout", str(layout), "--metadata", str(meta),
+                        "--output", str(out), "--progress", "false"],
+    }[command]  # fmt: skip
+    with holding_outputs_block():
+        claim_output(out, ZOO_OUTPUT)
+        before = snapshot(out)
+        second = _subprocess(args, timeout=120)
+        assert_unchanged(before, out)
+    assert second.returncode == 2, second.stderr
+    assert "Traceback" not in second.stderr
+    assert str(out) in second.stderr and f"PID {os.getpid()}" in second.stderr, second.stderr
 
 
 def test_a_stale_lock_file_does_not_block(tmp_path: Path) -> None:

@@ -236,6 +236,43 @@ def test_deleted_trust_file_does_not_make_a_withheld_target_look_trustworthy(
         load_head(folder, trust=True)
 
 
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json", "domain.safetensors", "trust.json"])
+def test_a_tampered_head_is_refused_by_its_hash_before_any_file_is_parsed(
+    name: str, runs: dict[str, Path], checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run folder whose head file was replaced by garbage (a header claiming 2**60 bytes, broken JSON):
+    ``predict`` refuses it by the content hash, naming the file, before that or any other file of the head
+    is parsed (the run-state check read the weights' header first); ``--trust true`` then reaches the
+    file's own one-line error."""
+    import zooprobe.core.tensorfile as tensorfile
+    import zooprobe.heads.head_loader as head_loader
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["mlp"], run)
+    garbage = (2**60).to_bytes(8, "little") + b"{" if name.endswith(".safetensors") else b'{"oops": '
+    (run / "head" / name).write_bytes(garbage)
+    before = snapshot(run)
+    parsed: list[str] = []
+    for module, attr in ((tensorfile, "parse_safetensors_header"), (head_loader, "read_head_config")):
+        real = getattr(module, attr)
+
+        def spy(*args: object, _real: object = real, **kwargs: object) -> object:
+            parsed.append(str(args[0]))
+            return _real(*args, **kwargs)  # type: ignore[operator]
+
+        monkeypatch.setattr(module, attr, spy)
+    r = run_cli("predict", "--head", run, checkpoint)
+    r.assert_clear_error("the head was modified after it was saved", f"changed: {name}", "--trust true")
+    assert len(r.error_lines) == 1, r.err
+    assert not [p for p in parsed if str(run) in p], f"head files parsed before the hash check: {parsed}"
+    assert_unchanged(before, run)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        forced = run_cli("predict", "--head", run, "--trust", "true", checkpoint)
+    forced.assert_clear_error(name)
+    assert len(forced.error_lines) == 1, forced.err
+
+
 # ------------------------------------------------------------------------------------------ domain
 def test_in_distribution_models_are_rarely_flagged_out_of_domain(head_zoo: Path, head_encoder: Path) -> None:
     """Issue 28: held-out models of the head's own zoo were flagged out of domain 8% of the time (nominal:

@@ -1,9 +1,9 @@
 """kill -9 and Ctrl-C (issue 28): resume gives the identical result, and nothing half-written looks complete.
 
-The kill is real: a small driver runs the command line in a subprocess with one of zooprobe's write steps
-wrapped so that the process signals itself right after that step (``SIGKILL``: no handler, no cleanup;
-``SIGINT``: what Ctrl-C sends). Train and pretrain get a real ``SIGINT`` in this process (the signal is
-raised from inside an epoch), which is what the command line sees from a terminal.
+The kill is real: a small driver (`harness.signalled_after`) runs the command line in a subprocess with one of
+zooprobe's write steps wrapped so that the process signals itself right after that step (``SIGKILL``: no
+handler, no cleanup; ``SIGINT``: what Ctrl-C sends). Train and pretrain get a real ``SIGINT`` in this process
+(the signal is raised from inside an epoch), which is what the command line sees from a terminal.
 
 A user expects: after kill -9, running the same command again finishes the work and gives exactly what an
 uninterrupted run gives; after Ctrl-C, one line saying it was interrupted, exit code 130, no traceback, and
@@ -13,51 +13,17 @@ no output that looks finished (no zoo manifest, no ``metrics.json``, an encoder 
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from harness import run_cli
+from harness import run_cli, signalled_after
 
 from zooprobe.api import load_zoo
 from zooprobe.zoo.store import MANIFEST
 
 INTERRUPTED = "zooprobe: interrupted; finished work is saved, run the same command again to resume"
-DRIVER = textwrap.dedent(
-    """
-    import importlib, os, sys
-    import torch
-    torch.set_num_threads(int(os.environ["DRIVER_THREADS"]))  # as in the test process: same float sums
-    module, name, after, sig = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    mod = importlib.import_module(module)
-    real, calls = getattr(mod, name), [0]
-    def step(*args, **kwargs):
-        out = real(*args, **kwargs)
-        calls[0] += 1
-        if calls[0] == after:
-            os.kill(os.getpid(), sig)
-        return out
-    setattr(mod, name, step)
-    from zooprobe.cli import main
-    sys.exit(main(sys.argv[5:]))
-    """
-)
-
-
-def _signalled_after(
-    module: str, name: str, after: int, sig: int, *args: str | Path
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", DRIVER, module, name, str(after), str(int(sig)), *map(str, args)],
-        capture_output=True, text=True, timeout=300,
-        env={**os.environ, "COLUMNS": "200", "DRIVER_THREADS": str(torch.get_num_threads())},
-    )  # fmt: skip
 
 
 def _hashes(root: Path) -> list[tuple[str, str]]:
@@ -72,7 +38,7 @@ def test_kill_9_during_zoo_build_then_resume_is_identical(tiny_zoo: Path, tmp_pa
     uninterrupted build (the session's tiny zoo)."""
     out = tmp_path / "zoo"
     args = ("zoo", "build", "--preset", "tiny", "--output", out, "--progress", "false")
-    killed = _signalled_after("zooprobe.zoo.build", "_write_part", 1, signal.SIGKILL, *args)
+    killed = signalled_after("zooprobe.zoo.build:_write_part", 1, signal.SIGKILL, *args)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not (out / MANIFEST).exists()
     assert len(list((out / ".parts").glob("cohort-*.parquet"))) >= 1
@@ -86,7 +52,7 @@ def test_ctrl_c_during_zoo_build_is_one_line_and_exit_130(tmp_path: Path) -> Non
     """Ctrl-C (a real SIGINT) during ``zoo build``: one line, exit code 130, no traceback, no manifest."""
     out = tmp_path / "zoo"
     args = ("zoo", "build", "--preset", "tiny", "--output", out, "--progress", "false")
-    r = _signalled_after("zooprobe.zoo.build", "_write_part", 1, signal.SIGINT, *args)
+    r = signalled_after("zooprobe.zoo.build:_write_part", 1, signal.SIGINT, *args)
     assert r.returncode == 130, r.stderr[-2000:]
     assert "Traceback" not in r.stderr, r.stderr
     assert [ln for ln in r.stderr.splitlines() if ln.startswith("zooprobe:")] == [INTERRUPTED], r.stderr

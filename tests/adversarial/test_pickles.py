@@ -267,13 +267,13 @@ def test_load_head_never_unpickles_its_weights(
 def test_load_head_without_trust_refuses_a_swapped_weights_file(
     run_dir: Path, good_checkpoint: Path, tmp_path: Path, marker: Path
 ) -> None:
-    """Without ``--trust``: refused, naming the weights file and saying to restore the head (not to start
-    a training over, which is advice for a training state)."""
+    """Without ``--trust``: refused by the content hash before the file is opened, naming the weights file
+    and saying to restore the head (not to start a training over, which is advice for a training state)."""
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
     pt_zip(run / "head" / "model.safetensors", marker)
     r = run_cli("predict", "--head", run, good_checkpoint)
-    r.assert_clear_error("model.safetensors", "restore it")
+    r.assert_clear_error("changed: model.safetensors", "restore the original files")
     assert "--overwrite" not in r.err and r.out == ""
     _no_code_ran(marker)
 

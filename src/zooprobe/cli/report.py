@@ -164,6 +164,7 @@ def _predict(ns: Namespace, console: Any) -> int:
             check_max_params,
         )
         from zooprobe.inference import (  # heavy: imports torch
+            check_local_head,
             format_result,
             load_heads,
             predict_files_by_head,
@@ -196,6 +197,8 @@ def _predict(ns: Namespace, console: Any) -> int:
         raise InvalidInputError(f"checkpoint file(s) not found: {', '.join(missing)}")
     for f in files:
         check_checkpoint_file(f)  # folders, FIFOs and devices, unsupported types: refused unopened
+    for source in heads_given:  # a modified head is refused before any of its files is read
+        check_local_head(source, trust=ns.trust)
     unfinished = {}
     for source in heads_given:
         reason = _check_run(source, ns.allow_unfinished)
@@ -206,7 +209,8 @@ def _predict(ns: Namespace, console: Any) -> int:
                 "weights may not be the run's final, best ones",
                 file=sys.stderr,
             )
-    heads = load_heads(heads_given, revisions, trust=ns.trust)  # frozen heads share their encoder
+    # frozen heads share their encoder; local heads' hashes were checked above
+    heads = load_heads(heads_given, revisions, trust=ns.trust, local_checked=True)
     by_head = predict_files_by_head(
         heads,
         files,

@@ -159,6 +159,7 @@ def check_output(
         )
     if not root.exists():
         return "new"
+    _refuse_if_locked(root, option)  # first: a folder being written may hold a marker not yet in place
     present = [rel for rel in _files(root) if rel != LOCK]  # a lock file alone: a claim that wrote nothing
     if not present and not any(p.name != LOCK for p in root.iterdir()):
         return "empty"
@@ -222,6 +223,32 @@ _HELD: dict[Path, int] = {}
 """Folders this process holds the lock of (resolved path -> file descriptor of the lock file)."""
 
 
+def _in_use(root: Path, holder: str, option: str) -> OutputFolderError:
+    return OutputFolderError(
+        f"{option} {root}: another zooprobe process (PID {holder}) is writing into this folder; wait for "
+        f"it to finish (or stop it), or choose another {option}"
+    )
+
+
+def _refuse_if_locked(root: Path, option: str) -> None:
+    """Refuse `root` while another process holds its lock (`lock_output`), naming that process; reads only
+    (a shared lock tried and dropped at once)."""
+    path = root / LOCK
+    if not path.is_file() or root.resolve() in _HELD or torchrun_env().rank != 0:
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        raise _in_use(root, holder, option) from None
+    finally:
+        os.close(fd)
+
+
 def lock_output(root: str | Path, *, option: str = "--output") -> None:
     """Take the exclusive lock of output folder `root` (existing) for this process, until `release_outputs`.
 
@@ -240,10 +267,7 @@ def lock_output(root: str | Path, *, option: str = "--output") -> None:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
         finally:
             os.close(fd)
-        raise OutputFolderError(
-            f"{option} {root}: another zooprobe process (PID {holder}) is writing into this folder; wait for "
-            f"it to finish (or stop it), or choose another {option}"
-        ) from None
+        raise _in_use(root, holder, option) from None
     except BaseException:
         os.close(fd)
         raise

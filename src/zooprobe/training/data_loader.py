@@ -166,6 +166,24 @@ def check_split_leaks(zoo: Any, source: str, allow: bool) -> tuple[dict[str, Any
     return record, msg + "; allow_split_leaks=True, so the run is marked"
 
 
+def _check_finite_targets(spec: Any, meta: pd.DataFrame, source: Any, split: str) -> None:
+    """An infinite numeric target (a zoo written by hand or another tool) is an error naming the model; a
+    NaN is a missing value, as everywhere in zooprobe. Without this, training stops at its first batch with
+    an infinite loss that blames the learning rate."""
+    for t in spec.targets:
+        if t.kind in ("categorical", "binary") or t.name not in meta.columns:
+            continue
+        raw = pd.to_numeric(meta[t.name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        bad = np.flatnonzero(np.isinf(raw))
+        if len(bad):
+            ids = meta["model_id"].astype(str) if "model_id" in meta.columns else pd.Series(range(len(meta)))
+            raise InvalidInputError(
+                f"zoo {source!r}: target {t.name!r} is infinite ({raw[bad[0]]}) for {len(bad)} model(s) of "
+                f"the {split} split (e.g. {ids.iloc[int(bad[0])]!r}); a target must be a finite number or "
+                "missing: fix the zoo's metadata (or import it again from its source)"
+            )
+
+
 def _warn(messages: list[str], message: str) -> None:
     messages.append(message)
     warnings.warn(message, stacklevel=3)
@@ -238,6 +256,7 @@ def plan_data(cfg: TrainConfig, encoder: WeightSpaceEncoder, zoo: Any) -> RunDat
     missing: dict[str, dict[str, int]] = {}
     for name, view in views.items():
         meta = view.metadata().reset_index(drop=True)
+        _check_finite_targets(spec, meta, cfg.zoo, name)
         targets = target_arrays(spec, meta)
         missing[name] = count_missing(spec, targets)
         splits[name] = SplitData(name, view, meta, targets)

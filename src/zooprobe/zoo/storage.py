@@ -61,6 +61,11 @@ def encode_weights(state_dict: dict[str, torch.Tensor], where: str = "state dict
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise InvalidInputError(f"{where}: tensor {k!r} has non-finite values (NaN or inf)")
         clean[k] = v.detach().cpu().contiguous().clone()  # clone: tied/shared tensors must not alias
+    if all(v.numel() == 0 for v in clean.values()):
+        raise InvalidInputError(
+            f"{where}: no weights (every tensor has zero elements: {', '.join(list(clean)[:5])}); a model "
+            "needs at least one value"
+        )
     return safetensors_bytes(clean, metadata={"order": json.dumps(list(clean))})
 
 

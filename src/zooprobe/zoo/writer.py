@@ -160,14 +160,21 @@ def write_zoo(
     """
     root = Path(root)
     check_row_group_size(row_group_size)  # a bad size fails before anything is written
+    interrupted = (root / WRITING).exists()  # an earlier write was cut short: marked until one finishes
     staging = begin_zoo_write(root)
-    for split in SPLITS:
-        table = tables.get(split)
-        if table is None or table.num_rows == 0:
-            continue
-        writer = SplitWriter(staging, split, table.num_rows, table.schema, row_group_size)
-        writer.write(table)
-        writer.close()
+    try:
+        for split in SPLITS:
+            table = tables.get(split)
+            if table is None or table.num_rows == 0:
+                continue
+            writer = SplitWriter(staging, split, table.num_rows, table.schema, row_group_size)
+            writer.write(table)
+            writer.close()
+    except Exception:  # e.g. a full disk: nothing was swapped in yet, so a zoo already there still loads
+        shutil.rmtree(staging, ignore_errors=True)
+        if not interrupted:
+            (root / WRITING).unlink(missing_ok=True)
+        raise
     finish_zoo_write(root, manifest, card)
 
 

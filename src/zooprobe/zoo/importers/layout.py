@@ -138,6 +138,12 @@ def _json_entry(path: Path, i: int, item: Any) -> _RawEntry:
     if not name:
         raise InvalidInputError(f"{where}: no name")
     where = f"{path} entry {name!r}"
+    unknown = sorted(str(k) for k in item if k not in _JSON_ENTRY_KEYS)
+    if unknown:  # e.g. a "dtype" that would silently not be applied
+        raise InvalidInputError(
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; an entry has only "
+            f"{', '.join(_JSON_ENTRY_KEYS)} (the weights' dtype is the weights file's)"
+        )
     if "shape" not in item:
         raise InvalidInputError(f"{where}: no shape")
     shape = _parse_shape(item["shape"], where)
@@ -148,6 +154,10 @@ def _json_entry(path: Path, i: int, item: Any) -> _RawEntry:
     end_key = _first(list(item), ("end", "end_idx"))
     end = _int_cell(item[end_key], end_key, where) if end_key else None
     return name, shape, start, end, where
+
+
+_JSON_ENTRY_KEYS = ("name", "shape", "offset", "start", "start_idx", "end", "end_idx")
+"""The keys of a JSON layout entry."""
 
 
 def _json_layout(path: Path) -> list[_RawEntry]:

@@ -89,6 +89,8 @@ def _read_results(path: Path) -> dict[int, tuple[int, dict[str, Any]]]:
             epoch = _to_int(record.get("training_iteration"), 32)
         except _Bad as e:
             raise _Bad(f"{path} line {line_no}: 'training_iteration' (the epoch): {e}") from None
+        if epoch is not None and epoch < 0:
+            raise _Bad(f"{path} line {line_no}: 'training_iteration' (the epoch) is {epoch}; it must be >= 0")
         results[epoch] = (line_no, record)
     return results
 

@@ -30,8 +30,11 @@ from zooprobe.zoo.store import (
     write_zoo,
 )
 
-
 # ---------------------------------------------------------------------------------------------- output
+ZOO_OUTPUT_STALE = ("zoo_config.yaml", ".parts/*.parquet", "import_config.json")
+"""Files of `ZOO_OUTPUT` that are not part of a written zoo: an overwrite removes them once it is written."""
+
+
 def _check_output(output: Path, overwrite: bool) -> None:
     """Refuse an output folder zooprobe may not write a zoo into (reads only; `zooprobe.core.outputs`).
 
@@ -64,8 +67,16 @@ def _write_output(
     """Write the zoo; a new folder appears whole (written under a temporary name, then renamed)."""
     _check_output(output, overwrite)  # again: the folder may have changed while the input was read
     if output.exists() and any(output.iterdir()):  # an existing zoo, and overwrite=True
-        claim_output(output, ZOO_OUTPUT, overwrite=True)
+        # The old zoo is kept until the new one is complete: `write_zoo` stages the new data files beside
+        # it and swaps them in at the end, so a write that fails (a full disk) leaves the old zoo loading.
+        claim_output(output, ZOO_OUTPUT)
         write_zoo(output, tables, manifest, card)
+        for rel in ZOO_OUTPUT_STALE:  # what an earlier build or flat import left there, not this zoo's
+            for path in output.glob(rel):
+                path.unlink()
+        parts = output / ".parts"
+        if parts.is_dir() and not any(parts.iterdir()):
+            parts.rmdir()
         return
     output.parent.mkdir(parents=True, exist_ok=True)
     _drop_stale_temporaries(output)
