@@ -66,8 +66,9 @@ from torch import nn
 
 from zooprobe.encoder.augment import erase_tokens, noise_tokens, permutation_plan, permute_neurons
 from zooprobe.encoder.config import EncoderConfig
-from zooprobe.encoder.encoder_loader import Preprocessing, prepare_tokens, save_encoder
+from zooprobe.encoder.encoder_loader import save_encoder
 from zooprobe.encoder.model import WeightEncoder
+from zooprobe.encoder.token_inputs import Preprocessing, prepare_tokens
 from zooprobe.errors import ConfigError, InvalidInputError
 from zooprobe.tokens import (
     SUMMARY_DIM,
