@@ -26,7 +26,7 @@ from zooprobe.errors import ConfigError, InvalidInputError, ZooFormatError, Zoop
 _EXPORTS: dict[str, str] = {
     # zoo
     "Zoo": "zooprobe.zoo.store",
-    "ZooConfig": "zooprobe.zoo.space",
+    "ZooConfig": "zooprobe.zoo.config",
     "build_zoo": "zooprobe.zoo.build",
     "merge_zoo": "zooprobe.zoo.build",
     "import_checkpoint_folder": "zooprobe.zoo.importers",
