@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from zooprobe.zoo.data import TaskData
 from zooprobe.zoo.models import build_model
-from zooprobe.zoo.population import Population, PopulationOptimizer, order_for_population
+from zooprobe.zoo.population import Population, order_for_population
+from zooprobe.zoo.population_optim import PopulationOptimizer
 from zooprobe.zoo.space import ModelSpec
 
 GENERATOR_VERSION = 4
