@@ -44,7 +44,8 @@ class Layer:
 
 
 def parse_state_dict(sd: Mapping[str, torch.Tensor]) -> list[Layer]:
-    """Main layers in state-dict order with attached norms and connectivity (see the `zooprobe.tokens.neurons` docs)."""
+    """Main layers in state-dict order with attached norms and connectivity (see the docs of
+    `zooprobe.tokens.neurons`)."""
     tensors = {k: v.float() for k, v in sd.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
     layers: list[Layer] = []
     used: set[str] = set()
