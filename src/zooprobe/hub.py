@@ -231,25 +231,10 @@ def push_folder(
     what to do: not logged in, token rejected, no permission, repo or branch not found, server error
     (retry), timeout (the commit may still land: check, then retry), Hub unreachable, offline mode.
     """
-    from huggingface_hub import (  # heavy: huggingface_hub
-        CommitOperationAdd,
-        CommitOperationDelete,
-        HfApi,
-        constants,
-        get_token,
-    )
-    from huggingface_hub.utils import filter_repo_objects  # heavy: huggingface_hub
+    from huggingface_hub import HfApi, get_token  # heavy: huggingface_hub
 
     root = Path(folder).expanduser()
-    if not root.is_dir():
-        raise ZooprobeError(f"push: {str(folder)!r} is not a folder")
-    check_repo_id(repo_id, "push")
-    if repo_type not in ("model", "dataset"):
-        raise ZooprobeError(f"push: repo_type must be 'model' or 'dataset', got {repo_type!r}")
-    if timeout is not None and not timeout > 0:
-        raise ZooprobeError(f"push: timeout must be a positive number of seconds or None, got {timeout!r}")
-    if getattr(constants, "HF_HUB_OFFLINE", False):
-        raise ZooprobeError("push: offline mode is on (HF_HUB_OFFLINE=1); unset it to push to the Hub")
+    _check_push(root, folder, repo_id, repo_type, timeout)
     files = folder_files(root, allow_patterns, ignore_patterns)
     if not files:
         raise ZooprobeError(f"push: no files to upload in {root} (after the allow/ignore patterns)")
@@ -263,26 +248,8 @@ def push_folder(
     try:
         with _request_timeout(timeout):
             api = HfApi(token=secret, library_name="zooprobe", library_version=__version__)
-            api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-            if private and not api.repo_info(repo_id, repo_type=repo_type).private:
-                raise ZooprobeError(
-                    f"push: a private push was asked for, but {where} already exists and is public; nothing "
-                    "was uploaded (make the repo private on the Hub first, or push to another repo)"
-                )
-            if revision is not None and revision != "main":
-                api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
-            operations: list[CommitOperationAdd | CommitOperationDelete] = []
-            if delete_patterns is not None:
-                remote = api.list_repo_files(repo_id, repo_type=repo_type, revision=revision)
-                keep = {*files, ".gitattributes"}
-                operations += [
-                    CommitOperationDelete(path_in_repo=path, is_folder=False)
-                    for path in filter_repo_objects(remote, allow_patterns=delete_patterns)
-                    if path not in keep
-                ]
-            operations += [
-                CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(root / rel)) for rel in files
-            ]
+            _prepare_repo(api, repo_id, repo_type, private, revision, where)
+            operations = _operations(api, root, files, repo_id, repo_type, revision, delete_patterns)
             info = api.create_commit(
                 repo_id,
                 operations,
@@ -301,6 +268,62 @@ def push_folder(
             raise ZooprobeError(message) from None
         raise error from e
     return str(info.oid)
+
+
+def _check_push(root: Path, folder: str | Path, repo_id: str, repo_type: str, timeout: float | None) -> None:
+    """The arguments of `push_folder` that can be checked before talking to the Hub."""
+    from huggingface_hub import constants  # heavy: huggingface_hub
+
+    if not root.is_dir():
+        raise ZooprobeError(f"push: {str(folder)!r} is not a folder")
+    check_repo_id(repo_id, "push")
+    if repo_type not in ("model", "dataset"):
+        raise ZooprobeError(f"push: repo_type must be 'model' or 'dataset', got {repo_type!r}")
+    if timeout is not None and not timeout > 0:
+        raise ZooprobeError(f"push: timeout must be a positive number of seconds or None, got {timeout!r}")
+    if getattr(constants, "HF_HUB_OFFLINE", False):
+        raise ZooprobeError("push: offline mode is on (HF_HUB_OFFLINE=1); unset it to push to the Hub")
+
+
+def _prepare_repo(
+    api: Any, repo_id: str, repo_type: str, private: bool, revision: str | None, where: str
+) -> None:
+    """Create the repo if missing (refusing a private push to an existing public repo) and the branch."""
+    api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+    if private and not api.repo_info(repo_id, repo_type=repo_type).private:
+        raise ZooprobeError(
+            f"push: a private push was asked for, but {where} already exists and is public; nothing "
+            "was uploaded (make the repo private on the Hub first, or push to another repo)"
+        )
+    if revision is not None and revision != "main":
+        api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
+
+
+def _operations(
+    api: Any,
+    root: Path,
+    files: list[str],
+    repo_id: str,
+    repo_type: str,
+    revision: str | None,
+    delete_patterns: str | list[str] | None,
+) -> list[Any]:
+    """The commit's operations: delete the remote files matching `delete_patterns` that the upload does not
+    contain (``.gitattributes`` kept), then add every file."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete  # heavy: huggingface_hub
+    from huggingface_hub.utils import filter_repo_objects  # heavy: huggingface_hub
+
+    operations: list[CommitOperationAdd | CommitOperationDelete] = []
+    if delete_patterns is not None:
+        remote = api.list_repo_files(repo_id, repo_type=repo_type, revision=revision)
+        keep = {*files, ".gitattributes"}
+        operations += [
+            CommitOperationDelete(path_in_repo=path, is_folder=False)
+            for path in filter_repo_objects(remote, allow_patterns=delete_patterns)
+            if path not in keep
+        ]
+    operations += [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(root / rel)) for rel in files]
+    return operations
 
 
 def _scrub(text: str, secret: str) -> str:
@@ -338,29 +361,7 @@ def _push_error(
     if isinstance(e, RevisionNotFoundError):
         return ZooprobeError(f"push: the branch of {where} was not found; {unchanged}")
     if isinstance(e, HfHubHTTPError) and e.response is not None:
-        status = e.response.status_code
-        detail = (e.server_message or "").strip().splitlines()[:1]
-        said = f" (the Hub said: {detail[0]})" if detail else ""
-        if status == 401:
-            return ZooprobeError(
-                f"push: the Hub rejected the token (invalid or expired){said}; log in again with "
-                f"`hf auth login`, set HF_TOKEN or pass another token; {unchanged}"
-            )
-        if status == 403:
-            return ZooprobeError(
-                f"push: no permission to write to {where}{said}: use a token with write access to "
-                f"{repo_id.split('/')[0]!r}; {unchanged}"
-            )
-        if status in (409, 412):
-            return ZooprobeError(f"push: {where} changed while pushing{said}; {unchanged}, retry")
-        if status == 429:
-            return ZooprobeError(f"push: the Hub is rate limiting requests{said}; {unchanged}, retry later")
-        if status >= 500:
-            return ZooprobeError(
-                f"push: the upload to {where} failed: the Hub answered HTTP {status} (server error), so no "
-                f"commit was made; nothing was changed locally, retry"
-            )
-        return ZooprobeError(f"push: the upload to {where} failed with HTTP {status}{said}; {unchanged}")
+        return _http_error(e, where, repo_id, unchanged)
     if isinstance(e, TimeoutError) or any("Timeout" in n for n in names):
         limit = f"within {timeout:g} s" if timeout is not None else "in time"
         return ZooprobeError(
@@ -377,6 +378,33 @@ def _push_error(
     if isinstance(e, ValueError) and "README.md" in str(e):
         return ZooprobeError(f"push: the Hub rejected the README.md metadata of the folder: {e}")
     return None
+
+
+def _http_error(e: Any, where: str, repo_id: str, unchanged: str) -> ZooprobeError:
+    """The `ZooprobeError` for an HTTP error answer of the Hub (by status)."""
+    status = e.response.status_code
+    detail = (e.server_message or "").strip().splitlines()[:1]
+    said = f" (the Hub said: {detail[0]})" if detail else ""
+    if status == 401:
+        return ZooprobeError(
+            f"push: the Hub rejected the token (invalid or expired){said}; log in again with "
+            f"`hf auth login`, set HF_TOKEN or pass another token; {unchanged}"
+        )
+    if status == 403:
+        return ZooprobeError(
+            f"push: no permission to write to {where}{said}: use a token with write access to "
+            f"{repo_id.split('/')[0]!r}; {unchanged}"
+        )
+    if status in (409, 412):
+        return ZooprobeError(f"push: {where} changed while pushing{said}; {unchanged}, retry")
+    if status == 429:
+        return ZooprobeError(f"push: the Hub is rate limiting requests{said}; {unchanged}, retry later")
+    if status >= 500:
+        return ZooprobeError(
+            f"push: the upload to {where} failed: the Hub answered HTTP {status} (server error), so no "
+            f"commit was made; nothing was changed locally, retry"
+        )
+    return ZooprobeError(f"push: the upload to {where} failed with HTTP {status}{said}; {unchanged}")
 
 
 @contextmanager
