@@ -33,7 +33,7 @@ The exact preprocessing, shared with `zooprobe.training.pretrain`:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -74,6 +74,14 @@ from zooprobe.encoder.token_inputs import (
     prepare_tokens,
     prepare_tokens_many,
 )
+from zooprobe.encoder.token_windows import (
+    _assemble_prefix,
+    _batches,
+    _model_windows,
+    _pool_windows,
+    _PrefixState,
+    _token_outputs,
+)
 from zooprobe.errors import ConfigError, InvalidInputError, ZooprobeError
 from zooprobe.tokens import (
     LayerSummarizer,
@@ -81,7 +89,6 @@ from zooprobe.tokens import (
     TokenWindow,
     WeightTokenizer,
     collate,
-    iter_windows,
 )
 
 FORMAT_VERSION = 2  # 2: summary tokens (EncoderConfig.summary_tokens) and the "summaries" field
@@ -215,12 +222,7 @@ class LoadedEncoder(WeightSpaceEncoder):
         """
         check_embed_args(self, batch_size, token_outputs)
         device = self.device
-        windows: list[tuple[int, TokenWindow]] = []
-        ordinal: list[int] = []  # each window's index within its model
-        for j, tm in enumerate(tokenized):
-            for w_index, w in enumerate(iter_windows(tm, self.preprocessing.window)):
-                windows.append((j, model_window(w)))
-                ordinal.append(w_index)
+        windows, ordinal = _model_windows(tokenized, self.preprocessing.window)
         if not windows:
             return Embeddings(torch.empty(0, self.latent_dim, device=device), None)
 
@@ -236,11 +238,7 @@ class LoadedEncoder(WeightSpaceEncoder):
         count_parts: list[torch.Tensor] = []
         token_parts: dict[int, torch.Tensor] = {}
         for idx in _batches(order, keys, batch_size):
-            if frozen:
-                kept = [tokenized[windows[k][0]].prefix_states[1][ordinal[k]] for k in idx]
-                seq = _assemble_prefix(kept, device, self.config.summary_tokens)
-            else:
-                seq = self._sequence(tokenized, windows, idx)
+            seq = self._batch_sequence(tokenized, windows, ordinal, idx, frozen)
             out = self.encoder.finish(self.encoder.run_blocks(seq, frozen), token_latents=token_outputs)
             attention = seq.attention_mask
             pooled_parts.append(out.pooled.float())
@@ -250,29 +248,35 @@ class LoadedEncoder(WeightSpaceEncoder):
                 for row, k in enumerate(idx):
                     token_parts[k] = out.latent_tokens[row, : windows[k][1].num_tokens].float()
             if stats is not None:
-                b, length = attention.shape
-                stats["n_windows"] = stats.get("n_windows", 0) + b
-                stats["n_padded_tokens"] = stats.get("n_padded_tokens", 0) + b * length
-                stats["flops"] = stats.get("flops", 0.0) + self.encoder.flops_per_forward(
-                    length, b, seq.n_summary, token_latents=token_outputs
-                )
-        position = torch.empty(len(windows), dtype=torch.long)
-        position[torch.tensor(order)] = torch.arange(len(windows))
-        pooled = torch.cat(pooled_parts)[position.to(device)]  # back to window order
-        counts = torch.cat(count_parts)[position.to(device)]
-        owner = torch.tensor([j for j, _ in windows], device=device)
+                self._count(stats, seq, token_outputs)
         n_models = len(tokenized)
-        totals = torch.zeros(n_models, device=device).index_add_(0, owner, counts)
-        weights = counts / totals[owner]
-        embedded = torch.zeros(n_models, self.latent_dim, device=device, dtype=pooled.dtype)
-        embedded = embedded.index_add(0, owner, pooled * weights[:, None])
-        tokens_out = None
-        if token_outputs:
-            tokens_out = [
-                torch.cat([token_parts[k] for k in range(len(windows)) if windows[k][0] == j])
-                for j in range(n_models)
-            ]
+        embedded = _pool_windows(windows, order, pooled_parts, count_parts, n_models, device)
+        tokens_out = _token_outputs(windows, token_parts, n_models) if token_outputs else None
         return Embeddings(embedded, tokens_out)
+
+    def _batch_sequence(
+        self,
+        tokenized: Sequence[TokenizedModel],
+        windows: list[tuple[int, TokenWindow]],
+        ordinal: list[int],
+        idx: list[int],
+        frozen: int,
+    ) -> EncoderSequence:
+        """The sequence of the windows `idx` the blocks after `frozen` read: from the kept prefix outputs,
+        or embedded from the tokens (`frozen` 0)."""
+        if frozen:
+            kept = [tokenized[windows[k][0]].prefix_states[1][ordinal[k]] for k in idx]
+            return _assemble_prefix(kept, self.device, self.config.summary_tokens)
+        return self._sequence(tokenized, windows, idx)
+
+    def _count(self, stats: dict[str, float], seq: EncoderSequence, token_outputs: bool) -> None:
+        """Add one batch's windows, padded tokens and forward FLOPs to `stats` (see `embed`)."""
+        b, length = seq.attention_mask.shape
+        stats["n_windows"] = stats.get("n_windows", 0) + b
+        stats["n_padded_tokens"] = stats.get("n_padded_tokens", 0) + b * length
+        stats["flops"] = stats.get("flops", 0.0) + self.encoder.flops_per_forward(
+            length, b, seq.n_summary, token_latents=token_outputs
+        )
 
     def _sequence(
         self, tokenized: Sequence[TokenizedModel], windows: list[tuple[int, TokenWindow]], idx: list[int]
@@ -339,51 +343,6 @@ class LoadedEncoder(WeightSpaceEncoder):
                     )
         for j, items in states.items():
             tokenized[j].prefix_states = (key, [state for _, state in sorted(items, key=lambda t: t[0])])
-
-
-@dataclass
-class _PrefixState:
-    """One window's sequence after the frozen blocks, without padding: ``[cls] + its summary tokens + its
-    weight tokens`` (`LoadedEncoder.embed` with ``frozen_blocks``)."""
-
-    x: torch.Tensor  # [n_cls + n_summary + length, d_model]
-    n_cls: int
-    n_summary: int  # 0 without summary tokens
-    attention: torch.Tensor  # [length] bool
-
-
-def _assemble_prefix(
-    items: list[_PrefixState], device: torch.device, summary_tokens: bool
-) -> EncoderSequence:
-    """Pad kept prefix outputs into one `EncoderSequence` (the layout of `WeightEncoder.embed_sequence`)."""
-    n_cls = items[0].n_cls
-    n_sum = max(it.n_summary for it in items)
-    length = max(int(it.attention.shape[0]) for it in items)
-    d = int(items[0].x.shape[-1])
-    b = len(items)
-    x = items[0].x.new_zeros(b, n_cls + n_sum + length, d)
-    attention = torch.zeros(b, length, dtype=torch.bool, device=device)
-    summary_attention = torch.zeros(b, n_sum, dtype=torch.bool, device=device)
-    for row, it in enumerate(items):
-        n = int(it.attention.shape[0])
-        x[row, : n_cls + it.n_summary] = it.x[: n_cls + it.n_summary]
-        x[row, n_cls + n_sum : n_cls + n_sum + n] = it.x[n_cls + it.n_summary :]
-        attention[row, :n] = it.attention
-        summary_attention[row, : it.n_summary] = True
-    keys = torch.cat([attention.new_ones(b, n_cls), summary_attention, attention], dim=1)
-    return EncoderSequence(x, keys, attention, summary_attention if summary_tokens else None)
-
-
-def _batches(order: list[int], keys: list[Any], batch_size: int) -> Iterator[list[int]]:
-    """`order` (windows sorted by `keys`, their lengths) cut into batches of at most `batch_size`; a batch
-    also ends where the length changes once it is half full, so most batches hold equal sequences: no
-    padding, and no key mask (SDPA without a mask is 1.4x faster on CPU)."""
-    start = 0
-    for i in range(1, len(order) + 1):
-        size = i - start
-        if i == len(order) or size == batch_size or (keys[i] != keys[i - 1] and 2 * size >= batch_size):
-            yield order[start:i]
-            start = i
 
 
 def save_encoder(

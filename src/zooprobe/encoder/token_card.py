@@ -51,6 +51,15 @@ def model_card(config: Mapping[str, Any]) -> str:
         "## Training data",
         "",
     ]
+    lines += _training_data(prov, zoo_source)
+    lines += _training_procedure(pcfg, pre)
+    lines += LIMITATIONS
+    return render_card(header, lines)
+
+
+def _training_data(prov: Mapping[str, Any], zoo_source: str) -> list[str]:
+    """The card's training data lines: the zoo, its models and the checkpoint selection."""
+    lines: list[str] = []
     if prov:
         n_ids = len(prov.get("model_ids", []))
         lines += [
@@ -67,40 +76,48 @@ def model_card(config: Mapping[str, Any]) -> str:
             )
     else:
         lines.append("- no pretraining provenance was recorded for this encoder.")
-    if pcfg:
-        lines += [
-            "",
-            "## Training procedure",
-            "",
-            f"- loss: (1 - {pcfg.get('gamma')}) x masked reconstruction MSE (mask ratio "
-            f"{pcfg.get('mask_ratio')}) + {pcfg.get('gamma')} x NT-Xent (temperature "
-            f"{pcfg.get('temperature')}) on pooled embeddings of two views",
-            f"- views: function-preserving neuron permutations ({'on' if pcfg.get('permute') else 'off'}), "
-            "multiplicative noise "
-            f"(sigma {pcfg.get('noise_sigma')}), token erasing ({pcfg.get('erase_ratio')}), random "
-            f"{pre['window']}-token crops",
-            f"- optimizer: AdamW, lr {pcfg.get('lr')}, weight decay {pcfg.get('weight_decay')}, "
-            f"{pcfg.get('epochs')} epochs, batch size {pcfg.get('batch_size')}, linear warmup "
-            f"({pcfg.get('warmup_fraction')}) then cosine decay, gradient clipping {pcfg.get('grad_clip')}",
-            f"- preset `{pcfg.get('preset')}`, seed {pcfg.get('seed')}",
-        ]
-    lines += [
+    return lines
+
+
+def _training_procedure(pcfg: Mapping[str, Any], pre: Mapping[str, Any]) -> list[str]:
+    """The card's training procedure lines (losses, views, optimizer), from the pretraining config."""
+    if not pcfg:
+        return []
+    return [
         "",
-        "## Limitations",
+        "## Training procedure",
         "",
-        "- The encoder only knows the architectures of its pretraining zoo; embeddings of very different "
-        "networks (other layer types, far larger layers) are out of distribution even when they encode "
-        "without error.",
-        "- Normalization statistics come from the pretraining zoo: a tensor with an unseen name is "
-        "standardized with the statistics of its kind (or global ones).",
-        "- Long networks are read in independent windows; relations between distant layers are only seen "
-        "through the averaged window embeddings.",
-        "- Weight statistics are a strong baseline for predicting accuracy from weights (field literature); "
-        "compare against them before trusting a head trained on this encoder.",
-        "",
-        "## License",
-        "",
-        "MIT.",
-        "",
+        f"- loss: (1 - {pcfg.get('gamma')}) x masked reconstruction MSE (mask ratio "
+        f"{pcfg.get('mask_ratio')}) + {pcfg.get('gamma')} x NT-Xent (temperature "
+        f"{pcfg.get('temperature')}) on pooled embeddings of two views",
+        f"- views: function-preserving neuron permutations ({'on' if pcfg.get('permute') else 'off'}), "
+        "multiplicative noise "
+        f"(sigma {pcfg.get('noise_sigma')}), token erasing ({pcfg.get('erase_ratio')}), random "
+        f"{pre['window']}-token crops",
+        f"- optimizer: AdamW, lr {pcfg.get('lr')}, weight decay {pcfg.get('weight_decay')}, "
+        f"{pcfg.get('epochs')} epochs, batch size {pcfg.get('batch_size')}, linear warmup "
+        f"({pcfg.get('warmup_fraction')}) then cosine decay, gradient clipping {pcfg.get('grad_clip')}",
+        f"- preset `{pcfg.get('preset')}`, seed {pcfg.get('seed')}",
     ]
-    return render_card(header, lines)
+
+
+LIMITATIONS = (
+    "",
+    "## Limitations",
+    "",
+    "- The encoder only knows the architectures of its pretraining zoo; embeddings of very different "
+    "networks (other layer types, far larger layers) are out of distribution even when they encode "
+    "without error.",
+    "- Normalization statistics come from the pretraining zoo: a tensor with an unseen name is "
+    "standardized with the statistics of its kind (or global ones).",
+    "- Long networks are read in independent windows; relations between distant layers are only seen "
+    "through the averaged window embeddings.",
+    "- Weight statistics are a strong baseline for predicting accuracy from weights (field literature); "
+    "compare against them before trusting a head trained on this encoder.",
+    "",
+    "## License",
+    "",
+    "MIT.",
+    "",
+)
+"""The card's limitations and license sections (the same for every token encoder)."""
