@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import yaml
 
@@ -231,19 +231,14 @@ def push_folder(
     what to do: not logged in, token rejected, no permission, repo or branch not found, server error
     (retry), timeout (the commit may still land: check, then retry), Hub unreachable, offline mode.
     """
-    from huggingface_hub import HfApi, get_token  # heavy: huggingface_hub
+    from huggingface_hub import HfApi  # heavy: huggingface_hub
 
     root = Path(folder).expanduser()
     _check_push(root, folder, repo_id, repo_type, timeout)
     files = folder_files(root, allow_patterns, ignore_patterns)
     if not files:
         raise ZooprobeError(f"push: no files to upload in {root} (after the allow/ignore patterns)")
-    secret = token or get_token()
-    if not secret:
-        raise ZooprobeError(
-            "push: no Hugging Face token found; pass a token (--token), set HF_TOKEN, or log in once "
-            "with `hf auth login`"
-        )
+    secret = _push_token(token)
     where = f"{repo_type} repo {repo_id!r}" + (f" (branch {revision!r})" if revision else "")
     try:
         with _request_timeout(timeout):
@@ -260,14 +255,40 @@ def push_folder(
     except ZooprobeError:
         raise
     except Exception as e:
-        error = _push_error(e, where, repo_id, repo_type, timeout)
-        if error is None:
-            raise
-        message = _scrub(str(error), secret)
-        if message != str(error) or secret in str(e):  # never chain an exception that shows the token
-            raise ZooprobeError(message) from None
-        raise error from e
+        _raise_push_error(e, secret, where, repo_id, repo_type, timeout)
     return str(info.oid)
+
+
+def _push_token(token: str | None) -> str:
+    """`token`, else the one huggingface_hub finds (``HF_TOKEN``, the saved login)."""
+    from huggingface_hub import get_token  # heavy: huggingface_hub
+
+    secret = token or get_token()
+    if not secret:
+        raise ZooprobeError(
+            "push: no Hugging Face token found; pass a token (--token), set HF_TOKEN, or log in once "
+            "with `hf auth login`"
+        )
+    return secret
+
+
+def _raise_push_error(
+    e: Exception,
+    secret: str,
+    where: str,
+    repo_id: str,
+    repo_type: Literal["model", "dataset"],
+    timeout: float | None,
+) -> NoReturn:
+    """Raise the `ZooprobeError` for `e` raised while pushing (`e` itself when it is not a known Hub
+    failure); the token never shows in what is raised, nor in what it is chained to."""
+    error = _push_error(e, where, repo_id, repo_type, timeout)
+    if error is None:
+        raise e
+    message = _scrub(str(error), secret)
+    if message != str(error) or secret in str(e):  # never chain an exception that shows the token
+        raise ZooprobeError(message) from None
+    raise error from e
 
 
 def _check_push(root: Path, folder: str | Path, repo_id: str, repo_type: str, timeout: float | None) -> None:
