@@ -239,6 +239,20 @@ def _cohort_epochs(cfg: ZooConfig, rng) -> int:
     return int(min(hi, max(lo, math.floor(math.exp(rng.uniform(math.log(lo), math.log(hi + 1)))))))  # type: ignore[arg-type,operator]
 
 
+def _later_fields(cfg: ZooConfig, rng: Any, regression: bool) -> tuple[str, float, float, float]:
+    """Scheduler, label smoothing, gradient clip and input noise of one run: fields added after the first
+    presets, drawn only where a preset varies them (so the streams of older presets are unchanged)."""
+    scheduler = str(_choice(rng, cfg.schedulers))  # type: ignore[arg-type]
+    smoothing = (
+        float(rng.uniform(0.05, 0.2))
+        if cfg.p_label_smoothing and not regression and rng.random() < cfg.p_label_smoothing
+        else 0.0
+    )
+    clip = float(10 ** rng.uniform(-0.5, 1.0)) if cfg.p_grad_clip and rng.random() < cfg.p_grad_clip else 0.0
+    noise = float(rng.uniform(0.05, 0.3)) if cfg.p_input_noise and rng.random() < cfg.p_input_noise else 0.0
+    return scheduler, smoothing, clip, noise
+
+
 def sample_cohort(cfg: ZooConfig, cohort: int) -> list[ModelSpec]:
     """Sample cohort ``cohort`` of a resolved config. Pure function of (config, cohort index)."""
     import numpy as np  # heavy: numpy (the command line parses without it)
@@ -271,19 +285,7 @@ def sample_cohort(cfg: ZooConfig, cohort: int) -> list[ModelSpec]:
         seed = int(rng.integers(0, 2**31 - 1))
         split = str(rng.choice(SPLITS, p=fr))
         extra = set(cfg.checkpoint_epochs) | {round(f * epochs) for f in cfg.checkpoint_fractions}  # type: ignore[union-attr,arg-type]
-        # fields added after the first presets: drawn only where a preset varies them (streams unchanged)
-        scheduler = str(_choice(rng, cfg.schedulers))  # type: ignore[arg-type]
-        smoothing = (
-            float(rng.uniform(0.05, 0.2))
-            if cfg.p_label_smoothing and not regression and rng.random() < cfg.p_label_smoothing
-            else 0.0
-        )
-        clip = (
-            float(10 ** rng.uniform(-0.5, 1.0)) if cfg.p_grad_clip and rng.random() < cfg.p_grad_clip else 0.0
-        )
-        noise = (
-            float(rng.uniform(0.05, 0.3)) if cfg.p_input_noise and rng.random() < cfg.p_input_noise else 0.0
-        )
+        scheduler, smoothing, clip, noise = _later_fields(cfg, rng, regression)
         specs.append(
             ModelSpec(
                 model_id=f"m{index:06d}",
