@@ -388,6 +388,12 @@ def check_embed_args(encoder: WeightSpaceEncoder, batch_size: int, token_outputs
         )
 
 
+def card_how_to_load(load_line: str, use_line: str) -> list[str]:
+    """The "How to load" section of an encoder folder's model card: a Python block of `load_line` (loading
+    the encoder) and `use_line` (encoding with it)."""
+    return ["", "## How to load", "", "```python", "import zooprobe", "", load_line, use_line, "```", ""]
+
+
 def card_header(tags: Sequence[str], zoo_source: str | None = None) -> dict[str, Any]:
     """The YAML header of an encoder folder's model card; the zoo is listed as its dataset when it is a
     Hub repo id."""
@@ -418,6 +424,7 @@ __all__ = [
     "UnfinishedEncoderWarning",
     "WeightSpaceEncoder",
     "card_header",
+    "card_how_to_load",
     "check_embed_args",
     "encode_chunks",
     "load_weights",

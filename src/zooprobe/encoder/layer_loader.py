@@ -25,6 +25,7 @@ import torch
 from zooprobe.encoder.base import (
     Embeddings,
     card_header,
+    card_how_to_load,
     check_embed_args,
 )
 from zooprobe.encoder.layer_model import LayerEncoder, LayerEncoderConfig
@@ -114,16 +115,10 @@ def layer_model_card(config: Mapping[str, Any]) -> str:
         "- pretrained **supervised** (multi-task) on the corpus metadata: "
         + (", ".join(f"`{t['name']}`" for t in targets) or "none"),
         f"- representation: latent ({enc['latent_dim']}) + the encoder's own predictions of those targets",
-        "",
-        "## How to load",
-        "",
-        "```python",
-        "import zooprobe",
-        "",
-        'encoder = zooprobe.load_encoder("foundation")',
-        "representations = encoder.encode([state_dict])",
-        "```",
-        "",
+        *card_how_to_load(
+            'encoder = zooprobe.load_encoder("foundation")',
+            "representations = encoder.encode([state_dict])",
+        ),
         "## Training data",
         "",
         f"- corpus: `{prov.get('zoo_source', 'unknown')}`, {prov.get('n_models', '?')} models",
@@ -147,18 +142,10 @@ def layer_model_card(config: Mapping[str, Any]) -> str:
     return render_card(header, lines)
 
 
-def save_layer_encoder(encoder: LayerEncoder, provenance: Mapping[str, Any], folder: str | Path) -> Path:
-    """Write an encoder folder of this kind (see the module docs) atomically; weights first, config.json
-    after."""
-    return LoadedLayerEncoder.save_module(encoder, provenance, folder)
-
-
-def load_layer_encoder_folder(
-    folder: Path, data: dict[str, Any], device: str = "cpu", stacklevel: int = 3
-) -> LoadedLayerEncoder:
-    """Load an encoder folder of this kind whose config.json content is `data` (strict: every field
-    checked)."""
-    return LoadedLayerEncoder.load_module(folder, data, device, stacklevel)  # type: ignore[return-value]
+save_layer_encoder = LoadedLayerEncoder.save_module
+"""Write an encoder folder of this kind (see the module docs) atomically; weights first, config.json after."""
+load_layer_encoder_folder = LoadedLayerEncoder.load_module
+"""Load an encoder folder of this kind whose config.json content is `data` (strict: every field checked)."""
 
 
 __all__ = [

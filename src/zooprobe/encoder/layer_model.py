@@ -77,12 +77,7 @@ class LayerEncoder(TargetHeadsModule):
         self.pos_start = nn.Embedding(config.max_layers + 1, d)
         self.pos_end = nn.Embedding(config.max_layers + 1, d)
         self.cls = nn.Parameter(torch.zeros(d))
-        block = nn.TransformerEncoderLayer(
-            d, config.n_heads, 2 * d, config.dropout, activation="gelu", batch_first=True, norm_first=True
-        )
-        self.transformer = nn.TransformerEncoder(block, config.n_layers, enable_nested_tensor=False)
-        self.to_latent = nn.Sequential(nn.LayerNorm(2 * d), nn.Linear(2 * d, config.latent_dim))
-        self.heads = self._target_heads()
+        self._add_transformer_and_heads()
 
     @torch.no_grad()
     def fit_standardization(self, x: torch.Tensor, mask: torch.Tensor) -> None:

@@ -26,6 +26,7 @@ import torch
 from zooprobe.encoder.base import (
     Embeddings,
     card_header,
+    card_how_to_load,
     check_embed_args,
 )
 from zooprobe.encoder.config import NeuronEncoderConfig
@@ -158,16 +159,10 @@ def neuron_model_card(config: Mapping[str, Any]) -> str:
         "layer tokens" + (f", {n_params:,} parameters" if isinstance(n_params, int) else ""),
         f"- pretrained **supervised** (multi-task) on the metadata of its pretraining zoo: {names}",
         f"- representation: latent ({enc['latent_dim']}) + the encoder's own predictions of those targets",
-        "",
-        "## How to load",
-        "",
-        "```python",
-        "import zooprobe",
-        "",
-        'encoder = zooprobe.load_encoder("PATH_OR_REPO_ID")',
-        "representations = encoder.encode([state_dict])",
-        "```",
-        "",
+        *card_how_to_load(
+            'encoder = zooprobe.load_encoder("PATH_OR_REPO_ID")',
+            "representations = encoder.encode([state_dict])",
+        ),
         "## Training data",
         "",
         f"- zoo: `{zoo_source or 'unknown'}`, {prov.get('n_models', '?')} models of its train split",
@@ -177,18 +172,10 @@ def neuron_model_card(config: Mapping[str, Any]) -> str:
     return render_card(header, lines)
 
 
-def save_neuron_encoder(encoder: NeuronEncoder, provenance: Mapping[str, Any], folder: str | Path) -> Path:
-    """Write an encoder folder of this kind (see the module docs) atomically; weights first, config.json
-    after."""
-    return LoadedNeuronEncoder.save_module(encoder, provenance, folder)
-
-
-def load_neuron_encoder_folder(
-    folder: Path, data: dict[str, Any], device: str = "cpu", stacklevel: int = 3
-) -> LoadedNeuronEncoder:
-    """Load an encoder folder of this kind whose config.json content is `data` (strict: every field
-    checked)."""
-    return LoadedNeuronEncoder.load_module(folder, data, device, stacklevel)  # type: ignore[return-value]
+save_neuron_encoder = LoadedNeuronEncoder.save_module
+"""Write an encoder folder of this kind (see the module docs) atomically; weights first, config.json after."""
+load_neuron_encoder_folder = LoadedNeuronEncoder.load_module
+"""Load an encoder folder of this kind whose config.json content is `data` (strict: every field checked)."""
 
 
 __all__ = [

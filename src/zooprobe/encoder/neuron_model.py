@@ -117,12 +117,7 @@ class NeuronEncoder(TargetHeadsModule):
         self.pos_end = nn.Embedding(config.max_layers, d)
         self.type_emb = nn.Embedding(3, d)  # cls, inputs, layer
         self.cls = nn.Parameter(torch.zeros(d))
-        block = nn.TransformerEncoderLayer(
-            d, config.n_heads, 2 * d, config.dropout, activation="gelu", batch_first=True, norm_first=True
-        )
-        self.transformer = nn.TransformerEncoder(block, config.n_layers, enable_nested_tensor=False)
-        self.to_latent = nn.Sequential(nn.LayerNorm(2 * d), nn.Linear(2 * d, config.latent_dim))
-        self.heads = self._target_heads()
+        self._add_transformer_and_heads()
 
     def _pool(self, h: torch.Tensor) -> torch.Tensor:
         return self.pool(torch.cat([h.mean(1), h.amax(1), h.std(1, unbiased=False)], -1))

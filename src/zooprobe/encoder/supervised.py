@@ -29,8 +29,8 @@ from zooprobe.errors import ZooprobeError
 
 class TargetHeadsModule(nn.Module):
     """An encoder module with a latent (``config.latent_dim``), a transformer (``self.transformer``) and one
-    linear head per pretraining target; a subclass calls `_set_targets` first and `_target_heads` last
-    in its ``__init__`` and implements ``latent``."""
+    linear head per pretraining target; a subclass calls `_set_targets` first and
+    `_add_transformer_and_heads` last in its ``__init__`` and implements ``latent``."""
 
     config: Any
     targets: list[PretrainTarget]
@@ -44,8 +44,17 @@ class TargetHeadsModule(nn.Module):
         self.config = config
         self.targets = list(targets)
 
-    def _target_heads(self) -> nn.ModuleDict:
-        return nn.ModuleDict({t.name: nn.Linear(self.config.latent_dim, t.n_out) for t in self.targets})
+    def _add_transformer_and_heads(self) -> None:
+        """The transformer over the tokens, the latent projection of ``[cls, mean]`` and the target heads
+        (registered last, in this order)."""
+        cfg = self.config
+        d = cfg.d_model
+        block = nn.TransformerEncoderLayer(
+            d, cfg.n_heads, 2 * d, cfg.dropout, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.transformer = nn.TransformerEncoder(block, cfg.n_layers, enable_nested_tensor=False)
+        self.to_latent = nn.Sequential(nn.LayerNorm(2 * d), nn.Linear(2 * d, cfg.latent_dim))
+        self.heads = nn.ModuleDict({t.name: nn.Linear(cfg.latent_dim, t.n_out) for t in self.targets})
 
     @property
     def representation_dim(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from zooprobe.encoder.base import card_header
+from zooprobe.encoder.base import card_header, card_how_to_load
 from zooprobe.hub import render_card
 
 
@@ -35,16 +35,10 @@ def model_card(config: Mapping[str, Any]) -> str:
         "learned (global, layer, in-layer) position embeddings",
         f"- sequences longer than {pre['window']} tokens are encoded in windows of {pre['window']} tokens "
         "whose embeddings are averaged, weighted by their token counts",
-        "",
-        "## How to load",
-        "",
-        "```python",
-        "import zooprobe",
-        "",
-        'enc = zooprobe.load_encoder("path/to/this/folder")   # or the Hub repo id it was uploaded to',
-        f"embeddings = enc.encode([model.state_dict() for model in models])   # [N, {enc['latent_dim']}]",
-        "```",
-        "",
+        *card_how_to_load(
+            'enc = zooprobe.load_encoder("path/to/this/folder")   # or the Hub repo id it was uploaded to',
+            f"embeddings = enc.encode([model.state_dict() for model in models])   # [N, {enc['latent_dim']}]",
+        ),
         "`encode` applies the exact pretraining preprocessing stored in `config.json` (token size, zoo-level "
         "normalization statistics, window length); weights load strictly from `model.safetensors`.",
         "",
