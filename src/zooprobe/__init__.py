@@ -65,7 +65,7 @@ _EXPORTS: dict[str, str] = {
     "TrainConfig": "zooprobe.training.config",
     "OptimConfig": "zooprobe.training.config",
     "StopConfig": "zooprobe.training.config",
-    "TrainResult": "zooprobe.training.trainer",
+    "TrainResult": "zooprobe.training.head_outputs",
     "RunFolder": "zooprobe.training.run_folder",
     # delivery
     "predict": "zooprobe.inference",
