@@ -169,21 +169,7 @@ class ZooConfig:
             need(getattr(self, f.name) is not None, f"zoo config field {f.name!r} is not set")
         need(self.n_models >= 1, f"n_models must be >= 1, got {self.n_models}")  # type: ignore[operator]
         need(self.cohort_size >= 1, f"cohort_size must be >= 1, got {self.cohort_size}")  # type: ignore[operator]
-        for name, allowed in (
-            ("tasks", TASKS),
-            ("families", FAMILIES),
-            ("optimizers", OPTIMIZERS),
-            ("activations", ACTIVATIONS),
-            ("inits", INITS),
-            ("poolings", POOLINGS),
-            ("schedulers", SCHEDULERS),
-        ):
-            values = getattr(self, name)
-            need(len(values) > 0, f"{name} must not be empty")
-            bad = [v for v in values if v not in allowed]
-            need(not bad, f"{name}: unknown value(s) {bad}; allowed: {', '.join(allowed)}")
-        bad_norms = [v for v in self.norms if v not in NORMS]  # type: ignore[union-attr]
-        need(not bad_norms, f"norms: unknown value(s) {bad_norms}; allowed: {', '.join(NORMS)}")
+        self._check_value_sets(need, TASKS)
         for name in ("mlp_depths", "cnn_depths", "mlp_widths", "cnn_widths", "batch_sizes", "kernel_sizes"):
             values = getattr(self, name)
             need(len(values) > 0 and all(int(v) >= 1 for v in values), f"{name} must be positive integers")
@@ -222,6 +208,24 @@ class ZooConfig:
             f"split_fractions must be three non-negative numbers summing to 1, got {fr}",
         )
         need(self.max_train_samples >= 0, "max_train_samples must be >= 0")  # type: ignore[operator]
+
+    def _check_value_sets(self, need: Any, tasks: Any) -> None:
+        """Every list of choices is non-empty and names only known values (`tasks`: the known tasks)."""
+        for name, allowed in (
+            ("tasks", tasks),
+            ("families", FAMILIES),
+            ("optimizers", OPTIMIZERS),
+            ("activations", ACTIVATIONS),
+            ("inits", INITS),
+            ("poolings", POOLINGS),
+            ("schedulers", SCHEDULERS),
+        ):
+            values = getattr(self, name)
+            need(len(values) > 0, f"{name} must not be empty")
+            bad = [v for v in values if v not in allowed]
+            need(not bad, f"{name}: unknown value(s) {bad}; allowed: {', '.join(allowed)}")
+        bad_norms = [v for v in self.norms if v not in NORMS]  # type: ignore[union-attr]
+        need(not bad_norms, f"norms: unknown value(s) {bad_norms}; allowed: {', '.join(NORMS)}")
 
     @property
     def n_cohorts(self) -> int:
