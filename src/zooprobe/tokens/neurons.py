@@ -297,6 +297,17 @@ def input_features(st: list[StackedLayer]) -> torch.Tensor:
     return torch.cat([_moments(cols), ctx], -1)
 
 
+def _power_law_alpha(sv: torch.Tensor) -> torch.Tensor:
+    """[B] power-law exponent of the tail of the squared singular values `sv` [B, r] (at or above their
+    median; Hill estimator), at most 20."""
+    ev = sv.pow(2)
+    xmin = ev.median(-1, keepdim=True).values
+    tail = ev >= xmin
+    ntail = tail.sum(-1).float()
+    alpha = 1 + ntail / (torch.where(tail, (ev / xmin).log(), torch.zeros_like(ev)).sum(-1).clamp_min(1e-12))
+    return alpha.clamp(max=20.0)
+
+
 def layer_features(st: list[StackedLayer], li: int) -> torch.Tensor:
     """[B, N_LAYER_F] per-layer summary: moments of all weights, bias moments, spectral features, context."""
     s = st[li]
@@ -328,15 +339,7 @@ def layer_features(st: list[StackedLayer], li: int) -> torch.Tensor:
     eff = torch.exp(-(p * p.clamp_min(1e-30).log()).sum(-1)) / r
     ratios = sv[:, [min(r - 1, round(q * (r - 1))) for q in (0.25, 0.5, 0.75)]] / top.unsqueeze(-1)
     if r >= 16:
-        ev = sv.pow(2)
-        xmin = ev.median(-1, keepdim=True).values
-        tail = ev >= xmin
-        ntail = tail.sum(-1).float()
-        alpha = 1 + ntail / (
-            torch.where(tail, (ev / xmin).log(), torch.zeros_like(ev)).sum(-1).clamp_min(1e-12)
-        )
-        alpha = alpha.clamp(max=20.0)
-        alpha_ok = torch.ones(b)
+        alpha, alpha_ok = _power_law_alpha(sv), torch.ones(b)
     else:
         alpha, alpha_ok = torch.zeros(b), torch.zeros(b)
     std = m.reshape(b, -1).std(-1, unbiased=False)
