@@ -245,13 +245,8 @@ def push_folder(
             api = HfApi(token=secret, library_name="zooprobe", library_version=__version__)
             _prepare_repo(api, repo_id, repo_type, private, revision, where)
             operations = _operations(api, root, files, repo_id, repo_type, revision, delete_patterns)
-            info = api.create_commit(
-                repo_id,
-                operations,
-                commit_message=commit_message,
-                repo_type=repo_type,
-                revision=revision,
-            )
+            commit = {"commit_message": commit_message, "repo_type": repo_type, "revision": revision}
+            info = api.create_commit(repo_id, operations, **commit)
     except ZooprobeError:
         raise
     except Exception as e:
