@@ -26,7 +26,7 @@ from zooprobe.errors import ConfigError, InvalidInputError, ZooFormatError, Zoop
 _EXPORTS: dict[str, str] = {
     # zoo
     "Zoo": "zooprobe.zoo.store",
-    "ZooConfig": "zooprobe.zoo.space",
+    "ZooConfig": "zooprobe.zoo.config",
     "build_zoo": "zooprobe.zoo.build",
     "merge_zoo": "zooprobe.zoo.build",
     "import_checkpoint_folder": "zooprobe.zoo.importers",
@@ -66,7 +66,7 @@ _EXPORTS: dict[str, str] = {
     "TrainConfig": "zooprobe.training.config",
     "OptimConfig": "zooprobe.training.config",
     "StopConfig": "zooprobe.training.config",
-    "TrainResult": "zooprobe.training.trainer",
+    "TrainResult": "zooprobe.training.head_outputs",
     "RunFolder": "zooprobe.training.run_folder",
     # delivery
     "predict": "zooprobe.inference",

@@ -47,9 +47,9 @@ from zooprobe.training.pretrain import PRESETS as PRETRAIN_PRESETS
 from zooprobe.training.run_folder import RunFolder
 from zooprobe.training.trainer import TrainResult, check_run_output, fit
 from zooprobe.zoo.build import build_zoo, finished_zoo
+from zooprobe.zoo.config import PRESETS as ZOO_PRESETS
+from zooprobe.zoo.config import ZooConfig
 from zooprobe.zoo.schema import FORMAT_VERSION as ZOO_FORMAT_VERSION
-from zooprobe.zoo.space import PRESETS as ZOO_PRESETS
-from zooprobe.zoo.space import ZooConfig
 from zooprobe.zoo.store import Zoo
 from zooprobe.zoo.train import GENERATOR_VERSION
 

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import yaml
 
@@ -281,16 +281,65 @@ def push_folder(
     what to do: not logged in, token rejected, no permission, repo or branch not found, server error
     (retry), timeout (the commit may still land: check, then retry), Hub unreachable, offline mode.
     """
-    from huggingface_hub import (  # heavy: huggingface_hub
-        CommitOperationAdd,
-        CommitOperationDelete,
-        HfApi,
-        constants,
-        get_token,
-    )
-    from huggingface_hub.utils import filter_repo_objects  # heavy: huggingface_hub
+    from huggingface_hub import HfApi  # heavy: huggingface_hub
 
     root = Path(folder).expanduser()
+    _check_push(root, folder, repo_id, repo_type, timeout)
+    files = folder_files(root, allow_patterns, ignore_patterns)
+    if not files:
+        raise ZooprobeError(f"push: no files to upload in {root} (after the allow/ignore patterns)")
+    secret = _push_token(token)
+    where = f"{repo_type} repo {repo_id!r}" + (f" (branch {revision!r})" if revision else "")
+    try:
+        with _request_timeout(timeout):
+            api = HfApi(token=secret, library_name="zooprobe", library_version=__version__)
+            _prepare_repo(api, repo_id, repo_type, private, revision, where)
+            operations = _operations(api, root, files, repo_id, repo_type, revision, delete_patterns)
+            commit = {"commit_message": commit_message, "repo_type": repo_type, "revision": revision}
+            info = api.create_commit(repo_id, operations, **commit)
+    except ZooprobeError:
+        raise
+    except Exception as e:
+        _raise_push_error(e, secret, where, repo_id, repo_type, timeout)
+    return str(info.oid)
+
+
+def _push_token(token: str | None) -> str:
+    """`token`, else the one huggingface_hub finds (``HF_TOKEN``, the saved login)."""
+    from huggingface_hub import get_token  # heavy: huggingface_hub
+
+    secret = token or get_token()
+    if not secret:
+        raise ZooprobeError(
+            "push: no Hugging Face token found; pass a token (--token), set HF_TOKEN, or log in once "
+            "with `hf auth login`"
+        )
+    return secret
+
+
+def _raise_push_error(
+    e: Exception,
+    secret: str,
+    where: str,
+    repo_id: str,
+    repo_type: Literal["model", "dataset"],
+    timeout: float | None,
+) -> NoReturn:
+    """Raise the `ZooprobeError` for `e` raised while pushing (`e` itself when it is not a known Hub
+    failure); the token never shows in what is raised, nor in what it is chained to."""
+    error = _push_error(e, where, repo_id, repo_type, timeout)
+    if error is None:
+        raise e
+    message = _scrub(str(error), secret)
+    if message != str(error) or secret in str(e):  # never chain an exception that shows the token
+        raise ZooprobeError(message) from None
+    raise error from e
+
+
+def _check_push(root: Path, folder: str | Path, repo_id: str, repo_type: str, timeout: float | None) -> None:
+    """The arguments of `push_folder` that can be checked before talking to the Hub."""
+    from huggingface_hub import constants  # heavy: huggingface_hub
+
     if not root.is_dir():
         raise ZooprobeError(f"push: {str(folder)!r} is not a folder")
     check_repo_id(repo_id, "push")
@@ -300,57 +349,47 @@ def push_folder(
         raise ZooprobeError(f"push: timeout must be a positive number of seconds or None, got {timeout!r}")
     if getattr(constants, "HF_HUB_OFFLINE", False):
         raise ZooprobeError("push: offline mode is on (HF_HUB_OFFLINE=1); unset it to push to the Hub")
-    files = folder_files(root, allow_patterns, ignore_patterns)
-    if not files:
-        raise ZooprobeError(f"push: no files to upload in {root} (after the allow/ignore patterns)")
-    secret = token or get_token()
-    if not secret:
+
+
+def _prepare_repo(
+    api: Any, repo_id: str, repo_type: str, private: bool, revision: str | None, where: str
+) -> None:
+    """Create the repo if missing (refusing a private push to an existing public repo) and the branch."""
+    api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+    if private and not api.repo_info(repo_id, repo_type=repo_type).private:
         raise ZooprobeError(
-            "push: no Hugging Face token found; pass a token (--token), set HF_TOKEN, or log in once "
-            "with `hf auth login`"
+            f"push: a private push was asked for, but {where} already exists and is public; nothing "
+            "was uploaded (make the repo private on the Hub first, or push to another repo)"
         )
-    where = f"{repo_type} repo {repo_id!r}" + (f" (branch {revision!r})" if revision else "")
-    try:
-        with _request_timeout(timeout):
-            api = HfApi(token=secret, library_name="zooprobe", library_version=__version__)
-            api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-            if private and not api.repo_info(repo_id, repo_type=repo_type).private:
-                raise ZooprobeError(
-                    f"push: a private push was asked for, but {where} already exists and is public; nothing "
-                    "was uploaded (make the repo private on the Hub first, or push to another repo)"
-                )
-            if revision is not None and revision != "main":
-                api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
-            operations: list[CommitOperationAdd | CommitOperationDelete] = []
-            if delete_patterns is not None:
-                remote = api.list_repo_files(repo_id, repo_type=repo_type, revision=revision)
-                keep = {*files, ".gitattributes"}
-                operations += [
-                    CommitOperationDelete(path_in_repo=path, is_folder=False)
-                    for path in filter_repo_objects(remote, allow_patterns=delete_patterns)
-                    if path not in keep
-                ]
-            operations += [
-                CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(root / rel)) for rel in files
-            ]
-            info = api.create_commit(
-                repo_id,
-                operations,
-                commit_message=commit_message,
-                repo_type=repo_type,
-                revision=revision,
-            )
-    except ZooprobeError:
-        raise
-    except Exception as e:
-        error = _push_error(e, where, repo_id, repo_type, timeout)
-        if error is None:
-            raise
-        message = _scrub(str(error), secret)
-        if message != str(error) or secret in str(e):  # never chain an exception that shows the token
-            raise ZooprobeError(message) from None
-        raise error from e
-    return str(info.oid)
+    if revision is not None and revision != "main":
+        api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
+
+
+def _operations(
+    api: Any,
+    root: Path,
+    files: list[str],
+    repo_id: str,
+    repo_type: str,
+    revision: str | None,
+    delete_patterns: str | list[str] | None,
+) -> list[Any]:
+    """The commit's operations: delete the remote files matching `delete_patterns` that the upload does not
+    contain (``.gitattributes`` kept), then add every file."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete  # heavy: huggingface_hub
+    from huggingface_hub.utils import filter_repo_objects  # heavy: huggingface_hub
+
+    operations: list[CommitOperationAdd | CommitOperationDelete] = []
+    if delete_patterns is not None:
+        remote = api.list_repo_files(repo_id, repo_type=repo_type, revision=revision)
+        keep = {*files, ".gitattributes"}
+        operations += [
+            CommitOperationDelete(path_in_repo=path, is_folder=False)
+            for path in filter_repo_objects(remote, allow_patterns=delete_patterns)
+            if path not in keep
+        ]
+    operations += [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(root / rel)) for rel in files]
+    return operations
 
 
 def _scrub(text: str, secret: str) -> str:
@@ -388,29 +427,7 @@ def _push_error(
     if isinstance(e, RevisionNotFoundError):
         return ZooprobeError(f"push: the branch of {where} was not found; {unchanged}")
     if isinstance(e, HfHubHTTPError) and e.response is not None:
-        status = e.response.status_code
-        detail = (e.server_message or "").strip().splitlines()[:1]
-        said = f" (the Hub said: {detail[0]})" if detail else ""
-        if status == 401:
-            return ZooprobeError(
-                f"push: the Hub rejected the token (invalid or expired){said}; log in again with "
-                f"`hf auth login`, set HF_TOKEN or pass another token; {unchanged}"
-            )
-        if status == 403:
-            return ZooprobeError(
-                f"push: no permission to write to {where}{said}: use a token with write access to "
-                f"{repo_id.split('/')[0]!r}; {unchanged}"
-            )
-        if status in (409, 412):
-            return ZooprobeError(f"push: {where} changed while pushing{said}; {unchanged}, retry")
-        if status == 429:
-            return ZooprobeError(f"push: the Hub is rate limiting requests{said}; {unchanged}, retry later")
-        if status >= 500:
-            return ZooprobeError(
-                f"push: the upload to {where} failed: the Hub answered HTTP {status} (server error), so no "
-                f"commit was made; nothing was changed locally, retry"
-            )
-        return ZooprobeError(f"push: the upload to {where} failed with HTTP {status}{said}; {unchanged}")
+        return _http_error(e, where, repo_id, unchanged)
     if isinstance(e, TimeoutError) or any("Timeout" in n for n in names):
         limit = f"within {timeout:g} s" if timeout is not None else "in time"
         return ZooprobeError(
@@ -427,6 +444,33 @@ def _push_error(
     if isinstance(e, ValueError) and "README.md" in str(e):
         return ZooprobeError(f"push: the Hub rejected the README.md metadata of the folder: {e}")
     return None
+
+
+def _http_error(e: Any, where: str, repo_id: str, unchanged: str) -> ZooprobeError:
+    """The `ZooprobeError` for an HTTP error answer of the Hub (by status)."""
+    status = e.response.status_code
+    detail = (e.server_message or "").strip().splitlines()[:1]
+    said = f" (the Hub said: {detail[0]})" if detail else ""
+    if status == 401:
+        return ZooprobeError(
+            f"push: the Hub rejected the token (invalid or expired){said}; log in again with "
+            f"`hf auth login`, set HF_TOKEN or pass another token; {unchanged}"
+        )
+    if status == 403:
+        return ZooprobeError(
+            f"push: no permission to write to {where}{said}: use a token with write access to "
+            f"{repo_id.split('/')[0]!r}; {unchanged}"
+        )
+    if status in (409, 412):
+        return ZooprobeError(f"push: {where} changed while pushing{said}; {unchanged}, retry")
+    if status == 429:
+        return ZooprobeError(f"push: the Hub is rate limiting requests{said}; {unchanged}, retry later")
+    if status >= 500:
+        return ZooprobeError(
+            f"push: the upload to {where} failed: the Hub answered HTTP {status} (server error), so no "
+            f"commit was made; nothing was changed locally, retry"
+        )
+    return ZooprobeError(f"push: the upload to {where} failed with HTTP {status}{said}; {unchanged}")
 
 
 @contextmanager

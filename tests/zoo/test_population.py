@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from zooprobe.zoo.data import load_task
 from zooprobe.zoo.models import build_model
-from zooprobe.zoo.population import Population, PopulationOptimizer, order_for_population
+from zooprobe.zoo.population import Population, order_for_population
+from zooprobe.zoo.population_optim import PopulationOptimizer
 from zooprobe.zoo.space import ACTIVATIONS, ArchSpec, ModelSpec, ZooConfig, sample_cohort
 from zooprobe.zoo.train import _optimizer
 

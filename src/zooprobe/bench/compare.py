@@ -56,7 +56,7 @@ from zooprobe.heads.uncertainty import fit_calibration
 from zooprobe.representations.cache import RepresentationCache
 from zooprobe.tokens.statistics import featurize
 from zooprobe.training.config import OptimConfig, StopConfig, TrainConfig
-from zooprobe.training.data_loader import check_split_leaks
+from zooprobe.training.data_checks import check_split_leaks
 from zooprobe.training.evaluator import (
     evaluate_predictions,
     metric_space_targets,

@@ -184,7 +184,17 @@ def bench_encoder(
         "torch_threads": torch.get_num_threads(),
         "n_models": len(state_dicts),
     }
-    # 1. throughput
+    embeddings = _throughput(result, encoder, state_dicts, batch_size, encoder_source)
+    _probes(result, encoder, zoo, meta, state_dicts, embeddings)
+    if resnet:
+        _resnet18(result, encoder, batch_size)
+    return result
+
+
+def _throughput(
+    result: dict[str, Any], encoder: Any, state_dicts: list[Any], batch_size: int, encoder_source: Any
+) -> np.ndarray:
+    """1. Encoding speed on the zoo (and, for the token encoder, its kernels at its shapes)."""
     stats: dict[str, float] = {}
     start = time.perf_counter()
     embeddings = encoder.encode(state_dicts, batch_size=batch_size, stats=stats).numpy()
@@ -213,7 +223,13 @@ def bench_encoder(
         and result["architecture"] == "tokens"
     )
     result["reference"] = dict(REFERENCE, comparable=comparable)
-    # 2. probes
+    return embeddings
+
+
+def _probes(
+    result: dict[str, Any], encoder: Any, zoo: Any, meta: Any, state_dicts: list[Any], embeddings: np.ndarray
+) -> None:
+    """2. How well the `embeddings` predict test accuracy (ridge and LightGBM), against weight statistics."""
     y = meta["test_accuracy"].to_numpy(dtype=float)
     train = (meta["split"] == "train").to_numpy()
     validation = (meta["split"] == "validation").to_numpy()
@@ -238,32 +254,33 @@ def bench_encoder(
             "test_models_seen_in_pretraining": overlap,
         }
     )
-    # 3. ResNet-18
-    if resnet:
-        sd = resnet18_state_dict()
-        result["resnet18_parameters"] = sum(v.numel() for v in sd.values() if v.is_floating_point())
-        exact = reset_peak_rss()
-        base = process_status_kib("VmRSS") if exact else None
-        rn_stats: dict[str, float] = {}
-        start = time.perf_counter()
-        try:
-            encoder.encode([sd], batch_size=batch_size, stats=rn_stats)
-        except InvalidInputError as e:  # e.g. an encoder with fewer layer positions than ResNet-18 has
-            result["resnet18_error"] = str(e)
-            return result
-        result["resnet18_seconds"] = time.perf_counter() - start
-        result["resnet18_tokenize_seconds"] = rn_stats["tokenize_s"]
-        result["resnet18_forward_seconds"] = rn_stats["forward_s"]
-        result["resnet18_tokens"] = int(rn_stats["n_tokens"])
-        result["resnet18_windows"] = int(rn_stats["n_windows"])
-        peak = process_status_kib("VmHWM") if exact else None
-        if exact and peak is not None and base is not None:
-            result["resnet18_peak_extra_mib"] = (peak - base) / 1024
-            result["resnet18_memory_method"] = "peak RSS above the level before encoding (VmHWM after reset)"
-        else:
-            result["resnet18_peak_extra_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            result["resnet18_memory_method"] = "lifetime peak RSS of the process (ru_maxrss)"
-    return result
+
+
+def _resnet18(result: dict[str, Any], encoder: Any, batch_size: int) -> None:
+    """3. Encoding a ResNet-18: time, tokens and peak extra memory (or why it cannot be encoded)."""
+    sd = resnet18_state_dict()
+    result["resnet18_parameters"] = sum(v.numel() for v in sd.values() if v.is_floating_point())
+    exact = reset_peak_rss()
+    base = process_status_kib("VmRSS") if exact else None
+    rn_stats: dict[str, float] = {}
+    start = time.perf_counter()
+    try:
+        encoder.encode([sd], batch_size=batch_size, stats=rn_stats)
+    except InvalidInputError as e:  # e.g. an encoder with fewer layer positions than ResNet-18 has
+        result["resnet18_error"] = str(e)
+        return
+    result["resnet18_seconds"] = time.perf_counter() - start
+    result["resnet18_tokenize_seconds"] = rn_stats["tokenize_s"]
+    result["resnet18_forward_seconds"] = rn_stats["forward_s"]
+    result["resnet18_tokens"] = int(rn_stats["n_tokens"])
+    result["resnet18_windows"] = int(rn_stats["n_windows"])
+    peak = process_status_kib("VmHWM") if exact else None
+    if exact and peak is not None and base is not None:
+        result["resnet18_peak_extra_mib"] = (peak - base) / 1024
+        result["resnet18_memory_method"] = "peak RSS above the level before encoding (VmHWM after reset)"
+    else:
+        result["resnet18_peak_extra_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result["resnet18_memory_method"] = "lifetime peak RSS of the process (ru_maxrss)"
 
 
 def verdict(r: Mapping[str, Any]) -> list[str]:
@@ -288,33 +305,7 @@ def format_report(result: Mapping[str, Any]) -> list[str]:
         f"encoder {r['encoder']} ({r['encoder_parameters']:,} parameters, "
         + (f"window {r['window']}, " if r.get("window") else "")
         + f"{r['torch_threads']} torch threads)",
-        *(
-            [
-                f"encoding    : {r['models_per_s']:9.1f} models/s  {r['tokens_per_s']:12,.0f} neurons/s  "
-                f"({r['encode_seconds']:.2f} s: parse {r['tokenize_seconds']:.2f} s, features + forward "
-                f"{r['forward_seconds']:.2f} s in {r['n_windows']} same-architecture batches)",
-                "GFLOP/s     : not counted for the neuron encoder (most of its time is per-neuron features)",
-            ]
-            if r.get("architecture") == "neurons"
-            else [
-                f"encoding    : {r['models_per_s']:9.1f} models/s  {r['tokens_per_s']:12,.0f} tokens/s  "
-                f"({r['encode_seconds']:.2f} s: tokenize {r['tokenize_seconds']:.2f} s = "
-                f"{100 * r['tokenize_seconds'] / r['encode_seconds']:.0f}%, forward "
-                f"{r['forward_seconds']:.2f} s; {r['n_windows']} windows, "
-                f"padding {100 * r['padding_fraction']:.1f}%)",
-                f"GFLOP/s     : encoder forward {r['encoder_gflops']:.1f}  vs  fp32 matmul n=1024 "
-                f"{r['matmul_gflops']:.1f}  ({100 * r['encoder_gflops'] / r['matmul_gflops']:.0f}% of the "
-                "ceiling)",
-                *(
-                    [
-                        "              its kernels alone at its shapes: attention "
-                        f"{r['attention_gflops']:.1f}, QKV projection {r['qkv_gflops']:.1f}"
-                    ]
-                    if "attention_gflops" in r
-                    else []
-                ),
-            ]
-        ),
+        *_encoding_lines(r),
         *_reference_lines(r),
         f"ridge R² (test accuracy, held-out test split): encoder embedding {r['r2_encoder']:.3f}  |  "
         f"weight statistics {r['r2_weight_stats']:.3f}  |  both {r['r2_encoder_plus_stats']:.3f}",
@@ -341,6 +332,38 @@ def format_report(result: Mapping[str, Any]) -> list[str]:
             f"({r['resnet18_memory_method']})"
         )
     return lines
+
+
+def _encoding_lines(r: Mapping[str, Any]) -> list[str]:
+    """The encoding speed lines of `format_report` (neuron kinds: neurons and batches; tokens: tokens,
+    windows and GFLOP/s)."""
+    return (
+        [
+            f"encoding    : {r['models_per_s']:9.1f} models/s  {r['tokens_per_s']:12,.0f} neurons/s  "
+            f"({r['encode_seconds']:.2f} s: parse {r['tokenize_seconds']:.2f} s, features + forward "
+            f"{r['forward_seconds']:.2f} s in {r['n_windows']} same-architecture batches)",
+            "GFLOP/s     : not counted for the neuron encoder (most of its time is per-neuron features)",
+        ]
+        if r.get("architecture") == "neurons"
+        else [
+            f"encoding    : {r['models_per_s']:9.1f} models/s  {r['tokens_per_s']:12,.0f} tokens/s  "
+            f"({r['encode_seconds']:.2f} s: tokenize {r['tokenize_seconds']:.2f} s = "
+            f"{100 * r['tokenize_seconds'] / r['encode_seconds']:.0f}%, forward "
+            f"{r['forward_seconds']:.2f} s; {r['n_windows']} windows, "
+            f"padding {100 * r['padding_fraction']:.1f}%)",
+            f"GFLOP/s     : encoder forward {r['encoder_gflops']:.1f}  vs  fp32 matmul n=1024 "
+            f"{r['matmul_gflops']:.1f}  ({100 * r['encoder_gflops'] / r['matmul_gflops']:.0f}% of the "
+            "ceiling)",
+            *(
+                [
+                    "              its kernels alone at its shapes: attention "
+                    f"{r['attention_gflops']:.1f}, QKV projection {r['qkv_gflops']:.1f}"
+                ]
+                if "attention_gflops" in r
+                else []
+            ),
+        ]
+    )
 
 
 def _reference_lines(r: Mapping[str, Any]) -> list[str]:

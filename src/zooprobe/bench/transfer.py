@@ -60,9 +60,28 @@ import pandas as pd
 
 from zooprobe.api import load_encoder, load_zoo
 from zooprobe.bench.compare import _baseline_predictions
+from zooprobe.bench.transfer_plan import (
+    DEFAULT_ENCODERS,
+    ENCODER_METHODS,
+    GROUP_ATTRIBUTES,
+    GROUPS,
+    METHODS,
+    NO_ENCODER,
+    TARGETS,
+    TRANSFER_OUTPUT,
+    ZERO_SHOT,
+    Fold,
+    FoldLeakError,
+    Target,
+    _foreign_fold,
+    _values,
+    cell_key,
+    check_fold,
+)
+from zooprobe.bench.transfer_tables import markdown, tables
 from zooprobe.core.files import atomic_path, atomic_write_json, atomic_write_text, json_safe
 from zooprobe.core.guards import load_npy
-from zooprobe.core.outputs import OutputKind, check_output, claim_output
+from zooprobe.core.outputs import check_output, claim_output
 from zooprobe.errors import ConfigError, InvalidInputError, ZooprobeError
 from zooprobe.heads.targets import TaskSpec, build_task_spec, target_arrays
 from zooprobe.representations.cache import RepresentationCache
@@ -71,155 +90,6 @@ from zooprobe.training.evaluator import evaluate_predictions, metric_space_targe
 from zooprobe.zoo.store import Zoo
 
 log = logging.getLogger(__name__)
-
-GROUPS = ("datasets", "families", "recipes", "foreign")
-GROUP_ATTRIBUTES: dict[str, tuple[str, ...]] = {
-    "datasets": ("dataset",),
-    "families": ("family",),
-    "recipes": ("optimizer", "scheduler"),
-}
-"""The metadata columns whose values make the folds of each group (one fold per value)."""
-METHODS = (
-    "stats+rep+gbm",
-    "frozen-linear",
-    "zero-shot stats+rep+gbm",
-    "stats+gbm",
-    "zero-shot stats+gbm",
-    "floor",
-)
-ENCODER_METHODS = frozenset({"stats+rep+gbm", "frozen-linear", "zero-shot stats+rep+gbm"})
-ZERO_SHOT = frozenset({"zero-shot stats+gbm", "zero-shot stats+rep+gbm"})
-NO_ENCODER = "-"
-"""The encoder name of cells of methods that read no representation."""
-DEFAULT_ENCODERS = ("default", "v3", "foundation")  # default is v2
-
-
-@dataclass(frozen=True)
-class Target:
-    """One benchmark target: the task whose spec scores it, its column (None: every usable has_* flag) and
-    the metric of `evaluate_predictions` shown in the table."""
-
-    name: str
-    task: str
-    column: str | None
-    metric: str
-    label: str
-
-
-TARGETS = (
-    Target("accuracy", "accuracy", "test_accuracy", "r2", "test accuracy, R²"),
-    Target("log10_lr", "hyperparameters", "learning_rate", "learning_rate/r2", "log10 learning rate, R²"),
-    Target("optimizer", "hyperparameters", "optimizer", "optimizer/accuracy", "optimizer, accuracy"),
-    Target("activation", "hyperparameters", "activation", "activation/accuracy", "activation, accuracy"),
-    Target("patterns", "patterns", None, "macro_f1", "architecture patterns, macro F1"),
-)
-
-TRANSFER_OUTPUT = OutputKind(
-    "bench-transfer",
-    owned=("transfer.md", "transfer.json", "cache/*"),
-    what="transfer benchmark",
-)
-
-
-class FoldLeakError(ZooprobeError):
-    """A fold whose seen side holds a held-out run, attribute value or checkpoint."""
-
-
-# ------------------------------------------------------------------------------------------ folds
-@dataclass(frozen=True)
-class Fold:
-    """One held-out generator. ``seen``/``held`` are views of the trained models (`Zoo.final`) of the
-    seen and held-out side; ``seen_index``/``held_index`` their row positions in the ``final()`` view of
-    the zoos named ``seen_source``/``held_source`` (where the per-zoo statistics and representations are)."""
-
-    group: str
-    name: str
-    attribute: str | None
-    """The held-out column (``dataset``...); None for a foreign zoo."""
-    values: tuple[str, ...]
-    seen: Zoo
-    held: Zoo
-    seen_source: str
-    held_source: str
-    seen_index: np.ndarray
-    held_index: np.ndarray
-
-    def seen_ids(self) -> set[str]:
-        return set(self.seen.metadata()["model_id"].astype(str))
-
-    def held_ids(self) -> set[str]:
-        return set(self.held.metadata()["model_id"].astype(str))
-
-    def seen_view(self, corpus: Zoo) -> Zoo:
-        """The seen side as a view of `corpus` with every checkpoint of its runs (what a per-fold pretraining
-        may read): ``corpus.select`` of the seen runs; `check_fold(self, seen=view)` checks it."""
-        meta = corpus.metadata()
-        mask = meta["model_id"].astype(str).isin(self.seen_ids())
-        if self.attribute is not None:
-            mask &= ~meta[self.attribute].astype(str).isin(self.values)
-        return corpus.select(mask.to_numpy())
-
-    def describe(self) -> dict[str, Any]:
-        held = self.held.metadata()["split"].value_counts().to_dict()
-        seen = self.seen.metadata()["split"].value_counts().to_dict()
-        return {
-            "group": self.group,
-            "attribute": self.attribute,
-            "values": list(self.values),
-            "seen": self.seen_source,
-            "held_out": self.held_source,
-            "n_seen": {s: int(n) for s, n in seen.items()},
-            "n_held_out": {s: int(n) for s, n in held.items()},
-        }
-
-
-def check_fold(fold: Fold, seen: Zoo | None = None, *, weights: bool = False) -> None:
-    """Raise `FoldLeakError` if the fold's seen side (or `seen`, e.g. `Fold.seen_view`'s pretraining view)
-    holds a held-out run: the same ``model_id`` (attribute folds), a row whose held-out attribute has a
-    held-out value, or (``weights``, and always for foreign folds with `seen` views) identical weights."""
-    held_meta = fold.held.metadata()
-    held_ids = set(held_meta["model_id"].astype(str))
-    sides = [("seen side", fold.seen)] + ([("given seen view", seen)] if seen is not None else [])
-    if fold.attribute is not None:
-        outside = ~held_meta[fold.attribute].astype(str).isin(fold.values)
-        if outside.any():
-            raise FoldLeakError(
-                f"fold {fold.name}: {int(outside.sum())} held-out row(s) lack the held-out value(s) "
-                f"{list(fold.values)} of {fold.attribute!r}"
-            )
-    for what, zoo in sides:
-        meta = zoo.metadata()
-        if fold.attribute is not None:
-            both = sorted(held_ids & set(meta["model_id"].astype(str)))
-            if both:
-                raise FoldLeakError(
-                    f"fold {fold.name}: held-out run(s) {both[:5]} ({len(both)} in all) are on the {what}"
-                )
-            if fold.attribute not in meta.columns:
-                raise FoldLeakError(f"fold {fold.name}: the {what} has no {fold.attribute!r} column")
-            leaked = meta[fold.attribute].astype(str).isin(fold.values)
-            if leaked.any():
-                ids = meta.loc[leaked, "model_id"].astype(str).unique().tolist()
-                raise FoldLeakError(
-                    f"fold {fold.name}: {fold.attribute}={list(fold.values)} appears on the {what} "
-                    f"(run(s) {ids[:5]})"
-                )
-        else:
-            if Path(zoo.root).resolve() == Path(fold.held.root).resolve():
-                raise FoldLeakError(f"fold {fold.name}: the {what} is the held-out zoo itself")
-        if weights or fold.attribute is None:
-            held_hashes = {fold.held.content_hash(i) for i in range(len(fold.held))}
-            same = [i for i in range(len(zoo)) if zoo.content_hash(i) in held_hashes]
-            if same:
-                ids = sorted({str(zoo.metadata()["model_id"].iloc[i]) for i in same})
-                raise FoldLeakError(
-                    f"fold {fold.name}: the {what} holds {len(same)} checkpoint(s) with the same weights as "
-                    f"held-out ones (run(s) {ids[:5]})"
-                )
-
-
-def _values(meta: pd.DataFrame, column: str) -> list[str]:
-    return sorted(meta[column].dropna().astype(str).unique())
 
 
 def _attribute_fold(
@@ -242,21 +112,6 @@ def _attribute_fold(
         source,
         seen_index,
         held_index,
-    )
-
-
-def _foreign_fold(corpus: Zoo, source: str, foreign: Zoo, foreign_source: str) -> Fold:
-    return Fold(
-        "foreign",
-        f"foreign:{foreign_source}",
-        None,
-        (),
-        corpus,
-        foreign,
-        source,
-        foreign_source,
-        np.arange(len(corpus)),
-        np.arange(len(foreign)),
     )
 
 
@@ -463,11 +318,6 @@ def run_cell(
     return out
 
 
-# ------------------------------------------------------------------------------------------ benchmark
-def cell_key(fold: str, method: str, encoder: str) -> str:
-    return f"{fold}|{method}|{encoder}"
-
-
 def transfer(
     corpus: str,
     foreign: Sequence[str] = (),
@@ -483,12 +333,7 @@ def transfer(
     """Run the transfer benchmark (module docs) and write ``OUTPUT/transfer.md`` / ``transfer.json``;
     returns the json document. Encoders that cannot be loaded are reported and skipped."""
     output = Path(output)
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        raise ConfigError(f"methods: unknown {unknown}; choose from {', '.join(METHODS)}")
-    chosen = [t for t in TARGETS if targets is None or t.name in targets]
-    if targets is not None and len(chosen) != len(set(targets)):
-        raise ConfigError(f"targets: choose from {', '.join(t.name for t in TARGETS)}")
+    chosen = _chosen_targets(methods, targets)
     state = check_output(output, TRANSFER_OUTPUT, overwrite=overwrite)
     corpus_zoo = load_zoo(corpus)
     foreign_zoos = {name: load_zoo(name) for name in foreign}
@@ -502,22 +347,52 @@ def transfer(
     inputs = {"corpus": [corpus, corpus_zoo.fingerprint()]} | {
         f"foreign:{k}": [k, z.fingerprint()] for k, z in foreign_zoos.items()
     }
-    doc: dict[str, Any] = {"inputs": inputs, "cells": {}}
-    old_path = output / "transfer.json"
-    if state == "own" and not overwrite and old_path.exists():
-        old = json.loads(old_path.read_text())
-        if old.get("inputs") != inputs:
-            raise InvalidInputError(
-                f"{old_path}: finished cells were computed on other zoos ({old.get('inputs')}); choose a new "
-                "--output, or --overwrite to start over"
-            )
-        doc["cells"] = old.get("cells", {})
-        log.info("resuming: %d finished cell(s) in %s", len(doc["cells"]), old_path)
+    doc: dict[str, Any] = {"inputs": inputs, "cells": _finished_cells(output, state, overwrite, inputs)}
     claim_output(output, TRANSFER_OUTPUT, overwrite=overwrite)
     doc["folds"] = {f.name: f.describe() for f in folds}
     doc["targets"] = {t.name: {"column": t.column, "metric": t.metric, "label": t.label} for t in chosen}
     doc["methods"] = list(methods)
+    loaded = _load_encoders(doc, encoders, methods, progress)
+    zoos = {**foreign_zoos, corpus: corpus_zoo}  # the corpus when a foreign zoo has its name
+    data = _run_cells(doc, output, folds, methods, loaded, chosen, zoos, progress)
+    for source, d in data.items():
+        for enc, note in d.rep_notes.items():
+            doc["encoders"].setdefault(enc, {}).setdefault("cannot_read", {})[source] = note
+    _write(doc, output)
+    return doc
 
+
+def _chosen_targets(methods: Sequence[str], targets: Sequence[str] | None) -> list[Target]:
+    """The `TARGETS` named by `targets` (all when None), after checking `methods` and `targets`."""
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ConfigError(f"methods: unknown {unknown}; choose from {', '.join(METHODS)}")
+    chosen = [t for t in TARGETS if targets is None or t.name in targets]
+    if targets is not None and len(chosen) != len(set(targets)):
+        raise ConfigError(f"targets: choose from {', '.join(t.name for t in TARGETS)}")
+    return chosen
+
+
+def _finished_cells(output: Path, state: str, overwrite: bool, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The cells a previous run on the same zoos finished in `output` (resumed), else none."""
+    old_path = output / "transfer.json"
+    if state != "own" or overwrite or not old_path.exists():
+        return {}
+    old = json.loads(old_path.read_text())
+    if old.get("inputs") != inputs:
+        raise InvalidInputError(
+            f"{old_path}: finished cells were computed on other zoos ({old.get('inputs')}); choose a new "
+            "--output, or --overwrite to start over"
+        )
+    cells: dict[str, Any] = old.get("cells", {})
+    log.info("resuming: %d finished cell(s) in %s", len(cells), old_path)
+    return cells
+
+
+def _load_encoders(
+    doc: dict[str, Any], encoders: Sequence[str], methods: Sequence[str], progress: bool
+) -> dict[str, Any]:
+    """The encoders the methods need, by name; each one's loading noted in ``doc["encoders"]``."""
     encoder_info: dict[str, dict[str, Any]] = {}
     loaded: dict[str, Any] = {}
     if ENCODER_METHODS & set(methods):
@@ -529,13 +404,27 @@ def transfer(
                 encoder_info[name] = {"loaded": False, "note": f"{type(e).__name__}: {e}"}
                 log.warning("encoder %s is not loadable (%s): its rows are left out", name, e)
     doc["encoders"] = encoder_info
+    return loaded
 
+
+def _run_cells(
+    doc: dict[str, Any],
+    output: Path,
+    folds: list[Fold],
+    methods: Sequence[str],
+    loaded: dict[str, Any],
+    chosen: list[Target],
+    zoos: dict[str, Zoo],
+    progress: bool,
+) -> dict[str, ZooData]:
+    """Run every cell (fold x method x encoder) not in ``doc["cells"]`` yet, writing the document after
+    each; the zoo data read (by source)."""
     cache = output / "cache"
     data: dict[str, ZooData] = {}
 
     def zoo_data(source: str) -> ZooData:
         if source not in data:
-            zoo = (corpus_zoo if source == corpus else foreign_zoos[source]).final()
+            zoo = zoos[source].final()
             data[source] = ZooData(zoo, zoo.metadata().reset_index(drop=True), _stats(zoo, cache, progress))
         return data[source]
 
@@ -572,102 +461,7 @@ def transfer(
         )
         log.info("[%d/%d] %s | %s | %s (%.1f s): %s", i, len(todo), fold.name, method, enc, seconds, shown)
         _write(doc, output)
-    for source, d in data.items():
-        for enc, note in d.rep_notes.items():
-            encoder_info.setdefault(enc, {}).setdefault("cannot_read", {})[source] = note
-    _write(doc, output)
-    return doc
-
-
-# ------------------------------------------------------------------------------------------ tables
-def _fmt(v: float | None) -> str:
-    return "n/a" if v is None or not math.isfinite(v) else f"{v:.3f}"
-
-
-def _row_labels(doc: dict[str, Any]) -> list[tuple[str, str]]:
-    """(encoder, method) rows: encoders first (each with its gain rows), then the encoder-free methods."""
-    methods = doc.get("methods", list(METHODS))
-    rows: list[tuple[str, str]] = []
-    for enc, info in doc.get("encoders", {}).items():
-        if not info.get("loaded"):
-            continue
-        for m in methods:
-            if m in ENCODER_METHODS:
-                rows.append((enc, m))
-                if m == "stats+rep+gbm" and "stats+gbm" in methods:
-                    rows.append((enc, "gain"))
-                if m == "zero-shot stats+rep+gbm" and "zero-shot stats+gbm" in methods:
-                    rows.append((enc, "zero-shot gain"))
-    rows += [(NO_ENCODER, m) for m in methods if m not in ENCODER_METHODS]
-    return rows
-
-
-def fold_value(doc: dict[str, Any], fold: str, encoder: str, method: str, target: str) -> float | None:
-    """The value of one table cell for one fold (gain rows: the difference of the two methods)."""
-
-    def get(m: str, e: str) -> float | None:
-        cell = doc["cells"].get(cell_key(fold, m, e))
-        return None if cell is None else cell["targets"].get(target, {}).get("value")
-
-    if method in ("gain", "zero-shot gain"):
-        prefix = "zero-shot " if method.startswith("zero-shot") else ""
-        a, b = get(f"{prefix}stats+rep+gbm", encoder), get(f"{prefix}stats+gbm", NO_ENCODER)
-        return None if a is None or b is None else a - b
-    return get(method, encoder)
-
-
-def tables(doc: dict[str, Any]) -> list[str]:
-    """The summary (means over a group's folds) and the per-fold tables, markdown lines."""
-    folds = doc.get("folds", {})
-    groups = [g for g in GROUPS if any(f["group"] == g for f in folds.values())]
-    rows = _row_labels(doc)
-    lines: list[str] = []
-    for name, target in doc.get("targets", {}).items():
-        lines += [f"### {target['label']} (`{name}`): mean over the folds of each group", ""]
-        lines += ["| encoder | method | " + " | ".join(groups) + " |", "|---|---|" + "---|" * len(groups)]
-        for enc, method in rows:
-            cells = []
-            for g in groups:
-                names = [f for f, d in folds.items() if d["group"] == g]
-                vals = [fold_value(doc, f, enc, method, name) for f in names]
-                ok = [v for v in vals if v is not None]
-                cells.append(
-                    "n/a"
-                    if not ok
-                    else f"{np.mean(ok):.3f}" + ("" if len(ok) == len(vals) else f" ({len(ok)}/{len(vals)})")
-                )
-            lines.append(f"| {enc} | {method} | " + " | ".join(cells) + " |")
-        lines.append("")
-    lines += ["## Per fold", ""]
-    cols = [f"{m}" if e == NO_ENCODER else f"{e}: {m}" for e, m in rows]
-    for name, target in doc.get("targets", {}).items():
-        lines += [f"### {target['label']} (`{name}`)", ""]
-        lines += ["| group | fold | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
-        for fold, d in folds.items():
-            vals = [_fmt(fold_value(doc, fold, e, m, name)) for e, m in rows]
-            lines.append(f"| {d['group']} | {fold} | " + " | ".join(vals) + " |")
-        lines.append("")
-    return lines
-
-
-def markdown(doc: dict[str, Any]) -> str:
-    inputs = ", ".join(f"`{v[0]}`" for v in doc.get("inputs", {}).values())
-    lines = [
-        "# zooprobe bench transfer",
-        "",
-        f"Zoos: {inputs}. Held-out test splits; n/a: a side lacks the target or it is constant there "
-        "(docs/transfer.md). gain = stats+rep+gbm minus stats+gbm; `(k/n)`: k of n folds defined.",
-        "",
-    ]
-    skipped = {e: i.get("note", "") for e, i in doc.get("encoders", {}).items() if not i.get("loaded")}
-    for enc, note in skipped.items():
-        lines.append(f"- encoder `{enc}`: not loadable ({note}); left out")
-    for enc, info in doc.get("encoders", {}).items():
-        for source, note in (info.get("cannot_read") or {}).items():
-            lines.append(f"- encoder `{enc}` cannot read `{source}` ({note}): its cells there are n/a")
-    if len(lines) > 4:
-        lines.append("")
-    return "\n".join([*lines, *tables(doc)]) + "\n"
+    return data
 
 
 def _write(doc: dict[str, Any], output: Path) -> None:

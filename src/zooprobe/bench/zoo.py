@@ -99,10 +99,6 @@ def bench_zoo(
     for specs in cohorts:  # data generation is not part of training time
         load_task(specs[0].arch.task)
     groups: dict[str, list[float]] = {}
-
-    def group(spec: ModelSpec) -> list[float]:
-        return groups.setdefault(f"{spec.arch.task}/{spec.arch.family}", [0, 0.0, 0.0])
-
     n_workers = resolve_workers(workers, len(cohorts), n_models)
     by_kind: dict[str, list[int]] = {}
     for k, specs in enumerate(cohorts):
@@ -139,9 +135,21 @@ def bench_zoo(
                 batched_s if len(by_kind) == 1 else train_all(ks),
                 0.0,
             ]
+    runs = [s for specs in cohorts for s in specs]
+    sequential_s, sequential = _one_at_a_time(cfg, runs, groups, progress)
+    by_group = {k: (int(v[0]), v[1], v[2]) for k, v in groups.items()}
+    return BenchResult(
+        len(runs), batched_s, sequential_s, batched, sequential, by_group, n_workers, threads, startup_s
+    )
+
+
+def _one_at_a_time(
+    cfg: ZooConfig, runs: list[ModelSpec], groups: dict[str, list[float]], progress: bool
+) -> tuple[float, dict[str, float]]:
+    """Train `runs` one after another (nn.Module + torch.optim), each kind's seconds added to `groups`;
+    the wall seconds and each run's final test accuracy."""
     start = time.perf_counter()
     sequential: dict[str, float] = {}
-    runs = [s for specs in cohorts for s in specs]
     for i, spec in enumerate(runs):
         if i % 16 == 0:
             _say(progress, f"one at a time: run {i + 1}/{len(runs)}")
@@ -149,12 +157,8 @@ def bench_zoo(
         sequential.update(
             {c.spec.model_id: c.metrics["test_accuracy"] for c in res.checkpoints if c.is_final}
         )
-        group(spec)[2] += res.seconds
-    sequential_s = time.perf_counter() - start
-    by_group = {k: (int(v[0]), v[1], v[2]) for k, v in groups.items()}
-    return BenchResult(
-        len(runs), batched_s, sequential_s, batched, sequential, by_group, n_workers, threads, startup_s
-    )
+        groups.setdefault(f"{spec.arch.task}/{spec.arch.family}", [0, 0.0, 0.0])[2] += res.seconds
+    return time.perf_counter() - start, sequential
 
 
 def _work(specs: list[ModelSpec]) -> float:

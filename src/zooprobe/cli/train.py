@@ -221,106 +221,129 @@ def format_metrics(task: str, metrics: dict[str, float], title: str) -> list[str
 
 def run_training_command(cfg: Namespace, console: Any) -> int:
     if cfg.command == "train":
-        from zooprobe.api import train  # heavy: imports torch
-
-        ns = cfg.train
-        tc = config_from_namespace(ns)
-        check_push_arguments(ns)  # before training: a push that cannot work fails now, not after the run
-        result = train(tc, ns.output, resume=not ns.overwrite, progress=ns.progress)
-        if rank() != 0:
-            return 0  # under torchrun only rank 0 reports (and pushes)
-        from zooprobe.publish.card import write_run_card  # heavy: imports torch
-
-        write_run_card(result.output)  # head/README.md: the model card a push would upload
-        console.print(
-            f"run folder: {result.output} (best epoch {result.best_epoch}, {result.epochs_run} epochs)"
-        )
-        for line in format_metrics(tc.task, result.test, f"test metrics ({tc.task}, {tc.mode}):"):
-            console.print(line)
-        if ns.get("push_to_hub"):
-            from zooprobe.cli.push import push_trained_run  # heavy: imports torch
-
-            push_trained_run(
-                result.output, ns.push_to_hub, console, private=bool(ns.private), token=ns.get("token")
-            )
-        return 0
+        return _run_train(cfg, console)
     if cfg.command == "evaluate":
-        from zooprobe.api import evaluate  # heavy: imports torch
-
-        ns = cfg.evaluate
-        task, metrics = evaluate(ns.run_dir, split=ns.split, zoo=ns.zoo, allow_unfinished=ns.allow_unfinished)
-        for line in format_metrics(task, metrics, f"{ns.split} metrics of {ns.run_dir}:"):
-            console.print(line)
-        if ns.json is not None:
-            doc = {"run": str(ns.run_dir), "task": task, "split": ns.split, "zoo": ns.zoo, "metrics": metrics}
-            atomic_write_json(ns.json, doc)
-            console.print(f"written: {ns.json}")
-        return 0
+        return _run_evaluate(cfg, console)
     if cfg.command == "bench" and cfg.bench.what == "heads":
-        from zooprobe.bench.heads import bench_heads  # heavy: imports torch
-
-        ns = cfg.bench.heads
-        result = bench_heads(
-            ns.zoo,
-            ns.encoder,
-            ns.output,
-            finetune_epochs=ns.finetune_epochs,
-            tasks=tuple(ns.tasks),
-            modes=tuple(ns.modes),
-            memory=ns.memory,
-            progress=ns.progress,
-        )
-        for line in result.lines():
-            console.print(line, markup=False, soft_wrap=True)
-        if ns.json is not None:
-            doc = dc.asdict(result) | {"cache_ratio": result.cache_ratio}
-            atomic_write_json(ns.json, json.loads(json.dumps(doc, default=str)))
-        return 0
+        return _run_bench_heads(cfg, console)
     if cfg.command == "bench" and cfg.bench.what == "symmetry":
         return run_symmetry(cfg.bench.symmetry, console)
     if cfg.command == "bench" and cfg.bench.what == "transfer":
-        from zooprobe.bench.transfer import markdown, transfer  # heavy: imports torch
-
-        ns = cfg.bench.transfer
-        unknown = sorted(set(_names(ns.folds)) - set(TRANSFER_GROUPS))
-        if unknown:
-            raise ConfigError(f"--folds: unknown {unknown}; choose from {', '.join(TRANSFER_GROUPS)}")
-        doc = transfer(
-            ns.corpus,
-            foreign=list(ns.foreign or []),
-            encoders=_names(ns.encoders),
-            groups=tuple(_names(ns.folds)),
-            output=ns.output,
-            targets=_names(ns.targets) if ns.targets else None,
-            overwrite=ns.overwrite,
-            progress=ns.progress,
-        )
-        console.print(markdown(doc), markup=False, soft_wrap=True)
-        console.print(f"written: {ns.output / 'transfer.md'}, {ns.output / 'transfer.json'}")
-        return 0
+        return _run_bench_transfer(cfg, console)
     if cfg.command == "bench" and not cfg.bench.get("what"):
-        from zooprobe.bench.compare import compare  # heavy: imports torch
-
-        ns = cfg.bench
-        unknown = sorted(set(ns.methods) - set(METHODS))
-        if unknown:
-            raise ConfigError(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}")
-        result = compare(
-            ns.zoo,
-            ns.encoder,
-            ns.output,
-            tasks=tuple(ns.tasks),
-            methods=tuple(ns.methods),
-            finetune_epochs=ns.finetune_epochs,
-            progress=ns.progress,
-            allow_split_leaks=ns.allow_split_leaks,
-            reference=ns.reference,
-        )
-        for line in [*result.table(), "", *result.quality()]:
-            console.print(line, markup=False, soft_wrap=True)
-        console.print(f"written: {ns.output / 'bench.md'}, {ns.output / 'bench.json'}, {ns.output / 'plots'}")
-        return 0
+        return _run_bench_compare(cfg, console)
     raise AssertionError(f"unhandled command {cfg.command}")
+
+
+def _run_train(cfg: Namespace, console: Any) -> int:
+    """`zooprobe train`: train a head, write its card, print the test metrics, push if asked."""
+    from zooprobe.api import train  # heavy: imports torch
+
+    ns = cfg.train
+    tc = config_from_namespace(ns)
+    check_push_arguments(ns)  # before training: a push that cannot work fails now, not after the run
+    result = train(tc, ns.output, resume=not ns.overwrite, progress=ns.progress)
+    if rank() != 0:
+        return 0  # under torchrun only rank 0 reports (and pushes)
+    from zooprobe.publish.card import write_run_card  # heavy: imports torch
+
+    write_run_card(result.output)  # head/README.md: the model card a push would upload
+    console.print(f"run folder: {result.output} (best epoch {result.best_epoch}, {result.epochs_run} epochs)")
+    for line in format_metrics(tc.task, result.test, f"test metrics ({tc.task}, {tc.mode}):"):
+        console.print(line)
+    if ns.get("push_to_hub"):
+        from zooprobe.cli.push import push_trained_run  # heavy: imports torch
+
+        push_trained_run(
+            result.output, ns.push_to_hub, console, private=bool(ns.private), token=ns.get("token")
+        )
+    return 0
+
+
+def _run_evaluate(cfg: Namespace, console: Any) -> int:
+    """`zooprobe evaluate`: a run's metrics on a split (and as JSON if asked)."""
+    from zooprobe.api import evaluate  # heavy: imports torch
+
+    ns = cfg.evaluate
+    task, metrics = evaluate(ns.run_dir, split=ns.split, zoo=ns.zoo, allow_unfinished=ns.allow_unfinished)
+    for line in format_metrics(task, metrics, f"{ns.split} metrics of {ns.run_dir}:"):
+        console.print(line)
+    if ns.json is not None:
+        doc = {"run": str(ns.run_dir), "task": task, "split": ns.split, "zoo": ns.zoo, "metrics": metrics}
+        atomic_write_json(ns.json, doc)
+        console.print(f"written: {ns.json}")
+    return 0
+
+
+def _run_bench_heads(cfg: Namespace, console: Any) -> int:
+    """`zooprobe bench heads`."""
+    from zooprobe.bench.heads import bench_heads  # heavy: imports torch
+
+    ns = cfg.bench.heads
+    result = bench_heads(
+        ns.zoo,
+        ns.encoder,
+        ns.output,
+        finetune_epochs=ns.finetune_epochs,
+        tasks=tuple(ns.tasks),
+        modes=tuple(ns.modes),
+        memory=ns.memory,
+        progress=ns.progress,
+    )
+    for line in result.lines():
+        console.print(line, markup=False, soft_wrap=True)
+    if ns.json is not None:
+        doc = dc.asdict(result) | {"cache_ratio": result.cache_ratio}
+        atomic_write_json(ns.json, json.loads(json.dumps(doc, default=str)))
+    return 0
+
+
+def _run_bench_transfer(cfg: Namespace, console: Any) -> int:
+    """`zooprobe bench transfer`."""
+    from zooprobe.bench.transfer import markdown, transfer  # heavy: imports torch
+
+    ns = cfg.bench.transfer
+    unknown = sorted(set(_names(ns.folds)) - set(TRANSFER_GROUPS))
+    if unknown:
+        raise ConfigError(f"--folds: unknown {unknown}; choose from {', '.join(TRANSFER_GROUPS)}")
+    doc = transfer(
+        ns.corpus,
+        foreign=list(ns.foreign or []),
+        encoders=_names(ns.encoders),
+        groups=tuple(_names(ns.folds)),
+        output=ns.output,
+        targets=_names(ns.targets) if ns.targets else None,
+        overwrite=ns.overwrite,
+        progress=ns.progress,
+    )
+    console.print(markdown(doc), markup=False, soft_wrap=True)
+    console.print(f"written: {ns.output / 'transfer.md'}, {ns.output / 'transfer.json'}")
+    return 0
+
+
+def _run_bench_compare(cfg: Namespace, console: Any) -> int:
+    """`zooprobe bench` (heads against the baselines)."""
+    from zooprobe.bench.compare import compare  # heavy: imports torch
+
+    ns = cfg.bench
+    unknown = sorted(set(ns.methods) - set(METHODS))
+    if unknown:
+        raise ConfigError(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}")
+    result = compare(
+        ns.zoo,
+        ns.encoder,
+        ns.output,
+        tasks=tuple(ns.tasks),
+        methods=tuple(ns.methods),
+        finetune_epochs=ns.finetune_epochs,
+        progress=ns.progress,
+        allow_split_leaks=ns.allow_split_leaks,
+        reference=ns.reference,
+    )
+    for line in [*result.table(), "", *result.quality()]:
+        console.print(line, markup=False, soft_wrap=True)
+    console.print(f"written: {ns.output / 'bench.md'}, {ns.output / 'bench.json'}, {ns.output / 'plots'}")
+    return 0
 
 
 __all__ = ["add_training_commands", "config_from_namespace", "format_metrics", "run_training_command"]

@@ -20,7 +20,7 @@ from zooprobe.cli.common import (
 )
 from zooprobe.core.state_dicts import DEFAULT_MAX_PARAMS
 from zooprobe.errors import ZooprobeError
-from zooprobe.zoo.space import ZooConfig
+from zooprobe.zoo.config import ZooConfig
 
 ROW_GROUP_HELP = (
     "Rows per Parquet row group of the zoo's files, the unit a large zoo is read in (default: 64, fewer "

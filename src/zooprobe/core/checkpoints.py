@@ -58,10 +58,8 @@ from __future__ import annotations
 import math
 import os
 import pickle
-import pickletools
 import re
 import stat
-import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -73,6 +71,7 @@ import torch
 from zooprobe.core.files import parse_json
 from zooprobe.core.state_dicts import DEFAULT_MAX_PARAMS, canonical_key, split_name
 from zooprobe.core.tensorfile import MAX_HEADER_BYTES, format_bytes, open_safetensors, read_safetensors_header
+from zooprobe.core.torch_checks import check_legacy, check_limit, check_records, check_tensors, is_zip
 from zooprobe.errors import ConfigError, InvalidInputError
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
@@ -95,23 +94,6 @@ _CONVERT_HINT = (
     "metadata={'order': json.dumps(list(model.state_dict()))})` (or "
     "`torch.save(model.state_dict(), 'model.pt')`)."
 )
-
-#: Bytes per element of the storage classes legacy (pre-zip) torch files name.
-_LEGACY_STORAGES = {
-    "DoubleStorage": 8,
-    "FloatStorage": 4,
-    "HalfStorage": 2,
-    "BFloat16Storage": 2,
-    "LongStorage": 8,
-    "IntStorage": 4,
-    "ShortStorage": 2,
-    "CharStorage": 1,
-    "ByteStorage": 1,
-    "BoolStorage": 1,
-    "ComplexDoubleStorage": 16,
-    "ComplexFloatStorage": 8,
-    "UntypedStorage": 1,
-}
 
 
 @dataclass
@@ -237,7 +219,7 @@ def _read_safetensors(path: Path, size: int, max_params: int, notes: list[str]) 
     entries, metadata = _safetensors_header(path, size)
     values = sum(math.prod(shape) for _, shape, _ in entries.values())
     nbytes = sum(n for _, _, n in entries.values())
-    _check_limit(path, "", values, nbytes, max_params)
+    check_limit(path, "", values, nbytes, max_params)
     order = _recorded_order(metadata, entries)
     if order is None:
         order = sorted(entries, key=canonical_key)
@@ -289,18 +271,18 @@ def _recorded_order(metadata: Mapping[str, Any], names: Mapping[str, Any]) -> li
 
 # ------------------------------------------------------------------------------------------ torch
 def _read_torch(path: Path, size: int, max_params: int, notes: list[str]) -> dict[str, torch.Tensor]:
-    if _is_zip(path):
+    if is_zip(path):
         # Structure only (meta device: no storage is read or allocated), checked, then memory-mapped.
         skeleton, where = _state_dict_of(_torch_load(path, map_location="meta"), path, [])
-        _check_records(skeleton, path, where, size)
-        _check_tensors(skeleton, path, where, max_params)
+        check_records(skeleton, path, where, size)
+        check_tensors(skeleton, path, where, max_params)
         del skeleton
         obj = _torch_load(path, mmap=True)
     else:
-        _check_legacy(path, size)  # storages declared by the pickle must fit in the file
+        check_legacy(path, size)  # storages declared by the pickle must fit in the file
         obj = _torch_load(path)
     state_dict, where = _state_dict_of(obj, path, notes)
-    values, nbytes = _check_tensors(state_dict, path, where, max_params)
+    values, nbytes = check_tensors(state_dict, path, where, max_params)
     with out_of_memory_as_error(lambda: _oom_message(path, len(state_dict), values, nbytes)):
         out = {k: _materialize(v) for k, v in state_dict.items()}
     return out
@@ -309,14 +291,6 @@ def _read_torch(path: Path, size: int, max_params: int, notes: list[str]) -> dic
 def _materialize(tensor: torch.Tensor) -> torch.Tensor:
     """An owned, contiguous copy of a checked tensor: where a torch checkpoint's values are allocated."""
     return tensor.clone(memory_format=torch.contiguous_format)
-
-
-def _is_zip(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == b"PK\x03\x04"
-    except OSError as e:
-        raise InvalidInputError(f"{path}: cannot read the checkpoint ({e.strerror or e})") from e
 
 
 def _torch_load(path: Path, *, map_location: str = "cpu", mmap: bool = False) -> Any:
@@ -366,162 +340,6 @@ def _refusal(path: Path, message: str) -> str:
         "plain containers, which can run arbitrary code, so zooprobe reads torch checkpoints only with "
         "torch.load(weights_only=True)" + (f" ({detail})" if detail else "") + ". " + _CONVERT_HINT
     )
-
-
-def _records(path: Path) -> dict[int, int]:
-    """Data offset -> size of each stored record of a zip-format torch file ({} if unreadable)."""
-
-    out: dict[int, int] = {}
-    try:
-        with open(path, "rb") as f, zipfile.ZipFile(f) as archive:
-            for info in archive.infolist():
-                if info.compress_type != zipfile.ZIP_STORED:
-                    continue
-                f.seek(info.header_offset)
-                local = f.read(30)
-                if len(local) < 30 or local[:4] != b"PK\x03\x04":
-                    continue
-                name_len = int.from_bytes(local[26:28], "little")
-                extra_len = int.from_bytes(local[28:30], "little")
-                out[info.header_offset + 30 + name_len + extra_len] = info.file_size
-    except (OSError, zipfile.BadZipFile, ValueError):
-        return {}
-    return out
-
-
-def _check_records(state_dict: Mapping[str, torch.Tensor], path: Path, where: str, size: int) -> None:
-    """Every storage (read onto the meta device) fits in its record of the zip file, and in the file."""
-    records = _records(path)
-    for name, tensor in state_dict.items():
-        storage = tensor.untyped_storage()
-        declared = storage.nbytes()
-        offset = getattr(storage, "_checkpoint_offset", None)
-        record = records.get(offset) if isinstance(offset, int) else None
-        available = size if record is None else record
-        if declared > available:
-            raise InvalidInputError(
-                f"{path}{where}: tensor {name!r} declares a storage of {format_bytes(declared)} but "
-                f"{'its record in the file' if record is not None else 'the file'} holds only "
-                f"{format_bytes(available)}: corrupt or hostile file, refused before reading it"
-            )
-
-
-def _check_tensors(
-    state_dict: Mapping[str, torch.Tensor], path: Path, where: str, max_params: int
-) -> tuple[int, int]:
-    """Refuse broadcast / overlapping views and totals beyond `max_params`; (values, bytes) of the copies."""
-    values = nbytes = 0
-    for name, tensor in state_dict.items():
-        need = tensor.numel() * tensor.element_size()
-        stored = tensor.untyped_storage().nbytes()
-        strides = zip(tensor.shape, tensor.stride(), strict=True)
-        broadcast = tensor.numel() > 0 and any(st == 0 and n > 1 for n, st in strides)
-        if broadcast or need > stored:
-            shape = " x ".join(str(n) for n in tensor.shape)
-            dtype = str(tensor.dtype).removeprefix("torch.")
-            raise InvalidInputError(
-                f"{path}{where}: tensor {name!r} is a broadcast or overlapping view ({shape} {dtype}, "
-                f"strides {tuple(tensor.stride())}): {format_bytes(need)} of values over "
-                f"{format_bytes(stored)} of stored data. Real state dicts never hold such views and copying "
-                "it could exhaust memory, so it is refused; if it is meant, save the tensor with "
-                ".contiguous() (or .clone()) first"
-            )
-        values += tensor.numel()
-        nbytes += need
-    _check_limit(path, where, values, nbytes, max_params)
-    return values, nbytes
-
-
-def _check_limit(path: Path, where: str, values: int, nbytes: int, max_params: int) -> None:
-    if values > max_params:
-        raise InvalidInputError(
-            f"{path}{where}: holds {values:,} values ({format_bytes(nbytes)}), more than the limit of "
-            f"{max_params:,} (max_params); refused before reading them. If the file is trusted and the "
-            f"machine has the memory, raise the limit (--max_params {values})"
-        )
-
-
-def _check_legacy(path: Path, size: int) -> None:
-    """A legacy (pre-zip) torch file allocates every storage it declares before reading it: check that
-    each declared storage fits in its record of the file, by scanning the pickle (nothing is unpickled).
-
-    A file that cannot be scanned is left to ``torch.load`` (which refuses anything but tensors)."""
-    try:
-        with open(path, "rb") as f:
-            for _ in range(3):  # magic number, protocol version, system info
-                for _op in pickletools.genops(f):
-                    pass
-            storages = _legacy_storages(f)
-            # the storage keys (a list of strings), in the order of their records after it
-            keys = [arg for _op, arg, _ in pickletools.genops(f) if isinstance(arg, str)]
-            position = f.tell()
-    except Exception:  # not a pickle we can follow: torch.load decides (weights_only)
-        return
-    for key in dict.fromkeys(keys):
-        if key not in storages:
-            return
-        storage_type, numel, element_size = storages[key]
-        declared = numel * element_size
-        available = max(size - position - 8, 0)
-        if declared > available:
-            raise InvalidInputError(
-                f"{path}: declares a {storage_type} of {numel:,} values ({format_bytes(declared)}) but the "
-                f"file holds only {format_bytes(available)} more: corrupt or hostile file, refused before "
-                "reading it"
-            )
-        position += 8 + declared
-
-
-def _legacy_storages(f: Any) -> dict[str, tuple[str, int, int]]:
-    """``key -> (storage type, numel, element size)`` of the persistent ids in a legacy torch pickle.
-
-    A persistent id is pickled as ``('storage', GLOBAL torch.<Type>Storage, key, location, numel, view)``;
-    values may come from the memo (``BINGET``) when repeated. Only that shape is followed."""
-    other = object()
-    memo: dict[Any, Any] = {}
-    stack: list[list[Any]] = [[]]
-    last: Any = other
-    storages: dict[str, tuple[str, int, int]] = {}
-    for op, arg, _ in pickletools.genops(f):
-        name = op.name
-        if name in ("PUT", "BINPUT", "LONG_BINPUT"):
-            memo[arg] = last
-            continue
-        if name == "MEMOIZE":
-            memo[len(memo)] = last
-            continue
-        if name in ("GET", "BINGET", "LONG_BINGET"):
-            last = memo.get(arg, other)
-        elif name == "GLOBAL":
-            last = ("global", arg)
-        elif name == "NONE":
-            last = None
-        elif isinstance(arg, str | int) and not isinstance(arg, bool) and name != "PROTO":
-            last = arg
-        elif name == "MARK":
-            stack.append([])
-            continue
-        elif name == "BINPERSID":
-            if (
-                isinstance(last, tuple)
-                and len(last) >= 5
-                and last[0] == "storage"
-                and isinstance(last[1], tuple)
-                and isinstance(last[2], str)
-                and isinstance(last[4], int)
-            ):
-                storage_type = str(last[1][1]).rpartition(" ")[2]
-                if storage_type not in _LEGACY_STORAGES:
-                    raise ValueError(storage_type)
-                storages[last[2]] = (storage_type, last[4], _LEGACY_STORAGES[storage_type])
-            last = other
-        else:
-            last = other
-        if pickletools.markobject in op.stack_before:
-            items = stack.pop() if len(stack) > 1 else []
-            last = tuple(items) if name == "TUPLE" else other
-        stack[-1].append(last)
-    return storages
 
 
 # ------------------------------------------------------------------------------------------ structure

@@ -38,7 +38,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,45 +167,56 @@ def parse_safetensors_header(
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise bad("__metadata__ is not a JSON object of strings")
     data_size = size - 8 - header_len
-    tensors: dict[str, TensorSpan] = {}
-    for name, info in header.items():
-        if not isinstance(info, dict):
-            raise bad(f"tensor {name!r}: its header entry is not a JSON object")
-        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-        if dtype not in ST_DTYPES:
-            raise InvalidInputError(
-                f"{where}: tensor {name!r} has dtype {dtype!r}, which zooprobe does not read (supported: "
-                f"{', '.join(ST_DTYPES)})"
-            )
-        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-            raise bad(f"tensor {name!r}: shape {shape!r} is not a list of non-negative integers")
-        if (
-            not isinstance(offsets, list)
-            or len(offsets) != 2
-            or not all(type(o) is int for o in offsets)
-            or not 0 <= offsets[0] <= offsets[1]
-        ):
-            raise bad(f"tensor {name!r}: data_offsets {offsets!r} are not two increasing byte offsets")
-        nbytes = math.prod(shape) * ST_DTYPES[dtype]
-        if offsets[1] > data_size or nbytes > data_size:
-            raise InvalidInputError(
-                f"{where}: not a valid safetensors file, corrupt or truncated: tensor {name!r} declares "
-                f"{format_bytes(max(nbytes, offsets[1] - offsets[0]))} of data (shape {shape}, {dtype}, "
-                f"bytes {offsets[0]}..{offsets[1]}) but the file holds only {format_bytes(data_size)} of "
-                "data; refused before reading it"
-            )
-        if offsets[1] - offsets[0] != nbytes:
-            raise bad(
-                f"tensor {name!r}: shape {shape} of {dtype} needs {nbytes} bytes but its data_offsets span "
-                f"{offsets[1] - offsets[0]}"
-            )
-        tensors[name] = TensorSpan(dtype, tuple(shape), offsets[0], offsets[1])
+    tensors = {name: _tensor_span(name, info, data_size, where, bad) for name, info in header.items()}
+    _check_overlaps(tensors, bad)
+    return SafetensorsHeader(tensors, dict(metadata), 8 + header_len, data_size)
+
+
+def _tensor_span(
+    name: str, info: Any, data_size: int, where: str, bad: Callable[[str], InvalidInputError]
+) -> TensorSpan:
+    """The checked header entry of tensor `name`: a supported dtype, a shape, data offsets that fit in the
+    `data_size` bytes of data and match the shape."""
+    if not isinstance(info, dict):
+        raise bad(f"tensor {name!r}: its header entry is not a JSON object")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if dtype not in ST_DTYPES:
+        raise InvalidInputError(
+            f"{where}: tensor {name!r} has dtype {dtype!r}, which zooprobe does not read (supported: "
+            f"{', '.join(ST_DTYPES)})"
+        )
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise bad(f"tensor {name!r}: shape {shape!r} is not a list of non-negative integers")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(type(o) is int for o in offsets)
+        or not 0 <= offsets[0] <= offsets[1]
+    ):
+        raise bad(f"tensor {name!r}: data_offsets {offsets!r} are not two increasing byte offsets")
+    nbytes = math.prod(shape) * ST_DTYPES[dtype]
+    if offsets[1] > data_size or nbytes > data_size:
+        raise InvalidInputError(
+            f"{where}: not a valid safetensors file, corrupt or truncated: tensor {name!r} declares "
+            f"{format_bytes(max(nbytes, offsets[1] - offsets[0]))} of data (shape {shape}, {dtype}, "
+            f"bytes {offsets[0]}..{offsets[1]}) but the file holds only {format_bytes(data_size)} of "
+            "data; refused before reading it"
+        )
+    if offsets[1] - offsets[0] != nbytes:
+        raise bad(
+            f"tensor {name!r}: shape {shape} of {dtype} needs {nbytes} bytes but its data_offsets span "
+            f"{offsets[1] - offsets[0]}"
+        )
+    return TensorSpan(dtype, tuple(shape), offsets[0], offsets[1])
+
+
+def _check_overlaps(tensors: dict[str, TensorSpan], bad: Callable[[str], InvalidInputError]) -> None:
+    """No two tensors' data overlap."""
     previous: tuple[str, TensorSpan] | None = None
     for name, span in sorted(((k, v) for k, v in tensors.items() if v.nbytes), key=lambda kv: kv[1].begin):
         if previous is not None and span.begin < previous[1].end:
             raise bad(f"tensors {previous[0]!r} and {name!r} overlap (bytes {span.begin}..{previous[1].end})")
         previous = (name, span)
-    return SafetensorsHeader(tensors, dict(metadata), 8 + header_len, data_size)
 
 
 def read_safetensors_header(path: str | Path) -> SafetensorsHeader:

@@ -42,6 +42,7 @@ from zooprobe.core.files import atomic_write_json, atomic_write_text, read_json
 from zooprobe.core.outputs import OutputKind, claim_output, holding_outputs
 from zooprobe.core.tensorfile import load_safetensors, write_safetensors
 from zooprobe.errors import ConfigError, InvalidInputError, ZooFormatError
+from zooprobe.hub import is_repo_id
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -375,6 +376,38 @@ def warn_if_unfinished(loaded: WeightSpaceEncoder, stacklevel: int = 3) -> None:
         warnings.warn(message, UnfinishedEncoderWarning, stacklevel=stacklevel + 1)
 
 
+def check_embed_args(encoder: WeightSpaceEncoder, batch_size: int, token_outputs: bool) -> None:
+    """The arguments of ``embed`` every kind checks: a positive batch size, and per-token latents only
+    from a kind that has them."""
+    if batch_size < 1:
+        raise ConfigError(f"embed: batch_size must be >= 1, got {batch_size}")
+    if token_outputs and not encoder.token_outputs:
+        raise ConfigError(
+            f"this encoder (architecture {encoder.architecture!r}) has no per-token latents, so "
+            "attention-pooling heads cannot read it; use a head with mean pooling (the default)"
+        )
+
+
+def card_how_to_load(load_line: str, use_line: str) -> list[str]:
+    """The "How to load" section of an encoder folder's model card: a Python block of `load_line` (loading
+    the encoder) and `use_line` (encoding with it)."""
+    return ["", "## How to load", "", "```python", "import zooprobe", "", load_line, use_line, "```", ""]
+
+
+def card_header(tags: Sequence[str], zoo_source: str | None = None) -> dict[str, Any]:
+    """The YAML header of an encoder folder's model card; the zoo is listed as its dataset when it is a
+    Hub repo id."""
+    header: dict[str, Any] = {
+        "library_name": LIBRARY_NAME,
+        "license": "mit",
+        "pipeline_tag": "feature-extraction",
+        "tags": ["zooprobe", "weight-space-learning", "model-zoo", *tags],
+    }
+    if zoo_source and is_repo_id(zoo_source):
+        header["datasets"] = [zoo_source]
+    return header
+
+
 EncoderRuntime = WeightSpaceEncoder
 """The name of `WeightSpaceEncoder` before zooprobe 0.3."""
 
@@ -390,6 +423,9 @@ __all__ = [
     "EncoderWeightsError",
     "UnfinishedEncoderWarning",
     "WeightSpaceEncoder",
+    "card_header",
+    "card_how_to_load",
+    "check_embed_args",
     "encode_chunks",
     "load_weights",
     "read_encoder_config",

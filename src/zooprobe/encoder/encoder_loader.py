@@ -33,14 +33,14 @@ The exact preprocessing, shared with `zooprobe.training.pretrain`:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 
-from zooprobe.core.config import check_field_types, check_record, config
+from zooprobe.core.config import check_record
 from zooprobe.core.device import resolve_device
 from zooprobe.encoder.base import (
     CARD_FILE,
@@ -54,24 +54,41 @@ from zooprobe.encoder.base import (
     EncoderWeightsError,
     UnfinishedEncoderWarning,
     WeightSpaceEncoder,
+    check_embed_args,
     encode_chunks,
     load_weights,
     read_encoder_config,
     warn_if_unfinished,
     write_encoder_folder,
 )
-from zooprobe.encoder.config import EncoderConfig, EncoderConfigError
+from zooprobe.encoder.config import EncoderConfig
 from zooprobe.encoder.model import EncoderSequence, WeightEncoder
 from zooprobe.encoder.registry import register_encoder
+from zooprobe.encoder.token_card import model_card
+from zooprobe.encoder.token_inputs import (
+    TOKEN_CLIP,
+    Preprocessing,
+    check_summarizer,
+    check_token_sizes,
+    model_window,
+    prepare_tokens,
+    prepare_tokens_many,
+)
+from zooprobe.encoder.token_windows import (
+    _assemble_prefix,
+    _batches,
+    _model_windows,
+    _pool_windows,
+    _PrefixState,
+    _token_outputs,
+)
 from zooprobe.errors import ConfigError, InvalidInputError, ZooprobeError
-from zooprobe.hub import is_repo_id, render_card
 from zooprobe.tokens import (
     LayerSummarizer,
     TokenizedModel,
     TokenWindow,
     WeightTokenizer,
     collate,
-    iter_windows,
 )
 
 FORMAT_VERSION = 2  # 2: summary tokens (EncoderConfig.summary_tokens) and the "summaries" field
@@ -84,121 +101,6 @@ REQUIRED_FIELDS = (
     "preprocessing",
     "provenance",
 )
-
-
-@config(EncoderConfigError, require_all=True)
-@dataclass(frozen=True)
-class Preprocessing:
-    """How state dicts become encoder inputs; saved with the encoder and reused exactly by `encode`.
-
-    Attributes:
-        window: tokens per window (pretraining crops windows of this length; encoding cuts sequences into
-            non-overlapping windows of it).
-        normalize: tokens are standardized with the zoo-level statistics of the tokenizer (always True for
-            pretrained encoders).
-        in_layer_positions: ``"wrap"``: in-layer indices wrap modulo ``EncoderConfig.max_in_layer_pos``.
-        global_positions: ``"window"``: the global index counts from the start of each window (and of
-            each pretraining crop), so it never exceeds the window length.
-    """
-
-    window: int = 256
-    normalize: bool = True
-    in_layer_positions: Literal["wrap"] = "wrap"
-    global_positions: Literal["window"] = "window"
-
-    def __post_init__(self) -> None:
-        check_field_types(self, EncoderConfigError)
-        if self.window < 1:
-            raise EncoderConfigError(f"Preprocessing.window: must be >= 1, got {self.window}")
-
-
-# ------------------------------------------------------------------------------------------ preprocessing
-TOKEN_CLIP = 1e4
-"""Normalized token values are clipped to ``[-TOKEN_CLIP, TOKEN_CLIP]`` (zoo models stay within about
-±20): a finite but extreme weight (1e20) would otherwise overflow the encoder's float32 arithmetic into
-NaN. Such a network is far outside any zoo and its head's applicability domain says so."""
-
-
-def prepare_tokens(
-    tokenizer: WeightTokenizer,
-    state_dict: Mapping[str, torch.Tensor],
-    config: EncoderConfig,
-    preprocessing: Preprocessing | None = None,
-    summarizer: LayerSummarizer | None = None,
-) -> TokenizedModel:
-    """Tokenize one state dict exactly as pretraining does (see the module docs, steps 1-2).
-
-    For an encoder with ``summary_tokens`` the layer summaries (standardized by `summarizer`, computed
-    from the raw weights) are attached as `TokenizedModel.summaries`.
-    """
-    return prepare_tokens_many(tokenizer, [state_dict], config, preprocessing, summarizer)[0]
-
-
-def prepare_tokens_many(
-    tokenizer: WeightTokenizer,
-    state_dicts: Sequence[Mapping[str, torch.Tensor]],
-    config: EncoderConfig,
-    preprocessing: Preprocessing | None = None,
-    summarizer: LayerSummarizer | None = None,
-) -> list[TokenizedModel]:
-    """`prepare_tokens` of many state dicts, equal to it model by model: models of one architecture are
-    tokenized, summarized and position-wrapped together (`WeightTokenizer.tokenize_many`), which is what
-    makes encoding a zoo fast."""
-    if config.summary_tokens and summarizer is None:
-        raise ConfigError("prepare_tokens: the encoder reads summary tokens but no LayerSummarizer was given")
-    pre = preprocessing or Preprocessing()
-    tokenized = tokenizer.tokenize_many(state_dicts, normalize=pre.normalize)
-    groups: dict[int, list[int]] = {}  # models sharing a plan share their mask (`tokenize_many`)
-    for i, tm in enumerate(tokenized):
-        groups.setdefault(id(tm.mask), []).append(i)
-    out: list[TokenizedModel | None] = [None] * len(tokenized)
-    for rows in groups.values():
-        tm = tokenized[rows[0]]
-        if tm.num_layers > config.max_layers:
-            raise InvalidInputError(
-                f"the network has {tm.num_layers} tokenized layers but this encoder's "
-                f"EncoderConfig.max_layers is {config.max_layers}; use an encoder pretrained with a larger "
-                "max_layers"
-            )
-        positions = tm.positions.clone()
-        positions[:, 2] %= config.max_in_layer_pos
-        summaries: torch.Tensor | list[None] = [None] * len(rows)
-        if config.summary_tokens and summarizer is not None:
-            summaries = summarizer.summarize_many([state_dicts[i] for i in rows], tm.layout)
-        for j, i in enumerate(rows):
-            tokens = tokenized[i].tokens
-            if tokens.numel():
-                low, high = torch.aminmax(tokens)
-                if float(low) < -TOKEN_CLIP or float(high) > TOKEN_CLIP:  # extreme but finite weights (1e20)
-                    tokens = tokens.clamp(-TOKEN_CLIP, TOKEN_CLIP)
-            t = tokenized[i]
-            summary = summaries[j]
-            out[i] = TokenizedModel(tokens, t.mask, positions, t.layout, t.passthrough, t.skipped, summary)
-    return out  # type: ignore[return-value]
-
-
-def model_window(window: TokenWindow) -> TokenWindow:
-    """`window` with its global position index counted from the window's start (step 3 of the module docs)."""
-    positions = window.positions.clone()
-    positions[:, 0] -= window.start
-    return TokenWindow(window.tokens, window.mask, positions, window.start, window.stop)
-
-
-def _check_summarizer(
-    config: EncoderConfig, summarizer: LayerSummarizer | None, error: type[Exception], where: str
-) -> None:
-    if config.summary_tokens and (summarizer is None or not summarizer.fitted):
-        raise error(f"{where}: the encoder reads summary tokens but has no fitted LayerSummarizer")
-    if not config.summary_tokens and summarizer is not None:
-        raise error(f"{where}: a LayerSummarizer was given but the encoder does not read summary tokens")
-
-
-def _check_token_sizes(encoder_config: EncoderConfig, tokenizer: WeightTokenizer) -> None:
-    if encoder_config.token_size != tokenizer.config.token_size:
-        raise EncoderConfigError(
-            f"EncoderConfig.token_size ({encoder_config.token_size}) does not match the tokenizer's "
-            f"TokenizerConfig.token_size ({tokenizer.config.token_size})"
-        )
 
 
 @register_encoder("tokens")
@@ -229,8 +131,8 @@ class LoadedEncoder(WeightSpaceEncoder):
     summarizer: LayerSummarizer | None = None
 
     def __post_init__(self) -> None:
-        _check_token_sizes(self.encoder.config, self.tokenizer)
-        _check_summarizer(self.encoder.config, self.summarizer, ConfigError, "LoadedEncoder")
+        check_token_sizes(self.encoder.config, self.tokenizer)
+        check_summarizer(self.encoder.config, self.summarizer, ConfigError, "LoadedEncoder")
         if self.preprocessing.normalize and self.tokenizer.stats is None:
             raise ConfigError("LoadedEncoder: the tokenizer has no normalization statistics")
         self.encoder.eval()
@@ -318,15 +220,9 @@ class LoadedEncoder(WeightSpaceEncoder):
         run again. Results equal the full forward up to float rounding. Not used when those parameters
         require gradients or dropout is active in training mode (the output would not be fixed).
         """
-        if batch_size < 1:
-            raise ConfigError(f"embed: batch_size must be >= 1, got {batch_size}")
+        check_embed_args(self, batch_size, token_outputs)
         device = self.device
-        windows: list[tuple[int, TokenWindow]] = []
-        ordinal: list[int] = []  # each window's index within its model
-        for j, tm in enumerate(tokenized):
-            for w_index, w in enumerate(iter_windows(tm, self.preprocessing.window)):
-                windows.append((j, model_window(w)))
-                ordinal.append(w_index)
+        windows, ordinal = _model_windows(tokenized, self.preprocessing.window)
         if not windows:
             return Embeddings(torch.empty(0, self.latent_dim, device=device), None)
 
@@ -342,11 +238,7 @@ class LoadedEncoder(WeightSpaceEncoder):
         count_parts: list[torch.Tensor] = []
         token_parts: dict[int, torch.Tensor] = {}
         for idx in _batches(order, keys, batch_size):
-            if frozen:
-                kept = [tokenized[windows[k][0]].prefix_states[1][ordinal[k]] for k in idx]
-                seq = _assemble_prefix(kept, device, self.config.summary_tokens)
-            else:
-                seq = self._sequence(tokenized, windows, idx)
+            seq = self._batch_sequence(tokenized, windows, ordinal, idx, frozen)
             out = self.encoder.finish(self.encoder.run_blocks(seq, frozen), token_latents=token_outputs)
             attention = seq.attention_mask
             pooled_parts.append(out.pooled.float())
@@ -356,29 +248,35 @@ class LoadedEncoder(WeightSpaceEncoder):
                 for row, k in enumerate(idx):
                     token_parts[k] = out.latent_tokens[row, : windows[k][1].num_tokens].float()
             if stats is not None:
-                b, length = attention.shape
-                stats["n_windows"] = stats.get("n_windows", 0) + b
-                stats["n_padded_tokens"] = stats.get("n_padded_tokens", 0) + b * length
-                stats["flops"] = stats.get("flops", 0.0) + self.encoder.flops_per_forward(
-                    length, b, seq.n_summary, token_latents=token_outputs
-                )
-        position = torch.empty(len(windows), dtype=torch.long)
-        position[torch.tensor(order)] = torch.arange(len(windows))
-        pooled = torch.cat(pooled_parts)[position.to(device)]  # back to window order
-        counts = torch.cat(count_parts)[position.to(device)]
-        owner = torch.tensor([j for j, _ in windows], device=device)
+                self._count(stats, seq, token_outputs)
         n_models = len(tokenized)
-        totals = torch.zeros(n_models, device=device).index_add_(0, owner, counts)
-        weights = counts / totals[owner]
-        embedded = torch.zeros(n_models, self.latent_dim, device=device, dtype=pooled.dtype)
-        embedded = embedded.index_add(0, owner, pooled * weights[:, None])
-        tokens_out = None
-        if token_outputs:
-            tokens_out = [
-                torch.cat([token_parts[k] for k in range(len(windows)) if windows[k][0] == j])
-                for j in range(n_models)
-            ]
+        embedded = _pool_windows(windows, order, pooled_parts, count_parts, n_models, device)
+        tokens_out = _token_outputs(windows, token_parts, n_models) if token_outputs else None
         return Embeddings(embedded, tokens_out)
+
+    def _batch_sequence(
+        self,
+        tokenized: Sequence[TokenizedModel],
+        windows: list[tuple[int, TokenWindow]],
+        ordinal: list[int],
+        idx: list[int],
+        frozen: int,
+    ) -> EncoderSequence:
+        """The sequence of the windows `idx` the blocks after `frozen` read: from the kept prefix outputs,
+        or embedded from the tokens (`frozen` 0)."""
+        if frozen:
+            kept = [tokenized[windows[k][0]].prefix_states[1][ordinal[k]] for k in idx]
+            return _assemble_prefix(kept, self.device, self.config.summary_tokens)
+        return self._sequence(tokenized, windows, idx)
+
+    def _count(self, stats: dict[str, float], seq: EncoderSequence, token_outputs: bool) -> None:
+        """Add one batch's windows, padded tokens and forward FLOPs to `stats` (see `embed`)."""
+        b, length = seq.attention_mask.shape
+        stats["n_windows"] = stats.get("n_windows", 0) + b
+        stats["n_padded_tokens"] = stats.get("n_padded_tokens", 0) + b * length
+        stats["flops"] = stats.get("flops", 0.0) + self.encoder.flops_per_forward(
+            length, b, seq.n_summary, token_latents=token_outputs
+        )
 
     def _sequence(
         self, tokenized: Sequence[TokenizedModel], windows: list[tuple[int, TokenWindow]], idx: list[int]
@@ -447,156 +345,6 @@ class LoadedEncoder(WeightSpaceEncoder):
             tokenized[j].prefix_states = (key, [state for _, state in sorted(items, key=lambda t: t[0])])
 
 
-@dataclass
-class _PrefixState:
-    """One window's sequence after the frozen blocks, without padding: ``[cls] + its summary tokens + its
-    weight tokens`` (`LoadedEncoder.embed` with ``frozen_blocks``)."""
-
-    x: torch.Tensor  # [n_cls + n_summary + length, d_model]
-    n_cls: int
-    n_summary: int  # 0 without summary tokens
-    attention: torch.Tensor  # [length] bool
-
-
-def _assemble_prefix(
-    items: list[_PrefixState], device: torch.device, summary_tokens: bool
-) -> EncoderSequence:
-    """Pad kept prefix outputs into one `EncoderSequence` (the layout of `WeightEncoder.embed_sequence`)."""
-    n_cls = items[0].n_cls
-    n_sum = max(it.n_summary for it in items)
-    length = max(int(it.attention.shape[0]) for it in items)
-    d = int(items[0].x.shape[-1])
-    b = len(items)
-    x = items[0].x.new_zeros(b, n_cls + n_sum + length, d)
-    attention = torch.zeros(b, length, dtype=torch.bool, device=device)
-    summary_attention = torch.zeros(b, n_sum, dtype=torch.bool, device=device)
-    for row, it in enumerate(items):
-        n = int(it.attention.shape[0])
-        x[row, : n_cls + it.n_summary] = it.x[: n_cls + it.n_summary]
-        x[row, n_cls + n_sum : n_cls + n_sum + n] = it.x[n_cls + it.n_summary :]
-        attention[row, :n] = it.attention
-        summary_attention[row, : it.n_summary] = True
-    keys = torch.cat([attention.new_ones(b, n_cls), summary_attention, attention], dim=1)
-    return EncoderSequence(x, keys, attention, summary_attention if summary_tokens else None)
-
-
-def _batches(order: list[int], keys: list[Any], batch_size: int) -> Iterator[list[int]]:
-    """`order` (windows sorted by `keys`, their lengths) cut into batches of at most `batch_size`; a batch
-    also ends where the length changes once it is half full, so most batches hold equal sequences: no
-    padding, and no key mask (SDPA without a mask is 1.4x faster on CPU)."""
-    start = 0
-    for i in range(1, len(order) + 1):
-        size = i - start
-        if i == len(order) or size == batch_size or (keys[i] != keys[i - 1] and 2 * size >= batch_size):
-            yield order[start:i]
-            start = i
-
-
-# ------------------------------------------------------------------------------------------ saving
-def model_card(config: Mapping[str, Any]) -> str:
-    """The README.md model card of an encoder folder, generated from its config.json content."""
-    enc = config["encoder"]
-    prov = config.get("provenance") or {}
-    pre = config["preprocessing"]
-    tok = config["tokenizer"]["config"]
-    zoo_source = str(prov.get("zoo_source", ""))
-    pcfg = prov.get("pretrain_config") or {}
-    header: dict[str, Any] = {
-        "library_name": "zooprobe",
-        "license": "mit",
-        "pipeline_tag": "feature-extraction",
-        "tags": ["zooprobe", "weight-space-learning", "model-zoo", "hyper-representations"],
-    }
-    if zoo_source and is_repo_id(zoo_source):
-        header["datasets"] = [zoo_source]
-    n_params = prov.get("encoder_parameters")
-    lines = [
-        "# zooprobe weight-space encoder",
-        "",
-        "A transformer that reads the **weights** of a trained neural network and returns a fixed-size "
-        f"embedding ({enc['latent_dim']} values) describing it. Prediction heads (accuracy, training "
-        "hyperparameters, architecture flags) are trained on these embeddings. It was pretrained "
-        "self-supervised (SANE-style masked reconstruction of weight tokens plus a contrastive loss between "
-        "two augmented views of the same network), with no property labels.",
-        "",
-        f"- architecture: {enc['n_layers']} pre-norm transformer block(s), width {enc['d_model']}, "
-        f"{enc['n_heads']} heads, MLP {enc['d_ff']}, pooling `{enc['pooling']}`"
-        + (f", {n_params:,} parameters" if isinstance(n_params, int) else ""),
-        f"- input: weight tokens of {tok['token_size']} values (one row of a layer per token chunk), with "
-        "learned (global, layer, in-layer) position embeddings",
-        f"- sequences longer than {pre['window']} tokens are encoded in windows of {pre['window']} tokens "
-        "whose embeddings are averaged, weighted by their token counts",
-        "",
-        "## How to load",
-        "",
-        "```python",
-        "import zooprobe",
-        "",
-        'enc = zooprobe.load_encoder("path/to/this/folder")   # or the Hub repo id it was uploaded to',
-        f"embeddings = enc.encode([model.state_dict() for model in models])   # [N, {enc['latent_dim']}]",
-        "```",
-        "",
-        "`encode` applies the exact pretraining preprocessing stored in `config.json` (token size, zoo-level "
-        "normalization statistics, window length); weights load strictly from `model.safetensors`.",
-        "",
-        "## Training data",
-        "",
-    ]
-    if prov:
-        n_ids = len(prov.get("model_ids", []))
-        lines += [
-            f"- zoo: `{zoo_source}` (fingerprint `{str(prov.get('zoo_fingerprint', ''))[:16]}`)",
-            f"- {n_ids} models: the final checkpoints of the zoo's `train` split; their ids are listed in "
-            "`config.json` (`provenance.model_ids`). Evaluate heads on models outside that list.",
-            f"- checkpoint selection: {prov.get('selection', 'lowest validation loss')} "
-            f"({len(prov.get('validation_model_ids', []))} validation models, never trained on)",
-        ]
-        if prov.get("best_epoch") is not None:
-            lines.append(
-                f"- selected epoch {prov['best_epoch']} of {prov.get('epochs_trained')}, "
-                f"loss {prov.get('best_loss', float('nan')):.4f}"
-            )
-    else:
-        lines.append("- no pretraining provenance was recorded for this encoder.")
-    if pcfg:
-        lines += [
-            "",
-            "## Training procedure",
-            "",
-            f"- loss: (1 - {pcfg.get('gamma')}) x masked reconstruction MSE (mask ratio "
-            f"{pcfg.get('mask_ratio')}) + {pcfg.get('gamma')} x NT-Xent (temperature "
-            f"{pcfg.get('temperature')}) on pooled embeddings of two views",
-            f"- views: function-preserving neuron permutations ({'on' if pcfg.get('permute') else 'off'}), "
-            "multiplicative noise "
-            f"(sigma {pcfg.get('noise_sigma')}), token erasing ({pcfg.get('erase_ratio')}), random "
-            f"{pre['window']}-token crops",
-            f"- optimizer: AdamW, lr {pcfg.get('lr')}, weight decay {pcfg.get('weight_decay')}, "
-            f"{pcfg.get('epochs')} epochs, batch size {pcfg.get('batch_size')}, linear warmup "
-            f"({pcfg.get('warmup_fraction')}) then cosine decay, gradient clipping {pcfg.get('grad_clip')}",
-            f"- preset `{pcfg.get('preset')}`, seed {pcfg.get('seed')}",
-        ]
-    lines += [
-        "",
-        "## Limitations",
-        "",
-        "- The encoder only knows the architectures of its pretraining zoo; embeddings of very different "
-        "networks (other layer types, far larger layers) are out of distribution even when they encode "
-        "without error.",
-        "- Normalization statistics come from the pretraining zoo: a tensor with an unseen name is "
-        "standardized with the statistics of its kind (or global ones).",
-        "- Long networks are read in independent windows; relations between distant layers are only seen "
-        "through the averaged window embeddings.",
-        "- Weight statistics are a strong baseline for predicting accuracy from weights (field literature); "
-        "compare against them before trusting a head trained on this encoder.",
-        "",
-        "## License",
-        "",
-        "MIT.",
-        "",
-    ]
-    return render_card(header, lines)
-
-
 def save_encoder(
     encoder: WeightEncoder,
     tokenizer: WeightTokenizer,
@@ -614,8 +362,8 @@ def save_encoder(
     """
 
     pre = preprocessing or Preprocessing()
-    _check_token_sizes(encoder.config, tokenizer)
-    _check_summarizer(encoder.config, summarizer, ConfigError, "save_encoder")
+    check_token_sizes(encoder.config, tokenizer)
+    check_summarizer(encoder.config, summarizer, ConfigError, "save_encoder")
     if pre.normalize and tokenizer.stats is None:
         raise ConfigError("save_encoder: the tokenizer has no normalization statistics (fit them first)")
     fields = {
@@ -665,8 +413,8 @@ def load_token_encoder_folder(folder: str | Path, device: str = "cpu", stackleve
     folder = Path(folder)
     data = _read_config(folder)
     config, tokenizer, preprocessing, summarizer = _parse_config(folder, data)
-    _check_token_sizes(config, tokenizer)
-    _check_summarizer(config, summarizer, EncoderFormatError, str(folder / CONFIG_FILE))
+    check_token_sizes(config, tokenizer)
+    check_summarizer(config, summarizer, EncoderFormatError, str(folder / CONFIG_FILE))
     if preprocessing.normalize and tokenizer.stats is None:
         raise EncoderFormatError(
             f"{folder / CONFIG_FILE}: tokenizer.normalization is null but preprocessing.normalize is true"
@@ -679,12 +427,13 @@ def load_token_encoder_folder(folder: str | Path, device: str = "cpu", stackleve
     return loaded
 
 
-__all__ = [  # the shared names of `zooprobe.encoder.base` too, where callers imported them before 0.3
+__all__ = [  # re-exported: token_inputs (preprocessing) and the shared names of `zooprobe.encoder.base`
     "CARD_FILE",
     "CONFIG_FILE",
     "ENCODER_OUTPUT",
     "FORMAT_VERSION",
     "LIBRARY_NAME",
+    "TOKEN_CLIP",
     "WEIGHTS_FILE",
     "Embeddings",
     "EncoderFormatError",

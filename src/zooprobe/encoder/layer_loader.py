@@ -22,22 +22,15 @@ from typing import Any, ClassVar
 
 import torch
 
-from zooprobe.core.config import check_record
-from zooprobe.core.device import resolve_device
 from zooprobe.encoder.base import (
-    CONFIG_FILE,
-    LIBRARY_NAME,
     Embeddings,
-    EncoderFormatError,
-    WeightSpaceEncoder,
-    load_weights,
-    warn_if_unfinished,
-    write_encoder_folder,
+    card_header,
+    card_how_to_load,
+    check_embed_args,
 )
-from zooprobe.encoder.config import PretrainTarget
 from zooprobe.encoder.layer_model import LayerEncoder, LayerEncoderConfig
 from zooprobe.encoder.registry import register_encoder
-from zooprobe.errors import ConfigError, ZooprobeError
+from zooprobe.encoder.supervised import SupervisedEncoder
 from zooprobe.hub import render_card
 from zooprobe.tokens.layers import LayerTokens, layer_tokens, pad_tokens
 
@@ -48,12 +41,13 @@ REQUIRED_FIELDS = ("format_version", "library_name", "architecture", "encoder", 
 
 @register_encoder(ARCHITECTURE)
 @dataclass
-class LoadedLayerEncoder(WeightSpaceEncoder):
+class LoadedLayerEncoder(SupervisedEncoder):
     """A pretrained foundation encoder (eval mode); see the module docs."""
 
     architecture: ClassVar[str] = ARCHITECTURE
     format_version: ClassVar[int] = LAYER_FORMAT_VERSION
     config_class: ClassVar[type] = LayerEncoderConfig
+    module_class: ClassVar[type] = LayerEncoder
     token_outputs: ClassVar[bool] = False
     preprocessing: ClassVar[None] = None
 
@@ -61,36 +55,9 @@ class LoadedLayerEncoder(WeightSpaceEncoder):
     provenance: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
 
-    def __post_init__(self) -> None:
-        self.encoder.eval()
-
     @property
     def config(self) -> LayerEncoderConfig:
         return self.encoder.config
-
-    @property
-    def targets(self) -> list[PretrainTarget]:
-        return self.encoder.targets
-
-    @property
-    def latent_dim(self) -> int:
-        """Size of the representation: the latent plus one value per target output."""
-        return self.encoder.representation_dim
-
-    def _fingerprint_meta(self) -> dict[str, Any]:
-        return {
-            "architecture": ARCHITECTURE,
-            "config": self.config.to_dict(),
-            "targets": [t.to_dict() for t in self.targets],
-        }
-
-    def save_pretrained(self, folder: str | Path) -> Path:
-        """`save_layer_encoder` of this encoder and its provenance."""
-        return save_layer_encoder(self.encoder, self.provenance, folder)
-
-    @classmethod
-    def from_folder(cls, folder: Path, data: dict[str, Any], device: str = "cpu") -> LoadedLayerEncoder:
-        return load_layer_encoder_folder(folder, data, device, stacklevel=4)
 
     @staticmethod
     def model_card(config: Mapping[str, Any]) -> str:
@@ -111,13 +78,7 @@ class LoadedLayerEncoder(WeightSpaceEncoder):
         """Representations of tokenized models, `batch_size` at a time (any depths together: padded and
         masked); differentiable, in the encoder's current mode. `frozen_blocks` is accepted for the
         interface and not used."""
-        if batch_size < 1:
-            raise ConfigError(f"embed: batch_size must be >= 1, got {batch_size}")
-        if token_outputs:
-            raise ConfigError(
-                "this encoder (architecture 'layers') has no per-token latents, so attention-pooling heads "
-                "cannot read it; use a head with mean pooling (the default)"
-            )
+        check_embed_args(self, batch_size, token_outputs)
         device = self.device
         rows: list[torch.Tensor] = []
         for s in range(0, len(tokenized), batch_size):
@@ -138,12 +99,7 @@ def layer_model_card(config: Mapping[str, Any]) -> str:
     enc = config["encoder"]
     prov = config.get("provenance") or {}
     targets = config.get("targets") or []
-    header: dict[str, Any] = {
-        "library_name": "zooprobe",
-        "license": "mit",
-        "pipeline_tag": "feature-extraction",
-        "tags": ["zooprobe", "weight-space-learning", "model-zoo", "permutation-invariant", "foundation"],
-    }
+    header = card_header(["permutation-invariant", "foundation"])
     dim = int(enc["latent_dim"])
     dim += sum(len(t["classes"]) if t["kind"] == "categorical" else 1 for t in targets)
     n_params = prov.get("encoder_parameters")
@@ -159,16 +115,10 @@ def layer_model_card(config: Mapping[str, Any]) -> str:
         "- pretrained **supervised** (multi-task) on the corpus metadata: "
         + (", ".join(f"`{t['name']}`" for t in targets) or "none"),
         f"- representation: latent ({enc['latent_dim']}) + the encoder's own predictions of those targets",
-        "",
-        "## How to load",
-        "",
-        "```python",
-        "import zooprobe",
-        "",
-        'encoder = zooprobe.load_encoder("foundation")',
-        "representations = encoder.encode([state_dict])",
-        "```",
-        "",
+        *card_how_to_load(
+            'encoder = zooprobe.load_encoder("foundation")',
+            "representations = encoder.encode([state_dict])",
+        ),
         "## Training data",
         "",
         f"- corpus: `{prov.get('zoo_source', 'unknown')}`, {prov.get('n_models', '?')} models",
@@ -192,40 +142,10 @@ def layer_model_card(config: Mapping[str, Any]) -> str:
     return render_card(header, lines)
 
 
-def save_layer_encoder(encoder: LayerEncoder, provenance: Mapping[str, Any], folder: str | Path) -> Path:
-    """Write a foundation encoder folder (see the module docs) atomically; weights first, config.json last."""
-    fields = {
-        "architecture": ARCHITECTURE,
-        "encoder": encoder.config.to_dict(),
-        "targets": [t.to_dict() for t in encoder.targets],
-    }
-    return write_encoder_folder(folder, encoder, LAYER_FORMAT_VERSION, fields, provenance, layer_model_card)
-
-
-def load_layer_encoder_folder(
-    folder: Path, data: dict[str, Any], device: str = "cpu", stacklevel: int = 3
-) -> LoadedLayerEncoder:
-    """Load a foundation encoder folder whose config.json content is `data` (strict: every field checked)."""
-    path = folder / CONFIG_FILE
-    check_record(data, str(path), EncoderFormatError, fields=REQUIRED_FIELDS, version=LAYER_FORMAT_VERSION)
-    if data["library_name"] != LIBRARY_NAME or data["architecture"] != ARCHITECTURE:
-        raise EncoderFormatError(
-            f"{path}: library_name {data['library_name']!r} / architecture {data['architecture']!r} is not a "
-            f"zooprobe {ARCHITECTURE!r} encoder"
-        )
-    if not isinstance(data["provenance"], dict) or not isinstance(data["targets"], list):
-        raise EncoderFormatError(f"{path}: provenance must be an object and targets a list")
-    try:
-        config = LayerEncoderConfig.from_dict(data["encoder"])
-        targets = [PretrainTarget.from_dict(t) for t in data["targets"]]
-        encoder = LayerEncoder(config, targets)
-    except ZooprobeError as e:
-        raise EncoderFormatError(f"{path}: {e}") from e
-    load_weights(folder, encoder)
-    encoder.to(resolve_device(device)).eval()
-    loaded = LoadedLayerEncoder(encoder, dict(data["provenance"]), folder)
-    warn_if_unfinished(loaded, stacklevel)
-    return loaded
+save_layer_encoder = LoadedLayerEncoder.save_module
+"""Write an encoder folder of this kind (see the module docs) atomically; weights first, config.json after."""
+load_layer_encoder_folder = LoadedLayerEncoder.load_module
+"""Load an encoder folder of this kind whose config.json content is `data` (strict: every field checked)."""
 
 
 __all__ = [

@@ -18,6 +18,7 @@ from torch import nn
 
 from zooprobe.core.config import check_field_types, config, requirement
 from zooprobe.encoder.config import EncoderConfigError, PretrainTarget
+from zooprobe.encoder.supervised import TargetHeadsModule
 from zooprobe.tokens.layers import N_TOKEN_F
 
 MAX_PARAMETERS = 50_000_000
@@ -63,16 +64,12 @@ class LayerEncoderConfig:
         )
 
 
-class LayerEncoder(nn.Module):
+class LayerEncoder(TargetHeadsModule):
     """Transformer over layer tokens (see the module docs). ``forward(x, mask)`` is the representation."""
 
     def __init__(self, config: LayerEncoderConfig, targets: list[PretrainTarget]) -> None:
         super().__init__()
-        names = [t.name for t in targets]
-        if len(set(names)) != len(names):
-            raise EncoderConfigError(f"LayerEncoder: target names must be unique, got {names}")
-        self.config = config
-        self.targets = list(targets)
+        self._set_targets(config, targets)
         d = config.d_model
         self.register_buffer("token_mean", torch.zeros(2, N_TOKEN_F))
         self.register_buffer("token_std", torch.ones(2, N_TOKEN_F))
@@ -80,25 +77,7 @@ class LayerEncoder(nn.Module):
         self.pos_start = nn.Embedding(config.max_layers + 1, d)
         self.pos_end = nn.Embedding(config.max_layers + 1, d)
         self.cls = nn.Parameter(torch.zeros(d))
-        block = nn.TransformerEncoderLayer(
-            d, config.n_heads, 2 * d, config.dropout, activation="gelu", batch_first=True, norm_first=True
-        )
-        self.transformer = nn.TransformerEncoder(block, config.n_layers, enable_nested_tensor=False)
-        self.to_latent = nn.Sequential(nn.LayerNorm(2 * d), nn.Linear(2 * d, config.latent_dim))
-        self.heads = nn.ModuleDict({t.name: nn.Linear(config.latent_dim, t.n_out) for t in targets})
-
-    @property
-    def representation_dim(self) -> int:
-        """Latent size plus one value per target output."""
-        return self.config.latent_dim + sum(t.n_out for t in self.targets)
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        """The transformer blocks (fine-tuning can unfreeze the top ones)."""
-        return self.transformer.layers
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        self._add_transformer_and_heads()
 
     @torch.no_grad()
     def fit_standardization(self, x: torch.Tensor, mask: torch.Tensor) -> None:
@@ -124,20 +103,6 @@ class LayerEncoder(nn.Module):
         h = self.transformer(h, src_key_padding_mask=~keep)
         mean = (h[:, 1:] * mask.unsqueeze(-1)).sum(1) / n.clamp_min(1)
         return self.to_latent(torch.cat([h[:, 0], mean], -1))
-
-    def predict(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Raw multi-task outputs (logits for categorical and binary targets) from latents."""
-        return {t.name: self.heads[t.name](z) for t in self.targets}
-
-    def represent(self, z: torch.Tensor) -> torch.Tensor:
-        """``[latent, predictions]``: probabilities for discrete targets, standardized values otherwise."""
-        parts = [z]
-        out = self.predict(z)
-        for t in self.targets:
-            o = out[t.name]
-            discrete = o.softmax(-1) if t.kind == "categorical" else o.sigmoid()
-            parts.append(o if t.kind == "continuous" else discrete)
-        return torch.cat(parts, -1)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.represent(self.latent(x, mask))

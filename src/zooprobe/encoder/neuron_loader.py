@@ -23,23 +23,17 @@ from typing import Any, ClassVar
 
 import torch
 
-from zooprobe.core.config import check_record
-from zooprobe.core.device import resolve_device
 from zooprobe.encoder.base import (
-    CONFIG_FILE,
-    LIBRARY_NAME,
     Embeddings,
-    EncoderFormatError,
-    WeightSpaceEncoder,
-    load_weights,
-    warn_if_unfinished,
-    write_encoder_folder,
+    card_header,
+    card_how_to_load,
+    check_embed_args,
 )
-from zooprobe.encoder.config import NeuronEncoderConfig, PretrainTarget
+from zooprobe.encoder.config import NeuronEncoderConfig
 from zooprobe.encoder.neuron_model import NeuronEncoder
 from zooprobe.encoder.registry import register_encoder
-from zooprobe.errors import ConfigError, ZooprobeError
-from zooprobe.hub import is_repo_id, render_card
+from zooprobe.encoder.supervised import SupervisedEncoder
+from zooprobe.hub import render_card
 from zooprobe.tokens.neurons import BatchFeatures, NeuronModel, featurize_batch, neuron_model, stack_models
 
 NEURON_FORMAT_VERSION = 3
@@ -49,7 +43,7 @@ REQUIRED_FIELDS = ("format_version", "library_name", "architecture", "encoder", 
 
 @register_encoder(ARCHITECTURE)
 @dataclass
-class LoadedNeuronEncoder(WeightSpaceEncoder):
+class LoadedNeuronEncoder(SupervisedEncoder):
     """A pretrained v3 encoder (eval mode); see the module docs.
 
     Attributes:
@@ -61,6 +55,7 @@ class LoadedNeuronEncoder(WeightSpaceEncoder):
     architecture: ClassVar[str] = ARCHITECTURE
     format_version: ClassVar[int] = NEURON_FORMAT_VERSION
     config_class: ClassVar[type] = NeuronEncoderConfig
+    module_class: ClassVar[type] = NeuronEncoder
     token_outputs: ClassVar[bool] = False
     preprocessing: ClassVar[None] = None  # v3 encoders need no windows
 
@@ -68,36 +63,9 @@ class LoadedNeuronEncoder(WeightSpaceEncoder):
     provenance: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
 
-    def __post_init__(self) -> None:
-        self.encoder.eval()
-
     @property
     def config(self) -> NeuronEncoderConfig:
         return self.encoder.config
-
-    @property
-    def targets(self) -> list[PretrainTarget]:
-        return self.encoder.targets
-
-    @property
-    def latent_dim(self) -> int:
-        """Size of the representation: the latent plus one value per target output."""
-        return self.encoder.representation_dim
-
-    def _fingerprint_meta(self) -> dict[str, Any]:
-        return {
-            "architecture": ARCHITECTURE,
-            "config": self.config.to_dict(),
-            "targets": [t.to_dict() for t in self.targets],
-        }
-
-    def save_pretrained(self, folder: str | Path) -> Path:
-        """`save_neuron_encoder` of this encoder and its provenance."""
-        return save_neuron_encoder(self.encoder, self.provenance, folder)
-
-    @classmethod
-    def from_folder(cls, folder: Path, data: dict[str, Any], device: str = "cpu") -> LoadedNeuronEncoder:
-        return load_neuron_encoder_folder(folder, data, device, stacklevel=4)
 
     @staticmethod
     def model_card(config: Mapping[str, Any]) -> str:
@@ -122,13 +90,7 @@ class LoadedNeuronEncoder(WeightSpaceEncoder):
         ``n_windows`` (batches), ``featurize_s`` and ``model_forward_s``. `frozen_blocks` is accepted for
         the interface of `LoadedEncoder.embed` and not used (the kept features are what is reused).
         """
-        if batch_size < 1:
-            raise ConfigError(f"embed: batch_size must be >= 1, got {batch_size}")
-        if token_outputs:
-            raise ConfigError(
-                "this encoder (architecture 'neurons') has no per-token latents, so attention-pooling heads "
-                "cannot read it; use a head with mean pooling (the default)"
-            )
+        check_embed_args(self, batch_size, token_outputs)
         device = self.device
         out = torch.zeros(len(tokenized), self.latent_dim, device=device)
         rows: list[torch.Tensor] = []
@@ -174,14 +136,7 @@ def neuron_model_card(config: Mapping[str, Any]) -> str:
     prov = config.get("provenance") or {}
     targets = config.get("targets") or []
     zoo_source = str(prov.get("zoo_source", ""))
-    header: dict[str, Any] = {
-        "library_name": "zooprobe",
-        "license": "mit",
-        "pipeline_tag": "feature-extraction",
-        "tags": ["zooprobe", "weight-space-learning", "model-zoo", "permutation-invariant"],
-    }
-    if zoo_source and is_repo_id(zoo_source):
-        header["datasets"] = [zoo_source]
+    header = card_header(["permutation-invariant"], zoo_source)
     n_params = prov.get("encoder_parameters")
     names = ", ".join(f"`{t['name']}`" for t in targets) or "none"
     dim = int(enc["latent_dim"]) + sum(
@@ -204,16 +159,10 @@ def neuron_model_card(config: Mapping[str, Any]) -> str:
         "layer tokens" + (f", {n_params:,} parameters" if isinstance(n_params, int) else ""),
         f"- pretrained **supervised** (multi-task) on the metadata of its pretraining zoo: {names}",
         f"- representation: latent ({enc['latent_dim']}) + the encoder's own predictions of those targets",
-        "",
-        "## How to load",
-        "",
-        "```python",
-        "import zooprobe",
-        "",
-        'encoder = zooprobe.load_encoder("PATH_OR_REPO_ID")',
-        "representations = encoder.encode([state_dict])",
-        "```",
-        "",
+        *card_how_to_load(
+            'encoder = zooprobe.load_encoder("PATH_OR_REPO_ID")',
+            "representations = encoder.encode([state_dict])",
+        ),
         "## Training data",
         "",
         f"- zoo: `{zoo_source or 'unknown'}`, {prov.get('n_models', '?')} models of its train split",
@@ -223,40 +172,10 @@ def neuron_model_card(config: Mapping[str, Any]) -> str:
     return render_card(header, lines)
 
 
-def save_neuron_encoder(encoder: NeuronEncoder, provenance: Mapping[str, Any], folder: str | Path) -> Path:
-    """Write a v3 encoder folder (see the module docs) atomically; weights first, config.json after."""
-    fields = {
-        "architecture": ARCHITECTURE,
-        "encoder": encoder.config.to_dict(),
-        "targets": [t.to_dict() for t in encoder.targets],
-    }
-    return write_encoder_folder(folder, encoder, NEURON_FORMAT_VERSION, fields, provenance, neuron_model_card)
-
-
-def load_neuron_encoder_folder(
-    folder: Path, data: dict[str, Any], device: str = "cpu", stacklevel: int = 3
-) -> LoadedNeuronEncoder:
-    """Load a v3 encoder folder whose config.json content is `data` (strict: every field checked)."""
-    path = folder / CONFIG_FILE
-    check_record(data, str(path), EncoderFormatError, fields=REQUIRED_FIELDS, version=NEURON_FORMAT_VERSION)
-    if data["library_name"] != LIBRARY_NAME or data["architecture"] != ARCHITECTURE:
-        raise EncoderFormatError(
-            f"{path}: library_name {data['library_name']!r} / architecture {data['architecture']!r} is not a "
-            f"zooprobe {ARCHITECTURE!r} encoder"
-        )
-    if not isinstance(data["provenance"], dict) or not isinstance(data["targets"], list):
-        raise EncoderFormatError(f"{path}: provenance must be an object and targets a list")
-    try:
-        config = NeuronEncoderConfig.from_dict(data["encoder"])
-        targets = [PretrainTarget.from_dict(t) for t in data["targets"]]
-        encoder = NeuronEncoder(config, targets)
-    except ZooprobeError as e:
-        raise EncoderFormatError(f"{path}: {e}") from e
-    load_weights(folder, encoder)
-    encoder.to(resolve_device(device)).eval()
-    loaded = LoadedNeuronEncoder(encoder, dict(data["provenance"]), folder)
-    warn_if_unfinished(loaded, stacklevel)
-    return loaded
+save_neuron_encoder = LoadedNeuronEncoder.save_module
+"""Write an encoder folder of this kind (see the module docs) atomically; weights first, config.json after."""
+load_neuron_encoder_folder = LoadedNeuronEncoder.load_module
+"""Load an encoder folder of this kind whose config.json content is `data` (strict: every field checked)."""
 
 
 __all__ = [

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zooprobe.encoder.config import EncoderConfigError, NeuronEncoderConfig, PretrainTarget
+from zooprobe.encoder.config import NeuronEncoderConfig, PretrainTarget
+from zooprobe.encoder.supervised import TargetHeadsModule
 from zooprobe.tokens.neurons import N_INPUT_F, N_LAYER_F, N_NEURON_F, BatchFeatures
 
 
@@ -94,7 +95,7 @@ class MessagePassingRound(nn.Module):
         return new[0], new[1:]
 
 
-class NeuronEncoder(nn.Module):
+class NeuronEncoder(TargetHeadsModule):
     """Permutation-invariant encoder of same-signature batches (see the module docs).
 
     ``forward(features)`` returns the representation ``[B, representation_dim]``; `latent` and
@@ -103,11 +104,7 @@ class NeuronEncoder(nn.Module):
 
     def __init__(self, config: NeuronEncoderConfig, targets: list[PretrainTarget]) -> None:
         super().__init__()
-        names = [t.name for t in targets]
-        if len(set(names)) != len(names):
-            raise EncoderConfigError(f"NeuronEncoder: target names must be unique, got {names}")
-        self.config = config
-        self.targets = list(targets)
+        self._set_targets(config, targets)
         d = config.d_model
         self.norm = FeatureNorm()
         self.emb_neuron = _mlp(N_NEURON_F, 2 * d, d)
@@ -120,25 +117,7 @@ class NeuronEncoder(nn.Module):
         self.pos_end = nn.Embedding(config.max_layers, d)
         self.type_emb = nn.Embedding(3, d)  # cls, inputs, layer
         self.cls = nn.Parameter(torch.zeros(d))
-        block = nn.TransformerEncoderLayer(
-            d, config.n_heads, 2 * d, config.dropout, activation="gelu", batch_first=True, norm_first=True
-        )
-        self.transformer = nn.TransformerEncoder(block, config.n_layers, enable_nested_tensor=False)
-        self.to_latent = nn.Sequential(nn.LayerNorm(2 * d), nn.Linear(2 * d, config.latent_dim))
-        self.heads = nn.ModuleDict({t.name: nn.Linear(config.latent_dim, t.n_out) for t in targets})
-
-    @property
-    def representation_dim(self) -> int:
-        """Latent size plus one value per target output."""
-        return self.config.latent_dim + sum(t.n_out for t in self.targets)
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        """The transformer blocks (fine-tuning can unfreeze the top ones)."""
-        return self.transformer.layers
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        self._add_transformer_and_heads()
 
     def _pool(self, h: torch.Tensor) -> torch.Tensor:
         return self.pool(torch.cat([h.mean(1), h.amax(1), h.std(1, unbiased=False)], -1))
@@ -171,21 +150,6 @@ class NeuronEncoder(nn.Module):
         )
         x = self.transformer(tokens)
         return self.to_latent(torch.cat([x[:, 0], x[:, 1:].mean(1)], -1))
-
-    def predict(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Raw multi-task outputs (logits for categorical and binary targets) from latents."""
-        return {t.name: self.heads[t.name](z) for t in self.targets}
-
-    def represent(self, z: torch.Tensor) -> torch.Tensor:
-        """``[latent, predictions]``: probabilities for discrete targets, standardized values otherwise."""
-        parts = [z]
-        out = self.predict(z)
-        for t in self.targets:
-            o = out[t.name]
-            parts.append(
-                o.softmax(-1) if t.kind == "categorical" else o.sigmoid() if t.kind == "binary" else o
-            )
-        return torch.cat(parts, -1)
 
     def forward(self, bf: BatchFeatures) -> torch.Tensor:
         return self.represent(self.latent(bf))

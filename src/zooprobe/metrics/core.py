@@ -170,19 +170,7 @@ def pattern_metrics(y_true: Any, probs: Any, names: list[str], threshold: float 
       ``roc_auc/*`` values; NaN if none is defined.
     - ``n_undefined``: how many of the 2·P per-pattern values (``f1/*`` and ``roc_auc/*``) are NaN.
     """
-    y = np.asarray(y_true, dtype=np.float64)
-    s = np.asarray(probs, dtype=np.float64)
-    if y.ndim != 2 or s.shape != y.shape:
-        raise ValueError(f"y_true and probs must both be [N, P], got {y.shape} and {s.shape}")
-    names = list(names)
-    if len(names) != y.shape[1]:
-        raise ValueError(f"got {len(names)} names for {y.shape[1]} patterns")
-    if len(set(names)) != len(names):
-        raise ValueError(f"pattern names must be unique, got {names}")
-    _check_finite("probs", s)
-    known = ~np.isnan(y)
-    if not np.all((y[known] == 0) | (y[known] == 1)):
-        raise ValueError("known pattern labels must be 0 or 1 (NaN = unknown)")
+    y, s, names, known = _pattern_inputs(y_true, probs, names)
     pred = s >= threshold
     truth = y == 1
     wrong = (pred != truth) & known
@@ -211,6 +199,26 @@ def pattern_metrics(y_true: Any, probs: Any, names: list[str], threshold: float 
     out["macro_roc_auc"] = _nanmean(aucs)
     out["n_undefined"] = float(sum(math.isnan(v) for v in f1s + aucs))
     return out
+
+
+def _pattern_inputs(
+    y_true: Any, probs: Any, names: list[str]
+) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """The checked inputs of `pattern_metrics`: labels, probabilities, names, and which labels are known."""
+    y = np.asarray(y_true, dtype=np.float64)
+    s = np.asarray(probs, dtype=np.float64)
+    if y.ndim != 2 or s.shape != y.shape:
+        raise ValueError(f"y_true and probs must both be [N, P], got {y.shape} and {s.shape}")
+    names = list(names)
+    if len(names) != y.shape[1]:
+        raise ValueError(f"got {len(names)} names for {y.shape[1]} patterns")
+    if len(set(names)) != len(names):
+        raise ValueError(f"pattern names must be unique, got {names}")
+    _check_finite("probs", s)
+    known = ~np.isnan(y)
+    if not np.all((y[known] == 0) | (y[known] == 1)):
+        raise ValueError("known pattern labels must be 0 or 1 (NaN = unknown)")
+    return y, s, names, known
 
 
 def hyperparameter_aggregate(continuous_r2: dict[str, float], discrete_accuracy: dict[str, float]) -> float:

@@ -205,6 +205,27 @@ def _check_hub_encoder(
 
     Returns the commit sha that was checked and the encoder's config.json content.
     """
+    where = f"encoder repo {repo_id!r}" + (f" at revision {revision!r}" if revision else "")
+    sha, folder = _download_encoder(repo_id, revision, token, timeout, where)
+    try:
+        loaded = load_encoder_folder(folder)
+    except ZooprobeError as e:
+        raise ZooprobeError(f"push: {where} does not hold a loadable zooprobe encoder: {e}") from e
+    expected = head_config.get("encoder", {}).get("fingerprint")
+    if loaded.fingerprint() != expected:
+        raise ZooprobeError(
+            f"push: the encoder in {where} (commit {sha}) is not the encoder this head was trained with "
+            f"(its weights, tokenizer or preprocessing differ from fingerprint {str(expected)[:16]}); push "
+            "the training encoder folder there, or pass the repo that holds it; nothing was uploaded"
+        )
+    return sha, read_json(Path(folder) / "config.json", "head config")
+
+
+def _download_encoder(
+    repo_id: str, revision: str | None, token: str | None, timeout: float | None, where: str
+) -> tuple[str, str]:
+    """The commit sha of `revision` of the encoder repo, and a local snapshot of its config.json and
+    weights; a failure is one `ZooprobeError` saying nothing was uploaded (the token never shows)."""
     from huggingface_hub import (  # heavy: huggingface_hub
         HfApi,
         constants,
@@ -220,7 +241,6 @@ def _check_hub_encoder(
 
     if getattr(constants, "HF_HUB_OFFLINE", False):
         raise ZooprobeError("push: offline mode is on (HF_HUB_OFFLINE=1); unset it to push to the Hub")
-    where = f"encoder repo {repo_id!r}" + (f" at revision {revision!r}" if revision else "")
     secret = token or get_token() or ""
     try:
         with _request_timeout(timeout):
@@ -252,18 +272,7 @@ def _check_hub_encoder(
                 "uploaded"
             ) from None
         raise
-    try:
-        loaded = load_encoder_folder(folder)
-    except ZooprobeError as e:
-        raise ZooprobeError(f"push: {where} does not hold a loadable zooprobe encoder: {e}") from e
-    expected = head_config.get("encoder", {}).get("fingerprint")
-    if loaded.fingerprint() != expected:
-        raise ZooprobeError(
-            f"push: the encoder in {where} (commit {sha}) is not the encoder this head was trained with "
-            f"(its weights, tokenizer or preprocessing differ from fingerprint {str(expected)[:16]}); push "
-            "the training encoder folder there, or pass the repo that holds it; nothing was uploaded"
-        )
-    return sha, read_json(Path(folder) / "config.json", "head config")
+    return sha, folder
 
 
 __all__ = [

@@ -28,24 +28,25 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from zooprobe.core.files import atomic_write_bytes, atomic_write_text
 from zooprobe.core.outputs import OutputKind, check_output, claim_output, holding_outputs
 from zooprobe.errors import InvalidInputError
+from zooprobe.report.figures import (
+    confusion_counts,
+    confusion_png,
+    f1_bars_png,
+    fmt,
+    learning_curves_png,
+    scatter_png,
+)
 from zooprobe.training.run_folder import RunFolder
-
-UNDEFINED = "undefined"
-_DPI = 100
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -86,205 +87,6 @@ def read_run(run_dir: str | Path) -> RunFiles:
     config_text = run.config_path.read_text(errors="replace") if run.config_path.is_file() else None
     head_config = run.head_config() if run.head_config_path.is_file() else None
     return RunFiles(run.path, metrics, test, config_text, head_config)
-
-
-# ------------------------------------------------------------------------------------------ numbers
-def _value(v: Any) -> float:
-    """A metric as a float: null (NaN in metrics.json) and non-numbers become NaN, "inf" strings inf."""
-    if isinstance(v, bool) or v is None:
-        return math.nan
-    if isinstance(v, int | float):
-        return float(v)
-    if isinstance(v, str) and v in ("inf", "-inf"):
-        return float(v)
-    return math.nan
-
-
-def fmt(v: Any, digits: int = 4) -> str:
-    """A metric for display: 4 decimals, NaN / null as "undefined"."""
-    x = _value(v)
-    if math.isnan(x):
-        return UNDEFINED
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    if x != 0 and (abs(x) >= 1e5 or abs(x) < 10 ** -(digits - 1)):
-        return f"{x:.{digits}g}"
-    return f"{x:.{digits}f}"
-
-
-def _floats(values: Sequence[Any]) -> np.ndarray:
-    return np.array([_value(v) for v in values], dtype=np.float64)
-
-
-# ------------------------------------------------------------------------------------------ figures
-def _new_figure(width: float, height: float) -> tuple[Any, Any]:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: matplotlib
-    from matplotlib.figure import Figure  # heavy: matplotlib
-
-    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, fig.add_subplot()
-
-
-def _png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI, metadata={"Software": None})
-    fig.clear()  # free the artists (no pyplot: nothing else holds the figure)
-    return buf.getvalue()
-
-
-def scatter_png(
-    name: str, true: Sequence[Any], predicted: Sequence[Any], log10: bool, r2: Any, tau: Any
-) -> bytes:
-    """Predicted vs true (test split) with the identity line; R² and Kendall tau in the title."""
-    t, p = _floats(true), _floats(predicted)
-    keep = np.isfinite(t) & np.isfinite(p)
-    fig, ax = _new_figure(4.8, 4.4)
-    label = f"log10({name})" if log10 else name
-    if keep.any():
-        t, p = t[keep], p[keep]
-        lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
-        pad = 0.05 * (hi - lo) if hi > lo else 0.5
-        lo, hi = lo - pad, hi + pad
-        ax.plot([lo, hi], [lo, hi], linestyle="--", color="0.5", linewidth=1, label="identity (y = x)")
-        ax.scatter(t, p, s=22, alpha=0.8, color="tab:blue", edgecolors="none", label="test models")
-        ax.set_xlim(lo, hi)
-        ax.set_ylim(lo, hi)
-        ax.legend(loc="upper left", fontsize=8, frameon=False)
-    else:
-        ax.text(0.5, 0.5, "no test model has a true value", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel(f"true {label}")
-    ax.set_ylabel(f"predicted {label}")
-    ax.set_title(f"{name} (test, n = {int(keep.sum())})\nR² = {fmt(r2, 3)}, Kendall τ = {fmt(tau, 3)}")
-    ax.grid(alpha=0.3)
-    return _png(fig)
-
-
-def confusion_counts(
-    true: Sequence[Any], probabilities: Sequence[Sequence[float]], n_classes: int
-) -> np.ndarray:
-    """Counts [true class, predicted class] (argmax of the probabilities); missing truths (-1) left out."""
-    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-    t = _floats(true)
-    probs = np.asarray(probabilities, dtype=np.float64).reshape(len(t), n_classes) if len(t) else None
-    for i, y in enumerate(t):
-        if not math.isfinite(y) or y < 0 or y >= n_classes or probs is None:
-            continue
-        cm[int(y), int(np.argmax(probs[i]))] += 1
-    return cm
-
-
-def confusion_png(name: str, classes: Sequence[str], cm: np.ndarray, accuracy: Any, macro_f1: Any) -> bytes:
-    """A confusion matrix with counts in the cells and class names on the axes."""
-    n = len(classes)
-    side = max(3.6, 0.55 * n + 2.4)
-    fig, ax = _new_figure(side + 0.8, side)
-    image = ax.imshow(cm, cmap="Blues", vmin=0, vmax=max(1, int(cm.max())))
-    fig.colorbar(image, ax=ax, shrink=0.8, label="models")
-    ax.set_xticks(range(n), [str(c) for c in classes], rotation=45, ha="right")
-    ax.set_yticks(range(n), [str(c) for c in classes])
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    threshold = cm.max() / 2 if cm.max() else 1
-    for i in range(n):
-        for j in range(n):
-            ax.text(
-                j,
-                i,
-                str(int(cm[i, j])),
-                ha="center",
-                va="center",
-                fontsize=9,
-                color="white" if cm[i, j] > threshold else "black",
-            )
-    ax.set_title(
-        f"{name} (test, n = {int(cm.sum())})\naccuracy = {fmt(accuracy, 3)}, macro F1 = {fmt(macro_f1, 3)}"
-    )
-    return _png(fig)
-
-
-def f1_bars_png(patterns: Sequence[str], validation: Mapping[str, Any], test: Mapping[str, Any]) -> bytes:
-    """Horizontal F1 bars per pattern (validation and test); undefined F1 is written, not drawn as 0."""
-    n = len(patterns)
-    fig, ax = _new_figure(6.4, max(2.6, 0.62 * n + 1.4))
-    y = np.arange(n)
-    height = 0.38
-    for offset, (split, values, color) in enumerate(
-        (("validation", validation, "tab:orange"), ("test", test, "tab:blue"))
-    ):
-        pos = y + (offset - 0.5) * height
-        vals = np.array([_value(values.get(p)) for p in patterns])
-        defined = np.isfinite(vals)
-        ax.barh(pos[defined], vals[defined], height=height, color=color, label=split)
-        for k in range(n):
-            if defined[k]:
-                ax.text(vals[k] + 0.01, pos[k], f"{vals[k]:.2f}", va="center", fontsize=8)
-            else:
-                ax.text(
-                    0.01,
-                    pos[k],
-                    f"{UNDEFINED} ({split})",
-                    va="center",
-                    fontsize=8,
-                    color="0.35",
-                    style="italic",
-                )
-    ax.set_yticks(y, list(patterns))
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1.12)
-    ax.set_xlabel("F1")
-    ax.set_title("per-pattern F1 (validation and test)")
-    ax.legend(loc="lower right", fontsize=8)
-    ax.grid(axis="x", alpha=0.3)
-    return _png(fig)
-
-
-def learning_curves_png(history: Sequence[Mapping[str, Any]], monitor: str, best_epoch: Any) -> bytes:
-    """Train loss per epoch, validation loss and the monitored metric per evaluation, best epoch marked."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: matplotlib
-    from matplotlib.figure import Figure  # heavy: matplotlib
-
-    two = monitor != "loss"
-    fig = Figure(figsize=(10.0 if two else 5.6, 4.0), dpi=_DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2 if two else 1, squeeze=False)[0]
-    epochs = [int(r.get("epoch", i)) for i, r in enumerate(history)]
-    train_loss = _floats([r.get("train", {}).get("loss") for r in history])
-    evaluated = [(e, r["validation"]) for e, r in zip(epochs, history, strict=True) if r.get("validation")]
-    val_epochs = [e for e, _ in evaluated]
-    val_loss = _floats([v.get("loss") for _, v in evaluated])
-    best = int(best_epoch) if isinstance(best_epoch, int | float) and best_epoch >= 1 else None
-
-    ax = axes[0]
-    ax.plot(epochs, train_loss, marker="o", markersize=3, label="train loss (per epoch)")
-    ax.plot(val_epochs, val_loss, marker="s", markersize=4, label="validation loss (per evaluation)")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.set_title("loss" + (" (monitored: validation loss)" if not two else ""))
-    panels = [(ax, val_epochs, val_loss)]
-    if two:
-        metric = _floats([v.get(monitor) for _, v in evaluated])
-        ax2 = axes[1]
-        ax2.plot(
-            val_epochs, metric, marker="s", markersize=4, color="tab:green", label=f"validation {monitor}"
-        )
-        ax2.set_xlabel("epoch")
-        ax2.set_ylabel(monitor)
-        ax2.set_title(f"monitored metric: validation {monitor}")
-        panels = [(ax, val_epochs, val_loss), (ax2, val_epochs, metric)]
-    from matplotlib.ticker import MaxNLocator  # heavy: matplotlib
-
-    for i, (a, xs, ys) in enumerate(panels):
-        a.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if best is not None:
-            a.axvline(best, color="tab:red", linestyle=":", linewidth=1.2, label=f"best epoch ({best})")
-            if best in xs and (i == len(panels) - 1) and math.isfinite(ys[xs.index(best)]):
-                a.plot(
-                    [best], [ys[xs.index(best)]], marker="*", markersize=13, color="tab:red", linestyle="none"
-                )
-        a.grid(alpha=0.3)
-        a.legend(fontsize=8)
-    return _png(fig)
 
 
 # ------------------------------------------------------------------------------------------ html
@@ -469,48 +271,11 @@ def render_html(
     out = [f"<h1>zooprobe report: {html.escape(task)} head ({html.escape(str(m.get('mode')))})</h1>"]
     out.append(_summary(run))
     if continuous:
-        figs = []
-        for name, t in continuous:
-            png = scatter_png(
-                name,
-                t.get("true", []),
-                t.get("predicted", []),
-                bool(t.get("log10")),
-                test_metrics.get(_metric_key(task, name, "r2")),
-                test_metrics.get(_metric_key(task, name, "kendall_tau")),
-            )
-            space = "log10 " if t.get("log10") else ""
-            figs.append(
-                page.figure(f"scatter_{_safe(name)}.png", png, f"{name}: predicted vs true {space}(test)")
-            )
-        out.append("<h2>Continuous targets: predicted vs true (test split)</h2>" + "".join(figs))
+        out.append(_continuous_section(page, task, continuous, test_metrics))
     if categorical:
-        figs = []
-        for name, t in categorical:
-            classes = [str(c) for c in t.get("classes", [])]
-            cm = confusion_counts(t.get("true", []), t.get("predicted", []), len(classes))
-            png = confusion_png(
-                name,
-                classes,
-                cm,
-                test_metrics.get(f"{name}/accuracy"),
-                test_metrics.get(f"{name}/macro_f1"),
-            )
-            figs.append(page.figure(f"confusion_{_safe(name)}.png", png, f"{name}: confusion matrix (test)"))
-        out.append("<h2>Discrete targets: confusion matrices (test split)</h2>" + "".join(figs))
+        out.append(_categorical_section(page, categorical, test_metrics))
     if task == "patterns" or binary:
-        names = binary or [k[3:] for k in test_metrics if k.startswith("f1/")]
-        val_metrics = m.get("validation") or {}
-        png = f1_bars_png(
-            names,
-            {n: val_metrics.get(f"f1/{n}") for n in names},
-            {n: test_metrics.get(f"f1/{n}") for n in names},
-        )
-        out.append(
-            "<h2>Per-pattern F1</h2><p>An F1 is undefined when a split has no positive label and no "
-            "positive prediction for the pattern; it is written as “undefined”, not drawn as 0.</p>"
-            + page.figure("f1_patterns.png", png, "per-pattern F1")
-        )
+        out.append(_patterns_section(page, binary, m.get("validation") or {}, test_metrics))
     history = m.get("history") or []
     if history:
         png = learning_curves_png(history, str(m.get("monitor", "loss")), m.get("best_epoch"))
@@ -533,6 +298,63 @@ def render_html(
         "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
         f"<meta name=viewport content='width=device-width, initial-scale=1'><title>{title}</title>"
         f"<style>{_CSS}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n"
+    )
+
+
+def _continuous_section(
+    page: _Page, task: str, continuous: list[tuple[str, Any]], test_metrics: Mapping[str, Any]
+) -> str:
+    """Predicted vs true of each continuous target (test split)."""
+    figs = []
+    for name, t in continuous:
+        png = scatter_png(
+            name,
+            t.get("true", []),
+            t.get("predicted", []),
+            bool(t.get("log10")),
+            test_metrics.get(_metric_key(task, name, "r2")),
+            test_metrics.get(_metric_key(task, name, "kendall_tau")),
+        )
+        space = "log10 " if t.get("log10") else ""
+        figs.append(
+            page.figure(f"scatter_{_safe(name)}.png", png, f"{name}: predicted vs true {space}(test)")
+        )
+    return "<h2>Continuous targets: predicted vs true (test split)</h2>" + "".join(figs)
+
+
+def _categorical_section(
+    page: _Page, categorical: list[tuple[str, Any]], test_metrics: Mapping[str, Any]
+) -> str:
+    """The confusion matrix of each categorical target (test split)."""
+    figs = []
+    for name, t in categorical:
+        classes = [str(c) for c in t.get("classes", [])]
+        cm = confusion_counts(t.get("true", []), t.get("predicted", []), len(classes))
+        png = confusion_png(
+            name,
+            classes,
+            cm,
+            test_metrics.get(f"{name}/accuracy"),
+            test_metrics.get(f"{name}/macro_f1"),
+        )
+        figs.append(page.figure(f"confusion_{_safe(name)}.png", png, f"{name}: confusion matrix (test)"))
+    return "<h2>Discrete targets: confusion matrices (test split)</h2>" + "".join(figs)
+
+
+def _patterns_section(
+    page: _Page, binary: list[str], val_metrics: Mapping[str, Any], test_metrics: Mapping[str, Any]
+) -> str:
+    """Per-pattern F1 bars (validation and test)."""
+    names = binary or [k[3:] for k in test_metrics if k.startswith("f1/")]
+    png = f1_bars_png(
+        names,
+        {n: val_metrics.get(f"f1/{n}") for n in names},
+        {n: test_metrics.get(f"f1/{n}") for n in names},
+    )
+    return (
+        "<h2>Per-pattern F1</h2><p>An F1 is undefined when a split has no positive label and no "
+        "positive prediction for the pattern; it is written as “undefined”, not drawn as 0.</p>"
+        + page.figure("f1_patterns.png", png, "per-pattern F1")
     )
 
 

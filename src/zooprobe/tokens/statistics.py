@@ -322,17 +322,7 @@ def _features_rows(
     n = len(plan.layers)
     first = layer_block(0 if n else None)
     last = layer_block(n - 1 if n >= 2 else None)
-    if n >= 3:
-        mid = np.stack(blocks[1:-1])  # [layers, m, 18]
-        middle_values = mid.mean(axis=0)
-        bias_slice = slice(_N_STATS + 3, 2 * _N_STATS + 3)
-        with_bias = np.array([layer.bias is not None for layer in plan.layers[1:-1]])
-        middle_values[:, bias_slice] = (
-            mid[with_bias][:, :, bias_slice].mean(axis=0) if with_bias.any() else 0.0
-        )
-        middle = np.concatenate([middle_values, full(1.0)], axis=1)
-    else:
-        middle = np.zeros((m, _LAYER_BLOCK))
+    middle = _middle_block(plan, blocks, m)
 
     biases = tuple(layer.bias for layer in plan.layers if layer.bias is not None)
     bias_frac = len(biases) / n if n else 0.0
@@ -351,28 +341,46 @@ def _features_rows(
         axis=1,
     )
 
-    n_main = sum(layer.numel for layer in plan.layers)
-    n_conv_params = sum(layer.numel for layer in plan.layers if layer.is_conv)
-    counts = [
-        math.log1p(plan.n_pooled),
-        math.log1p(n_main),
-        n,
-        sum(layer.is_conv for layer in plan.layers),
-        plan.n_norm_modules,
-        n_conv_params / n_main if n_main else 0.0,
-        float(bool(plan.norm_w or plan.norm_b) or has_running),
-        float(has_running),
-    ]
     frac = nonfinite.reshape(m, 1) / plan.n_total if plan.n_total else np.zeros((m, 1))
-    global_ = np.concatenate(
-        [s(plan.pooled), np.tile(np.asarray(counts, dtype=np.float64), (m, 1)), frac], axis=1
-    )
+    counts = np.tile(_plan_counts(plan, has_running), (m, 1))
+    global_ = np.concatenate([s(plan.pooled), counts, frac], axis=1)
     out = np.concatenate([first, last, middle, main, norms, running, profile, global_], axis=1).astype(
         np.float64
     )
     assert out.shape == (m, N_FEATURES), out.shape
     # Finite inputs give finite statistics; guard against overflow of huge (but finite) weights.
     return np.nan_to_num(out, nan=0.0, posinf=np.finfo(np.float64).max, neginf=-np.finfo(np.float64).max)
+
+
+def _middle_block(plan: _Plan, blocks: list[np.ndarray], m: int) -> np.ndarray:
+    """The middle layers' block ``[m, _LAYER_BLOCK]``: the mean of their per-layer blocks (bias statistics
+    over the layers with a bias), zeros with fewer than three layers."""
+    if len(plan.layers) < 3:
+        return np.zeros((m, _LAYER_BLOCK))
+    mid = np.stack(blocks[1:-1])  # [layers, m, 18]
+    middle_values = mid.mean(axis=0)
+    bias_slice = slice(_N_STATS + 3, 2 * _N_STATS + 3)
+    with_bias = np.array([layer.bias is not None for layer in plan.layers[1:-1]])
+    middle_values[:, bias_slice] = mid[with_bias][:, :, bias_slice].mean(axis=0) if with_bias.any() else 0.0
+    return np.concatenate([middle_values, np.full((m, 1), 1.0)], axis=1)
+
+
+def _plan_counts(plan: _Plan, has_running: bool) -> np.ndarray:
+    """The architecture counts of a plan: pooled and main parameters (log), layers, convolutions, norm
+    modules, the convolutions' share, whether it has norms and running statistics."""
+    n_main = sum(layer.numel for layer in plan.layers)
+    n_conv_params = sum(layer.numel for layer in plan.layers if layer.is_conv)
+    counts = [
+        math.log1p(plan.n_pooled),
+        math.log1p(n_main),
+        len(plan.layers),
+        sum(layer.is_conv for layer in plan.layers),
+        plan.n_norm_modules,
+        n_conv_params / n_main if n_main else 0.0,
+        float(bool(plan.norm_w or plan.norm_b) or has_running),
+        float(has_running),
+    ]
+    return np.asarray(counts, dtype=np.float64)
 
 
 def _floating(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

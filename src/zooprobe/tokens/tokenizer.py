@@ -43,7 +43,7 @@ import torch
 
 from zooprobe.core.config import check_record
 from zooprobe.tokens.inverse import _passthrough_entries
-from zooprobe.tokens.layout import _Planner, module_kinds_from_model
+from zooprobe.tokens.layout import _LayerPlan, _Member, _Planner, module_kinds_from_model
 from zooprobe.tokens.normalization import NormalizationStats
 from zooprobe.tokens.tokenized import TokenizedModel, detokenize
 from zooprobe.tokens.tokenizer_config import (
@@ -172,53 +172,16 @@ class WeightTokenizer:
         layers_json: list[dict[str, Any]] = []
         offset = 0
         for index, (layer, k, n) in enumerate(zip(plan.layers, per_row, counts, strict=True)):
-            members_json: list[dict[str, Any]] = []
             block = tokens[offset : offset + n].view(layer.rows, k * size) if n else None
-            for member in layer.members:
-                tensor = state_dict[member.name].detach()
-                _check_finite(member.name, tensor)
-                norm: dict[str, Any] | None = None
-                if normalize and self.stats is not None:
-                    mean, std, key = self.stats.resolve(
-                        member.name, member.kind, min_count=cfg.norm_min_count, eps=cfg.norm_eps
-                    )
-                    norm = {"mean": mean, "std": std, "key": key}
-                if block is not None and member.width:
-                    src = tensor.transpose(0, 1) if member.transpose else tensor
-                    dst = block[:, member.start : member.start + member.width]
-                    dst.copy_(src.reshape(layer.rows, member.width))
-                    if norm is not None:
-                        dst.sub_(norm["mean"]).div_(norm["std"])
-                members_json.append(
-                    {
-                        "name": member.name,
-                        "role": member.role,
-                        "kind": member.kind,
-                        "shape": list(member.shape),
-                        "dtype": _dtype_str(member.dtype),
-                        "start": member.start,
-                        "width": member.width,
-                        "transpose": member.transpose,
-                        "norm": norm,
-                    }
-                )
+            members_json = [
+                self._write_member(block, layer.rows, member, state_dict[member.name], normalize)
+                for member in layer.members
+            ]
             if n:
                 mask[offset : offset + n].view(layer.rows, k * size)[:, : layer.cols] = True
                 positions[offset : offset + n, 1] = index
                 positions[offset : offset + n, 2] = torch.arange(n)
-            layers_json.append(
-                {
-                    "label": layer.label,
-                    "prefix": layer.prefix,
-                    "kind": layer.kind,
-                    "rows": layer.rows,
-                    "cols": layer.cols,
-                    "tokens_per_row": k,
-                    "token_offset": offset,
-                    "num_tokens": n,
-                    "members": members_json,
-                }
-            )
+            layers_json.append(_layer_entry(layer, k, offset, n, members_json))
             offset += n
         layout = {
             "format_version": LAYOUT_FORMAT_VERSION,
@@ -237,6 +200,38 @@ class WeightTokenizer:
             passthrough=tuple(plan.passthrough),
             skipped=tuple(name for name, _ in plan.skipped),
         )
+
+    def _write_member(
+        self, block: torch.Tensor | None, rows: int, member: _Member, tensor: torch.Tensor, normalize: bool
+    ) -> dict[str, Any]:
+        """Copy one tensor of a layer into its columns of the layer's token rows `block` (standardized with
+        the zoo statistics when `normalize`); its layout entry."""
+        cfg = self.config
+        tensor = tensor.detach()
+        _check_finite(member.name, tensor)
+        norm: dict[str, Any] | None = None
+        if normalize and self.stats is not None:
+            mean, std, key = self.stats.resolve(
+                member.name, member.kind, min_count=cfg.norm_min_count, eps=cfg.norm_eps
+            )
+            norm = {"mean": mean, "std": std, "key": key}
+        if block is not None and member.width:
+            src = tensor.transpose(0, 1) if member.transpose else tensor
+            dst = block[:, member.start : member.start + member.width]
+            dst.copy_(src.reshape(rows, member.width))
+            if norm is not None:
+                dst.sub_(norm["mean"]).div_(norm["std"])
+        return {
+            "name": member.name,
+            "role": member.role,
+            "kind": member.kind,
+            "shape": list(member.shape),
+            "dtype": _dtype_str(member.dtype),
+            "start": member.start,
+            "width": member.width,
+            "transpose": member.transpose,
+            "norm": norm,
+        }
 
     def tokenize_many(
         self, state_dicts: Sequence[Mapping[str, torch.Tensor]], normalize: bool = False
@@ -342,6 +337,23 @@ class WeightTokenizer:
     @classmethod
     def from_json(cls, text: str) -> WeightTokenizer:
         return cls.from_dict(_loads(text, "WeightTokenizer"))
+
+
+def _layer_entry(
+    layer: _LayerPlan, k: int, offset: int, n: int, members: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The layout entry of one tokenized layer: `k` tokens per row, `n` tokens from `offset`."""
+    return {
+        "label": layer.label,
+        "prefix": layer.prefix,
+        "kind": layer.kind,
+        "rows": layer.rows,
+        "cols": layer.cols,
+        "tokens_per_row": k,
+        "token_offset": offset,
+        "num_tokens": n,
+        "members": members,
+    }
 
 
 def _signature(state_dict: Any, index: int) -> Any:

@@ -15,7 +15,7 @@ _EXPORTS: dict[str, str] = {
     "RunFolder": "zooprobe.training.run_folder",
     "StopConfig": "zooprobe.training.config",
     "TrainConfig": "zooprobe.training.config",
-    "TrainResult": "zooprobe.training.trainer",
+    "TrainResult": "zooprobe.training.head_outputs",
     "fit": "zooprobe.training.trainer",
     "pretrain": "zooprobe.training.pretrain",
 }

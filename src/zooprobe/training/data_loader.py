@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,7 +61,13 @@ from zooprobe.symmetry import SymmetryError, canonical_form, canonicalize, fold_
 from zooprobe.tokens import TokenizedModel
 from zooprobe.tokens.statistics import FEATURIZE_WORKING_COPIES, featurize
 from zooprobe.training.config import TrainConfig
-from zooprobe.zoo.store import describe_split_leaks, split_leaks
+from zooprobe.training.data_checks import (
+    _check_finite_targets,
+    _check_overlap,
+    _warn,
+    check_split_leaks,
+    find_overlap,
+)
 
 log = logging.getLogger(__name__)
 SPLIT_NAMES = ("train", "validation", "test")
@@ -117,78 +122,6 @@ def select_checkpoints(zoo: Any, checkpoints: str) -> Any:
     return zoo.final() if checkpoints == "final" else zoo
 
 
-def find_overlap(encoder: WeightSpaceEncoder, zoo: Any, eval_zoo: Any) -> dict[str, Any]:
-    """Which validation/test models the encoder was pretrained on (see the module docs)."""
-
-    prov = encoder.provenance
-    if not prov:
-        return {"checked": False, "reason": "the encoder records no pretraining provenance", "model_ids": []}
-    hashes = set(prov.get("model_hashes", []))
-    ids = set(prov.get("model_ids", []))
-    same_zoo = prov.get("zoo_fingerprint") == zoo.fingerprint()
-    meta = eval_zoo.metadata()
-    found = []
-    for i in range(len(eval_zoo)):
-        mid = str(meta["model_id"].iloc[i])
-        if (hashes and eval_zoo.content_hash(i) in hashes) or (same_zoo and mid in ids):
-            found.append(mid)
-    return {
-        "checked": True,
-        "same_zoo": same_zoo,
-        "by_content_hash": bool(hashes),
-        "model_ids": sorted(set(found)),
-        "n_eval_models": len(eval_zoo),
-    }
-
-
-def check_split_leaks(zoo: Any, source: str, allow: bool) -> tuple[dict[str, Any], str]:
-    """Models of `zoo` whose exact weights are in more than one split (`zoo.store.split_leaks`).
-
-    Refused (`InvalidInputError` naming a few model ids) unless `allow`; returns the record for
-    metrics.json and the warning given when allowed ("" when there is no leak).
-    """
-
-    leaks = split_leaks(zoo)
-    record = {"checked": True, "leaks": [leak.to_dict() for leak in leaks], "allowed": bool(allow)}
-    if not leaks:
-        return record, ""
-    n_models = sum(len(leak.model_ids) for leak in leaks)
-    msg = (
-        f"zoo {source!r}: {len(leaks)} set(s) of models with identical weights are in more than one split "
-        f"({n_models} models; {describe_split_leaks(leaks)}): a copy of a training model in validation or "
-        "test is scored on what the head was trained on, which inflates its metrics"
-    )
-    if not allow:
-        raise InvalidInputError(
-            msg + "; remove the copies from the zoo (or put each in one split and import it again), or pass "
-            "allow_split_leaks=True (--allow_split_leaks true) to go on anyway (the run is then marked)"
-        )
-    return record, msg + "; allow_split_leaks=True, so the run is marked"
-
-
-def _check_finite_targets(spec: Any, meta: pd.DataFrame, source: Any, split: str) -> None:
-    """An infinite numeric target (a zoo written by hand or another tool) is an error naming the model; a
-    NaN is a missing value, as everywhere in zooprobe. Without this, training stops at its first batch with
-    an infinite loss that blames the learning rate."""
-    for t in spec.targets:
-        if t.kind in ("categorical", "binary") or t.name not in meta.columns:
-            continue
-        raw = pd.to_numeric(meta[t.name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        bad = np.flatnonzero(np.isinf(raw))
-        if len(bad):
-            ids = meta["model_id"].astype(str) if "model_id" in meta.columns else pd.Series(range(len(meta)))
-            raise InvalidInputError(
-                f"zoo {source!r}: target {t.name!r} is infinite ({raw[bad[0]]}) for {len(bad)} model(s) of "
-                f"the {split} split (e.g. {ids.iloc[int(bad[0])]!r}); a target must be a finite number or "
-                "missing: fix the zoo's metadata (or import it again from its source)"
-            )
-
-
-def _warn(messages: list[str], message: str) -> None:
-    messages.append(message)
-    warnings.warn(message, stacklevel=3)
-
-
 def prepare_data(cfg: TrainConfig, encoder: WeightSpaceEncoder, zoo: Any, **options: Any) -> RunData:
     """Splits, targets and encoder inputs for `cfg` (see the module docs): `plan_data`, then `load_inputs`
     (`options`: its keyword arguments)."""
@@ -224,49 +157,8 @@ def plan_data(cfg: TrainConfig, encoder: WeightSpaceEncoder, zoo: Any) -> RunDat
     if leak_warning:
         _warn(notes, leak_warning)
 
-    eval_zoo = zoo.filter(split=["validation", "test"])
-    overlap = find_overlap(encoder, zoo, eval_zoo)
-    if overlap.get("model_ids"):
-        n = len(overlap["model_ids"])
-        msg = (
-            f"{n} of {overlap['n_eval_models']} validation/test models were used to pretrain the encoder "
-            f"{cfg.encoder!r} (e.g. {overlap['model_ids'][:3]}): their metrics would be inflated"
-        )
-        if not cfg.allow_overlap:
-            raise InvalidInputError(
-                msg + "; use a zoo or encoder without overlap, or pass allow_overlap=True "
-                "(the run is then marked as overlapping)"
-            )
-        _warn(notes, msg + "; allow_overlap=True, so the run is marked")
-    elif not overlap.get("checked"):
-        _warn(notes, f"overlap not checked: {overlap.get('reason')}")
-    overlap["allowed"] = bool(cfg.allow_overlap)
-    if str(encoder.provenance.get("objective", "")).startswith("supervised"):
-        seen = find_overlap(encoder, zoo, zoo.filter(split="train"))
-        if seen.get("model_ids"):
-            _warn(
-                notes,
-                f"the encoder {cfg.encoder!r} was pretrained supervised on {len(seen['model_ids'])} of the "
-                f"{seen['n_eval_models']} train models: its predictions are in-sample there, so heads learn "
-                "to trust them more than they deserve (measured on the bench zoo: optimizer accuracy 0.48 "
-                "instead of 0.59 on validation); pretrain the encoder on a disjoint zoo",
-            )
-
-    splits: dict[str, SplitData] = {}
-    missing: dict[str, dict[str, int]] = {}
-    for name, view in views.items():
-        meta = view.metadata().reset_index(drop=True)
-        _check_finite_targets(spec, meta, cfg.zoo, name)
-        targets = target_arrays(spec, meta)
-        missing[name] = count_missing(spec, targets)
-        splits[name] = SplitData(name, view, meta, targets)
-        unusable = [t for t, n in missing[name].items() if n == len(meta)]
-        if name != "train" and unusable:
-            _warn(
-                notes,
-                f"target(s) {unusable} have no usable value in the {name} split ({len(meta)} models: "
-                f"missing, or classes the train split never showed): their {name} metrics are NaN",
-            )
+    overlap = _check_overlap(cfg, encoder, zoo, notes)
+    splits, missing = _split_data(spec, views, notes, cfg.zoo)
     return RunData(
         spec,
         splits,
@@ -277,6 +169,30 @@ def plan_data(cfg: TrainConfig, encoder: WeightSpaceEncoder, zoo: Any) -> RunDat
         split_leaks=leaks,
         warnings=notes,
     )
+
+
+def _split_data(
+    spec: TaskSpec, views: dict[str, Any], notes: list[str], source: Any
+) -> tuple[dict[str, SplitData], dict[str, dict[str, int]]]:
+    """Each split's metadata and targets, and the missing target values per split (a warning for targets
+    a validation or test split cannot score)."""
+    splits: dict[str, SplitData] = {}
+    missing: dict[str, dict[str, int]] = {}
+    for name, view in views.items():
+        meta = view.metadata().reset_index(drop=True)
+        _check_finite_targets(spec, meta, source, name)
+        targets = target_arrays(spec, meta)
+        missing[name] = count_missing(spec, targets)
+        splits[name] = SplitData(name, view, meta, targets)
+        unusable = [t for t, n in missing[name].items() if n == len(meta)]
+        if name != "train" and unusable:
+            _warn(
+                notes,
+                f"target(s) {unusable} have no usable value in the {name} split ({len(meta)} models: "
+                f"missing, or classes the train split never showed): their {name} metrics are NaN",
+                4,
+            )
+    return splits, missing
 
 
 def load_inputs(
@@ -295,8 +211,17 @@ def load_inputs(
     barrier) first and then read it.
     """
     splits = data.splits
-    cache_info = data.cache
     budget = memory_budget(cfg)
+    _featurize_splits(splits, cfg, budget)
+    if cfg.mode == "frozen":
+        _fill_representations(data, cfg, encoder, budget, main_process, wait, progress)
+    else:
+        _fill_models(splits, cfg, encoder, budget)
+    return data
+
+
+def _featurize_splits(splits: dict[str, SplitData], cfg: TrainConfig, budget: int) -> None:
+    """Weight statistics and architectures of every split (read in chunks within the memory budget)."""
     for split in splits.values():  # in chunks within the budget: only the features and architectures are kept
         archs: list[Any] = []
 
@@ -314,53 +239,71 @@ def load_inputs(
             split.folded_features = folded
         if cfg.head.uses_statistics:
             split.stats = torch.as_tensor(split.features, dtype=torch.float32)
-    if cfg.mode == "frozen":
-        token_outputs = cfg.head.pooling == "attention"
-        cache = RepresentationCache()
-        if not main_process and wait is not None:
-            wait()
-        for name, split in splits.items():
-            if cfg.cache:
-                stats: dict[str, Any] = {}
-                split.reps = cache.get(
-                    encoder,
-                    split.zoo,
-                    token_outputs=token_outputs,
-                    batch_size=cfg.encode_batch_size,
-                    chunk_bytes=budget,
-                    progress=progress and main_process,
-                    stats=stats,
-                )
-                cache_info[name] = stats
-            else:
-                split.reps = compute_representations(
-                    encoder,
-                    split.zoo,
-                    token_outputs=token_outputs,
-                    batch_size=cfg.encode_batch_size,
-                    chunk_bytes=budget,
-                    progress=False,
-                )
-        if main_process and wait is not None:
-            wait()
-    else:
-        stored = sum(split.zoo.weight_bytes() for split in splits.values())
-        stream = stored > budget
-        if stream:
-            log.info(
-                "fine-tuning streams the models from the zoo: their weights (%.0f MiB stored) exceed "
-                "weights_memory_mb=%g",
-                stored / 2**20,
-                cfg.weights_memory_mb,
+
+
+def _fill_representations(
+    data: RunData,
+    cfg: TrainConfig,
+    encoder: WeightSpaceEncoder,
+    budget: int,
+    main_process: bool,
+    wait: Any,
+    progress: bool,
+) -> None:
+    """Frozen heads: every split's representations, from the cache (filled by the main process) or
+    computed."""
+    splits, cache_info = data.splits, data.cache
+    token_outputs = cfg.head.pooling == "attention"
+    cache = RepresentationCache()
+    if not main_process and wait is not None:
+        wait()
+    for name, split in splits.items():
+        if cfg.cache:
+            stats: dict[str, Any] = {}
+            split.reps = cache.get(
+                encoder,
+                split.zoo,
+                token_outputs=token_outputs,
+                batch_size=cfg.encode_batch_size,
+                chunk_bytes=budget,
+                progress=progress and main_process,
+                stats=stats,
             )
-        for name, split in splits.items():
-            if stream:
-                split.streamed = True
-            elif cfg.augment and name == "train":
-                split.state_dicts = [_zoo_model(split, i) for i in range(len(split))]
-            else:
-                split.tokenized = [tm for chunk in tokenized_chunks(encoder, split, budget) for tm in chunk]
-    return data
+            cache_info[name] = stats
+        else:
+            split.reps = compute_representations(
+                encoder,
+                split.zoo,
+                token_outputs=token_outputs,
+                batch_size=cfg.encode_batch_size,
+                chunk_bytes=budget,
+                progress=False,
+            )
+    if main_process and wait is not None:
+        wait()
+
+
+def _fill_models(
+    splits: dict[str, SplitData], cfg: TrainConfig, encoder: WeightSpaceEncoder, budget: int
+) -> None:
+    """Fine-tuning: every split's tokenized models, the train split's state dicts (augmented), or none when
+    the weights exceed the budget (streamed from the zoo)."""
+    stored = sum(split.zoo.weight_bytes() for split in splits.values())
+    stream = stored > budget
+    if stream:
+        log.info(
+            "fine-tuning streams the models from the zoo: their weights (%.0f MiB stored) exceed "
+            "weights_memory_mb=%g",
+            stored / 2**20,
+            cfg.weights_memory_mb,
+        )
+    for name, split in splits.items():
+        if stream:
+            split.streamed = True
+        elif cfg.augment and name == "train":
+            split.state_dicts = [_zoo_model(split, i) for i in range(len(split))]
+        else:
+            split.tokenized = [tm for chunk in tokenized_chunks(encoder, split, budget) for tm in chunk]
 
 
 def memory_budget(cfg: TrainConfig) -> int:

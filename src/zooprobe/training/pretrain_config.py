@@ -167,34 +167,14 @@ class PretrainConfig:
         v: Any = self
         need(len(v.splits) >= 1, "splits must name at least one split")
         if neurons:
-            need(v.epochs >= 1, f"epochs must be >= 1, got {v.epochs}")
-            need(v.batch_size >= 1, f"batch_size must be >= 1, got {v.batch_size}")
-            need(v.lr > 0 and math.isfinite(v.lr), f"lr must be > 0, got {v.lr}")
-            need(0 <= v.warmup_fraction < 1, f"warmup_fraction must be in [0, 1), got {v.warmup_fraction}")
-            need(0 <= v.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {v.min_lr_ratio}")
-            need(v.weight_decay >= 0, f"weight_decay must be >= 0, got {v.weight_decay}")
-            need(v.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables it), got {v.grad_clip}")
+            self._check_optim(need)
             need(v.noise_sigma >= 0, f"noise_sigma must be >= 0, got {v.noise_sigma}")
             check_device_name(v.device, "PretrainConfig: device")
-            NeuronEncoderConfig(
-                d_model=v.d_model,
-                latent_dim=v.latent_dim,
-                n_layers=v.n_layers,
-                n_heads=v.n_heads,
-                dropout=float(v.dropout),
-                message_passing_rounds=v.message_passing_rounds,
-                max_layers=v.max_layers,
-            )  # validates the encoder fields
+            self.neuron_encoder_config()  # validates the encoder fields
             return
         self.encoder_config()  # validates the encoder fields (EncoderConfigError names the field)
         need(v.window >= 1, f"window must be >= 1, got {v.window}")
-        need(v.epochs >= 1, f"epochs must be >= 1, got {v.epochs}")
-        need(v.batch_size >= 1, f"batch_size must be >= 1, got {v.batch_size}")
-        need(v.lr > 0 and math.isfinite(v.lr), f"lr must be > 0, got {v.lr}")
-        need(0 <= v.warmup_fraction < 1, f"warmup_fraction must be in [0, 1), got {v.warmup_fraction}")
-        need(0 <= v.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {v.min_lr_ratio}")
-        need(v.weight_decay >= 0, f"weight_decay must be >= 0, got {v.weight_decay}")
-        need(v.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables it), got {v.grad_clip}")
+        self._check_optim(need)
         need(0 <= v.gamma <= 1, f"gamma must be in [0, 1], got {v.gamma}")
         need(v.temperature > 0, f"temperature must be > 0, got {v.temperature}")
         need(0 < v.mask_ratio < 1, f"mask_ratio must be in (0, 1), got {v.mask_ratio}")
@@ -221,6 +201,30 @@ class PretrainConfig:
 
     def encoder_config(self) -> EncoderConfig:
         return EncoderConfig(**{name: getattr(self, name) for name in _ENCODER_FIELDS})
+
+    def neuron_encoder_config(self) -> NeuronEncoderConfig:
+        """The `NeuronEncoderConfig` of a ``neurons`` pretraining (which validates the fields)."""
+        return NeuronEncoderConfig(
+            d_model=self.d_model,  # type: ignore[arg-type]
+            latent_dim=self.latent_dim,  # type: ignore[arg-type]
+            n_layers=self.n_layers,  # type: ignore[arg-type]
+            n_heads=self.n_heads,  # type: ignore[arg-type]
+            dropout=float(self.dropout),  # type: ignore[arg-type]
+            message_passing_rounds=self.message_passing_rounds,  # type: ignore[arg-type]
+            max_layers=self.max_layers,  # type: ignore[arg-type]
+        )
+
+    def _check_optim(self, need: Any) -> None:
+        """The optimization fields both architectures share: epochs, batch size, learning rate, schedule,
+        weight decay and clipping."""
+        v: Any = self
+        need(v.epochs >= 1, f"epochs must be >= 1, got {v.epochs}")
+        need(v.batch_size >= 1, f"batch_size must be >= 1, got {v.batch_size}")
+        need(v.lr > 0 and math.isfinite(v.lr), f"lr must be > 0, got {v.lr}")
+        need(0 <= v.warmup_fraction < 1, f"warmup_fraction must be in [0, 1), got {v.warmup_fraction}")
+        need(0 <= v.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {v.min_lr_ratio}")
+        need(v.weight_decay >= 0, f"weight_decay must be >= 0, got {v.weight_decay}")
+        need(v.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables it), got {v.grad_clip}")
 
 
 _COMMON: dict[str, Any] = {

@@ -16,25 +16,33 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 import yaml
 
-from zooprobe.core.files import atomic_path, atomic_write_text, read_yaml
+from zooprobe.core.files import atomic_write_text, read_yaml
 from zooprobe.core.outputs import check_output, claim_output, holding_outputs
 from zooprobe.core.progress import Progress
-from zooprobe.core.torchrun import torchrun_env
+from zooprobe.core.torchrun import process_group, torchrun_env
 from zooprobe.errors import ConfigError, ZooFormatError
-from zooprobe.zoo.content import content_key, corpus_sha256, row_digest, rows_sha256, table_sha256
+from zooprobe.zoo.content import content_key, corpus_sha256, row_digest, rows_sha256
 from zooprobe.zoo.data import load_task
+from zooprobe.zoo.parts import (
+    CONFIG_FILE,
+    PARTS,
+    BuildReport,
+    _part_finished,
+    _part_path,
+    _part_schema,
+    _read_part,
+    _write_part,
+    parse_shard,
+)
 from zooprobe.zoo.schema import SPLITS, WEIGHTS
 from zooprobe.zoo.space import ModelSpec, ZooConfig, sample_cohort
 from zooprobe.zoo.store import (
@@ -46,120 +54,16 @@ from zooprobe.zoo.store import (
     base_manifest,
     begin_zoo_write,
     check_row_group_size,
-    count_params,
     dataset_card,
-    encode_weights,
     finish_zoo_write,
-    rows_to_table,
 )
-from zooprobe.zoo.train import Checkpoint, CohortResult, train_cohort, train_single
+from zooprobe.zoo.train import CohortResult, train_cohort, train_single
 from zooprobe.zoo.workers import CohortWorkers, check_workers, resolve_workers, threads_per_worker
 
-PARTS = ".parts"
-CONFIG_FILE = "zoo_config.yaml"
 PART_CACHE_BYTES = 256 * 2**20
 """`finalize` keeps parts it will copy rows from again up to this many bytes (it reads a part again beyond).
 Generated zoos number their runs cohort by cohort, so each part is copied in one go and none is kept."""
 _PART, _ROW = "__part", "__row"  # finalize's columns: where a row is in the parts
-
-
-@dataclass
-class BuildReport:
-    root: Path
-    cohorts_total: int
-    cohorts_built: int = 0
-    cohorts_skipped: int = 0
-    models: int = 0
-    checkpoints: int = 0
-    diverged: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    finalized: bool = False
-    workers: int = 1
-    rank: int = 0  # under torchrun: this process's rank, of world_size
-    world_size: int = 1
-
-    def summary(self) -> str:
-        parts = [
-            f"{self.cohorts_built} cohort(s) trained, {self.cohorts_skipped} already done "
-            f"(of {self.cohorts_total}) in {self.seconds:.1f}s"
-            + (f" by {self.workers} worker processes" if self.workers > 1 else "")
-            + (f" (process {self.rank} of {self.world_size} under torchrun)" if self.world_size > 1 else ""),
-        ]
-        if self.diverged:
-            parts.append(f"{len(self.diverged)} run(s) diverged (non-finite weights) and were left out")
-        parts.append(f"zoo written to {self.root}" if self.finalized else f"parts in {self.root / PARTS}")
-        return "; ".join(parts)
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``."""
-    if text in (None, ""):
-        return None
-    try:
-        i, n = (int(x) for x in str(text).split("/"))
-    except ValueError:
-        raise ConfigError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise ConfigError(f"--shard {text}: need 0 <= i < n")
-    return i, n
-
-
-def checkpoint_rows(result: CohortResult) -> list[dict]:
-    return [_row(c) for c in result.checkpoints]
-
-
-def _row(c: Checkpoint) -> dict:
-    m = c.metrics
-    row = c.spec.metadata()
-    row.update(m)
-    row.update(
-        checkpoint_epoch=c.epoch,
-        is_final=c.is_final,
-        generalization_gap=m["train_accuracy"] - m["test_accuracy"],
-        num_params=count_params(c.state_dict),
-        train_time_s=c.train_time_s,
-        weights=encode_weights(c.state_dict, where=f"model {c.spec.model_id} epoch {c.epoch}"),
-        split=c.spec.split,
-    )
-    return row
-
-
-def _part_schema() -> pa.Schema:
-    schema = rows_to_table([]).schema
-    return schema.append(pa.field("split", pa.string()))
-
-
-def _part_path(parts: Path, cohort: int) -> Path:
-    return parts / f"cohort-{cohort:06d}.parquet"
-
-
-def _part_finished(path: Path) -> bool:
-    """Whether cohort part `path` is finished: parts are written atomically, so a file there is whole unless
-    damaged since; one whose Parquet footer does not read is deleted, so that it is built again."""
-    if not path.exists():
-        return False
-    try:
-        pq.read_metadata(path)
-    except (pa.ArrowInvalid, OSError):
-        path.unlink(missing_ok=True)
-        return False
-    return True
-
-
-def _read_part(path: Path, columns: list[str] | None = None) -> pa.Table:
-    try:
-        return pq.read_table(path, columns=columns, use_threads=False)
-    except (pa.ArrowInvalid, OSError) as e:
-        raise ZooFormatError(f"{path} is damaged ({e}); delete it and build that cohort again") from e
-
-
-def _write_part(path: Path, result: CohortResult) -> None:
-    rows = checkpoint_rows(result)
-    schema = _part_schema()
-    table = pa.Table.from_pylist(rows, schema=schema) if rows else schema.empty_table()
-    meta = {"diverged": json.dumps([s.model_id for s in result.diverged]), "sha256": table_sha256(table)}
-    with atomic_path(path) as tmp:
-        pq.write_table(table.replace_schema_metadata(meta), tmp, compression="zstd")
 
 
 def _check_config(root: Path, cfg: ZooConfig) -> None:
@@ -291,7 +195,7 @@ def build_zoo(
     sh = parse_shard(shard)
     check_workers(workers)
     check_row_group_size(row_group_size)  # before hours of training, not at the end
-    with _process_group(world) as wait_for_all:
+    with process_group(world) as wait_for_all:
         if rank == 0:
             _claim(root, cfg, overwrite)
         wait_for_all()  # the others start once process 0 has claimed (or emptied) the folder
@@ -308,28 +212,6 @@ def build_zoo(
             report.finalized = finished_zoo(root)
     report.rank, report.world_size = rank, world
     return report
-
-
-SHARD_WAIT = timedelta(days=7)
-"""How long torchrun processes wait for each other (the slowest shard) before giving up."""
-
-
-@contextlib.contextmanager
-def _process_group(world: int) -> Iterator[Callable[[], None]]:
-    """A barrier over torchrun's processes (gloo; joined here unless the caller already has a group)."""
-    if world == 1:
-        yield lambda: None
-        return
-    import torch.distributed as dist  # heavy: only under torchrun
-
-    created = not dist.is_initialized()
-    if created:
-        dist.init_process_group("gloo", timeout=SHARD_WAIT)
-    try:
-        yield lambda: dist.barrier()
-    finally:
-        if created:
-            dist.destroy_process_group()
 
 
 def _build(
@@ -371,38 +253,53 @@ def _build(
         "building zoo", sum(n_models.values()), unit="models", enabled=progress, done=already
     ) as bar:
         if n_workers == 1:
-            for k in todo:
-                specs = sample_cohort(cfg, k)
-                a = specs[0].arch
-                label = f"cohort {k}: {a.task} {a.family} depth {a.depth} width {a.width}"
-                bar.describe(label)
-                result = _train(
-                    specs, cfg, batched, lambda e, n, label=label: bar.describe(f"{label} epoch {e}/{n}")
-                )
-                _write_part(_part_path(parts, k), result)
-                report.cohorts_built += 1
-                report.diverged += [s.model_id for s in result.diverged]
-                bar.advance(len(specs))
+            _build_here(cfg, todo, parts, batched, bar, report)
         else:
-            threads = threads_per_worker(n_workers)
-            bar.describe(f"starting {n_workers} worker processes ({threads} thread(s) each)")
-            tasks = {sample_cohort(cfg, k)[0].arch.task for k in todo}
-            jobs = [
-                {"op": "build", "cohort": k, "part": str(_part_path(parts, k)), "batched": batched}
-                for k in todo
-            ]
-            with CohortWorkers(n_workers, threads, cfg.to_dict(), tasks) as pool:
-                bar.describe(f"{n_workers} workers")
-                for answer in pool.run(jobs):
-                    report.cohorts_built += 1
-                    report.diverged += answer["diverged"]
-                    bar.advance(answer["models"])
-                    bar.describe(f"{n_workers} workers: cohort {answer['cohort']} done")
+            _build_in_workers(cfg, todo, parts, batched, n_workers, bar, report)
     report.seconds = time.perf_counter() - start
     if finish and all(_part_path(parts, k).exists() for k in range(cfg.n_cohorts)):
         finalize(root, cfg, [parts], row_group_size)
         report.finalized = True
     return report
+
+
+def _build_here(
+    cfg: ZooConfig, todo: list[int], parts: Path, batched: bool, bar: Progress, report: BuildReport
+) -> None:
+    """Train and write the cohorts `todo` one after another in this process."""
+    for k in todo:
+        specs = sample_cohort(cfg, k)
+        a = specs[0].arch
+        label = f"cohort {k}: {a.task} {a.family} depth {a.depth} width {a.width}"
+        bar.describe(label)
+        result = _train(specs, cfg, batched, lambda e, n, label=label: bar.describe(f"{label} epoch {e}/{n}"))
+        _write_part(_part_path(parts, k), result)
+        report.cohorts_built += 1
+        report.diverged += [s.model_id for s in result.diverged]
+        bar.advance(len(specs))
+
+
+def _build_in_workers(
+    cfg: ZooConfig,
+    todo: list[int],
+    parts: Path,
+    batched: bool,
+    n_workers: int,
+    bar: Progress,
+    report: BuildReport,
+) -> None:
+    """Train and write the cohorts `todo` in `n_workers` worker processes (`zooprobe.zoo.workers`)."""
+    threads = threads_per_worker(n_workers)
+    bar.describe(f"starting {n_workers} worker processes ({threads} thread(s) each)")
+    tasks = {sample_cohort(cfg, k)[0].arch.task for k in todo}
+    jobs = [{"op": "build", "cohort": k, "part": str(_part_path(parts, k)), "batched": batched} for k in todo]
+    with CohortWorkers(n_workers, threads, cfg.to_dict(), tasks) as pool:
+        bar.describe(f"{n_workers} workers")
+        for answer in pool.run(jobs):
+            report.cohorts_built += 1
+            report.diverged += answer["diverged"]
+            bar.advance(answer["models"])
+            bar.describe(f"{n_workers} workers: cohort {answer['cohort']} done")
 
 
 def finalize(root: Path, cfg: ZooConfig, part_dirs: list[Path], row_group_size: int | None = None) -> None:
@@ -413,6 +310,39 @@ def finalize(root: Path, cfg: ZooConfig, part_dirs: list[Path], row_group_size: 
     run, then epoch), then the rows are copied in that order, a part at a time, into one `store.SplitWriter`
     per split. Memory holds the metadata, at most `PART_CACHE_BYTES` of parts and a row group per split."""
     check_row_group_size(row_group_size)
+    paths = _cohort_parts(cfg, part_dirs)
+    schema = _part_schema()
+    meta, diverged, hashes = _sorted_metadata(paths, schema)
+    split_col = meta.column("split")
+    counts = {s: int(pc.sum(pc.equal(split_col, s)).as_py() or 0) for s in SPLITS}
+    data_schema = schema.remove(schema.get_field_index("split"))
+
+    staging = begin_zoo_write(root)
+    writers = {
+        s: SplitWriter(staging, s, counts[s], data_schema, row_group_size) for s in SPLITS if counts[s]
+    }
+    unhashed = _copy_rows(meta, paths, writers, hashes)
+    hashes |= {i: rows_sha256(unhashed.get(i, {})) for i in range(len(paths)) if i not in hashes}
+    n_runs = int(pc.count_distinct(meta.column("model_id")).as_py())
+    card = _generated_card(cfg, meta, data_schema, writers, n_runs, len(diverged))
+    manifest = base_manifest(
+        "generated",
+        generator_config=cfg.to_dict(),
+        tasks={t: load_task(t).describe() for t in cfg.tasks},  # type: ignore[union-attr]
+        counts=counts | {"runs": n_runs, "diverged": len(diverged)},
+        diverged=diverged,
+        content={"cohorts": {str(k): h for k, h in hashes.items()}, "corpus": corpus_sha256(hashes)},
+    )
+    finish_zoo_write(root, manifest, card)
+    local_parts = root / PARTS
+    if local_parts in part_dirs and local_parts.exists():
+        for part in local_parts.glob("cohort-*.parquet"):
+            part.unlink()
+        _drop_leftovers(root)
+
+
+def _cohort_parts(cfg: ZooConfig, part_dirs: list[Path]) -> list[Path]:
+    """The part file of every cohort, from the first of `part_dirs` that has it."""
     paths = []
     for k in range(cfg.n_cohorts):
         found = [d / _part_path(d, k).name for d in part_dirs if (d / _part_path(d, k).name).exists()]
@@ -421,7 +351,12 @@ def finalize(root: Path, cfg: ZooConfig, part_dirs: list[Path], row_group_size: 
                 f"cohort {k} is missing from {', '.join(map(str, part_dirs))}; build it first"
             )
         paths.append(found[0])
-    schema = _part_schema()
+    return paths
+
+
+def _sorted_metadata(paths: list[Path], schema: pa.Schema) -> tuple[pa.Table, list[str], dict[int, str]]:
+    """The metadata columns of every part with where each row is (`_PART`, `_ROW`), sorted by run then
+    epoch; the diverged runs; the content hash each part recorded (by part)."""
     small_columns = [name for name in schema.names if name != WEIGHTS]
     metas, diverged, hashes = [], [], {}
     for i, path in enumerate(paths):
@@ -437,14 +372,15 @@ def finalize(root: Path, cfg: ZooConfig, part_dirs: list[Path], row_group_size: 
             .append_column(_ROW, pa.array(np.arange(n, dtype=np.int64)))
         )
     meta = pa.concat_tables(metas).sort_by([("model_id", "ascending"), ("checkpoint_epoch", "ascending")])
-    split_col = meta.column("split")
-    counts = {s: int(pc.sum(pc.equal(split_col, s)).as_py() or 0) for s in SPLITS}
-    data_schema = schema.remove(schema.get_field_index("split"))
+    return meta, diverged, hashes
 
-    staging = begin_zoo_write(root)
-    writers = {
-        s: SplitWriter(staging, s, counts[s], data_schema, row_group_size) for s in SPLITS if counts[s]
-    }
+
+def _copy_rows(
+    meta: pa.Table, paths: list[Path], writers: dict[str, SplitWriter], hashes: dict[int, str]
+) -> dict[int, dict[tuple[str, int], str]]:
+    """Copy the rows in the order of `meta` into the split writers (closed after), keeping a part while
+    rows of its are still to come (up to `PART_CACHE_BYTES`); the row digests of parts without a recorded
+    hash (hashed as they are copied)."""
     part_of, row_of = meta.column(_PART).to_numpy(), meta.column(_ROW).to_numpy()
     starts = [0, *(np.flatnonzero(np.diff(part_of)) + 1).tolist()]
     ends = [*starts[1:], len(part_of)]
@@ -472,9 +408,20 @@ def finalize(root: Path, cfg: ZooConfig, part_dirs: list[Path], row_group_size: 
     for writer in writers.values():
         writer.close()
     cache.clear()
-    hashes |= {i: rows_sha256(unhashed.get(i, {})) for i in range(len(paths)) if i not in hashes}
+    return unhashed
 
-    # the card reads each split's metadata: the sorted metadata, with an empty weights column
+
+def _generated_card(
+    cfg: ZooConfig,
+    meta: pa.Table,
+    data_schema: pa.Schema,
+    writers: dict[str, SplitWriter],
+    n_runs: int,
+    n_diverged: int,
+) -> str:
+    """The dataset card of a generated zoo; it reads each split's metadata (the sorted metadata, with an
+    empty weights column)."""
+    split_col = meta.column("split")
     by_split = {}
     for s in SPLITS:
         rows = meta.filter(pc.equal(split_col, s))
@@ -486,35 +433,20 @@ def finalize(root: Path, cfg: ZooConfig, part_dirs: list[Path], row_group_size: 
             schema=data_schema,
         )
     cfg_yaml = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    n_runs = int(pc.count_distinct(meta.column("model_id")).as_py())
     description = (
         f"A zoo of {n_runs} small neural networks (MLPs and CNNs) generated offline by zooprobe "
         f"(preset `{cfg.preset}`, seed {cfg.seed}) on {', '.join(cfg.tasks)} "  # type: ignore[arg-type]
         "with randomly sampled architectures and training hyperparameters. Each row is one checkpoint "
-        f"with its metadata and its exact weights. {len(diverged)} sampled run(s) diverged "
+        f"with its metadata and its exact weights. {n_diverged} sampled run(s) diverged "
         "(non-finite weights) and are not included."
     )
-    card = dataset_card(
+    return dataset_card(
         f"zooprobe zoo ({cfg.preset}, seed {cfg.seed})",
         description,
         by_split,
         config_yaml=cfg_yaml,
         num_bytes={s: w.num_bytes for s, w in writers.items()},
     )
-    manifest = base_manifest(
-        "generated",
-        generator_config=cfg.to_dict(),
-        tasks={t: load_task(t).describe() for t in cfg.tasks},  # type: ignore[union-attr]
-        counts=counts | {"runs": n_runs, "diverged": len(diverged)},
-        diverged=diverged,
-        content={"cohorts": {str(k): h for k, h in hashes.items()}, "corpus": corpus_sha256(hashes)},
-    )
-    finish_zoo_write(root, manifest, card)
-    local_parts = root / PARTS
-    if local_parts in part_dirs and local_parts.exists():
-        for part in local_parts.glob("cohort-*.parquet"):
-            part.unlink()
-        _drop_leftovers(root)
 
 
 @holding_outputs  # the folder's lock is released when it returns

@@ -5,6 +5,7 @@ and the field descriptions, generated from the same registry as the schema (`zoo
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import pyarrow as pa
 
@@ -33,31 +34,7 @@ def dataset_card(
         raise InvalidInputError("a dataset card needs at least one split with rows")
     schema = next(t.schema for t in tables.values())
     splits = [s for s in SPLITS if s in tables and tables[s].num_rows > 0]
-    n_rows = sum(tables[s].num_rows for s in splits)
-    size = "n<1K" if n_rows < 1000 else "1K<n<10K" if n_rows < 10_000 else "10K<n<100K"
-    header = {
-        "license": "mit",
-        "pretty_name": title,
-        "tags": ["model-zoo", "weight-space-learning", "zooprobe"],
-        "size_categories": [size],
-        "configs": [
-            {
-                "config_name": "default",
-                "data_files": [{"split": s, "path": f"data/{s}-*"} for s in splits],
-            }
-        ],
-        "dataset_info": {
-            "features": [{"name": f.name, "dtype": hf_dtype(f.type)} for f in schema],
-            "splits": [
-                {
-                    "name": s,
-                    "num_bytes": int((num_bytes or {}).get(s, tables[s].nbytes)),
-                    "num_examples": tables[s].num_rows,
-                }
-                for s in splits
-            ],
-        },
-    }
+    header = _card_header(title, tables, splits, num_bytes)
     extra_descriptions = extra_descriptions or {}
     lines = [
         f"# {title}",
@@ -100,3 +77,36 @@ def dataset_card(
         lines += ["", "## Generator configuration", "", "```yaml", config_yaml.rstrip(), "```"]
     lines += ["", "## License", "", "MIT.", ""]
     return render_card(header, lines)
+
+
+def _card_header(
+    title: str, tables: dict[str, pa.Table], splits: list[str], num_bytes: Mapping[str, int] | None
+) -> dict[str, Any]:
+    """The YAML header of a dataset card: license, name, size category, the data files and features of
+    each split."""
+    schema = next(t.schema for t in tables.values())
+    n_rows = sum(tables[s].num_rows for s in splits)
+    size = "n<1K" if n_rows < 1000 else "1K<n<10K" if n_rows < 10_000 else "10K<n<100K"
+    return {
+        "license": "mit",
+        "pretty_name": title,
+        "tags": ["model-zoo", "weight-space-learning", "zooprobe"],
+        "size_categories": [size],
+        "configs": [
+            {
+                "config_name": "default",
+                "data_files": [{"split": s, "path": f"data/{s}-*"} for s in splits],
+            }
+        ],
+        "dataset_info": {
+            "features": [{"name": f.name, "dtype": hf_dtype(f.type)} for f in schema],
+            "splits": [
+                {
+                    "name": s,
+                    "num_bytes": int((num_bytes or {}).get(s, tables[s].nbytes)),
+                    "num_examples": tables[s].num_rows,
+                }
+                for s in splits
+            ],
+        },
+    }

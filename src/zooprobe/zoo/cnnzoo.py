@@ -154,16 +154,7 @@ def state_dict_names(
     on, e.g. ``conv2d_3``...); convolutions are taken in the order of their number. Raises
     `InvalidInputError` naming what does not fit.
     """
-    layers: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
-    for name, shape in zip(varnames, shapes, strict=True):
-        match = _VARNAME.fullmatch(name)
-        if match is None:
-            raise InvalidInputError(
-                f"{where}: varname {name!r} is not a Keras kernel or bias name (LAYER/kernel:0, "
-                "LAYER/bias:0); this is not the Small CNN Zoo layout: use `zooprobe zoo import-flat` for "
-                "other networks"
-            )
-        layers.setdefault(match["layer"], {})[match["kind"]] = (name, shape)
+    layers = _keras_layers(varnames, shapes, where)
     convs, dense = [], []
     for layer, parts in layers.items():
         if set(parts) != {"kernel", "bias"}:
@@ -210,6 +201,23 @@ def state_dict_names(
     out[layers[dense[0]]["kernel"][0]] = "fc.weight"
     out[layers[dense[0]]["bias"][0]] = "fc.bias"
     return out
+
+
+def _keras_layers(
+    varnames: Sequence[str], shapes: Sequence[tuple[int, ...]], where: str
+) -> dict[str, dict[str, tuple[str, tuple[int, ...]]]]:
+    """``layer -> {"kernel" | "bias": (varname, shape)}`` of Keras varnames (``LAYER/kernel:0``)."""
+    layers: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
+    for name, shape in zip(varnames, shapes, strict=True):
+        match = _VARNAME.fullmatch(name)
+        if match is None:
+            raise InvalidInputError(
+                f"{where}: varname {name!r} is not a Keras kernel or bias name (LAYER/kernel:0, "
+                "LAYER/bias:0); this is not the Small CNN Zoo layout: use `zooprobe zoo import-flat` for "
+                "other networks"
+            )
+        layers.setdefault(match["layer"], {})[match["kind"]] = (name, shape)
+    return layers
 
 
 def model_from_state_dict(

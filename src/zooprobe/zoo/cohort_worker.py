@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from zooprobe.zoo.build import build_part, train_part
+from zooprobe.zoo.config import ZooConfig
 from zooprobe.zoo.data import load_task
-from zooprobe.zoo.space import ZooConfig
 
 
 def handle(job: dict[str, Any], cfg: ZooConfig | None) -> dict[str, Any]:

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zooprobe.zoo.space import CNN_HIDDEN, POOLED, ArchSpec, ModelSpec
+from zooprobe.zoo.config import CNN_HIDDEN, POOLED
+from zooprobe.zoo.space import ArchSpec, ModelSpec
 
 LEAKY_SLOPE = 0.01
 

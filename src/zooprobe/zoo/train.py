@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from zooprobe.zoo.data import TaskData
 from zooprobe.zoo.models import build_model
-from zooprobe.zoo.population import Population, PopulationOptimizer, order_for_population
+from zooprobe.zoo.population import Population, order_for_population
+from zooprobe.zoo.population_optim import PopulationOptimizer
 from zooprobe.zoo.space import ModelSpec
 
 GENERATOR_VERSION = 4
@@ -188,8 +189,7 @@ def train_cohort(
     x_train, y_train = training_subset(data, max_train_samples)
     n, bs, m = len(y_train), specs[0].batch_size, len(specs)
     gens = [_data_generator(s) for s in specs]
-    dropout_gen = torch.Generator().manual_seed(int(specs[0].seed) ^ 0xD0)
-    noise_gen = torch.Generator().manual_seed(int(specs[0].seed) ^ 0x401)
+    dropout_gen, noise_gen = (torch.Generator().manual_seed(int(specs[0].seed) ^ x) for x in (0xD0, 0x401))
     max_epochs = max(s.epochs for s in specs)
     schedule = _schedule_table(specs, math.ceil(n / bs))
     smoothing_all = torch.tensor([[s.label_smoothing] for s in specs])
@@ -215,31 +215,9 @@ def train_cohort(
             opt.clip_gradients()
             opt.step(None if schedule is None else schedule[rows_t, pop.steps].unsqueeze(1))
             pop.steps += 1
-        with torch.no_grad():
-            finite = torch.isfinite(pop.flat).all(1)
-            for buf in pop.buffers.values():
-                finite &= torch.isfinite(buf).flatten(1).all(1)
+        finite = _finite_models(pop)
         diverged += [active[j] for j in range(k) if not bool(finite[j])]
-        rows = [
-            j
-            for j, i in enumerate(active)
-            if bool(finite[j]) and (specs[i].epochs == epoch or epoch in specs[i].checkpoint_epochs)
-        ]
-        if rows:
-            sub = pop.select(rows)
-            metrics = evaluate_population(sub, data, x_train, y_train)
-            for r, j in enumerate(rows):
-                sp = specs[active[j]]
-                checkpoints.append(
-                    Checkpoint(
-                        spec=sp,
-                        epoch=epoch,
-                        is_final=sp.epochs == epoch,
-                        state_dict=sub.state_dict(r),
-                        metrics={name: float(v[r]) for name, v in metrics.items()},
-                        train_time_s=0.0,
-                    )
-                )
+        checkpoints += _snapshots(pop, specs, active, finite, epoch, data, x_train, y_train)
         # Finished and diverged models leave the population: the rest train on, at lower cost.
         still = [j for j, i in enumerate(active) if bool(finite[j]) and specs[i].epochs > epoch]
         if len(still) < k and still:
@@ -254,6 +232,51 @@ def train_cohort(
     for c in checkpoints:  # amortised wall time: the cohort's time shared by its models
         c.train_time_s = seconds / m
     return CohortResult(checkpoints, [specs[i] for i in sorted(diverged)], seconds)
+
+
+@torch.no_grad()
+def _finite_models(pop: Population) -> torch.Tensor:
+    """Per model of the population: whether its parameters and buffers are all finite."""
+    finite = torch.isfinite(pop.flat).all(1)
+    for buf in pop.buffers.values():
+        finite &= torch.isfinite(buf).flatten(1).all(1)
+    return finite
+
+
+def _snapshots(
+    pop: Population,
+    specs: list[ModelSpec],
+    active: list[int],
+    finite: torch.Tensor,
+    epoch: int,
+    data: TaskData,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+) -> list[Checkpoint]:
+    """The checkpoints after `epoch` of the finite models that finish or keep a snapshot there."""
+    rows = [
+        j
+        for j, i in enumerate(active)
+        if bool(finite[j]) and (specs[i].epochs == epoch or epoch in specs[i].checkpoint_epochs)
+    ]
+    if not rows:
+        return []
+    sub = pop.select(rows)
+    metrics = evaluate_population(sub, data, x_train, y_train)
+    out = []
+    for r, j in enumerate(rows):
+        sp = specs[active[j]]
+        out.append(
+            Checkpoint(
+                spec=sp,
+                epoch=epoch,
+                is_final=sp.epochs == epoch,
+                state_dict=sub.state_dict(r),
+                metrics={name: float(v[r]) for name, v in metrics.items()},
+                train_time_s=0.0,
+            )
+        )
+    return out
 
 
 @torch.no_grad()

@@ -283,15 +283,7 @@ class NeuronObjective(Objective):
 
     def _encoder_config(self) -> NeuronEncoderConfig:
         cfg = self.cfg
-        enc_cfg = NeuronEncoderConfig(
-            d_model=int(cfg.d_model),
-            latent_dim=int(cfg.latent_dim),
-            n_layers=int(cfg.n_layers),
-            n_heads=int(cfg.n_heads),
-            dropout=float(cfg.dropout),
-            message_passing_rounds=int(cfg.message_passing_rounds),
-            max_layers=int(cfg.max_layers),
-        )
+        enc_cfg = cfg.neuron_encoder_config()
         deepest = max(len(stacked) for _, stacked in self.train.groups)
         if deepest > enc_cfg.max_layers:
             raise ConfigError(

@@ -66,8 +66,9 @@ from torch import nn
 
 from zooprobe.encoder.augment import erase_tokens, noise_tokens, permutation_plan, permute_neurons
 from zooprobe.encoder.config import EncoderConfig
-from zooprobe.encoder.encoder_loader import Preprocessing, prepare_tokens, save_encoder
+from zooprobe.encoder.encoder_loader import save_encoder
 from zooprobe.encoder.model import WeightEncoder
+from zooprobe.encoder.token_inputs import Preprocessing, prepare_tokens
 from zooprobe.errors import ConfigError, InvalidInputError
 from zooprobe.tokens import (
     SUMMARY_DIM,
@@ -259,33 +260,9 @@ def _losses(
         assert out.latent_tokens is not None
         recon = model.encoder.decode(out.latent_tokens, b["positions"], b["attention_mask"])
         z = model.projection(out.pooled)
-    sel = (b["real"] & b["hidden"].unsqueeze(-1)).float()
-    sq = ((recon.float() - b["target"]) ** 2) * sel
-    if cfg.reconstruction == "per_model":
-        # each view's masked MSE relative to the mean square of its own real target values: a few models
-        # with weights far larger than the zoo's (normalized mean square 20 vs a median of 0.5) would
-        # otherwise dominate the loss; the encoder's inputs keep their scale.
-        real = b["real"].float()
-        scale = (b["target"] ** 2 * real).sum(dim=(1, 2)) / real.sum(dim=(1, 2)).clamp_min(1.0)
-        per_view = sq.sum(dim=(1, 2)) / sel.sum(dim=(1, 2)).clamp_min(1.0)
-        mse = (per_view / scale.clamp_min(1e-3)).sum() / (2 * n_models)
-    else:
-        mse = sq.sum() / max(masked, 1.0)
-    summary_mse = torch.zeros((), device=mse.device)
-    if out.summary_latents is not None and model.encoder.summary_out is not None:
-        # hidden summaries are reconstructed from their own latent (the encoder sees the layer's weight
-        # tokens and the other layers' summaries): it has to compute the statistics itself
-        pred = model.encoder.summary_out(out.summary_latents).float()
-        ssel = b["summary_hidden"].unsqueeze(-1).float()
-        hidden_summaries = float(batch["summary_hidden"].sum()) * pred.shape[-1]
-        summary_mse = (((pred - b["summaries"]) ** 2) * ssel).sum() / max(hidden_summaries, 1.0)
-    if info.enabled:
-        # every rank's projections, in rank order (the parts are consecutive): view 1 of all, then view 2
-        chunks = D.all_gather_rows(info, z if weight else z[:0])
-        z1 = torch.cat([c[: c.shape[0] // 2] for c in chunks])
-        z2 = torch.cat([c[c.shape[0] // 2 :] for c in chunks])
-    else:
-        z1, z2 = z[: z.shape[0] // 2], z[z.shape[0] // 2 :]
+    mse = _reconstruction_mse(recon, b, cfg, masked, n_models)
+    summary_mse = _summary_mse(model, out, b, batch, mse.device)
+    z1, z2 = _views_of_all_ranks(info, z, weight)
     contrastive = nt_xent(z1, z2, float(cfg.temperature))
     gamma = float(cfg.gamma)
     recon_loss = weight * (mse + float(cfg.summary_loss_weight) * summary_mse)
@@ -298,6 +275,54 @@ def _losses(
         contrastive.detach(),
         weight * summary_mse.detach(),
     )
+
+
+def _reconstruction_mse(
+    recon: torch.Tensor, b: dict[str, torch.Tensor], cfg: PretrainConfig, masked: float, n_models: int
+) -> torch.Tensor:
+    """The masked token reconstruction MSE of this rank's views (`masked`: the whole batch's count)."""
+    sel = (b["real"] & b["hidden"].unsqueeze(-1)).float()
+    sq = ((recon.float() - b["target"]) ** 2) * sel
+    if cfg.reconstruction == "per_model":
+        # each view's masked MSE relative to the mean square of its own real target values: a few models
+        # with weights far larger than the zoo's (normalized mean square 20 vs a median of 0.5) would
+        # otherwise dominate the loss; the encoder's inputs keep their scale.
+        real = b["real"].float()
+        scale = (b["target"] ** 2 * real).sum(dim=(1, 2)) / real.sum(dim=(1, 2)).clamp_min(1.0)
+        per_view = sq.sum(dim=(1, 2)) / sel.sum(dim=(1, 2)).clamp_min(1.0)
+        return (per_view / scale.clamp_min(1e-3)).sum() / (2 * n_models)
+    return sq.sum() / max(masked, 1.0)
+
+
+def _summary_mse(
+    model: PretrainModel,
+    out: Any,
+    b: dict[str, torch.Tensor],
+    batch: dict[str, torch.Tensor],
+    device: torch.device,
+) -> torch.Tensor:
+    """The reconstruction MSE of the hidden summary tokens (0 without summary tokens)."""
+    if out.summary_latents is None or model.encoder.summary_out is None:
+        return torch.zeros((), device=device)
+    # hidden summaries are reconstructed from their own latent (the encoder sees the layer's weight
+    # tokens and the other layers' summaries): it has to compute the statistics itself
+    pred = model.encoder.summary_out(out.summary_latents).float()
+    ssel = b["summary_hidden"].unsqueeze(-1).float()
+    hidden_summaries = float(batch["summary_hidden"].sum()) * pred.shape[-1]
+    return (((pred - b["summaries"]) ** 2) * ssel).sum() / max(hidden_summaries, 1.0)
+
+
+def _views_of_all_ranks(
+    info: D.DistInfo, z: torch.Tensor, weight: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The projections of view 1 and of view 2 of every model of the batch: under torchrun every rank's,
+    in rank order (the parts are consecutive); a rank with weight 0 contributes none."""
+    if not info.enabled:
+        return z[: z.shape[0] // 2], z[z.shape[0] // 2 :]
+    chunks = D.all_gather_rows(info, z if weight else z[:0])
+    z1 = torch.cat([c[: c.shape[0] // 2] for c in chunks])
+    z2 = torch.cat([c[c.shape[0] // 2 :] for c in chunks])
+    return z1, z2
 
 
 def _validation_batches(

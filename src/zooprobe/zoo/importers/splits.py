@@ -161,57 +161,69 @@ def _assign_splits(
     problems: _Problems,
 ) -> tuple[dict[str, str], list[tuple[str, str]], str, str]:
     """Run id -> split; runs left out (with why); the card's note; the manifest's ``split_source``."""
-    run_split: dict[str, str] = {}
-    left_out: list[tuple[str, str]] = []
     if split_order is not None:
-        checkpoints = runs.checkpoints
-        last = int(checkpoints[runs.valid].max()) if runs.valid.any() else 0
-        assigned = _split_file_assignment(split_order, runs.valid & (checkpoints == last))
-        for run, rows in runs.rows.items():
-            placed = [int(assigned[r]) for r in rows if assigned[r] >= 0]
-            if placed:
-                run_split[run] = SPLITS[placed[0]]
-            else:
-                left_out.append(
-                    (
-                        f"run {run!r} ({metadata.name} row {rows[0] + 1})",
-                        f"has no checkpoint at {ck_col or 'the last checkpoint'} {last}, where the split "
-                        "file's protocol places runs; left out",
-                    )
-                )
-        note = (
-            f"Splits follow the split file `{split_file.name if split_file else ''}` with the NFN protocol: "
-            f"rows at checkpoint {last} in the file's order, the second half test, the first half shuffled "
-            "with Python's random.Random(0) and split 80/20 into train and validation; every checkpoint of "
-            "a run follows its final row."
-        )
-        return run_split, left_out, note, f"split file {split_file}"
+        return _splits_from_file(runs, split_order, split_file, ck_col, metadata)
     if split_col is not None:
-        for run, rows in runs.rows.items():
-            labels: dict[str, int] = {}
-            for r in rows:
-                try:
-                    labels.setdefault(_split_label(df[split_col].iat[r]), r)
-                except _Bad as e:
-                    problems.add(where(r), str(e))
-            if len(labels) > 1:
-                (a, ra), (b, rb) = list(labels.items())[:2]
-                problems.add(
-                    where(rb),
-                    f"run {run!r} is in split {b!r} here but {a!r} in row {ra + 1}; all checkpoints of a run "
-                    "must be in one split",
-                )
-            elif labels:
-                run_split[run] = next(iter(labels))
-        return (
-            run_split,
-            left_out,
-            f"Splits come from column `{split_col}` of the metadata.",
-            f"column {split_col}",
-        )
+        run_split = _splits_from_column(runs, df, split_col, where, problems)
+        return run_split, [], f"Splits come from column `{split_col}` of the metadata.", f"column {split_col}"
     run_split = {run: _hash_split(run, seed, fractions) for run in runs.rows}
     note = f"Splits were assigned per run by hashing the run id (seed {seed}, fractions {list(fractions)})."
-    return run_split, left_out, note, "hash"
+    return run_split, [], note, "hash"
+
+
+def _splits_from_file(
+    runs: _Runs, split_order: np.ndarray, split_file: Path | None, ck_col: str | None, metadata: Path
+) -> tuple[dict[str, str], list[tuple[str, str]], str, str]:
+    """Splits by an NFN split file: each run follows its row at the last checkpoint (runs without one are
+    left out)."""
+    run_split: dict[str, str] = {}
+    left_out: list[tuple[str, str]] = []
+    checkpoints = runs.checkpoints
+    last = int(checkpoints[runs.valid].max()) if runs.valid.any() else 0
+    assigned = _split_file_assignment(split_order, runs.valid & (checkpoints == last))
+    for run, rows in runs.rows.items():
+        placed = [int(assigned[r]) for r in rows if assigned[r] >= 0]
+        if placed:
+            run_split[run] = SPLITS[placed[0]]
+        else:
+            left_out.append(
+                (
+                    f"run {run!r} ({metadata.name} row {rows[0] + 1})",
+                    f"has no checkpoint at {ck_col or 'the last checkpoint'} {last}, where the split "
+                    "file's protocol places runs; left out",
+                )
+            )
+    note = (
+        f"Splits follow the split file `{split_file.name if split_file else ''}` with the NFN protocol: "
+        f"rows at checkpoint {last} in the file's order, the second half test, the first half shuffled "
+        "with Python's random.Random(0) and split 80/20 into train and validation; every checkpoint of "
+        "a run follows its final row."
+    )
+    return run_split, left_out, note, f"split file {split_file}"
+
+
+def _splits_from_column(
+    runs: _Runs, df: pd.DataFrame, split_col: str, where: Any, problems: _Problems
+) -> dict[str, str]:
+    """Splits by a metadata column: every checkpoint of a run must name the same split."""
+    run_split: dict[str, str] = {}
+    for run, rows in runs.rows.items():
+        labels: dict[str, int] = {}
+        for r in rows:
+            try:
+                labels.setdefault(_split_label(df[split_col].iat[r]), r)
+            except _Bad as e:
+                problems.add(where(r), str(e))
+        if len(labels) > 1:
+            (a, ra), (b, rb) = list(labels.items())[:2]
+            problems.add(
+                where(rb),
+                f"run {run!r} is in split {b!r} here but {a!r} in row {ra + 1}; all checkpoints of a run "
+                "must be in one split",
+            )
+        elif labels:
+            run_split[run] = next(iter(labels))
+    return run_split
 
 
 def _select(runs: _Runs, run_split: Mapping[str, str], step: str | int, max_runs: int | None) -> np.ndarray:

@@ -378,9 +378,7 @@ def _finalize(
             f"{report.source}: no checkpoint to import: every run was dropped (non-finite weights) or "
             f"skipped; nothing was written to {output} (what this import wrote there was removed)"
         )
-    counts = dict.fromkeys(SPLITS, 0)
-    for item in pc.value_counts(read.splits).to_pylist():
-        counts[item["values"]] = item["counts"]
+    counts = _split_counts(read.splits)
     messages, manifest_warnings = _part_warnings(read, accuracy_percent)
     report.warnings += messages
 
@@ -389,15 +387,9 @@ def _finalize(
     report.imported = sum(counts.values())
     report.runs = int(pc.count_distinct(read.ids).as_py())
     report.splits = {s: counts[s] for s in SPLITS if counts[s]}
-    skipped_text = (
-        f"{len(report.skipped)} row(s) or run(s) were skipped; the manifest lists them with reasons."
-        if report.skipped
-        else "No input was skipped."
-    )
     card = dataset_card(
         title,
-        f"{description}\n\n{report.imported} checkpoints of {report.runs} training runs. {len(dropped)} "
-        f"run(s) with non-finite weights were dropped. {skipped_text}",
+        _card_description(description, report, len(dropped)),
         tables,
         extra_descriptions,
         num_bytes={s: w.num_bytes for s, w in writers.items()},
@@ -416,6 +408,27 @@ def _finalize(
     )
     finish_zoo_write(output, manifest, card)
     _remove_parts(output, parts)
+
+
+def _split_counts(splits: pa.ChunkedArray | pa.Array) -> dict[str, int]:
+    """Checkpoints per split (every split named, 0 where none)."""
+    counts = dict.fromkeys(SPLITS, 0)
+    for item in pc.value_counts(splits).to_pylist():
+        counts[item["values"]] = item["counts"]
+    return counts
+
+
+def _card_description(description: str, report: FlatImportReport, n_dropped: int) -> str:
+    """The dataset card's description of an import: what was imported, dropped and skipped."""
+    skipped_text = (
+        f"{len(report.skipped)} row(s) or run(s) were skipped; the manifest lists them with reasons."
+        if report.skipped
+        else "No input was skipped."
+    )
+    return (
+        f"{description}\n\n{report.imported} checkpoints of {report.runs} training runs. {n_dropped} "
+        f"run(s) with non-finite weights were dropped. {skipped_text}"
+    )
 
 
 class _NothingImported(InvalidInputError):
