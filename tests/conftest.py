@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated zooprobe cache and one tiny zoo built once per test session."""
+"""Shared fixtures, each built once per test session: an isolated zooprobe cache, tiny zoos, a tiny
+pretrained encoder and small trained heads (`trained_heads`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 import torch
+
+from trained_heads import TrainedHeads
 
 if TYPE_CHECKING:
     from hub_server import HubServer
@@ -27,14 +30,12 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 @pytest.fixture(scope="session")
-def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny generated zoo (16 runs); built once, read-only for tests."""
-    from zooprobe import ZooConfig, build_zoo
+def tiny_zoo(_isolated_cache: None) -> Path:
+    """A tiny generated zoo (16 runs): the built-in ``builtin:tiny`` zoo of the test cache, which the tiny
+    default encoder of the docs and demo tests is pretrained on too; built once, read-only for tests."""
+    from zooprobe.api import builtin_zoo
 
-    root = tmp_path_factory.mktemp("zoos") / "tiny"
-    report = build_zoo(ZooConfig(preset="tiny"), root, progress=False)
-    assert report.finalized
-    return root
+    return builtin_zoo("tiny", progress=False)
 
 
 @pytest.fixture
@@ -77,3 +78,11 @@ def head_encoder(head_zoo: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     out = tmp_path_factory.mktemp("encoders") / "heads64"
     cfg = PretrainConfig(preset="tiny", summary_tokens=False)
     return pretrain_encoder(cfg, head_zoo, out, progress=False)
+
+
+@pytest.fixture(scope="session")
+def trained_heads(
+    head_zoo: Path, head_encoder: Path, tmp_path_factory: pytest.TempPathFactory
+) -> TrainedHeads:
+    """The session's shared head runs (`TrainedHeads`): ``trained_heads["accuracy"]`` is a run folder."""
+    return TrainedHeads(head_zoo, head_encoder, tmp_path_factory.mktemp("trained-heads"))

@@ -6,7 +6,12 @@ made (a zoo, a run folder). The rules that make them tiny (also stated in docs/a
 - presets: ``--preset small`` / ``--preset bench`` become ``--preset tiny``, ``builtin:small`` /
   ``builtin:bench`` become ``builtin:tiny``, and the built-in default zoo and encoder are the tiny ones;
 - length: ``zooprobe train`` runs 2 epochs (``--optim.epochs 2``), ``zooprobe encoder pretrain`` 1
-  (``--epochs 1``), ``zooprobe bench`` fine-tunes for 1 epoch;
+  (``--epochs 1``), ``zooprobe bench`` fine-tunes for 1 epoch; and no head training of a block (a
+  command, Python, or one a bench or `Probe` starts) runs more than 2 epochs, whatever it asks for;
+- shared work: a zoo a block builds (``zooprobe zoo build``, `build_zoo`) with a configuration this
+  session already built (the tiny preset is the session's `tiny_zoo`) is copied from that build into the
+  block's folder first, so the command finds it finished (the path of a finished folder built again);
+  building itself is tested in tests/zoo;
 - placeholders: files a block names that a user brings (``my_model.safetensors``, ``other.pt``, a
   checkpoint folder ``ckpts/`` with ``meta.csv``) are made from the tiny zoo before the blocks run, and
   Python blocks see ``my_model`` / ``model`` (a tiny trained subject model) and ``models`` (three of them).
@@ -20,8 +25,11 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,21 +108,76 @@ def zooprobe_args(command: str) -> list[str]:
     return args
 
 
+#: Head training in a block: at most this many epochs (the length rule of the module docs).
+MAX_EPOCHS = 2
+
+
+class BuiltZoos:
+    """The zoos the blocks of this session built, by configuration (the shared-work rule)."""
+
+    def __init__(self, root: Path, tiny_zoo: Path) -> None:
+        self.root, self.folders = root, {}
+        from zooprobe.zoo.space import ZooConfig
+
+        self.folders[self.key(ZooConfig(preset="tiny"), None, None)] = tiny_zoo
+
+    @staticmethod
+    def key(config: object, shard: str | None, row_group_size: int | None) -> str:
+        import json
+
+        resolved = config.resolved().to_dict()  # type: ignore[attr-defined]
+        return json.dumps([resolved, shard or None, row_group_size], sort_keys=True, default=str)
+
+    def build_zoo(self, real: Callable[..., Any]) -> Callable[..., Any]:
+        def build(config: Any, output: str | Path, shard: str | None = None, **kwargs: Any) -> Any:
+            key, out = self.key(config, shard, kwargs.get("row_group_size")), Path(output)
+            if key in self.folders and not out.exists() and not kwargs.get("overwrite"):
+                shutil.copytree(self.folders[key], out, symlinks=True)
+            report = real(config, output, shard=shard, **kwargs)
+            if key not in self.folders and report.finalized:
+                self.folders[key] = self.root / f"zoo-{len(self.folders)}"
+                shutil.copytree(out, self.folders[key], symlinks=True)  # blocks may change theirs later
+            return report
+
+        return build
+
+
+@pytest.fixture(scope="session")
+def built_zoos(tmp_path_factory: pytest.TempPathFactory, tiny_zoo: Path) -> BuiltZoos:
+    return BuiltZoos(tmp_path_factory.mktemp("docs-zoos"), tiny_zoo)
+
+
 @pytest.fixture
-def docs_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_zoo: Path) -> Path:
+def docs_world(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_zoo: Path, built_zoos: BuiltZoos
+) -> Path:
     """A working folder with the placeholders of the module docs, and tiny built-in defaults."""
     import json
+    from dataclasses import replace
 
     import torch
     from safetensors.torch import save_file
 
     import zooprobe.api as api
+    import zooprobe.zoo.build as build
     from zooprobe.zoo.store import Zoo
 
     real_builtin = api.builtin_zoo
     monkeypatch.setattr(api, "builtin_zoo", lambda preset="small", progress=True: real_builtin("tiny", False))
     monkeypatch.setattr(api, "DEFAULT_ENCODER_PRESET", "tiny")
     monkeypatch.setattr(api, "DEFAULT_ENCODER_ZOO", "builtin:tiny")
+
+    def short(config: Any) -> Any:
+        if config.optim.epochs <= MAX_EPOCHS:
+            return config
+        return replace(config, optim=replace(config.optim, epochs=MAX_EPOCHS))
+
+    # every head training (`api.train`) checks its run folder, then fits: both see the shortened config, so
+    # a run trained again (a bench re-scoring it) matches the config it recorded
+    real_check, real_fit = api.check_run_output, api.fit
+    monkeypatch.setattr(api, "check_run_output", lambda output, c, *a: real_check(output, short(c), *a))
+    monkeypatch.setattr(api, "fit", lambda c, *a, **k: real_fit(short(c), *a, **k))
+    monkeypatch.setattr(build, "build_zoo", built_zoos.build_zoo(build.build_zoo))
     monkeypatch.chdir(tmp_path)
     zoo = Zoo.open(tiny_zoo).final()
     sd = zoo.state_dict(0)

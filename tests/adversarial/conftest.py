@@ -10,25 +10,14 @@ from pathlib import Path
 import pytest
 from harness import CliResult, assert_unchanged, run_cli, run_subprocess, snapshot
 
+from trained_heads import TrainedHeads
+
 
 @pytest.fixture(scope="session")
-def run_dir(head_zoo: Path, head_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished run folder of a small accuracy head (one epoch: predictions need not be good here);
-    shared by every hostile-input test that needs ``zooprobe predict`` (read-only: copy it to edit it)."""
-    from zooprobe.api import load_encoder, train
-    from zooprobe.heads.prediction_heads import HeadConfig
-    from zooprobe.training.config import OptimConfig, TrainConfig
-
-    root = tmp_path_factory.mktemp("adversarial-runs")
-    cfg = TrainConfig(
-        task="accuracy",
-        zoo=str(head_zoo),
-        encoder=str(head_encoder),
-        head=HeadConfig(hidden_sizes=[16], branch_hidden=8),
-        optim=OptimConfig(epochs=1, batch_size=8, lr=3e-3),
-    )
-    train(cfg, root / "acc", progress=False, encoder=load_encoder(head_encoder))
-    return root / "acc"
+def run_dir(trained_heads: TrainedHeads) -> Path:
+    """A finished run folder of a small neural accuracy head (the session's, tests/conftest.py); shared by
+    every hostile-input test that needs ``zooprobe predict`` (read-only: copy it to edit it)."""
+    return trained_heads["accuracy"]
 
 
 __all__ = ["CliResult", "assert_unchanged", "run_cli", "run_subprocess", "snapshot"]

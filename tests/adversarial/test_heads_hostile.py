@@ -19,37 +19,23 @@ import torch
 from harness import assert_unchanged, run_cli, run_subprocess, snapshot
 from safetensors.torch import save_file
 
-from zooprobe.api import load_encoder, load_head, load_zoo, train
+from trained_heads import TrainedHeads
+from zooprobe.api import load_encoder, load_head, load_zoo
 from zooprobe.errors import ZooprobeError
 from zooprobe.heads.domain import DEFAULT_QUANTILE, architecture, fit_domain
 from zooprobe.heads.head_loader import MissingTrustWarning
 from zooprobe.heads.integrity import HASH_FILE, HeadModifiedError, UnhashedHeadWarning
-from zooprobe.heads.prediction_heads import HeadConfig
 from zooprobe.heads.trust import Trust
 from zooprobe.heads.uncertainty import Reliability
 from zooprobe.inference import NOT_PREDICTABLE
 from zooprobe.tokens.statistics import N_FEATURES, featurize
-from zooprobe.training.config import OptimConfig, TrainConfig
 
 
 @pytest.fixture(scope="module")
-def runs(head_zoo: Path, head_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A gradient-boosting accuracy head and a small neural patterns head (run folders, read-only)."""
-    root = tmp_path_factory.mktemp("hostile-heads")
-    encoder = load_encoder(head_encoder)
-    for name, task, head in (
-        ("gbm", "accuracy", HeadConfig(kind="gbm")),
-        ("mlp", "patterns", HeadConfig(hidden_sizes=[16], branch_hidden=8)),
-    ):
-        cfg = TrainConfig(
-            task=task,  # type: ignore[arg-type]
-            zoo=str(head_zoo),
-            encoder=str(head_encoder),
-            head=head,
-            optim=OptimConfig(epochs=1, batch_size=16, lr=3e-3),
-        )
-        train(cfg, root / name, progress=False, encoder=encoder)
-    return {"gbm": root / "gbm", "mlp": root / "mlp"}
+def runs(trained_heads: TrainedHeads) -> dict[str, Path]:
+    """A gradient-boosting accuracy head and a small neural patterns head (run folders, read-only: the
+    session's shared runs, tests/conftest.py)."""
+    return {"gbm": trained_heads["accuracy-gbm"], "mlp": trained_heads["patterns"]}
 
 
 @pytest.fixture(scope="module")

@@ -12,29 +12,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from zooprobe.api import load_encoder, load_zoo, train
-from zooprobe.heads.prediction_heads import HeadConfig
-from zooprobe.training.config import OptimConfig, TrainConfig
+from trained_heads import TrainedHeads
+from zooprobe.api import load_zoo
 
 
 @pytest.fixture(scope="session")
-def app_heads(head_zoo: Path, head_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    """Run folders of an accuracy head (gbm) and a hyperparameters head (mlp), as --heads takes them."""
-    root = tmp_path_factory.mktemp("app-heads")
-    encoder = load_encoder(head_encoder)
-    for name, task, head in (
-        ("acc", "accuracy", HeadConfig(kind="gbm")),
-        ("hp", "hyperparameters", HeadConfig(hidden_sizes=[32], branch_hidden=16)),
-    ):
-        cfg = TrainConfig(
-            task=task,  # type: ignore[arg-type]
-            zoo=str(head_zoo),
-            encoder=str(head_encoder),
-            head=head,
-            optim=OptimConfig(epochs=2, batch_size=8, lr=3e-3),
-        )
-        train(cfg, root / name, progress=False, encoder=encoder)
-    return [str(root / "acc"), str(root / "hp")]
+def app_heads(trained_heads: TrainedHeads) -> list[str]:
+    """Run folders of an accuracy head (gbm) and a hyperparameters head (mlp), as --heads takes them (the
+    session's shared runs, tests/conftest.py)."""
+    return [str(trained_heads["accuracy-gbm"]), str(trained_heads["hyperparameters"])]
 
 
 def _save(sd: dict[str, torch.Tensor], path: Path) -> Path:

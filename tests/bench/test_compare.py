@@ -61,17 +61,21 @@ def test_compare_scores_every_method_on_the_same_test_split(
     assert (out / "plots" / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_bench_heads_cache_speedup_memory_and_shared_runs(
-    head_zoo: Path, head_encoder: Path, tmp_path: Path
-) -> None:
+def test_bench_heads_cache_memory_and_shared_runs(head_zoo: Path, head_encoder: Path, tmp_path: Path) -> None:
     from zooprobe.bench.heads import bench_heads
 
     base = TrainConfig(optim=OptimConfig(epochs=3, batch_size=8), stop=StopConfig(patience=3))
     options = {"base": base, "tasks": ("accuracy",), "finetune_epochs": 1, "progress": False}
     result = bench_heads(str(head_zoo), str(head_encoder), tmp_path, **options)
-    # reading cached tensors beats encoding every model again each epoch
-    assert result.uncached_epoch_s > result.encode_s > 0
-    assert result.cache_ratio > 1
+    # both epochs were measured (with the cache and encoding every model again) and the ratio is reported;
+    # which is faster is a benchmark's finding (docs/performance.md), not a unit test's (no timed tests)
+    assert result.encode_s > 0 and result.uncached_epoch_s >= result.encode_s  # encoding + one head epoch
+    assert result.cached_epoch_s > 0 and math.isfinite(result.cache_ratio)
+    # the frozen run reads the representations the measurement cached: every split is a cache hit
+    frozen = json.loads((tmp_path / "runs" / "accuracy-frozen" / "metrics.json").read_text())
+    assert {split: info["hit"] for split, info in frozen["representation_cache"].items()} == dict.fromkeys(
+        ("train", "validation", "test"), True
+    )
     # the frozen step keeps (almost) nothing for backward in the encoder; fine-tuning keeps its activations
     assert result.memory["finetune_saved_for_backward"] > 10 * result.memory["frozen_saved_for_backward"]
     assert set(result.runs) == {"accuracy/frozen", "accuracy/finetune"}

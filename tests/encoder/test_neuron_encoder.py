@@ -153,9 +153,12 @@ def test_token_only_options_are_refused_for_the_neuron_architecture() -> None:
         )
 
 
-def test_interrupted_pretraining_resumes_to_the_same_encoder(head_zoo: Path, tmp_path: Path) -> None:
-    cfg = PretrainConfig(architecture="neurons", preset="tiny", epochs=3)
-    straight = pretrain_encoder(cfg, head_zoo, tmp_path / "straight", progress=False)
+def test_interrupted_pretraining_resumes_to_the_same_encoder(
+    neuron_encoder: Path, head_zoo: Path, tmp_path: Path
+) -> None:
+    cfg = PretrainConfig(architecture="neurons", preset="tiny")  # 2 epochs: `neuron_encoder` ran straight
+    straight = neuron_encoder
+    assert cfg.resolved().epochs > 1  # the kill after epoch 1 below interrupts the run
 
     class Killed(Exception):
         pass

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from zooprobe.api import load_encoder, load_head, load_zoo, train
+from trained_heads import TrainedHeads
+from zooprobe.api import load_head, load_zoo
 from zooprobe.bench.encoder import resnet18_state_dict
 from zooprobe.errors import ZooFormatError
 from zooprobe.heads.domain import architecture
@@ -28,9 +29,7 @@ from zooprobe.heads.uncertainty import (
     reliability,
 )
 from zooprobe.inference import predict
-from zooprobe.training.config import OptimConfig, TrainConfig
-
-SMALL_HEAD = HeadConfig(hidden_sizes=[32], branch_hidden=16)
+from zooprobe.training.config import TrainConfig
 
 
 def foreign_networks() -> dict[str, dict[str, torch.Tensor]]:
@@ -44,27 +43,11 @@ def foreign_networks() -> dict[str, dict[str, torch.Tensor]]:
 
 
 @pytest.fixture(scope="module")
-def heads(head_zoo: Path, head_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def heads(trained_heads: TrainedHeads) -> dict[str, Path]:
     """One run folder per head kind and task: neural accuracy, patterns and hyperparameters heads, and a
-    gradient-boosting hyperparameters head."""
-    root = tmp_path_factory.mktemp("trust-runs")
-    encoder = load_encoder(head_encoder)
-    runs = {
-        "accuracy": ("accuracy", SMALL_HEAD),
-        "patterns": ("patterns", SMALL_HEAD),
-        "hyperparameters": ("hyperparameters", SMALL_HEAD),
-        "gbm": ("hyperparameters", HeadConfig(kind="gbm")),
-    }
-    for name, (task, head) in runs.items():
-        cfg = TrainConfig(
-            task=task,  # type: ignore[arg-type]
-            zoo=str(head_zoo),
-            encoder=str(head_encoder),
-            head=head,
-            optim=OptimConfig(epochs=3, batch_size=8, lr=3e-3),
-        )
-        train(cfg, root / name, progress=False, encoder=encoder)
-    return {name: root / name for name in runs}
+    gradient-boosting hyperparameters head (the session's shared runs, tests/conftest.py)."""
+    runs = {name: trained_heads[name] for name in ("accuracy", "patterns", "hyperparameters")}
+    return {**runs, "gbm": trained_heads["hyperparameters-gbm"]}
 
 
 def test_architectures_are_read_off_names_and_shapes() -> None:

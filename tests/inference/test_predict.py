@@ -15,13 +15,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from zooprobe.api import load_encoder, load_head, load_zoo, train
+from trained_heads import TrainedHeads
+from zooprobe.api import load_head, load_zoo
 from zooprobe.cli import main
 from zooprobe.errors import InvalidInputError
 from zooprobe.heads.head_loader import LoadedHead
-from zooprobe.heads.prediction_heads import HeadConfig
 from zooprobe.inference import _load, format_predictions, load_checkpoint, predict_files
-from zooprobe.training.config import OptimConfig, TrainConfig
 
 
 class Payload:
@@ -34,27 +33,11 @@ class Payload:
         return (os.mkdir, (self.marker,))
 
 
-#: A small head keeps the runs fast (the report and predictions do not depend on its size).
-SMALL_HEAD = HeadConfig(hidden_sizes=[32], branch_hidden=16)
-
-
 @pytest.fixture(scope="module")
-def heads(head_zoo: Path, head_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Run folders of a hyperparameters head (continuous log10 + categorical) and a patterns head."""
-    root = tmp_path_factory.mktemp("predict-runs")
-    encoder = load_encoder(head_encoder)
-    out = {}
-    for task in ("hyperparameters", "patterns"):
-        cfg = TrainConfig(
-            task=task,  # type: ignore[arg-type]
-            zoo=str(head_zoo),
-            encoder=str(head_encoder),
-            head=SMALL_HEAD,
-            optim=OptimConfig(epochs=1, batch_size=8, lr=3e-3),
-        )
-        train(cfg, root / task, progress=False, encoder=encoder)
-        out[task] = root / task
-    return out
+def heads(trained_heads: TrainedHeads) -> dict[str, Path]:
+    """Run folders of a hyperparameters head (continuous log10 + categorical) and a patterns head (the
+    session's shared runs, tests/conftest.py)."""
+    return {task: trained_heads[task] for task in ("hyperparameters", "patterns")}
 
 
 @pytest.fixture(scope="module")

@@ -15,36 +15,21 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from zooprobe.api import load_encoder, load_head, load_zoo, train
+from trained_heads import TrainedHeads
+from zooprobe.api import load_head, load_zoo
 from zooprobe.baselines.models import fit_baseline
 from zooprobe.cli import main
 from zooprobe.core.checkpoints import load_checkpoint
 from zooprobe.heads.head_loader import LoadedHead, NonFiniteError
-from zooprobe.heads.prediction_heads import HeadConfig
 from zooprobe.inference import NOT_PREDICTABLE, OutOfDomainError, format_predictions, predict, predict_files
 from zooprobe.symmetry import canonical_state_dicts
 from zooprobe.tokens.statistics import featurize
-from zooprobe.training.config import OptimConfig, TrainConfig
 
 
 @pytest.fixture(scope="module")
-def heads(head_zoo: Path, head_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A neural hyperparameters head and a gradient-boosting accuracy head."""
-    root = tmp_path_factory.mktemp("trust-predict")
-    encoder = load_encoder(head_encoder)
-    for name, task, head in (
-        ("hp", "hyperparameters", HeadConfig(hidden_sizes=[32], branch_hidden=16)),
-        ("acc", "accuracy", HeadConfig(kind="gbm")),
-    ):
-        cfg = TrainConfig(
-            task=task,  # type: ignore[arg-type]
-            zoo=str(head_zoo),
-            encoder=str(head_encoder),
-            head=head,
-            optim=OptimConfig(epochs=3, batch_size=8, lr=3e-3),
-        )
-        train(cfg, root / name, progress=False, encoder=encoder)
-    return {"hp": root / "hp", "acc": root / "acc"}
+def heads(trained_heads: TrainedHeads) -> dict[str, Path]:
+    """A neural hyperparameters head and a gradient-boosting accuracy head (the session's shared runs)."""
+    return {"hp": trained_heads["hyperparameters"], "acc": trained_heads["accuracy-gbm"]}
 
 
 def _save(sd: dict[str, torch.Tensor], path: Path) -> Path:

@@ -73,6 +73,7 @@ sys.exit(max(main(args) for args in json.loads(sys.argv[1])))
 """
 
 
+@pytest.mark.e2e
 def test_two_processes_match_one_and_resume_across_world_sizes(head_zoo: Path, tmp_path: Path) -> None:
     single = tmp_path / "single"
     subprocess.run([sys.executable, *_command(head_zoo, single)], check=True, env=_env(), capture_output=True)
@@ -155,6 +156,7 @@ def _assert_same_token_training(a: list[dict], b: list[dict]) -> None:
                 assert rb[key] == pytest.approx(ra[key], rel=1e-4), (key, ra, rb)
 
 
+@pytest.mark.e2e
 def test_token_encoder_two_processes_match_one_and_resume_with_one(tiny_zoo: Path, tmp_path: Path) -> None:
     # 12 train models, batch size 11: the ranks compute 6 + 5 models, then 1 + 0 (rank 1 has none); views,
     # crops, noise, erasing and masks are drawn for the whole batch on every rank; dropout 0

@@ -280,6 +280,7 @@ print(json.dumps(result))
 """
 
 
+@pytest.mark.e2e
 def test_encoding_and_head_training_stream_a_large_zoo_in_bounded_memory(
     large_zoo: tuple[Path, int], head_encoder: Path, tmp_path: Path
 ) -> None:

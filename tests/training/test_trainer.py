@@ -238,6 +238,7 @@ def _train_command(head_zoo: Path, head_encoder: Path, out: Path, *extra: str) -
     ]
 
 
+@pytest.mark.e2e
 def test_sigkill_and_resume_gives_the_same_metrics(
     head_zoo: Path, head_encoder: Path, tmp_path: Path
 ) -> None:
@@ -286,6 +287,7 @@ def test_cli_train_and_evaluate(head_zoo: Path, head_encoder: Path, tmp_path: Pa
     assert bad.returncode == 2 and "optim.lr must be > 0" in bad.stderr
 
 
+@pytest.mark.e2e
 def test_torchrun_two_processes_match_one(head_zoo: Path, head_encoder: Path, tmp_path: Path) -> None:
     extra = ("--optim.epochs", "6", "--head.dropout", "0.0", "--stop.patience", "20")
     single = tmp_path / "single"
