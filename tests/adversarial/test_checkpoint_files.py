@@ -24,7 +24,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from zooprobe.api import load_zoo
-from zooprobe.inference import _load, load_checkpoint
+from zooprobe.inference import load_checkpoint
+from zooprobe.inference.assess import _load
 
 
 @pytest.fixture

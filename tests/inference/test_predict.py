@@ -20,7 +20,8 @@ from zooprobe.api import load_head, load_zoo
 from zooprobe.cli import main
 from zooprobe.errors import InvalidInputError
 from zooprobe.heads.head_loader import LoadedHead
-from zooprobe.inference import _load, format_predictions, load_checkpoint, predict_files
+from zooprobe.inference import format_predictions, load_checkpoint, predict_files
+from zooprobe.inference.assess import _load
 
 
 class Payload:
