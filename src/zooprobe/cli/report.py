@@ -99,6 +99,12 @@ def _predict_parser() -> Any:
         help="Exit with an error (status 2, after printing and writing --json) if a network lies outside a "
         "head's applicability domain.",
     )
+    _add_predict_output_options(predict)
+    return predict
+
+
+def _add_predict_output_options(predict: Any) -> None:
+    """``predict``'s options for what is shown and written, the reading limits and trust, and the files."""
     predict.add_argument(
         "--show_unpredictable",
         type=bool,
@@ -137,7 +143,6 @@ def _predict_parser() -> Any:
         help="Show files done and files/s while predicting (a bar on a terminal, log lines otherwise).",
     )
     predict.add_argument("files", type=Path, nargs="+", help="Checkpoint file(s) to predict on.")
-    return predict
 
 
 def run_report_command(cfg: Namespace, console: Any) -> int:
@@ -159,19 +164,51 @@ def _predict(ns: Namespace, console: Any) -> int:
     files, the run's state), so a bad command fails before anything is computed or printed."""
     gc.disable()  # importing torch makes ~a million objects: collecting them meanwhile is 10-15% of start-up
     try:
-        from zooprobe.core.checkpoints import (  # heavy: imports torch
-            check_checkpoint_file,
-            check_max_params,
-        )
         from zooprobe.inference import (  # heavy: imports torch
-            check_local_head,
-            format_result,
             load_heads,
             predict_files_by_head,
-            predictions_document,
         )
     finally:
         gc.enable()
+
+    heads_given, revisions, files = _predict_inputs(ns)
+    unfinished = _unfinished_runs(heads_given, ns.allow_unfinished)
+    # frozen heads share their encoder; local heads' hashes were checked by _predict_inputs
+    heads = load_heads(heads_given, revisions, trust=ns.trust, local_checked=True)
+    by_head = predict_files_by_head(
+        heads,
+        files,
+        max_params=ns.max_params,
+        level=ns.level,
+        show_unpredictable=ns.show_unpredictable,
+        progress=ns.progress,
+    )
+    _print_predictions(console, files, heads_given, heads, by_head, ns.level)
+    outside = _warn_outside(files, heads_given, by_head)
+    if ns.json is not None:
+        _write_predictions_json(
+            ns, console, list(zip(heads_given, revisions, heads, by_head, strict=True)), unfinished
+        )
+    if ns.strict and outside:
+        shown = "; ".join(f"{file} (head {source})" for file, source, _ in outside[:5])
+        more = f" and {len(outside) - 5} more" if len(outside) > 5 else ""
+        raise ZooprobeError(
+            f"--strict: {len(outside)} prediction(s) are for networks outside the head's applicability "
+            f"domain (or of a head without one): {shown}{more}; see the reasons above. Drop --strict to "
+            "accept them as extrapolations"
+        )
+    return 0
+
+
+def _predict_inputs(ns: Namespace) -> tuple[list[str], list[str | None], list[Path]]:
+    """The heads (given, or the shipped ones), their revisions and the checkpoint files, each checked
+    before anything is loaded: limits, --level, --revision count, the --json folder, the files exist and
+    are regular checkpoint files, local heads' content hashes."""
+    from zooprobe.core.checkpoints import (  # heavy: imports torch
+        check_checkpoint_file,
+        check_max_params,
+    )
+    from zooprobe.inference import check_local_head  # heavy: imports torch
 
     check_max_params(ns.max_params)
     if not 0.0 < ns.level < 1.0:
@@ -188,7 +225,6 @@ def _predict(ns: Namespace, console: Any) -> int:
             f"--revision given {len(revisions)} time(s) for {len(heads_given)} --head(s): give one per "
             "--head, in the same order, or none"
         )
-    revisions = revisions or [None] * len(heads_given)
     if ns.json is not None:
         _check_json_target(Path(ns.json))
     files = [Path(f) for f in ns.files]
@@ -199,9 +235,14 @@ def _predict(ns: Namespace, console: Any) -> int:
         check_checkpoint_file(f)  # folders, FIFOs and devices, unsupported types: refused unopened
     for source in heads_given:  # a modified head is refused before any of its files is read
         check_local_head(source, trust=ns.trust)
+    return heads_given, revisions or [None] * len(heads_given), files
+
+
+def _unfinished_runs(heads_given: list[str], allow_unfinished: bool) -> dict[str, str]:
+    """Why each head's run is unfinished (warned on stderr); an error for one unless allowed."""
     unfinished = {}
     for source in heads_given:
-        reason = _check_run(source, ns.allow_unfinished)
+        reason = _check_run(source, allow_unfinished)
         if reason is not None:
             unfinished[source] = reason
             print(
@@ -209,28 +250,31 @@ def _predict(ns: Namespace, console: Any) -> int:
                 "weights may not be the run's final, best ones",
                 file=sys.stderr,
             )
-    # frozen heads share their encoder; local heads' hashes were checked above
-    heads = load_heads(heads_given, revisions, trust=ns.trust, local_checked=True)
-    by_head = predict_files_by_head(
-        heads,
-        files,
-        max_params=ns.max_params,
-        level=ns.level,
-        show_unpredictable=ns.show_unpredictable,
-        progress=ns.progress,
-    )
+    return unfinished
+
+
+def _print_predictions(
+    console: Any, files: list[Path], sources: list[str], heads: list[Any], by_head: list[Any], level: float
+) -> None:
+    from zooprobe.inference import format_result  # heavy: imports torch
+
     several = len(heads) > 1
     for i, file in enumerate(files):
         lines = ["" if i else None, str(file)]
-        for source, head, results in zip(heads_given, heads, by_head, strict=True):
+        for source, head, results in zip(sources, heads, by_head, strict=True):
             title = f"head {source} ({head.spec.task}, {head.kind})" if several else None
-            lines += format_result(results[i], level=ns.level, title=title)
+            lines += format_result(results[i], level=level, title=title)
         for line in lines:
             if line is not None:
                 console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _warn_outside(files: list[Path], sources: list[str], by_head: list[Any]) -> list[tuple[str, str, Any]]:
+    """(file, head, result) of every prediction outside (or not checkable against) its head's domain, each
+    warned on stderr with the reasons."""
     outside = [
         (str(files[i]), source, results[i])
-        for source, results in zip(heads_given, by_head, strict=True)
+        for source, results in zip(sources, by_head, strict=True)
         for i in range(len(files))
         if results[i]["in_domain"] is not True
     ]
@@ -245,27 +289,22 @@ def _predict(ns: Namespace, console: Any) -> int:
             "predictions are extrapolations, not estimates",
             file=sys.stderr,
         )
-    if ns.json is not None:
-        document = predictions_document(
-            list(zip(heads_given, revisions, heads, by_head, strict=True)), ns.level, unfinished
-        )
-        try:  # a temporary file renamed into place: never half-written; strict JSON (no NaN)
-            atomic_write_json(ns.json, document)
-        except OSError as e:
-            raise ZooprobeError(
-                f"--json {ns.json}: could not write the predictions ({e.strerror or e}); they were printed "
-                "above"
-            ) from e
-        console.print(f"predictions written to {ns.json}", markup=False, highlight=False, soft_wrap=True)
-    if ns.strict and outside:
-        shown = "; ".join(f"{file} (head {source})" for file, source, _ in outside[:5])
-        more = f" and {len(outside) - 5} more" if len(outside) > 5 else ""
+    return outside
+
+
+def _write_predictions_json(
+    ns: Namespace, console: Any, per_head: list[Any], unfinished: dict[str, str]
+) -> None:
+    from zooprobe.inference import predictions_document  # heavy: imports torch
+
+    document = predictions_document(per_head, ns.level, unfinished)
+    try:  # a temporary file renamed into place: never half-written; strict JSON (no NaN)
+        atomic_write_json(ns.json, document)
+    except OSError as e:
         raise ZooprobeError(
-            f"--strict: {len(outside)} prediction(s) are for networks outside the head's applicability "
-            f"domain (or of a head without one): {shown}{more}; see the reasons above. Drop --strict to "
-            "accept them as extrapolations"
-        )
-    return 0
+            f"--json {ns.json}: could not write the predictions ({e.strerror or e}); they were printed above"
+        ) from e
+    console.print(f"predictions written to {ns.json}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _check_json_target(path: Path) -> None:

@@ -217,15 +217,8 @@ def run_heads(
     ``independent``: every network's outputs are exactly those it gets alone, whatever else is in the chunk
     (the encoder and neural heads run one network at a time, since float32 rounding of a batched forward
     pass depends on the batch; statistics and gradient-boosting heads, exact row by row, stay batched)."""
-    versions = {h.canonical_version() for h in heads}
-    if canonical and len(versions) > 1:  # heads trained on different forms: each group on its own
-        networks = list(state_dicts)
-        done: dict[int, HeadOutputs] = {}
-        for version in sorted(versions):
-            group = [h for h in heads if h.canonical_version() == version]
-            outs = run_heads(group, networks, batch_size, canonical=True, independent=independent)
-            done.update({id(h): o for h, o in zip(group, outs, strict=True)})
-        return [done[id(h)] for h in heads]
+    if canonical and len({h.canonical_version() for h in heads}) > 1:
+        return _run_by_form(heads, state_dicts, batch_size, independent)
     read = heads[0].reads() if heads else canonical_form
     source = iter(state_dicts)
     want_raw = any(h.trust is not None and h.trust.domain is not None and h.trust.domain.fold for h in heads)
@@ -248,16 +241,11 @@ def run_heads(
         shared: dict[Any, list[tuple[dict[str, torch.Tensor], torch.Tensor]]] = {}
         for k, head in enumerate(heads):
             key = head.encoding_key()
-            if key is None or key not in shared:
-                parts = [chunk[i : i + 1] for i in range(len(chunk))] if independent else [chunk]
-                encoded, at = [], s
-                for part in parts:
-                    inputs = head.model.head_inputs(head.model.loaded.tokenize_many(part, at))
-                    encoded.append((inputs, head._pooled(inputs, part, at)))
-                    at += len(part)
+            encoded = shared.get(key) if key is not None else None
+            if encoded is None:
+                encoded = _encode(head, chunk, s, independent)
                 if key is not None:
                     shared[key] = encoded
-            encoded = shared[key] if key is not None else encoded
             pooled = torch.cat([p for _, p in encoded])
             if len(encoded) > 1 and isinstance(head.model.head, GradientBoostingHead):
                 encoded = [({"pooled": pooled}, pooled)]  # it reads pooled + statistics only, row by row
@@ -269,15 +257,49 @@ def run_heads(
                 at += n
             reps[k].append(pooled.double().cpu().numpy())
         s += len(chunk)
-    out = []
     all_stats = np.concatenate(stats)
     all_raw = np.concatenate(raw_stats) if raw_stats else None
-    for k, head in enumerate(heads):
-        preds = head.model.head.predict({name: np.concatenate(v) for name, v in raw[k].items()})
-        if head.trust is not None and head.trust.calibration is not None:
-            preds = head.trust.calibration.apply(head.spec, preds)
-        out.append(HeadOutputs(preds, np.concatenate(reps[k]), all_stats, list(archs), all_raw))
-    return out
+    return [
+        HeadOutputs(_calibrated(head, raw[k]), np.concatenate(reps[k]), all_stats, list(archs), all_raw)
+        for k, head in enumerate(heads)
+    ]
+
+
+def _run_by_form(
+    heads: Sequence[LoadedHead],
+    state_dicts: Iterable[Mapping[str, torch.Tensor]],
+    batch_size: int,
+    independent: bool,
+) -> list[HeadOutputs]:
+    """`run_heads` of heads trained on different canonical forms: each group of one form on its own."""
+    networks = list(state_dicts)
+    done: dict[int, HeadOutputs] = {}
+    for version in sorted({h.canonical_version() for h in heads}):
+        group = [h for h in heads if h.canonical_version() == version]
+        outs = run_heads(group, networks, batch_size, canonical=True, independent=independent)
+        done.update({id(h): o for h, o in zip(group, outs, strict=True)})
+    return [done[id(h)] for h in heads]
+
+
+def _encode(
+    head: LoadedHead, chunk: list[dict[str, torch.Tensor]], first: int, independent: bool
+) -> list[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+    """(head inputs, pooled representation) of a chunk of networks, one network at a time when
+    ``independent`` (batched float32 rounding depends on the batch)."""
+    parts = [chunk[i : i + 1] for i in range(len(chunk))] if independent else [chunk]
+    encoded, at = [], first
+    for part in parts:
+        inputs = head.model.head_inputs(head.model.loaded.tokenize_many(part, at))
+        encoded.append((inputs, head._pooled(inputs, part, at)))
+        at += len(part)
+    return encoded
+
+
+def _calibrated(head: LoadedHead, raw: Mapping[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+    preds = head.model.head.predict({name: np.concatenate(v) for name, v in raw.items()})
+    if head.trust is not None and head.trust.calibration is not None:
+        preds = head.trust.calibration.apply(head.spec, preds)
+    return preds
 
 
 def head_folder(source: str | Path) -> Path:
