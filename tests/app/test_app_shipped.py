@@ -77,6 +77,6 @@ def test_a_hub_model_id_is_predicted_like_an_upload(hub_server: HubServer, tmp_p
 def test_a_hub_id_offline_or_malformed_is_a_one_line_error(tmp_path: Path) -> None:
     heads = load_app_heads(None)
     offline = audit_hub_model(heads, "someone/tiny-net", tmp_path)  # the test process runs offline
-    assert offline.error.startswith("zooprobe: error:") and "offline mode is on" in offline.error
+    assert offline.error.startswith("zooprobe: error:") and "not in the local cache" in offline.error
     bad = audit_hub_model(heads, "../../etc/passwd", tmp_path)
     assert "not a Hub model repo id" in bad.error and bad.results is None

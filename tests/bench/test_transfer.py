@@ -137,7 +137,7 @@ def test_transfer_end_to_end_with_a_foreign_zoo_and_resume(
     md = (out / "transfer.md").read_text()
     assert "| encoder | method | datasets | foreign |" in md
     assert f"| {enc} | stats+rep+gbm |" in md and f"| {enc} | gain |" in md and "| - | stats+gbm |" in md
-    assert "encoder `v2`: not loadable" in md and "## Per fold" in md
+    assert "encoder `nobody/no-encoder`: not loadable" in md and "## Per fold" in md
     saved = json.loads((out / "transfer.json").read_text())
     assert set(saved["cells"]) == set(doc["cells"])
 
