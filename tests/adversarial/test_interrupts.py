@@ -51,7 +51,7 @@ def test_kill_9_during_zoo_build_then_resume_is_identical(tiny_zoo: Path, tmp_pa
 
 
 @pytest.mark.xfail(
-    reason="after the merge of wt-speed/wt-adv the run can finish before the SIGINT lands (exit 0); timing to be fixed, see the stop notes",
+    reason=RACE,
     strict=False,
 )
 def test_ctrl_c_during_zoo_build_is_one_line_and_exit_130(tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ def _sigint(*args: Any, **kwargs: Any) -> None:
 
 
 @pytest.mark.xfail(
-    reason="after the merge of wt-speed/wt-adv the run can finish before the SIGINT lands (exit 0); timing to be fixed, see the stop notes",
+    reason=RACE,
     strict=False,
 )
 def test_ctrl_c_during_train_is_one_line_and_leaves_no_metrics(
@@ -97,7 +97,7 @@ def test_ctrl_c_during_train_is_one_line_and_leaves_no_metrics(
 
 
 @pytest.mark.xfail(
-    reason="after the merge of wt-speed/wt-adv the run can finish before the SIGINT lands (exit 0); timing to be fixed, see the stop notes",
+    reason=RACE,
     strict=False,
 )
 def test_ctrl_c_during_pretrain_marks_the_encoder_unfinished(
