@@ -96,7 +96,7 @@ def load_heads(
     heads = []
     for source, revision in zip(sources, revisions, strict=True):
         local = check_local_head(source, trust=trust or local_checked)  # before any of its files is read
-        key = _frozen_encoder_key(source) if revision is None and local is not None else None
+        key = _frozen_encoder_key(local) if revision is None and local is not None else None
         shared = encoders.get(key) if key is not None else None
         # a local head's hash was checked above (trust: not again); a Hub head's is checked by load_head
         head = load_head(source, revision=revision, trust=trust or local is not None, encoder=shared)
@@ -129,15 +129,11 @@ def check_local_head(source: str | Path, *, trust: bool = False) -> Path | None:
     return folder
 
 
-def _frozen_encoder_key(source: str | Path) -> tuple[str, str | None, str | None] | None:
-    """(encoder source, revision, fingerprint) a local frozen head's config names; None otherwise (a Hub
-    head, a fine-tuned one, an unreadable config: loaded on its own, its errors raised by `load_head`)."""
+def _frozen_encoder_key(folder: Path) -> tuple[str, str | None, str | None] | None:
+    """(encoder source, revision, fingerprint) the config of a local frozen head's folder (as
+    `check_local_head` resolved it) names; None otherwise (a fine-tuned head, an unreadable config: loaded on
+    its own, its errors raised by `load_head`)."""
     try:
-        folder = (
-            shipped_head_folder(str(source))
-            if is_shipped_head(source)
-            else head_folder(Path(str(source)).expanduser())
-        )
         config = read_head_config(folder)
         encoder = config["encoder"]
         if config["mode"] != "frozen" or not isinstance(encoder, Mapping):
