@@ -81,8 +81,11 @@ def run_subprocess(*args: str | Path, timeout: float = 120, **kwargs: object) ->
 
 KILL_DRIVER = textwrap.dedent(
     """
-    import importlib, os, sys
+    import importlib, os, signal, sys
     import torch
+    # Ctrl-C as a terminal delivers it: a shell that started the test run in the background (no job
+    # control) leaves SIGINT ignored, and a child inherits that, so the handler is set here explicitly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     torch.set_num_threads(int(os.environ["DRIVER_THREADS"]))  # as in the test process: same float sums
     module, name, after, sig = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     owner = importlib.import_module(module)

@@ -25,7 +25,15 @@ from zooprobe.zoo.store import MANIFEST
 
 INTERRUPTED = "zooprobe: interrupted; finished work is saved, run the same command again to resume"
 
-RACE = "after the merges of this stop the run can finish before the SIGINT lands (exit 0); see the stop notes"
+
+@pytest.fixture(autouse=True)
+def _ctrl_c_is_delivered() -> Any:
+    """SIGINT raises KeyboardInterrupt in this process, as in a terminal's foreground process. A test run
+    started in the background by a shell without job control (``cmd &``, CI runners) inherits SIGINT
+    ignored, and the signal would then be dropped, not delivered: the runs would finish with exit 0."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def _hashes(root: Path) -> list[tuple[str, str]]:
@@ -50,10 +58,6 @@ def test_kill_9_during_zoo_build_then_resume_is_identical(tiny_zoo: Path, tmp_pa
     assert _hashes(out) == _hashes(tiny_zoo)
 
 
-@pytest.mark.xfail(
-    reason=RACE,
-    strict=False,
-)
 def test_ctrl_c_during_zoo_build_is_one_line_and_exit_130(tmp_path: Path) -> None:
     """Ctrl-C (a real SIGINT) during ``zoo build``: one line, exit code 130, no traceback, no manifest."""
     out = tmp_path / "zoo"
@@ -69,10 +73,6 @@ def _sigint(*args: Any, **kwargs: Any) -> None:
     signal.raise_signal(signal.SIGINT)
 
 
-@pytest.mark.xfail(
-    reason=RACE,
-    strict=False,
-)
 def test_ctrl_c_during_train_is_one_line_and_leaves_no_metrics(
     head_zoo: Path, head_encoder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -96,10 +96,6 @@ def test_ctrl_c_during_train_is_one_line_and_leaves_no_metrics(
     assert not (run / "metrics.json").exists()
 
 
-@pytest.mark.xfail(
-    reason=RACE,
-    strict=False,
-)
 def test_ctrl_c_during_pretrain_marks_the_encoder_unfinished(
     head_zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
