@@ -90,6 +90,16 @@ def _standardization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)
 
 
+STORED_DTYPE = np.float32
+"""The training models' standardized features are kept (and saved) at float32: half the size of a head's
+``domain.safetensors`` (the shipped heads' largest file) for distances that differ in the 7th digit. They are
+rounded when the space is fitted, so a head predicts the same before and after it is saved."""
+
+
+def _stored(train: np.ndarray) -> np.ndarray:
+    return np.asarray(train, dtype=STORED_DTYPE).astype(np.float64)
+
+
 def _standardize(x: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
     z = (np.asarray(x, dtype=np.float64) - mean) / scale
     return np.clip(np.nan_to_num(z, nan=CLIP, posinf=CLIP, neginf=-CLIP), -CLIP, CLIP)
@@ -168,7 +178,7 @@ class KnnSpace:
         mean, scale = _standardization(train)
         k = max(1, min(k, len(train) - 1))
         space = cls(name, mean, scale, np.empty(0), np.empty(0), k, math.inf)
-        space.train = space.transform(train)
+        space.train = _stored(space.transform(train))
         held_out = held_out_distances(train, k)
         if len(validation):
             held_out = np.concatenate([held_out, space.distances(validation)])
@@ -177,10 +187,12 @@ class KnnSpace:
         return space
 
     def arrays(self) -> dict[str, torch.Tensor]:
-        return {
+        out = {
             f"{self.name}.{key}": torch.from_numpy(np.ascontiguousarray(getattr(self, key), dtype=np.float64))
-            for key in ("mean", "scale", "train", "reference")
+            for key in ("mean", "scale", "reference")
         }
+        out[f"{self.name}.train"] = torch.from_numpy(np.ascontiguousarray(self.train, dtype=STORED_DTYPE))
+        return out
 
     @classmethod
     def from_saved(cls, name: str, record: Mapping[str, Any], arrays: Mapping[str, torch.Tensor]) -> KnnSpace:
