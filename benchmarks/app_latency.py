@@ -26,43 +26,21 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tiny_heads import tiny_heads
+
 
 def prepare(workdir: Path) -> tuple[list[str], Path]:
     """(head run folders, a test-split zoo model file), built once into `workdir`."""
     from safetensors.torch import save_file
 
-    from zooprobe import ZooConfig, build_zoo
-    from zooprobe.api import load_encoder, load_zoo, pretrain_encoder, train
-    from zooprobe.heads.prediction_heads import HeadConfig
-    from zooprobe.training.config import OptimConfig, TrainConfig
-    from zooprobe.training.pretrain import PretrainConfig
+    from zooprobe.api import load_zoo
 
-    zoo, enc = workdir / "zoo", workdir / "encoder"
-    runs = {"acc": workdir / "acc", "hp": workdir / "hp"}
+    zoo, heads = tiny_heads(workdir)
     model = workdir / "model.safetensors"
-    if not (zoo / "zooprobe_manifest.json").is_file():
-        build_zoo(ZooConfig(preset="tiny", n_models=64, seed=3), zoo, progress=False)
-    if not (enc / "config.json").is_file():
-        pretrain_encoder(PretrainConfig(preset="tiny", summary_tokens=False), zoo, enc, progress=False)
-    encoder = load_encoder(enc)
-    for run, (task, head) in zip(
-        runs.values(),
-        (("accuracy", HeadConfig(kind="gbm")), ("hyperparameters", HeadConfig(hidden_sizes=[32]))),
-        strict=True,
-    ):
-        if not (run / "metrics.json").is_file():
-            cfg = TrainConfig(
-                task=task,  # type: ignore[arg-type]
-                zoo=str(zoo),
-                encoder=str(enc),
-                head=head,
-                optim=OptimConfig(epochs=2, batch_size=8, lr=3e-3),
-            )
-            train(cfg, run, progress=False, encoder=encoder)
     if not model.is_file():
         sd = load_zoo(zoo).final().split("test").state_dict(0)
         save_file({k: v.contiguous() for k, v in sd.items()}, str(model), {"order": json.dumps(list(sd))})
-    return [str(r) for r in runs.values()], model
+    return heads, model
 
 
 def free_port() -> int:

@@ -28,39 +28,17 @@ import sys
 import time
 from pathlib import Path
 
+from tiny_heads import tiny_heads
+
 
 def prepare(workdir: Path, n_files: int) -> tuple[list[str], list[Path]]:
     """(head run folders, `n_files` checkpoint files), built once into `workdir`."""
     import torch
     from safetensors.torch import save_file
 
-    from zooprobe import ZooConfig, build_zoo
-    from zooprobe.api import load_encoder, load_zoo, pretrain_encoder, train
-    from zooprobe.heads.prediction_heads import HeadConfig
-    from zooprobe.training.config import OptimConfig, TrainConfig
-    from zooprobe.training.pretrain import PretrainConfig
+    from zooprobe.api import load_zoo
 
-    zoo, enc = workdir / "zoo", workdir / "encoder"
-    runs = {"acc": workdir / "acc", "hp": workdir / "hp"}
-    if not (zoo / "zooprobe_manifest.json").is_file():
-        build_zoo(ZooConfig(preset="tiny", n_models=64, seed=3), zoo, progress=False)
-    if not (enc / "config.json").is_file():
-        pretrain_encoder(PretrainConfig(preset="tiny", summary_tokens=False), zoo, enc, progress=False)
-    encoder = load_encoder(enc)
-    for run, (task, head) in zip(
-        runs.values(),
-        (("accuracy", HeadConfig(kind="gbm")), ("hyperparameters", HeadConfig(hidden_sizes=[32]))),
-        strict=True,
-    ):
-        if not (run / "metrics.json").is_file():
-            cfg = TrainConfig(
-                task=task,  # type: ignore[arg-type]
-                zoo=str(zoo),
-                encoder=str(enc),
-                head=head,
-                optim=OptimConfig(epochs=2, batch_size=8, lr=3e-3),
-            )
-            train(cfg, run, progress=False, encoder=encoder)
+    zoo, heads = tiny_heads(workdir)
     folder = workdir / f"files-{n_files}"
     files = [folder / f"model_{i:04d}.safetensors" for i in range(n_files)]
     if not all(f.is_file() for f in files):
@@ -74,7 +52,7 @@ def prepare(workdir: Path, n_files: int) -> tuple[list[str], list[Path]]:
                 for k, v in sd.items()
             }
             save_file({k: v.contiguous() for k, v in sd.items()}, str(path), {"order": json.dumps(list(sd))})
-    return [str(r) for r in runs.values()], files
+    return heads, files
 
 
 def timed(cmd: list[str], repeats: int, env: dict[str, str]) -> list[float]:

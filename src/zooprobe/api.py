@@ -37,7 +37,7 @@ from zooprobe.heads.head_loader import (
     read_head_config,
 )
 from zooprobe.heads.integrity import check_content_hash
-from zooprobe.heads.shipped import is_shipped_head, shipped_head_folder
+from zooprobe.heads.shipped import local_head_path
 from zooprobe.hub import resolve_source
 from zooprobe.training import distributed
 from zooprobe.training.config import HEAD_PRESETS, TrainConfig
@@ -214,12 +214,8 @@ def load_head(
     files must match its content hash, checked before anything is read (`zooprobe.heads.integrity`),
     unless ``trust`` (a head edited on purpose).
     """
-    local = Path(str(source)).expanduser()
-    if is_shipped_head(source):  # a shipped head's name (`zooprobe.heads.shipped`)
-        folder = shipped_head_folder(str(source))
-    else:
-        folder = local if local.exists() else resolve_source(source, "model", revision, kind="head")
-    folder = head_folder(folder)
+    local = local_head_path(source)  # a shipped head's name is its folder (`zooprobe.heads.shipped`)
+    folder = head_folder(local if local.exists() else resolve_source(source, "model", revision, kind="head"))
     check_content_hash(folder, trust=trust)
 
     enc_info = read_head_config(folder)["encoder"]

@@ -71,6 +71,57 @@ def _domain_spaces(heads: AppHeads) -> tuple[int, dict[str, KnnSpace]] | None:
     return None
 
 
+def _target_panel(ax: Any, heads: AppHeads, k: int, t: Any, ok: Sequence[FileAudit]) -> None:
+    """One continuous target: the training zoo's histogram, each model's prediction and interval."""
+    corpus = heads.corpora[k]
+    meta = corpus.metadata
+    unit = "log10 " if t.log10 else ""
+    if meta is not None and t.name in meta.columns:
+        values = np.asarray(meta[t.name], dtype=np.float64)
+        if t.log10:
+            values = np.log10(values[values > 0])
+        values = values[np.isfinite(values)]
+        ax.hist(values, bins=30, color="#bbbbbb", label=f"training zoo ({len(values)})")
+        ax.set_title(f"{t.name}: prediction in the zoo", fontsize=10)
+    else:
+        ax.set_title(f"{t.name} (zoo not here)", fontsize=10)
+        ax.set_yticks([])
+    for j, audit in enumerate(ok):
+        entry = audit.results[k]["targets"][t.name]  # type: ignore[index]
+        x = entry.get("predicted")
+        if x is None:
+            continue
+        color = COLORS[j % len(COLORS)]
+        interval = entry.get("interval") or {}
+        if interval.get("low") is not None and interval.get("high") is not None:
+            ax.axvspan(interval["low"], interval["high"], color=color, alpha=0.15)
+        ax.axvline(x, color=color, lw=2, label=audit.name)
+    ax.set_xlabel(f"{unit}{t.name}")
+    _legend(ax)
+
+
+def _distance_panel(ax: Any, k: int, name: str, space: KnnSpace, ok: Sequence[FileAudit]) -> None:
+    """One space of head ``k``'s applicability domain: held-out distances, threshold, each model's."""
+    ref = np.asarray(space.reference, dtype=np.float64)
+    ref = ref[np.isfinite(ref) & (ref > 0)]
+    distances = [
+        float(a.results[k]["domain"][name]["distance"])  # type: ignore[index]
+        for a in ok
+        if name in a.results[k]["domain"]  # type: ignore[index]
+    ]
+    everything = np.concatenate([ref, [d for d in distances if d > 0], [space.threshold]])
+    bins = np.geomspace(everything.min(), everything.max() * 1.01, 30) if len(everything) > 1 else 30
+    ax.hist(ref, bins=bins, color="#bbbbbb", label="held-out zoo models")
+    ax.set_xscale("log")
+    ax.axvline(space.threshold, color="black", ls="--", lw=1, label="domain threshold")
+    for j, (audit, d) in enumerate(zip(ok, distances, strict=False)):
+        ax.axvline(max(d, everything.min()), color=COLORS[j % len(COLORS)], lw=2, label=audit.name)
+    what = "weight statistics" if name == "statistics" else "encoder representation"
+    ax.set_title(f"distance to the zoo: {what}", fontsize=10)
+    ax.set_xlabel(f"k-NN distance (k={space.k})")
+    _legend(ax)
+
+
 def corpus_figure(heads: AppHeads, audits: Sequence[FileAudit]) -> Figure:
     """Where each readable model sits in its head's training zoo (module docs)."""
     ok = _ok(audits)
@@ -88,51 +139,9 @@ def corpus_figure(heads: AppHeads, audits: Sequence[FileAudit]) -> Figure:
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.12, top=0.92, wspace=0.25, hspace=0.55)
     axes = [fig.add_subplot(rows, cols, i + 1) for i in range(n)]
     for ax, (k, t) in zip(axes, targets, strict=False):
-        corpus = heads.corpora[k]
-        meta = corpus.metadata
-        unit = "log10 " if t.log10 else ""
-        if meta is not None and t.name in meta.columns:
-            values = np.asarray(meta[t.name], dtype=np.float64)
-            if t.log10:
-                values = np.log10(values[values > 0])
-            values = values[np.isfinite(values)]
-            ax.hist(values, bins=30, color="#bbbbbb", label=f"training zoo ({len(values)})")
-            ax.set_title(f"{t.name}: prediction in the zoo", fontsize=10)
-        else:
-            ax.set_title(f"{t.name} (zoo not here)", fontsize=10)
-            ax.set_yticks([])
-        for j, audit in enumerate(ok):
-            entry = audit.results[k]["targets"][t.name]  # type: ignore[index]
-            x = entry.get("predicted")
-            if x is None:
-                continue
-            color = COLORS[j % len(COLORS)]
-            interval = entry.get("interval") or {}
-            if interval.get("low") is not None and interval.get("high") is not None:
-                ax.axvspan(interval["low"], interval["high"], color=color, alpha=0.15)
-            ax.axvline(x, color=color, lw=2, label=audit.name)
-        ax.set_xlabel(f"{unit}{t.name}")
-        _legend(ax)
+        _target_panel(ax, heads, k, t, ok)
     for ax, (name, space) in zip(axes[len(targets) :], spaces, strict=True):
-        k = found[0] if found else 0
-        ref = np.asarray(space.reference, dtype=np.float64)
-        ref = ref[np.isfinite(ref) & (ref > 0)]
-        distances = [
-            float(a.results[k]["domain"][name]["distance"])  # type: ignore[index]
-            for a in ok
-            if name in a.results[k]["domain"]  # type: ignore[index]
-        ]
-        everything = np.concatenate([ref, [d for d in distances if d > 0], [space.threshold]])
-        bins = np.geomspace(everything.min(), everything.max() * 1.01, 30) if len(everything) > 1 else 30
-        ax.hist(ref, bins=bins, color="#bbbbbb", label="held-out zoo models")
-        ax.set_xscale("log")
-        ax.axvline(space.threshold, color="black", ls="--", lw=1, label="domain threshold")
-        for j, (audit, d) in enumerate(zip(ok, distances, strict=False)):
-            ax.axvline(max(d, everything.min()), color=COLORS[j % len(COLORS)], lw=2, label=audit.name)
-        what = "weight statistics" if name == "statistics" else "encoder representation"
-        ax.set_title(f"distance to the zoo: {what}", fontsize=10)
-        ax.set_xlabel(f"k-NN distance (k={space.k})")
-        _legend(ax)
+        _distance_panel(ax, found[0] if found else 0, name, space, ok)
     return fig
 
 

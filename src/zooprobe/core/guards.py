@@ -80,22 +80,26 @@ def resolves_inside(root: str | Path, path: str | Path) -> bool:
     return Path(path).resolve().is_relative_to(Path(root).resolve())
 
 
-def contained_path(root: str | Path, name: Any, what: str = "file") -> Path:
+def contained_path(
+    root: str | Path, name: Any, what: str = "file", *, where: str | None = None, fix: str | None = None
+) -> Path:
     """The path a metadata cell `name` names inside folder `root`, or `InvalidInputError`: the one
     containment rule for paths an input names. Refused: an empty name, an absolute path (``/etc/passwd``,
-    ``C:\\...``), a ``..`` part, and a path that leads out of `root` through a symbolic link."""
+    ``C:\\...``), a ``..`` part, and a path that leads out of `root` through a symbolic link. The messages
+    name the folder as `where` (default: its path) and end a link's refusal with `fix`."""
     root = Path(root)
+    where = str(root) if where is None else where
     text = "" if name is None else str(name).strip().replace("\\", "/")
     if not text:
         raise InvalidInputError(f"{root}: no {what} named")
     relative = PurePosixPath(text)
     if relative.is_absolute() or ".." in relative.parts or (len(text) > 1 and text[1] == ":"):
-        raise InvalidInputError(f"{what} path {text!r} must be relative to {root} and stay inside it")
+        raise InvalidInputError(f"{what} path {text!r} must be relative to {where} and stay inside it")
     path = root.joinpath(*relative.parts)
     if not resolves_inside(root, path):
         raise InvalidInputError(
-            f"{what} path {text!r} leads outside {root} through a symbolic link (to {path.resolve()}); "
-            f"copy the {what} into the folder instead"
+            f"{what} path {text!r} leads outside {where} through a symbolic link (to {path.resolve()}); "
+            + (f"copy the {what} into the folder instead" if fix is None else fix)
         )
     return path
 

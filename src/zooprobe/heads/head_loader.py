@@ -238,24 +238,7 @@ def run_heads(
         feats = featurize(chunk) if statistics is None else statistics[s : s + batch_size]
         archs += [architecture(sd) for sd in chunk]
         stats.append(feats)
-        shared: dict[Any, list[tuple[dict[str, torch.Tensor], torch.Tensor]]] = {}
-        for k, head in enumerate(heads):
-            key = head.encoding_key()
-            encoded = shared.get(key) if key is not None else None
-            if encoded is None:
-                encoded = _encode(head, chunk, s, independent)
-                if key is not None:
-                    shared[key] = encoded
-            pooled = torch.cat([p for _, p in encoded])
-            if len(encoded) > 1 and isinstance(head.model.head, GradientBoostingHead):
-                encoded = [({"pooled": pooled}, pooled)]  # it reads pooled + statistics only, row by row
-            at = 0
-            for inputs, part_pooled in encoded:
-                n = len(part_pooled)
-                for name, values in head._head_outputs(inputs, feats[at : at + n], s + at).items():
-                    raw[k][name].append(values)
-                at += n
-            reps[k].append(pooled.double().cpu().numpy())
+        _run_chunk(heads, chunk, feats, s, independent, raw, reps)
         s += len(chunk)
     all_stats = np.concatenate(stats)
     all_raw = np.concatenate(raw_stats) if raw_stats else None
@@ -263,6 +246,37 @@ def run_heads(
         HeadOutputs(_calibrated(head, raw[k]), np.concatenate(reps[k]), all_stats, list(archs), all_raw)
         for k, head in enumerate(heads)
     ]
+
+
+def _run_chunk(
+    heads: Sequence[LoadedHead],
+    chunk: list[dict[str, torch.Tensor]],
+    feats: np.ndarray,
+    s: int,
+    independent: bool,
+    raw: list[dict[str, list[np.ndarray]]],
+    reps: list[list[np.ndarray]],
+) -> None:
+    """One chunk of `run_heads` (networks ``s`` on) through every head, encoded once per shared encoder:
+    each head's raw outputs and pooled representations are appended to ``raw[k]`` and ``reps[k]``."""
+    shared: dict[Any, list[tuple[dict[str, torch.Tensor], torch.Tensor]]] = {}
+    for k, head in enumerate(heads):
+        key = head.encoding_key()
+        encoded = shared.get(key) if key is not None else None
+        if encoded is None:
+            encoded = _encode(head, chunk, s, independent)
+            if key is not None:
+                shared[key] = encoded
+        pooled = torch.cat([p for _, p in encoded])
+        if len(encoded) > 1 and isinstance(head.model.head, GradientBoostingHead):
+            encoded = [({"pooled": pooled}, pooled)]  # it reads pooled + statistics only, row by row
+        at = 0
+        for inputs, part_pooled in encoded:
+            n = len(part_pooled)
+            for name, values in head._head_outputs(inputs, feats[at : at + n], s + at).items():
+                raw[k][name].append(values)
+            at += n
+        reps[k].append(pooled.double().cpu().numpy())
 
 
 def _run_by_form(

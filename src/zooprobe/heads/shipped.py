@@ -60,6 +60,13 @@ def shipped_head_folder(name: str) -> Path:
     return folder
 
 
+def local_head_path(source: str | Path) -> Path:
+    """Where a head `source` is on this machine, if anywhere: a shipped head's folder inside the package (its
+    one-line error when this installation lacks it), else the path as given, ``~`` expanded (it may not
+    exist: then the source is a Hub repo id)."""
+    return shipped_head_folder(str(source)) if is_shipped_head(source) else Path(str(source)).expanduser()
+
+
 def list_shipped_heads() -> list[str]:
     """The names of the shipped heads present in this installation, in `SHIPPED_HEADS` order."""
     return [name for name in SHIPPED_HEADS if (_root() / name / "config.json").is_file()]

@@ -51,7 +51,7 @@ from zooprobe.heads.head_loader import (
     read_head_config,
 )
 from zooprobe.heads.integrity import HASH_FILE, check_content_hash
-from zooprobe.heads.shipped import is_shipped_head, require_shipped_heads, shipped_head_folder
+from zooprobe.heads.shipped import local_head_path, require_shipped_heads
 from zooprobe.heads.uncertainty import DEFAULT_LEVEL, check_level
 from zooprobe.inference.assess import (
     NOT_PREDICTABLE,
@@ -118,9 +118,7 @@ def check_local_head(source: str | Path, *, trust: bool = False) -> Path | None:
     (`zooprobe.heads.integrity.check_content_hash`: a modified head is refused before any of its files is
     parsed, unless `trust`); None for a source that is not a local path (a Hub repo id). A shipped head's
     name is its folder inside the package."""
-    local = Path(str(source)).expanduser()
-    if is_shipped_head(source):
-        local = shipped_head_folder(str(source))
+    local = local_head_path(source)
     if not local.exists():
         return None
     folder = head_folder(local)

@@ -419,8 +419,7 @@ def _body(
 ) -> str:
     run = _Run.of(repo_id, root, head, metrics, cfg)
     lines = [*_intro(run), *_scores(run)]
-    lines += ["## Training", "", *_training(run), "", "## Files", ""]
-    lines += [*_files(run), "", "## Limitations", ""]
+    lines += ["## Training", "", *_training(run), "", "## Files", "", *_files(run), "", "## Limitations", ""]
     lines += _limitations(
         run.task, run.zoo_source, run.zoo_phrase, run.targets, metrics, encoder_config, run.enc_source
     )
@@ -430,6 +429,22 @@ def _body(
 
 def _share(value: Any) -> str:
     return f"{100 * value:.0f}%" if _finite(value) else "an unknown share"
+
+
+def _encoder_limitation(encoder_config: Mapping[str, Any] | None, enc_source: str) -> str:
+    prov = (encoder_config or {}).get("provenance") or {}
+    if prov.get("zoo_source"):
+        n_pre = len(prov.get("model_ids") or []) or prov.get("n_models")
+        return (
+            f"- The encoder was pretrained on {n_pre} networks of "
+            f"{describe_source(str(prov['zoo_source']), None, 'zoo')}; its representations only cover the "
+            "layer types and scales of that zoo."
+        )
+    return (
+        "- The encoder only knows the layer types and weight scales of its pretraining zoo (see the "
+        f"model card of {describe_source(enc_source, None, 'encoder')}); other networks are out of its "
+        "domain."
+    )
 
 
 def _limitations(
@@ -461,20 +476,7 @@ def _limitations(
             else "predictions for them can be wrong without any warning."
         ),
     ]
-    prov = (encoder_config or {}).get("provenance") or {}
-    if prov.get("zoo_source"):
-        n_pre = len(prov.get("model_ids") or []) or prov.get("n_models")
-        lines.append(
-            f"- The encoder was pretrained on {n_pre} networks of "
-            f"{describe_source(str(prov['zoo_source']), None, 'zoo')}; its representations only cover the "
-            "layer types and scales of that zoo."
-        )
-    else:
-        lines.append(
-            "- The encoder only knows the layer types and weight scales of its pretraining zoo (see the "
-            f"model card of {describe_source(enc_source, None, 'encoder')}); other networks are out of its "
-            "domain."
-        )
+    lines.append(_encoder_limitation(encoder_config, enc_source))
     discrete = [t for t in targets if t.get("kind") == "categorical"]
     if discrete:
         lines.append(

@@ -19,7 +19,7 @@ order, untouched tensors shared.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -101,22 +101,38 @@ def flip_signs(
     return out
 
 
+def _add_units(
+    state_dict: Mapping[str, torch.Tensor],
+    architecture: Architecture | None,
+    what: str,
+    name: str,
+    value: int,
+    maps: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+) -> dict[str, torch.Tensor]:
+    """What `widen` and `pad_dead` share: ``value`` (their ``name`` argument) must be a positive integer,
+    no norm may normalize across units, and each group of ``n`` hidden units is remapped by ``maps(n)``
+    (`remap_units`'s rows and columns)."""
+    net = _net(state_dict, architecture, what)
+    if int(value) != value or value < 1:
+        raise SymmetryError(f"{what}: {name} must be a positive integer, got {value}")
+    _need_per_unit_norms(net, what)
+    out = dict(state_dict)
+    for g in range(len(net.groups)):
+        rows, cols = maps(net.group_layers(g)[0].width)
+        out = remap_units(out, net, g, rows, cols)
+    return out
+
+
 def widen(
     state_dict: Mapping[str, torch.Tensor], architecture: Architecture | None, factor: int = 2
 ) -> dict[str, torch.Tensor]:
     """k-fold widening: every hidden unit appears ``factor`` times (copies of unit ``i`` at ``i + j n``) and
     each copy's outgoing weights are divided by ``factor``, for any elementwise activation."""
-    net = _net(state_dict, architecture, "widen")
-    if int(factor) != factor or factor < 1:
-        raise SymmetryError(f"widen: factor must be a positive integer, got {factor}")
-    _need_per_unit_norms(net, "widen")
-    out = dict(state_dict)
-    for g in range(len(net.groups)):
-        n = net.group_layers(g)[0].width
-        rows = torch.arange(n).repeat(factor)
-        cols = torch.eye(n, dtype=torch.float64).repeat(1, factor) / factor
-        out = remap_units(out, net, g, rows, cols)
-    return out
+
+    def maps(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.arange(n).repeat(factor), torch.eye(n, dtype=torch.float64).repeat(1, factor) / factor
+
+    return _add_units(state_dict, architecture, "widen", "factor", factor, maps)
 
 
 def pad_dead(
@@ -124,17 +140,13 @@ def pad_dead(
 ) -> dict[str, torch.Tensor]:
     """Dead-neuron padding: ``count`` units appended to every hidden layer with zero incoming weights and
     bias (BatchNorm: scale and shift 0, mean 0, variance 1) and zero outgoing weights."""
-    net = _net(state_dict, architecture, "pad_dead")
-    if int(count) != count or count < 1:
-        raise SymmetryError(f"pad_dead: count must be a positive integer, got {count}")
-    _need_per_unit_norms(net, "pad_dead")
-    out = dict(state_dict)
-    for g in range(len(net.groups)):
-        n = net.group_layers(g)[0].width
+
+    def maps(n: int) -> tuple[torch.Tensor, torch.Tensor]:
         rows = torch.cat([torch.arange(n), torch.full((count,), -1)])
         cols = torch.cat([torch.eye(n, dtype=torch.float64), torch.zeros(n, count, dtype=torch.float64)], 1)
-        out = remap_units(out, net, g, rows, cols)
-    return out
+        return rows, cols
+
+    return _add_units(state_dict, architecture, "pad_dead", "count", count, maps)
 
 
 def fold_batchnorm(

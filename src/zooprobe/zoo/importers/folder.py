@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -13,7 +13,7 @@ from zooprobe.core.guards import (
     CHECKPOINT_SUFFIXES,
     DEFAULT_MAX_PARAMS,
     check_max_params,
-    resolves_inside,
+    contained_path,
 )
 from zooprobe.errors import InvalidInputError
 from zooprobe.zoo.importers.common import (
@@ -59,27 +59,22 @@ class _Record:
         return self.known.get("checkpoint_epoch")
 
 
-def _resolves_inside(root: Path, path: Path) -> bool:
-    """Whether ``path``, every symbolic link followed, is ``root`` (its real path) or lies under it: the one
-    containment rule for paths an input names (``..`` is refused before; a link must not lead out either)."""
-    return resolves_inside(root, path)
-
-
 def _checkpoint_path(folder: Path, name: Any) -> Path:
-    """The checkpoint named in a metadata cell; it must be a supported file inside ``folder``."""
+    """The checkpoint named in a metadata cell; it must be a supported file inside ``folder`` (the
+    containment rule is `contained_path`'s)."""
     if _is_missing(name):
         raise _Bad("no checkpoint file named")
-    text = str(name).strip().replace("\\", "/")
-    relative = PurePosixPath(text)
-    if relative.is_absolute() or ".." in relative.parts:
-        raise _Bad(f"checkpoint path {text!r} must be relative to the checkpoint folder and stay inside it")
-    path = folder.joinpath(*relative.parts)
-    if not _resolves_inside(folder, path):
-        raise _Bad(
-            f"checkpoint path {text!r} leads outside the checkpoint folder through a symbolic link (to "
-            f"{path.resolve()}); checkpoints must stay inside the folder: copy the file in, or import from "
-            "the folder that holds it"
+    try:
+        path = contained_path(
+            folder,
+            name,
+            "checkpoint",
+            where="the checkpoint folder",
+            fix="checkpoints must stay inside the folder: copy the file in, or import from the folder that "
+            "holds it",
         )
+    except InvalidInputError as e:
+        raise _Bad(str(e)) from None
     if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
         raise _Bad(f"{path}: unsupported checkpoint type; supported: {', '.join(CHECKPOINT_SUFFIXES)}")
     if not path.is_file():
