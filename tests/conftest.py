@@ -16,7 +16,15 @@ from trained_heads import TrainedHeads
 if TYPE_CHECKING:
     from hub_server import HubServer
 
-torch.set_num_threads(2)
+#: Torch threads of the test process and, through OMP_NUM_THREADS, of every process a test starts (unless the
+#: test sets its own). One: the tests' tensors are tiny, so a second thread saves little even on an idle
+#: machine, while on a shared one (other jobs, or a test's own worker processes) every parallel region waits
+#: for a descheduled thread: head training ran 2.3x slower with two. The same count everywhere also keeps
+#: float sums identical between a test and the processes it compares itself with.
+#: ZOOPROBE_TEST_THREADS overrides it.
+TEST_THREADS = int(os.environ.get("ZOOPROBE_TEST_THREADS", "1"))
+os.environ["OMP_NUM_THREADS"] = str(TEST_THREADS)
+torch.set_num_threads(TEST_THREADS)
 
 
 @pytest.fixture(autouse=True, scope="session")

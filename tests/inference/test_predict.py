@@ -274,7 +274,7 @@ def test_resnet18_predict_time_and_memory(
         return kib
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", threads)))  # conftest pins 2 threads
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", threads)))  # conftest pins the threads
     reset = reset_peak_rss()  # VmHWM back to the current RSS
     before = status("VmRSS")
     start = time.perf_counter()

@@ -189,13 +189,13 @@ def test_streamed_batches_read_each_row_group_once_per_epoch(large_zoo: tuple[Pa
 
 # ------------------------------------------------------------------------------------------ memory
 SCRIPT = r"""
-import ctypes, ctypes.util, gc, json, sys, time
+import ctypes, ctypes.util, gc, json, os, sys, time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # the test's threads (tests/conftest.py)
 from zooprobe.api import load_encoder, load_zoo
 from zooprobe.core.memory import process_status_kib as kib, reset_peak_rss
 from zooprobe.representations.cache import compute_representations
@@ -291,7 +291,7 @@ def test_encoding_and_head_training_stream_a_large_zoo_in_bounded_memory(
     assert total_mib > 50
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "2"
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
     r = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(root), str(head_encoder), str(tmp_path)],
         capture_output=True,
