@@ -40,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     "load_head": "zooprobe.api",
     "list_presets": "zooprobe.api",
     "pretrain_encoder": "zooprobe.api",
+    "adapt_encoder": "zooprobe.api",
     "train": "zooprobe.api",
     "evaluate": "zooprobe.api",
     # encoder
@@ -63,6 +64,7 @@ _EXPORTS: dict[str, str] = {
     "list_shipped_heads": "zooprobe.heads.shipped",
     # training
     "PretrainConfig": "zooprobe.training.pretrain_config",
+    "AdaptConfig": "zooprobe.training.adapt_config",
     "TrainConfig": "zooprobe.training.config",
     "OptimConfig": "zooprobe.training.config",
     "StopConfig": "zooprobe.training.config",

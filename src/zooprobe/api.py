@@ -40,6 +40,7 @@ from zooprobe.heads.integrity import check_content_hash
 from zooprobe.heads.shipped import local_head_path
 from zooprobe.hub import resolve_source
 from zooprobe.training import distributed
+from zooprobe.training.adapt import AdaptConfig, adapt
 from zooprobe.training.config import HEAD_PRESETS, TrainConfig
 from zooprobe.training.evaluator import evaluate_run
 from zooprobe.training.pretrain import NEURON_PRESETS, PretrainConfig, pretrain
@@ -306,10 +307,30 @@ def evaluate(
     return cfg.task, evaluate_run(cfg, head, load_zoo(cfg.zoo, revision=cfg.zoo_revision), split)
 
 
+# ------------------------------------------------------------------------------------------ adaptation
+def adapt_encoder(
+    config: AdaptConfig,
+    output: str | Path,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    on_epoch_end: Any = None,
+) -> Path:
+    """Adapt the encoder ``config.encoder`` (a foundation-kind encoder: name, folder or Hub id) to the
+    weights of the zoo ``config.zoo``, self-supervised, reading no label; the new encoder folder `output`
+    loads with `load_encoder(output)`. See `zooprobe.training.adapt.adapt` (resumable)."""
+    config.validate()
+    check_output(output, ENCODER_OUTPUT, overwrite=not resume)  # before anything is loaded
+    encoder = load_encoder(config.encoder, progress=progress)
+    return adapt(config, encoder, load_zoo(config.zoo), output, resume=resume, progress=progress,
+                 on_epoch_end=on_epoch_end)  # fmt: skip
+
+
 __all__ = [
     "BUILTIN_PREFIX",
     "DEFAULT_ENCODER_PRESET",
     "DEFAULT_ENCODER_ZOO",
+    "adapt_encoder",
     "builtin_zoo",
     "default_encoder_path",
     "evaluate",

@@ -218,3 +218,24 @@ def test_kill_9_during_pretrain_then_rerun_is_identical(
     assert json.loads(config.read_text())["provenance"]["finished"] is True
     a, b = load_file(head_encoder / "model.safetensors"), load_file(out / "model.safetensors")
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+
+
+# ---------------------------------------------------------------------------------------------- adapt
+def test_kill_9_during_adapt_then_rerun_is_identical(tiny_zoo: Path, tmp_path: Path) -> None:
+    """``encoder adapt`` killed right after its first epoch's training state is saved: the folder does not
+    pass for a finished encoder, and the same command again resumes to
+    the very encoder (weights, bit for bit) an uninterrupted run gives."""
+    args = ("encoder", "adapt", "--zoo", tiny_zoo, "--epochs", "2", "--batch_size", "8", *QUIET)
+    reference = tmp_path / "reference"
+    r = run_cli(*args, "--output", reference)
+    assert r.code == 0 and not r.traceback, r.err
+    out = tmp_path / "enc"
+    save_state = "zooprobe.training.loop:save_state"
+    assert_killed(signalled_after(save_state, 1, signal.SIGKILL, *args, "--output", out))
+    config = out / "config.json"
+    assert not config.exists() or json.loads(config.read_text())["provenance"]["finished"] is False
+    r = run_cli(*args, "--output", out)
+    assert r.code == 0 and not r.traceback, r.err
+    assert json.loads(config.read_text())["provenance"]["finished"] is True
+    a, b = load_file(reference / "model.safetensors"), load_file(out / "model.safetensors")
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)

@@ -25,12 +25,14 @@ from zooprobe.cli.common import (
     push_cli_output,
 )
 from zooprobe.core.progress import rank
+from zooprobe.training.adapt_config import AdaptConfig
 from zooprobe.training.pretrain_config import PretrainConfig
 
 PRETRAIN_DESCRIPTION = (
     "Pretrain an encoder on a zoo: --architecture tokens (default) self-supervised on the train split "
     "(masked reconstruction + contrastive); --architecture neurons (encoder v3, permutation-invariant) "
-    "supervised on the zoo's metadata: give it a zoo the heads will not be evaluated on. Options left unset "
+    "supervised on the zoo's metadata: give it a zoo the heads will not be evaluated on; --architecture "
+    "layers (the foundation encoder) supervised likewise. Options left unset "
     "take the preset's value (tiny: tests; small: the default encoder; bench: a larger encoder; `zooprobe "
     "presets encoder` lists them). Interrupted runs resume."
 )
@@ -44,6 +46,21 @@ PRETRAIN_HELP = {
     "epochs": "Training epochs.",
     "weight_decay": "AdamW weight decay.",
     "seed": "Seed of the initialization, batch order and augmentations.",
+}
+
+
+ADAPT_DESCRIPTION = (
+    "Test-time adaptation: continue training a foundation encoder (--encoder, default foundation) "
+    "self-supervised on the weights of --zoo (every split by default; no label of any split is read), into "
+    "a new encoder folder that `zooprobe.load_encoder(OUTPUT)` loads. Interrupted runs resume."
+)
+ADAPT_HELP = {
+    "epochs": "Training epochs.",
+    "weight_decay": "AdamW weight decay.",
+    "warmup_fraction": "Fraction of the steps spent in linear warmup before the cosine decay.",
+    "min_lr_ratio": "Final learning rate as a fraction of lr.",
+    "grad_clip": "Maximum gradient norm (0 disables clipping).",
+    "seed": "Seed of the batch order and the views.",
 }
 
 
@@ -70,6 +87,12 @@ def add_encoder_commands(top_subcommands: Any, wanted: Any = None) -> ArgumentPa
     add_push_arguments(pretrain, "encoder")
     describe_options(pretrain, PRETRAIN_HELP)
     actions.add_subcommand("pretrain", pretrain, help="Pretrain an encoder (resumable).")
+
+    adapt = config_parser(ADAPT_DESCRIPTION)
+    adapt.add_class_arguments(AdaptConfig, nested_key=None)
+    add_output_arguments(adapt, "adapted encoder and its training state")
+    describe_options(adapt, ADAPT_HELP)
+    actions.add_subcommand("adapt", adapt, help="Adapt an encoder to a zoo's weights (no labels; resumable).")
 
     bench = config_parser(
         "Encoding throughput and GFLOP/s (vs a plain matmul), ridge-probe R² for test accuracy of the "
@@ -136,6 +159,8 @@ def run_encoder_command(ns: Namespace, console: Any) -> int:
             delete_patterns=[f"{TB_DIR}/**"],  # logs of an earlier push would mix into the training curves
         )
         return 0
+    if action == "adapt":
+        return _run_adapt(sub, console)
     if action == "bench":
         from zooprobe.bench.encoder import (  # heavy: imports torch
             bench_encoder,
@@ -154,4 +179,29 @@ def run_encoder_command(ns: Namespace, console: Any) -> int:
     raise AssertionError(f"unhandled encoder action {action!r}")
 
 
-__all__ = ["add_encoder_commands", "pretrain_config", "run_encoder_command"]
+def adapt_config(ns: Namespace) -> AdaptConfig:
+    """The `AdaptConfig` of a parsed ``encoder adapt`` namespace."""
+    names = [f.name for f in dataclasses.fields(AdaptConfig)]
+    return AdaptConfig(**{name: ns.get(name) for name in names if name in ns})
+
+
+def _run_adapt(sub: Namespace, console: Any) -> int:
+    from zooprobe.api import adapt_encoder  # heavy: imports torch
+    from zooprobe.training.pretrain import training_history  # heavy: imports torch
+
+    out = adapt_encoder(adapt_config(sub), sub.output, resume=not sub.overwrite, progress=sub.progress)
+    if rank() != 0:
+        return 0
+    history = training_history(out)
+    last = history[-1] if history else {}
+    nan = float("nan")
+    loss, contrastive = last.get("train_loss", nan), last.get("train_contrastive", nan)
+    console.print(
+        f"adapted encoder written to {out} ({last.get('epoch', 0)} epoch(s), loss {loss:.4f}: contrastive "
+        f"{contrastive:.4f}, anchor {last.get('train_anchor', nan):.4f}); load it with "
+        f"zooprobe.load_encoder({str(out)!r})"
+    )
+    return 0
+
+
+__all__ = ["adapt_config", "add_encoder_commands", "pretrain_config", "run_encoder_command"]

@@ -87,6 +87,7 @@ ENCODER_OUTPUT = OutputKind(
         "tensorboard/events.out.tfevents.*",  # pretraining: TensorBoard logs
         "tb/events.out.tfevents.*",  # (the folder's name before zooprobe 0.2)
         "train.log",  # pretraining: the run's log
+        "adapt_config.yaml",  # encoder adapt: the run's configuration
     ),
     signature=("training_state.safetensors",),
 )

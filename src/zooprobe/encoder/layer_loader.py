@@ -116,13 +116,27 @@ def layer_model_card(config: Mapping[str, Any]) -> str:
         + (", ".join(f"`{t['name']}`" for t in targets) or "none"),
         f"- representation: latent ({enc['latent_dim']}) + the encoder's own predictions of those targets",
         *card_how_to_load(
-            'encoder = zooprobe.load_encoder("foundation")',
+            'encoder = zooprobe.load_encoder("FOLDER")'
+            if prov.get("adapted")
+            else 'encoder = zooprobe.load_encoder("foundation")',
             "representations = encoder.encode([state_dict])",
         ),
         "## Training data",
         "",
         f"- corpus: `{prov.get('zoo_source', 'unknown')}`, {prov.get('n_models', '?')} models",
     ]
+    if prov.get("adapted"):
+        src = prov.get("source_provenance") or {}
+        lines[-1] = (
+            "- **adapted** (test-time adaptation, self-supervised on weights only, no labels read) to the "
+            f"zoo `{prov.get('zoo_source', 'unknown')}` (fingerprint `{prov.get('zoo_fingerprint', '?')}`), "
+            f"{prov.get('n_models', '?')} models"
+        )
+        lines += [
+            f"- source encoder: `{prov.get('source_encoder', '?')}` (fingerprint "
+            f"`{prov.get('source_fingerprint', '?')}`), pretrained on `{src.get('zoo_source', 'unknown')}`",
+            f"- objective: {prov.get('objective', '?')}",
+        ]
     if prov.get("corpus_sha256"):
         lines.append(f"- corpus content sha256 (its manifest): `{prov['corpus_sha256']}`")
     if prov.get("recipe"):

@@ -53,10 +53,11 @@ class PretrainConfig:
     """
 
     preset: Literal["tiny", "small", "bench"] = "small"
-    architecture: Literal["tokens", "neurons"] = "tokens"
+    architecture: Literal["tokens", "neurons", "layers"] = "tokens"
     """tokens: v2 weight-token transformer (self-supervised); neurons: v3 neuron-level encoder, invariant to
     hidden-neuron permutations, pretrained supervised on zoo metadata (pretrain it on models the heads will
-    not be evaluated on)."""
+    not be evaluated on); layers: the foundation encoder (a transformer over layer tokens), supervised on
+    zoo metadata like neurons."""
     splits: list[str] | None = None
     """Zoo splits trained on (default: train). A zoo kept for pretraining only may use train and test; the
     validation split always picks the best epoch."""
@@ -130,7 +131,7 @@ class PretrainConfig:
 
     def resolved(self) -> PretrainConfig:
         """A copy with every ``None`` replaced by the preset's value (and `encoder` unpacked), validated."""
-        if self.architecture == "neurons":
+        if self.architecture in ("neurons", "layers"):
             given = [
                 f.name
                 for f in dataclasses.fields(self)
@@ -138,10 +139,17 @@ class PretrainConfig:
             ]
             if given:
                 raise ConfigError(
-                    f"PretrainConfig: {', '.join(given)} only apply to architecture 'tokens', not 'neurons'; "
-                    "remove them"
+                    f"PretrainConfig: {', '.join(given)} only apply to architecture 'tokens', not "
+                    f"{self.architecture!r}; remove them"
                 )
-            values = self.preset_values(NEURON_PRESETS, "neuron pretraining")
+            if self.architecture == "layers":
+                if self.message_passing_rounds is not None:
+                    raise ConfigError(
+                        "PretrainConfig: message_passing_rounds only applies to architecture 'neurons'"
+                    )
+                values = self.preset_values(LAYER_PRESETS, "layer pretraining")
+            else:
+                values = self.preset_values(NEURON_PRESETS, "neuron pretraining")
             cfg = PretrainConfig(**values)
             cfg.validate()
             return cfg
@@ -160,12 +168,24 @@ class PretrainConfig:
     def validate(self) -> None:
         need = requirement("PretrainConfig", ConfigError)
         neurons = self.architecture == "neurons"
-        skip = {"encoder", *(TOKEN_ONLY_FIELDS if neurons else ("message_passing_rounds",))}
+        layers = self.architecture == "layers"
+        skip = {"encoder", *(TOKEN_ONLY_FIELDS if neurons or layers else ()), "message_passing_rounds"}
+        if neurons:
+            skip.discard("message_passing_rounds")
         for f in dataclasses.fields(self):
             if f.name not in skip:
                 need(getattr(self, f.name) is not None, f"field {f.name!r} is not set")
         v: Any = self
         need(len(v.splits) >= 1, "splits must name at least one split")
+        if layers:
+            self._check_optim(need)
+            need(
+                v.noise_sigma == 0,
+                "noise_sigma must be 0 for architecture 'layers' (its tokens are computed once per model)",
+            )
+            check_device_name(v.device, "PretrainConfig: device")
+            self.layer_encoder_config()  # validates the encoder fields
+            return
         if neurons:
             self._check_optim(need)
             need(v.noise_sigma >= 0, f"noise_sigma must be >= 0, got {v.noise_sigma}")
@@ -211,6 +231,19 @@ class PretrainConfig:
             n_heads=self.n_heads,  # type: ignore[arg-type]
             dropout=float(self.dropout),  # type: ignore[arg-type]
             message_passing_rounds=self.message_passing_rounds,  # type: ignore[arg-type]
+            max_layers=self.max_layers,  # type: ignore[arg-type]
+        )
+
+    def layer_encoder_config(self) -> Any:
+        """The `LayerEncoderConfig` of a ``layers`` pretraining (which validates the fields)."""
+        from zooprobe.encoder.layer_model import LayerEncoderConfig  # heavy: torch (the module's network)
+
+        return LayerEncoderConfig(
+            d_model=self.d_model,  # type: ignore[arg-type]
+            latent_dim=self.latent_dim,  # type: ignore[arg-type]
+            n_layers=self.n_layers,  # type: ignore[arg-type]
+            n_heads=self.n_heads,  # type: ignore[arg-type]
+            dropout=float(self.dropout),  # type: ignore[arg-type]
             max_layers=self.max_layers,  # type: ignore[arg-type]
         )
 
@@ -362,3 +395,50 @@ NEURON_PRESETS: dict[str, dict[str, Any]] = {
 }
 NEURON_PRESETS["bench"] = dict(NEURON_PRESETS["small"])
 """Presets of architecture ``neurons`` (``bench``: the configuration measured in docs/encoder.md)."""
+
+_LAYERS: dict[str, Any] = {
+    "splits": ["train"],
+    "max_layers": 48,
+    "warmup_fraction": 0.05,
+    "min_lr_ratio": 0.0,
+    "weight_decay": 0.05,
+    "grad_clip": 1.0,
+    "noise_sigma": 0.0,
+}
+LAYER_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        **_LAYERS,
+        "d_model": 16,
+        "latent_dim": 8,
+        "n_layers": 1,
+        "n_heads": 2,
+        "dropout": 0.0,
+        "epochs": 2,
+        "batch_size": 8,
+        "lr": 3e-3,
+    },
+    "small": {
+        **_LAYERS,
+        "d_model": 64,
+        "latent_dim": 32,
+        "n_layers": 2,
+        "n_heads": 4,
+        "dropout": 0.1,
+        "epochs": 20,
+        "batch_size": 64,
+        "lr": 1e-3,
+    },
+    "bench": {  # the shipped foundation encoder's recipe (benchmarks/foundation/pretrain_transfer.py)
+        **_LAYERS,
+        "d_model": 128,
+        "latent_dim": 64,
+        "n_layers": 3,
+        "n_heads": 4,
+        "dropout": 0.1,
+        "epochs": 20,
+        "batch_size": 256,
+        "lr": 1e-3,
+    },
+}
+"""Presets of architecture ``layers`` (``bench``: the foundation encoder's recipe: AdamW, warmup then cosine
+instead of the script's one-cycle schedule)."""

@@ -61,7 +61,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from zooprobe.encoder.augment import erase_tokens, noise_tokens, permutation_plan, permute_neurons
@@ -80,6 +79,7 @@ from zooprobe.tokens import (
 )
 from zooprobe.training import distributed as D
 from zooprobe.training.objectives.base import Objective, Step, register_objective
+from zooprobe.training.objectives.losses import nt_xent
 from zooprobe.training.pretrain_config import PretrainConfig
 
 _BUCKET_SPAN = 8  # batches per length-sorting span
@@ -208,16 +208,6 @@ class PretrainModel(nn.Module):
         self.encoder = WeightEncoder(config)
         d = config.latent_dim
         self.projection = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
-
-
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """NT-Xent (SimCLR) loss: each view's positive is the other view of the same model."""
-    n = z1.shape[0]
-    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
-    sim = (z @ z.T) / temperature
-    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-    return F.cross_entropy(sim, targets)
 
 
 def _losses(

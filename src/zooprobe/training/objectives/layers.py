@@ -1,0 +1,149 @@
+"""The ``layers`` objective: supervised multi-task pretraining of the foundation encoder
+(`zooprobe.encoder.layer_model.LayerEncoder`, a transformer over layer tokens) on a zoo's metadata.
+
+The recipe of ``benchmarks/foundation/pretrain_transfer.py``, which pretrained the shipped encoder, run by
+the one engine (`zooprobe.training.loop.run_loop`: resume, checkpoints, torchrun):
+
+- data: the final checkpoints of ``PretrainConfig.splits`` (``["train"]`` by default); the validation
+  split picks the best epoch and is never trained on; each model's layer tokens are computed once;
+- targets: `metadata_targets` of the training models (standardization fitted on them), values from
+  `target_tensors`; loss `multitask_loss` (missing values do not count);
+- the token standardization (per token type) is fitted on the training models' tokens, once.
+
+Preset ``bench`` is the shipped encoder's configuration (width 128, 3 blocks, latent 64, batch 256, AdamW
+1e-3, weight decay 0.05, 20 epochs); the script used a one-cycle schedule, the engine warmup + cosine.
+Distributed: each rank computes its slice of the global batch, weighted by its share.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from zooprobe.core.progress import log
+from zooprobe.encoder.config import PretrainTarget
+from zooprobe.encoder.layer_loader import save_layer_encoder
+from zooprobe.encoder.layer_model import LayerEncoder
+from zooprobe.encoder.neuron_model import multitask_loss
+from zooprobe.errors import ConfigError, InvalidInputError
+from zooprobe.training import distributed as D
+from zooprobe.training.objectives.base import STATE_FORMAT_VERSION, Objective, Step, register_objective
+from zooprobe.training.objectives.layer_data import LayerData, select_splits, tokenize_zoo
+from zooprobe.training.objectives.targets import metadata_targets, target_tensors
+
+ARCHITECTURE = "layers"
+
+
+def _loss(
+    model: LayerEncoder, data: LayerData, ys: dict[str, torch.Tensor], idx: torch.Tensor
+) -> torch.Tensor:
+    x, mask = data.rows(idx)
+    device = next(model.parameters()).device
+    out = model.predict(model.latent(x.to(device), mask.to(device)))
+    return multitask_loss(model.targets, out, {k: v[idx].to(device) for k, v in ys.items()})
+
+
+@register_objective(ARCHITECTURE)
+class LayerObjective(Objective):
+    """Supervised multi-task pretraining of the foundation encoder (see the module docs)."""
+
+    def check_state(self, path: Path, meta: dict[str, Any], output: Path) -> None:
+        if meta.get("format_version") != STATE_FORMAT_VERSION or meta.get("architecture") != ARCHITECTURE:
+            raise ConfigError(
+                f"{output} holds a pretraining run of another kind or version; use another output folder or "
+                "--overwrite"
+            )
+
+    def prepare(self, zoo: Any, saved: dict[str, Any] | None, progress: bool) -> None:
+        cfg = self.cfg
+        splits = list(cfg.splits)
+        if "validation" in splits:
+            raise ConfigError(
+                "PretrainConfig.splits: the validation split picks the best epoch; do not train on it"
+            )
+        train_zoo = select_splits(zoo, splits)
+        if len(train_zoo) < 2:
+            raise InvalidInputError(
+                f"zoo {zoo.source!s}: {len(train_zoo)} model(s) in {splits}; need at least 2"
+            )
+        val_zoo = zoo.split("validation").final() if "validation" in zoo.splits else zoo.select([])
+        train_meta = train_zoo.metadata().reset_index(drop=True)
+        if saved is not None:
+            self.specs = [PretrainTarget.from_dict(t) for t in saved["targets"]]
+        else:
+            self.specs = metadata_targets(train_meta)
+        if not self.specs:
+            raise InvalidInputError(
+                f"zoo {zoo.source!s}: no metadata column to pretrain on (supervised pretraining needs one of "
+                "test_accuracy, learning_rate, optimizer, activation, ... with two or more distinct values)"
+            )
+        log.info("supervised pretraining targets: %s", ", ".join(t.name for t in self.specs))
+        self.enc_cfg = cfg.layer_encoder_config()
+        top = self.enc_cfg.max_layers
+        self.train = tokenize_zoo(train_zoo, "train", top, progress)
+        self.val = tokenize_zoo(val_zoo, "validation", top, progress) if len(val_zoo) else None
+        self.y_train = target_tensors(train_meta, self.specs)
+        self.y_val = target_tensors(val_zoo.metadata().reset_index(drop=True), self.specs) if self.val else {}
+        self.splits, self.train_zoo, self.val_zoo = splits, train_zoo, val_zoo
+
+    def provenance(self) -> dict[str, Any]:
+        train_zoo, val_zoo = self.train_zoo, self.val_zoo
+        return {
+            "zoo_split": "+".join(self.splits),
+            "checkpoints": "final",
+            "objective": "supervised multi-task",
+            "model_ids": train_zoo.metadata()["model_id"].astype(str).tolist(),
+            "model_hashes": [train_zoo.content_hash(i) for i in range(len(train_zoo))],
+            "n_models": len(train_zoo),
+            "validation_model_ids": val_zoo.metadata()["model_id"].astype(str).tolist(),
+            "selection": (
+                "lowest validation loss" if self.val is not None else "lowest training loss (no validation)"
+            ),
+        }
+
+    def state_fields(self) -> dict[str, Any]:
+        return {"architecture": ARCHITECTURE, "targets": [t.to_dict() for t in self.specs]}
+
+    def build_model(self, fresh: bool) -> nn.Module:
+        model = LayerEncoder(self.enc_cfg, self.specs)
+        if fresh:  # corpus-level token standardization, fitted on the training models once
+            model.fit_standardization(self.train.x, self.train.mask)
+        return model
+
+    def steps_per_epoch(self) -> int:
+        return len(self.train.batches(int(self.cfg.batch_size), None))
+
+    def batches(self, gen: torch.Generator) -> list[torch.Tensor]:
+        return self.train.batches(int(self.cfg.batch_size), gen)
+
+    def train_step(
+        self, model: nn.Module, batch: Any, gen: torch.Generator, info: D.DistInfo, device: torch.device
+    ) -> Step:
+        idx: torch.Tensor = batch
+        part = np.array_split(np.arange(len(idx)), info.world_size)[info.rank]
+        share = len(part) / len(idx)
+        chosen = idx[torch.as_tensor(part if len(part) else np.arange(1))]
+        loss = _loss(model, self.train, self.y_train, chosen)  # type: ignore[arg-type]
+        value = float(loss.detach()) * share
+        return Step(loss * share, len(idx), lambda: {"loss": float(D.sum_value(info, value))})
+
+    def validate(self, model: nn.Module, device: torch.device) -> dict[str, float] | None:
+        if self.val is None:
+            return None
+        model.eval()
+        total = 0.0
+        with torch.no_grad():
+            for idx in self.val.batches(1024, None):
+                total += float(_loss(model, self.val, self.y_val, idx)) * len(idx)  # type: ignore[arg-type]
+        model.train()
+        return {"loss": total / max(len(self.val), 1)}
+
+    def save(self, model: nn.Module, folder: Path, provenance: dict[str, Any]) -> None:
+        save_layer_encoder(model, provenance, folder)
+
+
+__all__ = ["LayerObjective"]
