@@ -185,7 +185,7 @@ def _print_presets(kind: str | None) -> None:
             {"task": task, "mode": mode, "settings": f"head preset {mode!r}"} for task, mode in DEMO_RUNS
         ],
         "zoo": "the built-in zoo of `zooprobe demo --preset` (default small)",
-        "encoder": "default (encoder preset small, pretrained on the default zoo)",
+        "encoder": "default (the foundation encoder shipped in the package; nothing is pretrained)",
     }
     if kind is not None and kind not in kinds:
         raise ZooprobeError(f"presets: unknown kind {kind!r}; choose one of {', '.join(kinds)}")
