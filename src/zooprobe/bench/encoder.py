@@ -104,7 +104,8 @@ REFERENCE: dict[str, Any] = {
     "machine": "2-core x86-64 CPU (AVX-512), 2 torch threads",
 }
 """Encoding throughput of the previous release's path (commit 03038b6: one model tokenized at a time) on the
-bench zoo with the v2 token encoder (the default one at the time): the mean of four runs of ``zooprobe encoder bench`` on the machine named
+bench zoo with the v2 token encoder (the default one at the time): the mean of four runs of ``zooprobe
+encoder bench`` on the machine named
 (161.6, 177.0, 140.7 and 140.3 models/s; each was run back to back with this path, which measured 2.7-3.4x
 as fast in the same four pairs). `format_report` prints the ratio to it when the zoo and encoder are the
 same; other machines differ (and this one varies by about 20% between runs), so rerun that commit there

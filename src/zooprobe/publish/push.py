@@ -21,11 +21,11 @@ run again to the same repo is safe (unchanged files are skipped); files of an ea
 commit, so curves and plots of two runs never mix.
 
 The encoder: a head is only loadable where its encoder is. When head/config.json names a local encoder
-folder or a cache-pretrained ``v2``/``v3``, the push still goes ahead but warns (`HeadEncoderWarning`); ``encoder_repo_id``
-records a Hub repo of the same encoder instead, in the staged config.json only. That repo is checked
-first: its encoder must have the fingerprint the head was trained with, and the pushed config pins the
-revision (the one given, else the commit the check read), so a later push to the encoder repo cannot
-silently break the head.
+folder or a cache-pretrained ``v2``/``v3``, the push still goes ahead but warns (`HeadEncoderWarning`);
+``encoder_repo_id`` records a Hub repo of the same encoder instead, in the staged config.json only. That
+repo is checked first: its encoder must have the fingerprint the head was trained with, and the pushed
+config pins the revision (the one given, else the commit the check read), so a later push to the encoder
+repo cannot silently break the head.
 """
 
 from __future__ import annotations
