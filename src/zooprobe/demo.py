@@ -71,8 +71,8 @@ DEMO_METRICS = {
     ],
 }
 FINETUNE_NOTE = (
-    "fine-tuning: not in the demo. The foundation encoder can be fine-tuned (zooprobe train --mode "
-    "finetune), but on the demo zoo it did not beat the frozen heads for its cost (README, 'The demo')."
+    "fine-tuning: not in the demo. Fine-tuning the foundation encoder (zooprobe train --mode finetune) has "
+    "not been measured against these frozen heads, and it does not fit the demo's 5-minute budget."
 )
 
 
