@@ -147,6 +147,7 @@ def _run(cfg: Namespace) -> int:
         from zooprobe.demo import run_demo  # heavy: imports torch
 
         run_demo(cfg.demo.preset, cfg.demo.output, console=console, progress=cfg.demo.progress)
+        return 0
     return run_zoo_command(cfg.zoo, console)
 
 
