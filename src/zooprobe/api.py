@@ -4,12 +4,13 @@ A *source* is a local folder, a Hub repo id (``OWNER/NAME``, at an optional revi
 (``default``; for zoos also ``builtin:PRESET``). The stages below (zoo, tokens, encoder, representations,
 heads) and training work on loaded objects and never resolve names; the applications above (command
 line, benchmarks, demo, report, predict) call this module. That keeps every arrow pointing down: the
-built-in default zoo is built by the zoo stage and the default encoder pretrained by training, both on
-demand, from here.
+built-in default zoo is built by the zoo stage and the v2/v3 encoders pretrained by training, both on
+demand, from here (the default encoder, ``foundation``, ships inside the package).
 
 - `load_zoo`, `builtin_zoo`: zoos (the built-in ones are generated once into the cache);
 - `load_encoder`, `list_encoders`, `default_encoder_path`: encoders by name (`zooprobe.encoder.registry`;
-  the default one is pretrained once into the cache), folder or Hub id;
+  ``default`` is the foundation encoder shipped inside the package, ``v2`` and ``v3`` are pretrained once
+  into the cache), folder or Hub id;
 - `load_head`: a trained head and the encoder it was trained with;
 - `list_presets`: every preset of zoos, encoders and head training, with its values;
 - the verbs that take sources: `pretrain_encoder`, `train`, `evaluate`.
@@ -56,10 +57,13 @@ from zooprobe.zoo.train import GENERATOR_VERSION
 
 BUILTIN_PREFIX = "builtin:"
 
-#: The built-in default encoder: the ``small`` pretraining preset on the ``small`` built-in zoo. Tests
-#: monkeypatch these two names to keep the default-encoder path fast.
+#: The encoders pretrained once into the cache (``v2``, ``v3``): the ``small`` pretraining preset on the
+#: ``small`` built-in zoo. Tests monkeypatch these two names to keep that path fast. (``default`` is the
+#: shipped foundation encoder and pretrains nothing.)
 DEFAULT_ENCODER_PRESET = "small"
 DEFAULT_ENCODER_ZOO = "builtin:small"
+#: Names of encoders shipped inside the package: the same files wherever this zooprobe version is installed.
+SHIPPED_ENCODERS = ("default", "foundation")
 
 
 # ------------------------------------------------------------------------------------------ zoos
@@ -90,11 +94,13 @@ def load_zoo(source: str | Path | Zoo = "default", revision: str | None = None) 
 
 # ------------------------------------------------------------------------------------------ encoders
 def default_encoder_path(progress: bool = True, architecture: str = "tokens") -> Path:
-    """Folder of the built-in default encoder, pretrained once into the cache and reused afterwards.
+    """Folder of the cache-pretrained encoder ``v2`` (or ``v3``), pretrained once into the cache and reused
+    afterwards (the name is older than the shipped default: ``load_encoder("default")`` is the foundation
+    encoder and never comes here).
 
     The ``small`` pretraining preset on the ``small`` built-in zoo (`DEFAULT_ENCODER_PRESET`,
-    `DEFAULT_ENCODER_ZOO`); `architecture` ``tokens`` is the v2 token encoder (``default`` and ``v2``),
-    ``neurons`` the v3 neuron encoder (``v3``). An interrupted pretraining resumes on the next call; the
+    `DEFAULT_ENCODER_ZOO`); `architecture` ``tokens`` is the v2 token encoder (``v2``), ``neurons`` the v3
+    neuron encoder (``v3``). An interrupted pretraining resumes on the next call; the
     finished folder appears under its final name only once complete (it is renamed into place), so a later
     call never sees a half-trained encoder.
     """
@@ -126,7 +132,7 @@ def default_encoder_path(progress: bool = True, architecture: str = "tokens") ->
     return final
 
 
-def _default_encoder(progress: bool = True) -> Path:
+def _v2_encoder(progress: bool = True) -> Path:
     return default_encoder_path(progress=progress)  # looked up at call time (tests replace its settings)
 
 
@@ -138,13 +144,13 @@ def _v3_encoder(progress: bool = True) -> Path:
 # A folder shipped inside the package is registered with `packaged_folder` (importlib.resources).
 register_pretrained(
     "default",
-    _default_encoder,
-    "the small token encoder (v2), pretrained once into the cache on the small built-in zoo",
+    packaged_folder("zooprobe.encoder", "pretrained", "foundation"),
+    "the foundation encoder (the same as 'foundation'), shipped inside the package: nothing is pretrained",
     replace=True,
 )
 register_pretrained(
     "v2",
-    _default_encoder,
+    _v2_encoder,
     "the token encoder (v2): the small preset pretrained once into the cache on the small built-in zoo",
     replace=True,
 )
@@ -178,12 +184,14 @@ def load_encoder(
     """Load a pretrained encoder: a name of `list_encoders` (``"default"``...), a local folder or a Hub
     model repo id.
 
-    ``"default"`` pretrains the ``small`` preset on the ``small`` built-in zoo once into
-    ``cache_dir()/encoders/`` (about 65 s on two cores once the zoo is built) and reuses it afterwards.
+    ``"default"`` (and ``"foundation"``) is the foundation encoder shipped inside the package
+    (``zooprobe/encoder/pretrained/foundation/``): it loads in well under a second and nothing is built,
+    pretrained or downloaded. ``"v2"`` and ``"v3"`` pretrain the ``small`` preset on the ``small`` built-in
+    zoo once into ``cache_dir()/encoders/`` (about 65 s on two cores once the zoo is built) and reuse it.
     Loading is strict (`zooprobe.encoder.auto.load_encoder`, any registered kind): config.json must name
-    every field with a supported format version (2: tokens, 3: neurons), and model.safetensors must hold
-    exactly the tensors the configured architecture has. Nothing is unpickled. A loaded encoder is
-    returned as it is.
+    every field with a supported format version (2: tokens, 3: neurons, 4: layers), and model.safetensors
+    must hold exactly the tensors the configured architecture has. Nothing is unpickled. A loaded encoder
+    is returned as it is.
     """
     if isinstance(source, WeightSpaceEncoder):
         return source
@@ -331,6 +339,7 @@ __all__ = [
     "DEFAULT_ENCODER_PRESET",
     "DEFAULT_ENCODER_ZOO",
     "adapt_encoder",
+    "SHIPPED_ENCODERS",
     "builtin_zoo",
     "default_encoder_path",
     "evaluate",

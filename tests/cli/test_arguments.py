@@ -130,9 +130,8 @@ def test_presets_prints_every_preset_with_values() -> None:
     assert r.returncode == 0, r.stderr
     doc = yaml.safe_load(r.stdout)
     assert set(doc) == {"zoo", "encoder", "encoder-neurons", "head", "demo"}
-    assert (
-        set(doc["zoo"]) == {"tiny", "small", "bench", "foundation"} and doc["zoo"]["small"]["n_models"] == 256
-    )
+    assert set(doc["zoo"]) == {"tiny", "small", "demo", "bench", "foundation"}
+    assert doc["zoo"]["small"]["n_models"] == 256 and doc["zoo"]["demo"]["n_models"] == 768
     assert {"tiny", "small", "bench"} <= set(doc["encoder"])
     assert doc["head"]["frozen"]["optim"]["batch_size"] == 32 and doc["demo"]["runs"]
 

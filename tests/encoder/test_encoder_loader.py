@@ -282,7 +282,7 @@ def test_strict_load_errors(pretrained: Path, tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- default
-def test_default_encoder_is_pretrained_once_and_cached(
+def test_v2_and_v3_are_pretrained_once_into_the_cache(
     tiny_zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ZOOPROBE_CACHE", str(tmp_path / "cache"))
@@ -296,18 +296,18 @@ def test_default_encoder_is_pretrained_once_and_cached(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(api, "pretrain", counting)
-    first = load_encoder("default", progress=False)
+    first = load_encoder("v2", progress=False)
     assert len(calls) == 1
     assert first.source is not None and first.source.parent == tmp_path / "cache" / "encoders"
     assert not list(first.source.parent.glob(".building-*"))
     start = time.perf_counter()
-    second = load_encoder("default", progress=False)
+    second = load_encoder("v2", progress=False)
     assert time.perf_counter() - start < 5 and len(calls) == 1
     assert second.source == first.source
     sds = _state_dicts(tiny_zoo)[:3]
     assert torch.equal(first.encode(sds), second.encode(sds))
-    # v2 is that encoder by name (nothing pretrained again); v3 the neuron encoder, pretrained once too
-    assert load_encoder("v2", progress=False).source == first.source and len(calls) == 1
+    # "default" is the shipped foundation encoder (nothing pretrained); v3 the neuron encoder, pretrained once
+    assert load_encoder("default", progress=False).source != first.source and len(calls) == 1
     v3 = load_encoder("v3", progress=False)
     assert len(calls) == 2 and type(v3).__name__ == "LoadedNeuronEncoder"
     assert v3.source is not None and v3.source.parent == first.source.parent and v3.source != first.source

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,28 @@ def test_load_by_name_from_an_empty_cache_builds_nothing(tmp_path: Path, monkeyp
     reps = encoder.encode([plain, wide])
     assert reps.shape == (2, encoder.latent_dim) and torch.isfinite(reps).all()
     torch.testing.assert_close(reps[0], reps[1], atol=1e-4, rtol=1e-4)  # widening: same representation
+
+
+def test_default_is_the_shipped_foundation_encoder_and_pretrains_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import zooprobe.api as api
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ZOOPROBE_CACHE", str(cache))
+
+    def no_pretraining(*args: object, **kwargs: object) -> None:
+        raise AssertionError("load_encoder('default') pretrained an encoder")
+
+    monkeypatch.setattr(api, "pretrain", no_pretraining)
+    start = time.perf_counter()
+    encoder = load_encoder("default")
+    assert time.perf_counter() - start <= 5  # issue 25: at most 5 s from an empty cache
+    assert isinstance(encoder, LoadedLayerEncoder) and encoder.source == SHIPPED
+    assert encoder.fingerprint() == load_encoder("foundation").fingerprint()
+    assert not (cache / "encoders").exists()  # no pretraining folder (nor anything else) in the cache
+    assert not cache.exists() or not any(cache.rglob("*"))
+    assert "foundation" in api.list_encoders()["default"]
 
 
 def test_a_changed_shipped_file_is_refused(tmp_path: Path) -> None:

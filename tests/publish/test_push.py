@@ -319,3 +319,15 @@ def test_push_command_line_masks_the_token(tmp_path: Path) -> None:
         ["train", "--output", str(tmp_path), "--push_to_hub", "tester/h", "--token", secret]
     )
     assert cfg.train.push_to_hub == "tester/h" and secret not in parser.dump(cfg)
+
+
+def test_a_head_on_a_shipped_encoder_pushes_without_a_warning() -> None:
+    from zooprobe.publish.card_body import describe_source
+    from zooprobe.publish.push import encoder_warning
+
+    for shipped in ("default", "foundation"):  # in every install of this zooprobe version
+        assert encoder_warning({"encoder": {"source": shipped}}) is None
+        assert "foundation encoder shipped with zooprobe" in describe_source(shipped, None, "encoder")
+    warning = encoder_warning({"encoder": {"source": "v2"}})
+    assert warning is not None and "rebuilt by pretraining on each machine" in warning
+    assert "local encoder folder" in (encoder_warning({"encoder": {"source": "/tmp/enc"}}) or "")

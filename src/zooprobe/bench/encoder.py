@@ -98,13 +98,14 @@ REFERENCE: dict[str, Any] = {
     "date": "2026-11-30",
     "zoo_models": 2046,
     "zoo": "zooprobe zoo build --preset bench (2046 final checkpoints)",
-    "encoder": "default",
+    "encoder": "v2",  # the default encoder then (the default is now the shipped foundation encoder)
     "models_per_s": 154.9,
     "tokenize_share": 0.74,
     "machine": "2-core x86-64 CPU (AVX-512), 2 torch threads",
 }
 """Encoding throughput of the previous release's path (commit 03038b6: one model tokenized at a time) on the
-bench zoo with the default encoder: the mean of four runs of ``zooprobe encoder bench`` on the machine named
+bench zoo with the v2 token encoder (the default one at the time): the mean of four runs of ``zooprobe
+encoder bench`` on the machine named
 (161.6, 177.0, 140.7 and 140.3 models/s; each was run back to back with this path, which measured 2.7-3.4x
 as fast in the same four pairs). `format_report` prints the ratio to it when the zoo and encoder are the
 same; other machines differ (and this one varies by about 20% between runs), so rerun that commit there
@@ -373,7 +374,7 @@ def _reference_lines(r: Mapping[str, Any]) -> list[str]:
     if not ref["comparable"]:
         return [
             f"reference   : {ref['models_per_s']:.1f} models/s at commit {ref['commit']} is for the bench "
-            "zoo with the default encoder; not comparable here"
+            "zoo with the v2 encoder; not comparable here"
         ]
     return [
         f"reference   : {ref['models_per_s']:.1f} models/s at commit {ref['commit']} ({ref['date']}, "

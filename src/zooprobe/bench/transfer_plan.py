@@ -33,7 +33,7 @@ ENCODER_METHODS = frozenset({"stats+rep+gbm", "frozen-linear", "zero-shot stats+
 ZERO_SHOT = frozenset({"zero-shot stats+gbm", "zero-shot stats+rep+gbm"})
 NO_ENCODER = "-"
 """The encoder name of cells of methods that read no representation."""
-DEFAULT_ENCODERS = ("default", "v3", "foundation")  # default is v2
+DEFAULT_ENCODERS = ("v2", "v3", "foundation")  # "default" is "foundation"
 
 
 class FoldLeakError(ZooprobeError):

@@ -73,7 +73,10 @@ def build_parser(argv: Sequence[str] | None = None) -> ArgumentParser:
     def demo() -> Any:
         parser = config_parser(DEMO_DESCRIPTION)
         parser.add_argument(
-            "--preset", type=str, default="small", help="Built-in zoo preset to use (tiny, small, bench)."
+            "--preset",
+            type=str,
+            default="demo",
+            help="Built-in zoo preset to use (demo: 768 runs, 108 test models; tiny, small, bench).",
         )
         parser.add_argument(
             "--output", type=Path, default=Path("runs/demo"), help="Folder for the run folders."
@@ -105,9 +108,9 @@ def build_parser(argv: Sequence[str] | None = None) -> ArgumentParser:
 
 
 DEMO_DESCRIPTION = (
-    "The main job on the built-in default: the default zoo and encoder (built once, cached), the three "
-    "heads trained frozen plus one fine-tuning run, and a table of test metrics next to weight statistics "
-    "+ LightGBM on the same split."
+    "The main job on the built-in default: the demo zoo (built once, cached) and the shipped foundation "
+    "encoder (nothing pretrained), one head per task on the frozen encoder, and a table of test metrics "
+    "next to weight statistics + LightGBM on the same split, with each task's headline comparison."
 )
 PRESETS_DESCRIPTION = (
     "Print every preset with its values: zoo presets (zoo build --preset), encoder presets (encoder "
@@ -144,6 +147,7 @@ def _run(cfg: Namespace) -> int:
         from zooprobe.demo import run_demo  # heavy: imports torch
 
         run_demo(cfg.demo.preset, cfg.demo.output, console=console, progress=cfg.demo.progress)
+        return 0
     return run_zoo_command(cfg.zoo, console)
 
 
@@ -182,10 +186,10 @@ def _print_presets(kind: str | None) -> None:
     kinds: dict[str, Any] = dict(list_presets())
     kinds["demo"] = {
         "runs": [
-            {"task": task, "mode": mode, "settings": f"head preset {mode!r}"} for task, mode in DEMO_RUNS
+            {"task": task, "head": head, "settings": "head preset 'frozen'"} for task, head in DEMO_RUNS
         ],
-        "zoo": "the built-in zoo of `zooprobe demo --preset` (default small)",
-        "encoder": "default (encoder preset small, pretrained on the default zoo)",
+        "zoo": "the built-in zoo of `zooprobe demo --preset` (default demo)",
+        "encoder": "default (the foundation encoder shipped in the package; nothing is pretrained)",
     }
     if kind is not None and kind not in kinds:
         raise ZooprobeError(f"presets: unknown kind {kind!r}; choose one of {', '.join(kinds)}")

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from zooprobe.api import BUILTIN_PREFIX
+from zooprobe.api import BUILTIN_PREFIX, SHIPPED_ENCODERS
 from zooprobe.core.files import load_yaml_text
 from zooprobe.hub import is_repo_id
 
@@ -66,8 +66,8 @@ NOT_SCORES = ("loss", "n", "n_undefined", "in_domain")
 def describe_source(source: str, revision: str | None, kind: str) -> str:
     """A noun phrase naming an encoder or zoo source for the card ("the encoder [`OWNER/NAME`](url)")."""
     at = f" at revision `{revision}`" if revision else ""
-    if kind == "encoder" and source == "default":
-        return 'the built-in default encoder of zooprobe (`load_encoder("default")`)'
+    if kind == "encoder" and source in SHIPPED_ENCODERS:
+        return f'the foundation encoder shipped with zooprobe (`load_encoder("{source}")`)'
     if kind == "zoo" and (source == "default" or source.startswith(BUILTIN_PREFIX)):
         preset = "small" if source == "default" else source.removeprefix(BUILTIN_PREFIX)
         return f"the built-in `{preset}` zoo of zooprobe (`load_zoo({source!r})`, generated offline)"
@@ -279,6 +279,13 @@ def _intro(run: _Run) -> list[str]:
     ]
     if is_repo_id(enc_source):
         lines += [f"The encoder is downloaded from {encoder_phrase} automatically.", ""]
+    elif enc_source in SHIPPED_ENCODERS:
+        lines += [
+            f"The encoder is {encoder_phrase}: its files ship inside the zooprobe package, so `load_head` "
+            "finds it offline wherever the same zooprobe version is installed (another version may ship "
+            "other weights; the fingerprint check then refuses it).",
+            "",
+        ]
     else:
         lines += [
             "### Getting the encoder",
@@ -286,9 +293,9 @@ def _intro(run: _Run) -> list[str]:
             f"This head's `config.json` names {encoder_phrase}, which is not a Hub repo, so `load_head` "
             "only works where that encoder exists: "
             + (
-                "zooprobe pretrains the built-in default encoder on first use, and the head loads only if "
-                "that run reproduces the training encoder bit for bit (same zooprobe and torch versions)."
-                if enc_source == "default"
+                "zooprobe pretrains that encoder on first use, and the head loads only if that run "
+                "reproduces the training encoder bit for bit (same zooprobe and torch versions)."
+                if enc_source in ("v2", "v3")
                 else "on the machine the head was trained on, or after copying that folder to the same path."
             )
             + " Elsewhere, pass a copy of that encoder (a folder or a Hub repo id) as `encoder=` to "

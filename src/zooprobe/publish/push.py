@@ -21,11 +21,11 @@ run again to the same repo is safe (unchanged files are skipped); files of an ea
 commit, so curves and plots of two runs never mix.
 
 The encoder: a head is only loadable where its encoder is. When head/config.json names a local encoder
-folder or ``default``, the push still goes ahead but warns (`HeadEncoderWarning`); ``encoder_repo_id``
-records a Hub repo of the same encoder instead, in the staged config.json only. That repo is checked
-first: its encoder must have the fingerprint the head was trained with, and the pushed config pins the
-revision (the one given, else the commit the check read), so a later push to the encoder repo cannot
-silently break the head.
+folder or a cache-pretrained ``v2``/``v3``, the push still goes ahead but warns (`HeadEncoderWarning`);
+``encoder_repo_id`` records a Hub repo of the same encoder instead, in the staged config.json only. That
+repo is checked first: its encoder must have the fingerprint the head was trained with, and the pushed
+config pins the revision (the one given, else the commit the check read), so a later push to the encoder
+repo cannot silently break the head.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from zooprobe._version import __version__
+from zooprobe.api import SHIPPED_ENCODERS
 from zooprobe.core.files import read_json
 from zooprobe.encoder.folders import load_encoder_folder
 from zooprobe.errors import ZooprobeError
@@ -69,12 +70,12 @@ def encoder_warning(head_config: dict[str, Any]) -> str | None:
     """Why a head with this config will not load elsewhere (its encoder is not a Hub repo), or None."""
     enc = head_config.get("encoder") or {}
     source = str(enc.get("source", ""))
-    if is_repo_id(source):
+    if is_repo_id(source) or source in SHIPPED_ENCODERS:  # shipped: in every install of this version
         return None
     what = (
-        "the built-in default encoder (rebuilt by pretraining on each machine; the head loads only if that "
-        "reproduces the training encoder bit for bit)"
-        if source == "default"
+        f"the built-in encoder {source!r} (rebuilt by pretraining on each machine; the head loads only if "
+        "that reproduces the training encoder bit for bit)"
+        if source in ("v2", "v3")
         else f"the local encoder folder {source!r}"
     )
     return (
@@ -153,8 +154,9 @@ def push_run(
     See the module docs for what is uploaded. `private`, `revision` (branch), `token` and `timeout` are
     `zooprobe.hub.push_folder`'s. `encoder_repo_id` (with `encoder_revision`) records a Hub repo of the
     head's encoder in the pushed config.json; with `verify_encoder` it is downloaded first and must be the
-    exact encoder the head was trained with. Without it, a head whose encoder is a local folder or
-    ``default`` is pushed with a `HeadEncoderWarning`. A run that is not finished is refused
+    exact encoder the head was trained with. Without it, a head whose encoder is a local folder or a
+    cache-pretrained ``v2``/``v3`` is pushed with a `HeadEncoderWarning` (a shipped one, ``default`` or
+    ``foundation``, is in every install of this zooprobe version). A run that is not finished is refused
     (`ZooprobeError`), and so is any failure, with the run folder untouched.
     """
 

@@ -75,7 +75,8 @@ class TrainConfig:
     zoo_revision: str | None = None
     """Hub revision of the zoo (branch, tag or commit)."""
     encoder: str = "default"
-    """Encoder: a folder, a Hub model repo id, or ``default`` (pretrained once and cached)."""
+    """Encoder: a folder, a Hub model repo id, or a name of `zooprobe.list_encoders`: ``default`` (the
+    foundation encoder shipped in the package), ``v2``/``v3`` (pretrained once into the cache)."""
     encoder_revision: str | None = None
     """Hub revision of the encoder."""
     mode: Literal["frozen", "finetune"] = "frozen"

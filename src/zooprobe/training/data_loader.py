@@ -24,7 +24,10 @@
   row groups at a time so each row group is read once per epoch.
 - Every split also gets each model's weight statistics and architecture (`SplitData.features`,
   `SplitData.architectures`): the applicability domain is fitted and measured on them, and heads that
-  read statistics (`HeadConfig.uses_statistics`) take theirs from the same array.
+  read statistics (`HeadConfig.uses_statistics`) take theirs from the same array. They are a pure function
+  of the split's stored weights, so the process keeps the last few (`_FEATURES_MEMO`, by
+  `Zoo.selection_key`): runs one after another on one zoo (the demo, a baseline next to its run) compute
+  them once.
 """
 
 from __future__ import annotations
@@ -220,25 +223,47 @@ def load_inputs(
     return data
 
 
+#: (features, architectures, raw features, folded features) of the last few splits, by
+#: (`Zoo.selection_key`, whether folded features were computed); a few hundred kB per thousand models.
+_FEATURES_MEMO: dict[tuple[str, bool], tuple[Any, ...]] = {}
+_FEATURES_MEMO_SIZE = 6
+
+
 def _featurize_splits(splits: dict[str, SplitData], cfg: TrainConfig, budget: int) -> None:
-    """Weight statistics and architectures of every split (read in chunks within the memory budget)."""
-    for split in splits.values():  # in chunks within the budget: only the features and architectures are kept
-        archs: list[Any] = []
-
-        def models(split: SplitData = split, archs: list[Any] = archs) -> Iterator[dict[str, torch.Tensor]]:
-            for i in range(len(split)):
-                sd = _zoo_model(split, i)
-                archs.append(architecture(sd))
-                yield sd
-
-        chunk = max(1, budget // FEATURIZE_WORKING_COPIES)
-        split.features = featurize(models(), chunk_bytes=chunk)
-        split.architectures = archs
-        split.raw_features, folded = raw_statistics(split, chunk, folded=split.name == "train")
+    """Weight statistics and architectures of every split (read in chunks within the memory budget, or
+    taken from `_FEATURES_MEMO`)."""
+    for split in splits.values():
+        selection = getattr(split.zoo, "selection_key", None)
+        key = (selection() if selection is not None else "", split.name == "train")
+        if not key[0]:
+            _FEATURES_MEMO.pop(key, None)  # not a stored zoo: computed every time
+        if key not in _FEATURES_MEMO:
+            _FEATURES_MEMO[key] = _featurize(split, budget)
+            while len(_FEATURES_MEMO) > _FEATURES_MEMO_SIZE:
+                del _FEATURES_MEMO[next(iter(_FEATURES_MEMO))]
+        features, archs, raw, folded = _FEATURES_MEMO[key] if key[0] else _FEATURES_MEMO.pop(key)
+        split.features, split.architectures = features.copy(), list(archs)
+        split.raw_features = raw.copy()
         if split.name == "train":
-            split.folded_features = folded
+            split.folded_features = None if folded is None else folded.copy()
         if cfg.head.uses_statistics:
             split.stats = torch.as_tensor(split.features, dtype=torch.float32)
+
+
+def _featurize(split: SplitData, budget: int) -> tuple[Any, ...]:
+    """(features, architectures, raw features, folded features or None) of `split`."""
+    archs: list[Any] = []
+
+    def models() -> Iterator[dict[str, torch.Tensor]]:
+        for i in range(len(split)):
+            sd = _zoo_model(split, i)
+            archs.append(architecture(sd))
+            yield sd
+
+    chunk = max(1, budget // FEATURIZE_WORKING_COPIES)  # only the features and architectures are kept
+    features = featurize(models(), chunk_bytes=chunk)
+    raw, folded = raw_statistics(split, chunk, folded=split.name == "train")
+    return features, archs, raw, folded
 
 
 def _fill_representations(

@@ -59,11 +59,13 @@ class ZooConfig:
     """Configuration of a generated zoo. Fields left as ``None`` take the preset's value.
 
     Presets: ``tiny`` (tests, seconds), ``small`` (the built-in default zoo, under a minute on two
-    cores), ``bench`` (>= 2000 diverse models, under ten minutes on two cores).
+    cores), ``demo`` (the zoo of ``zooprobe demo``: 768 runs on 512 training samples, 108 test models),
+    ``bench`` (>= 2000 diverse models, under ten minutes on two cores).
     """
 
-    preset: Literal["tiny", "small", "bench", "foundation"] = "small"
-    """Base values for every field left unset: tiny (tests), small (the default zoo), bench (>= 2000 runs),
+    preset: Literal["tiny", "small", "demo", "bench", "foundation"] = "small"
+    """Base values for every field left unset: tiny (tests), small (the default zoo), demo (the demo's zoo),
+    bench (>= 2000 runs),
     foundation (the diverse pretraining corpus: 6 tasks, 4 families, 7 optimizers, 4 schedules)."""
     n_models: int | None = None
     """Number of training runs (models); the last cohort may be smaller."""
@@ -295,6 +297,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "min_epochs": 1,
         "max_epochs": 6,
         "max_train_samples": 0,
+    },
+    "demo": {
+        **_COMMON,
+        "n_models": 768,  # 108 test models
+        "cohort_size": 32,
+        "min_epochs": 1,
+        "max_epochs": 6,
+        "max_train_samples": 512,  # as the foundation corpus; builds as fast as `small`
     },
     "bench": {
         **_COMMON,

@@ -393,6 +393,13 @@ class Zoo:
         payload = json.dumps({"manifest": self.manifest, "files": files}, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()
 
+    def selection_key(self) -> str:
+        """sha256 of `fingerprint`, the data files' modification times and the stored rows this view
+        selects, in order: two views with the same key read the same weights in the same order."""
+        rows = self._meta[["_file", "_row"]].to_numpy(dtype=np.int64)
+        times = json.dumps([Path(f).stat().st_mtime_ns for f in self.files])
+        return hashlib.sha256((self.fingerprint() + times).encode() + rows.tobytes()).hexdigest()
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         """Row ``i`` as a dict of metadata plus ``state_dict``."""
         meta = {k: v for k, v in self._meta.iloc[i].items() if not str(k).startswith("_")}
