@@ -37,7 +37,12 @@ from zooprobe.encoder.layer_loader import LoadedLayerEncoder, save_layer_encoder
 from zooprobe.encoder.layer_model import LayerEncoder
 from zooprobe.errors import ConfigError, InvalidInputError
 from zooprobe.training import distributed as D
-from zooprobe.training.objectives.base import STATE_FORMAT_VERSION, Objective, Step, register_objective
+from zooprobe.training.objectives.base import (
+    Objective,
+    Step,
+    refuse_other_kind,
+    register_objective,
+)
 from zooprobe.training.objectives.layer_data import LayerData, tokenize_zoo
 from zooprobe.training.objectives.losses import nt_xent
 
@@ -84,11 +89,7 @@ class AdaptObjective(Objective):
         self.source = source
 
     def check_state(self, path: Path, meta: dict[str, Any], output: Path) -> None:
-        if meta.get("format_version") != STATE_FORMAT_VERSION or meta.get("architecture") != NAME:
-            raise ConfigError(
-                f"{output} holds a pretraining run of another kind or version; use another output folder or "
-                "--overwrite"
-            )
+        refuse_other_kind(meta, output, NAME)
         if meta.get("source_fingerprint") != self.source.fingerprint():
             raise ConfigError(
                 f"{output} holds an adaptation of another source encoder; use another output folder or "

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -129,6 +130,39 @@ def objective_for(name: str, cfg: Any) -> Objective:
     if name not in OBJECTIVES:
         raise ConfigError(f"no pretraining objective {name!r}; this zooprobe has {sorted(OBJECTIVES)}")
     return OBJECTIVES[name](cfg)
+
+
+def refuse_other_kind(meta: dict[str, Any], output: Path, kind: str) -> None:
+    """`Objective.check_state` of the objectives that mark their state with ``architecture``: a state of
+    another kind or format version is refused."""
+    if meta.get("format_version") != STATE_FORMAT_VERSION or meta.get("architecture") != kind:
+        raise ConfigError(
+            f"{output} holds a pretraining run of another kind or version; use another output folder or "
+            "--overwrite"
+        )
+
+
+def select_splits(zoo: Any, splits: list[str]) -> Any:
+    """The final checkpoints of `splits` of `zoo` (reads only the ``split`` and ``is_final`` columns)."""
+    unknown = [s for s in splits if s not in zoo.splits]
+    if unknown:
+        raise InvalidInputError(f"zoo {zoo.source!s} has no split(s) {unknown}; it has {zoo.splits}")
+    rows = np.flatnonzero(zoo.metadata()["split"].isin(splits).to_numpy())
+    return zoo.select(rows).final()
+
+
+def supervised_zoos(zoo: Any, splits: list[str]) -> tuple[Any, Any]:
+    """The train and validation models of a supervised objective: the final checkpoints of `splits`
+    (at least 2; never the validation split, which picks the best epoch) and of the validation split."""
+    if "validation" in splits:
+        raise ConfigError(
+            "PretrainConfig.splits: the validation split picks the best epoch; do not train on it"
+        )
+    train_zoo = select_splits(zoo, splits)
+    if len(train_zoo) < 2:
+        raise InvalidInputError(f"zoo {zoo.source!s}: {len(train_zoo)} model(s) in {splits}; need at least 2")
+    val_zoo = zoo.split("validation").final() if "validation" in zoo.splits else zoo.select([])
+    return train_zoo, val_zoo
 
 
 __all__ = [

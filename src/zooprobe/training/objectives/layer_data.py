@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 from zooprobe.core.progress import Progress
@@ -54,13 +53,4 @@ def tokenize_zoo(zoo: Any, what: str, max_layers: int, progress: bool) -> LayerD
     return LayerData(tokens)
 
 
-def select_splits(zoo: Any, splits: list[str]) -> Any:
-    """The final checkpoints of `splits` of `zoo` (reads only the ``split`` and ``is_final`` columns)."""
-    unknown = [s for s in splits if s not in zoo.splits]
-    if unknown:
-        raise InvalidInputError(f"zoo {zoo.source!s} has no split(s) {unknown}; it has {zoo.splits}")
-    rows = np.flatnonzero(zoo.metadata()["split"].isin(splits).to_numpy())
-    return zoo.select(rows).final()
-
-
-__all__ = ["LayerData", "select_splits", "tokenize_zoo"]
+__all__ = ["LayerData", "tokenize_zoo"]

@@ -29,10 +29,16 @@ from zooprobe.encoder.config import PretrainTarget
 from zooprobe.encoder.layer_loader import save_layer_encoder
 from zooprobe.encoder.layer_model import LayerEncoder
 from zooprobe.encoder.neuron_model import multitask_loss
-from zooprobe.errors import ConfigError, InvalidInputError
+from zooprobe.errors import InvalidInputError
 from zooprobe.training import distributed as D
-from zooprobe.training.objectives.base import STATE_FORMAT_VERSION, Objective, Step, register_objective
-from zooprobe.training.objectives.layer_data import LayerData, select_splits, tokenize_zoo
+from zooprobe.training.objectives.base import (
+    Objective,
+    Step,
+    refuse_other_kind,
+    register_objective,
+    supervised_zoos,
+)
+from zooprobe.training.objectives.layer_data import LayerData, tokenize_zoo
 from zooprobe.training.objectives.targets import metadata_targets, target_tensors
 
 ARCHITECTURE = "layers"
@@ -52,25 +58,12 @@ class LayerObjective(Objective):
     """Supervised multi-task pretraining of the foundation encoder (see the module docs)."""
 
     def check_state(self, path: Path, meta: dict[str, Any], output: Path) -> None:
-        if meta.get("format_version") != STATE_FORMAT_VERSION or meta.get("architecture") != ARCHITECTURE:
-            raise ConfigError(
-                f"{output} holds a pretraining run of another kind or version; use another output folder or "
-                "--overwrite"
-            )
+        refuse_other_kind(meta, output, ARCHITECTURE)
 
     def prepare(self, zoo: Any, saved: dict[str, Any] | None, progress: bool) -> None:
         cfg = self.cfg
         splits = list(cfg.splits)
-        if "validation" in splits:
-            raise ConfigError(
-                "PretrainConfig.splits: the validation split picks the best epoch; do not train on it"
-            )
-        train_zoo = select_splits(zoo, splits)
-        if len(train_zoo) < 2:
-            raise InvalidInputError(
-                f"zoo {zoo.source!s}: {len(train_zoo)} model(s) in {splits}; need at least 2"
-            )
-        val_zoo = zoo.split("validation").final() if "validation" in zoo.splits else zoo.select([])
+        train_zoo, val_zoo = supervised_zoos(zoo, splits)
         train_meta = train_zoo.metadata().reset_index(drop=True)
         if saved is not None:
             self.specs = [PretrainTarget.from_dict(t) for t in saved["targets"]]

@@ -58,7 +58,13 @@ from zooprobe.tokens.neurons import (
     stack_groups,
 )
 from zooprobe.training import distributed as D
-from zooprobe.training.objectives.base import STATE_FORMAT_VERSION, Objective, Step, register_objective
+from zooprobe.training.objectives.base import (
+    Objective,
+    Step,
+    refuse_other_kind,
+    register_objective,
+    supervised_zoos,
+)
 from zooprobe.training.objectives.targets import metadata_targets, target_tensors
 
 ARCHITECTURE = "neurons"
@@ -148,39 +154,18 @@ def _validation_loss(model: NeuronEncoder, data: _Prepared, ys: dict[str, torch.
     return total / max(count, 1)
 
 
-def _selection(zoo: Any, splits: list[str]) -> Any:
-    unknown = [s for s in splits if s not in zoo.splits]
-    if unknown:
-        raise InvalidInputError(f"zoo {zoo.source!s} has no split(s) {unknown}; it has {zoo.splits}")
-    rows = np.flatnonzero(zoo.metadata()["split"].isin(splits).to_numpy())
-    return zoo.select(rows).final()
-
-
 # ------------------------------------------------------------------------------------------ the objective
 @register_objective(ARCHITECTURE)
 class NeuronObjective(Objective):
     """Supervised multi-task pretraining of the v3 encoder on the zoo's metadata (see the module docs)."""
 
     def check_state(self, path: Path, meta: dict[str, Any], output: Path) -> None:
-        if meta.get("format_version") != STATE_FORMAT_VERSION or meta.get("architecture") != ARCHITECTURE:
-            raise ConfigError(
-                f"{output} holds a pretraining run of another kind or version; use another output folder or "
-                "--overwrite"
-            )
+        refuse_other_kind(meta, output, ARCHITECTURE)
 
     def prepare(self, zoo: Any, saved: dict[str, Any] | None, progress: bool) -> None:
         cfg = self.cfg
         splits = list(cfg.splits)
-        if "validation" in splits:
-            raise ConfigError(
-                "PretrainConfig.splits: the validation split picks the best epoch; do not train on it"
-            )
-        train_zoo = _selection(zoo, splits)
-        if len(train_zoo) < 2:
-            raise InvalidInputError(
-                f"zoo {zoo.source!s}: {len(train_zoo)} model(s) in {splits}; need at least 2"
-            )
-        val_zoo = zoo.split("validation").final() if "validation" in zoo.splits else zoo.select([])
+        train_zoo, val_zoo = supervised_zoos(zoo, splits)
         self.specs = self._targets(zoo, train_zoo, saved)
         edges = int(cfg.message_passing_rounds) > 0
         self.train = _Prepared(_parse(train_zoo, "train", progress), edges)
