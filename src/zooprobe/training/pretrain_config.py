@@ -359,6 +359,18 @@ TOKEN_ONLY_FIELDS = (
 )
 """`PretrainConfig` fields that only the token architecture reads."""
 
+_TINY_ENCODER: dict[str, Any] = {
+    "d_model": 16,
+    "latent_dim": 8,
+    "n_layers": 1,
+    "n_heads": 2,
+    "dropout": 0.0,
+    "epochs": 2,
+    "batch_size": 8,
+    "lr": 3e-3,
+}
+"""The shape and schedule of the ``tiny`` preset (tests) of the neuron and layer architectures."""
+
 _NEURONS: dict[str, Any] = {
     "splits": ["train"],
     "message_passing_rounds": 0,
@@ -370,17 +382,7 @@ _NEURONS: dict[str, Any] = {
     "noise_sigma": 0.05,
 }
 NEURON_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {
-        **_NEURONS,
-        "d_model": 16,
-        "latent_dim": 8,
-        "n_layers": 1,
-        "n_heads": 2,
-        "dropout": 0.0,
-        "epochs": 2,
-        "batch_size": 8,
-        "lr": 3e-3,
-    },
+    "tiny": {**_NEURONS, **_TINY_ENCODER},
     "small": {
         **_NEURONS,
         "d_model": 64,
@@ -406,17 +408,7 @@ _LAYERS: dict[str, Any] = {
     "noise_sigma": 0.0,
 }
 LAYER_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {
-        **_LAYERS,
-        "d_model": 16,
-        "latent_dim": 8,
-        "n_layers": 1,
-        "n_heads": 2,
-        "dropout": 0.0,
-        "epochs": 2,
-        "batch_size": 8,
-        "lr": 3e-3,
-    },
+    "tiny": {**_LAYERS, **_TINY_ENCODER},
     "small": {
         **_LAYERS,
         "d_model": 64,

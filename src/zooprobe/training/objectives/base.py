@@ -165,6 +165,22 @@ def supervised_zoos(zoo: Any, splits: list[str]) -> tuple[Any, Any]:
     return train_zoo, val_zoo
 
 
+def supervised_provenance(splits: list[str], train_zoo: Any, val_zoo: Any, validated: bool) -> dict[str, Any]:
+    """What a supervised objective records of its data: the splits, the training models' ids and content
+    hashes, the validation models' ids and how the epoch was selected (`validated`: a validation set was
+    used)."""
+    return {
+        "zoo_split": "+".join(splits),
+        "checkpoints": "final",
+        "objective": "supervised multi-task",
+        "model_ids": train_zoo.metadata()["model_id"].astype(str).tolist(),
+        "model_hashes": [train_zoo.content_hash(i) for i in range(len(train_zoo))],
+        "n_models": len(train_zoo),
+        "validation_model_ids": val_zoo.metadata()["model_id"].astype(str).tolist(),
+        "selection": "lowest validation loss" if validated else "lowest training loss (no validation)",
+    }
+
+
 __all__ = [
     "OBJECTIVES",
     "STATE_FORMAT_VERSION",

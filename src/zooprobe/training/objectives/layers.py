@@ -24,22 +24,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from zooprobe.core.progress import log
-from zooprobe.encoder.config import PretrainTarget
 from zooprobe.encoder.layer_loader import save_layer_encoder
 from zooprobe.encoder.layer_model import LayerEncoder
 from zooprobe.encoder.neuron_model import multitask_loss
-from zooprobe.errors import InvalidInputError
 from zooprobe.training import distributed as D
 from zooprobe.training.objectives.base import (
     Objective,
     Step,
     refuse_other_kind,
     register_objective,
+    supervised_provenance,
     supervised_zoos,
 )
 from zooprobe.training.objectives.layer_data import LayerData, tokenize_zoo
-from zooprobe.training.objectives.targets import metadata_targets, target_tensors
+from zooprobe.training.objectives.targets import objective_targets, target_tensors
 
 ARCHITECTURE = "layers"
 
@@ -65,16 +63,7 @@ class LayerObjective(Objective):
         splits = list(cfg.splits)
         train_zoo, val_zoo = supervised_zoos(zoo, splits)
         train_meta = train_zoo.metadata().reset_index(drop=True)
-        if saved is not None:
-            self.specs = [PretrainTarget.from_dict(t) for t in saved["targets"]]
-        else:
-            self.specs = metadata_targets(train_meta)
-        if not self.specs:
-            raise InvalidInputError(
-                f"zoo {zoo.source!s}: no metadata column to pretrain on (supervised pretraining needs one of "
-                "test_accuracy, learning_rate, optimizer, activation, ... with two or more distinct values)"
-            )
-        log.info("supervised pretraining targets: %s", ", ".join(t.name for t in self.specs))
+        self.specs = objective_targets(zoo.source, train_meta, saved)
         self.enc_cfg = cfg.layer_encoder_config()
         top = self.enc_cfg.max_layers
         self.train = tokenize_zoo(train_zoo, "train", top, progress)
@@ -84,19 +73,7 @@ class LayerObjective(Objective):
         self.splits, self.train_zoo, self.val_zoo = splits, train_zoo, val_zoo
 
     def provenance(self) -> dict[str, Any]:
-        train_zoo, val_zoo = self.train_zoo, self.val_zoo
-        return {
-            "zoo_split": "+".join(self.splits),
-            "checkpoints": "final",
-            "objective": "supervised multi-task",
-            "model_ids": train_zoo.metadata()["model_id"].astype(str).tolist(),
-            "model_hashes": [train_zoo.content_hash(i) for i in range(len(train_zoo))],
-            "n_models": len(train_zoo),
-            "validation_model_ids": val_zoo.metadata()["model_id"].astype(str).tolist(),
-            "selection": (
-                "lowest validation loss" if self.val is not None else "lowest training loss (no validation)"
-            ),
-        }
+        return supervised_provenance(self.splits, self.train_zoo, self.val_zoo, self.val is not None)
 
     def state_fields(self) -> dict[str, Any]:
         return {"architecture": ARCHITECTURE, "targets": [t.to_dict() for t in self.specs]}

@@ -43,8 +43,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from zooprobe.core.progress import Progress, log
-from zooprobe.encoder.config import NeuronEncoderConfig, PretrainTarget
+from zooprobe.core.progress import Progress
+from zooprobe.encoder.config import NeuronEncoderConfig
 from zooprobe.encoder.neuron_loader import save_neuron_encoder
 from zooprobe.encoder.neuron_model import NeuronEncoder, multitask_loss
 from zooprobe.errors import ConfigError, InvalidInputError
@@ -63,9 +63,10 @@ from zooprobe.training.objectives.base import (
     Step,
     refuse_other_kind,
     register_objective,
+    supervised_provenance,
     supervised_zoos,
 )
-from zooprobe.training.objectives.targets import metadata_targets, target_tensors
+from zooprobe.training.objectives.targets import metadata_targets, objective_targets, target_tensors
 
 ARCHITECTURE = "neurons"
 
@@ -166,7 +167,7 @@ class NeuronObjective(Objective):
         cfg = self.cfg
         splits = list(cfg.splits)
         train_zoo, val_zoo = supervised_zoos(zoo, splits)
-        self.specs = self._targets(zoo, train_zoo, saved)
+        self.specs = objective_targets(zoo.source, train_zoo.metadata(), saved)
         edges = int(cfg.message_passing_rounds) > 0
         self.train = _Prepared(_parse(train_zoo, "train", progress), edges)
         self.val = _Prepared(_parse(val_zoo, "validation", progress), edges) if len(val_zoo) else None
@@ -179,19 +180,6 @@ class NeuronObjective(Objective):
         self.enc_cfg = self._encoder_config()
         self.splits, self.train_zoo, self.val_zoo = splits, train_zoo, val_zoo
 
-    def _targets(self, zoo: Any, train_zoo: Any, saved: dict[str, Any] | None) -> list[PretrainTarget]:
-        if saved is not None:
-            specs = [PretrainTarget.from_dict(t) for t in saved["targets"]]
-        else:
-            specs = metadata_targets(train_zoo.metadata())
-        if not specs:
-            raise InvalidInputError(
-                f"zoo {zoo.source!s}: no metadata column to pretrain on (supervised pretraining needs one of "
-                "test_accuracy, learning_rate, optimizer, activation, ... with two or more distinct values)"
-            )
-        log.info("supervised pretraining targets: %s", ", ".join(t.name for t in specs))
-        return specs
-
     def _encoder_config(self) -> NeuronEncoderConfig:
         cfg = self.cfg
         enc_cfg = cfg.neuron_encoder_config()
@@ -203,19 +191,7 @@ class NeuronObjective(Objective):
         return enc_cfg
 
     def provenance(self) -> dict[str, Any]:
-        train_zoo, val_zoo = self.train_zoo, self.val_zoo
-        return {
-            "zoo_split": "+".join(self.splits),
-            "checkpoints": "final",
-            "objective": "supervised multi-task",
-            "model_ids": train_zoo.metadata()["model_id"].astype(str).tolist(),
-            "model_hashes": [train_zoo.content_hash(i) for i in range(len(train_zoo))],
-            "n_models": len(train_zoo),
-            "validation_model_ids": val_zoo.metadata()["model_id"].astype(str).tolist(),
-            "selection": (
-                "lowest validation loss" if self.val is not None else "lowest training loss (no validation)"
-            ),
-        }
+        return supervised_provenance(self.splits, self.train_zoo, self.val_zoo, self.val is not None)
 
     def state_fields(self) -> dict[str, Any]:
         return {"architecture": ARCHITECTURE, "targets": [t.to_dict() for t in self.specs]}

@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from zooprobe.core.progress import log
 from zooprobe.encoder.config import PretrainTarget
+from zooprobe.errors import InvalidInputError
 
 
 def _column(meta: pd.DataFrame, name: str) -> np.ndarray | None:
@@ -87,4 +89,21 @@ def target_tensors(meta: pd.DataFrame, specs: list[PretrainTarget]) -> dict[str,
     return out
 
 
-__all__ = ["metadata_targets", "target_tensors"]
+def objective_targets(source: object, train_meta: pd.DataFrame, saved: dict | None) -> list[PretrainTarget]:
+    """The targets of a supervised objective: those of a resumed run's `saved` state, else
+    `metadata_targets` of the training models' metadata; an error names the zoo `source` when none is
+    found."""
+    if saved is not None:
+        specs = [PretrainTarget.from_dict(t) for t in saved["targets"]]
+    else:
+        specs = metadata_targets(train_meta)
+    if not specs:
+        raise InvalidInputError(
+            f"zoo {source!s}: no metadata column to pretrain on (supervised pretraining needs one of "
+            "test_accuracy, learning_rate, optimizer, activation, ... with two or more distinct values)"
+        )
+    log.info("supervised pretraining targets: %s", ", ".join(t.name for t in specs))
+    return specs
+
+
+__all__ = ["metadata_targets", "objective_targets", "target_tensors"]
