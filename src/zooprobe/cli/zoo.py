@@ -283,7 +283,7 @@ def _run_build(action: str, ns: Namespace, console: Any) -> int:
     )
     if report.rank:
         return 0  # under torchrun, process 0 reports (and pushes) for all
-    console.print(report.summary())
+    console.print(report.summary(), markup=False, highlight=False, soft_wrap=True)
     if report.finalized:
         print_summary(Zoo.open(ns.output), console)
     if ns.push_to_hub and not report.finalized:
@@ -314,7 +314,7 @@ def _run_merge(action: str, ns: Namespace, console: Any) -> int:
     if not shards:
         raise ZooprobeError("zoo merge: no shard folders given; usage: zooprobe zoo merge OUT SHARD...")
     report = merge_zoo(output, shards, row_group_size=ns.row_group_size)
-    console.print(report.summary())
+    console.print(report.summary(), markup=False, highlight=False, soft_wrap=True)
     print_summary(Zoo.open(output), console)
     return 0
 
@@ -331,7 +331,7 @@ def _run_verify(action: str, ns: Namespace, console: Any) -> int:
     from zooprobe.zoo.content import verify_zoo  # heavy: imports torch
 
     result = verify_zoo(ns.folder, ns.against)
-    console.print(result.summary(), markup=False, highlight=False)
+    console.print(result.summary(), markup=False, highlight=False, soft_wrap=True)
     return 0 if result.ok else 1
 
 
@@ -351,7 +351,7 @@ def _run_import_checkpoints(action: str, ns: Namespace, console: Any) -> int:
         importers.import_checkpoint_folder if action == "import-folder" else importers.import_model_zoos
     )
     report = importer(**_arguments_of(importer, ns))
-    console.print(report.summary())
+    console.print(report.summary(), markup=False, highlight=False, soft_wrap=True)
     return 0
 
 
