@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from zooprobe.cli import main
-from zooprobe.zoo.content import verify_zoo
+from zooprobe.zoo.content import row_digest, verify_zoo
 
 
 def test_a_built_zoo_verifies_and_a_different_manifest_is_reported(tiny_zoo: Path, tmp_path: Path) -> None:
@@ -34,3 +34,11 @@ def test_a_zoo_whose_manifest_was_edited_fails_verification(tiny_zoo: Path, tmp_
     path.write_text(json.dumps(manifest))
     found = verify_zoo(copy)
     assert not found.ok and "not in" in found.problems[0]
+
+
+def test_run_length_columns_enter_a_rows_hash_only_where_recorded() -> None:
+    """Zoos built before ``train_samples``/``steps`` existed (null there) keep their committed hashes."""
+    row = {"model_id": "m0", "checkpoint_epoch": 3, "learning_rate": 0.01, "weights": b"abc"}
+    assert row_digest({**row, "train_samples": None, "steps": None}) == row_digest(row)
+    assert row_digest({**row, "train_samples": 512, "steps": 24}) != row_digest(row)
+    assert row_digest({**row, "learning_rate": None}) != row_digest(row)

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from zooprobe.errors import ConfigError
 from zooprobe.zoo.data import load_task
 from zooprobe.zoo.models import build_model
 from zooprobe.zoo.population import Population, order_for_population
@@ -175,6 +176,30 @@ def test_older_presets_keep_their_random_streams() -> None:
     assert spec.arch.downsample_blocks == ((0,) if spec.arch.has_conv_layers else ())
     assert spec.arch.kernel_size == 3 and spec.arch.pooling == "avg" and not spec.arch.has_group_norm
     assert dataclasses.replace(spec, scheduler="constant") == spec
+
+
+def test_a_drawn_training_set_size_is_shared_by_a_cohort_and_recorded_with_its_steps() -> None:
+    """``train_samples_range``: one log-uniform size per cohort, capped at the task's split; every checkpoint
+    records ``train_samples`` and ``steps`` (batched and one-at-a-time alike), and presets draw nothing."""
+    cfg = ZooConfig(preset="foundation", n_models=512, train_samples_range=[100, 2400]).resolved()
+    cohorts = [sample_cohort(cfg, k) for k in range(cfg.n_cohorts)]
+    sizes = [c[0].train_samples for c in cohorts]
+    assert all({s.train_samples for s in c} == {c[0].train_samples} for c in cohorts)
+    assert min(sizes) >= 100 and max(sizes) <= 2400 and max(sizes) > 4 * min(sizes)
+    assert all(s.train_samples == 0 for s in sample_cohort(ZooConfig(preset="foundation").resolved(), 0))
+    with pytest.raises(ConfigError, match="train_samples_range"):
+        ZooConfig(preset="tiny", train_samples_range=[300, 200]).resolved()
+
+    arch = ARCHS["tabular_reg-mlp-batch"]  # 1,200 training samples: a draw of 5,000 is capped there
+    data = load_task(arch.task)
+    specs = [dataclasses.replace(s, train_samples=129) for s in _specs(arch, epochs=2)]  # 129 = 2 x 64 + 1
+    for result in (train_cohort(specs, data), train_single(specs[0], data)):
+        for c in result.checkpoints:  # one sample dropped so that no batch of one reaches BatchNorm
+            assert c.metrics["train_samples"] == 128 and c.metrics["steps"] == 2 * c.epoch
+    (capped,) = train_single(dataclasses.replace(specs[0], train_samples=5000), data).checkpoints
+    assert capped.metrics["train_samples"] == len(data.y_train)
+    (plain,) = train_single(dataclasses.replace(specs[0], train_samples=0), data).checkpoints
+    assert "steps" not in plain.metrics and "train_samples" not in plain.metrics
 
 
 def test_cnn_downsampling_follows_the_documented_rule() -> None:

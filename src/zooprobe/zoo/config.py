@@ -151,6 +151,10 @@ class ZooConfig:
     so the presets that existed before it keep it off."""
     max_train_samples: int | None = None
     """Subsample each task's training split (0 = all). Used by the tiny preset to stay fast."""
+    train_samples_range: list[int] | None = None
+    """``[low, high]``: each cohort draws its training-set size log-uniform in low..high (capped at the task's
+    training split; overrides ``max_train_samples``) and its rows record ``train_samples`` and ``steps``, so
+    that heads can tell a learning rate from a training length. ``[]``: off (the presets)."""
     split_fractions: tuple[float, float, float] | None = None
     """Fractions of models in the zoo's train/validation/test splits (split by model, never by checkpoint)."""
     seed: int = 0
@@ -210,6 +214,11 @@ class ZooConfig:
             f"split_fractions must be three non-negative numbers summing to 1, got {fr}",
         )
         need(self.max_train_samples >= 0, "max_train_samples must be >= 0")  # type: ignore[operator]
+        ts = list(self.train_samples_range)  # type: ignore[arg-type]
+        need(
+            not ts or (len(ts) == 2 and 1 <= int(ts[0]) <= int(ts[1])),
+            f"train_samples_range must be [] or [low, high] with 1 <= low <= high, got {ts}",
+        )
 
     def _check_value_sets(self, need: Any, tasks: Any) -> None:
         """Every list of choices is non-empty and names only known values (`tasks`: the known tasks)."""
@@ -273,6 +282,7 @@ _COMMON: dict[str, Any] = {
     "p_input_noise": 0.0,
     "checkpoint_epochs": [],
     "checkpoint_fractions": [],
+    "train_samples_range": [],
     "split_fractions": (0.7, 0.15, 0.15),
 }
 

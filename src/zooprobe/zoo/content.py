@@ -31,6 +31,9 @@ UNHASHED = frozenset({"train_time_s", "split"})
 """Columns left out of a row's hash: wall time varies between builds; the split is a column of the parts
 only (the final zoo holds it as the file a row is in, and it is a function of the run's seed anyway)."""
 WEIGHTS = "weights"
+LATER = frozenset({"train_samples", "steps"})
+"""Columns added after zoos were first hashed: left out of a row's hash where null, so the zoos built
+before them (and the presets that do not record them) keep their hashes."""
 
 
 def _canonical(value: Any) -> Any:
@@ -42,7 +45,11 @@ def _canonical(value: Any) -> Any:
 def row_digest(row: Mapping[str, Any]) -> str:
     """The digest of one row (see the module docs)."""
     digest = hashlib.sha256()
-    meta = {k: _canonical(v) for k, v in row.items() if k not in UNHASHED and k != WEIGHTS}
+    meta = {
+        k: _canonical(v)
+        for k, v in row.items()
+        if k not in UNHASHED and k != WEIGHTS and not (v is None and k in LATER)
+    }
     digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
     digest.update(bytes(row.get(WEIGHTS) or b""))
     return digest.hexdigest()

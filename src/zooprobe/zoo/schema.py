@@ -160,6 +160,13 @@ FIELDS: tuple[Field, ...] = (
     Field("epochs", pa.int32(), "Epochs the run was trained for (its final checkpoint's epoch).", **_NONNEG),
     Field("seed", pa.int64(), "Seed of the run's initialisation and data order."),
     Field(
+        "train_samples",
+        pa.int32(),
+        "Training samples the run used, where its zoo drew the training-set size per cohort (else null).",
+        low=1,
+    ),
+    Field("steps", pa.int64(), "Optimizer steps up to this checkpoint (null where not recorded).", **_NONNEG),
+    Field(
         "train_accuracy", pa.float32(), "Accuracy on the training samples used, at this checkpoint.", **_ACC
     ),
     Field("train_loss", pa.float32(), "Mean cross-entropy on the training samples used.", **_NONNEG),

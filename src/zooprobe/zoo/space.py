@@ -117,6 +117,8 @@ class ModelSpec:
     """Gradient-norm clipping threshold (0: none)."""
     input_noise: float = 0.0
     """Standard deviation of the Gaussian noise added to each training input (0: none)."""
+    train_samples: int = 0
+    """The cohort's drawn training-set size (``train_samples_range``; 0: ``max_train_samples`` applies)."""
 
     @property
     def has_dropout(self) -> bool:
@@ -239,6 +241,15 @@ def _cohort_epochs(cfg: ZooConfig, rng) -> int:
     return int(min(hi, max(lo, math.floor(math.exp(rng.uniform(math.log(lo), math.log(hi + 1)))))))  # type: ignore[arg-type,operator]
 
 
+def _cohort_train_samples(cfg: ZooConfig, rng: Any) -> int:
+    """The cohort's training-set size, log-uniform in ``train_samples_range`` (0 where the config has none:
+    no draw, so the random streams of the presets are unchanged)."""
+    if not cfg.train_samples_range:
+        return 0
+    lo, hi = (int(v) for v in cfg.train_samples_range)
+    return int(min(hi, max(lo, math.floor(math.exp(rng.uniform(math.log(lo), math.log(hi + 1)))))))
+
+
 def _later_fields(cfg: ZooConfig, rng: Any, regression: bool) -> tuple[str, float, float, float]:
     """Scheduler, label smoothing, gradient clip and input noise of one run: fields added after the first
     presets, drawn only where a preset varies them (so the streams of older presets are unchanged)."""
@@ -262,6 +273,7 @@ def sample_cohort(cfg: ZooConfig, cohort: int) -> list[ModelSpec]:
     regression = arch.n_classes == 1
     batch_size = int(rng.choice(cfg.batch_sizes))  # type: ignore[arg-type]
     longest = _cohort_epochs(cfg, rng) if cfg.log_epochs else 0
+    train_samples = _cohort_train_samples(cfg, rng)
     size = cfg.runs_per_cohort
     first = cohort * size
     n = min(size, cfg.n_models - first)  # type: ignore[operator]
@@ -309,6 +321,7 @@ def sample_cohort(cfg: ZooConfig, cohort: int) -> list[ModelSpec]:
                 label_smoothing=smoothing,
                 grad_clip=clip,
                 input_noise=noise,
+                train_samples=train_samples,
             )
         )
     return specs

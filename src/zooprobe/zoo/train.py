@@ -69,6 +69,23 @@ def training_subset(data: TaskData, max_train_samples: int) -> tuple[torch.Tenso
     return data.x_train, data.y_train
 
 
+def run_samples(spec: ModelSpec, data: TaskData, max_train_samples: int) -> int:
+    """The training-set size of ``spec``'s run: the cohort's drawn size capped at the task's split, one less
+    where that would leave a last batch of one sample (BatchNorm cannot train on it); else the config's."""
+    if not spec.train_samples:
+        return max_train_samples
+    n = min(spec.train_samples, len(data.y_train))
+    return n - 1 if n % spec.batch_size == 1 and n > 1 else n
+
+
+def run_length(spec: ModelSpec, n_train: int, epoch: int) -> dict[str, float]:
+    """``train_samples`` and ``steps`` (optimizer steps up to ``epoch``) of a run whose cohort drew its
+    training-set size (``train_samples_range``); nothing for the others, whose zoos do not record them."""
+    if not spec.train_samples:
+        return {}
+    return {"train_samples": n_train, "steps": epoch * math.ceil(n_train / spec.batch_size)}
+
+
 def _data_generator(spec: ModelSpec) -> torch.Generator:
     return torch.Generator().manual_seed(spec.seed + 1)
 
@@ -186,7 +203,7 @@ def train_cohort(
         raise ValueError("a cohort must share its architecture and batch size")
     pop = Population(arch, specs, [build_model(s).state_dict() for s in specs])
     opt = PopulationOptimizer(pop)
-    x_train, y_train = training_subset(data, max_train_samples)
+    x_train, y_train = training_subset(data, run_samples(specs[0], data, max_train_samples))
     n, bs, m = len(y_train), specs[0].batch_size, len(specs)
     gens = [_data_generator(s) for s in specs]
     dropout_gen, noise_gen = (torch.Generator().manual_seed(int(specs[0].seed) ^ x) for x in (0xD0, 0x401))
@@ -272,7 +289,7 @@ def _snapshots(
                 epoch=epoch,
                 is_final=sp.epochs == epoch,
                 state_dict=sub.state_dict(r),
-                metrics={name: float(v[r]) for name, v in metrics.items()},
+                metrics={k: float(v[r]) for k, v in metrics.items()} | run_length(sp, len(y_train), epoch),
                 train_time_s=0.0,
             )
         )
@@ -306,7 +323,7 @@ def train_single(spec: ModelSpec, data: TaskData, max_train_samples: int = 0) ->
     model = build_model(spec)
     model.train()
     opt = _optimizer(spec, model.parameters())
-    x_train, y_train = training_subset(data, max_train_samples)
+    x_train, y_train = training_subset(data, run_samples(spec, data, max_train_samples))
     n, bs = len(y_train), spec.batch_size
     gen = _data_generator(spec)
     noise_gen = torch.Generator().manual_seed(spec.seed ^ 0x401)
@@ -343,7 +360,7 @@ def train_single(spec: ModelSpec, data: TaskData, max_train_samples: int = 0) ->
                     epoch=epoch,
                     is_final=epoch == spec.epochs,
                     state_dict={k: v.detach().clone() for k, v in sd.items()},
-                    metrics=evaluate_model(model, data, x_train, y_train),
+                    metrics=evaluate_model(model, data, x_train, y_train) | run_length(spec, n, epoch),
                     train_time_s=0.0,
                 )
             )
