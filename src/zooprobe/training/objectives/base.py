@@ -151,36 +151,6 @@ def select_splits(zoo: Any, splits: list[str]) -> Any:
     return zoo.select(rows).final()
 
 
-def supervised_zoos(zoo: Any, splits: list[str]) -> tuple[Any, Any]:
-    """The train and validation models of a supervised objective: the final checkpoints of `splits`
-    (at least 2; never the validation split, which picks the best epoch) and of the validation split."""
-    if "validation" in splits:
-        raise ConfigError(
-            "PretrainConfig.splits: the validation split picks the best epoch; do not train on it"
-        )
-    train_zoo = select_splits(zoo, splits)
-    if len(train_zoo) < 2:
-        raise InvalidInputError(f"zoo {zoo.source!s}: {len(train_zoo)} model(s) in {splits}; need at least 2")
-    val_zoo = zoo.split("validation").final() if "validation" in zoo.splits else zoo.select([])
-    return train_zoo, val_zoo
-
-
-def supervised_provenance(splits: list[str], train_zoo: Any, val_zoo: Any, validated: bool) -> dict[str, Any]:
-    """What a supervised objective records of its data: the splits, the training models' ids and content
-    hashes, the validation models' ids and how the epoch was selected (`validated`: a validation set was
-    used)."""
-    return {
-        "zoo_split": "+".join(splits),
-        "checkpoints": "final",
-        "objective": "supervised multi-task",
-        "model_ids": train_zoo.metadata()["model_id"].astype(str).tolist(),
-        "model_hashes": [train_zoo.content_hash(i) for i in range(len(train_zoo))],
-        "n_models": len(train_zoo),
-        "validation_model_ids": val_zoo.metadata()["model_id"].astype(str).tolist(),
-        "selection": "lowest validation loss" if validated else "lowest training loss (no validation)",
-    }
-
-
 __all__ = [
     "OBJECTIVES",
     "STATE_FORMAT_VERSION",

@@ -28,16 +28,9 @@ from zooprobe.encoder.layer_loader import save_layer_encoder
 from zooprobe.encoder.layer_model import LayerEncoder
 from zooprobe.encoder.neuron_model import multitask_loss
 from zooprobe.training import distributed as D
-from zooprobe.training.objectives.base import (
-    Objective,
-    Step,
-    refuse_other_kind,
-    register_objective,
-    supervised_provenance,
-    supervised_zoos,
-)
+from zooprobe.training.objectives.base import Step, register_objective
 from zooprobe.training.objectives.layer_data import LayerData, tokenize_zoo
-from zooprobe.training.objectives.targets import objective_targets, target_tensors
+from zooprobe.training.objectives.supervised import SupervisedObjective
 
 ARCHITECTURE = "layers"
 
@@ -52,43 +45,24 @@ def _loss(
 
 
 @register_objective(ARCHITECTURE)
-class LayerObjective(Objective):
+class LayerObjective(SupervisedObjective):
     """Supervised multi-task pretraining of the foundation encoder (see the module docs)."""
 
-    def check_state(self, path: Path, meta: dict[str, Any], output: Path) -> None:
-        refuse_other_kind(meta, output, ARCHITECTURE)
+    kind = ARCHITECTURE
 
     def prepare(self, zoo: Any, saved: dict[str, Any] | None, progress: bool) -> None:
-        cfg = self.cfg
-        splits = list(cfg.splits)
-        train_zoo, val_zoo = supervised_zoos(zoo, splits)
-        train_meta = train_zoo.metadata().reset_index(drop=True)
-        self.specs = objective_targets(zoo.source, train_meta, saved)
-        self.enc_cfg = cfg.layer_encoder_config()
+        train_zoo, val_zoo = self.take_data(zoo, saved)
+        self.enc_cfg = self.cfg.layer_encoder_config()
         top = self.enc_cfg.max_layers
         self.train = tokenize_zoo(train_zoo, "train", top, progress)
         self.val = tokenize_zoo(val_zoo, "validation", top, progress) if len(val_zoo) else None
-        self.y_train = target_tensors(train_meta, self.specs)
-        self.y_val = target_tensors(val_zoo.metadata().reset_index(drop=True), self.specs) if self.val else {}
-        self.splits, self.train_zoo, self.val_zoo = splits, train_zoo, val_zoo
-
-    def provenance(self) -> dict[str, Any]:
-        return supervised_provenance(self.splits, self.train_zoo, self.val_zoo, self.val is not None)
-
-    def state_fields(self) -> dict[str, Any]:
-        return {"architecture": ARCHITECTURE, "targets": [t.to_dict() for t in self.specs]}
+        self.take_targets()
 
     def build_model(self, fresh: bool) -> nn.Module:
         model = LayerEncoder(self.enc_cfg, self.specs)
         if fresh:  # corpus-level token standardization, fitted on the training models once
             model.fit_standardization(self.train.x, self.train.mask)
         return model
-
-    def steps_per_epoch(self) -> int:
-        return len(self.train.batches(int(self.cfg.batch_size), None))
-
-    def batches(self, gen: torch.Generator) -> list[torch.Tensor]:
-        return self.train.batches(int(self.cfg.batch_size), gen)
 
     def train_step(
         self, model: nn.Module, batch: Any, gen: torch.Generator, info: D.DistInfo, device: torch.device

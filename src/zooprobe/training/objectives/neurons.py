@@ -58,15 +58,9 @@ from zooprobe.tokens.neurons import (
     stack_groups,
 )
 from zooprobe.training import distributed as D
-from zooprobe.training.objectives.base import (
-    Objective,
-    Step,
-    refuse_other_kind,
-    register_objective,
-    supervised_provenance,
-    supervised_zoos,
-)
-from zooprobe.training.objectives.targets import metadata_targets, objective_targets, target_tensors
+from zooprobe.training.objectives.base import Step, register_objective
+from zooprobe.training.objectives.supervised import SupervisedObjective
+from zooprobe.training.objectives.targets import metadata_targets, target_tensors
 
 ARCHITECTURE = "neurons"
 
@@ -157,28 +151,19 @@ def _validation_loss(model: NeuronEncoder, data: _Prepared, ys: dict[str, torch.
 
 # ------------------------------------------------------------------------------------------ the objective
 @register_objective(ARCHITECTURE)
-class NeuronObjective(Objective):
+class NeuronObjective(SupervisedObjective):
     """Supervised multi-task pretraining of the v3 encoder on the zoo's metadata (see the module docs)."""
 
-    def check_state(self, path: Path, meta: dict[str, Any], output: Path) -> None:
-        refuse_other_kind(meta, output, ARCHITECTURE)
+    kind = ARCHITECTURE
 
     def prepare(self, zoo: Any, saved: dict[str, Any] | None, progress: bool) -> None:
         cfg = self.cfg
-        splits = list(cfg.splits)
-        train_zoo, val_zoo = supervised_zoos(zoo, splits)
-        self.specs = objective_targets(zoo.source, train_zoo.metadata(), saved)
+        train_zoo, val_zoo = self.take_data(zoo, saved)
         edges = int(cfg.message_passing_rounds) > 0
         self.train = _Prepared(_parse(train_zoo, "train", progress), edges)
         self.val = _Prepared(_parse(val_zoo, "validation", progress), edges) if len(val_zoo) else None
-        self.y_train = target_tensors(train_zoo.metadata().reset_index(drop=True), self.specs)
-        self.y_val = (
-            target_tensors(val_zoo.metadata().reset_index(drop=True), self.specs)
-            if self.val is not None
-            else {}
-        )
+        self.take_targets()
         self.enc_cfg = self._encoder_config()
-        self.splits, self.train_zoo, self.val_zoo = splits, train_zoo, val_zoo
 
     def _encoder_config(self) -> NeuronEncoderConfig:
         cfg = self.cfg
@@ -189,12 +174,6 @@ class NeuronObjective(Objective):
                 f"the zoo has networks with {deepest} layers; raise --max_layers (now {cfg.max_layers})"
             )
         return enc_cfg
-
-    def provenance(self) -> dict[str, Any]:
-        return supervised_provenance(self.splits, self.train_zoo, self.val_zoo, self.val is not None)
-
-    def state_fields(self) -> dict[str, Any]:
-        return {"architecture": ARCHITECTURE, "targets": [t.to_dict() for t in self.specs]}
 
     def build_model(self, fresh: bool) -> nn.Module:
         model = NeuronEncoder(self.enc_cfg, self.specs)
@@ -208,12 +187,6 @@ class NeuronObjective(Objective):
                 fit_batches += [train.features(g, pos[s : s + 256]) for s in range(0, len(pos), 256)]
             model.norm.fit(fit_batches)
         return model
-
-    def steps_per_epoch(self) -> int:
-        return len(self.train.batches(int(self.cfg.batch_size), None))
-
-    def batches(self, gen: torch.Generator) -> list[tuple[int, np.ndarray]]:
-        return self.train.batches(int(self.cfg.batch_size), gen)
 
     def train_step(
         self, model: nn.Module, batch: Any, gen: torch.Generator, info: D.DistInfo, device: torch.device
