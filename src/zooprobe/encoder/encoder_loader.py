@@ -290,7 +290,7 @@ class LoadedEncoder(WeightSpaceEncoder):
             batch["mask"].to(device),
             batch["positions"].to(device),
             batch["attention_mask"].to(device),
-            **extra,
+            extra,
         )
 
     def _cacheable_prefix(self, frozen_blocks: int) -> int:

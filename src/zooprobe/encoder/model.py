@@ -22,6 +22,7 @@ of silently aliasing two layers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import torch
@@ -226,8 +227,9 @@ class WeightEncoder(nn.Module):
         real summary tokens (``summary_tokens``). ``token_latents=False`` skips the per-token (and
         per-summary) latents, which pooling does not need (`LoadedEncoder.embed` without token outputs).
         """
-        summary = (summaries, summary_layers, summary_attention, summary_keep)
-        seq = self.embed_sequence(tokens, mask, positions, attention_mask, *summary)
+        summary = {"summaries": summaries, "summary_layers": summary_layers}
+        summary |= {"summary_attention": summary_attention, "summary_keep": summary_keep}
+        seq = self.embed_sequence(tokens, mask, positions, attention_mask, summary)
         return self.finish(self.run_blocks(seq), token_latents)
 
     def embed_sequence(
@@ -236,13 +238,15 @@ class WeightEncoder(nn.Module):
         mask: torch.Tensor,
         positions: torch.Tensor,
         attention_mask: torch.Tensor,
-        summaries: torch.Tensor | None = None,
-        summary_layers: torch.Tensor | None = None,
-        summary_attention: torch.Tensor | None = None,
-        summary_keep: torch.Tensor | None = None,
+        summary: Mapping[str, torch.Tensor | None] | None = None,
     ) -> EncoderSequence:
-        """The input sequence ``[cls] + summary tokens + weight tokens`` of `forward`, before the blocks."""
+        """The input sequence ``[cls] + summary tokens + weight tokens`` of `forward`, before the blocks;
+        `summary` holds `forward`'s summary inputs by name (``summaries``, ``summary_layers``,
+        ``summary_attention``, ``summary_keep``; missing: None)."""
         self._check_inputs(tokens, mask, positions, attention_mask)
+        summary = summary or {}
+        summaries, summary_layers = summary.get("summaries"), summary.get("summary_layers")
+        summary_attention, summary_keep = summary.get("summary_attention"), summary.get("summary_keep")
         cfg = self.config
         b = tokens.shape[0]
         maskf = mask.to(tokens.dtype)
