@@ -14,36 +14,20 @@ import yaml
 from zooprobe.core.files import atomic_write_text
 from zooprobe.core.progress import rank
 from zooprobe.training.adapt_config import ADAPT_CONFIG_FILE, AdaptConfig
-from zooprobe.training.loop import EpochCallback, OptimSettings, run_loop
+from zooprobe.training.loop import OptimSettings, run_loop
 from zooprobe.training.objectives.adapt import AdaptObjective
 
 
-def adapt(
-    config: AdaptConfig,
-    encoder: Any,
-    zoo: Any,
-    output: str | Path,
-    resume: bool = True,
-    progress: bool = True,
-    on_epoch_end: EpochCallback | None = None,
-) -> Path:
+def adapt(config: AdaptConfig, encoder: Any, zoo: Any, output: str | Path, **loop: Any) -> Path:
     """Adapt the loaded foundation `encoder` to the weights of `zoo` into `output`; returns `output`.
 
-    `zooprobe.api.adapt_encoder` loads both from ``config.zoo`` / ``config.encoder`` and calls this. A run
-    found in `output` resumes (same configuration, zoo and source encoder); ``resume=False`` removes what
-    a previous run wrote first. The configuration is written to ``OUTPUT/adapt_config.yaml``.
+    `zooprobe.api.adapt_encoder` loads both from ``config.zoo`` / ``config.encoder`` and calls this.
+    `loop`: `run_loop`'s keywords ``resume`` (default True: a run found in `output` resumes, same
+    configuration, zoo and source encoder; False removes what a previous run wrote first), ``progress``
+    and ``on_epoch_end``. The configuration is written to ``OUTPUT/adapt_config.yaml``.
     """
     config.validate()
-    objective = AdaptObjective(config, encoder)
-    out = run_loop(
-        objective,
-        OptimSettings.from_config(config),
-        zoo,
-        output,
-        resume=resume,
-        progress=progress,
-        on_epoch_end=on_epoch_end,
-    )
+    out = run_loop(AdaptObjective(config, encoder), OptimSettings.from_config(config), zoo, output, **loop)
     if rank() == 0:  # under torchrun rank 0 writes
         atomic_write_text(out / ADAPT_CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
     return out
