@@ -194,20 +194,10 @@ def _sample_arch(cfg: ZooConfig, rng) -> tuple[ArchSpec, bool]:
         return int(_choice(rng, cfg.kernel_sizes)), str(_choice(rng, cfg.poolings))  # type: ignore[arg-type]
 
     kernel, pooling = draw_conv()
-    arch = ArchSpec(
-        task=task,
-        family=family,
-        depth=depth,
-        width=width,
-        has_batch_norm=bn,
-        has_layer_norm=ln,
-        input_shape=data.input_shape,
-        n_classes=data.n_classes,
-        kernel_size=kernel,
-        pooling=pooling,
-        pool_every=int(cfg.pool_every),  # type: ignore[arg-type]
-        has_group_norm=gn,
-    )
+    fixed = {"task": task, "family": family, "input_shape": data.input_shape, "n_classes": data.n_classes}
+    norms = {"has_batch_norm": bn, "has_layer_norm": ln, "has_group_norm": gn}
+    sizes = {"depth": depth, "width": width, "kernel_size": kernel, "pooling": pooling}
+    arch = ArchSpec(**fixed, **norms, **sizes, pool_every=int(cfg.pool_every))  # type: ignore[arg-type]
     for _ in range(200 if cfg.max_macs else 0):  # the compute budget: draw the sizes again
         if arch_macs(arch) <= cfg.max_macs:  # type: ignore[operator]
             break
@@ -264,6 +254,32 @@ def _later_fields(cfg: ZooConfig, rng: Any, regression: bool) -> tuple[str, floa
     return scheduler, smoothing, clip, noise
 
 
+def _draw_run(cfg: ZooConfig, rng: Any, longest: int, regression: bool) -> dict[str, Any]:
+    """One run's training choices, as `ModelSpec` fields (drawn in a fixed order: the streams of zoos
+    already built depend on it)."""
+    r: dict[str, Any] = {"optimizer": str(rng.choice(cfg.optimizers))}
+    lo, hi = LR_LOG10[r["optimizer"]]
+    wd_lo, wd_hi = cfg.weight_decay_log10  # type: ignore[misc]
+    zero_wd = rng.random() < cfg.p_zero_weight_decay  # type: ignore[operator]
+    r["weight_decay"] = 0.0 if zero_wd else float(10 ** rng.uniform(wd_lo, wd_hi))
+    r["dropout"] = float(rng.uniform(0.1, 0.5)) if rng.random() < cfg.p_dropout else 0.0  # type: ignore[operator]
+    if longest:
+        r["epochs"] = int(rng.integers(max(cfg.min_epochs, (longest + 1) // 2), longest + 1))  # type: ignore[call-overload]
+    else:
+        r["epochs"] = int(rng.integers(cfg.min_epochs, cfg.max_epochs + 1))  # type: ignore[operator]
+    r["activation"] = str(rng.choice(cfg.activations))
+    r["init"] = str(rng.choice(cfg.inits))
+    r["learning_rate"] = float(10 ** rng.uniform(lo, hi))
+    r["has_residual"] = bool(rng.random() < cfg.p_residual)  # type: ignore[operator]
+    r["seed"] = int(rng.integers(0, 2**31 - 1))
+    r["split"] = str(rng.choice(SPLITS, p=[float(x) for x in cfg.split_fractions]))  # type: ignore[union-attr]
+    extra = set(cfg.checkpoint_epochs) | {round(f * r["epochs"]) for f in cfg.checkpoint_fractions}  # type: ignore[union-attr,arg-type]
+    r["checkpoint_epochs"] = tuple(sorted({e for e in extra if 1 <= e < r["epochs"]}))
+    r["momentum"] = MOMENTUM.get(r["optimizer"], 0.0)
+    later = _later_fields(cfg, rng, regression)
+    return r | dict(zip(("scheduler", "label_smoothing", "grad_clip", "input_noise"), later, strict=True))
+
+
 def sample_cohort(cfg: ZooConfig, cohort: int) -> list[ModelSpec]:
     """Sample cohort ``cohort`` of a resolved config. Pure function of (config, cohort index)."""
     import numpy as np  # heavy: numpy (the command line parses without it)
@@ -277,53 +293,13 @@ def sample_cohort(cfg: ZooConfig, cohort: int) -> list[ModelSpec]:
     size = cfg.runs_per_cohort
     first = cohort * size
     n = min(size, cfg.n_models - first)  # type: ignore[operator]
-    fr = np.asarray(cfg.split_fractions, dtype=float)
-    wd_lo, wd_hi = cfg.weight_decay_log10  # type: ignore[misc]
     specs = []
     for j in range(n):
-        optimizer = str(rng.choice(cfg.optimizers))
-        lo, hi = LR_LOG10[optimizer]
-        wd = 0.0 if rng.random() < cfg.p_zero_weight_decay else float(10 ** rng.uniform(wd_lo, wd_hi))  # type: ignore[operator]
-        dropout = float(rng.uniform(0.1, 0.5)) if rng.random() < cfg.p_dropout else 0.0  # type: ignore[operator]
-        if longest:
-            epochs = int(rng.integers(max(cfg.min_epochs, (longest + 1) // 2), longest + 1))  # type: ignore[call-overload]
-        else:
-            epochs = int(rng.integers(cfg.min_epochs, cfg.max_epochs + 1))  # type: ignore[operator]
         index = first + j
-        activation = str(rng.choice(cfg.activations))
-        init = str(rng.choice(cfg.inits))
-        learning_rate = float(10 ** rng.uniform(lo, hi))
-        residual = bool(rng.random() < cfg.p_residual) or all_residual  # type: ignore[operator]
-        seed = int(rng.integers(0, 2**31 - 1))
-        split = str(rng.choice(SPLITS, p=fr))
-        extra = set(cfg.checkpoint_epochs) | {round(f * epochs) for f in cfg.checkpoint_fractions}  # type: ignore[union-attr,arg-type]
-        scheduler, smoothing, clip, noise = _later_fields(cfg, rng, regression)
-        specs.append(
-            ModelSpec(
-                model_id=f"m{index:06d}",
-                index=index,
-                cohort=cohort,
-                arch=arch,
-                activation=activation,
-                init=init,
-                optimizer=optimizer,
-                learning_rate=learning_rate,
-                weight_decay=wd,
-                momentum=MOMENTUM.get(optimizer, 0.0),
-                dropout=dropout,
-                has_residual=residual,
-                batch_size=batch_size,
-                epochs=epochs,
-                seed=seed,
-                split=split,
-                checkpoint_epochs=tuple(sorted({e for e in extra if 1 <= e < epochs})),
-                scheduler=scheduler,
-                label_smoothing=smoothing,
-                grad_clip=clip,
-                input_noise=noise,
-                train_samples=train_samples,
-            )
-        )
+        run = _draw_run(cfg, rng, longest, regression)
+        run["has_residual"] = run["has_residual"] or all_residual
+        ident = {"model_id": f"m{index:06d}", "index": index, "cohort": cohort, "arch": arch}
+        specs.append(ModelSpec(**ident, **run, batch_size=batch_size, train_samples=train_samples))
     return specs
 
 
