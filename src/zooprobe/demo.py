@@ -193,23 +193,26 @@ def run_demo(
             start = time.perf_counter()
             result.baselines[task] = stats_gbm_baseline(cfg, zoo=zoo, encoder=encoder) or {}
             result.seconds[f"{task}/baseline"] = time.perf_counter() - start
+    _report(result, Path(output), console)
+    return result
+
+
+def _report(result: DemoResult, output: Path, console: Console) -> None:
+    """Print the demo's table and comparisons, and write each run's HTML report."""
     result.comparison = compare(result)
     console.print(demo_table(result))
     console.print("zooprobe against statistics + LightGBM (headline metric, test split):")
     for comparison in result.comparison.values():
         console.print(f"  {comparison.line()}")
     console.print(FINETUNE_NOTE)
-    console.print(f"run folders (metrics.json, head/): {Path(output).resolve()}")
-
+    console.print(f"run folders (metrics.json, head/): {output.resolve()}")
     for key in result.runs:
         task, head = key.split("/")
-        result.reports[key] = write_report(
-            Path(output) / f"{task}-{_slug(head)}", baseline=result.baselines.get(task) or False
-        )
+        baseline = result.baselines.get(task) or False
+        result.reports[key] = write_report(output / f"{task}-{_slug(head)}", baseline=baseline)
     console.print("reports (self-contained HTML):")
     for path in result.reports.values():
         console.print(f"  {path.resolve()}")
-    return result
 
 
 def _slug(head: str) -> str:
