@@ -348,12 +348,24 @@ def test_bench_and_cli(pretrained: Path, tiny_zoo: Path, tmp_path: Path) -> None
     assert load_encoder(out).provenance["pretrain_config"]["epochs"] == 1
     cfg = root.parse_args(
         ["encoder", "bench", "--zoo", str(tiny_zoo), "--encoder", str(out), "--resnet", "false",
-         "--json", str(tmp_path / "b.json"), "--progress", "false"]
+         "--json", str(tmp_path / "b.json"), "--progress", "false",
+         "--compare", "foundation", "--repeats", "2"]
     )  # fmt: skip
     assert run_encoder_command(cfg.encoder, console) == 0
     console.file.close()
-    assert json.loads((tmp_path / "b.json").read_text())["n_models"] == result["n_models"]
-    assert "encoder written to" in (tmp_path / "out.txt").read_text()
+    written = json.loads((tmp_path / "b.json").read_text())
+    assert written["n_models"] == result["n_models"]
+    # --compare: both encoders timed on the same models, best and median of 2 runs, side by side
+    speed = written["speed"]
+    assert [r["encoder"] for r in speed] == [str(out), "foundation"]
+    assert [r["architecture"] for r in speed] == ["tokens", "layers"]
+    for r in speed:
+        assert r["n_models"] == result["n_models"] and len(r["seconds"]) == 2
+        assert r["models_per_s_best"] >= r["models_per_s_median"] > 0
+        assert r["ms_per_model_best"] == pytest.approx(1000 / r["models_per_s_best"])
+    text = (tmp_path / "out.txt").read_text()
+    assert "encoder written to" in text and "speed, side by side" in text
+    assert any(line.strip().startswith("foundation") and "layers" in line for line in text.splitlines())
 
 
 # ---------------------------------------------------------------------------------------------- batched

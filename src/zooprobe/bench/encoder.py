@@ -14,6 +14,8 @@ Measured in one run, on one machine (numbers are only comparable within a run):
    shapes, built locally): wall time of tokenize + encode and the peak extra resident memory during it
    (Linux: the process's peak RSS is reset through ``/proc/self/clear_refs`` and read back from
    ``VmHWM``; elsewhere the lifetime ``ru_maxrss`` is reported and marked as such).
+4. With ``--compare v2,v3``: the encoding speed of this encoder and of the others side by side on the same
+   models, best and median of ``--repeats`` timed runs each (`zooprobe.bench.encoder_speed`).
 
 The weight statistics are the 131 features of `zooprobe.tokens.statistics` (the ``stats+gbm`` input).
 """
@@ -23,7 +25,7 @@ from __future__ import annotations
 import math
 import resource
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from sklearn.metrics import r2_score
 
 from zooprobe.api import load_encoder, load_zoo
 from zooprobe.baselines.models import fit_baseline, ridge_pipeline
+from zooprobe.bench.encoder_speed import compare_speed, speed_lines
 from zooprobe.core.memory import process_status_kib, reset_peak_rss
 from zooprobe.errors import InvalidInputError
 from zooprobe.tokens.statistics import featurize
@@ -166,8 +169,13 @@ def bench_encoder(
     batch_size: int = 64,
     resnet: bool = True,
     progress: bool = True,
+    compare: Sequence[str] = (),
+    repeats: int = 3,
 ) -> dict[str, Any]:
-    """Run the benchmark (see the module docs) and return its numbers; `format_report` prints them."""
+    """Run the benchmark (see the module docs) and return its numbers; `format_report` prints them.
+
+    `compare`: other encoders (names, folders, Hub ids) whose speed is timed next to this one's on the same
+    models, ``repeats`` times each (`zooprobe.bench.encoder_speed`; ``result["speed"]``)."""
 
     zoo = load_zoo(zoo_source)
     encoder = load_encoder(encoder_source, progress=progress)
@@ -189,6 +197,10 @@ def bench_encoder(
     _probes(result, encoder, zoo, meta, state_dicts, embeddings)
     if resnet:
         _resnet18(result, encoder, batch_size)
+    if compare:
+        sources = [str(encoder_source), *(str(c) for c in compare)]
+        loaded = {str(encoder_source): encoder}
+        result["speed"] = compare_speed(sources, state_dicts, batch_size, repeats, loaded, progress)
     return result
 
 
@@ -332,7 +344,7 @@ def format_report(result: Mapping[str, Any]) -> list[str]:
             f"peak extra memory {r['resnet18_peak_extra_mib']:.0f} MiB "
             f"({r['resnet18_memory_method']})"
         )
-    return lines
+    return lines + speed_lines(r.get("speed") or [])
 
 
 def _encoding_lines(r: Mapping[str, Any]) -> list[str]:

@@ -25,6 +25,7 @@ from zooprobe.cli.common import (
     push_cli_output,
 )
 from zooprobe.core.progress import rank
+from zooprobe.errors import ConfigError
 from zooprobe.training.adapt_config import AdaptConfig
 from zooprobe.training.pretrain_config import PretrainConfig
 
@@ -109,6 +110,14 @@ def add_encoder_commands(top_subcommands: Any, wanted: Any = None) -> ArgumentPa
     )
     bench.add_argument("--batch_size", type=int, default=64, help="Windows per encoder forward.")
     bench.add_argument("--resnet", type=bool, default=True, help="Also time a ResNet-18-sized state dict.")
+    bench.add_argument(
+        "--compare",
+        type=str,
+        default="",
+        help="Other encoders (comma-separated names, folders or Hub ids, e.g. v2,v3) whose encoding speed "
+        "is timed next to --encoder's on the same models (v2/v3 are pretrained once on first use).",
+    )
+    bench.add_argument("--repeats", type=int, default=3, help="Timed runs per encoder for --compare.")
     bench.add_argument("--json", type=Path | None, default=None, help="Also write the numbers to this file.")
     add_progress_arguments(bench)
     actions.add_subcommand("bench", bench, help="Benchmark an encoder.")
@@ -168,8 +177,17 @@ def run_encoder_command(ns: Namespace, console: Any) -> int:
         )
         from zooprobe.core.files import atomic_write_json  # heavy: imports torch
 
+        compare = [c.strip() for c in str(sub.compare or "").split(",") if c.strip()]
+        if sub.repeats < 1:
+            raise ConfigError(f"--repeats must be >= 1, got {sub.repeats}")
         result = bench_encoder(
-            sub.zoo, sub.encoder, batch_size=sub.batch_size, resnet=sub.resnet, progress=sub.progress
+            sub.zoo,
+            sub.encoder,
+            batch_size=sub.batch_size,
+            resnet=sub.resnet,
+            progress=sub.progress,
+            compare=compare,
+            repeats=sub.repeats,
         )
         for line in format_report(result):
             console.print(line, highlight=False)
