@@ -299,6 +299,19 @@ def test_in_distribution_models_are_rarely_flagged_out_of_domain(head_zoo: Path,
     print(f"false out-of-domain rate on held-out in-distribution models: {rate:.4f} ({flagged}/{checked})")
     assert rate <= 2 * nominal + 0.015, f"{rate:.3f} of held-out in-distribution models flagged"
 
+    # a large train split is kept as a seeded sample: the saved domain stays small, and still passes held-out
+    # in-distribution models at about the same rate
+    small = fit_domain(
+        [archs[i] for i in tr],
+        {"statistics": stats[tr], "representation": reps[tr]},
+        {"statistics": stats[va], "representation": reps[va]},
+        max_models=len(tr) // 2,
+    )
+    assert all(len(space.train) == len(tr) // 2 for space in small.spaces.values())
+    assert all(len(space.train) == len(tr) for space in domain.spaces.values())
+    sampled = small.check([archs[i] for i in te], {"statistics": stats[te], "representation": reps[te]})
+    assert sum(c.in_domain for c in sampled) >= 0.9 * len(sampled)
+
     # a flag says how far outside a network is: percentile and ratio to the threshold
     far = {k: v * 50 if v.is_floating_point() else v for k, v in sds[0].items()}
     check = domain.check([architecture(far)], {"statistics": featurize([far]), "representation": reps[:1]})[0]

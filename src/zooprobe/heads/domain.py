@@ -34,7 +34,9 @@ the rate on held-out models of a small zoo). A flagged network's reason says how
 percentile of its distance and its ratio to the threshold.
 
 The domain is saved with the head (`to_record` for JSON, `arrays` for safetensors; see
-`zooprobe.heads.trust`).
+`zooprobe.heads.trust`). A train split of more than `MAX_STORED_MODELS` networks is described by a seeded
+sample of that many (the distance spaces, their held-out distances and thresholds alike); the architecture
+range reads every training network.
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ CLIP = 1e3
 far)."""
 DEFAULT_QUANTILE = 0.99
 DEFAULT_K = 5
+MAX_STORED_MODELS = 4000
+"""Training models a distance space keeps (a seeded sample of the train split beyond that): the saved
+domain stays a few MB for a head trained on any zoo, and a k-th-neighbour distance costs the same."""
 CROSS_FOLDS = 5
 """Folds of `held_out_distances`."""
 SPACES = ("statistics", "representation")
@@ -393,19 +398,22 @@ def fit_domain(
     k: int = DEFAULT_K,
     tasks: bool = False,
     folded: np.ndarray | None = None,
+    max_models: int = MAX_STORED_MODELS,
 ) -> ApplicabilityDomain:
     """The applicability domain of a head trained on these models (module docs). `train` and `validation`
     map each space name (``statistics``, ``representation``) to its ``[N, F]`` features. With `tasks`
     (heads whose target depends on the data, such as the accuracy) a network's input and output sizes
     must also match a training model's (`ArchitectureRange.tasks`). With ``raw_statistics`` in both and
     `folded` (the raw statistics of the train split's BatchNorm networks, folded) the domain also gets a
-    `FoldDetector`."""
+    `FoldDetector`. The distance spaces keep at most `max_models` training networks (`MAX_STORED_MODELS`)."""
     if not 0.5 <= quantile < 1.0:
         raise InvalidInputError(f"the domain quantile must be in [0.5, 1), got {quantile}")
     names = [name for name in SPACES if name in train]
     per_space = space_quantile(quantile, len(names))
+    n = len(train[names[0]]) if names else 0
+    keep = np.sort(np.random.default_rng(0).permutation(n)[:max_models]) if n > max_models else slice(None)
     spaces = {
-        name: KnnSpace.fit(name, train[name], validation.get(name, np.empty((0, 0))), k, per_space)
+        name: KnnSpace.fit(name, train[name][keep], validation.get(name, np.empty((0, 0))), k, per_space)
         for name in names
     }
     fold = None
@@ -418,6 +426,7 @@ def fit_domain(
 
 __all__ = [
     "CLIP",
+    "MAX_STORED_MODELS",
     "SPACES",
     "ApplicabilityDomain",
     "Architecture",
