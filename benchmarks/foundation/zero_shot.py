@@ -87,8 +87,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--zoo", action="append", required=True, help="NAME=PATH of a zoo to score on")
     ap.add_argument("--output", type=Path, help="write the table as JSON here")
+    ap.add_argument("--heads", nargs="+", help="accuracy and hyperparameters head folders (default: shipped)")
     a = ap.parse_args()
-    heads = zooprobe.default_heads()
+    if a.heads:
+        from zooprobe.inference import load_heads
+
+        heads = load_heads(a.heads)
+    else:
+        heads = zooprobe.default_heads()
     result = {}
     for item in a.zoo:
         name, _, path = item.partition("=")

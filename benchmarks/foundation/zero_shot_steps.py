@@ -3,7 +3,7 @@ its runs' training length (`train_samples`, `steps`: ``zoo_config_v2.yaml``); do
 that spans training lengths".
 
     python benchmarks/foundation/features.py zoos/foundation-v2 F/corpus.npz       # and each held-out zoo
-    python benchmarks/foundation/zero_shot_steps.py --features_dir F
+    python benchmarks/foundation/zero_shot_steps.py --features_dir F [--corpus corpus,corpus_long]
 
 Per held-out zoo: R², Pearson r and the mean error (prediction - truth) of the same LightGBM regressor as
 `zero_shot_length.py` (weight statistics only, 6,000 corpus runs), trained on all corpus runs and on the
@@ -23,6 +23,7 @@ from sklearn.metrics import r2_score
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("--features_dir", default="/work/runs/fnd")
 ap.add_argument("--zoos", default="foreignA,foreignB,foreignC,bench")
+ap.add_argument("--corpus", default="corpus", help="feature files of the corpus (comma-separated: joined)")
 ap.add_argument("--n_fit", type=int, default=6000)
 ap.add_argument("--json", default=None)
 a = ap.parse_args()
@@ -49,7 +50,9 @@ def score(truth: np.ndarray, pred: np.ndarray) -> dict:
     }
 
 
-S, M = load("corpus")
+parts = [load(name) for name in a.corpus.split(",")]
+S = np.concatenate([p[0] for p in parts])
+M = pd.concat([p[1] for p in parts], ignore_index=True)
 y = np.log10(M.learning_rate.to_numpy(float))
 steps = M.steps.to_numpy(float)
 samples = M.train_samples.to_numpy(float)
@@ -75,9 +78,11 @@ for tag, sel in (("all runs", steps >= 0), ("steps>=100", steps >= 100), ("steps
 first = (M.epochs.to_numpy() <= 8) & (samples <= 512)
 perm = np.random.default_rng(0).permutation(np.flatnonzero(first))
 held, fit_idx = perm[:1000], perm[1000:]
-model = fit(S[fit_idx], y[fit_idx])
 others = np.flatnonzero(~first)
+model = fit(S[fit_idx], y[fit_idx]) if len(fit_idx) >= 500 else None  # a long-run corpus has none of them
 for tag, idx in (("held-out runs of that recipe", held), ("runs longer or on more data", others)):
+    if model is None:
+        break
     results["inside"][tag] = score(y[idx], model.predict(S[idx]))
     r = results["inside"][tag]
     print(f"corpus, fit on <= 8 epochs and <= 512 samples ({len(fit_idx)}), {tag}: r2 {r['r2']:.3f} "
