@@ -3,8 +3,9 @@ write the corpus reference the app compares models with (src/zooprobe/heads/pret
 
     python benchmarks/foundation/export_heads.py --accuracy RUN --hyperparameters RUN --patterns RUN
 
-Each RUN is a finished ``zooprobe train`` folder on the foundation corpus with ``--encoder foundation
---head.kind gbm --head.features stats+rep`` (the commands are in docs/foundation.md). The head folder is
+Each RUN is a finished ``zooprobe train`` folder on a foundation corpus with ``--encoder foundation
+--head.kind gbm --head.features stats+rep`` (the commands are in docs/foundation.md; a head folder already
+shipped may be given again, from a copy outside the package: its folder is replaced). The head folder is
 copied as it is (its content hash still holds); the reference is the runs' training zoo's final train
 models: a metadata table and their representations under the shipped encoder (read from the
 representation cache the runs filled, so nothing is encoded again).
@@ -48,9 +49,9 @@ COLUMNS = [
 
 
 CORPUS_NOTE = (
-    "the foundation corpus (`zooprobe zoo build --preset foundation`): its test split and two of its three "
-    "validation files as this head's train / validation / test splits, none of which the foundation encoder "
-    "was pretrained on"
+    "the long-run foundation corpus (`zooprobe zoo build --config benchmarks/foundation/zoo_config_long.yaml`: "
+    "4,053 networks trained for hundreds to thousands of steps): its train / validation / test splits, none of "
+    "which the foundation encoder was pretrained on"
 )
 
 
@@ -60,7 +61,7 @@ def _shipped_card(text: str, name: str, run: str, zoo: str) -> str:
     for old in (run, run.rstrip("/") + "/head"):
         text = text.replace(f'load_head("{old}")', f'load_head("{name}")')
     text = text.replace(f"the local zoo folder `{zoo}`", CORPUS_NOTE).replace(f"--zoo {zoo}", "--zoo CORPUS")
-    return text.replace(f"`{zoo}`", "the foundation corpus")
+    return text.replace(f"`{zoo}`", "the long-run foundation corpus")
 
 
 def main() -> None:
