@@ -161,3 +161,24 @@ def test_adapt_refuses_bad_input_clearly(tiny_zoo: Path, head_encoder: Path, tmp
         cfg = AdaptConfig(zoo=str(tiny_zoo), encoder=str(head_encoder))
         adapt_encoder(cfg, tmp_path / "b", progress=False)
     assert not (tmp_path / "b" / "config.json").exists()
+
+
+def test_supervised_targets_include_the_training_length_where_a_zoo_records_it() -> None:
+    """A corpus with ``train_samples_range`` gives the supervised objectives log10 steps and training-set
+    size to learn (a learning rate in the weights is confounded with them); other zoos give neither."""
+    meta = pd.DataFrame(
+        {
+            "learning_rate": [1e-3, 1e-2, 1e-1],
+            "steps": [10, 100, 1000],
+            "train_samples": [256, 512, 2048],
+            "optimizer": ["adam", "sgd", "adam"],
+        }
+    )
+    specs = {t.name: t for t in targets_module.metadata_targets(meta)}
+    assert {"log10_learning_rate", "log10_steps", "log10_train_samples"} <= set(specs)
+    assert specs["log10_steps"].mean == pytest.approx(2.0)
+    values = targets_module.target_tensors(meta, list(specs.values()))
+    assert torch.allclose(values["log10_steps"], torch.tensor([-1.0, 0.0, 1.0]) / (2 / 3) ** 0.5, atol=1e-5)
+    unrecorded = meta.assign(steps=float("nan"), train_samples=float("nan"))
+    names = {t.name for t in targets_module.metadata_targets(unrecorded)}
+    assert "log10_steps" not in names and "log10_train_samples" not in names

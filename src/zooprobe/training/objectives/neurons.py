@@ -18,7 +18,8 @@ training models:
 
 - continuous, standardized with the training models' mean and std: ``test_accuracy``,
   ``train_accuracy``, ``log10_learning_rate``, ``log10_weight_decay`` (floored at 1e-7), ``epochs``,
-  ``log2_batch_size``, ``dropout``, ``momentum``, ``label_smoothing``;
+  ``log2_batch_size``, ``dropout``, ``momentum``, ``label_smoothing``; ``log10_steps`` and
+  ``log10_train_samples`` where the zoo records its runs' training length (``train_samples_range``);
 - categorical: ``optimizer``, ``activation``, ``init``, ``scheduler``, ``normalization``;
 - binary: ``has_dropout``, ``has_residual``, ``zero_weight_decay``.
 

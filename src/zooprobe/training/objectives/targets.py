@@ -26,7 +26,8 @@ def _continuous(meta: pd.DataFrame) -> dict[str, np.ndarray]:
         col = _column(meta, name)
         if col is not None:
             out[name] = pd.to_numeric(pd.Series(col), errors="coerce").to_numpy(dtype=np.float64)
-    for name, floor, base in (("learning_rate", 1e-8, 10), ("weight_decay", 1e-7, 10), ("batch_size", 1, 2)):
+    logs = (("learning_rate", 1e-8, 10), ("weight_decay", 1e-7, 10), ("batch_size", 1, 2), ("steps", 1, 10))
+    for name, floor, base in (*logs, ("train_samples", 1, 10)):
         col = _column(meta, name)
         if col is not None:
             x = pd.to_numeric(pd.Series(col), errors="coerce").to_numpy(dtype=np.float64)
