@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -77,3 +79,27 @@ def test_config_errors_name_the_field() -> None:
         LayerEncoderConfig(d_model=30, n_heads=4)
     with pytest.raises(EncoderConfigError, match="parameters"):
         LayerEncoderConfig(d_model=4096, n_layers=8)
+
+
+def test_tokenizing_many_networks_at_once_gives_each_its_own_tokens_bit_for_bit(
+    tiny_zoo: Path, head_zoo: Path
+) -> None:
+    """The foundation encoder featurizes same-architecture networks together (`tokenize_many`): every
+    network still gets exactly the tokens it gets alone, so a file's prediction does not depend on the
+    files beside it; and a bad item is named."""
+    from zooprobe.api import load_encoder, load_zoo
+
+    sds = []
+    for path in (tiny_zoo, head_zoo):
+        zoo = load_zoo(path)
+        sds += [zoo.state_dict(i) for i in range(len(zoo))]
+    sds += [_mlp(depth=d, width=w, seed=s) for d in (1, 3) for w in (3, 16) for s in (0, 1)]  # short biases
+    encoder = load_encoder("foundation", progress=False)
+    many = encoder.tokenize_many(sds)
+    assert len({tuple(t.tokens.shape) for t in many}) >= 3  # several architectures, some in groups
+    for sd, got in zip(sds, many, strict=True):
+        assert torch.equal(got.tokens, layer_tokens(sd, encoder.config.max_layers))
+    with pytest.raises(InvalidInputError, match="encode: state dict 1: "):
+        encoder.tokenize_many([sds[0], {"w": torch.tensor([float("nan")])}])
+    with pytest.raises(InvalidInputError, match="item 1 is a list"):
+        encoder.tokenize_many([sds[0], []])

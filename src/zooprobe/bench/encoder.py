@@ -358,6 +358,8 @@ def _encoding_lines(r: Mapping[str, Any]) -> list[str]:
             "GFLOP/s     : not counted for the neuron encoder (most of its time is per-neuron features)",
         ]
         if r.get("architecture") == "neurons"
+        else _layer_lines(r)
+        if r.get("architecture") == "layers"
         else [
             f"encoding    : {r['models_per_s']:9.1f} models/s  {r['tokens_per_s']:12,.0f} tokens/s  "
             f"({r['encode_seconds']:.2f} s: tokenize {r['tokenize_seconds']:.2f} s = "
@@ -377,6 +379,18 @@ def _encoding_lines(r: Mapping[str, Any]) -> list[str]:
             ),
         ]
     )
+
+
+def _layer_lines(r: Mapping[str, Any]) -> list[str]:
+    """The encoding speed lines of the foundation (layer-token) kind: one token per layer."""
+    share = 100 * r["tokenize_seconds"] / r["encode_seconds"]
+    padding = 100 * r["padding_fraction"]
+    return [
+        f"encoding    : {r['models_per_s']:9.1f} models/s  {r['tokens_per_s']:12,.0f} layer tokens/s  "
+        f"({r['encode_seconds']:.2f} s: layer tokens {r['tokenize_seconds']:.2f} s = {share:.0f}%, forward "
+        f"{r['forward_seconds']:.2f} s; {r['n_windows']} batches, padding {padding:.1f}%)",
+        "GFLOP/s     : not counted for the layer encoder (its forward is the small part of encoding)",
+    ]
 
 
 def _reference_lines(r: Mapping[str, Any]) -> list[str]:

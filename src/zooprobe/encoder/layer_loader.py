@@ -31,8 +31,9 @@ from zooprobe.encoder.base import (
 from zooprobe.encoder.layer_model import LayerEncoder, LayerEncoderConfig
 from zooprobe.encoder.registry import register_encoder
 from zooprobe.encoder.supervised import SupervisedEncoder
+from zooprobe.errors import InvalidInputError
 from zooprobe.hub import render_card
-from zooprobe.tokens.layers import LayerTokens, layer_tokens, pad_tokens
+from zooprobe.tokens.layers import LayerTokens, layer_tokens, pad_tokens, token_model, tokens_of_models
 
 LAYER_FORMAT_VERSION = 4
 ARCHITECTURE = "layers"
@@ -67,6 +68,24 @@ class LoadedLayerEncoder(SupervisedEncoder):
         """The encoder's input for one state dict: its layer tokens (`zooprobe.tokens.layers`)."""
         return LayerTokens(layer_tokens(state_dict, self.config.max_layers))
 
+    def tokenize_many(
+        self, state_dicts: Sequence[Any], indices: Sequence[int] | int = 0
+    ) -> list[LayerTokens]:
+        """`tokenize` of each state dict, same-architecture networks featurized together
+        (`zooprobe.tokens.layers.tokens_of_models`: the same tokens as one at a time, several times faster
+        for a zoo); an item that is not a state dict or cannot be tokenized is an error naming it."""
+        if isinstance(indices, int):
+            indices = range(indices, indices + len(state_dicts))
+        models = []
+        for sd, i in zip(state_dicts, indices, strict=True):
+            if not isinstance(sd, Mapping):
+                raise InvalidInputError(f"encode: item {i} is a {type(sd).__name__}, not a state dict")
+            try:
+                models.append(token_model(sd, self.config.max_layers))
+            except InvalidInputError as e:
+                raise type(e)(f"encode: state dict {i}: {e}") from e
+        return [LayerTokens(t) for t in tokens_of_models(models)]
+
     def embed(
         self,
         tokenized: Sequence[LayerTokens],
@@ -87,6 +106,7 @@ class LoadedLayerEncoder(SupervisedEncoder):
             rows.append(self.encoder(x.to(device), mask.to(device)).float())
             if stats is not None:
                 stats["n_windows"] = stats.get("n_windows", 0) + 1
+                stats["n_padded_tokens"] = stats.get("n_padded_tokens", 0) + mask.numel()
                 stats["model_forward_s"] = stats.get("model_forward_s", 0.0) + time.perf_counter() - start
         if not rows:
             return Embeddings(torch.zeros(0, self.latent_dim, device=device), None)

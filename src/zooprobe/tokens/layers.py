@@ -20,7 +20,7 @@ transformer over them, so pretraining on tens of thousands of mixed models takes
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +30,8 @@ from zooprobe.tokens.neurons import (
     N_INPUT_F,
     N_LAYER_F,
     N_NEURON_F,
+    BatchFeatures,
+    NeuronModel,
     featurize_batch,
     neuron_model,
     stack_models,
@@ -62,19 +64,41 @@ def layer_tokens(state_dict: Mapping[str, torch.Tensor], max_layers: int | None 
     Raises `InvalidInputError` as `zooprobe.tokens.neurons.neuron_model` does (no main layer,
     non-finite weights, more than `max_layers` main layers).
     """
-    model = neuron_model(canonicalize(state_dict), max_layers=max_layers)
+    return tokens_of_models([token_model(state_dict, max_layers)])[0]
+
+
+def token_model(state_dict: Mapping[str, torch.Tensor], max_layers: int | None = None) -> NeuronModel:
+    """The parsed, canonicalized network `layer_tokens` reads (its errors: see there)."""
+    return neuron_model(canonicalize(state_dict), max_layers=max_layers)
+
+
+def tokens_of_models(models: Sequence[NeuronModel]) -> list[torch.Tensor]:
+    """The layer tokens of parsed networks (`token_model`), those of one architecture featurized together:
+    each network gets exactly the tokens it gets alone (every feature is computed per network)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, model in enumerate(models):
+        groups.setdefault(model.signature, []).append(i)
+    out: list[torch.Tensor] = [torch.empty(0)] * len(models)
     with torch.no_grad():
-        bf = featurize_batch(stack_models([model.layers]), edges=False)
-        n_layers = len(bf.neurons)
-        out = torch.zeros(1 + n_layers, N_TOKEN_F)
-        inputs = bf.inputs[0]
-        std = inputs.std(0, unbiased=False) if inputs.shape[0] > 1 else torch.zeros(N_INPUT_F)
-        out[0, 0] = 1.0
-        out[0, _INPUT_AT:] = torch.cat([inputs.mean(0), std])
-        for i in range(n_layers):
-            out[1 + i, 1] = 1.0
-            out[1 + i, _POOL_AT:_LAYER_AT] = _pool(bf.neurons[i][0])
-            out[1 + i, _LAYER_AT:_INPUT_AT] = bf.layers[0, i]
+        for idx in groups.values():
+            bf = featurize_batch(stack_models([models[i].layers for i in idx]), edges=False)
+            for j, i in enumerate(idx):
+                out[i] = _tokens(bf, j)
+    return out
+
+
+def _tokens(bf: BatchFeatures, j: int) -> torch.Tensor:
+    """The tokens of network `j` of a featurized batch."""
+    n_layers = len(bf.neurons)
+    out = torch.zeros(1 + n_layers, N_TOKEN_F)
+    inputs = bf.inputs[j]
+    std = inputs.std(0, unbiased=False) if inputs.shape[0] > 1 else torch.zeros(N_INPUT_F)
+    out[0, 0] = 1.0
+    out[0, _INPUT_AT:] = torch.cat([inputs.mean(0), std])
+    for i in range(n_layers):
+        out[1 + i, 1] = 1.0
+        out[1 + i, _POOL_AT:_LAYER_AT] = _pool(bf.neurons[i][j])
+        out[1 + i, _LAYER_AT:_INPUT_AT] = bf.layers[j, i]
     return out
 
 

@@ -186,10 +186,17 @@ def _sorted_quantiles(x: torch.Tensor) -> torch.Tensor:
     return s[..., idx]
 
 
+def _std(x: torch.Tensor) -> torch.Tensor:
+    """Population standard deviation over the last dim, two-pass: unlike ``Tensor.std``, whose kernel rounds
+    a short last dim differently with the number of rows, each row gets the same bits whatever else is in
+    the batch (`zooprobe.tokens.layers.tokens_of_models` featurizes same-architecture networks together)."""
+    return (x - x.mean(-1, keepdim=True)).pow(2).mean(-1).sqrt()
+
+
 def _moments(x: torch.Tensor) -> torch.Tensor:
     """[..., n] -> [..., 11]: 7 quantiles, mean, std, mean|x|/rms, log rms (x already scaled)."""
     rms = x.pow(2).mean(-1).add(1e-12).sqrt()
-    std = x.std(-1, unbiased=False) if x.shape[-1] > 1 else torch.zeros_like(rms)
+    std = _std(x) if x.shape[-1] > 1 else torch.zeros_like(rms)
     return torch.cat(
         [
             torch.asinh(_sorted_quantiles(x)),
@@ -266,7 +273,7 @@ def neuron_features(st: list[StackedLayer], li: int) -> torch.Tensor:
     cols, ok = _outgoing(st, li)
     if ok:
         rms = cols.pow(2).mean(-1).add(1e-12).sqrt()
-        std = cols.std(-1, unbiased=False) if cols.shape[-1] > 1 else torch.zeros_like(rms)
+        std = _std(cols) if cols.shape[-1] > 1 else torch.zeros_like(rms)
         parts.append(
             torch.stack(
                 [
@@ -322,7 +329,7 @@ def layer_features(st: list[StackedLayer], li: int) -> torch.Tensor:
             torch.stack(
                 [
                     torch.asinh(bb.mean(-1)),
-                    torch.asinh(bb.std(-1, unbiased=False)),
+                    torch.asinh(_std(bb)),
                     bb.pow(2).mean(-1).add(1e-12).sqrt().log(),
                 ],
                 -1,
@@ -342,7 +349,7 @@ def layer_features(st: list[StackedLayer], li: int) -> torch.Tensor:
         alpha, alpha_ok = _power_law_alpha(sv), torch.ones(b)
     else:
         alpha, alpha_ok = torch.zeros(b), torch.zeros(b)
-    std = m.reshape(b, -1).std(-1, unbiased=False)
+    std = _std(m.reshape(b, -1))
     mp_edge = std * (math.sqrt(out) + math.sqrt(fan))
     parts.append(
         torch.stack(
