@@ -298,14 +298,16 @@ def _run_by_form(
 def _encode(
     head: LoadedHead, chunk: list[dict[str, torch.Tensor]], first: int, independent: bool
 ) -> list[tuple[dict[str, torch.Tensor], torch.Tensor]]:
-    """(head inputs, pooled representation) of a chunk of networks, one network at a time when
-    ``independent`` (batched float32 rounding depends on the batch)."""
-    parts = [chunk[i : i + 1] for i in range(len(chunk))] if independent else [chunk]
-    encoded, at = [], first
-    for part in parts:
-        inputs = head.model.head_inputs(head.model.loaded.tokenize_many(part, at))
-        encoded.append((inputs, head._pooled(inputs, part, at)))
-        at += len(part)
+    """(head inputs, pooled representation) of a chunk of networks, encoded one network at a time when
+    ``independent`` (batched float32 rounding depends on the batch). The chunk is tokenized at once: every
+    encoder kind's `tokenize_many` gives each network exactly its tokens alone (tested per kind)."""
+    tokenized = head.model.loaded.tokenize_many(chunk, first)
+    n = len(chunk)
+    parts = [(i, i + 1) for i in range(n)] if independent else [(0, n)]
+    encoded = []
+    for a, b in parts:
+        inputs = head.model.head_inputs(tokenized[a:b])
+        encoded.append((inputs, head._pooled(inputs, chunk[a:b], first + a)))
     return encoded
 
 
