@@ -95,6 +95,7 @@ ap.add_argument("--corpus", default="corpus")
 ap.add_argument("--seed", type=int, default=0)
 ap.add_argument("--drop_feats", default="")
 ap.add_argument("--load", default="")
+ap.add_argument("--encoder", default="", help="score this pretrained foundation encoder (e.g. default) instead")
 a = ap.parse_args()
 torch.manual_seed(a.seed)
 SGD = {"plain_sgd": "sgd", "nesterov": "sgd", "sgd": "sgd"}
@@ -125,11 +126,17 @@ te = np.flatnonzero(sp == "test")
 specs = metadata_targets(meta.iloc[tr])
 ys = target_tensors(meta, specs)
 t0 = time.time()
-model = LayerEncoder(X.shape[-1], specs, d=a.d, n_layers=a.layers)
+if a.encoder:  # a shipped or saved foundation encoder: nothing is trained
+    from zooprobe.api import load_encoder
+
+    model = load_encoder(a.encoder, progress=False).encoder
+    specs = list(model.targets)
+else:
+    model = LayerEncoder(X.shape[-1], specs, d=a.d, n_layers=a.layers)
 sel = lambda idx: {k: v[idx] for k, v in ys.items()}
 if a.load:
     model.load_state_dict(torch.load(a.load, weights_only=True)["state"])
-else:
+elif not a.encoder:
     train(
         model,
         X[tr],
