@@ -25,15 +25,9 @@ import torch
 from zooprobe.api import load_encoder, load_zoo
 from zooprobe.core.memory import reset_peak_rss
 from zooprobe.heads.targets import TargetArrays
+from zooprobe.training.batches import STREAM_GROUPS, train_batches
 from zooprobe.training.config import OptimConfig, TrainConfig
-from zooprobe.training.data_loader import (
-    STREAM_GROUPS,
-    SplitData,
-    load_inputs,
-    model_inputs,
-    plan_data,
-    train_batches,
-)
+from zooprobe.training.data_loader import SplitData, load_inputs, model_inputs, plan_data
 from zooprobe.zoo.store import (
     RowGroupCache,
     dataset_card,

@@ -171,30 +171,31 @@ def run_encoder_command(ns: Namespace, console: Any) -> int:
     if action == "adapt":
         return _run_adapt(sub, console)
     if action == "bench":
-        from zooprobe.bench.encoder import (  # heavy: imports torch
-            bench_encoder,
-            format_report,
-        )
-        from zooprobe.core.files import atomic_write_json  # heavy: imports torch
-
-        compare = [c.strip() for c in str(sub.compare or "").split(",") if c.strip()]
-        if sub.repeats < 1:
-            raise ConfigError(f"--repeats must be >= 1, got {sub.repeats}")
-        result = bench_encoder(
-            sub.zoo,
-            sub.encoder,
-            batch_size=sub.batch_size,
-            resnet=sub.resnet,
-            progress=sub.progress,
-            compare=compare,
-            repeats=sub.repeats,
-        )
-        for line in format_report(result):
-            console.print(line, highlight=False)
-        if sub.json is not None:
-            atomic_write_json(sub.json, json.loads(json.dumps(result, default=str)))
-        return 0
+        return _run_bench(sub, console)
     raise AssertionError(f"unhandled encoder action {action!r}")
+
+
+def _run_bench(sub: Namespace, console: Any) -> int:
+    from zooprobe.bench.encoder import bench_encoder, format_report  # heavy: imports torch
+    from zooprobe.core.files import atomic_write_json  # heavy: imports torch
+
+    compare = [c.strip() for c in str(sub.compare or "").split(",") if c.strip()]
+    if sub.repeats < 1:
+        raise ConfigError(f"--repeats must be >= 1, got {sub.repeats}")
+    result = bench_encoder(
+        sub.zoo,
+        sub.encoder,
+        batch_size=sub.batch_size,
+        resnet=sub.resnet,
+        progress=sub.progress,
+        compare=compare,
+        repeats=sub.repeats,
+    )
+    for line in format_report(result):
+        console.print(line, highlight=False)
+    if sub.json is not None:
+        atomic_write_json(sub.json, json.loads(json.dumps(result, default=str)))
+    return 0
 
 
 def adapt_config(ns: Namespace) -> AdaptConfig:

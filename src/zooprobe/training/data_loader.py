@@ -20,8 +20,8 @@
   architectures are computed one model at a time, representations a chunk of at most that size at a time
   (`compute_representations`), and fine-tuning keeps tokenized models only when the selected models'
   stored weights fit; otherwise the splits are *streamed* (`SplitData.streamed`): every batch reads its
-  models from the zoo and tokenizes them, and `train_batches` draws training batches from a few shuffled
-  row groups at a time so each row group is read once per epoch.
+  models from the zoo and tokenizes them, and `zooprobe.training.batches.train_batches` draws training
+  batches from a few shuffled row groups at a time so each row group is read once per epoch.
 - Every split also gets each model's weight statistics and architecture (`SplitData.features`,
   `SplitData.architectures`): the applicability domain is fitted and measured on them, and heads that
   read statistics (`HeadConfig.uses_statistics`) take theirs from the same array. They are a pure function
@@ -336,40 +336,6 @@ def memory_budget(cfg: TrainConfig) -> int:
     return max(1, int(cfg.weights_memory_mb * 2**20))
 
 
-STREAM_GROUPS = 8
-"""Row groups whose rows are shuffled together when fine-tuning streams a split (`train_batches`); fewer
-when that many would not fit the zoo's `RowGroupCache`."""
-
-
-def train_batches(split: SplitData, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """The row indices of every training batch of an epoch, drawn from a generator seeded by ``(seed,
-    epoch)`` (so a resumed run sees the same batches). In memory: a random permutation of the rows. Streamed
-    (`SplitData.streamed`): the row groups in random order, and the rows of every `STREAM_GROUPS` consecutive
-    groups shuffled together, so each group is read once per epoch while batches still mix several groups."""
-    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    n = len(split)
-    perm = _stream_order(split.zoo, gen) if split.streamed else torch.randperm(n, generator=gen).numpy()
-    return [perm[s : s + batch_size] for s in range(0, n, batch_size)]
-
-
-def _stream_order(zoo: Any, gen: torch.Generator) -> np.ndarray:
-    groups = zoo.row_groups()
-    ids, members = np.unique(groups, return_inverse=True)
-    if not len(ids):
-        return np.zeros(0, dtype=np.int64)
-    mean_bytes = zoo.weight_bytes() / len(ids)
-    cache = zoo.cache
-    window = min(STREAM_GROUPS, cache.max_groups, max(1, int(cache.max_bytes // max(mean_bytes, 1.0))))
-    window = max(1, window)
-    rows_of = [np.flatnonzero(members == k) for k in range(len(ids))]
-    order = torch.randperm(len(ids), generator=gen).numpy()
-    parts = []
-    for s in range(0, len(order), window):
-        rows = np.concatenate([rows_of[k] for k in order[s : s + window]])
-        parts.append(rows[torch.randperm(len(rows), generator=gen).numpy()])
-    return np.concatenate(parts)
-
-
 def split_state_dict(split: SplitData, i: int) -> dict[str, torch.Tensor]:
     """Row `i`'s state dict (float64 tensors as float32): kept in memory, or read from the zoo."""
     if split.state_dicts is not None:
@@ -520,5 +486,4 @@ __all__ = [
     "split_targets",
     "split_tokenized",
     "tokenized_chunks",
-    "train_batches",
 ]

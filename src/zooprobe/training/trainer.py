@@ -40,6 +40,7 @@ from zooprobe.heads.gbm_head import GradientBoostingHead
 from zooprobe.heads.head_loader import head_folder, read_head_config, save_head
 from zooprobe.heads.prediction_heads import HeadConfig, build_head
 from zooprobe.training import distributed as D
+from zooprobe.training.batches import train_batches
 from zooprobe.training.config import TrainConfig
 from zooprobe.training.data_loader import (
     RunData,
@@ -48,7 +49,6 @@ from zooprobe.training.data_loader import (
     plan_data,
     split_features,
     split_targets,
-    train_batches,
 )
 from zooprobe.training.evaluator import (
     NonFiniteOutputError,
