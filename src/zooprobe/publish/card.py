@@ -22,18 +22,14 @@ from zooprobe.core.files import atomic_write_text, read_json, read_yaml
 from zooprobe.errors import ZooprobeError
 from zooprobe.hub import check_repo_id, is_repo_id, render_card
 from zooprobe.publish.card_body import (
-    METRICS,
-    NOT_SCORES,
-    REGRESSION_METRICS,
     TASK_SENTENCES,
     TASK_TITLES,
     _body,
-    _finite,
-    _metric_info,
     _target_label,
     describe_source,
     zoo_contents,
 )
+from zooprobe.publish.metric_names import METRICS, NOT_SCORES, REGRESSION_METRICS, finite, metric_info
 from zooprobe.training.run_folder import RunFolder
 
 
@@ -131,9 +127,9 @@ def _eval_results(
     results = []
     for key in sorted(test):
         value = test[key]
-        if key in NOT_SCORES or not _finite(value):
+        if key in NOT_SCORES or not finite(value):
             continue
-        target, base, mtype, pretty = _metric_info(key)
+        target, base, mtype, pretty = metric_info(key)
         if task == "accuracy":
             target = target or "test_accuracy"
         label = f"{pretty} ({_target_label(by_name.get(target or ''), target)})" if target else pretty
@@ -159,7 +155,7 @@ def _eval_results(
     return results
 
 
-# METRICS, NOT_SCORES, TASK_SENTENCES, TASK_TITLES, describe_source, zoo_contents: re-exported from card_body
+# re-exported: METRICS, NOT_SCORES (metric_names); TASK_SENTENCES, TASK_TITLES, describe_source, zoo_contents
 __all__ = [
     "METRICS",
     "NOT_SCORES",
