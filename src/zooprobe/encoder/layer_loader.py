@@ -73,17 +73,13 @@ class LoadedLayerEncoder(SupervisedEncoder):
     ) -> list[LayerTokens]:
         """`tokenize` of each state dict, same-architecture networks featurized together
         (`zooprobe.tokens.layers.tokens_of_models`: the same tokens as one at a time, several times faster
-        for a zoo); an item that is not a state dict or cannot be tokenized is an error naming it."""
-        if isinstance(indices, int):
-            indices = range(indices, indices + len(state_dicts))
-        models = []
-        for sd, i in zip(state_dicts, indices, strict=True):
-            if not isinstance(sd, Mapping):
-                raise InvalidInputError(f"encode: item {i} is a {type(sd).__name__}, not a state dict")
-            try:
-                models.append(token_model(sd, self.config.max_layers))
-            except InvalidInputError as e:
-                raise type(e)(f"encode: state dict {i}: {e}") from e
+        for a zoo). An invalid item is reported by `tokenize_checked`, naming its index."""
+        if len(state_dicts) < 2 or not all(isinstance(sd, Mapping) for sd in state_dicts):
+            return super().tokenize_many(state_dicts, indices)
+        try:
+            models = [token_model(sd, self.config.max_layers) for sd in state_dicts]
+        except InvalidInputError:
+            return super().tokenize_many(state_dicts, indices)
         return [LayerTokens(t) for t in tokens_of_models(models)]
 
     def embed(

@@ -225,10 +225,14 @@ def arch_macs(arch: ArchSpec) -> int:
     return total + w * POOLED * CNN_HIDDEN + CNN_HIDDEN * k_out
 
 
+def _log_uniform_int(rng: Any, lo: int, hi: int) -> int:
+    """An integer drawn log-uniformly in lo..hi (one draw of `rng`)."""
+    return int(min(hi, max(lo, math.floor(math.exp(rng.uniform(math.log(lo), math.log(hi + 1)))))))
+
+
 def _cohort_epochs(cfg: ZooConfig, rng) -> int:
     """The longest run of a cohort (``log_epochs``): log-uniform in min_epochs..max_epochs."""
-    lo, hi = cfg.min_epochs, cfg.max_epochs
-    return int(min(hi, max(lo, math.floor(math.exp(rng.uniform(math.log(lo), math.log(hi + 1)))))))  # type: ignore[arg-type,operator]
+    return _log_uniform_int(rng, cfg.min_epochs, cfg.max_epochs)  # type: ignore[arg-type]
 
 
 def _cohort_train_samples(cfg: ZooConfig, rng: Any) -> int:
@@ -237,7 +241,7 @@ def _cohort_train_samples(cfg: ZooConfig, rng: Any) -> int:
     if not cfg.train_samples_range:
         return 0
     lo, hi = (int(v) for v in cfg.train_samples_range)
-    return int(min(hi, max(lo, math.floor(math.exp(rng.uniform(math.log(lo), math.log(hi + 1)))))))
+    return _log_uniform_int(rng, lo, hi)
 
 
 def _later_fields(cfg: ZooConfig, rng: Any, regression: bool) -> tuple[str, float, float, float]:
@@ -254,9 +258,9 @@ def _later_fields(cfg: ZooConfig, rng: Any, regression: bool) -> tuple[str, floa
     return scheduler, smoothing, clip, noise
 
 
-def _draw_run(cfg: ZooConfig, rng: Any, longest: int, regression: bool) -> dict[str, Any]:
+def _draw_run(cfg: ZooConfig, rng: Any, longest: int, regression: bool, all_residual: bool) -> dict[str, Any]:
     """One run's training choices, as `ModelSpec` fields (drawn in a fixed order: the streams of zoos
-    already built depend on it)."""
+    already built depend on it); `all_residual`: the cohort's family has residual connections."""
     r: dict[str, Any] = {"optimizer": str(rng.choice(cfg.optimizers))}
     lo, hi = LR_LOG10[r["optimizer"]]
     wd_lo, wd_hi = cfg.weight_decay_log10  # type: ignore[misc]
@@ -270,7 +274,7 @@ def _draw_run(cfg: ZooConfig, rng: Any, longest: int, regression: bool) -> dict[
     r["activation"] = str(rng.choice(cfg.activations))
     r["init"] = str(rng.choice(cfg.inits))
     r["learning_rate"] = float(10 ** rng.uniform(lo, hi))
-    r["has_residual"] = bool(rng.random() < cfg.p_residual)  # type: ignore[operator]
+    r["has_residual"] = bool(rng.random() < cfg.p_residual) or all_residual  # type: ignore[operator]
     r["seed"] = int(rng.integers(0, 2**31 - 1))
     r["split"] = str(rng.choice(SPLITS, p=[float(x) for x in cfg.split_fractions]))  # type: ignore[union-attr]
     extra = set(cfg.checkpoint_epochs) | {round(f * r["epochs"]) for f in cfg.checkpoint_fractions}  # type: ignore[union-attr,arg-type]
@@ -296,8 +300,7 @@ def sample_cohort(cfg: ZooConfig, cohort: int) -> list[ModelSpec]:
     specs = []
     for j in range(n):
         index = first + j
-        run = _draw_run(cfg, rng, longest, regression)
-        run["has_residual"] = run["has_residual"] or all_residual
+        run = _draw_run(cfg, rng, longest, regression, all_residual)
         ident = {"model_id": f"m{index:06d}", "index": index, "cohort": cohort, "arch": arch}
         specs.append(ModelSpec(**ident, **run, batch_size=batch_size, train_samples=train_samples))
     return specs

@@ -66,9 +66,10 @@ class SupervisedObjective(Objective):
     def take_targets(self) -> None:
         """``self.y_train`` / ``self.y_val``: the target values of the training and validation models (after
         ``self.val`` is set)."""
-        meta = self.val_zoo.metadata().reset_index(drop=True)
         self.y_train = target_tensors(self.train_zoo.metadata().reset_index(drop=True), self.specs)
-        self.y_val = target_tensors(meta, self.specs) if self.val is not None else {}
+        self.y_val = {}
+        if self.val is not None:
+            self.y_val = target_tensors(self.val_zoo.metadata().reset_index(drop=True), self.specs)
 
     def provenance(self) -> dict[str, Any]:
         return supervised_provenance(self.splits, self.train_zoo, self.val_zoo, self.val is not None)
