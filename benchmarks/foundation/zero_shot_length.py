@@ -10,10 +10,9 @@ inside the corpus, a head trained on runs of at most 8 epochs asked about runs o
 
 import argparse
 
-import lightgbm as lgb
 import numpy as np
-import pandas as pd
 from sklearn.metrics import r2_score
+from stats_lr import fit_regressor, load_stats
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("--features_dir", default="/work/runs/fnd")
@@ -21,21 +20,13 @@ ap.add_argument("--zoos", default="foreignA,foreignB,foreignC,bench")
 a = ap.parse_args()
 
 
-def load(name: str) -> tuple[np.ndarray, pd.DataFrame]:
-    z = np.load(f"{a.features_dir}/{name}.npz")
-    meta = pd.read_parquet(f"{a.features_dir}/{name}_meta.parquet")
-    ok = z["mask"].any(1)
-    return z["stats"][ok], meta[ok].reset_index(drop=True)
-
-
-S, M = load("corpus")
+S, M = load_stats(a.features_dir, "corpus")
 y = np.log10(M.learning_rate.to_numpy(float))
 epochs = M.epochs.to_numpy()
-zoos = {n: load(n) for n in a.zoos.split(",")}
+zoos = {n: load_stats(a.features_dir, n) for n in a.zoos.split(",")}
 for tag, sel in (("all epochs", epochs >= 0), ("epochs>=10", epochs >= 10), ("epochs>=20", epochs >= 20)):
     idx = np.random.default_rng(0).permutation(np.flatnonzero(sel))[:6000]
-    model = lgb.LGBMRegressor(n_estimators=400, learning_rate=0.05, subsample=0.8, subsample_freq=1,
-                              colsample_bytree=0.8, verbose=-1, n_jobs=1).fit(S[idx], y[idx])  # fmt: skip
+    model = fit_regressor(S[idx], y[idx])
     out = []
     for name, (stats, meta) in zoos.items():
         truth, pred = np.log10(meta.learning_rate.to_numpy(float)), model.predict(stats)
@@ -46,8 +37,7 @@ for tag, sel in (("all epochs", epochs >= 0), ("epochs>=10", epochs >= 10), ("ep
 # inside the corpus: trained on runs of at most 8 epochs, asked about held-out short runs and long runs
 short = np.random.default_rng(0).permutation(np.flatnonzero(epochs <= 8))
 held, fit_idx = short[:1500], short[1500:]
-model = lgb.LGBMRegressor(n_estimators=400, learning_rate=0.05, subsample=0.8, subsample_freq=1,
-                          colsample_bytree=0.8, verbose=-1, n_jobs=1).fit(S[fit_idx], y[fit_idx])  # fmt: skip
+model = fit_regressor(S[fit_idx], y[fit_idx])
 long_runs = np.flatnonzero(epochs >= 20)
 for tag, idx in (("corpus, held-out runs of <= 8 epochs", held), ("corpus, runs of >= 20 epochs", long_runs)):
     pred = model.predict(S[idx])

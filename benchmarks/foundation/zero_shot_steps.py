@@ -15,10 +15,10 @@ epochs and of at most 512 training samples (the first corpus's recipe) asked abo
 import argparse
 import json
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from sklearn.metrics import r2_score
+from stats_lr import fit_regressor, load_stats
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("--features_dir", default="/work/runs/fnd")
@@ -27,18 +27,6 @@ ap.add_argument("--corpus", default="corpus", help="feature files of the corpus 
 ap.add_argument("--n_fit", type=int, default=6000)
 ap.add_argument("--json", default=None)
 a = ap.parse_args()
-
-
-def load(name: str) -> tuple[np.ndarray, pd.DataFrame]:
-    z = np.load(f"{a.features_dir}/{name}.npz")
-    meta = pd.read_parquet(f"{a.features_dir}/{name}_meta.parquet")
-    ok = z["mask"].any(1)
-    return z["stats"][ok], meta[ok].reset_index(drop=True)
-
-
-def fit(stats: np.ndarray, y: np.ndarray) -> lgb.LGBMRegressor:
-    return lgb.LGBMRegressor(n_estimators=400, learning_rate=0.05, subsample=0.8, subsample_freq=1,
-                             colsample_bytree=0.8, verbose=-1, n_jobs=1).fit(stats, y)  # fmt: skip
 
 
 def score(truth: np.ndarray, pred: np.ndarray) -> dict:
@@ -50,7 +38,7 @@ def score(truth: np.ndarray, pred: np.ndarray) -> dict:
     }
 
 
-parts = [load(name) for name in a.corpus.split(",")]
+parts = [load_stats(a.features_dir, name) for name in a.corpus.split(",")]
 S = np.concatenate([p[0] for p in parts])
 M = pd.concat([p[1] for p in parts], ignore_index=True)
 y = np.log10(M.learning_rate.to_numpy(float))
@@ -62,11 +50,11 @@ print(
     f"{np.median(steps):.0f} (q10 {np.quantile(steps, 0.1):.0f}, q90 {np.quantile(steps, 0.9):.0f})",
     flush=True,
 )
-zoos = {n: load(n) for n in a.zoos.split(",")}
+zoos = {n: load_stats(a.features_dir, n) for n in a.zoos.split(",")}
 results: dict = {"corpus_models": len(M), "held_out": {}, "inside": {}}
 for tag, sel in (("all runs", steps >= 0), ("steps>=100", steps >= 100), ("steps>=300", steps >= 300)):
     idx = np.random.default_rng(0).permutation(np.flatnonzero(sel))[: a.n_fit]
-    model = fit(S[idx], y[idx])
+    model = fit_regressor(S[idx], y[idx])
     out, row = [], {}
     for name, (stats, meta) in zoos.items():
         row[name] = score(np.log10(meta.learning_rate.to_numpy(float)), model.predict(stats))
@@ -79,7 +67,8 @@ first = (M.epochs.to_numpy() <= 8) & (samples <= 512)
 perm = np.random.default_rng(0).permutation(np.flatnonzero(first))
 held, fit_idx = perm[:1000], perm[1000:]
 others = np.flatnonzero(~first)
-model = fit(S[fit_idx], y[fit_idx]) if len(fit_idx) >= 500 else None  # a long-run corpus has none of them
+# a long-run corpus has none of them
+model = fit_regressor(S[fit_idx], y[fit_idx]) if len(fit_idx) >= 500 else None
 for tag, idx in (("held-out runs of that recipe", held), ("runs longer or on more data", others)):
     if model is None:
         break
