@@ -48,6 +48,7 @@ RECIPES = [
     ("adamw", "constant", 0.0, 0.0, 0.5),
     ("sgd", "onecycle", 0.9, 0.05, 0.3),
     ("rmsprop", "cosine", 0.0, 0.0, 0.0),
+    ("nadam", "warmup_cosine", 0.0, 0.1, 0.0),
 ]
 ACTS = ["silu", "elu", "relu", "tanh", "gelu", "leaky_relu"]
 
@@ -65,7 +66,7 @@ def _specs(arch: ArchSpec, epochs: int = 2) -> list[ModelSpec]:
                 activation=ACTS[i % len(ACTS)],
                 init=["default", "kaiming_uniform", "orthogonal"][i % 3],
                 optimizer=opt,
-                learning_rate={"adagrad": 0.05, "rmsprop": 1e-3, "adamw": 3e-3}.get(opt, 0.05),
+                learning_rate={"adagrad": 0.05, "rmsprop": 1e-3, "adamw": 3e-3, "nadam": 3e-3}.get(opt, 0.05),
                 weight_decay=[0.0, 1e-3, 1e-2][i % 3],
                 momentum=momentum,
                 dropout=0.0,
@@ -132,6 +133,9 @@ def test_schedules_start_peak_and_end_where_documented() -> None:
     assert schedule_factor("onecycle", 0, total) == pytest.approx(1 / 25)
     assert schedule_factor("onecycle", 30, total) == pytest.approx(1.0)
     assert schedule_factor("onecycle", total, total) == pytest.approx(1e-3)
+    warm = [schedule_factor("warmup_cosine", t, total) for t in (0, 4, 9, 10, 55, total)]
+    assert warm[:4] == pytest.approx([0.1, 0.5, 1.0, 1.0]) and warm[4] == pytest.approx(0.5)
+    assert warm[5] < 1e-12
     with pytest.raises(ValueError):
         schedule_factor("warmup", 0, total)
 

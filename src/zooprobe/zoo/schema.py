@@ -130,7 +130,7 @@ FIELDS: tuple[Field, ...] = (
         "optimizer",
         pa.string(),
         "Optimizer: sgd (momentum 0.9), adam, adamw, rmsprop, plain_sgd (no momentum), nesterov (momentum "
-        "0.9) or adagrad.",
+        "0.9), adagrad or nadam.",
     ),
     Field(
         "learning_rate",
@@ -149,7 +149,7 @@ FIELDS: tuple[Field, ...] = (
     Field(
         "scheduler",
         pa.string(),
-        "Learning-rate schedule over the run's epochs: constant, cosine, step or onecycle.",
+        "Learning-rate schedule over the run's epochs: constant, cosine, step, onecycle or warmup_cosine.",
     ),
     Field("label_smoothing", pa.float32(), "Label smoothing of the cross-entropy (0 = none).", low=0, high=1),
     Field("grad_clip", pa.float32(), "Gradient-norm clipping threshold (0 = no clipping).", **_NONNEG),

@@ -33,6 +33,8 @@ as 2-D ones (same runs and random streams, different float rounding).
 layout (different float rounding); population metrics are evaluated in cache-sized chunks.
 4: new metadata columns (scheduler, label_smoothing, grad_clip, input_noise, kernel_size, pooling,
 has_group_norm, normalization) in every zoo; the weights of the older presets are unchanged."""
+WARMUP_FRACTION = 0.1
+"""The ``warmup_cosine`` schedule's share of steps spent warming up."""
 EVAL_CHUNK = 512
 EVAL_ELEMENTS = 1 << 21
 """Population evaluation runs in chunks whose widest layer output holds about this many floats (8 MiB):
@@ -103,6 +105,11 @@ def schedule_factor(name: str, step: int, total: int) -> float:
         if f < 0.3:
             return 1 / 25 + (1 - 1 / 25) * f / 0.3
         return 1e-3 + (1 - 1e-3) * 0.5 * (1.0 + math.cos(math.pi * (f - 0.3) / 0.7))
+    if name == "warmup_cosine":  # per-step linear warm-up over 10% of the steps (from 1/warm), cosine to 0
+        warm = max(1, round(WARMUP_FRACTION * total))
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
     raise ValueError(f"unknown scheduler {name!r}")
 
 
@@ -144,6 +151,8 @@ def _optimizer(spec: ModelSpec, params) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
     if spec.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, weight_decay=wd)
+    if spec.optimizer == "nadam":
+        return torch.optim.NAdam(params, lr=lr, weight_decay=wd)
     raise ValueError(f"unknown optimizer {spec.optimizer!r}")
 
 
