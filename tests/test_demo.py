@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 from rich.console import Console
 
 import zooprobe.api as api
@@ -32,6 +33,8 @@ def test_demo_trains_a_head_per_task_on_the_shipped_encoder_and_compares_with_th
     console = Console(record=True, width=400)  # no wrapped lines
     result = run_demo("tiny", tmp_path / "runs", console=console, progress=False)
     assert list(result.runs) == [f"{task}/{head}" for task, head in DEMO_RUNS]
+    saved = yaml.safe_load((tmp_path / "runs" / "demo_config.yaml").read_text())  # the settings, to rerun
+    assert saved == {"preset": "tiny", "output": str(tmp_path / "runs")}
     assert not (Path(os.environ["ZOOPROBE_CACHE"]) / "encoders").exists()  # nothing pretrained into the cache
     text = console.export_text()
     assert "shipped foundation encoder" in text and "nothing pretrained" in text

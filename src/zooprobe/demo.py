@@ -25,10 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
 from zooprobe.api import builtin_zoo, load_encoder, train
+from zooprobe.core.files import atomic_write_text
+from zooprobe.demo_config import DEMO_CONFIG_FILE, DEMO_ZOO, DemoConfig
 from zooprobe.errors import ConfigError
 from zooprobe.heads.config import HeadConfig
 from zooprobe.publish.card import write_run_card
@@ -37,8 +40,6 @@ from zooprobe.report.baseline import BASELINE_NAME, stats_gbm_baseline
 from zooprobe.training.config import TrainConfig, preset_config
 from zooprobe.zoo.store import Zoo
 
-DEMO_ZOO = "demo"
-"""The built-in zoo preset the demo uses by default (`zooprobe.zoo.config.PRESETS`)."""
 DEMO_ENCODER = "default"
 """The encoder of every demo run: the shipped foundation encoder."""
 
@@ -155,7 +156,11 @@ def run_demo(
     progress: bool = True,
     runs: Sequence[tuple[str, str]] = DEMO_RUNS,
 ) -> DemoResult:
-    """Run the demo on the built-in zoo `preset` (its runs: `runs`, default `DEMO_RUNS`)."""
+    """Run the demo on the built-in zoo `preset` (its runs: `runs`, default `DEMO_RUNS`); the settings go to
+    ``OUTPUT/demo_config.yaml`` (``zooprobe demo --config`` reruns them)."""
+    settings = DemoConfig(preset=preset, output=str(output)).check()
+    Path(output).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(output) / DEMO_CONFIG_FILE, yaml.safe_dump(settings.to_dict(), sort_keys=False))
     console = console or Console()
     result = DemoResult()
     start = time.perf_counter()

@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from symmetry_nets import subjects
 
 from zooprobe.api import load_encoder, load_head, load_zoo, train
 from zooprobe.bench.symmetry import TRANSFORMS, architecture_of, bench_symmetry, measure
+from zooprobe.bench.symmetry_config import TRANSFORM_NAMES
 from zooprobe.cli import main
-from zooprobe.cli.symmetry import SYMMETRY_TRANSFORMS
 from zooprobe.errors import ConfigError
 from zooprobe.heads.head_loader import run_heads
 from zooprobe.heads.prediction_heads import HeadConfig
@@ -85,13 +86,23 @@ def test_bench_symmetry_cli(head_zoo: Path, hp_head: Path, tmp_path: Path, capsy
     assert code == 0
     printed = capsys.readouterr().out
     assert "| widen2 | canonical |" in printed and (out / "symmetry.json").is_file()
+    saved = yaml.safe_load((out / "symmetry_config.yaml").read_text())
+    assert saved["transforms"] == ["widen2", "rescale"] and saved["max_models"] == 6
+    again = tmp_path / "again"  # the saved settings rerun the same measurement
+    assert (
+        main(["bench", "symmetry", "--config", str(out / "symmetry_config.yaml"), "--output", str(again)])
+        == 0
+    )
+    assert json.loads((again / "symmetry.json").read_text()) == json.loads(
+        (out / "symmetry.json").read_text()
+    )
     with pytest.raises(ConfigError, match="unknown \\['shear'\\]"):
         bench_symmetry(head_zoo, hp_head, ["shear"])
     assert main([*args[:-2], "--transforms", "shear"]) == 2
 
 
 def test_cli_transform_names_match_the_library():
-    assert tuple(TRANSFORMS) == SYMMETRY_TRANSFORMS
+    assert tuple(TRANSFORMS) == TRANSFORM_NAMES
 
 
 SUBJECTS = {  # the networks each transform applies to

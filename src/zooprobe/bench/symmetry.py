@@ -28,12 +28,14 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from zooprobe.api import load_head, load_zoo
+from zooprobe.bench.symmetry_config import SYMMETRY_CONFIG_FILE, TRANSFORM_NAMES, SymmetryConfig
 from zooprobe.core.files import atomic_write_json, atomic_write_text, json_safe
 from zooprobe.core.outputs import OutputKind, check_output, claim_output, holding_outputs
 from zooprobe.encoder.augment import is_permutable, permute_neurons
-from zooprobe.errors import ConfigError, InvalidInputError
+from zooprobe.errors import InvalidInputError
 from zooprobe.heads.head_loader import HeadOutputs, LoadedHead
 from zooprobe.symmetry import (
     Architecture,
@@ -49,7 +51,9 @@ from zooprobe.zoo.models import model_from_metadata
 from zooprobe.zoo.store import Zoo
 
 SYMMETRY_OUTPUT = OutputKind(
-    "bench-symmetry", owned=("symmetry.md", "symmetry.json"), what="symmetry benchmark"
+    "bench-symmetry",
+    owned=("symmetry.md", "symmetry.json", SYMMETRY_CONFIG_FILE),
+    what="symmetry benchmark",
 )
 MOVE_TOLERANCE = {"linear": 0.01, "log10": 0.05}
 """A prediction has moved when it changes by more than this (probabilities and linear targets / log10)."""
@@ -224,13 +228,18 @@ def bench_symmetry(
     max_models: int = 200,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Run the benchmark (module docs); returns the JSON document, also written to `output` if given."""
-    names = list(transforms) if transforms else list(TRANSFORMS)
-    unknown = sorted(set(names) - set(TRANSFORMS))
-    if unknown:
-        raise ConfigError(f"--transforms: unknown {unknown}; choose from {', '.join(TRANSFORMS)}")
-    if max_models < 1:
-        raise ConfigError(f"--max_models must be >= 1, got {max_models}")
+    """Run the benchmark (module docs); returns the JSON document, also written to `output` if given, with
+    the settings as `SymmetryConfig` in ``symmetry_config.yaml`` (``zooprobe bench symmetry --config`` reruns
+    it)."""
+    names = list(transforms) if transforms else list(TRANSFORM_NAMES)
+    settings = SymmetryConfig(
+        zoo=str(zoo.source if isinstance(zoo, Zoo) else zoo),
+        head=str(head.source if isinstance(head, LoadedHead) else head),
+        transforms=names,
+        split=split,
+        max_models=max_models,
+        seed=seed,
+    ).check()
     if output is not None:
         check_output(output, SYMMETRY_OUTPUT)
     loaded_zoo = zoo if isinstance(zoo, Zoo) else load_zoo(zoo)
@@ -245,8 +254,8 @@ def bench_symmetry(
     archs = [architecture_of(view, i) for i in range(len(view))]
     rows = measure(loaded_head, sds, archs, names, seed)
     doc = {
-        "zoo": str(zoo if not isinstance(zoo, Zoo) else zoo.source),
-        "head": str(head if not isinstance(head, LoadedHead) else head.source),
+        "zoo": settings.zoo,
+        "head": settings.head,
         "task": loaded_head.spec.task,
         "split": split if split in loaded_zoo.splits else None,
         "n_models": len(view),
@@ -268,6 +277,7 @@ def bench_symmetry(
     if output is not None:
         root = Path(output)
         claim_output(root, SYMMETRY_OUTPUT)
+        atomic_write_text(root / SYMMETRY_CONFIG_FILE, yaml.safe_dump(settings.to_dict(), sort_keys=False))
         atomic_write_json(root / "symmetry.json", json_safe(doc))
         atomic_write_text(root / "symmetry.md", markdown(doc))
     return doc

@@ -12,7 +12,6 @@ import dataclasses
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from jsonargparse import ArgumentParser, Namespace, set_parsing_settings
@@ -36,6 +35,7 @@ from zooprobe.cli.train import add_training_commands, run_training_command
 from zooprobe.cli.zoo import _zoo_config, add_zoo_commands, run_zoo_command
 from zooprobe.core.outputs import holding_outputs_block
 from zooprobe.core.progress import configure_logging
+from zooprobe.demo_config import DemoConfig
 from zooprobe.errors import ZooprobeError, error_message
 
 set_parsing_settings(  # dataclass field docs become --help text; `--print_completion shtab-bash|zsh`
@@ -72,15 +72,7 @@ def build_parser(argv: Sequence[str] | None = None) -> ArgumentParser:
 
     def demo() -> Any:
         parser = config_parser(DEMO_DESCRIPTION)
-        parser.add_argument(
-            "--preset",
-            type=str,
-            default="demo",
-            help="Built-in zoo preset to use (demo: 768 runs, 108 test models; tiny, small, bench).",
-        )
-        parser.add_argument(
-            "--output", type=Path, default=Path("runs/demo"), help="Folder for the run folders."
-        )
+        parser.add_class_arguments(DemoConfig, as_group=False)
         add_progress_arguments(parser)
         return parser
 
@@ -146,7 +138,8 @@ def _run(cfg: Namespace) -> int:
     if cfg.command == "demo":
         from zooprobe.demo import run_demo  # heavy: imports torch
 
-        run_demo(cfg.demo.preset, cfg.demo.output, console=console, progress=cfg.demo.progress)
+        demo = DemoConfig(preset=cfg.demo.preset, output=str(cfg.demo.output)).check()
+        run_demo(demo.preset, demo.output, console=console, progress=cfg.demo.progress)
         return 0
     return run_zoo_command(cfg.zoo, console)
 
