@@ -217,6 +217,18 @@ def markdown(doc: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _row_document(r: Row) -> dict[str, Any]:
+    return {
+        "transform": r.transform,
+        "mode": r.mode,
+        "n": r.n,
+        "not_applicable": r.not_applicable,
+        "targets": [t.__dict__ for t in r.targets],
+        "moved": r.moved,
+        "flagged": r.flagged,
+    }
+
+
 @holding_outputs
 def bench_symmetry(
     zoo: str | Path | Zoo,
@@ -261,18 +273,7 @@ def bench_symmetry(
         "n_models": len(view),
         "seed": seed,
         "move_tolerance": MOVE_TOLERANCE,
-        "rows": [
-            {
-                "transform": r.transform,
-                "mode": r.mode,
-                "n": r.n,
-                "not_applicable": r.not_applicable,
-                "targets": [t.__dict__ for t in r.targets],
-                "moved": r.moved,
-                "flagged": r.flagged,
-            }
-            for r in rows
-        ],
+        "rows": [_row_document(r) for r in rows],
     }
     if output is not None:
         root = Path(output)
