@@ -159,12 +159,12 @@ def run_demo(
     """Run the demo on the built-in zoo `preset` (its runs: `runs`, default `DEMO_RUNS`); the settings go to
     ``OUTPUT/demo_config.yaml`` (``zooprobe demo --config`` reruns them)."""
     settings = DemoConfig(preset=preset, output=str(output)).check()
-    Path(output).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(output) / DEMO_CONFIG_FILE, yaml.safe_dump(settings.to_dict(), sort_keys=False))
     console = console or Console()
     result = DemoResult()
     start = time.perf_counter()
-    zoo_path = builtin_zoo(preset, progress=progress)
+    zoo_path = builtin_zoo(preset, progress=progress)  # an unknown preset fails here, before any write
+    Path(output).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(output) / DEMO_CONFIG_FILE, yaml.safe_dump(settings.to_dict(), sort_keys=False))
     zoo = Zoo.open(zoo_path)
     result.seconds["zoo"] = time.perf_counter() - start
     sizes = ", ".join(f"{len(zoo.split(s))} {s}" for s in ("train", "validation", "test"))

@@ -138,8 +138,7 @@ def _run(cfg: Namespace) -> int:
     if cfg.command == "demo":
         from zooprobe.demo import run_demo  # heavy: imports torch
 
-        demo = DemoConfig(preset=cfg.demo.preset, output=str(cfg.demo.output)).check()
-        run_demo(demo.preset, demo.output, console=console, progress=cfg.demo.progress)
+        run_demo(cfg.demo.preset, str(cfg.demo.output), console=console, progress=cfg.demo.progress)
         return 0
     return run_zoo_command(cfg.zoo, console)
 
